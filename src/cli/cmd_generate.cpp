@@ -1,0 +1,152 @@
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/tokens.h"
+#include "core/npy.h"
+#include "engine/engine.h"
+
+namespace helix::cli {
+
+namespace {
+
+nlohmann::json stats_json(const CommStats& s) {
+  nlohmann::json j;
+  j["bytes_sent"] = s.bytes_sent;
+  j["bytes_received"] = s.bytes_received;
+  j["calls"] = s.calls;
+  return j;
+}
+
+uint64_t total(const std::map<std::string, uint64_t>& m) {
+  uint64_t t = 0;
+  for (const auto& [k, v] : m) t += v;
+  return t;
+}
+
+void write_stats(const std::string& path, const EngineConfig& ec, const GenerateResult& r) {
+  nlohmann::json j;
+  j["tp"] = ec.tp;
+  j["cp"] = ec.cp;
+  j["ep"] = ec.ep;
+  j["tokens_per_block"] = ec.tokens_per_block;
+  j["decode_steps"] = r.decode_steps;
+  j["decode_tokens"] = r.decode_tokens;
+  j["prefill_ms"] = r.prefill_ms;
+  j["decode_ms"] = r.decode_ms;
+  j["max_kv_block_spread"] = r.max_block_spread;
+  j["ranks"] = nlohmann::json::array();
+  for (const auto& rk : r.ranks) {
+    nlohmann::json x;
+    x["rank"] = rk.rank;
+    x["cp_rank"] = rk.cp_rank;
+    x["tp_rank"] = rk.tp_rank;
+    x["kv_tokens"] = rk.kv_tokens;
+    x["kv_blocks"] = rk.kv_blocks;
+    x["bytes_sent"] = rk.comm.bytes_sent;
+    x["bytes_received"] = rk.comm.bytes_received;
+    x["calls"] = rk.comm.calls;
+    x["decode"] = stats_json(rk.decode_comm);
+    x["decode_bytes_sent_per_step"] =
+        r.decode_steps ? double(total(rk.decode_comm.bytes_sent)) / r.decode_steps : 0.0;
+    x["kv_blocks_per_step"] = rk.blocks_per_step;
+    j["ranks"].push_back(x);
+  }
+  std::ofstream f(path);
+  if (!f.good()) fail("cannot open --stats-json file '{}'", path);
+  f << j.dump(2) << "\n";
+}
+
+void print_table(const GenerateResult& r) {
+  std::fprintf(stderr, "%5s %4s %4s %10s %10s %14s %14s\n", "rank", "cp", "tp", "kv_tokens",
+               "kv_blocks", "bytes_sent", "bytes_recv");
+  for (const auto& rk : r.ranks)
+    std::fprintf(stderr, "%5d %4d %4d %10d %10d %14llu %14llu\n", rk.rank, rk.cp_rank, rk.tp_rank,
+                 rk.kv_tokens, rk.kv_blocks, (unsigned long long)total(rk.comm.bytes_sent),
+                 (unsigned long long)total(rk.comm.bytes_received));
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "generate", "Prefill then decode token by token; prints the generated ids (last line)");
+  struct Opts {
+    std::string model;
+    std::vector<std::string> tokens;
+    EngineConfig ec;
+    SamplingConfig sc;
+    std::string stats_json, logits_out;
+    bool quiet = false;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("--model", o->model, "Checkpoint directory (config.json + safetensors)")
+      ->required();
+  cmd->add_option("--tokens", o->tokens,
+                  "Comma-separated prompt ids; repeat the flag for several requests decoded "
+                  "together")
+      ->required();
+  cmd->add_option("--max-new-tokens", o->sc.max_new_tokens, "Tokens to generate per request")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature", o->sc.temperature, "0 = greedy")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", o->sc.top_p, "Nucleus sampling mass")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--seed", o->sc.seed, "Sampling seed")->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->sc.ignore_eos, "Do not stop at end-of-sequence ids");
+  cmd->add_option("--tp", o->ec.tp, "Attention tensor-parallel size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--cp", o->ec.cp, "Context-parallel (KV-parallel) size: Helix")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--ep", o->ec.ep, "Routed experts expert-parallel over the tp*cp ranks");
+  cmd->add_option("--tokens-per-block", o->ec.tokens_per_block, "KV cache block size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-blocks", o->ec.kv_blocks, "KV blocks per rank (0 = as needed)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--comm", o->ec.comm, "Rank backend: threads (one process) or mpi (mpirun)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"threads", "mpi"}));
+  cmd->add_option("--stats-json", o->stats_json, "Write per-rank KV and communication stats");
+  cmd->add_option("--logits-out", o->logits_out,
+                  "Write the logits of every generated position, float32 [n_new, vocab] (.npy; "
+                  "one request)");
+  cmd->add_flag("--quiet", o->quiet, "No timing summary on stderr");
+  cmd->callback([o]() {
+    std::vector<std::vector<int>> prompts;
+    for (const auto& t : o->tokens) prompts.push_back(parse_tokens(t));
+    o->ec.model_dir = o->model;
+    o->ec.keep_logits = !o->logits_out.empty();
+    o->ec.progress = true;
+    if (o->ec.keep_logits && prompts.size() != 1)
+      fail("--logits-out takes exactly one request (one --tokens)");
+    GenerateResult r = generate(o->ec, prompts, o->sc);
+    if (r.ranks.empty()) return;  // an MPI rank other than 0: rank 0 reports
+    if (!o->logits_out.empty())
+      npy_write_f32(o->logits_out, r.logits[0].data(),
+                    {static_cast<int64_t>(r.logits[0].size() / r.vocab), r.vocab});
+    if (!o->stats_json.empty()) write_stats(o->stats_json, o->ec, r);
+    if (!o->quiet) {
+      std::fprintf(stderr, "load %.1f ms | prefill %.2f ms | decode %d steps, %d tokens, %.2f ms, "
+                   "%.1f tokens/s\n",
+                   r.load_ms, r.prefill_ms, r.decode_steps, r.decode_tokens, r.decode_ms,
+                   r.decode_ms > 0 ? r.decode_tokens * 1000.0 / r.decode_ms : 0.0);
+      if (o->ec.tp * o->ec.cp > 1 || !o->stats_json.empty()) print_table(r);
+    }
+    for (const auto& out : r.outputs) {
+      std::string line;
+      for (size_t i = 0; i < out.size(); ++i) line += (i ? "," : "") + std::to_string(out[i]);
+      std::printf("%s\n", line.c_str());
+    }
+  });
+}
+
+}  // namespace helix::cli

@@ -1,0 +1,48 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace helix {
+
+int argmax(const float* x, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+int Sampler::sample(const float* logits, int vocab) {
+  if (cfg_.temperature <= 0.0f) return argmax(logits, vocab);
+  std::vector<double> p(static_cast<size_t>(vocab));
+  const double mx = logits[argmax(logits, vocab)];
+  double sum = 0;
+  for (int i = 0; i < vocab; ++i) {
+    p[i] = std::exp((logits[i] - mx) / cfg_.temperature);
+    sum += p[i];
+  }
+  std::vector<int> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+  // Smallest prefix whose mass reaches top_p; always at least one token.
+  double mass = 0;
+  size_t keep = 0;
+  while (keep < order.size()) {
+    mass += p[order[keep]] / sum;
+    ++keep;
+    if (mass >= cfg_.top_p) break;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i) kept += p[order[i]];
+  std::uniform_real_distribution<double> u(0.0, kept);
+  double r = u(rng_);
+  for (size_t i = 0; i < keep; ++i) {
+    r -= p[order[i]];
+    if (r <= 0) return order[i];
+  }
+  return order[keep - 1];
+}
+
+}  // namespace helix

@@ -1,0 +1,99 @@
+#include "kv/kv_cache.h"
+
+#include "core/error.h"
+
+namespace helix {
+
+KvCache::KvCache(const KvCacheConfig& cfg) : cfg_(cfg) {
+  HELIX_CHECK(cfg.tokens_per_block > 0, "tokens per block must be positive, got {}",
+              cfg.tokens_per_block);
+  HELIX_CHECK(cfg.cp_size > 0 && cfg.cp_rank >= 0 && cfg.cp_rank < cfg.cp_size,
+              "bad KV cache CP coordinates {}/{}", cfg.cp_rank, cfg.cp_size);
+  HELIX_CHECK(cfg.max_blocks >= 0, "negative KV block count");
+  const size_t n = static_cast<size_t>(cfg.num_layers) * cfg.max_blocks * cfg.tokens_per_block *
+                   cfg.row_width;
+  try {
+    pool_.assign(n, 0.0f);
+  } catch (const std::bad_alloc&) {
+    fail("cannot allocate the KV cache: {} blocks x {} layers x {} tokens x {} floats ({:.1f} GiB)",
+         cfg.max_blocks, cfg.num_layers, cfg.tokens_per_block, cfg.row_width,
+         n * 4.0 / (1 << 30));
+  }
+  free_.reserve(static_cast<size_t>(cfg.max_blocks));
+  for (int b = cfg.max_blocks - 1; b >= 0; --b) free_.push_back(b);
+}
+
+void KvCache::add_request(int64_t id) {
+  HELIX_CHECK(!seqs_.count(id), "request {} already has a KV cache", id);
+  seqs_[id] = Seq{};
+}
+
+void KvCache::free_request(int64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  for (int b : it->second.blocks) free_.push_back(b);
+  seqs_.erase(it);
+}
+
+const KvCache::Seq& KvCache::seq(int64_t id) const {
+  auto it = seqs_.find(id);
+  HELIX_CHECK(it != seqs_.end(), "unknown KV request {}", id);
+  return it->second;
+}
+KvCache::Seq& KvCache::seq(int64_t id) {
+  auto it = seqs_.find(id);
+  HELIX_CHECK(it != seqs_.end(), "unknown KV request {}", id);
+  return it->second;
+}
+
+void KvCache::append(int64_t id, int pos) {
+  Seq& s = seq(id);
+  HELIX_CHECK(pos == s.len, "KV append out of order: position {} but length {}", pos, s.len);
+  s.len++;
+  if (!owns(pos)) return;
+  const int gb = pos / cfg_.tokens_per_block;
+  auto it = s.by_global.find(gb);
+  if (it == s.by_global.end()) {
+    if (free_.empty())
+      fail("KV cache out of memory on CP rank {}: all {} blocks of {} tokens are in use "
+           "(raise --kv-blocks)",
+           cfg_.cp_rank, cfg_.max_blocks, cfg_.tokens_per_block);
+    s.by_global[gb] = static_cast<int>(s.blocks.size());
+    s.blocks.push_back(free_.back());
+    s.block_len.push_back(0);
+    free_.pop_back();
+    it = s.by_global.find(gb);
+  }
+  s.block_len[it->second]++;
+  s.local_tokens++;
+}
+
+float* KvCache::row(int layer, int64_t id, int pos) {
+  Seq& s = seq(id);
+  HELIX_CHECK(owns(pos) && pos < s.len, "KV row {} is not held by CP rank {}", pos, cfg_.cp_rank);
+  const int phys = s.blocks[s.by_global.at(pos / cfg_.tokens_per_block)];
+  const int64_t off = ((static_cast<int64_t>(layer) * cfg_.max_blocks + phys) *
+                           cfg_.tokens_per_block +
+                       pos % cfg_.tokens_per_block) *
+                      cfg_.row_width;
+  return pool_.data() + off;
+}
+
+void KvCache::local_blocks(int layer, int64_t id, std::vector<const float*>& ptrs,
+                           std::vector<int>& lens) const {
+  const Seq& s = seq(id);
+  ptrs.clear();
+  lens.clear();
+  for (size_t i = 0; i < s.blocks.size(); ++i) {
+    const int64_t off = (static_cast<int64_t>(layer) * cfg_.max_blocks + s.blocks[i]) *
+                        cfg_.tokens_per_block * cfg_.row_width;
+    ptrs.push_back(pool_.data() + off);
+    lens.push_back(s.block_len[i]);
+  }
+}
+
+int KvCache::global_len(int64_t id) const { return seq(id).len; }
+int KvCache::local_tokens(int64_t id) const { return seq(id).local_tokens; }
+int KvCache::local_blocks(int64_t id) const { return static_cast<int>(seq(id).blocks.size()); }
+
+}  // namespace helix

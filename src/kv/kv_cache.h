@@ -1,0 +1,69 @@
+#pragma once
+// Paged latent KV cache of one rank. A request's tokens are cut into blocks of
+// tokens_per_block; block b lives on CP rank b % cp (prompt and decode blocks alike), so every
+// rank's share grows evenly. One physical block holds the same token range for every layer.
+// Row layout per token: [c (kv_lora_rank, normalised latent), k_pe (rope dim, roped)].
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <vector>
+
+namespace helix {
+
+struct KvCacheConfig {
+  int num_layers = 0;
+  int row_width = 0;         // kv_lora_rank + qk_rope_head_dim
+  int tokens_per_block = 64;
+  int max_blocks = 0;        // physical blocks on this rank
+  int cp_size = 1;
+  int cp_rank = 0;
+};
+
+class KvCache {
+ public:
+  explicit KvCache(const KvCacheConfig& cfg);
+
+  void add_request(int64_t id);
+  void free_request(int64_t id);  // returns its blocks to the pool
+  bool has_request(int64_t id) const { return seqs_.count(id) != 0; }
+
+  // The CP rank that owns global position pos.
+  int owner_of(int pos) const { return (pos / cfg_.tokens_per_block) % cfg_.cp_size; }
+  bool owns(int pos) const { return owner_of(pos) == cfg_.cp_rank; }
+
+  // Appends global position pos (must equal the current length). Every rank calls it; only the
+  // owner allocates. Throws helix::Error when the pool is exhausted.
+  void append(int64_t id, int pos);
+  // Row of an owned position, for writing its latent.  -> [row_width]
+  float* row(int layer, int64_t id, int pos);
+
+  // This rank's blocks of a request for one layer: pointers and valid token counts.
+  void local_blocks(int layer, int64_t id, std::vector<const float*>& ptrs,
+                    std::vector<int>& lens) const;
+
+  int global_len(int64_t id) const;
+  int local_tokens(int64_t id) const;
+  int local_blocks(int64_t id) const;
+  int free_blocks() const { return static_cast<int>(free_.size()); }
+  int used_blocks() const { return cfg_.max_blocks - free_blocks(); }
+  const KvCacheConfig& config() const { return cfg_; }
+  size_t bytes() const { return pool_.size() * sizeof(float); }
+
+ private:
+  struct Seq {
+    int len = 0;                 // global tokens
+    int local_tokens = 0;
+    std::vector<int> blocks;     // physical ids of this rank's blocks, in global block order
+    std::vector<int> block_len;  // valid tokens in each
+    std::map<int, int> by_global;  // global block index -> position in `blocks`
+  };
+  const Seq& seq(int64_t id) const;
+  Seq& seq(int64_t id);
+
+  KvCacheConfig cfg_;
+  std::vector<float> pool_;  // [num_layers, max_blocks, tokens_per_block, row_width]
+  std::vector<int> free_;
+  std::map<int64_t, Seq> seqs_;
+};
+
+}  // namespace helix

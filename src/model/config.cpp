@@ -1,0 +1,248 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace helix {
+
+namespace {
+
+using json = nlohmann::json;
+
+double get_mscale(double scale, double m) { return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; }
+
+struct Reader {
+  const json& j;
+  const std::string& origin;
+
+  bool present(const char* key) const { return j.contains(key) && !j.at(key).is_null(); }
+
+  int integer(const char* key, bool required, int def = 0) const {
+    if (!present(key)) {
+      if (required) fail("{}: missing required field '{}'", origin, key);
+      return def;
+    }
+    const json& v = j.at(key);
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (1LL << 31) - 1)
+      fail("{}: field '{}' must be a non-negative integer, got {}", origin, key, v.dump());
+    return v.get<int>();
+  }
+  double number(const char* key, double def) const {
+    if (!present(key)) return def;
+    const json& v = j.at(key);
+    if (!v.is_number()) fail("{}: field '{}' must be a number, got {}", origin, key, v.dump());
+    return v.get<double>();
+  }
+  bool boolean(const char* key, bool def) const {
+    if (!present(key)) return def;
+    const json& v = j.at(key);
+    if (!v.is_boolean()) fail("{}: field '{}' must be true or false, got {}", origin, key, v.dump());
+    return v.get<bool>();
+  }
+};
+
+RopeConfig parse_rope(const json& root, const std::string& origin, int max_pos) {
+  RopeConfig r;
+  // transformers 5.x: rope_parameters holds everything; published: rope_theta + rope_scaling.
+  json params = json::object();
+  if (root.contains("rope_parameters") && !root["rope_parameters"].is_null()) {
+    params = root["rope_parameters"];
+  } else if (root.contains("rope_scaling") && !root["rope_scaling"].is_null()) {
+    params = root["rope_scaling"];
+  }
+  if (!params.is_object()) fail("{}: rope_parameters/rope_scaling must be an object", origin);
+  Reader p{params, origin};
+  Reader top{root, origin};
+  r.theta = p.number("rope_theta", top.number("rope_theta", 10000.0));
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"}) {
+    if (params.contains(key) && params[key].is_string()) {
+      type = params[key].get<std::string>();
+      break;
+    }
+  }
+  if (type != "default" && type != "yarn")
+    fail("{}: rope type '{}' is not supported (default, yarn)", origin, type);
+  r.type = type;
+  if (type == "yarn") {
+    r.original_max_position_embeddings = p.number(
+        "original_max_position_embeddings", top.number("original_max_position_embeddings", max_pos));
+    double factor = p.number("factor", -1.0);
+    if (factor < 0) factor = max_pos / r.original_max_position_embeddings;
+    r.factor = factor;
+    r.beta_fast = p.number("beta_fast", 32.0);
+    r.beta_slow = p.number("beta_slow", 1.0);
+    if (r.beta_fast == 0) r.beta_fast = 32.0;  // transformers treats a falsy value as the default
+    if (r.beta_slow == 0) r.beta_slow = 1.0;
+    r.mscale = p.number("mscale", 0.0);
+    r.mscale_all_dim = p.number("mscale_all_dim", 0.0);
+    r.attention_factor = p.number("attention_factor", -1.0);
+    r.truncate = p.boolean("truncate", true);
+    if (r.factor <= 0) fail("{}: rope factor must be positive", origin);
+  }
+  if (r.theta <= 0) fail("{}: rope_theta must be positive", origin);
+  return r;
+}
+
+std::vector<int> parse_eos(const json& j) {
+  std::vector<int> ids;
+  if (!j.contains("eos_token_id")) return ids;
+  const json& v = j["eos_token_id"];
+  if (v.is_number_integer()) ids.push_back(v.get<int>());
+  if (v.is_array())
+    for (const auto& e : v)
+      if (e.is_number_integer()) ids.push_back(e.get<int>());
+  return ids;
+}
+
+}  // namespace
+
+ModelConfig config_parse(const std::string& text, const std::string& origin) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: invalid JSON: {}", origin, e.what());
+  }
+  if (!j.is_object()) fail("{}: config must be a JSON object", origin);
+  Reader r{j, origin};
+  ModelConfig c;
+  c.model_type = j.value("model_type", std::string());
+  if (c.model_type != "deepseek_v3")
+    fail("{}: unsupported model_type '{}' (helix runs deepseek_v3)", origin, c.model_type);
+  c.vocab_size = r.integer("vocab_size", true);
+  c.hidden_size = r.integer("hidden_size", true);
+  c.intermediate_size = r.integer("intermediate_size", true);
+  c.moe_intermediate_size = r.integer("moe_intermediate_size", false, c.intermediate_size);
+  c.num_hidden_layers = r.integer("num_hidden_layers", true);
+  c.num_attention_heads = r.integer("num_attention_heads", true);
+  c.q_lora_rank = r.integer("q_lora_rank", false, 0);
+  c.kv_lora_rank = r.integer("kv_lora_rank", true);
+  c.qk_nope_head_dim = r.integer("qk_nope_head_dim", true);
+  c.qk_rope_head_dim = r.integer("qk_rope_head_dim", true);
+  c.v_head_dim = r.integer("v_head_dim", true);
+  c.n_routed_experts = r.integer("n_routed_experts", false, 0);
+  c.n_shared_experts = r.integer("n_shared_experts", false, 0);
+  c.num_experts_per_tok = r.integer("num_experts_per_tok", false, 0);
+  c.n_group = r.integer("n_group", false, 1);
+  c.topk_group = r.integer("topk_group", false, 1);
+  c.norm_topk_prob = r.boolean("norm_topk_prob", true);
+  c.routed_scaling_factor = r.number("routed_scaling_factor", 1.0);
+  c.first_k_dense_replace = r.integer("first_k_dense_replace", false, 0);
+  c.max_position_embeddings = r.integer("max_position_embeddings", true);
+  c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+  c.rope_interleave = r.boolean("rope_interleave", true);
+  c.attention_bias = r.boolean("attention_bias", false);
+  if (j.contains("hidden_act") && j["hidden_act"].is_string()) c.hidden_act = j["hidden_act"];
+  if (c.hidden_act != "silu")
+    fail("{}: hidden_act '{}' is not supported (silu)", origin, c.hidden_act);
+  c.rope = parse_rope(j, origin, c.max_position_embeddings);
+  c.eos_token_ids = parse_eos(j);
+
+  auto positive = [&](int v, const char* name) {
+    if (v <= 0) fail("{}: field '{}' must be positive", origin, name);
+  };
+  positive(c.vocab_size, "vocab_size");
+  positive(c.hidden_size, "hidden_size");
+  positive(c.num_hidden_layers, "num_hidden_layers");
+  positive(c.num_attention_heads, "num_attention_heads");
+  positive(c.kv_lora_rank, "kv_lora_rank");
+  positive(c.qk_rope_head_dim, "qk_rope_head_dim");
+  positive(c.v_head_dim, "v_head_dim");
+  positive(c.max_position_embeddings, "max_position_embeddings");
+  if (c.qk_rope_head_dim % 2) fail("{}: qk_rope_head_dim must be even", origin);
+  if (c.n_routed_experts > 0) {
+    positive(c.num_experts_per_tok, "num_experts_per_tok");
+    positive(c.moe_intermediate_size, "moe_intermediate_size");
+    if (c.n_group <= 0 || c.n_routed_experts % c.n_group)
+      fail("{}: n_routed_experts ({}) must be divisible by n_group ({})", origin, c.n_routed_experts,
+           c.n_group);
+    if (c.topk_group <= 0 || c.topk_group > c.n_group)
+      fail("{}: topk_group ({}) must be in [1, n_group ({})]", origin, c.topk_group, c.n_group);
+    if (c.n_routed_experts / c.n_group < 2)
+      fail("{}: each expert group needs at least 2 experts (group score = sum of its best two)",
+           origin);
+    if (c.num_experts_per_tok > c.topk_group * (c.n_routed_experts / c.n_group))
+      fail("{}: num_experts_per_tok ({}) exceeds the experts of topk_group groups", origin,
+           c.num_experts_per_tok);
+  }
+  return c;
+}
+
+ModelConfig config_load(const std::string& dir) {
+  std::string path = dir + "/config.json";
+  std::ifstream f(path);
+  if (!f.good()) fail("cannot open {}", path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  ModelConfig c = config_parse(ss.str(), path);
+  // generate() takes its stop tokens from generation_config.json when there is one.
+  std::ifstream g(dir + "/generation_config.json");
+  if (g.good()) {
+    std::stringstream gs;
+    gs << g.rdbuf();
+    json gj = json::parse(gs.str(), nullptr, false);
+    if (gj.is_object() && gj.contains("eos_token_id")) c.eos_token_ids = parse_eos(gj);
+  }
+  return c;
+}
+
+double ModelConfig::softmax_scale() const {
+  double s = 1.0 / std::sqrt(static_cast<double>(qk_head_dim()));
+  if (rope.type != "default" && rope.mscale_all_dim != 0.0) {
+    double m = get_mscale(rope.factor, rope.mscale_all_dim);
+    s *= m * m;
+  }
+  return s;
+}
+
+double ModelConfig::rope_attention_factor() const {
+  if (rope.type != "yarn") return 1.0;
+  if (rope.attention_factor >= 0) return rope.attention_factor;
+  if (rope.mscale != 0.0 && rope.mscale_all_dim != 0.0)
+    return get_mscale(rope.factor, rope.mscale) / get_mscale(rope.factor, rope.mscale_all_dim);
+  return get_mscale(rope.factor, 1.0);
+}
+
+std::vector<double> ModelConfig::rope_inv_freq() const {
+  const int dim = qk_rope_head_dim;
+  const double base = rope.theta;
+  std::vector<double> inv(dim / 2);
+  for (int i = 0; i < dim / 2; ++i) {
+    // transformers computes base ** (2i/dim) in float32; round the same way.
+    float pos_freq = std::pow(static_cast<float>(base), static_cast<float>(2 * i) / dim);
+    inv[i] = 1.0f / pos_freq;
+  }
+  if (rope.type != "yarn") return inv;
+  auto correction_dim = [&](double rotations) {
+    return (dim * std::log(rope.original_max_position_embeddings / (rotations * 2 * M_PI))) /
+           (2 * std::log(base));
+  };
+  double low = correction_dim(rope.beta_fast);
+  double high = correction_dim(rope.beta_slow);
+  if (rope.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(dim - 1));
+  if (low == high) high += 0.001;
+  for (int i = 0; i < dim / 2; ++i) {
+    float pos_freq = 1.0f / static_cast<float>(inv[i]);
+    float extrap = 1.0f / pos_freq;
+    float interp = 1.0f / (static_cast<float>(rope.factor) * pos_freq);
+    float ramp = static_cast<float>((i - low) / (high - low));
+    ramp = std::min(1.0f, std::max(0.0f, ramp));
+    float extrap_factor = 1.0f - ramp;
+    inv[i] = interp * (1.0f - extrap_factor) + extrap * extrap_factor;
+  }
+  return inv;
+}
+
+}  // namespace helix

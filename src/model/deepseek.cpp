@@ -1,0 +1,524 @@
+#include "model/deepseek.h"
+
+#include <chrono>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace helix {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void expect_shape(const WeightStore& ws, const std::string& name, std::vector<int64_t> shape) {
+  const auto& v = ws.view(name);
+  if (v.shape != shape) {
+    Tensor a, b;
+    a.shape = v.shape;
+    b.shape = shape;
+    fail("tensor '{}' has shape {}, expected {} from config.json", name, a.shape_str(),
+         b.shape_str());
+  }
+}
+
+Tensor load_rows_checked(const WeightStore& ws, const std::string& name,
+                         std::vector<int64_t> full_shape, int64_t r0, int64_t r1) {
+  expect_shape(ws, name, full_shape);
+  return ws.load_rows(name, r0, r1);
+}
+
+// Columns [c0, c1) of a 2-D tensor.
+Tensor slice_cols(const Tensor& t, int64_t c0, int64_t c1) {
+  const int64_t rows = t.dim(0), cols = t.dim(1);
+  Tensor out({rows, c1 - c0});
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(out.ptr() + r * (c1 - c0), t.ptr() + r * cols + c0,
+                static_cast<size_t>(c1 - c0) * sizeof(float));
+  return out;
+}
+
+// Stacks gate rows and up rows into one [2 * rows, in] matrix: one GEMM computes both.
+Tensor stack_rows(const Tensor& a, const Tensor& b) {
+  Tensor out({a.dim(0) + b.dim(0), a.dim(1)});
+  std::memcpy(out.ptr(), a.ptr(), a.data.size() * sizeof(float));
+  std::memcpy(out.ptr() + a.numel(), b.ptr(), b.data.size() * sizeof(float));
+  return out;
+}
+
+}  // namespace
+
+DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, const Mapping& map,
+                             Communicator& world, int tokens_per_block, int kv_blocks)
+    : cfg_(cfg), map_(map), world_(world) {
+  HELIX_CHECK(world.size() == map.world_size && world.rank() == map.rank,
+              "communicator (rank {} of {}) does not match the mapping ({})", world.rank(),
+              world.size(), map.str());
+  map_.validate(cfg.num_attention_heads, cfg.n_routed_experts);
+  // Ranks of one CP group share the TP rank; the CP all-to-all runs inside it.
+  cp_comm_ = world.split(map.tp_rank(), map.cp_rank());
+  hl_ = cfg.num_attention_heads / map.tp;
+  for (int j = 0; j < map.cp; ++j) cp_heads_.push_back(split_range(hl_, map.cp, j));
+  ho_begin_ = cp_heads_[map.cp_rank()].first;
+  ho_end_ = cp_heads_[map.cp_rank()].second;
+  inv_freq_ = cfg.rope_inv_freq();
+  rope_mult_ = cfg.rope_attention_factor();
+  scale_ = static_cast<float>(cfg.softmax_scale());
+  load_weights(ws);
+  stats_.expert_tokens.assign(cfg.num_hidden_layers,
+                              std::vector<int64_t>(std::max(cfg.n_routed_experts, 0), 0));
+  KvCacheConfig kc;
+  kc.num_layers = cfg.num_hidden_layers;
+  kc.row_width = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
+  kc.tokens_per_block = tokens_per_block;
+  kc.max_blocks = kv_blocks;
+  kc.cp_size = map.cp;
+  kc.cp_rank = map.cp_rank();
+  kv_ = std::make_unique<KvCache>(kc);
+}
+
+void DeepseekModel::load_weights(const WeightStore& ws) {
+  const ModelConfig& c = cfg_;
+  const int64_t H = c.num_attention_heads, D = c.hidden_size, L = c.kv_lora_rank,
+                R = c.qk_rope_head_dim, NOPE = c.qk_nope_head_dim, V = c.v_head_dim,
+                QK = c.qk_head_dim();
+  const int N = map_.ffn_size(), r = map_.ffn_rank();
+  const int64_t h0 = static_cast<int64_t>(map_.tp_rank()) * hl_;  // first global head of my group
+
+  embed = ws.load("model.embed_tokens.weight", {c.vocab_size, D});
+  norm = ws.load("model.norm.weight", {D});
+  if (ws.has("lm_head.weight")) {
+    lm_head = ws.load("lm_head.weight", {c.vocab_size, D});
+  } else if (c.tie_word_embeddings) {
+    lm_head = embed;
+  } else {
+    fail("missing tensor 'lm_head.weight' (and tie_word_embeddings is false)");
+  }
+
+  auto load_mlp = [&](const std::string& p, int64_t inter, int part, int parts) {
+    auto [a, b] = split_range(static_cast<int>(inter), parts, part);
+    MlpWeights m;
+    m.inter = b - a;
+    Tensor g = load_rows_checked(ws, p + "gate_proj.weight", {inter, D}, a, b);
+    Tensor u = load_rows_checked(ws, p + "up_proj.weight", {inter, D}, a, b);
+    m.gate_up = stack_rows(g, u);
+    Tensor d = ws.load(p + "down_proj.weight", {D, inter});
+    m.down = slice_cols(d, a, b);
+    return m;
+  };
+
+  layers_.resize(c.num_hidden_layers);
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = fmt::format("model.layers.{}.", i);
+    LayerWeights& lw = layers_[i];
+    lw.input_norm = ws.load(p + "input_layernorm.weight", {D});
+    lw.post_norm = ws.load(p + "post_attention_layernorm.weight", {D});
+    AttnWeights& a = lw.attn;
+    const std::string ap = p + "self_attn.";
+    if (c.q_lora_rank > 0) {
+      a.q_a = ws.load(ap + "q_a_proj.weight", {c.q_lora_rank, D});
+      if (c.attention_bias) a.q_a_bias = ws.load(ap + "q_a_proj.bias", {c.q_lora_rank});
+      a.q_a_norm = ws.load(ap + "q_a_layernorm.weight", {c.q_lora_rank});
+      a.q_b = load_rows_checked(ws, ap + "q_b_proj.weight", {H * QK, c.q_lora_rank}, h0 * QK,
+                                (h0 + hl_) * QK);
+    } else {
+      a.q_proj = load_rows_checked(ws, ap + "q_proj.weight", {H * QK, D}, h0 * QK, (h0 + hl_) * QK);
+    }
+    a.kv_a = ws.load(ap + "kv_a_proj_with_mqa.weight", {L + R, D});
+    if (c.attention_bias) a.kv_a_bias = ws.load(ap + "kv_a_proj_with_mqa.bias", {L + R});
+    a.kv_a_norm = ws.load(ap + "kv_a_layernorm.weight", {L});
+    Tensor kvb = load_rows_checked(ws, ap + "kv_b_proj.weight", {H * (NOPE + V), L},
+                                   h0 * (NOPE + V), (h0 + hl_) * (NOPE + V));
+    a.w_uk = Tensor({hl_, NOPE, L});
+    a.w_uv = Tensor({hl_, V, L});
+    for (int h = 0; h < hl_; ++h) {
+      const float* src = kvb.ptr() + h * (NOPE + V) * L;
+      std::memcpy(a.w_uk.ptr() + h * NOPE * L, src, NOPE * L * sizeof(float));
+      std::memcpy(a.w_uv.ptr() + h * V * L, src + NOPE * L, V * L * sizeof(float));
+    }
+    Tensor o = ws.load(ap + "o_proj.weight", {D, H * V});
+    a.o_proj = slice_cols(o, (h0 + ho_begin_) * V, (h0 + ho_end_) * V);
+    if (c.attention_bias && map_.rank == 0) a.o_bias = ws.load(ap + "o_proj.bias", {D});
+
+    lw.moe = c.is_moe_layer(i);
+    const std::string mp = p + "mlp.";
+    if (!lw.moe) {
+      lw.dense = load_mlp(mp, c.intermediate_size, r, N);
+      continue;
+    }
+    const int64_t E = c.n_routed_experts, IE = c.moe_intermediate_size;
+    lw.router = ws.load(mp + "gate.weight", {E, D});
+    lw.router_bias = ws.has(mp + "gate.e_score_correction_bias")
+                         ? ws.load(mp + "gate.e_score_correction_bias", {E})
+                         : Tensor({E}, 0.0f);
+    if (c.n_shared_experts > 0)
+      lw.shared = load_mlp(mp + "shared_experts.", IE * c.n_shared_experts, r, N);
+    // Experts: per-expert tensors (checkpoints) or fused 3-D ones (transformers' in-memory form).
+    const bool fused = ws.has(mp + "experts.gate_up_proj");
+    Tensor fused_gu, fused_down;
+    if (fused) {
+      fused_gu = ws.load(mp + "experts.gate_up_proj", {E, 2 * IE, D});
+      fused_down = ws.load(mp + "experts.down_proj", {E, D, IE});
+    }
+    int e0 = 0, e1 = static_cast<int>(E);
+    if (map_.moe_ep) std::tie(e0, e1) = split_range(static_cast<int>(E), N, r);
+    lw.expert_begin = e0;
+    for (int e = e0; e < e1; ++e) {
+      if (!fused) {
+        const std::string ep = fmt::format("{}experts.{}.", mp, e);
+        lw.experts.push_back(map_.moe_ep ? load_mlp(ep, IE, 0, 1) : load_mlp(ep, IE, r, N));
+        continue;
+      }
+      auto [a0, a1] = map_.moe_ep ? std::pair<int, int>{0, static_cast<int>(IE)}
+                                  : split_range(static_cast<int>(IE), N, r);
+      MlpWeights m;
+      m.inter = a1 - a0;
+      m.gate_up = Tensor({2 * m.inter, D});
+      const float* gu = fused_gu.ptr() + e * 2 * IE * D;
+      std::memcpy(m.gate_up.ptr(), gu + a0 * D, m.inter * D * sizeof(float));
+      std::memcpy(m.gate_up.ptr() + m.inter * D, gu + (IE + a0) * D, m.inter * D * sizeof(float));
+      Tensor d({D, IE});
+      std::memcpy(d.ptr(), fused_down.ptr() + e * D * IE, D * IE * sizeof(float));
+      m.down = slice_cols(d, a0, a1);
+      lw.experts.push_back(std::move(m));
+    }
+  }
+}
+
+void DeepseekModel::rope_table(int pos, float* cos_sin) const {
+  const int half = cfg_.qk_rope_head_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    // transformers forms the angle in float32: position * inv_freq.
+    const float ang = static_cast<float>(pos) * static_cast<float>(inv_freq_[i]);
+    cos_sin[i] = static_cast<float>(std::cos(ang) * rope_mult_);
+    cos_sin[half + i] = static_cast<float>(std::sin(ang) * rope_mult_);
+  }
+}
+
+void DeepseekModel::mlp_apply(const MlpWeights& m, const float* x, int rows, float* out,
+                              bool accumulate) {
+  const int D = cfg_.hidden_size, I = m.inter;
+  if (rows == 0) return;
+  if (I == 0) {
+    if (!accumulate) std::memset(out, 0, sizeof(float) * rows * D);
+    return;
+  }
+  std::vector<float> gu(static_cast<size_t>(rows) * 2 * I), act(static_cast<size_t>(rows) * I);
+  matmul(x, m.gate_up.ptr(), gu.data(), rows, 2 * I, D);
+  for (int t = 0; t < rows; ++t)
+    silu_mul(gu.data() + t * 2 * I, gu.data() + t * 2 * I + I, act.data() + t * I, I);
+  matmul(act.data(), m.down.ptr(), out, rows, D, I, accumulate);
+}
+
+Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits) {
+  const ModelConfig& c = cfg_;
+  const int D = c.hidden_size;
+  std::vector<int> tok, pos;
+  for (const auto& s : seqs) {
+    HELIX_CHECK(!s.tokens.empty(), "empty token list for request {}", s.id);
+    HELIX_CHECK(s.start == 0 || s.tokens.size() == 1,
+                "request {}: a step is a whole prompt or one decode token", s.id);
+    HELIX_CHECK(kv_->global_len(s.id) == s.start, "request {}: step starts at {} but {} cached",
+                s.id, s.start, kv_->global_len(s.id));
+    for (size_t i = 0; i < s.tokens.size(); ++i) {
+      const int t = s.tokens[i], p = s.start + static_cast<int>(i);
+      if (t < 0 || t >= c.vocab_size)
+        fail("token id {} is out of range [0, {})", t, c.vocab_size);
+      if (p >= c.max_position_embeddings)
+        fail("position {} exceeds max_position_embeddings ({})", p, c.max_position_embeddings);
+      tok.push_back(t);
+      pos.push_back(p);
+    }
+  }
+  // Reserve KV slots first: a pool that runs out fails before any layer ran.
+  for (const auto& s : seqs)
+    for (size_t i = 0; i < s.tokens.size(); ++i) kv_->append(s.id, s.start + static_cast<int>(i));
+
+  const int T = static_cast<int>(tok.size());
+  Tensor x({T, D}), h({T, D}), y({T, D});
+  for (int t = 0; t < T; ++t)
+    std::memcpy(x.ptr() + static_cast<int64_t>(t) * D, embed.ptr() + static_cast<int64_t>(tok[t]) * D,
+                D * sizeof(float));
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& lw = layers_[l];
+    rms_norm(x.ptr(), lw.input_norm.ptr(), h.ptr(), T, D, eps);
+    auto t0 = Clock::now();
+    attention(l, seqs, pos, h, y);
+    stats_.attn_ms += ms_since(t0);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data[i] += y.data[i];
+    rms_norm(x.ptr(), lw.post_norm.ptr(), h.ptr(), T, D, eps);
+    t0 = Clock::now();
+    ffn(l, h, y);
+    stats_.ffn_ms += ms_since(t0);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data[i] += y.data[i];
+  }
+  std::vector<int> rows;
+  if (all_logits) {
+    for (int t = 0; t < T; ++t) rows.push_back(t);
+  } else {
+    int off = 0;
+    for (const auto& s : seqs) {
+      off += static_cast<int>(s.tokens.size());
+      rows.push_back(off - 1);
+    }
+  }
+  const int n = static_cast<int>(rows.size());
+  Tensor hn({n, D});
+  for (int i = 0; i < n; ++i)
+    rms_norm(x.ptr() + static_cast<int64_t>(rows[i]) * D, norm.ptr(),
+             hn.ptr() + static_cast<int64_t>(i) * D, 1, D, eps);
+  Tensor logits({n, c.vocab_size});
+  matmul(hn.ptr(), lm_head.ptr(), logits.ptr(), n, c.vocab_size, D);
+  return logits;
+}
+
+void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
+                              const std::vector<int>& pos, const Tensor& h, Tensor& out) {
+  const ModelConfig& c = cfg_;
+  const AttnWeights& a = layers_[layer].attn;
+  const int T = h.dim(0), D = c.hidden_size, L = c.kv_lora_rank, R = c.qk_rope_head_dim,
+            NOPE = c.qk_nope_head_dim, V = c.v_head_dim, QK = c.qk_head_dim(), W = L + R;
+  const int Hl = hl_, Ho = ho_end_ - ho_begin_;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  // q for every head of the TP group: [T, Hl, QK]
+  Tensor q({T, Hl, QK});
+  if (c.q_lora_rank > 0) {
+    Tensor qa({T, c.q_lora_rank});
+    matmul(h.ptr(), a.q_a.ptr(), qa.ptr(), T, c.q_lora_rank, D);
+    if (!a.q_a_bias.empty())
+      for (int t = 0; t < T; ++t)
+        for (int i = 0; i < c.q_lora_rank; ++i) qa.data[t * c.q_lora_rank + i] += a.q_a_bias.data[i];
+    rms_norm(qa.ptr(), a.q_a_norm.ptr(), qa.ptr(), T, c.q_lora_rank, eps);
+    matmul(qa.ptr(), a.q_b.ptr(), q.ptr(), T, Hl * QK, c.q_lora_rank);
+  } else {
+    matmul(h.ptr(), a.q_proj.ptr(), q.ptr(), T, Hl * QK, D);
+  }
+  // latent [c | k_pe] per token: [T, W]
+  Tensor lat({T, W});
+  matmul(h.ptr(), a.kv_a.ptr(), lat.ptr(), T, W, D);
+  if (!a.kv_a_bias.empty())
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < W; ++i) lat.data[t * W + i] += a.kv_a_bias.data[i];
+  rms_norm(lat.ptr(), a.kv_a_norm.ptr(), lat.ptr(), T, L, eps, W, W);
+  std::vector<float> cs(static_cast<size_t>(R));
+  for (int t = 0; t < T; ++t) {
+    rope_table(pos[t], cs.data());
+    rope_apply(lat.ptr() + t * W + L, 1, W, R, cs.data(), c.rope_interleave);
+    rope_apply(q.ptr() + static_cast<int64_t>(t) * Hl * QK + NOPE, Hl, QK, R, cs.data(),
+               c.rope_interleave);
+  }
+
+  Tensor attn_v({T, std::max(Ho, 0), V});  // values of the owned heads, per token
+  std::vector<int> decode_rows;            // token rows of decode steps
+  std::vector<int64_t> decode_ids;
+  int row = 0;
+  std::vector<const float*> ptrs;
+  std::vector<int> lens;
+  for (const auto& s : seqs) {
+    const int n = static_cast<int>(s.tokens.size());
+    for (int i = 0; i < n; ++i)
+      if (kv_->owns(s.start + i))
+        std::memcpy(kv_->row(layer, s.id, s.start + i), lat.ptr() + (row + i) * W, W * sizeof(float));
+    if (s.start == 0) {
+      // Prompt: the naive (decompressed) causal attention over the whole prompt, for the heads
+      // this rank owns; every rank holds the prompt's latents at this point.
+      if (Ho > 0) {
+        Tensor qh({n, Ho, QK}), kh({n, Ho, QK}), vh({n, Ho, V});
+        for (int hh = 0; hh < Ho; ++hh) {
+          const int hl = ho_begin_ + hh;
+          std::vector<float> kn(static_cast<size_t>(n) * NOPE), vv(static_cast<size_t>(n) * V);
+          matmul_strided(lat.ptr() + row * W, W, a.w_uk.ptr() + hl * NOPE * L, L, true, kn.data(),
+                         NOPE, n, NOPE, L, 0.0f);
+          matmul_strided(lat.ptr() + row * W, W, a.w_uv.ptr() + hl * V * L, L, true, vv.data(), V,
+                         n, V, L, 0.0f);
+          for (int t = 0; t < n; ++t) {
+            float* qd = qh.ptr() + (t * Ho + hh) * QK;
+            std::memcpy(qd, q.ptr() + ((row + t) * Hl + hl) * QK, QK * sizeof(float));
+            float* kd = kh.ptr() + (t * Ho + hh) * QK;
+            std::memcpy(kd, kn.data() + t * NOPE, NOPE * sizeof(float));
+            std::memcpy(kd + NOPE, lat.ptr() + (row + t) * W + L, R * sizeof(float));
+            std::memcpy(vh.ptr() + (t * Ho + hh) * V, vv.data() + t * V, V * sizeof(float));
+          }
+        }
+        AttnPrefillParams pp;
+        pp.num_tokens = n;
+        pp.num_heads = Ho;
+        pp.qk_dim = QK;
+        pp.v_dim = V;
+        pp.scale = scale_;
+        pp.q = qh.ptr();
+        pp.k = kh.ptr();
+        pp.v = vh.ptr();
+        pp.out = attn_v.ptr() + static_cast<int64_t>(row) * Ho * V;
+        attn_prefill(pp);
+      }
+    } else {
+      decode_rows.push_back(row);
+      decode_ids.push_back(s.id);
+    }
+    row += n;
+  }
+
+  const int B = static_cast<int>(decode_rows.size());
+  if (B > 0) {
+    // Absorbed decode over the local KV shard, all Hl heads: O_r [B, Hl, L], lse_r [B, Hl].
+    Tensor o({B, Hl, L}), lse({B, Hl});
+    Tensor qc({Hl, W});
+    for (int b = 0; b < B; ++b) {
+      const int t = decode_rows[b];
+      for (int hh = 0; hh < Hl; ++hh) {
+        const float* qn = q.ptr() + (static_cast<int64_t>(t) * Hl + hh) * QK;
+        matmul_nn(qn, a.w_uk.ptr() + hh * NOPE * L, qc.ptr() + hh * W, 1, L, NOPE);
+        std::memcpy(qc.ptr() + hh * W + L, qn + NOPE, R * sizeof(float));
+      }
+      kv_->local_blocks(layer, decode_ids[b], ptrs, lens);
+      MlaDecodeParams mp;
+      mp.num_heads = Hl;
+      mp.kv_lora_rank = L;
+      mp.rope_dim = R;
+      mp.num_blocks = static_cast<int>(ptrs.size());
+      mp.scale = scale_;
+      mp.q = qc.ptr();
+      mp.blocks = ptrs.data();
+      mp.block_len = lens.data();
+      mp.out = o.ptr() + static_cast<int64_t>(b) * Hl * L;
+      mp.lse = lse.ptr() + static_cast<int64_t>(b) * Hl;
+      mla_decode(mp);
+    }
+    // Helix: all-to-all over CP split by heads, then the exact LSE combine.
+    Tensor comb({B, std::max(Ho, 0), L});
+    const int cp = map_.cp;
+    if (cp == 1) {
+      comb = o;
+    } else {
+      auto t0 = Clock::now();
+      std::vector<size_t> send_counts(cp), recv_counts(cp);
+      std::vector<float> send;
+      for (int j = 0; j < cp; ++j) {
+        auto [hb, he] = cp_heads_[j];
+        send_counts[j] = static_cast<size_t>(B) * (he - hb) * (L + 1);
+        recv_counts[j] = static_cast<size_t>(B) * Ho * (L + 1);
+        for (int b = 0; b < B; ++b)
+          send.insert(send.end(), o.ptr() + (static_cast<int64_t>(b) * Hl + hb) * L,
+                      o.ptr() + (static_cast<int64_t>(b) * Hl + he) * L);
+        for (int b = 0; b < B; ++b)
+          send.insert(send.end(), lse.ptr() + b * Hl + hb, lse.ptr() + b * Hl + he);
+      }
+      std::vector<float> recv(static_cast<size_t>(cp) * B * Ho * (L + 1));
+      cp_comm_->all_to_all_v(send.data(), send_counts, recv.data(), recv_counts);
+      stats_.comm_ms += ms_since(t0);
+      // Unpack into [cp, B*Ho, L] and [cp, B*Ho] for the combine op.
+      std::vector<float> parts(static_cast<size_t>(cp) * B * Ho * L), plse(static_cast<size_t>(cp) * B * Ho);
+      for (int i = 0; i < cp; ++i) {
+        const float* blk = recv.data() + static_cast<size_t>(i) * B * Ho * (L + 1);
+        std::memcpy(parts.data() + static_cast<size_t>(i) * B * Ho * L, blk,
+                    static_cast<size_t>(B) * Ho * L * sizeof(float));
+        std::memcpy(plse.data() + static_cast<size_t>(i) * B * Ho, blk + static_cast<size_t>(B) * Ho * L,
+                    static_cast<size_t>(B) * Ho * sizeof(float));
+      }
+      AttnCombineParams cb;
+      cb.num_parts = cp;
+      cb.rows = B * Ho;
+      cb.dim = L;
+      cb.parts = parts.data();
+      cb.lse = plse.data();
+      cb.out = comb.ptr();
+      attn_combine(cb);
+    }
+    // W_UV for the owned heads: v[b, h] = O[b, h] . W_UV[h]^T
+    for (int b = 0; b < B; ++b)
+      for (int hh = 0; hh < Ho; ++hh) {
+        const int hl = ho_begin_ + hh;
+        const float* src = cp == 1 ? o.ptr() + (static_cast<int64_t>(b) * Hl + hl) * L
+                                   : comb.ptr() + (static_cast<int64_t>(b) * Ho + hh) * L;
+        matmul(src, a.w_uv.ptr() + hl * V * L, attn_v.ptr() + (static_cast<int64_t>(decode_rows[b]) * Ho + hh) * V,
+               1, V, L);
+      }
+  }
+  // o_proj, row-parallel over all tp*cp ranks, then one all-reduce.
+  matmul(attn_v.ptr(), a.o_proj.ptr(), out.ptr(), T, D, Ho * V);
+  if (!a.o_bias.empty())
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < D; ++i) out.data[t * D + i] += a.o_bias.data[i];
+  auto t0 = Clock::now();
+  world_.all_reduce_sum(out.ptr(), out.data.size());
+  stats_.comm_ms += ms_since(t0);
+}
+
+void DeepseekModel::ffn(int layer, const Tensor& h, Tensor& out) {
+  const LayerWeights& lw = layers_[layer];
+  const int T = h.dim(0), D = cfg_.hidden_size;
+  if (!lw.moe) {
+    mlp_apply(lw.dense, h.ptr(), T, out.ptr(), false);
+  } else if (map_.moe_ep && map_.ffn_size() > 1) {
+    moe_ep(layer, h, out);
+  } else {
+    const int E = cfg_.n_routed_experts, K = cfg_.num_experts_per_tok;
+    Tensor logits({T, E});
+    matmul(h.ptr(), lw.router.ptr(), logits.ptr(), T, E, D);
+    std::vector<int> ids(static_cast<size_t>(T) * K);
+    std::vector<float> w(static_cast<size_t>(T) * K);
+    MoeRouteParams rp;
+    rp.num_tokens = T;
+    rp.num_experts = E;
+    rp.top_k = K;
+    rp.n_group = cfg_.n_group;
+    rp.topk_group = cfg_.topk_group;
+    rp.norm_topk_prob = cfg_.norm_topk_prob;
+    rp.routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor);
+    rp.logits = logits.ptr();
+    rp.bias = lw.router_bias.ptr();
+    rp.expert_ids = ids.data();
+    rp.weights = w.data();
+    moe_route(rp);
+    for (int id : ids) stats_.expert_tokens[layer][id]++;
+    moe_tp(layer, h, ids, w, out);
+  }
+  auto t0 = Clock::now();
+  world_.all_reduce_sum(out.ptr(), out.data.size());
+  stats_.comm_ms += ms_since(t0);
+}
+
+void DeepseekModel::moe_tp(int layer, const Tensor& h, const std::vector<int>& ids,
+                           const std::vector<float>& w, Tensor& out) {
+  const LayerWeights& lw = layers_[layer];
+  const int T = h.dim(0), D = cfg_.hidden_size, K = cfg_.num_experts_per_tok;
+  // Shared experts (TP slice) write the output; routed experts add into it.
+  if (cfg_.n_shared_experts > 0) mlp_apply(lw.shared, h.ptr(), T, out.ptr(), false);
+  else std::fill(out.data.begin(), out.data.end(), 0.0f);
+  std::vector<float> xin, yout;
+  for (size_t le = 0; le < lw.experts.size(); ++le) {
+    const int e = lw.expert_begin + static_cast<int>(le);
+    std::vector<int> tok;
+    std::vector<float> wt;
+    for (int t = 0; t < T; ++t)
+      for (int k = 0; k < K; ++k)
+        if (ids[t * K + k] == e) {
+          tok.push_back(t);
+          wt.push_back(w[t * K + k]);
+        }
+    if (tok.empty()) continue;
+    const int n = static_cast<int>(tok.size());
+    xin.resize(static_cast<size_t>(n) * D);
+    yout.resize(static_cast<size_t>(n) * D);
+    for (int i = 0; i < n; ++i)
+      std::memcpy(xin.data() + i * D, h.ptr() + static_cast<int64_t>(tok[i]) * D, D * sizeof(float));
+    mlp_apply(lw.experts[le], xin.data(), n, yout.data(), false);
+    for (int i = 0; i < n; ++i)
+      for (int d = 0; d < D; ++d) out.data[static_cast<int64_t>(tok[i]) * D + d] += wt[i] * yout[i * D + d];
+  }
+}
+
+void DeepseekModel::moe_ep(int layer, const Tensor& h, Tensor& out) {
+  fail("expert parallelism (--ep) is not implemented yet (layer {})", layer);
+}
+
+}  // namespace helix

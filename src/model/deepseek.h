@@ -1,0 +1,111 @@
+#pragma once
+// The DeepSeek-V3 layer graph on one rank of a Helix deployment (a single-rank run is the
+// 1 x 1 case of the same code). Attention heads are sharded over the TP group, the latent KV
+// over the CP group, and the FFN over all tp*cp ranks.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+#include "kv/kv_cache.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "parallel/comm.h"
+#include "parallel/mapping.h"
+
+namespace helix {
+
+struct AttnWeights {
+  Tensor q_proj;       // [Hl * qk_head_dim, hidden]         (q_lora_rank null)
+  Tensor q_a, q_a_bias, q_a_norm;  // [q_lora, hidden], [q_lora], [q_lora]
+  Tensor q_b;          // [Hl * qk_head_dim, q_lora]
+  Tensor kv_a;         // [kv_lora + rope, hidden]
+  Tensor kv_a_bias;    // [kv_lora + rope] (attention_bias)
+  Tensor kv_a_norm;    // [kv_lora]
+  Tensor w_uk;         // [Hl, qk_nope, kv_lora]  key half of kv_b_proj
+  Tensor w_uv;         // [Hl, v_head, kv_lora]   value half of kv_b_proj
+  Tensor o_proj;       // [hidden, Ho * v_head]    columns of the heads this rank owns
+  Tensor o_bias;       // [hidden] (attention_bias; added by rank 0 only)
+};
+
+struct MlpWeights {
+  Tensor gate_up;  // [2 * I_local, hidden]: gate rows then up rows
+  Tensor down;     // [hidden, I_local]
+  int inter = 0;   // I_local
+};
+
+struct LayerWeights {
+  Tensor input_norm;  // [hidden]
+  Tensor post_norm;   // [hidden]
+  AttnWeights attn;
+  bool moe = false;
+  MlpWeights dense;                // dense layers
+  Tensor router;                   // [E, hidden]
+  Tensor router_bias;              // [E] e_score_correction_bias
+  std::vector<MlpWeights> experts; // TP: all E experts (sharded); EP: the local ones (whole)
+  int expert_begin = 0;            // first global expert id held (EP)
+  MlpWeights shared;               // shared experts, TP-sharded
+};
+
+// One sequence of a forward step: a whole prompt (start == 0) or one decode token.
+struct SeqStep {
+  int64_t id = 0;
+  std::vector<int> tokens;
+  int start = 0;  // global position of tokens[0]
+};
+
+// Per-step timings and counters that the CLI reports.
+struct ModelStats {
+  double attn_ms = 0, ffn_ms = 0, comm_ms = 0;
+  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] routed (token, expert) pairs
+};
+
+class DeepseekModel {
+ public:
+  DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, const Mapping& map,
+                Communicator& world, int tokens_per_block, int kv_blocks);
+
+  // Runs all layers over the sequences. Returns logits [rows, vocab]: every token when
+  // all_logits, else the last token of each sequence. Appends the tokens' latents to the KV
+  // cache (requests must have been added with kv().add_request).
+  Tensor forward(const std::vector<SeqStep>& seqs, bool all_logits);
+
+  KvCache& kv() { return *kv_; }
+  const ModelConfig& config() const { return cfg_; }
+  const Mapping& mapping() const { return map_; }
+  Communicator& world() { return world_; }
+  Communicator& cp_comm() { return *cp_comm_; }
+  ModelStats& stats() { return stats_; }
+  int local_heads() const { return hl_; }
+  std::pair<int, int> owned_heads() const { return {ho_begin_, ho_end_}; }  // within local heads
+
+ private:
+  void load_weights(const WeightStore& ws);
+  void attention(int layer, const std::vector<SeqStep>& seqs, const std::vector<int>& pos,
+                 const Tensor& h, Tensor& out);
+  void ffn(int layer, const Tensor& h, Tensor& out);
+  void moe_tp(int layer, const Tensor& h, const std::vector<int>& ids, const std::vector<float>& w,
+              Tensor& out);
+  void moe_ep(int layer, const Tensor& h, Tensor& out);
+  void mlp_apply(const MlpWeights& m, const float* x, int rows, float* out, bool accumulate);
+  void rope_table(int pos, float* cos_sin) const;
+
+  ModelConfig cfg_;
+  Mapping map_;
+  Communicator& world_;
+  std::unique_ptr<Communicator> cp_comm_;
+  int hl_ = 0;                       // heads of this rank's TP group
+  int ho_begin_ = 0, ho_end_ = 0;    // heads this rank owns after the CP all-to-all (local idx)
+  std::vector<std::pair<int, int>> cp_heads_;  // owned head range of every CP rank
+  Tensor embed;    // [vocab, hidden]
+  Tensor norm;     // [hidden]
+  Tensor lm_head;  // [vocab, hidden]
+  std::vector<LayerWeights> layers_;
+  std::vector<double> inv_freq_;
+  double rope_mult_ = 1.0;
+  float scale_ = 1.0f;
+  std::unique_ptr<KvCache> kv_;
+  ModelStats stats_;
+};
+
+}  // namespace helix

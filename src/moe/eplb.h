@@ -1,0 +1,144 @@
+#pragma once
+// Expert-parallel load balancing (EPLB): placements of logical experts onto physical slots,
+// routing over replicas, load statistics and the planner. See DESIGN.md "Expert parallelism
+// and EPLB".
+//
+// Conventions shared by everything here:
+//   S slots, R ranks, E logical experts; S % R == 0, S >= E; rank r owns slots
+//   [r*S/R, (r+1)*S/R). A placement maps every slot to an expert; an expert may have several
+//   replicas. Rank load assumes an expert's load splits evenly over its replicas, so a slot
+//   holding expert e carries load[e] / replicas(e).
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace helix {
+
+// One layer's slot -> expert map.
+struct Placement {
+  int num_slots = 0;
+  int num_ranks = 0;
+  int num_experts = 0;
+  std::vector<int> slot_to_expert;  // [num_slots], ids in [0, num_experts)
+
+  int slots_per_rank() const { return num_slots / num_ranks; }
+  int rank_of_slot(int slot) const { return slot / slots_per_rank(); }
+  std::vector<int> replica_counts() const;  // [num_experts]
+};
+
+// Throws helix::Error naming the problem: S % R != 0, S < E, wrong slot_to_expert length, an id
+// out of range, an expert with no slot. `what` prefixes the message (e.g. "layer 3").
+void placement_validate(const Placement& p, const std::string& what = "placement");
+
+// Placements of every layer, as in placement.json:
+//   {"num_slots": S, "num_ranks": R, "num_experts": E,
+//    "layers": [{"slot_to_expert": [...S ints...]}, ...]}
+// ("num_experts" is written by us and optional on read; when absent it is the caller's
+// expected_experts, or else max id + 1).
+struct PlacementSet {
+  int num_slots = 0;
+  int num_ranks = 0;
+  int num_experts = 0;
+  std::vector<Placement> layers;
+};
+
+PlacementSet placement_read(const std::string& path, int expected_experts = -1);
+void placement_write(const std::string& path, const PlacementSet& ps);
+PlacementSet placement_from_json_text(const std::string& text, const std::string& what,
+                                      int expected_experts = -1);
+std::string placement_to_json_text(const PlacementSet& ps);
+
+// load.json: {"load": [[...one number per logical expert...], ...one list per layer...]}.
+// Every layer has the same number of experts; numbers are finite and >= 0.
+using LoadMatrix = std::vector<std::vector<double>>;  // [layers][experts]
+LoadMatrix load_read(const std::string& path);
+LoadMatrix load_from_json_text(const std::string& text, const std::string& what);
+void load_write(const std::string& path, const LoadMatrix& load);
+
+// ---- balance figures ---------------------------------------------------------------------
+struct Balance {
+  double max_rank_load = 0;
+  double mean_rank_load = 0;
+  double max_over_mean() const { return mean_rank_load > 0 ? max_rank_load / mean_rank_load : 1.0; }
+  double balancedness() const { return max_rank_load > 0 ? mean_rank_load / max_rank_load : 1.0; }
+};
+
+std::vector<double> rank_loads(const Placement& p, const std::vector<double>& load);  // [R]
+Balance placement_balance(const Placement& p, const std::vector<double>& load);
+// True when some rank holds two replicas of one expert.
+bool placement_has_duplicate(const Placement& p);
+// Slots whose expert differs between a and b (same shape required).
+int slots_moved(const Placement& a, const Placement& b);
+
+// ---- planners ----------------------------------------------------------------------------
+// The public baseline: replica counts by "each extra slot to the expert with the largest load
+// per replica", then replicas, heaviest first, each onto the lightest rank with a free slot.
+// It may place two replicas of one expert on one rank.
+Placement eplb_plan_greedy_layer(const std::vector<double>& load, int num_slots, int num_ranks);
+PlacementSet eplb_plan_greedy(const LoadMatrix& load, int num_slots, int num_ranks);
+
+struct EplbOptions {
+  int num_groups = 0;  // > 0 with num_nodes > 0: hierarchical preference (see eplb.cpp)
+  int num_nodes = 0;
+  double hierarchy_tolerance = 0.01;  // accept the hierarchical plan within (1 + tol) of flat
+  double previous_tolerance = 0.01;   // with a previous plan: max/mean within (1 + tol) of fresh
+};
+
+// Ours. Per layer: never worse than eplb_plan_greedy_layer on max rank load (it is one of the
+// seeds), never two replicas of one expert on one rank (requires S <= E * R). With `previous`
+// it keeps as many slots unchanged as it can find while staying within (1 + tol) of its own
+// unconstrained plan's max rank load.
+Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int num_ranks,
+                          const EplbOptions& opt = {}, const Placement* previous = nullptr);
+PlacementSet eplb_plan(const LoadMatrix& load, int num_slots, int num_ranks, int num_groups = 0,
+                       int num_nodes = 0, const PlacementSet* previous = nullptr);
+
+// The greedy repair of a previous placement that eplb_plan's `previous` mode must match or beat
+// on unchanged slots: starting from `previous`, repeatedly apply the single change (a swap of
+// two slots, or re-pointing one slot of the max-loaded rank to another expert) that most lowers
+// the max rank load, until it is <= target_max_rank_load. nullopt when it gets stuck.
+std::optional<Placement> eplb_repair_greedy(const std::vector<double>& load,
+                                            const Placement& previous,
+                                            double target_max_rank_load);
+
+// ---- runtime: routing and statistics -------------------------------------------------------
+// Picks the physical slot for a routed (token, expert): a replica on the source rank when there
+// is one; otherwise replicas in turn by (token + step), so a uniform token stream spreads over
+// the replicas with counts differing by at most one. Deterministic in its arguments.
+class EplbRouter {
+ public:
+  explicit EplbRouter(const Placement& p);
+  int route(int expert, std::int64_t token, int src_rank, std::int64_t step = 0) const;
+  const std::vector<int>& replicas(int expert) const { return replicas_[expert]; }
+  int num_experts() const { return static_cast<int>(replicas_.size()); }
+
+ private:
+  int num_ranks_ = 0;
+  int slots_per_rank_ = 0;
+  std::vector<std::vector<int>> replicas_;  // [E] -> slots, ascending
+};
+
+// Tokens routed to each logical expert per layer in the current step, and a decayed estimate
+// across steps: at end_step(), estimate = alpha * estimate + counts, then counts reset.
+class ExpertLoadStats {
+ public:
+  ExpertLoadStats(int num_layers, int num_experts, double alpha = 0.9);
+  void add(int layer, int expert, std::int64_t n = 1);
+  // Adds one count for every id in topk_ids[0..n) (routed ids of one layer's step).
+  void add_routed(int layer, const int* topk_ids, std::int64_t n);
+  void end_step();
+  const std::vector<std::int64_t>& counts(int layer) const { return counts_[layer]; }
+  const LoadMatrix& estimate() const { return estimate_; }
+  Balance balance(int layer, const Placement& p) const;  // of the estimate
+  int num_layers() const { return static_cast<int>(counts_.size()); }
+  int num_experts() const { return num_experts_; }
+
+ private:
+  int num_experts_ = 0;
+  double alpha_ = 0.9;
+  std::vector<std::vector<std::int64_t>> counts_;
+  LoadMatrix estimate_;
+};
+
+}  // namespace helix

@@ -1,0 +1,11 @@
+// Built when OpenMPI is not found: the MPI backend reports itself missing.
+#include "core/error.h"
+#include "parallel/comm.h"
+
+namespace helix {
+
+bool mpi_available() { return false; }
+
+std::unique_ptr<Communicator> make_mpi_world() { fail("helix was built without MPI"); }
+
+}  // namespace helix
