@@ -52,8 +52,8 @@ struct Failures {
   }
 };
 
-#define RANK_EXPECT(fails, cond, msg)                                        \
-  do {                                                                       \
+#define RANK_EXPECT(fails, cond, msg)                                       \
+  do {                                                                      \
     if (!(cond)) (fails).add(std::string(#cond) + ": " + std::string(msg)); \
   } while (0)
 
@@ -74,8 +74,7 @@ TEST_P(CommWorld, AllReduceMatchesOrderedSumBitwise) {
     const auto expected = ordered_sum(iota_ranks(p), n);
     for (int r = 0; r < p; ++r) {
       ASSERT_EQ(results[r].size(), n);
-      EXPECT_TRUE(same_bits(results[r].data(), expected.data(), n))
-          << "rank " << r << " n " << n;
+      EXPECT_TRUE(same_bits(results[r].data(), expected.data(), n)) << "rank " << r << " n " << n;
     }
   }
   for (auto& m : fails.msgs) ADD_FAILURE() << m;
@@ -131,7 +130,9 @@ TEST_P(CommWorld, AllToAll) {
 }
 
 // Rank i sends (i + 2 j + 1) % 4 floats to rank j: uneven, with zero counts.
-size_t v_count(int from, int to) { return size_t((from + 2 * to + 1) % 4); }
+size_t v_count(int from, int to) {
+  return size_t((from + 2 * to + 1) % 4);
+}
 
 TEST_P(CommWorld, AllToAllVUnevenAndZeroCounts) {
   const int p = GetParam();

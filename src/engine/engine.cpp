@@ -190,9 +190,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
       pick(logits, reqs);
       steps++;
       tokens += static_cast<int>(batch.size());
-      int blocks = 0;
-      for (int r = 0; r < R; ++r) blocks += model.kv().local_blocks(r);
-      rep.blocks_per_step.push_back(blocks);
+      for (int r = 0; r < R; ++r) rep.blocks_per_step.push_back(model.kv().local_blocks(r));
       if (tty && steps % 8 == 0) std::fprintf(stderr, "\rdecode step %d", steps);
     }
     if (tty) std::fprintf(stderr, "\r");
@@ -213,7 +211,8 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
       std::vector<float> mine = encode(rep);
       std::vector<float> all(mine.size() * world);
       comm.all_gather(mine.data(), all.data(), mine.size());
-      for (int i = 0; i < world; ++i) res.ranks[i] = decode(all.data() + i * mine.size(), steps);
+      for (int i = 0; i < world; ++i)
+        res.ranks[i] = decode(all.data() + i * mine.size(), steps * R);
     } else {
       std::lock_guard<std::mutex> lock(mu);
       res.ranks[rank] = rep;
@@ -244,7 +243,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
   } else {
     fail("unknown --comm '{}' (threads, mpi)", cfg.comm);
   }
-  // KV balance across the CP ranks of each TP rank, at every step.
+  // KV balance of every request across the ranks, at every step.
   for (size_t s = 0; !res.ranks.empty() && s < res.ranks[0].blocks_per_step.size(); ++s) {
     int lo = 1 << 30, hi = 0;
     for (const auto& r : res.ranks) {

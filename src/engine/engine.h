@@ -29,7 +29,7 @@ struct RankReport {
   int kv_tokens = 0, kv_blocks = 0;     // summed over requests, at the end of decoding
   CommStats comm;                        // whole run
   CommStats decode_comm;                 // decode steps only
-  std::vector<int> blocks_per_step;      // [steps] local KV blocks (all requests) after each step
+  std::vector<int> blocks_per_step;      // [steps, requests] local KV blocks after each step
 };
 
 struct GenerateResult {
@@ -38,7 +38,7 @@ struct GenerateResult {
   int vocab = 0;
   double load_ms = 0, prefill_ms = 0, decode_ms = 0;
   int decode_steps = 0, decode_tokens = 0;
-  int max_block_spread = 0;  // max over steps of (max - min) local KV blocks across CP ranks
+  int max_block_spread = 0;  // max over steps and requests of (max - min) KV blocks over ranks
   std::vector<RankReport> ranks;
 };
 

@@ -455,31 +455,15 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
 
 void DeepseekModel::ffn(int layer, const Tensor& h, Tensor& out) {
   const LayerWeights& lw = layers_[layer];
-  const int T = h.dim(0), D = cfg_.hidden_size;
+  const int T = h.dim(0);
   if (!lw.moe) {
     mlp_apply(lw.dense, h.ptr(), T, out.ptr(), false);
   } else if (map_.moe_ep && map_.ffn_size() > 1) {
     moe_ep(layer, h, out);
   } else {
-    const int E = cfg_.n_routed_experts, K = cfg_.num_experts_per_tok;
-    Tensor logits({T, E});
-    matmul(h.ptr(), lw.router.ptr(), logits.ptr(), T, E, D);
-    std::vector<int> ids(static_cast<size_t>(T) * K);
-    std::vector<float> w(static_cast<size_t>(T) * K);
-    MoeRouteParams rp;
-    rp.num_tokens = T;
-    rp.num_experts = E;
-    rp.top_k = K;
-    rp.n_group = cfg_.n_group;
-    rp.topk_group = cfg_.topk_group;
-    rp.norm_topk_prob = cfg_.norm_topk_prob;
-    rp.routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor);
-    rp.logits = logits.ptr();
-    rp.bias = lw.router_bias.ptr();
-    rp.expert_ids = ids.data();
-    rp.weights = w.data();
-    moe_route(rp);
-    for (int id : ids) stats_.expert_tokens[layer][id]++;
+    std::vector<int> ids;
+    std::vector<float> w;
+    route(layer, h.ptr(), T, ids, w);
     moe_tp(layer, h, ids, w, out);
   }
   auto t0 = Clock::now();
@@ -517,8 +501,121 @@ void DeepseekModel::moe_tp(int layer, const Tensor& h, const std::vector<int>& i
   }
 }
 
+void DeepseekModel::route(int layer, const float* x, int rows, std::vector<int>& ids,
+                          std::vector<float>& w) {
+  const LayerWeights& lw = layers_[layer];
+  const int E = cfg_.n_routed_experts, K = cfg_.num_experts_per_tok, D = cfg_.hidden_size;
+  std::vector<float> logits(static_cast<size_t>(rows) * E);
+  matmul(x, lw.router.ptr(), logits.data(), rows, E, D);
+  ids.resize(static_cast<size_t>(rows) * K);
+  w.resize(static_cast<size_t>(rows) * K);
+  MoeRouteParams rp;
+  rp.num_tokens = rows;
+  rp.num_experts = E;
+  rp.top_k = K;
+  rp.n_group = cfg_.n_group;
+  rp.topk_group = cfg_.topk_group;
+  rp.norm_topk_prob = cfg_.norm_topk_prob;
+  rp.routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor);
+  rp.logits = logits.data();
+  rp.bias = lw.router_bias.ptr();
+  rp.expert_ids = ids.data();
+  rp.weights = w.data();
+  moe_route(rp);
+  for (int id : ids) stats_.expert_tokens[layer][id]++;
+}
+
+// Expert parallel: every rank routes its slice of the (replicated) tokens, sends each
+// (token, expert) row to the expert's owner with one all-to-all, the owner runs its experts,
+// a second all-to-all brings the rows back, and the source adds them with their weights.
+// Shared experts stay tensor-parallel; the caller's all-reduce sums both.
 void DeepseekModel::moe_ep(int layer, const Tensor& h, Tensor& out) {
-  fail("expert parallelism (--ep) is not implemented yet (layer {})", layer);
+  const LayerWeights& lw = layers_[layer];
+  const int T = h.dim(0), D = cfg_.hidden_size, K = cfg_.num_experts_per_tok;
+  const int N = map_.ffn_size(), E = cfg_.n_routed_experts;
+  auto [t0, t1] = split_range(T, N, map_.ffn_rank());
+  const int n = t1 - t0;
+  std::vector<int> ids;
+  std::vector<float> w;
+  route(layer, h.ptr() + static_cast<int64_t>(t0) * D, n, ids, w);
+
+  if (cfg_.n_shared_experts > 0) mlp_apply(lw.shared, h.ptr(), T, out.ptr(), false);
+  else std::fill(out.data.begin(), out.data.end(), 0.0f);
+
+  const int per_rank = E / N;  // Mapping::validate guarantees E % N == 0 under EP
+  const int row = D + 1;       // [expert id, x]
+  std::vector<std::vector<float>> to(N);
+  std::vector<std::vector<int>> pair_of(N);  // (t - t0) * K + k of each row sent to rank j
+  for (int t = 0; t < n; ++t)
+    for (int k = 0; k < K; ++k) {
+      const int e = ids[t * K + k], j = e / per_rank;
+      to[j].push_back(static_cast<float>(e));
+      to[j].insert(to[j].end(), h.ptr() + static_cast<int64_t>(t0 + t) * D,
+                   h.ptr() + static_cast<int64_t>(t0 + t + 1) * D);
+      pair_of[j].push_back(t * K + k);
+    }
+  std::vector<float> cnt_send(N), cnt_recv(N);
+  for (int j = 0; j < N; ++j) cnt_send[j] = static_cast<float>(pair_of[j].size());
+  auto tc = Clock::now();
+  world_.all_to_all(cnt_send.data(), cnt_recv.data(), 1);
+  std::vector<size_t> sc(N), rc(N);
+  std::vector<float> send;
+  for (int j = 0; j < N; ++j) {
+    sc[j] = to[j].size();
+    rc[j] = static_cast<size_t>(cnt_recv[j]) * row;
+    send.insert(send.end(), to[j].begin(), to[j].end());
+  }
+  size_t total_recv = 0;
+  for (size_t c : rc) total_recv += c;
+  std::vector<float> recv(total_recv);
+  world_.all_to_all_v(send.data(), sc, recv.data(), rc);
+  stats_.comm_ms += ms_since(tc);
+
+  // Run the local experts over the received rows, grouped by expert.
+  const int m = static_cast<int>(total_recv / row);
+  std::vector<float> result(static_cast<size_t>(m) * D);
+  std::vector<std::vector<int>> rows_of(lw.experts.size());
+  for (int i = 0; i < m; ++i) {
+    const int e = static_cast<int>(recv[static_cast<size_t>(i) * row]) - lw.expert_begin;
+    HELIX_CHECK(e >= 0 && e < static_cast<int>(lw.experts.size()),
+                "expert {} routed to rank {} which does not hold it", e + lw.expert_begin,
+                map_.rank);
+    rows_of[e].push_back(i);
+  }
+  std::vector<float> xin, yout;
+  for (size_t e = 0; e < rows_of.size(); ++e) {
+    const int c = static_cast<int>(rows_of[e].size());
+    if (c == 0) continue;
+    xin.resize(static_cast<size_t>(c) * D);
+    yout.resize(static_cast<size_t>(c) * D);
+    for (int i = 0; i < c; ++i)
+      std::memcpy(xin.data() + static_cast<size_t>(i) * D,
+                  recv.data() + static_cast<size_t>(rows_of[e][i]) * row + 1, D * sizeof(float));
+    mlp_apply(lw.experts[e], xin.data(), c, yout.data(), false);
+    for (int i = 0; i < c; ++i)
+      std::memcpy(result.data() + static_cast<size_t>(rows_of[e][i]) * D,
+                  yout.data() + static_cast<size_t>(i) * D, D * sizeof(float));
+  }
+  // Combine: send results back to their sources (the reverse split).
+  std::vector<size_t> sc2(N), rc2(N);
+  for (int j = 0; j < N; ++j) {
+    sc2[j] = rc[j] / row * D;
+    rc2[j] = pair_of[j].size() * D;
+  }
+  std::vector<float> back(static_cast<size_t>(n) * K * D);
+  tc = Clock::now();
+  world_.all_to_all_v(result.data(), sc2, back.data(), rc2);
+  stats_.comm_ms += ms_since(tc);
+  size_t off = 0;
+  for (int j = 0; j < N; ++j)
+    for (int pk : pair_of[j]) {
+      const int t = pk / K;
+      const float wt = w[pk];
+      float* o = out.ptr() + static_cast<int64_t>(t0 + t) * D;
+      const float* y = back.data() + off;
+      for (int d = 0; d < D; ++d) o[d] += wt * y[d];
+      off += D;
+    }
 }
 
 }  // namespace helix

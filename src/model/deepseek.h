@@ -87,6 +87,8 @@ class DeepseekModel {
   void moe_tp(int layer, const Tensor& h, const std::vector<int>& ids, const std::vector<float>& w,
               Tensor& out);
   void moe_ep(int layer, const Tensor& h, Tensor& out);
+  // Router + DeepSeek routing for `rows` tokens: ids/w [rows, top_k]; counts expert_tokens.
+  void route(int layer, const float* x, int rows, std::vector<int>& ids, std::vector<float>& w);
   void mlp_apply(const MlpWeights& m, const float* x, int rows, float* out, bool accumulate);
   void rope_table(int pos, float* cos_sin) const;
 

@@ -384,7 +384,16 @@ Swap best_swap_from(Packing& pk, int a) {
   Swap best;
   const double la = pk.load[a];
   const auto& A = pk.rank[a];
-  for (int b = 0; b < pk.R; ++b) {
+  // Lightest partners first; after the first improving partner a few more are tried (the best
+  // partner is nearly always among the lightest) to keep an iteration cheap on many ranks.
+  std::vector<int> order(pk.R);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int p, int q) {
+    return pk.load[p] < pk.load[q] || (pk.load[p] == pk.load[q] && p < q);
+  });
+  int after_found = 0;
+  for (int b : order) {
+    if (best.ra >= 0 && ++after_found > 4) break;
     if (b == a) continue;
     const double gap = la - pk.load[b];
     if (gap <= 0) continue;

@@ -86,16 +86,16 @@ class MpiComm final : public Communicator {
         for (size_t e = 0; e < len; ++e) acc[e] += x[e];
       }
     }
-    check_mpi(MPI_Allgatherv(acc, ilen, MPI_FLOAT, data, counts_.data(), displs_.data(),
-                             MPI_FLOAT, comm_),
+    check_mpi(MPI_Allgatherv(acc, ilen, MPI_FLOAT, data, counts_.data(), displs_.data(), MPI_FLOAT,
+                             comm_),
               "MPI_Allgatherv");
   }
 
   void all_gather(const float* send, float* recv, size_t n) override {
     stats_.add_all_gather(size_, n);
-    check_mpi(MPI_Allgather(send, to_int(n, "all_gather"), MPI_FLOAT, recv, int(n), MPI_FLOAT,
-                            comm_),
-              "MPI_Allgather");
+    check_mpi(
+        MPI_Allgather(send, to_int(n, "all_gather"), MPI_FLOAT, recv, int(n), MPI_FLOAT, comm_),
+        "MPI_Allgather");
   }
 
   void reduce_scatter_sum(const float* send, float* recv, size_t n) override {
@@ -103,8 +103,7 @@ class MpiComm final : public Communicator {
     const int p = size_;
     const int in = to_int(n, "reduce_scatter_sum");
     if (buf_.size() < n * size_t(p)) buf_.resize(n * size_t(p));
-    check_mpi(MPI_Alltoall(send, in, MPI_FLOAT, buf_.data(), in, MPI_FLOAT, comm_),
-              "MPI_Alltoall");
+    check_mpi(MPI_Alltoall(send, in, MPI_FLOAT, buf_.data(), in, MPI_FLOAT, comm_), "MPI_Alltoall");
     if (n == 0) return;
     std::memcpy(recv, buf_.data(), n * sizeof(float));
     for (int r = 1; r < p; ++r) {
@@ -183,15 +182,16 @@ class MpiComm final : public Communicator {
 
 }  // namespace
 
-bool mpi_available() { return true; }
+bool mpi_available() {
+  return true;
+}
 
 std::unique_ptr<Communicator> make_mpi_world() {
   int initialized = 0;
   check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
   if (!initialized) {
     int provided = 0;
-    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided),
-              "MPI_Init_thread");
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
     std::atexit(finalize_at_exit);
   }
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

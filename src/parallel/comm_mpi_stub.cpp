@@ -4,8 +4,12 @@
 
 namespace helix {
 
-bool mpi_available() { return false; }
+bool mpi_available() {
+  return false;
+}
 
-std::unique_ptr<Communicator> make_mpi_world() { fail("helix was built without MPI"); }
+std::unique_ptr<Communicator> make_mpi_world() {
+  fail("helix was built without MPI");
+}
 
 }  // namespace helix

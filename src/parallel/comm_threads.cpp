@@ -21,7 +21,9 @@ namespace helix {
 
 // ---- stats ------------------------------------------------------------------------------------
 
-CommStatsChain::CommStatsChain() { chain_.push_back(std::make_shared<CommStats>()); }
+CommStatsChain::CommStatsChain() {
+  chain_.push_back(std::make_shared<CommStats>());
+}
 
 CommStatsChain CommStatsChain::child() const {
   CommStatsChain c;
@@ -429,8 +431,7 @@ class ThreadComm final : public Communicator {
     for (int r = 1; r < size(); ++r)
       if (slots[r].n != slots[0].n) {
         group_->barrier(true);
-        fail("{}: rank 0 passes n = {} but rank {} passes n = {}", what, slots[0].n, r,
-             slots[r].n);
+        fail("{}: rank 0 passes n = {} but rank {} passes n = {}", what, slots[0].n, r, slots[r].n);
       }
   }
 
@@ -461,8 +462,8 @@ void run_threads(int world_size, const std::function<void(Communicator&)>& fn) {
   auto group = make_world_group(world, world_size);
 
   std::mutex err_mu;
-  std::exception_ptr first_error;   // the first real failure
-  std::exception_ptr first_abort;   // kept only in case no real failure was recorded
+  std::exception_ptr first_error;  // the first real failure
+  std::exception_ptr first_abort;  // kept only in case no real failure was recorded
   auto body = [&](int rank) {
     try {
       ThreadComm comm(group, rank, CommStatsChain{});

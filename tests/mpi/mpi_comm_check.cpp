@@ -37,7 +37,9 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
 }
 
-size_t v_count(int from, int to) { return size_t((from + 2 * to + 1) % 4); }
+size_t v_count(int from, int to) {
+  return size_t((from + 2 * to + 1) % 4);
+}
 
 // Every collective on `c`, whose rank r is world rank world_of[r].
 void run_collectives(helix::Communicator& c, const std::vector<int>& world_of, const char* tag) {
