@@ -11,8 +11,8 @@
 #include <random>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -94,22 +94,32 @@ int main(int argc, char** argv) {
       worse += a > b * (1 + 1e-9);
       better += a < b * (1 - 1e-9);
     }
-    fmt::print("experts={} layers={} slots={} ranks={} zipf={} seed={} runs={}\n", experts,
-               layers, slots, ranks, zipf, seed, runs);
-    fmt::print("greedy: max/mean mean {:.4f} worst {:.4f}  layers with duplicates {}  time {:.2f} ms\n",
-               qg.mean, qg.worst, qg.duplicates, t_greedy * 1e3);
-    fmt::print("ours:   max/mean mean {:.4f} worst {:.4f}  layers with duplicates {}  time {:.2f} ms\n",
-               qo.mean, qo.worst, qo.duplicates, t_ours * 1e3);
+    fmt::print("experts={} layers={} slots={} ranks={} zipf={} seed={} runs={}\n", experts, layers,
+               slots, ranks, zipf, seed, runs);
+    fmt::print(
+        "greedy: max/mean mean {:.4f} worst {:.4f}  layers with duplicates {}  time {:.2f} ms\n",
+        qg.mean, qg.worst, qg.duplicates, t_greedy * 1e3);
+    fmt::print(
+        "ours:   max/mean mean {:.4f} worst {:.4f}  layers with duplicates {}  time {:.2f} ms\n",
+        qo.mean, qo.worst, qo.duplicates, t_ours * 1e3);
     fmt::print("layers better {} equal {} worse {}\n", better, layers - better - worse, worse);
     if (!json_path.empty()) {
-      nlohmann::json j = {{"experts", experts},       {"layers", layers},
-                          {"slots", slots},           {"ranks", ranks},
-                          {"zipf", zipf},             {"seed", seed},
-                          {"runs", runs},             {"ours_seconds", t_ours},
-                          {"greedy_seconds", t_greedy}, {"ours_max_over_mean", qo.mean},
-                          {"ours_worst", qo.worst},   {"greedy_max_over_mean", qg.mean},
-                          {"greedy_worst", qg.worst}, {"greedy_dup_layers", qg.duplicates},
-                          {"ours_dup_layers", qo.duplicates}, {"layers_better", better},
+      nlohmann::json j = {{"experts", experts},
+                          {"layers", layers},
+                          {"slots", slots},
+                          {"ranks", ranks},
+                          {"zipf", zipf},
+                          {"seed", seed},
+                          {"runs", runs},
+                          {"ours_seconds", t_ours},
+                          {"greedy_seconds", t_greedy},
+                          {"ours_max_over_mean", qo.mean},
+                          {"ours_worst", qo.worst},
+                          {"greedy_max_over_mean", qg.mean},
+                          {"greedy_worst", qg.worst},
+                          {"greedy_dup_layers", qg.duplicates},
+                          {"ours_dup_layers", qo.duplicates},
+                          {"layers_better", better},
                           {"layers_worse", worse}};
       std::ofstream(json_path) << j.dump(2) << "\n";
     }

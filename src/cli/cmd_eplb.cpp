@@ -41,8 +41,7 @@ void run_plan(const PlanArgs& a) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   PlacementSet greedy = eplb_plan_greedy(load, a.slots, a.ranks);
 
-  std::fprintf(stderr, "%5s  %8s  %8s  %8s  %6s\n", "layer", "before", "greedy", "ours",
-               "moved");
+  std::fprintf(stderr, "%5s  %8s  %8s  %8s  %6s\n", "layer", "before", "greedy", "ours", "moved");
   double sum_before = 0, sum_greedy = 0, sum_ours = 0;
   int moved_total = 0;
   nlohmann::json per_layer = nlohmann::json::array();
@@ -59,11 +58,8 @@ void run_plan(const PlanArgs& a) {
     if (moved > 0) moved_total += moved;
     std::fprintf(stderr, "%5d  %8.4f  %8.4f  %8.4f  %6s\n", l, before, g, o,
                  prev ? std::to_string(moved).c_str() : "-");
-    per_layer.push_back({{"layer", l},
-                         {"before", before},
-                         {"greedy", g},
-                         {"ours", o},
-                         {"moved", moved}});
+    per_layer.push_back(
+        {{"layer", l}, {"before", before}, {"greedy", g}, {"ours", o}, {"moved", moved}});
   }
   std::fprintf(stderr,
                "mean max/mean: before %.4f  greedy %.4f  ours %.4f;  slots moved %s;  "

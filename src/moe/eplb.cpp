@@ -214,14 +214,15 @@ LoadMatrix load_from_json_text(const std::string& text, const std::string& what)
       row.push_back(x);
     }
     if (!load.empty() && row.size() != load[0].size())
-      fail("{}: load layer {} has {} experts, layer 0 has {}", what, l, row.size(),
-           load[0].size());
+      fail("{}: load layer {} has {} experts, layer 0 has {}", what, l, row.size(), load[0].size());
     load.push_back(std::move(row));
   }
   return load;
 }
 
-LoadMatrix load_read(const std::string& path) { return load_from_json_text(read_text(path), path); }
+LoadMatrix load_read(const std::string& path) {
+  return load_from_json_text(read_text(path), path);
+}
 
 void load_write(const std::string& path, const LoadMatrix& load) {
   std::string out = "{\"load\": [\n";
@@ -289,10 +290,10 @@ std::vector<std::pair<double, int>> sorted_replicas(const std::vector<double>& w
 // A layer being packed: which experts each rank holds.
 struct Packing {
   int E = 0, R = 0, m = 0;
-  std::vector<double> pr;                // [E] load per replica
-  std::vector<std::vector<int>> rank;    // [R][m] experts, sorted by pr ascending when "sorted"
-  std::vector<double> load;              // [R]
-  std::vector<unsigned char> has;        // [R*E] how many replicas of e rank r holds (capped)
+  std::vector<double> pr;              // [E] load per replica
+  std::vector<std::vector<int>> rank;  // [R][m] experts, sorted by pr ascending when "sorted"
+  std::vector<double> load;            // [R]
+  std::vector<unsigned char> has;      // [R*E] how many replicas of e rank r holds (capped)
 
   void init(const std::vector<double>& w, const std::vector<int>& c, int R_, int m_) {
     E = static_cast<int>(w.size());
@@ -402,10 +403,9 @@ Swap best_swap_from(Packing& pk, int a) {
       const int x = A[i];
       const double target = pk.pr[x] - gap / 2;
       // first index in B with pr >= target
-      int pos = static_cast<int>(
-          std::lower_bound(B.begin(), B.end(), target,
-                           [&](int y, double t) { return pk.pr[y] < t; }) -
-          B.begin());
+      int pos = static_cast<int>(std::lower_bound(B.begin(), B.end(), target,
+                                                  [&](int y, double t) { return pk.pr[y] < t; }) -
+                                 B.begin());
       // scan outwards a few valid candidates each way
       for (int dir = -1; dir <= 1; dir += 2) {
         int tried = 0;
@@ -414,8 +414,8 @@ Swap best_swap_from(Packing& pk, int a) {
           const int y = B[j];
           const double d = pk.pr[x] - pk.pr[y];
           if (d <= 0 || d >= gap) {
-            if (dir > 0 && d <= 0) break;   // moving up only shrinks d further
-            if (dir < 0 && d >= gap) break; // moving down only grows d further
+            if (dir > 0 && d <= 0) break;    // moving up only shrinks d further
+            if (dir < 0 && d >= gap) break;  // moving down only grows d further
             continue;
           }
           if (x == y || pk.at(b, x) > 0 || pk.at(a, y) > 0) {
@@ -510,9 +510,10 @@ Placement plan_flat(const std::vector<double>& w, int S, int R) {
   const int E = static_cast<int>(w.size());
   const int m = S / R;
   if (static_cast<long long>(E) * R < S)
-    fail("eplb: --slots {} exceeds experts x ranks = {}: some rank would need two replicas of one "
-         "expert",
-         S, static_cast<long long>(E) * R);
+    fail(
+        "eplb: --slots {} exceeds experts x ranks = {}: some rank would need two replicas of one "
+        "expert",
+        S, static_cast<long long>(E) * R);
 
   Placement best;
   double best_max = std::numeric_limits<double>::infinity();
@@ -559,7 +560,7 @@ Placement plan_flat(const std::vector<double>& w, int S, int R) {
   if (best_max > lb * (1 + 1e-3) && S <= 4096) {
     std::vector<int> order(E);
     std::iota(order.begin(), order.end(), 0);
-    const int T = std::min(E, 8);
+    const int T = std::min(E, E <= 64 ? 64 : 8);  // small layers are cheap: try every expert
     std::partial_sort(order.begin(), order.begin() + T, order.end(),
                       [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
     auto try_counts = [&](const std::vector<int>& c) {
@@ -783,8 +784,8 @@ struct SlotState {
   const std::vector<double>* w = nullptr;
   Placement p;
   int m = 0;
-  std::vector<int> c;                  // [E]
-  std::vector<double> load;            // [R]
+  std::vector<int> c;                      // [E]
+  std::vector<double> load;                // [R]
   std::vector<std::vector<int>> ranks_of;  // [E] ranks holding e (with multiplicity)
 
   void init(const std::vector<double>& w_, const Placement& p_) {
@@ -962,7 +963,8 @@ Placement eplb_plan_greedy_layer(const std::vector<double>& load, int num_slots,
 PlacementSet eplb_plan_greedy(const LoadMatrix& load, int num_slots, int num_ranks) {
   if (load.empty()) fail("eplb: the load has no layers");
   PlacementSet ps{num_slots, num_ranks, static_cast<int>(load[0].size()), {}};
-  for (const auto& row : load) ps.layers.push_back(eplb_plan_greedy_layer(row, num_slots, num_ranks));
+  for (const auto& row : load)
+    ps.layers.push_back(eplb_plan_greedy_layer(row, num_slots, num_ranks));
   return ps;
 }
 
