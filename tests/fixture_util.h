@@ -46,13 +46,15 @@ inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 inline const std::vector<std::string>& all_fixtures() {
-  static const std::vector<std::string> names = {"fp32_qnull",        "fp32_qlora_yarn_legacy",
+  static const std::vector<std::string> names = {"fp32_qnull",         "fp32_qlora_yarn_legacy",
                                                  "fp32_qlora_yarn_v5", "bf16_qlora",
-                                                 "bf16_qnull_legacy", "fp32_skewed"};
+                                                 "bf16_qnull_legacy",  "fp32_skewed"};
   return names;
 }
 
 // Tolerance of the acceptance criteria: 1e-4 for fp32 checkpoints, 2e-3 for bf16 ones.
-inline double score_tolerance(const std::string& dtype) { return dtype == "bfloat16" ? 2e-3 : 1e-4; }
+inline double score_tolerance(const std::string& dtype) {
+  return dtype == "bfloat16" ? 2e-3 : 1e-4;
+}
 
 }  // namespace helix::test

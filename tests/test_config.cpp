@@ -53,7 +53,9 @@ json base_config() {
               {"rope_parameters", {{"rope_theta", 10000.0}, {"rope_type", "default"}}}};
 }
 
-ModelConfig parse(const json& j) { return config_parse(j.dump(), "test/config.json"); }
+ModelConfig parse(const json& j) {
+  return config_parse(j.dump(), "test/config.json");
+}
 
 // Expects helix::Error whose message contains every one of `needles`.
 void expect_error(const std::string& text, std::initializer_list<std::string> needles,
@@ -64,7 +66,8 @@ void expect_error(const std::string& text, std::initializer_list<std::string> ne
   } catch (const Error& e) {
     const std::string msg = e.what();
     for (const auto& n : needles)
-      EXPECT_NE(msg.find(n), std::string::npos) << what << ": message '" << msg << "' lacks '" << n << "'";
+      EXPECT_NE(msg.find(n), std::string::npos)
+          << what << ": message '" << msg << "' lacks '" << n << "'";
     EXPECT_EQ(msg.find('\n'), std::string::npos) << what << ": message is not one line";
   } catch (const std::exception& e) {
     ADD_FAILURE() << what << ": threw a non-helix::Error: " << e.what();
@@ -77,7 +80,9 @@ void expect_error(const json& j, std::initializer_list<std::string> needles,
 
 // ---- transformers' YaRN, recomputed ---------------------------------------------------------
 
-double get_mscale(double f, double m) { return f <= 1 ? 1.0 : 0.1 * m * std::log(f) + 1.0; }
+double get_mscale(double f, double m) {
+  return f <= 1 ? 1.0 : 0.1 * m * std::log(f) + 1.0;
+}
 
 std::vector<double> default_inv_freq(int dim, double base) {
   std::vector<double> f(dim / 2);
@@ -85,9 +90,11 @@ std::vector<double> default_inv_freq(int dim, double base) {
   return f;
 }
 
-std::vector<double> yarn_inv_freq(int dim, double base, double factor, double orig, double beta_fast,
-                                  double beta_slow, bool truncate) {
-  auto corr = [&](double r) { return dim * std::log(orig / (r * 2 * M_PI)) / (2 * std::log(base)); };
+std::vector<double> yarn_inv_freq(int dim, double base, double factor, double orig,
+                                  double beta_fast, double beta_slow, bool truncate) {
+  auto corr = [&](double r) {
+    return dim * std::log(orig / (r * 2 * M_PI)) / (2 * std::log(base));
+  };
   double low = corr(beta_fast), high = corr(beta_slow);
   if (truncate) {
     low = std::floor(low);
@@ -140,10 +147,10 @@ TEST(Config, V5LayoutAndDefaults) {
 
   // Optional fields absent: documented defaults.
   json j = base_config();
-  for (const char* k : {"q_lora_rank", "moe_intermediate_size", "n_group", "topk_group",
-                        "norm_topk_prob", "routed_scaling_factor", "first_k_dense_replace",
-                        "rms_norm_eps", "hidden_act", "rope_interleave", "rope_parameters",
-                        "eos_token_id", "n_shared_experts"})
+  for (const char* k :
+       {"q_lora_rank", "moe_intermediate_size", "n_group", "topk_group", "norm_topk_prob",
+        "routed_scaling_factor", "first_k_dense_replace", "rms_norm_eps", "hidden_act",
+        "rope_interleave", "rope_parameters", "eos_token_id", "n_shared_experts"})
     j.erase(k);
   j["n_routed_experts"] = 8;
   j["num_experts_per_tok"] = 2;
@@ -214,8 +221,10 @@ struct YarnCase {
 };
 
 void check_yarn(const YarnCase& y, bool legacy_layout) {
-  json scaling = {{"factor", y.factor}, {"original_max_position_embeddings", y.orig},
-                  {"beta_fast", y.beta_fast}, {"beta_slow", y.beta_slow}};
+  json scaling = {{"factor", y.factor},
+                  {"original_max_position_embeddings", y.orig},
+                  {"beta_fast", y.beta_fast},
+                  {"beta_slow", y.beta_slow}};
   if (y.mscale) scaling["mscale"] = y.mscale;
   if (y.mscale_all_dim) scaling["mscale_all_dim"] = y.mscale_all_dim;
   if (!y.truncate) scaling["truncate"] = false;
@@ -237,10 +246,9 @@ void check_yarn(const YarnCase& y, bool legacy_layout) {
   EXPECT_EQ(c.rope.type, "yarn") << what;
   EXPECT_DOUBLE_EQ(c.rope.theta, y.theta) << what;
   EXPECT_DOUBLE_EQ(c.rope.factor, y.factor) << what;
-  expect_freqs(c.rope_inv_freq(),
-               yarn_inv_freq(y.rope, y.theta, y.factor, y.orig, y.beta_fast, y.beta_slow,
-                             y.truncate),
-               what);
+  expect_freqs(
+      c.rope_inv_freq(),
+      yarn_inv_freq(y.rope, y.theta, y.factor, y.orig, y.beta_fast, y.beta_slow, y.truncate), what);
   const double af = (y.mscale && y.mscale_all_dim)
                         ? get_mscale(y.factor, y.mscale) / get_mscale(y.factor, y.mscale_all_dim)
                         : get_mscale(y.factor, 1.0);
@@ -271,8 +279,8 @@ TEST(Config, YarnMatchesTransformersFormulas) {
 
 TEST(Config, YarnFactorDefaultsToMaxPosOverOriginal) {
   json j = base_config();
-  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0},
-                          {"original_max_position_embeddings", 128}};
+  j["rope_parameters"] = {
+      {"rope_type", "yarn"}, {"rope_theta", 10000.0}, {"original_max_position_embeddings", 128}};
   ModelConfig c = parse(j);
   EXPECT_DOUBLE_EQ(c.rope.factor, 512.0 / 128.0);
   expect_freqs(c.rope_inv_freq(), yarn_inv_freq(16, 10000, 4, 128, 32, 1, true), "derived factor");
@@ -329,24 +337,35 @@ TEST(ConfigErrors, MissingRequiredFields) {
 
 TEST(ConfigErrors, WrongFieldTypes) {
   const std::pair<const char*, json> cases[] = {
-      {"vocab_size", "256"},         {"hidden_size", 48.5},
-      {"num_attention_heads", -4},   {"kv_lora_rank", true},
-      {"q_lora_rank", "24"},         {"n_group", json::array({4})},
-      {"rms_norm_eps", "1e-6"},      {"routed_scaling_factor", "2.5"},
-      {"norm_topk_prob", 1},         {"rope_interleave", "yes"},
-      {"tie_word_embeddings", 0},    {"max_position_embeddings", 1e12},
+      {"vocab_size", "256"},       {"hidden_size", 48.5},
+      {"num_attention_heads", -4}, {"kv_lora_rank", true},
+      {"q_lora_rank", "24"},       {"n_group", json::array({4})},
+      {"rms_norm_eps", "1e-6"},    {"routed_scaling_factor", "2.5"},
+      {"norm_topk_prob", 1},       {"rope_interleave", "yes"},
+      {"tie_word_embeddings", 0},  {"max_position_embeddings", 1e12},
   };
   for (const auto& [key, val] : cases) {
     json j = base_config();
     j[key] = val;
     expect_error(j, {key}, std::string(key) + " = " + val.dump());
   }
+  // String fields given as something else are errors too, not silently the default.
+  {
+    json k = base_config();
+    k["hidden_act"] = 5;
+    expect_error(k, {"hidden_act"}, "hidden_act = 5");
+    k = base_config();
+    k["rope_parameters"] = {{"rope_type", 5}, {"rope_theta", 10000.0}};
+    expect_error(k, {"rope_type"}, "rope_type = 5");
+  }
   // rope parameters of the wrong type
   json j = base_config();
   j["rope_parameters"] = "yarn";
   expect_error(j, {"rope"}, "rope_parameters string");
   j = base_config();
-  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0}, {"factor", "four"},
+  j["rope_parameters"] = {{"rope_type", "yarn"},
+                          {"rope_theta", 10000.0},
+                          {"factor", "four"},
                           {"original_max_position_embeddings", 128}};
   expect_error(j, {"factor"}, "yarn factor string");
   j = base_config();

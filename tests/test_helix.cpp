@@ -58,14 +58,15 @@ TEST_P(HelixLayout, MatchesSingleRankAndTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Layouts, HelixLayout,
-    ::testing::Values(Layout{1, 2, false, 7}, Layout{1, 2, false, 16}, Layout{1, 3, false, 7},
-                      Layout{1, 3, false, 16}, Layout{1, 4, false, 7}, Layout{1, 4, false, 16},
-                      Layout{2, 1, false, 16}, Layout{2, 2, false, 7}, Layout{2, 2, false, 16},
-                      Layout{2, 3, false, 7}, Layout{2, 4, false, 16}, Layout{1, 2, true, 16},
-                      Layout{1, 4, true, 7}, Layout{2, 2, true, 16}),
-    layout_name);
+INSTANTIATE_TEST_SUITE_P(Layouts, HelixLayout,
+                         ::testing::Values(Layout{1, 2, false, 7}, Layout{1, 2, false, 16},
+                                           Layout{1, 3, false, 7}, Layout{1, 3, false, 16},
+                                           Layout{1, 4, false, 7}, Layout{1, 4, false, 16},
+                                           Layout{2, 1, false, 16}, Layout{2, 2, false, 7},
+                                           Layout{2, 2, false, 16}, Layout{2, 3, false, 7},
+                                           Layout{2, 4, false, 16}, Layout{1, 2, true, 16},
+                                           Layout{1, 4, true, 7}, Layout{2, 2, true, 16}),
+                         layout_name);
 
 // A copy of a fixture with a longer max_position_embeddings (default rope ignores it).
 std::string long_context_copy(const std::string& name) {

@@ -33,7 +33,9 @@ std::vector<std::pair<int, int>> expected_ranges(int len, int tpb, int cp, int r
 }
 
 // A value that identifies (layer, pos, column).
-float tag(int layer, int pos, int col) { return layer * 100000.0f + pos * 10.0f + col; }
+float tag(int layer, int pos, int col) {
+  return layer * 100000.0f + pos * 10.0f + col;
+}
 
 TEST(KvCache, OwnershipIsRoundRobinOverBlocks) {
   for (int cp : {1, 2, 3, 4}) {
@@ -241,13 +243,13 @@ TEST(KvCache, MisuseErrors) {
   EXPECT_THROW(kv.append(1, 1), Error);  // repeats position 1
   EXPECT_EQ(kv.global_len(1), 2);        // failed appends change nothing
   kv.append(1, 2);
-  EXPECT_THROW(kv.append(9, 0), Error);       // unknown request
-  EXPECT_THROW(kv.add_request(1), Error);     // duplicate request
-  EXPECT_THROW(kv.row(0, 1, 5), Error);       // not appended yet
+  EXPECT_THROW(kv.append(9, 0), Error);    // unknown request
+  EXPECT_THROW(kv.add_request(1), Error);  // duplicate request
+  EXPECT_THROW(kv.row(0, 1, 5), Error);    // not appended yet
   KvCache r1(make_cfg(2, 1, 4, 4));
   r1.add_request(1);
   r1.append(1, 0);
-  EXPECT_THROW(r1.row(0, 1, 0), Error);  // position 0 lives on rank 0
+  EXPECT_THROW(r1.row(0, 1, 0), Error);                // position 0 lives on rank 0
   EXPECT_THROW(KvCache(make_cfg(2, 2, 4, 4)), Error);  // rank outside the CP group
   EXPECT_THROW(KvCache(make_cfg(1, 0, 0, 4)), Error);  // zero tokens per block
 }

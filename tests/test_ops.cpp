@@ -99,8 +99,8 @@ TEST(OpsMatmul, StridedWithPaddingAndBeta) {
         std::vector<float> y = y0;
         matmul_strided(x.data(), ldx, w.data(), ldw, trans, y.data(), ldy, s.m, s.n, s.k, beta);
         auto want = ref_mm(x, ldx, w, ldw, trans, y0, ldy, s.m, s.n, s.k, beta);
-        EXPECT_LT(rel_l2(y, want), kTol) << s.m << "x" << s.n << "x" << s.k << " trans " << trans
-                                         << " beta " << beta;
+        EXPECT_LT(rel_l2(y, want), kTol)
+            << s.m << "x" << s.n << "x" << s.k << " trans " << trans << " beta " << beta;
         // The padding columns of y are never written.
         for (int i = 0; i < s.m; ++i)
           for (int j = s.n; j < ldy; ++j)
@@ -184,7 +184,8 @@ TEST(OpsRmsNorm, ContiguousStridedAndInPlace) {
         std::vector<float> got;
         for (int r = 0; r < rows; ++r) {
           for (int i = 0; i < dim; ++i) got.push_back(xi[size_t(r) * ldx + i]);
-          for (int i = dim; i < ldx; ++i) ASSERT_EQ(xi[size_t(r) * ldx + i], xs[size_t(r) * ldx + i]);
+          for (int i = dim; i < ldx; ++i)
+            ASSERT_EQ(xi[size_t(r) * ldx + i], xs[size_t(r) * ldx + i]);
         }
         EXPECT_LT(rel_l2(got, ref_rms(xs, ldx, w, rows, dim, eps)), kTol) << "in place";
       }
@@ -280,8 +281,10 @@ TEST(OpsRope, DotProductDependsOnlyOnRelativePosition) {
       double want = 0;
       const int half = dim / 2;
       for (int i = 0; i < half; ++i) {
-        const double qa = interleave ? q[2 * i] : q[i], qb = interleave ? q[2 * i + 1] : q[i + half];
-        const double ka = interleave ? k[2 * i] : k[i], kb = interleave ? k[2 * i + 1] : k[i + half];
+        const double qa = interleave ? q[2 * i] : q[i],
+                     qb = interleave ? q[2 * i + 1] : q[i + half];
+        const double ka = interleave ? k[2 * i] : k[i],
+                     kb = interleave ? k[2 * i + 1] : k[i + half];
         const double d = double(p1 - p2) * freq[i];
         want += (qa * ka + qb * kb) * std::cos(d) - (qb * ka - qa * kb) * std::sin(d);
       }
@@ -381,9 +384,9 @@ struct RouteCase {
 
 TEST(OpsMoeRoute, MatchesDeepSeekV3RulesAsSets) {
   const RouteCase cases[] = {
-      {16, 4, 2, 4, true, 2.5f, true},   {16, 4, 2, 4, false, 1.0f, false},
-      {64, 8, 4, 8, true, 2.5f, true},   {8, 1, 1, 2, true, 1.0f, true},
-      {256, 8, 4, 8, true, 2.5f, true},  {32, 4, 4, 6, false, 1.5f, true},
+      {16, 4, 2, 4, true, 2.5f, true},  {16, 4, 2, 4, false, 1.0f, false},
+      {64, 8, 4, 8, true, 2.5f, true},  {8, 1, 1, 2, true, 1.0f, true},
+      {256, 8, 4, 8, true, 2.5f, true}, {32, 4, 4, 6, false, 1.5f, true},
       {12, 6, 1, 2, true, 1.0f, true},
   };
   uint32_t seed = 600;
@@ -543,10 +546,10 @@ void check_mla(int H, int nope, int L, int R, int V, const std::vector<int>& len
   for (int l : lens) T += l;
   auto wuk = randn(size_t(H) * nope * L, seed + 1, 0.3f);  // [H, nope, L]
   auto wuv = randn(size_t(H) * V * L, seed + 2, 0.3f);     // [H, V, L]
-  auto c = randn(size_t(T) * L, seed + 3);                  // [T, L]
-  auto kpe = randn(size_t(T) * R, seed + 4);                // [T, R]
-  auto qn = randn(size_t(H) * nope, seed + 5);              // [H, nope]
-  auto qpe = randn(size_t(H) * R, seed + 6);                // [H, R]
+  auto c = randn(size_t(T) * L, seed + 3);                 // [T, L]
+  auto kpe = randn(size_t(T) * R, seed + 4);               // [T, R]
+  auto qn = randn(size_t(H) * nope, seed + 5);             // [H, nope]
+  auto qpe = randn(size_t(H) * R, seed + 6);               // [H, R]
   const double scale = 1.0 / std::sqrt(double(nope + R));
 
   // Naive reference in float64.
@@ -558,7 +561,8 @@ void check_mla(int H, int nope, int L, int R, int V, const std::vector<int>& len
       double d = 0;
       for (int i = 0; i < nope; ++i) {
         double kn = 0;
-        for (int l = 0; l < L; ++l) kn += double(wuk[(size_t(h) * nope + i) * L + l]) * c[size_t(t) * L + l];
+        for (int l = 0; l < L; ++l)
+          kn += double(wuk[(size_t(h) * nope + i) * L + l]) * c[size_t(t) * L + l];
         d += double(qn[size_t(h) * nope + i]) * kn;
       }
       for (int i = 0; i < R; ++i) d += double(qpe[size_t(h) * R + i]) * kpe[size_t(t) * R + i];
@@ -571,7 +575,8 @@ void check_mla(int H, int nope, int L, int R, int V, const std::vector<int>& len
     for (int t = 0; t < T; ++t)
       for (int j = 0; j < V; ++j) {
         double vv = 0;
-        for (int l = 0; l < L; ++l) vv += double(wuv[(size_t(h) * V + j) * L + l]) * c[size_t(t) * L + l];
+        for (int l = 0; l < L; ++l)
+          vv += double(wuv[(size_t(h) * V + j) * L + l]) * c[size_t(t) * L + l];
         want_v[size_t(h) * V + j] += sc[t] / sum * vv;
       }
   }
@@ -628,7 +633,8 @@ void check_mla(int H, int nope, int L, int R, int V, const std::vector<int>& len
   for (int h = 0; h < H; ++h)
     for (int j = 0; j < V; ++j) {
       double a = 0;
-      for (int l = 0; l < L; ++l) a += double(wuv[(size_t(h) * V + j) * L + l]) * out[size_t(h) * L + l];
+      for (int l = 0; l < L; ++l)
+        a += double(wuv[(size_t(h) * V + j) * L + l]) * out[size_t(h) * L + l];
       got_v[size_t(h) * V + j] = static_cast<float>(a);
     }
   EXPECT_LT(rel_l2(got_v, want_v), kTol) << "H " << H << " T " << T;
@@ -685,7 +691,7 @@ TEST(OpsAttnCombine, ChunkedSoftmaxCombinesToFullSoftmax) {
   std::mt19937 g(900);
   for (int N = 1; N <= 64; ++N) {
     auto sc = randn(size_t(rows) * S, 1000 + N, 2.0f);  // [rows, S] scores
-    auto val = randn(size_t(S) * dim, 2000 + N);         // [S, dim] values
+    auto val = randn(size_t(S) * dim, 2000 + N);        // [S, dim] values
     // Random chunk boundaries: chunks may be empty (a CP rank with no KV yet).
     std::vector<int> cut = {0, S};
     std::uniform_int_distribution<int> d(0, S);
@@ -760,7 +766,8 @@ TEST(OpsAttnCombine, Associative) {
   std::vector<float> lse_two;
   auto two = combine(ab_c, 2, rows, dim, &lse_two);
   EXPECT_LT(rel_l2(two, std::vector<double>(all.begin(), all.end())), 1e-6);
-  for (int r = 0; r < rows; ++r) EXPECT_NEAR(lse_two[r], lse_all[r], 1e-5 * (1 + std::abs(lse_all[r])));
+  for (int r = 0; r < rows; ++r)
+    EXPECT_NEAR(lse_two[r], lse_all[r], 1e-5 * (1 + std::abs(lse_all[r])));
   // Grouped the other way: a with combine(b, c).
   Partial bc{std::vector<float>(abc.out.begin() + rows * dim, abc.out.end()),
              std::vector<float>(abc.lse.begin() + rows, abc.lse.end())};
@@ -783,8 +790,7 @@ TEST(OpsAttnCombine, MinusInfPartsContributeNothingNeverNaN) {
   // Rows 0..2: some parts have no keys; their (unused) outputs hold garbage, even NaN / inf.
   for (auto [i, r] : {std::pair{0, 0}, {3, 0}, {1, 1}, {2, 2}, {3, 2}, {4, 2}}) {
     pp.lse[size_t(i) * rows + r] = kNinf;
-    for (int j = 0; j < dim; ++j)
-      pp.out[(size_t(i) * rows + r) * dim + j] = (j % 2) ? kNaN : 1e30f;
+    for (int j = 0; j < dim; ++j) pp.out[(size_t(i) * rows + r) * dim + j] = (j % 2) ? kNaN : 1e30f;
   }
   // Row 3: every part empty.
   for (int i = 0; i < N; ++i) {
@@ -830,8 +836,8 @@ TEST(OpsAttnCombine, LargeLseMagnitudesStayFinite) {
   const int dim = 4;
   for (float big : {80.0f, 500.0f}) {
     // Parts at +big, +big-0.5, -big (negligible) and a near-tie; row 1 all at -big.
-    const std::vector<float> l = {big, big - 0.5f, -big, big - 3.0f,  //
-                                  -big, -big, -big, -big + 1.0f};
+    const std::vector<float> l = {big,  big - 0.5f, -big, big - 3.0f,  //
+                                  -big, -big,       -big, -big + 1.0f};
     Partial pp;
     pp.lse.resize(8);
     pp.out = randn(8 * dim, 5000);
@@ -852,7 +858,9 @@ TEST(OpsAttnCombine, LargeLseMagnitudesStayFinite) {
         for (int j = 0; j < dim; ++j)
           want[j] += std::exp(pp.lse[i * 2 + r] - mx) / sum * pp.out[(i * 2 + r) * dim + j];
       std::vector<float> got(out.begin() + r * dim, out.begin() + (r + 1) * dim);
-      EXPECT_LT(rel_l2(got, want), kTol) << "big " << big << " row " << r;
+      // An fp32 lse of magnitude 500 carries an absolute rounding of ~3e-5 (ulp), which the
+      // combined weights inherit; at 80 the ulp is ~8e-6.
+      EXPECT_LT(rel_l2(got, want), big > 100 ? 1e-4 : kTol) << "big " << big << " row " << r;
       ASSERT_TRUE(std::isfinite(lse[r]));
       EXPECT_NEAR(lse[r], mx + std::log(sum), 1e-6 * std::abs(mx));
     }

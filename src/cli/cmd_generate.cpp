@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -37,6 +38,34 @@ void write_stats(const std::string& path, const EngineConfig& ec, const Generate
   j["prefill_ms"] = r.prefill_ms;
   j["decode_ms"] = r.decode_ms;
   j["max_kv_block_spread"] = r.max_block_spread;
+  if (!r.step_ms.empty()) {
+    std::vector<double> t = r.step_ms;
+    std::sort(t.begin(), t.end());
+    auto pct = [&](double q) {
+      return t[std::min(t.size() - 1, static_cast<size_t>(q * t.size()))];
+    };
+    j["decode_step_ms"] = {{"p50", pct(0.50)}, {"p99", pct(0.99)}, {"max", t.back()}};
+  }
+  if (!r.eplb.empty()) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (size_t i = 0; i < r.eplb.size(); ++i) {
+      const auto& e = r.eplb[i];
+      double sent = 0, recv = 0;
+      for (double v : r.dispatch_sent[i]) sent += v;
+      for (double v : r.dispatch_recv[i]) recv += v;
+      layers.push_back(
+          {{"layer", e.layer},
+           {"updates_applied", e.updates},
+           {"balance_before", e.before},
+           {"balance_after", e.after},
+           {"weight_bytes_moved", e.bytes_moved},
+           {"final_max_over_mean", i < r.final_balance.size() ? r.final_balance[i] : 1.0},
+           {"routed_pairs", r.expert_load[i]},
+           {"dispatch_sent", sent},
+           {"dispatch_received", recv}});
+    }
+    j["eplb"] = {{"layers", layers}, {"late_steps", r.eplb_late}, {"wait_ms", r.eplb_wait_ms}};
+  }
   j["ranks"] = nlohmann::json::array();
   for (const auto& rk : r.ranks) {
     nlohmann::json x;
@@ -116,6 +145,19 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"threads", "mpi"}));
   cmd->add_option("--stats-json", o->stats_json, "Write per-rank KV and communication stats");
+  cmd->add_option("--eplb-record", o->ec.eplb_record,
+                  "Write the routed load per MoE layer and expert (load.json for eplb plan)");
+  cmd->add_option("--eplb-placement", o->ec.eplb_placement,
+                  "Serve with this fixed expert placement (placement.json; needs --ep)");
+  cmd->add_option("--eplb-slots", o->ec.eplb_slots, "Physical expert slots for online EPLB")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--eplb-interval", o->ec.eplb_interval,
+                  "Online EPLB: re-plan every K decode steps in the background (needs --ep)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--eplb-layers-per-step", o->ec.eplb_layers_per_step,
+                  "Online EPLB: MoE layers switched to a new placement per step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--logits-out", o->logits_out,
                   "Write the logits of every generated position, float32 [n_new, vocab] (.npy; "
                   "one request)");
@@ -135,7 +177,8 @@ void add_generate_command(CLI::App& app) {
                     {static_cast<int64_t>(r.logits[0].size() / r.vocab), r.vocab});
     if (!o->stats_json.empty()) write_stats(o->stats_json, o->ec, r);
     if (!o->quiet) {
-      std::fprintf(stderr, "load %.1f ms | prefill %.2f ms | decode %d steps, %d tokens, %.2f ms, "
+      std::fprintf(stderr,
+                   "load %.1f ms | prefill %.2f ms | decode %d steps, %d tokens, %.2f ms, "
                    "%.1f tokens/s\n",
                    r.load_ms, r.prefill_ms, r.decode_steps, r.decode_tokens, r.decode_ms,
                    r.decode_ms > 0 ? r.decode_tokens * 1000.0 / r.decode_ms : 0.0);

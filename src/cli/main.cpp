@@ -7,7 +7,8 @@
 #include "core/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"helix: decode engine for DeepSeek-V3-class models (MLA + MoE) with Helix parallelism"};
+  CLI::App app{
+      "helix: decode engine for DeepSeek-V3-class models (MLA + MoE) with Helix parallelism"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "helix 0.1.0");
   helix::cli::add_score_command(app);
@@ -22,7 +23,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
     return 2;
   } catch (const helix::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -10,7 +10,8 @@ namespace helix::cli {
 inline std::vector<int> parse_tokens(const std::string& s) {
   std::vector<int> out;
   size_t pos = 0;
-  if (s.find_first_not_of(" ,") == std::string::npos) fail("--tokens is empty: give ids like 1,2,3");
+  if (s.find_first_not_of(" ,") == std::string::npos)
+    fail("--tokens is empty: give ids like 1,2,3");
   while (pos <= s.size()) {
     size_t c = s.find(',', pos);
     std::string tok = s.substr(pos, c == std::string::npos ? std::string::npos : c - pos);

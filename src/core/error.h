@@ -21,7 +21,7 @@ template <typename... Args>
 
 }  // namespace helix
 
-#define HELIX_CHECK(cond, ...)                 \
-  do {                                         \
-    if (!(cond)) ::helix::fail(__VA_ARGS__);   \
+#define HELIX_CHECK(cond, ...)               \
+  do {                                       \
+    if (!(cond)) ::helix::fail(__VA_ARGS__); \
   } while (0)

@@ -76,11 +76,16 @@ NpyArray npy_read(const std::string& path) {
     HELIX_CHECK(f.good(), "'{}': truncated .npy data", path);
     for (int64_t i = 0; i < n; ++i) a.data[i] = static_cast<float>(tmp[i]);
   };
-  if (descr == "<f4") read_as(float{});
-  else if (descr == "<f8") read_as(double{});
-  else if (descr == "<i4") read_as(int32_t{});
-  else if (descr == "<i8") read_as(int64_t{});
-  else fail("'{}': unsupported .npy dtype '{}'", path, descr);
+  if (descr == "<f4")
+    read_as(float{});
+  else if (descr == "<f8")
+    read_as(double{});
+  else if (descr == "<i4")
+    read_as(int32_t{});
+  else if (descr == "<i8")
+    read_as(int64_t{});
+  else
+    fail("'{}': unsupported .npy dtype '{}'", path, descr);
   return a;
 }
 

@@ -11,6 +11,7 @@
 #include "model/config.h"
 #include "model/deepseek.h"
 #include "model/safetensors.h"
+#include "moe/eplb.h"
 #include "parallel/mapping.h"
 
 namespace helix {
@@ -35,11 +36,11 @@ void check_prompts(const ModelConfig& mc, const std::vector<std::vector<int>>& p
     for (int t : p)
       HELIX_CHECK(t >= 0 && t < mc.vocab_size, "token id {} is out of range [0, {})", t,
                   mc.vocab_size);
-    HELIX_CHECK(static_cast<int64_t>(p.size()) + std::max(max_new - 1, 0) <=
-                    mc.max_position_embeddings,
-                "prompt of {} tokens plus {} new tokens is longer than max_position_embeddings "
-                "({})",
-                p.size(), max_new, mc.max_position_embeddings);
+    HELIX_CHECK(
+        static_cast<int64_t>(p.size()) + std::max(max_new - 1, 0) <= mc.max_position_embeddings,
+        "prompt of {} tokens plus {} new tokens is longer than max_position_embeddings "
+        "({})",
+        p.size(), max_new, mc.max_position_embeddings);
   }
 }
 
@@ -115,6 +116,11 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
                                  cfg.tokens_per_block, cfg.cp);
   }
   const int R = static_cast<int>(prompts.size());
+  HELIX_CHECK(cfg.ep || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0),
+              "--eplb-placement and --eplb-interval need expert parallelism (--ep)");
+  HELIX_CHECK(cfg.eplb_interval >= 0 && cfg.eplb_slots >= 0, "EPLB sizes must be >= 0");
+  HELIX_CHECK(cfg.eplb_slots == 0 || cfg.eplb_interval > 0,
+              "--eplb-slots takes effect with --eplb-interval");
   GenerateResult res;
   res.vocab = mc.vocab_size;
   res.outputs.assign(R, {});
@@ -161,6 +167,36 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
       }
     };
 
+    // ---- EPLB set-up --------------------------------------------------------------------------
+    const int M = static_cast<int>(model.moe_layers().size()), E = mc.n_routed_experts;
+    const bool online = cfg.eplb_interval > 0;
+    if (!cfg.eplb_placement.empty()) {
+      PlacementSet ps = placement_read(cfg.eplb_placement, E);
+      HELIX_CHECK(static_cast<int>(ps.layers.size()) == M,
+                  "{}: {} layers but the model has {} MoE layers", cfg.eplb_placement,
+                  ps.layers.size(), M);
+      model.eplb_install(ps.layers);
+    } else if (online) {
+      // Start from the planner's answer for a flat load over the requested slots.
+      const int S = cfg.eplb_slots > 0 ? cfg.eplb_slots : E;
+      LoadMatrix flat(M, std::vector<double>(E, 1.0));
+      model.eplb_install(eplb_plan(flat, S, world).layers);
+    }
+    LoadMatrix estimate(M, std::vector<double>(E, 0.0));
+    std::vector<std::vector<int64_t>> seen(M, std::vector<int64_t>(E, 0));
+    // Global routed counts since the last update: one all-reduce of [M, E].
+    auto window_counts = [&]() {
+      std::vector<float> c(static_cast<size_t>(M) * E);
+      for (int i = 0; i < M; ++i)
+        for (int e = 0; e < E; ++e) {
+          const int64_t tot = model.stats().expert_tokens[model.moe_layers()[i]][e];
+          c[static_cast<size_t>(i) * E + e] = static_cast<float>(tot - seen[i][e]);
+          seen[i][e] = tot;
+        }
+      if (cfg.ep) comm.all_reduce_sum(c.data(), c.size());  // EP ranks route disjoint tokens
+      return c;
+    };
+
     auto t0 = Clock::now();
     for (int r = 0; r < R; ++r) {
       model.kv().add_request(r);
@@ -175,7 +211,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
     const CommStats after_prefill = comm.stats();
 
     t0 = Clock::now();
-    int steps = 0, tokens = 0;
+    int steps = 0, tokens = 0, update_started = 0;
     const bool tty = cfg.progress && lead && isatty(STDERR_FILENO);
     while (true) {
       std::vector<SeqStep> batch;
@@ -186,9 +222,30 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
         reqs.push_back(r);
       }
       if (batch.empty()) break;
+      const auto ts = Clock::now();
+      model.set_step(steps);
+      // A ready update switches a few layers per step; it was started at least one step ago,
+      // so the worker had a whole step to run in the background.
+      if (model.eplb_pending() && steps > update_started) {
+        double waited = 0;
+        model.eplb_apply(cfg.eplb_layers_per_step, &waited);
+        if (waited > 0.05 && lead) {
+          res.eplb_late++;
+          res.eplb_wait_ms += waited;
+        }
+      }
       Tensor logits = model.forward(batch, false);
       pick(logits, reqs);
       steps++;
+      if (online && steps % cfg.eplb_interval == 0 && !model.eplb_pending()) {
+        std::vector<float> c = window_counts();
+        for (int i = 0; i < M; ++i)
+          for (int e = 0; e < E; ++e)
+            estimate[i][e] = cfg.eplb_alpha * estimate[i][e] + c[static_cast<size_t>(i) * E + e];
+        model.eplb_start_update(estimate);
+        update_started = steps;
+      }
+      if (lead) res.step_ms.push_back(ms_since(ts));
       tokens += static_cast<int>(batch.size());
       for (int r = 0; r < R; ++r) rep.blocks_per_step.push_back(model.kv().local_blocks(r));
       if (tty && steps % 8 == 0) std::fprintf(stderr, "\rdecode step %d", steps);
@@ -206,6 +263,52 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
     }
     rep.comm = comm.stats();
     rep.decode_comm = diff(rep.comm, after_prefill);
+    // Routed loads and EP dispatch counts of all ranks (EP ranks route disjoint token slices;
+    // without EP every rank routes every token, so rank 0's counts are the totals).
+    if (M > 0) {
+      auto gather = [&](const std::vector<std::vector<int64_t>>& per_layer, bool sum) {
+        std::vector<float> c(static_cast<size_t>(M) * E);
+        for (int i = 0; i < M; ++i)
+          for (int e = 0; e < E; ++e)
+            c[static_cast<size_t>(i) * E + e] =
+                static_cast<float>(per_layer[model.moe_layers()[i]][e]);
+        if (sum) comm.all_reduce_sum(c.data(), c.size());
+        std::vector<std::vector<double>> out(M, std::vector<double>(E));
+        for (int i = 0; i < M; ++i)
+          for (int e = 0; e < E; ++e) out[i][e] = c[static_cast<size_t>(i) * E + e];
+        return out;
+      };
+      auto load = gather(model.stats().expert_tokens, cfg.ep && world > 1);
+      auto sent = gather(model.stats().dispatch_sent, cfg.ep && world > 1);
+      auto recv = gather(model.stats().dispatch_recv, cfg.ep && world > 1);
+      std::vector<float> moved(M, 0.0f);
+      for (const auto& u : model.eplb_updates())
+        moved[static_cast<size_t>(
+            std::find(model.moe_layers().begin(), model.moe_layers().end(), u.layer) -
+            model.moe_layers().begin())] += static_cast<float>(u.bytes_moved);
+      if (world > 1) comm.all_reduce_sum(moved.data(), moved.size());
+      if (lead) {
+        res.expert_load = load;
+        res.dispatch_sent = sent;
+        res.dispatch_recv = recv;
+        res.eplb.assign(M, {});
+        for (int i = 0; i < M; ++i) {
+          res.eplb[i].layer = model.moe_layers()[i];
+          res.eplb[i].bytes_moved = static_cast<uint64_t>(moved[i]);
+          if (cfg.ep)
+            res.final_balance.push_back(
+                placement_balance(model.placement(i), load[i]).max_over_mean());
+        }
+        for (const auto& u : model.eplb_updates()) {
+          for (auto& lr : res.eplb)
+            if (lr.layer == u.layer) {
+              lr.updates++;
+              lr.before.push_back(u.before);
+              lr.after.push_back(u.after);
+            }
+        }
+      }
+    }
     if (cfg.comm == "mpi" && world > 1) {
       // Every rank's report, gathered with one all_gather of fixed-size float records.
       std::vector<float> mine = encode(rep);
@@ -243,6 +346,8 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
   } else {
     fail("unknown --comm '{}' (threads, mpi)", cfg.comm);
   }
+  if (!cfg.eplb_record.empty() && !res.expert_load.empty())
+    load_write(cfg.eplb_record, res.expert_load);
   // KV balance of every request across the ranks, at every step.
   for (size_t s = 0; !res.ranks.empty() && s < res.ranks[0].blocks_per_step.size(); ++s) {
     int lo = 1 << 30, hi = 0;

@@ -16,30 +16,54 @@ struct EngineConfig {
   std::string model_dir;
   int tp = 1;
   int cp = 1;
-  bool ep = false;            // routed experts expert-parallel over the tp*cp ranks
+  bool ep = false;  // routed experts expert-parallel over the tp*cp ranks
   int tokens_per_block = 64;
-  int kv_blocks = 0;          // physical KV blocks per rank; 0 = enough for the requests
+  int kv_blocks = 0;             // physical KV blocks per rank; 0 = enough for the requests
   std::string comm = "threads";  // "threads" or "mpi"
-  bool keep_logits = false;   // keep the logits of every generated position
-  bool progress = false;      // progress line on stderr
+  bool keep_logits = false;      // keep the logits of every generated position
+  bool progress = false;         // progress line on stderr
+  // EPLB (needs ep): a fixed placement file, or online updates every eplb_interval steps over
+  // eplb_slots slots; eplb_record writes the observed loads.
+  std::string eplb_placement;
+  std::string eplb_record;
+  int eplb_slots = 0;
+  int eplb_interval = 0;
+  int eplb_layers_per_step = 2;  // layers switched per step once an update is ready
+  double eplb_alpha = 0.8;       // decay of the load estimate per update window
+};
+
+struct EplbLayerReport {
+  int layer = 0;
+  int updates = 0;
+  uint64_t bytes_moved = 0;           // summed over ranks
+  std::vector<double> before, after;  // max/mean rank load at each update, old vs new placement
 };
 
 struct RankReport {
   int rank = 0, cp_rank = 0, tp_rank = 0;
-  int kv_tokens = 0, kv_blocks = 0;     // summed over requests, at the end of decoding
-  CommStats comm;                        // whole run
-  CommStats decode_comm;                 // decode steps only
-  std::vector<int> blocks_per_step;      // [steps, requests] local KV blocks after each step
+  int kv_tokens = 0, kv_blocks = 0;  // summed over requests, at the end of decoding
+  CommStats comm;                    // whole run
+  CommStats decode_comm;             // decode steps only
+  std::vector<int> blocks_per_step;  // [steps, requests] local KV blocks after each step
 };
 
 struct GenerateResult {
-  std::vector<std::vector<int>> outputs;         // [request] generated ids
-  std::vector<std::vector<float>> logits;        // [request] [positions * vocab] when kept
+  std::vector<std::vector<int>> outputs;   // [request] generated ids
+  std::vector<std::vector<float>> logits;  // [request] [positions * vocab] when kept
   int vocab = 0;
   double load_ms = 0, prefill_ms = 0, decode_ms = 0;
   int decode_steps = 0, decode_tokens = 0;
   int max_block_spread = 0;  // max over steps and requests of (max - min) KV blocks over ranks
   std::vector<RankReport> ranks;
+  std::vector<double> step_ms;  // wall time of every decode step (rank 0)
+  // EPLB
+  std::vector<EplbLayerReport> eplb;  // [MoE layer]
+  int eplb_late = 0;                  // steps that waited for the worker
+  double eplb_wait_ms = 0;
+  std::vector<std::vector<double>> expert_load;    // [MoE layer][expert] routed pairs, all ranks
+  std::vector<std::vector<double>> dispatch_sent;  // [MoE layer][expert] EP rows sent, all ranks
+  std::vector<std::vector<double>> dispatch_recv;  // [MoE layer][expert] EP rows computed
+  std::vector<double> final_balance;  // [MoE layer] max/mean of the load on the final placement
 };
 
 GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<int>>& prompts,

@@ -10,14 +10,13 @@ KvCache::KvCache(const KvCacheConfig& cfg) : cfg_(cfg) {
   HELIX_CHECK(cfg.cp_size > 0 && cfg.cp_rank >= 0 && cfg.cp_rank < cfg.cp_size,
               "bad KV cache CP coordinates {}/{}", cfg.cp_rank, cfg.cp_size);
   HELIX_CHECK(cfg.max_blocks >= 0, "negative KV block count");
-  const size_t n = static_cast<size_t>(cfg.num_layers) * cfg.max_blocks * cfg.tokens_per_block *
-                   cfg.row_width;
+  const size_t n =
+      static_cast<size_t>(cfg.num_layers) * cfg.max_blocks * cfg.tokens_per_block * cfg.row_width;
   try {
     pool_.assign(n, 0.0f);
   } catch (const std::bad_alloc&) {
     fail("cannot allocate the KV cache: {} blocks x {} layers x {} tokens x {} floats ({:.1f} GiB)",
-         cfg.max_blocks, cfg.num_layers, cfg.tokens_per_block, cfg.row_width,
-         n * 4.0 / (1 << 30));
+         cfg.max_blocks, cfg.num_layers, cfg.tokens_per_block, cfg.row_width, n * 4.0 / (1 << 30));
   }
   free_.reserve(static_cast<size_t>(cfg.max_blocks));
   for (int b = cfg.max_blocks - 1; b >= 0; --b) free_.push_back(b);
@@ -49,15 +48,18 @@ KvCache::Seq& KvCache::seq(int64_t id) {
 void KvCache::append(int64_t id, int pos) {
   Seq& s = seq(id);
   HELIX_CHECK(pos == s.len, "KV append out of order: position {} but length {}", pos, s.len);
-  s.len++;
-  if (!owns(pos)) return;
+  if (!owns(pos)) {
+    s.len++;
+    return;
+  }
   const int gb = pos / cfg_.tokens_per_block;
   auto it = s.by_global.find(gb);
   if (it == s.by_global.end()) {
     if (free_.empty())
-      fail("KV cache out of memory on CP rank {}: all {} blocks of {} tokens are in use "
-           "(raise --kv-blocks)",
-           cfg_.cp_rank, cfg_.max_blocks, cfg_.tokens_per_block);
+      fail(
+          "KV cache out of memory on CP rank {}: all {} blocks of {} tokens are in use "
+          "(raise --kv-blocks)",
+          cfg_.cp_rank, cfg_.max_blocks, cfg_.tokens_per_block);
     s.by_global[gb] = static_cast<int>(s.blocks.size());
     s.blocks.push_back(free_.back());
     s.block_len.push_back(0);
@@ -66,16 +68,17 @@ void KvCache::append(int64_t id, int pos) {
   }
   s.block_len[it->second]++;
   s.local_tokens++;
+  s.len++;
 }
 
 float* KvCache::row(int layer, int64_t id, int pos) {
   Seq& s = seq(id);
   HELIX_CHECK(owns(pos) && pos < s.len, "KV row {} is not held by CP rank {}", pos, cfg_.cp_rank);
   const int phys = s.blocks[s.by_global.at(pos / cfg_.tokens_per_block)];
-  const int64_t off = ((static_cast<int64_t>(layer) * cfg_.max_blocks + phys) *
-                           cfg_.tokens_per_block +
-                       pos % cfg_.tokens_per_block) *
-                      cfg_.row_width;
+  const int64_t off =
+      ((static_cast<int64_t>(layer) * cfg_.max_blocks + phys) * cfg_.tokens_per_block +
+       pos % cfg_.tokens_per_block) *
+      cfg_.row_width;
   return pool_.data() + off;
 }
 
@@ -92,8 +95,14 @@ void KvCache::local_blocks(int layer, int64_t id, std::vector<const float*>& ptr
   }
 }
 
-int KvCache::global_len(int64_t id) const { return seq(id).len; }
-int KvCache::local_tokens(int64_t id) const { return seq(id).local_tokens; }
-int KvCache::local_blocks(int64_t id) const { return static_cast<int>(seq(id).blocks.size()); }
+int KvCache::global_len(int64_t id) const {
+  return seq(id).len;
+}
+int KvCache::local_tokens(int64_t id) const {
+  return seq(id).local_tokens;
+}
+int KvCache::local_blocks(int64_t id) const {
+  return static_cast<int>(seq(id).blocks.size());
+}
 
 }  // namespace helix

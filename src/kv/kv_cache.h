@@ -12,9 +12,9 @@ namespace helix {
 
 struct KvCacheConfig {
   int num_layers = 0;
-  int row_width = 0;         // kv_lora_rank + qk_rope_head_dim
+  int row_width = 0;  // kv_lora_rank + qk_rope_head_dim
   int tokens_per_block = 64;
-  int max_blocks = 0;        // physical blocks on this rank
+  int max_blocks = 0;  // physical blocks on this rank
   int cp_size = 1;
   int cp_rank = 0;
 };
@@ -51,10 +51,10 @@ class KvCache {
 
  private:
   struct Seq {
-    int len = 0;                 // global tokens
+    int len = 0;  // global tokens
     int local_tokens = 0;
-    std::vector<int> blocks;     // physical ids of this rank's blocks, in global block order
-    std::vector<int> block_len;  // valid tokens in each
+    std::vector<int> blocks;       // physical ids of this rank's blocks, in global block order
+    std::vector<int> block_len;    // valid tokens in each
     std::map<int, int> by_global;  // global block index -> position in `blocks`
   };
   const Seq& seq(int64_t id) const;

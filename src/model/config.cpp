@@ -14,7 +14,9 @@ namespace {
 
 using json = nlohmann::json;
 
-double get_mscale(double scale, double m) { return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; }
+double get_mscale(double scale, double m) {
+  return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+}
 
 struct Reader {
   const json& j;
@@ -41,7 +43,8 @@ struct Reader {
   bool boolean(const char* key, bool def) const {
     if (!present(key)) return def;
     const json& v = j.at(key);
-    if (!v.is_boolean()) fail("{}: field '{}' must be true or false, got {}", origin, key, v.dump());
+    if (!v.is_boolean())
+      fail("{}: field '{}' must be true or false, got {}", origin, key, v.dump());
     return v.get<bool>();
   }
 };
@@ -61,17 +64,19 @@ RopeConfig parse_rope(const json& root, const std::string& origin, int max_pos) 
   r.theta = p.number("rope_theta", top.number("rope_theta", 10000.0));
   std::string type = "default";
   for (const char* key : {"rope_type", "type"}) {
-    if (params.contains(key) && params[key].is_string()) {
-      type = params[key].get<std::string>();
-      break;
-    }
+    if (!params.contains(key) || params[key].is_null()) continue;
+    if (!params[key].is_string())
+      fail("{}: field '{}' must be a string, got {}", origin, key, params[key].dump());
+    type = params[key].get<std::string>();
+    break;
   }
   if (type != "default" && type != "yarn")
     fail("{}: rope type '{}' is not supported (default, yarn)", origin, type);
   r.type = type;
   if (type == "yarn") {
-    r.original_max_position_embeddings = p.number(
-        "original_max_position_embeddings", top.number("original_max_position_embeddings", max_pos));
+    r.original_max_position_embeddings =
+        p.number("original_max_position_embeddings",
+                 top.number("original_max_position_embeddings", max_pos));
     double factor = p.number("factor", -1.0);
     if (factor < 0) factor = max_pos / r.original_max_position_embeddings;
     r.factor = factor;
@@ -112,6 +117,8 @@ ModelConfig config_parse(const std::string& text, const std::string& origin) {
   if (!j.is_object()) fail("{}: config must be a JSON object", origin);
   Reader r{j, origin};
   ModelConfig c;
+  if (j.contains("model_type") && !j["model_type"].is_string())
+    fail("{}: field 'model_type' must be a string, got {}", origin, j["model_type"].dump());
   c.model_type = j.value("model_type", std::string());
   if (c.model_type != "deepseek_v3")
     fail("{}: unsupported model_type '{}' (helix runs deepseek_v3)", origin, c.model_type);
@@ -139,7 +146,11 @@ ModelConfig config_parse(const std::string& text, const std::string& origin) {
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
   c.rope_interleave = r.boolean("rope_interleave", true);
   c.attention_bias = r.boolean("attention_bias", false);
-  if (j.contains("hidden_act") && j["hidden_act"].is_string()) c.hidden_act = j["hidden_act"];
+  if (j.contains("hidden_act") && !j["hidden_act"].is_null()) {
+    if (!j["hidden_act"].is_string())
+      fail("{}: field 'hidden_act' must be a string, got {}", origin, j["hidden_act"].dump());
+    c.hidden_act = j["hidden_act"];
+  }
   if (c.hidden_act != "silu")
     fail("{}: hidden_act '{}' is not supported (silu)", origin, c.hidden_act);
   c.rope = parse_rope(j, origin, c.max_position_embeddings);
@@ -161,8 +172,8 @@ ModelConfig config_parse(const std::string& text, const std::string& origin) {
     positive(c.num_experts_per_tok, "num_experts_per_tok");
     positive(c.moe_intermediate_size, "moe_intermediate_size");
     if (c.n_group <= 0 || c.n_routed_experts % c.n_group)
-      fail("{}: n_routed_experts ({}) must be divisible by n_group ({})", origin, c.n_routed_experts,
-           c.n_group);
+      fail("{}: n_routed_experts ({}) must be divisible by n_group ({})", origin,
+           c.n_routed_experts, c.n_group);
     if (c.topk_group <= 0 || c.topk_group > c.n_group)
       fail("{}: topk_group ({}) must be in [1, n_group ({})]", origin, c.topk_group, c.n_group);
     if (c.n_routed_experts / c.n_group < 2)

@@ -15,8 +15,8 @@ struct RopeConfig {
   double original_max_position_embeddings = 0;
   double beta_fast = 32.0;
   double beta_slow = 1.0;
-  double mscale = 0.0;          // 0 = absent
-  double mscale_all_dim = 0.0;  // 0 = absent
+  double mscale = 0.0;             // 0 = absent
+  double mscale_all_dim = 0.0;     // 0 = absent
   double attention_factor = -1.0;  // < 0 = derived
   bool truncate = true;
 };
@@ -49,7 +49,8 @@ struct ModelConfig {
   bool attention_bias = false;
   std::string hidden_act = "silu";
   RopeConfig rope;
-  std::vector<int> eos_token_ids;  // generation stops at any of these (generation_config.json first)
+  std::vector<int>
+      eos_token_ids;  // generation stops at any of these (generation_config.json first)
 
   int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int layer) const {

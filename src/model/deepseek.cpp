@@ -56,7 +56,7 @@ Tensor stack_rows(const Tensor& a, const Tensor& b) {
 
 DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, const Mapping& map,
                              Communicator& world, int tokens_per_block, int kv_blocks)
-    : cfg_(cfg), map_(map), world_(world) {
+    : cfg_(cfg), map_(map), world_(world), ws_(ws) {
   HELIX_CHECK(world.size() == map.world_size && world.rank() == map.rank,
               "communicator (rank {} of {}) does not match the mapping ({})", world.rank(),
               world.size(), map.str());
@@ -73,6 +73,24 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   load_weights(ws);
   stats_.expert_tokens.assign(cfg.num_hidden_layers,
                               std::vector<int64_t>(std::max(cfg.n_routed_experts, 0), 0));
+  stats_.dispatch_sent = stats_.dispatch_recv = stats_.expert_tokens;
+  moe_index_.assign(cfg.num_hidden_layers, -1);
+  for (int l = 0; l < cfg.num_hidden_layers; ++l)
+    if (cfg.is_moe_layer(l)) {
+      moe_index_[l] = static_cast<int>(moe_layers_.size());
+      moe_layers_.push_back(l);
+    }
+  // Identity placement (slot s = expert s) until an EPLB placement is installed.
+  if (map.moe_ep && cfg.n_routed_experts > 0) {
+    Placement id;
+    id.num_slots = id.num_experts = cfg.n_routed_experts;
+    id.num_ranks = map.ffn_size();
+    for (int e = 0; e < cfg.n_routed_experts; ++e) id.slot_to_expert.push_back(e);
+    for (size_t i = 0; i < moe_layers_.size(); ++i) {
+      placement_.push_back(id);
+      routers_.emplace_back(id);
+    }
+  }
   KvCacheConfig kc;
   kc.num_layers = cfg.num_hidden_layers;
   kc.row_width = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
@@ -159,36 +177,45 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
                          : Tensor({E}, 0.0f);
     if (c.n_shared_experts > 0)
       lw.shared = load_mlp(mp + "shared_experts.", IE * c.n_shared_experts, r, N);
-    // Experts: per-expert tensors (checkpoints) or fused 3-D ones (transformers' in-memory form).
-    const bool fused = ws.has(mp + "experts.gate_up_proj");
-    Tensor fused_gu, fused_down;
-    if (fused) {
-      fused_gu = ws.load(mp + "experts.gate_up_proj", {E, 2 * IE, D});
-      fused_down = ws.load(mp + "experts.down_proj", {E, D, IE});
-    }
-    int e0 = 0, e1 = static_cast<int>(E);
-    if (map_.moe_ep) std::tie(e0, e1) = split_range(static_cast<int>(E), N, r);
-    lw.expert_begin = e0;
-    for (int e = e0; e < e1; ++e) {
-      if (!fused) {
-        const std::string ep = fmt::format("{}experts.{}.", mp, e);
-        lw.experts.push_back(map_.moe_ep ? load_mlp(ep, IE, 0, 1) : load_mlp(ep, IE, r, N));
-        continue;
-      }
-      auto [a0, a1] = map_.moe_ep ? std::pair<int, int>{0, static_cast<int>(IE)}
-                                  : split_range(static_cast<int>(IE), N, r);
-      MlpWeights m;
-      m.inter = a1 - a0;
-      m.gate_up = Tensor({2 * m.inter, D});
-      const float* gu = fused_gu.ptr() + e * 2 * IE * D;
-      std::memcpy(m.gate_up.ptr(), gu + a0 * D, m.inter * D * sizeof(float));
-      std::memcpy(m.gate_up.ptr() + m.inter * D, gu + (IE + a0) * D, m.inter * D * sizeof(float));
-      Tensor d({D, IE});
-      std::memcpy(d.ptr(), fused_down.ptr() + e * D * IE, D * IE * sizeof(float));
-      m.down = slice_cols(d, a0, a1);
-      lw.experts.push_back(std::move(m));
+    // TP: every expert, sharded. EP: one whole expert per slot of this rank (identity
+    // placement, slot s = expert s, until an EPLB placement is installed).
+    if (map_.moe_ep) {
+      auto [e0, e1] = split_range(static_cast<int>(E), N, r);
+      lw.expert_begin = e0;
+      for (int e = e0; e < e1; ++e) lw.experts.push_back(load_expert(ws, i, e, true));
+    } else {
+      for (int e = 0; e < E; ++e) lw.experts.push_back(load_expert(ws, i, e, false));
     }
   }
+}
+
+MlpWeights DeepseekModel::load_expert(const WeightStore& ws, int layer, int e, bool whole) const {
+  const int64_t D = cfg_.hidden_size, IE = cfg_.moe_intermediate_size, E = cfg_.n_routed_experts;
+  const int N = map_.ffn_size(), r = map_.ffn_rank();
+  auto [a0, a1] = whole ? std::pair<int, int>{0, static_cast<int>(IE)}
+                        : split_range(static_cast<int>(IE), N, r);
+  const std::string mp = fmt::format("model.layers.{}.mlp.", layer);
+  MlpWeights m;
+  m.inter = a1 - a0;
+  if (!ws.has(mp + "experts.gate_up_proj")) {  // per-expert tensors, as checkpoints store them
+    const std::string ep = fmt::format("{}experts.{}.", mp, e);
+    Tensor g = load_rows_checked(ws, ep + "gate_proj.weight", {IE, D}, a0, a1);
+    Tensor u = load_rows_checked(ws, ep + "up_proj.weight", {IE, D}, a0, a1);
+    m.gate_up = stack_rows(g, u);
+    m.down = slice_cols(ws.load(ep + "down_proj.weight", {D, IE}), a0, a1);
+    return m;
+  }
+  // Fused 3-D tensors (transformers' in-memory layout): gate_up [E, 2*IE, D], down [E, D, IE].
+  expect_shape(ws, mp + "experts.gate_up_proj", {E, 2 * IE, D});
+  expect_shape(ws, mp + "experts.down_proj", {E, D, IE});
+  Tensor gu = ws.load_rows(mp + "experts.gate_up_proj", e, e + 1);
+  Tensor dn = ws.load_rows(mp + "experts.down_proj", e, e + 1);
+  m.gate_up = Tensor({2 * m.inter, D});
+  std::memcpy(m.gate_up.ptr(), gu.ptr() + a0 * D, m.inter * D * sizeof(float));
+  std::memcpy(m.gate_up.ptr() + m.inter * D, gu.ptr() + (IE + a0) * D, m.inter * D * sizeof(float));
+  dn.shape = {D, IE};
+  m.down = slice_cols(dn, a0, a1);
+  return m;
 }
 
 void DeepseekModel::rope_table(int pos, float* cos_sin) const {
@@ -228,8 +255,7 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
                 s.id, s.start, kv_->global_len(s.id));
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       const int t = s.tokens[i], p = s.start + static_cast<int>(i);
-      if (t < 0 || t >= c.vocab_size)
-        fail("token id {} is out of range [0, {})", t, c.vocab_size);
+      if (t < 0 || t >= c.vocab_size) fail("token id {} is out of range [0, {})", t, c.vocab_size);
       if (p >= c.max_position_embeddings)
         fail("position {} exceeds max_position_embeddings ({})", p, c.max_position_embeddings);
       tok.push_back(t);
@@ -243,8 +269,8 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
   const int T = static_cast<int>(tok.size());
   Tensor x({T, D}), h({T, D}), y({T, D});
   for (int t = 0; t < T; ++t)
-    std::memcpy(x.ptr() + static_cast<int64_t>(t) * D, embed.ptr() + static_cast<int64_t>(tok[t]) * D,
-                D * sizeof(float));
+    std::memcpy(x.ptr() + static_cast<int64_t>(t) * D,
+                embed.ptr() + static_cast<int64_t>(tok[t]) * D, D * sizeof(float));
   const float eps = static_cast<float>(c.rms_norm_eps);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = layers_[l];
@@ -295,7 +321,8 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
     matmul(h.ptr(), a.q_a.ptr(), qa.ptr(), T, c.q_lora_rank, D);
     if (!a.q_a_bias.empty())
       for (int t = 0; t < T; ++t)
-        for (int i = 0; i < c.q_lora_rank; ++i) qa.data[t * c.q_lora_rank + i] += a.q_a_bias.data[i];
+        for (int i = 0; i < c.q_lora_rank; ++i)
+          qa.data[t * c.q_lora_rank + i] += a.q_a_bias.data[i];
     rms_norm(qa.ptr(), a.q_a_norm.ptr(), qa.ptr(), T, c.q_lora_rank, eps);
     matmul(qa.ptr(), a.q_b.ptr(), q.ptr(), T, Hl * QK, c.q_lora_rank);
   } else {
@@ -326,7 +353,8 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
     const int n = static_cast<int>(s.tokens.size());
     for (int i = 0; i < n; ++i)
       if (kv_->owns(s.start + i))
-        std::memcpy(kv_->row(layer, s.id, s.start + i), lat.ptr() + (row + i) * W, W * sizeof(float));
+        std::memcpy(kv_->row(layer, s.id, s.start + i), lat.ptr() + (row + i) * W,
+                    W * sizeof(float));
     if (s.start == 0) {
       // Prompt: the naive (decompressed) causal attention over the whole prompt, for the heads
       // this rank owns; every rank holds the prompt's latents at this point.
@@ -416,12 +444,14 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
       cp_comm_->all_to_all_v(send.data(), send_counts, recv.data(), recv_counts);
       stats_.comm_ms += ms_since(t0);
       // Unpack into [cp, B*Ho, L] and [cp, B*Ho] for the combine op.
-      std::vector<float> parts(static_cast<size_t>(cp) * B * Ho * L), plse(static_cast<size_t>(cp) * B * Ho);
+      std::vector<float> parts(static_cast<size_t>(cp) * B * Ho * L),
+          plse(static_cast<size_t>(cp) * B * Ho);
       for (int i = 0; i < cp; ++i) {
         const float* blk = recv.data() + static_cast<size_t>(i) * B * Ho * (L + 1);
         std::memcpy(parts.data() + static_cast<size_t>(i) * B * Ho * L, blk,
                     static_cast<size_t>(B) * Ho * L * sizeof(float));
-        std::memcpy(plse.data() + static_cast<size_t>(i) * B * Ho, blk + static_cast<size_t>(B) * Ho * L,
+        std::memcpy(plse.data() + static_cast<size_t>(i) * B * Ho,
+                    blk + static_cast<size_t>(B) * Ho * L,
                     static_cast<size_t>(B) * Ho * sizeof(float));
       }
       AttnCombineParams cb;
@@ -439,8 +469,8 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
         const int hl = ho_begin_ + hh;
         const float* src = cp == 1 ? o.ptr() + (static_cast<int64_t>(b) * Hl + hl) * L
                                    : comb.ptr() + (static_cast<int64_t>(b) * Ho + hh) * L;
-        matmul(src, a.w_uv.ptr() + hl * V * L, attn_v.ptr() + (static_cast<int64_t>(decode_rows[b]) * Ho + hh) * V,
-               1, V, L);
+        matmul(src, a.w_uv.ptr() + hl * V * L,
+               attn_v.ptr() + (static_cast<int64_t>(decode_rows[b]) * Ho + hh) * V, 1, V, L);
       }
   }
   // o_proj, row-parallel over all tp*cp ranks, then one all-reduce.
@@ -458,7 +488,7 @@ void DeepseekModel::ffn(int layer, const Tensor& h, Tensor& out) {
   const int T = h.dim(0);
   if (!lw.moe) {
     mlp_apply(lw.dense, h.ptr(), T, out.ptr(), false);
-  } else if (map_.moe_ep && map_.ffn_size() > 1) {
+  } else if (map_.moe_ep) {
     moe_ep(layer, h, out);
   } else {
     std::vector<int> ids;
@@ -476,8 +506,10 @@ void DeepseekModel::moe_tp(int layer, const Tensor& h, const std::vector<int>& i
   const LayerWeights& lw = layers_[layer];
   const int T = h.dim(0), D = cfg_.hidden_size, K = cfg_.num_experts_per_tok;
   // Shared experts (TP slice) write the output; routed experts add into it.
-  if (cfg_.n_shared_experts > 0) mlp_apply(lw.shared, h.ptr(), T, out.ptr(), false);
-  else std::fill(out.data.begin(), out.data.end(), 0.0f);
+  if (cfg_.n_shared_experts > 0)
+    mlp_apply(lw.shared, h.ptr(), T, out.ptr(), false);
+  else
+    std::fill(out.data.begin(), out.data.end(), 0.0f);
   std::vector<float> xin, yout;
   for (size_t le = 0; le < lw.experts.size(); ++le) {
     const int e = lw.expert_begin + static_cast<int>(le);
@@ -494,10 +526,12 @@ void DeepseekModel::moe_tp(int layer, const Tensor& h, const std::vector<int>& i
     xin.resize(static_cast<size_t>(n) * D);
     yout.resize(static_cast<size_t>(n) * D);
     for (int i = 0; i < n; ++i)
-      std::memcpy(xin.data() + i * D, h.ptr() + static_cast<int64_t>(tok[i]) * D, D * sizeof(float));
+      std::memcpy(xin.data() + i * D, h.ptr() + static_cast<int64_t>(tok[i]) * D,
+                  D * sizeof(float));
     mlp_apply(lw.experts[le], xin.data(), n, yout.data(), false);
     for (int i = 0; i < n; ++i)
-      for (int d = 0; d < D; ++d) out.data[static_cast<int64_t>(tok[i]) * D + d] += wt[i] * yout[i * D + d];
+      for (int d = 0; d < D; ++d)
+        out.data[static_cast<int64_t>(tok[i]) * D + d] += wt[i] * yout[i * D + d];
   }
 }
 
@@ -532,24 +566,33 @@ void DeepseekModel::route(int layer, const float* x, int rows, std::vector<int>&
 void DeepseekModel::moe_ep(int layer, const Tensor& h, Tensor& out) {
   const LayerWeights& lw = layers_[layer];
   const int T = h.dim(0), D = cfg_.hidden_size, K = cfg_.num_experts_per_tok;
-  const int N = map_.ffn_size(), E = cfg_.n_routed_experts;
+  const int N = map_.ffn_size();
   auto [t0, t1] = split_range(T, N, map_.ffn_rank());
   const int n = t1 - t0;
   std::vector<int> ids;
   std::vector<float> w;
   route(layer, h.ptr() + static_cast<int64_t>(t0) * D, n, ids, w);
 
-  if (cfg_.n_shared_experts > 0) mlp_apply(lw.shared, h.ptr(), T, out.ptr(), false);
-  else std::fill(out.data.begin(), out.data.end(), 0.0f);
+  if (cfg_.n_shared_experts > 0)
+    mlp_apply(lw.shared, h.ptr(), T, out.ptr(), false);
+  else
+    std::fill(out.data.begin(), out.data.end(), 0.0f);
 
-  const int per_rank = E / N;  // Mapping::validate guarantees E % N == 0 under EP
-  const int row = D + 1;       // [expert id, x]
+  const int mi = moe_index_[layer];
+  const Placement& pl = placement_[mi];
+  const EplbRouter& router = routers_[mi];
+  const int per_rank = pl.slots_per_rank();
+  const int row = D + 1;  // [slot id, x]
   std::vector<std::vector<float>> to(N);
   std::vector<std::vector<int>> pair_of(N);  // (t - t0) * K + k of each row sent to rank j
   for (int t = 0; t < n; ++t)
     for (int k = 0; k < K; ++k) {
-      const int e = ids[t * K + k], j = e / per_rank;
-      to[j].push_back(static_cast<float>(e));
+      const int e = ids[t * K + k];
+      // One replica per (token, expert): local first, else spread deterministically.
+      const int slot = router.route(e, t0 + t, map_.ffn_rank(), step_);
+      const int j = slot / per_rank;
+      stats_.dispatch_sent[layer][e]++;
+      to[j].push_back(static_cast<float>(slot));
       to[j].insert(to[j].end(), h.ptr() + static_cast<int64_t>(t0 + t) * D,
                    h.ptr() + static_cast<int64_t>(t0 + t + 1) * D);
       pair_of[j].push_back(t * K + k);
@@ -576,10 +619,11 @@ void DeepseekModel::moe_ep(int layer, const Tensor& h, Tensor& out) {
   std::vector<float> result(static_cast<size_t>(m) * D);
   std::vector<std::vector<int>> rows_of(lw.experts.size());
   for (int i = 0; i < m; ++i) {
-    const int e = static_cast<int>(recv[static_cast<size_t>(i) * row]) - lw.expert_begin;
+    const int slot = static_cast<int>(recv[static_cast<size_t>(i) * row]);
+    const int e = slot - lw.expert_begin;
     HELIX_CHECK(e >= 0 && e < static_cast<int>(lw.experts.size()),
-                "expert {} routed to rank {} which does not hold it", e + lw.expert_begin,
-                map_.rank);
+                "slot {} routed to rank {} which does not hold it", slot, map_.rank);
+    stats_.dispatch_recv[layer][pl.slot_to_expert[slot]]++;
     rows_of[e].push_back(i);
   }
   std::vector<float> xin, yout;
@@ -616,6 +660,101 @@ void DeepseekModel::moe_ep(int layer, const Tensor& h, Tensor& out) {
       for (int d = 0; d < D; ++d) o[d] += wt * y[d];
       off += D;
     }
+}
+
+DeepseekModel::~DeepseekModel() {
+  if (worker_.joinable()) worker_.join();
+}
+
+void DeepseekModel::eplb_install(const std::vector<Placement>& per_moe_layer) {
+  HELIX_CHECK(map_.moe_ep, "an expert placement needs expert parallelism (--ep)");
+  HELIX_CHECK(per_moe_layer.size() == moe_layers_.size(),
+              "placement has {} layers but the model has {} MoE layers", per_moe_layer.size(),
+              moe_layers_.size());
+  HELIX_CHECK(!pending_, "cannot install a placement while an update is pending");
+  for (size_t i = 0; i < per_moe_layer.size(); ++i) {
+    const Placement& p = per_moe_layer[i];
+    placement_validate(p, fmt::format("placement of MoE layer {}", i));
+    HELIX_CHECK(p.num_ranks == map_.ffn_size(),
+                "placement is for {} ranks but the FFN group has {}", p.num_ranks, map_.ffn_size());
+    HELIX_CHECK(p.num_experts == cfg_.n_routed_experts,
+                "placement is for {} experts but the model has {}", p.num_experts,
+                cfg_.n_routed_experts);
+    LayerWeights& lw = layers_[moe_layers_[i]];
+    const int sp = p.slots_per_rank(), s0 = map_.ffn_rank() * sp;
+    std::vector<MlpWeights> slots;
+    for (int s = s0; s < s0 + sp; ++s)
+      slots.push_back(load_expert(ws_, moe_layers_[i], p.slot_to_expert[s], true));
+    lw.experts = std::move(slots);
+    lw.expert_begin = s0;
+    placement_[i] = p;
+    routers_[i] = EplbRouter(p);
+  }
+}
+
+bool DeepseekModel::eplb_start_update(const LoadMatrix& estimate) {
+  if (pending_) return false;
+  HELIX_CHECK(estimate.size() == moe_layers_.size(), "EPLB estimate has {} layers, expected {}",
+              estimate.size(), moe_layers_.size());
+  pending_ = true;
+  next_applied_ = 0;
+  worker_done_ = false;
+  // The planner is deterministic and every rank holds the same estimate (all-reduced), so all
+  // ranks compute the same placements without talking.
+  worker_ = std::thread([this, estimate]() {
+    std::vector<Placement> next(moe_layers_.size());
+    std::vector<std::vector<MlpWeights>> slots(moe_layers_.size());
+    std::vector<EplbUpdate> ups(moe_layers_.size());
+    const int64_t expert_bytes = int64_t(3) * cfg_.moe_intermediate_size * cfg_.hidden_size * 4;
+    for (size_t i = 0; i < moe_layers_.size(); ++i) {
+      const Placement& cur = placement_[i];
+      next[i] = eplb_plan_layer(estimate[i], cur.num_slots, cur.num_ranks, {}, &cur);
+      ups[i].layer = moe_layers_[i];
+      ups[i].before = placement_balance(cur, estimate[i]).max_over_mean();
+      ups[i].after = placement_balance(next[i], estimate[i]).max_over_mean();
+      ups[i].slots_moved = slots_moved(cur, next[i]);
+      const LayerWeights& lw = layers_[moe_layers_[i]];
+      const int sp = cur.slots_per_rank(), s0 = map_.ffn_rank() * sp;
+      for (int s = s0; s < s0 + sp; ++s) {
+        if (next[i].slot_to_expert[s] == cur.slot_to_expert[s]) {
+          slots[i].push_back(lw.experts[s - s0]);  // unchanged: a copy, read-only
+        } else {
+          slots[i].push_back(load_expert(ws_, moe_layers_[i], next[i].slot_to_expert[s], true));
+          ups[i].bytes_moved += expert_bytes;
+        }
+      }
+    }
+    next_placement_ = std::move(next);
+    next_slots_ = std::move(slots);
+    next_updates_ = std::move(ups);
+    worker_done_ = true;
+  });
+  return true;
+}
+
+int DeepseekModel::eplb_apply(int max_layers, double* waited_ms) {
+  if (!pending_) return 0;
+  if (!worker_done_) {
+    auto t0 = Clock::now();
+    worker_.join();
+    if (waited_ms) *waited_ms += ms_since(t0);
+  } else if (worker_.joinable()) {
+    worker_.join();
+  }
+  int applied = 0;
+  while (next_applied_ < moe_layers_.size() && applied < max_layers) {
+    const size_t i = next_applied_++;
+    LayerWeights& lw = layers_[moe_layers_[i]];
+    lw.experts = std::move(next_slots_[i]);
+    lw.expert_begin = map_.ffn_rank() * next_placement_[i].slots_per_rank();
+    placement_[i] = next_placement_[i];
+    routers_[i] = EplbRouter(placement_[i]);
+    next_updates_[i].step = step_;
+    updates_.push_back(next_updates_[i]);
+    ++applied;
+  }
+  if (next_applied_ == moe_layers_.size()) pending_ = false;
+  return applied;
 }
 
 }  // namespace helix

@@ -2,30 +2,33 @@
 // The DeepSeek-V3 layer graph on one rank of a Helix deployment (a single-rank run is the
 // 1 x 1 case of the same code). Attention heads are sharded over the TP group, the latent KV
 // over the CP group, and the FFN over all tp*cp ranks.
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "core/tensor.h"
 #include "kv/kv_cache.h"
 #include "model/config.h"
 #include "model/safetensors.h"
+#include "moe/eplb.h"
 #include "parallel/comm.h"
 #include "parallel/mapping.h"
 
 namespace helix {
 
 struct AttnWeights {
-  Tensor q_proj;       // [Hl * qk_head_dim, hidden]         (q_lora_rank null)
+  Tensor q_proj;                   // [Hl * qk_head_dim, hidden]         (q_lora_rank null)
   Tensor q_a, q_a_bias, q_a_norm;  // [q_lora, hidden], [q_lora], [q_lora]
-  Tensor q_b;          // [Hl * qk_head_dim, q_lora]
-  Tensor kv_a;         // [kv_lora + rope, hidden]
-  Tensor kv_a_bias;    // [kv_lora + rope] (attention_bias)
-  Tensor kv_a_norm;    // [kv_lora]
-  Tensor w_uk;         // [Hl, qk_nope, kv_lora]  key half of kv_b_proj
-  Tensor w_uv;         // [Hl, v_head, kv_lora]   value half of kv_b_proj
-  Tensor o_proj;       // [hidden, Ho * v_head]    columns of the heads this rank owns
-  Tensor o_bias;       // [hidden] (attention_bias; added by rank 0 only)
+  Tensor q_b;                      // [Hl * qk_head_dim, q_lora]
+  Tensor kv_a;                     // [kv_lora + rope, hidden]
+  Tensor kv_a_bias;                // [kv_lora + rope] (attention_bias)
+  Tensor kv_a_norm;                // [kv_lora]
+  Tensor w_uk;                     // [Hl, qk_nope, kv_lora]  key half of kv_b_proj
+  Tensor w_uv;                     // [Hl, v_head, kv_lora]   value half of kv_b_proj
+  Tensor o_proj;                   // [hidden, Ho * v_head]    columns of the heads this rank owns
+  Tensor o_bias;                   // [hidden] (attention_bias; added by rank 0 only)
 };
 
 struct MlpWeights {
@@ -39,12 +42,12 @@ struct LayerWeights {
   Tensor post_norm;   // [hidden]
   AttnWeights attn;
   bool moe = false;
-  MlpWeights dense;                // dense layers
-  Tensor router;                   // [E, hidden]
-  Tensor router_bias;              // [E] e_score_correction_bias
-  std::vector<MlpWeights> experts; // TP: all E experts (sharded); EP: the local ones (whole)
-  int expert_begin = 0;            // first global expert id held (EP)
-  MlpWeights shared;               // shared experts, TP-sharded
+  MlpWeights dense;                 // dense layers
+  Tensor router;                    // [E, hidden]
+  Tensor router_bias;               // [E] e_score_correction_bias
+  std::vector<MlpWeights> experts;  // TP: all E experts (sharded); EP: this rank's slots (whole)
+  int expert_begin = 0;             // EP: first slot of this rank
+  MlpWeights shared;                // shared experts, TP-sharded
 };
 
 // One sequence of a forward step: a whole prompt (start == 0) or one decode token.
@@ -57,7 +60,18 @@ struct SeqStep {
 // Per-step timings and counters that the CLI reports.
 struct ModelStats {
   double attn_ms = 0, ffn_ms = 0, comm_ms = 0;
-  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] routed (token, expert) pairs
+  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] pairs routed on this rank
+  std::vector<std::vector<int64_t>> dispatch_sent;  // [layer][expert] EP rows sent by this rank
+  std::vector<std::vector<int64_t>> dispatch_recv;  // [layer][expert] EP rows computed here
+};
+
+// One EPLB placement update of one MoE layer, as applied.
+struct EplbUpdate {
+  int layer = 0;
+  int64_t step = 0;              // decode step at which the layer switched
+  double before = 1, after = 1;  // max/mean rank load of the driving estimate, old vs new
+  int slots_moved = 0;
+  uint64_t bytes_moved = 0;  // expert weight bytes this rank loaded for the new placement
 };
 
 class DeepseekModel {
@@ -69,6 +83,23 @@ class DeepseekModel {
   // all_logits, else the last token of each sequence. Appends the tokens' latents to the KV
   // cache (requests must have been added with kv().add_request).
   Tensor forward(const std::vector<SeqStep>& seqs, bool all_logits);
+
+  ~DeepseekModel();
+
+  // ---- EPLB (expert parallel only) ----------------------------------------------------------
+  // Installs one placement per MoE layer (in layer order) and loads the slots of this rank.
+  void eplb_install(const std::vector<Placement>& per_moe_layer);
+  // Starts the background worker: plans the next placements from `estimate` ([MoE layer][expert])
+  // and loads the changed slots' weights into spare buffers. False if one is still pending.
+  bool eplb_start_update(const LoadMatrix& estimate);
+  bool eplb_pending() const { return pending_; }
+  // Switches up to max_layers pending layers to their new placement (between steps). Waits for
+  // the worker only if it has not finished; the wait is added to *waited_ms.
+  int eplb_apply(int max_layers, double* waited_ms);
+  const std::vector<int>& moe_layers() const { return moe_layers_; }
+  const Placement& placement(int moe_index) const { return placement_[moe_index]; }
+  const std::vector<EplbUpdate>& eplb_updates() const { return updates_; }
+  void set_step(int64_t step) { step_ = step; }
 
   KvCache& kv() { return *kv_; }
   const ModelConfig& config() const { return cfg_; }
@@ -90,24 +121,41 @@ class DeepseekModel {
   // Router + DeepSeek routing for `rows` tokens: ids/w [rows, top_k]; counts expert_tokens.
   void route(int layer, const float* x, int rows, std::vector<int>& ids, std::vector<float>& w);
   void mlp_apply(const MlpWeights& m, const float* x, int rows, float* out, bool accumulate);
+  MlpWeights load_expert(const WeightStore& ws, int layer, int expert, bool whole) const;
   void rope_table(int pos, float* cos_sin) const;
 
   ModelConfig cfg_;
   Mapping map_;
   Communicator& world_;
   std::unique_ptr<Communicator> cp_comm_;
-  int hl_ = 0;                       // heads of this rank's TP group
-  int ho_begin_ = 0, ho_end_ = 0;    // heads this rank owns after the CP all-to-all (local idx)
+  int hl_ = 0;                     // heads of this rank's TP group
+  int ho_begin_ = 0, ho_end_ = 0;  // heads this rank owns after the CP all-to-all (local idx)
   std::vector<std::pair<int, int>> cp_heads_;  // owned head range of every CP rank
-  Tensor embed;    // [vocab, hidden]
-  Tensor norm;     // [hidden]
-  Tensor lm_head;  // [vocab, hidden]
+  Tensor embed;                                // [vocab, hidden]
+  Tensor norm;                                 // [hidden]
+  Tensor lm_head;                              // [vocab, hidden]
   std::vector<LayerWeights> layers_;
   std::vector<double> inv_freq_;
   double rope_mult_ = 1.0;
   float scale_ = 1.0f;
   std::unique_ptr<KvCache> kv_;
   ModelStats stats_;
+
+  const WeightStore& ws_;
+  std::vector<int> moe_layers_;       // layer index of each MoE layer
+  std::vector<int> moe_index_;        // [layer] -> MoE index or -1
+  std::vector<Placement> placement_;  // [MoE layer] current placement
+  std::vector<EplbRouter> routers_;   // [MoE layer]
+  int64_t step_ = 0;
+  // The update in flight: written by the worker, read after it is done.
+  bool pending_ = false;
+  size_t next_applied_ = 0;  // MoE layers already switched
+  std::thread worker_;
+  std::atomic<bool> worker_done_{false};
+  std::vector<Placement> next_placement_;
+  std::vector<std::vector<MlpWeights>> next_slots_;
+  std::vector<EplbUpdate> next_updates_;
+  std::vector<EplbUpdate> updates_;
 };
 
 }  // namespace helix

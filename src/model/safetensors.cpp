@@ -493,13 +493,19 @@ Tensor WeightStore::load(const std::string& name, const std::vector<int64_t>& ex
 
 Tensor WeightStore::load_rows(const std::string& name, int64_t row_begin, int64_t row_end) const {
   const TensorView& v = view(name);
-  if (v.shape.size() != 2)
-    fail("load_rows: tensor '{}' has shape {}, expected 2-D", printable(name), shape_str(v.shape));
-  const int64_t R = v.shape[0], C = v.shape[1];
+  if (v.shape.size() < 2)
+    fail("load_rows: tensor '{}' has shape {}, expected at least 2-D", printable(name),
+         shape_str(v.shape));
+  // A "row" is one index of dim 0 (a whole expert of a fused 3-D tensor, say).
+  const int64_t R = v.shape[0];
+  int64_t C = 1;
+  for (size_t i = 1; i < v.shape.size(); ++i) C *= v.shape[i];
   if (row_begin < 0 || row_begin > row_end || row_end > R)
     fail("load_rows: rows [{}, {}) out of range for tensor '{}' of shape {}", row_begin, row_end,
          printable(name), shape_str(v.shape));
-  Tensor t({row_end - row_begin, C});
+  std::vector<int64_t> shape = v.shape;
+  shape[0] = row_end - row_begin;
+  Tensor t(shape);
   convert(v, static_cast<size_t>(row_begin * C), t.data.size(), t.ptr());
   apply_block_scale(v, row_begin, row_end - row_begin, t.ptr());
   return t;

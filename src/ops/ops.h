@@ -21,8 +21,8 @@ void matmul_strided(const float* x, int ldx, const float* w, int ldw, bool trans
 
 // ---- rms_norm.cpp ----------------------------------------------------------------------------
 // y[r] = w * x[r] / sqrt(mean(x[r]^2) + eps), per row.  x, y [rows, dim] (may alias), w [dim]
-void rms_norm(const float* x, const float* w, float* y, int rows, int dim, float eps,
-              int ldx = -1, int ldy = -1);
+void rms_norm(const float* x, const float* w, float* y, int rows, int dim, float eps, int ldx = -1,
+              int ldy = -1);
 
 // ---- rope.cpp --------------------------------------------------------------------------------
 // Rotates n vectors of width dim in place by the angles of one position.
@@ -103,9 +103,9 @@ struct SoftmaxState {
   }
 };
 struct AttnCombineParams {
-  int num_parts = 0;  // partials, e.g. CP ranks
-  int rows = 0;       // (token, head) rows
-  int dim = 0;        // kv_lora_rank
+  int num_parts = 0;             // partials, e.g. CP ranks
+  int rows = 0;                  // (token, head) rows
+  int dim = 0;                   // kv_lora_rank
   const float* parts = nullptr;  // [num_parts, rows, dim] partial outputs (each normalised)
   const float* lse = nullptr;    // [num_parts, rows] their log-sum-exp (-inf: no keys)
   float* out = nullptr;          // [rows, dim] exact combination

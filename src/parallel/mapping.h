@@ -14,9 +14,9 @@ namespace helix {
 struct Mapping {
   int world_size = 1;
   int rank = 0;
-  int tp = 1;          // attention tensor parallel size (TPA)
-  int cp = 1;          // context parallel size (KVP)
-  bool moe_ep = false; // routed experts expert-parallel over the FFN group (else TP)
+  int tp = 1;           // attention tensor parallel size (TPA)
+  int cp = 1;           // context parallel size (KVP)
+  bool moe_ep = false;  // routed experts expert-parallel over the FFN group (else TP)
 
   Mapping() = default;
   Mapping(int world_size, int rank, int tp, int cp, bool moe_ep);

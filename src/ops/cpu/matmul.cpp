@@ -9,7 +9,10 @@ void matmul_strided(const float* x, int ldx, const float* w, int ldw, bool trans
   if (m == 0 || n == 0) return;
   if (k == 0) {
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) y[static_cast<int64_t>(i) * ldy + j] *= beta;
+      for (int j = 0; j < n; ++j) {
+        float& v = y[static_cast<int64_t>(i) * ldy + j];
+        v = beta == 0.0f ? 0.0f : v * beta;  // beta 0 ignores y, as BLAS does
+      }
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_w ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, x,

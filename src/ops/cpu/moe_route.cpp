@@ -41,8 +41,9 @@ void moe_route(const MoeRouteParams& p) {
     for (int e = 0; e < E; ++e)
       if (!keep[e / per_group]) choice[e] = ninf;
     std::iota(order.begin(), order.begin() + E, 0);
-    std::partial_sort(order.begin(), order.begin() + p.top_k, order.begin() + E,
-                      [&](int a, int b) { return choice[a] > choice[b] || (choice[a] == choice[b] && a < b); });
+    std::partial_sort(order.begin(), order.begin() + p.top_k, order.begin() + E, [&](int a, int b) {
+      return choice[a] > choice[b] || (choice[a] == choice[b] && a < b);
+    });
     int* ids = p.expert_ids + static_cast<int64_t>(t) * p.top_k;
     float* w = p.weights + static_cast<int64_t>(t) * p.top_k;
     float sum = 0.0f;

@@ -17,7 +17,8 @@ __global__ void attn_combine_kernel(const float* __restrict__ parts, const float
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     float m = -INFINITY;
-    for (int i = lane; i < num_parts; i += 32) m = fmaxf(m, lse[i * static_cast<int64_t>(rows) + r]);
+    for (int i = lane; i < num_parts; i += 32)
+      m = fmaxf(m, lse[i * static_cast<int64_t>(rows) + r]);
     for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
     float sum = 0.f;
     if (m != -INFINITY)
@@ -60,7 +61,9 @@ __global__ void attn_combine_kernel(const float* __restrict__ parts, const float
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
 }  // namespace
 
@@ -73,14 +76,15 @@ cudaError_t attn_combine_cuda(const float* parts, const float* lse, float* out, 
   const int work = vec4 ? dim / 4 : dim;
   int threads = ((work + 31) / 32) * 32;
   threads = threads < 32 ? 32 : (threads > 256 ? 256 : threads);
-  const size_t smem = sizeof(float) * static_cast<size_t>(num_parts > 0 ? num_parts : 1);
+  // Rounded up and padded: nvcc may read the weights as vectors past the last one.
+  const size_t smem = sizeof(float) * ((static_cast<size_t>(num_parts) + 3) / 4 * 4 + 4);
   if (smem > 48 * 1024) return cudaErrorInvalidValue;  // > 12288 parts: not a real use
   if (vec4)
-    attn_combine_kernel<true><<<rows, threads, smem, stream>>>(parts, lse, out, out_lse, num_parts,
-                                                               rows, dim);
+    attn_combine_kernel<true>
+        <<<rows, threads, smem, stream>>>(parts, lse, out, out_lse, num_parts, rows, dim);
   else
-    attn_combine_kernel<false><<<rows, threads, smem, stream>>>(parts, lse, out, out_lse,
-                                                                num_parts, rows, dim);
+    attn_combine_kernel<false>
+        <<<rows, threads, smem, stream>>>(parts, lse, out, out_lse, num_parts, rows, dim);
   return cudaGetLastError();
 }
 

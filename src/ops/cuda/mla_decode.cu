@@ -32,11 +32,13 @@ __device__ float block_reduce(float v, bool is_max, float* s_red) {
 __global__ void __launch_bounds__(kGenericThreads) mla_decode_generic_kernel(MlaDecodeSplitArgs a) {
   extern __shared__ float smem[];
   const int L = a.kv_lora_rank, W = a.kv_lora_rank + a.rope_dim;
-  float* s_q = smem;                 // [W]
-  float* s_acc = s_q + W;            // [L]
-  float* s_p = s_acc + L;            // [kGenericThreads]
+  float* s_q = smem;                     // [W]
+  float* s_acc = s_q + W;                // [L]
+  float* s_p = s_acc + L;                // [kGenericThreads]
   float* s_red = s_p + kGenericThreads;  // [kGenericThreads / 32]
-  int64_t* s_row = reinterpret_cast<int64_t*>(s_red + kGenericThreads / 32 + 4);  // [threads]
+  // [threads]; the offset is rounded up to 8 bytes (W + L is odd when R is)
+  const int row_off = (W + L + kGenericThreads + kGenericThreads / 32 + 1) & ~1;
+  int64_t* s_row = reinterpret_cast<int64_t*>(smem + row_off);
 
   const int h = blockIdx.x, split = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
   const int seq_len = a.seq_lens[b];
@@ -53,8 +55,8 @@ __global__ void __launch_bounds__(kGenericThreads) mla_decode_generic_kernel(Mla
     int64_t row = -1;
     __syncthreads();  // s_q, s_acc ready; s_p, s_row free
     if (pos < chunk_end) {
-      row = (static_cast<int64_t>(table[pos / a.block_size]) * a.block_size +
-             pos % a.block_size) * W;
+      row =
+          (static_cast<int64_t>(table[pos / a.block_size]) * a.block_size + pos % a.block_size) * W;
       const float* kv = a.kv_pool + row;
       float s = 0.f;
       for (int k = 0; k < W; ++k) s = fmaf(s_q[k], kv[k], s);
@@ -86,13 +88,13 @@ __global__ void __launch_bounds__(kGenericThreads) mla_decode_generic_kernel(Mla
 
 cudaError_t launch_mla_decode_split_generic(const MlaDecodeSplitArgs& a, cudaStream_t stream) {
   const int W = a.kv_lora_rank + a.rope_dim;
-  const size_t smem = sizeof(float) * (W + a.kv_lora_rank + kGenericThreads +
-                                       kGenericThreads / 32 + 4) +
-                      sizeof(int64_t) * kGenericThreads;
+  const size_t smem =
+      sizeof(float) * (W + a.kv_lora_rank + kGenericThreads + kGenericThreads / 32 + 4) +
+      sizeof(int64_t) * kGenericThreads;
   if (smem > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(
-        mla_decode_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(smem));
+    const cudaError_t err =
+        cudaFuncSetAttribute(mla_decode_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
   const dim3 grid(a.num_heads, a.num_splits, a.batch);
@@ -107,16 +109,17 @@ namespace {
 constexpr int kTileTokens = 32;  // chunks are whole tiles of the fast kernel
 constexpr int kHeadGroup = 16;   // heads per CTA of the fast kernel
 
-// Maps runtime (L, R) to template constants for the instantiated sizes; else runs FALLBACK.
-#define HELIX_DISPATCH_MLA_DIMS(L_, R_, LAUNCH, FALLBACK)   \
-  if ((L_) == 512 && (R_) == 64) {                          \
-    constexpr int kL = 512, kR = 64;                        \
-    LAUNCH;                                                 \
-  } else if ((L_) == 32 && (R_) == 16) {                    \
-    constexpr int kL = 32, kR = 16;                         \
-    LAUNCH;                                                 \
-  } else {                                                  \
-    FALLBACK;                                               \
+// Maps runtime (L, R) to template constants kL, kR for the instantiated sizes and runs the
+// statement in the variadic part (template commas welcome); else runs FALLBACK.
+#define HELIX_DISPATCH_MLA_DIMS(L_, R_, FALLBACK, ...) \
+  if ((L_) == 512 && (R_) == 64) {                     \
+    constexpr int kL = 512, kR = 64;                   \
+    __VA_ARGS__;                                       \
+  } else if ((L_) == 32 && (R_) == 16) {               \
+    constexpr int kL = 32, kR = 16;                    \
+    __VA_ARGS__;                                       \
+  } else {                                             \
+    FALLBACK;                                          \
   }
 
 struct SplitPlan {
@@ -126,10 +129,10 @@ struct SplitPlan {
 
 SplitPlan plan_splits(const MlaDecodeCudaParams& p) {
   SplitPlan plan;
-  const int64_t max_len = p.max_seq_len > 0
-                              ? p.max_seq_len
-                              : static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
-  const int tiles = static_cast<int>(std::max<int64_t>(1, (max_len + kTileTokens - 1) / kTileTokens));
+  const int64_t max_len =
+      p.max_seq_len > 0 ? p.max_seq_len : static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
+  const int tiles =
+      static_cast<int>(std::max<int64_t>(1, (max_len + kTileTokens - 1) / kTileTokens));
   int want = p.num_splits;
   if (want <= 0) {
     // One wave of CTAs: each CTA holds a whole SM (its tiles are double-buffered in ~190 KiB).
@@ -139,7 +142,8 @@ SplitPlan plan_splits(const MlaDecodeCudaParams& p) {
       cudaGetLastError();  // do not leave a sticky error behind
       sms = 132;
     }
-    const int64_t ctas = static_cast<int64_t>(p.batch) * ((p.num_heads + kHeadGroup - 1) / kHeadGroup);
+    const int64_t ctas =
+        static_cast<int64_t>(p.batch) * ((p.num_heads + kHeadGroup - 1) / kHeadGroup);
     want = static_cast<int>(std::max<int64_t>(1, sms / std::max<int64_t>(1, ctas)));
   }
   want = std::min(want, tiles);
@@ -155,11 +159,15 @@ size_t workspace_bytes(const MlaDecodeCudaParams& p, int splits) {
   return sizeof(float) * rows * (static_cast<size_t>(p.kv_lora_rank) + 1);
 }
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+bool aligned16(const void* ptr) {
+  return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
+}
 
 }  // namespace
 
-int mla_decode_cuda_num_splits(const MlaDecodeCudaParams& p) { return plan_splits(p).num_splits; }
+int mla_decode_cuda_num_splits(const MlaDecodeCudaParams& p) {
+  return plan_splits(p).num_splits;
+}
 
 size_t mla_decode_cuda_workspace_bytes(const MlaDecodeCudaParams& p) {
   return workspace_bytes(p, plan_splits(p).num_splits);
@@ -210,11 +218,9 @@ cudaError_t mla_decode_cuda(const MlaDecodeCudaParams& p, cudaStream_t stream) {
 
   const bool fast_ok = aligned16(p.q) && aligned16(p.kv_pool) && aligned16(a.out);
   HELIX_DISPATCH_MLA_DIMS(
-      p.kv_lora_rank, p.rope_dim,
+      p.kv_lora_rank, p.rope_dim, err = cuda::launch_mla_decode_split_generic(a, stream),
       err = fast_ok ? cuda::launch_mla_decode_split<kL, kR, kHeadGroup>(a, stream)
-                    : cuda::launch_mla_decode_split_generic(a, stream),
-      err = cuda::launch_mla_decode_split_generic(a, stream))
-
+                    : cuda::launch_mla_decode_split_generic(a, stream))
   if (err == cudaSuccess && plan.num_splits > 1)
     err = attn_combine_cuda(a.out, a.lse, p.out, p.lse, plan.num_splits, p.batch * p.num_heads,
                             p.kv_lora_rank, stream);

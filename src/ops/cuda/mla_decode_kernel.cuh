@@ -34,7 +34,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
                "r"(src_size));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 __device__ __forceinline__ void cp_async_wait_1() {
   asm volatile("cp.async.wait_group 1;\n" ::: "memory");
 }
@@ -66,8 +68,8 @@ struct Config {
   static constexpr int kCPT = (L4 + kNDT - 1) / kNDT;  // float4 columns per thread
   // shared memory, in floats
   static constexpr int kKvFloats = kTile * kStride;
-  static constexpr int kSmemFloats = 2 * kKvFloats + HG * kStride + kKSplit * HG * kTile +
-                                     kTile * kPStride + HG;
+  static constexpr int kSmemFloats =
+      2 * kKvFloats + HG * kStride + kKSplit * HG * kTile + kTile * kPStride + HG;
   static constexpr size_t kSmemBytes = sizeof(float) * kSmemFloats;
 
   static_assert(W % 4 == 0 && L % 4 == 0, "rows are moved as float4");
@@ -82,11 +84,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
   constexpr int W = C::W;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
-  float* s_kv = smem;                               // [2][kTile][kStride]
-  float* s_q = s_kv + 2 * C::kKvFloats;             // [HG][kStride]
-  float* s_part = s_q + HG * C::kStride;            // [kKSplit][HG][kTile]
-  float* s_p = s_part + kKSplit * HG * kTile;       // [kTile][kPStride]
-  float* s_alpha = s_p + kTile * C::kPStride;       // [HG]; at the end 1/d per head
+  float* s_kv = smem;                          // [2][kTile][kStride]
+  float* s_q = s_kv + 2 * C::kKvFloats;        // [HG][kStride]
+  float* s_part = s_q + HG * C::kStride;       // [kKSplit][HG][kTile]
+  float* s_p = s_part + kKSplit * HG * kTile;  // [kTile][kPStride]
+  float* s_alpha = s_p + kTile * C::kPStride;  // [HG]; at the end 1/d per head
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int h0 = blockIdx.x * HG;
@@ -129,8 +131,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
       const int bj = __shfl_sync(0xffffffffu, blk, j);
       const int oj = __shfl_sync(0xffffffffu, off, j);
       const int t = warp + kWarps * j;
-      const float* src = bj >= 0 ? a.kv_pool + (static_cast<int64_t>(bj) * a.block_size + oj) * W
-                                 : a.kv_pool;
+      const float* src =
+          bj >= 0 ? a.kv_pool + (static_cast<int64_t>(bj) * a.block_size + oj) * W : a.kv_pool;
 #pragma unroll
       for (int c = lane; c < C::W4; c += 32)
         cp_async16(dst + t * C::kStride + 4 * c, src + 4 * c, bj >= 0);
@@ -193,8 +195,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
           qv[i] = *reinterpret_cast<const float4*>(s_q + (hb + 8 * i) * C::kStride + 4 * k4);
 #pragma unroll
         for (int j = 0; j < 4; ++j)
-          kvv[j] = *reinterpret_cast<const float4*>(kv + (tg * 16 + tb + 4 * j) * C::kStride +
-                                                    4 * k4);
+          kvv[j] =
+              *reinterpret_cast<const float4*>(kv + (tg * 16 + tb + 4 * j) * C::kStride + 4 * k4);
 #pragma unroll
         for (int i = 0; i < C::kTH1; ++i)
 #pragma unroll
@@ -295,8 +297,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
     for (int c = 0; c < C::kCPT; ++c) {
       const int col = dt + C::kNDT * c;
       if (C::L4 % C::kNDT != 0 && col >= C::L4) continue;
-      o[col] = make_float4(acc[c][i].x * inv, acc[c][i].y * inv, acc[c][i].z * inv,
-                           acc[c][i].w * inv);
+      o[col] =
+          make_float4(acc[c][i].x * inv, acc[c][i].y * inv, acc[c][i].z * inv, acc[c][i].w * inv);
     }
   }
 }

@@ -1,0 +1,221 @@
+// Times mla_decode_cuda at DeepSeek-V3 shapes against the device-to-device copy bandwidth of the
+// GPU (the roofline of a memory-bound op) and prints a table; --json writes the results.
+//
+//   bench_mla_decode_cuda [--iters 20 --json out.json]
+#ifdef HELIX_HAVE_CUDA
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "ops/cuda/cuda_ops.h"
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                          \
+  do {                                                                                            \
+    const cudaError_t err_ = (expr);                                                              \
+    if (err_ != cudaSuccess) {                                                                    \
+      fmt::print(stderr, "{}:{}: {}: {}\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+// Median milliseconds of `iters` timed runs of fn (after `warmup` untimed ones), by CUDA events.
+template <typename Fn>
+double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
+  for (int i = 0; i < warmup; ++i) fn();
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    fn();
+    CHECK_CUDA(cudaEventRecord(stop, stream));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Fills n floats of device memory with N(0, 1) values by repeating a random host pattern.
+void fill_random(float* dst, size_t n, std::mt19937& rng) {
+  static std::vector<float> pattern;
+  if (pattern.empty()) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    pattern.resize(size_t{1} << 22);
+    for (auto& x : pattern) x = normal(rng);
+  }
+  for (size_t off = 0; off < n; off += pattern.size()) {
+    const size_t len = std::min(pattern.size(), n - off);
+    CHECK_CUDA(cudaMemcpy(dst + off, pattern.data(), len * sizeof(float), cudaMemcpyHostToDevice));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mla_decode_cuda vs the device copy bandwidth"};
+  int iters = 20;
+  std::string json_path;
+  app.add_option("--iters", iters, "timed runs per case (median reported)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--json", json_path, "write the results to this JSON file");
+  CLI11_PARSE(app, argc, argv);
+
+  int num_devices = 0;
+  if (cudaGetDeviceCount(&num_devices) != cudaSuccess || num_devices == 0) {
+    std::puts("bench_mla_decode_cuda: no CUDA device, nothing to measure");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));
+  const int warmup = 3;
+
+  // (a) roofline: device-to-device copy of 2 GiB, read + write bytes.
+  const size_t copy_bytes = size_t{2} << 30;
+  double copy_gbs = 0;
+  {
+    void *src = nullptr, *dst = nullptr;
+    CHECK_CUDA(cudaMalloc(&src, copy_bytes));
+    CHECK_CUDA(cudaMalloc(&dst, copy_bytes));
+    CHECK_CUDA(cudaMemset(src, 1, copy_bytes));
+    const double ms = time_ms(
+        [&] {
+          CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, stream));
+        },
+        warmup, iters, stream);
+    copy_gbs = 2.0 * copy_bytes / (ms * 1e-3) / 1e9;
+    CHECK_CUDA(cudaFree(src));
+    CHECK_CUDA(cudaFree(dst));
+  }
+  fmt::print("device: {} ({} SMs)\n", prop.name, prop.multiProcessorCount);
+  fmt::print("D2D copy, 2 GiB: {:.0f} GB/s (read + write)\n\n", copy_gbs);
+
+  // (b) mla_decode_cuda at DeepSeek-V3 shapes.
+  const int L = 512, R = 64, W = L + R, block = 64;
+  const int heads_list[] = {128, 16};
+  const int batch_list[] = {1, 8, 32};
+  const int ctx_list[] = {1024, 4096, 16384, 65536};
+  std::mt19937 rng(1);
+  nlohmann::json cases = nlohmann::json::array();
+  fmt::print("{:>5} {:>6} {:>7} {:>7} {:>10} {:>10} {:>9} {:>8}\n", "heads", "batch", "context",
+             "splits", "time_us", "MB", "GB/s", "of_copy");
+  for (int H : heads_list)
+    for (int B : batch_list)
+      for (int ctx : ctx_list) {
+        const int blocks_per_seq = ctx / block;
+        const size_t num_blocks = static_cast<size_t>(B) * blocks_per_seq;
+        const size_t pool_floats = num_blocks * block * W;
+        float *d_pool = nullptr, *d_q = nullptr, *d_out = nullptr, *d_lse = nullptr;
+        int32_t *d_table = nullptr, *d_lens = nullptr;
+        CHECK_CUDA(cudaMalloc(&d_pool, pool_floats * sizeof(float)));
+        CHECK_CUDA(cudaMalloc(&d_q, sizeof(float) * B * H * W));
+        CHECK_CUDA(cudaMalloc(&d_out, sizeof(float) * B * H * L));
+        CHECK_CUDA(cudaMalloc(&d_lse, sizeof(float) * B * H));
+        CHECK_CUDA(cudaMalloc(&d_table, sizeof(int32_t) * num_blocks));
+        CHECK_CUDA(cudaMalloc(&d_lens, sizeof(int32_t) * B));
+        fill_random(d_pool, pool_floats, rng);
+        fill_random(d_q, static_cast<size_t>(B) * H * W, rng);
+        // A shuffled block table: sequences' blocks are scattered over the pool.
+        std::vector<int32_t> table(num_blocks), lens(B, ctx);
+        std::iota(table.begin(), table.end(), 0);
+        std::shuffle(table.begin(), table.end(), rng);
+        CHECK_CUDA(cudaMemcpy(d_table, table.data(), sizeof(int32_t) * num_blocks,
+                              cudaMemcpyHostToDevice));
+        CHECK_CUDA(cudaMemcpy(d_lens, lens.data(), sizeof(int32_t) * B, cudaMemcpyHostToDevice));
+
+        helix::MlaDecodeCudaParams p;
+        p.batch = B;
+        p.num_heads = H;
+        p.kv_lora_rank = L;
+        p.rope_dim = R;
+        p.block_size = block;
+        p.max_blocks_per_seq = blocks_per_seq;
+        p.max_seq_len = ctx;
+        p.scale = 1.0f / std::sqrt(192.0f);
+        p.q = d_q;
+        p.kv_pool = d_pool;
+        p.block_table = d_table;
+        p.seq_lens = d_lens;
+        p.out = d_out;
+        p.lse = d_lse;
+        const size_t ws_bytes = helix::mla_decode_cuda_workspace_bytes(p);
+        void* ws = nullptr;
+        if (ws_bytes) CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+        p.workspace = ws;
+        p.workspace_bytes = ws_bytes;
+        const int splits = helix::mla_decode_cuda_num_splits(p);
+
+        const double ms =
+            time_ms([&] { CHECK_CUDA(helix::mla_decode_cuda(p, stream)); }, warmup, iters, stream);
+        const double bytes = sizeof(float) * (static_cast<double>(B) * ctx * W  // KV, read once
+                                              + static_cast<double>(B) * H * W  // q
+                                              + static_cast<double>(B) * H * (L + 1));  // out, lse
+        const double gbs = bytes / (ms * 1e-3) / 1e9;
+        fmt::print("{:>5} {:>6} {:>7} {:>7} {:>10.1f} {:>10.1f} {:>9.0f} {:>8.2f}\n", H, B, ctx,
+                   splits, ms * 1e3, bytes / 1e6, gbs, gbs / copy_gbs);
+        cases.push_back({{"num_heads", H},
+                         {"batch", B},
+                         {"context", ctx},
+                         {"kv_lora_rank", L},
+                         {"rope_dim", R},
+                         {"block_size", block},
+                         {"num_splits", splits},
+                         {"time_us", ms * 1e3},
+                         {"bytes", bytes},
+                         {"gb_per_s", gbs},
+                         {"fraction_of_copy", gbs / copy_gbs}});
+        CHECK_CUDA(cudaFree(ws));
+        CHECK_CUDA(cudaFree(d_pool));
+        CHECK_CUDA(cudaFree(d_q));
+        CHECK_CUDA(cudaFree(d_out));
+        CHECK_CUDA(cudaFree(d_lse));
+        CHECK_CUDA(cudaFree(d_table));
+        CHECK_CUDA(cudaFree(d_lens));
+      }
+  CHECK_CUDA(cudaStreamDestroy(stream));
+
+  if (!json_path.empty()) {
+    nlohmann::json j = {{"bench", "mla_decode_cuda"},
+                        {"device", prop.name},
+                        {"sm_count", prop.multiProcessorCount},
+                        {"iters", iters},
+                        {"warmup", warmup},
+                        {"dtype", "float32"},
+                        {"copy_bytes", copy_bytes},
+                        {"copy_gb_per_s", copy_gbs},
+                        {"cases", cases}};
+    std::ofstream f(json_path);
+    if (!f) {
+      fmt::print(stderr, "cannot write {}\n", json_path);
+      return 1;
+    }
+    f << j.dump(2) << "\n";
+  }
+  return 0;
+}
+#else
+#include <cstdio>
+int main() {
+  std::puts("bench_mla_decode_cuda: built without CUDA");
+  return 0;
+}
+#endif  // HELIX_HAVE_CUDA

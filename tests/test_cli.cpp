@@ -1,0 +1,339 @@
+// The `helix` binary end to end: help texts, `score` against the HF fixture's logits (rel L2
+// 1e-4, fp32), `generate` against HF's greedy ids (exact) with diagnostics on stderr only,
+// --stats-json, and bad input: exit code 2 with one `error: ...` line on stderr, never a signal.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/npy.h"
+#include "fixture_util.h"
+
+namespace helix {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/helix_cli_XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'')
+      q += "'\\''";
+    else
+      q += c;
+  }
+  return q + "'";
+}
+
+struct Result {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;
+  std::string out, err;
+};
+
+// Runs `helix args...` in the source directory, stdout and stderr captured separately.
+Result run_helix(const std::vector<std::string>& args) {
+  TempDir d;
+  const fs::path out = d.path / "stdout", err = d.path / "stderr";
+  std::string cmd = "cd " + quote(HELIX_SOURCE_DIR) + " && " + quote(HELIX_BINARY);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " > " + quote(out.string()) + " 2> " + quote(err.string()) + " < /dev/null";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string line;
+  while (std::getline(ss, line))
+    if (!line.empty()) v.push_back(line);
+  return v;
+}
+
+std::string join(const std::vector<int>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s;
+}
+
+// The user-facing failure contract: exit 2, stderr exactly one line "error: ..." that contains
+// every needle, nothing on stdout.
+void expect_user_error(const std::vector<std::string>& args,
+                       std::initializer_list<std::string> needles, const std::string& what) {
+  Result r = run_helix(args);
+  EXPECT_EQ(r.signal, 0) << what << ": killed by signal " << r.signal << "\n" << r.err;
+  EXPECT_EQ(r.exit_code, 2) << what << "\nstderr: " << r.err;
+  auto lines = lines_of(r.err);
+  ASSERT_EQ(lines.size(), 1u) << what << ": stderr is not one line:\n" << r.err;
+  EXPECT_EQ(lines[0].rfind("error: ", 0), 0u) << what << ": " << lines[0];
+  for (const auto& n : needles)
+    EXPECT_NE(lines[0].find(n), std::string::npos)
+        << what << ": '" << lines[0] << "' lacks '" << n << "'";
+  EXPECT_TRUE(r.out.empty()) << what << ": stdout: " << r.out;
+}
+
+// ---- help ------------------------------------------------------------------------------------
+
+TEST(Cli, HelpForEveryCommand) {
+  struct H {
+    std::vector<std::string> args;
+    std::vector<std::string> mentions;
+  };
+  const H helps[] = {
+      {{"--help"}, {"score", "generate", "eplb"}},
+      {{"score", "--help"}, {"--model", "--tokens", "--out"}},
+      {{"generate", "--help"},
+       {"--model", "--tokens", "--max-new-tokens", "--tp", "--cp", "--kv-blocks",
+        "--tokens-per-block", "--stats-json", "--comm", "--temperature"}},
+      {{"eplb", "plan", "--help"}, {"--load", "--slots", "--ranks", "--out", "--previous"}},
+  };
+  for (const auto& h : helps) {
+    Result r = run_helix(h.args);
+    const std::string what = h.args[0] + (h.args.size() > 1 ? " " + h.args[1] : "");
+    EXPECT_EQ(r.exit_code, 0) << what << "\n" << r.err;
+    for (const auto& m : h.mentions)
+      EXPECT_NE(r.out.find(m), std::string::npos) << what << " help lacks " << m << ":\n" << r.out;
+  }
+}
+
+// ---- score -----------------------------------------------------------------------------------
+
+TEST(Cli, ScoreWritesFloat32NpyMatchingTransformers) {
+  TempDir d;
+  const std::string model = test::fixture_dir("fp32_qnull");
+  // Shape and dtype on an arbitrary prompt.
+  const std::string x = (d.path / "x.npy").string();
+  Result r = run_helix({"score", "--model", model, "--tokens", "1,2,3", "--out", x});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string raw = read_file(x);
+  ASSERT_GT(raw.size(), 10u);
+  EXPECT_EQ(raw.substr(0, 6), "\x93NUMPY");
+  const std::string header = raw.substr(10, 118);
+  EXPECT_NE(header.find("'descr': '<f4'"), std::string::npos) << header;
+  EXPECT_NE(header.find("(3, 256)"), std::string::npos) << header;
+  NpyArray a = npy_read(x);
+  ASSERT_EQ(a.shape, (std::vector<int64_t>{3, 256}));
+  const size_t header_len =
+      static_cast<unsigned char>(raw[8]) | (static_cast<unsigned char>(raw[9]) << 8);
+  EXPECT_EQ(raw.size(), 10 + header_len + 3u * 256 * 4) << "float32 payload size";
+  for (float v : a.data) ASSERT_TRUE(std::isfinite(v));
+
+  // The fixture's own prompt against HF's logits.
+  const auto ref = test::fixture_ref("fp32_qnull");
+  const std::string y = (d.path / "y.npy").string();
+  r = run_helix({"score", "--model", model, "--tokens", join(ref.prompts[1]), "--out", y});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  NpyArray got = npy_read(y);
+  NpyArray want = npy_read(model + "/" + ref.score[1]);
+  ASSERT_EQ(got.shape, want.shape);
+  const double err = test::rel_l2(got.data, want.data);
+  EXPECT_LT(err, 1e-4) << "score vs HF, rel L2";
+}
+
+// ---- generate --------------------------------------------------------------------------------
+
+TEST(Cli, GenerateGreedyMatchesTransformers) {
+  const auto ref = test::fixture_ref("fp32_qnull");
+  for (size_t i : {size_t(1), size_t(2)}) {
+    Result r = run_helix({"generate", "--model", "models/tiny", "--tokens", join(ref.prompts[i]),
+                          "--max-new-tokens", "40"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto out = lines_of(r.out);
+    ASSERT_FALSE(out.empty()) << "nothing on stdout; stderr:\n" << r.err;
+    EXPECT_EQ(out.back(), join(ref.greedy[i])) << "prompt " << i;
+    // Diagnostics go to stderr: stdout holds only the ids.
+    EXPECT_EQ(out.size(), 1u) << "stdout carries more than the ids:\n" << r.out;
+    EXPECT_NE(r.err.find("tokens/s"), std::string::npos) << "no timing summary:\n" << r.err;
+    EXPECT_NE(r.err.find("decode"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("tokens/s"), std::string::npos);
+  }
+}
+
+uint64_t sum_numbers(const nlohmann::json& j) {
+  if (j.is_number()) return j.get<uint64_t>();
+  uint64_t s = 0;
+  if (j.is_object() || j.is_array())
+    for (const auto& e : j) s += sum_numbers(e);
+  return s;
+}
+
+TEST(Cli, StatsJsonWithCp2) {
+  TempDir d;
+  const auto ref = test::fixture_ref("fp32_qnull");
+  const std::string stats = (d.path / "stats.json").string();
+  const std::vector<int>& prompt = ref.prompts[2];  // 23 tokens
+  const int n_new = 10;
+  Result r = run_helix({"generate", "--model", "models/tiny", "--tokens", join(prompt),
+                        "--max-new-tokens", std::to_string(n_new), "--cp", "2",
+                        "--tokens-per-block", "4", "--stats-json", stats});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Helix is exact: cp 2 gives HF's greedy ids.
+  std::vector<int> want(ref.greedy[2].begin(), ref.greedy[2].begin() + n_new);
+  EXPECT_EQ(lines_of(r.out).back(), join(want));
+  nlohmann::json j = nlohmann::json::parse(read_file(stats));
+  ASSERT_TRUE(j.contains("ranks") && j["ranks"].is_array());
+  ASSERT_EQ(j["ranks"].size(), 2u);
+  int kv_tokens = 0;
+  std::vector<int> blocks;
+  std::set<int> cp_ranks;
+  for (const auto& rk : j["ranks"]) {
+    for (const char* k :
+         {"rank", "cp_rank", "tp_rank", "kv_tokens", "kv_blocks", "bytes_sent", "bytes_received"})
+      ASSERT_TRUE(rk.contains(k)) << "rank entry lacks " << k << ": " << rk.dump();
+    EXPECT_EQ(rk["tp_rank"].get<int>(), 0);
+    cp_ranks.insert(rk["cp_rank"].get<int>());
+    kv_tokens += rk["kv_tokens"].get<int>();
+    blocks.push_back(rk["kv_blocks"].get<int>());
+    EXPECT_GT(rk["kv_tokens"].get<int>(), 0) << "with 4-token blocks both ranks hold KV";
+    EXPECT_GT(sum_numbers(rk["bytes_sent"]), 0u) << "cp 2 communicates";
+    EXPECT_GT(sum_numbers(rk["bytes_received"]), 0u);
+  }
+  EXPECT_EQ(cp_ranks, (std::set<int>{0, 1}));
+  // The cache holds the prompt and every generated token that was fed back (the last one may
+  // not be), split into 4-token blocks round-robin: block counts differ by at most one.
+  const int total = static_cast<int>(prompt.size()) + n_new;
+  EXPECT_GE(kv_tokens, total - 1);
+  EXPECT_LE(kv_tokens, total);
+  EXPECT_LE(std::abs(blocks[0] - blocks[1]), 1);
+  EXPECT_EQ(blocks[0] + blocks[1], (kv_tokens + 3) / 4);
+}
+
+// ---- bad input -------------------------------------------------------------------------------
+
+// A copy of the tiny model that a test may damage.
+struct ModelCopy : TempDir {
+  ModelCopy() {
+    for (const char* f : {"config.json", "generation_config.json", "model.safetensors"})
+      fs::copy_file(fs::path(HELIX_SOURCE_DIR) / "models/tiny" / f, path / f);
+  }
+  std::string dir() const { return path.string(); }
+};
+
+TEST(CliErrors, MissingModelDir) {
+  expect_user_error({"generate", "--model", "/nonexistent/helix_model", "--tokens", "1,2"},
+                    {"/nonexistent/helix_model"}, "generate, missing dir");
+  expect_user_error({"score", "--model", "/nonexistent/helix_model", "--tokens", "1,2", "--out",
+                     "/tmp/helix_never.npy"},
+                    {"/nonexistent/helix_model"}, "score, missing dir");
+}
+
+TEST(CliErrors, TruncatedSafetensors) {
+  ModelCopy m;
+  const fs::path st = m.path / "model.safetensors";
+  fs::resize_file(st, fs::file_size(st) / 2);
+  expect_user_error({"generate", "--model", m.dir(), "--tokens", "1,2"}, {"model.safetensors"},
+                    "truncated safetensors");
+  // Cut inside the JSON header.
+  fs::resize_file(st, 20);
+  expect_user_error({"generate", "--model", m.dir(), "--tokens", "1,2"}, {"model.safetensors"},
+                    "truncated header");
+  fs::resize_file(st, 3);
+  expect_user_error({"generate", "--model", m.dir(), "--tokens", "1,2"}, {"model.safetensors"},
+                    "3-byte file");
+}
+
+TEST(CliErrors, HeaderLengthPastEnd) {
+  ModelCopy m;
+  const fs::path st = m.path / "model.safetensors";
+  std::string raw = read_file(st);
+  for (uint64_t len : {uint64_t(raw.size()), uint64_t(1) << 40, ~uint64_t(0)}) {
+    std::string bad = raw;
+    for (int i = 0; i < 8; ++i) bad[i] = static_cast<char>((len >> (8 * i)) & 0xff);
+    std::ofstream(st, std::ios::binary | std::ios::trunc) << bad;
+    expect_user_error({"generate", "--model", m.dir(), "--tokens", "1,2"}, {"model.safetensors"},
+                      "header length " + std::to_string(len));
+  }
+}
+
+TEST(CliErrors, BadConfig) {
+  {
+    ModelCopy m;
+    auto j = nlohmann::json::parse(read_file(m.path / "config.json"));
+    j["model_type"] = "llama";
+    std::ofstream(m.path / "config.json", std::ios::trunc) << j.dump();
+    expect_user_error({"generate", "--model", m.dir(), "--tokens", "1,2"}, {"model_type", "llama"},
+                      "unknown model_type");
+  }
+  {
+    ModelCopy m;
+    auto j = nlohmann::json::parse(read_file(m.path / "config.json"));
+    j["hidden_size"] = 64;  // the tensors are 48 wide
+    std::ofstream(m.path / "config.json", std::ios::trunc) << j.dump();
+    // The message names the offending tensor.
+    expect_user_error({"generate", "--model", m.dir(), "--tokens", "1,2"}, {".weight"},
+                      "hidden_size disagrees with the tensors");
+    expect_user_error(
+        {"score", "--model", m.dir(), "--tokens", "1,2", "--out", (m.path / "x.npy").string()},
+        {".weight"}, "score: hidden_size disagrees with the tensors");
+  }
+}
+
+TEST(CliErrors, BadTokens) {
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,999"}, {"999"},
+                    "token id out of range");
+  expect_user_error(
+      {"score", "--model", "models/tiny", "--tokens", "256", "--out", "/tmp/helix_never.npy"},
+      {"256"}, "score: token id == vocab");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", ""}, {"tokens"},
+                    "empty --tokens");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,a,3"}, {"a"},
+                    "non-numeric token");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,,3"}, {"tokens"},
+                    "empty entry");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "-4"}, {"tokens"},
+                    "negative token");
+  std::vector<int> long_prompt(513, 5);  // max_position_embeddings is 512
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", join(long_prompt),
+                     "--max-new-tokens", "1"},
+                    {"512"}, "generate: prompt longer than max_position_embeddings");
+  expect_user_error({"score", "--model", "models/tiny", "--tokens", join(long_prompt), "--out",
+                     "/tmp/helix_never.npy"},
+                    {"512"}, "score: prompt longer than max_position_embeddings");
+}
+
+TEST(CliErrors, BadFlags) {
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,2", "--bogus"},
+                    {"--bogus"}, "unknown flag");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,2", "--tp", "3"}, {"tp"},
+                    "--tp 3 with 4 heads");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,2,3,4,5,6,7,8",
+                     "--kv-blocks", "1", "--tokens-per-block", "4", "--max-new-tokens", "8"},
+                    {"KV cache out of memory"}, "--kv-blocks 1");
+}
+
+}  // namespace
+}  // namespace helix
