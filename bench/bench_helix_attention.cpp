@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_common.h"
+#include "model/helix_combine.h"
 #include "ops/ops.h"
 #include "parallel/comm.h"
 #include "parallel/mapping.h"
@@ -61,8 +62,7 @@ int main(int argc, char** argv) {
         }
         auto [hb, he] = split_range(H, cp, r);
         const int Ho = he - hb;
-        std::vector<float> o(size_t(H) * L), lse(H), send, recv(size_t(cp) * Ho * (L + 1));
-        std::vector<float> parts(size_t(cp) * Ho * L), plse(size_t(cp) * Ho), comb(size_t(Ho) * L);
+        std::vector<float> o(size_t(H) * L), lse(H), comb(size_t(Ho) * L);
         std::vector<float> av(size_t(Ho) * V), out(D);
         auto step = [&]() {
           MlaDecodeParams p;
@@ -77,29 +77,14 @@ int main(int argc, char** argv) {
           p.out = o.data();
           p.lse = lse.data();
           mla_decode(p);
-          std::vector<size_t> sc(cp), rc(cp, size_t(Ho) * (L + 1));
-          send.clear();
-          for (int j = 0; j < cp; ++j) {
-            auto [b0, b1] = split_range(H, cp, j);
-            sc[j] = size_t(b1 - b0) * (L + 1);
-            send.insert(send.end(), o.begin() + size_t(b0) * L, o.begin() + size_t(b1) * L);
-            send.insert(send.end(), lse.begin() + b0, lse.begin() + b1);
-          }
-          comm.all_to_all_v(send.data(), sc, recv.data(), rc);
-          for (int i = 0; i < cp; ++i) {
-            std::memcpy(parts.data() + size_t(i) * Ho * L, recv.data() + size_t(i) * Ho * (L + 1),
-                        size_t(Ho) * L * 4);
-            std::memcpy(plse.data() + size_t(i) * Ho,
-                        recv.data() + size_t(i) * Ho * (L + 1) + size_t(Ho) * L, size_t(Ho) * 4);
-          }
-          AttnCombineParams cb;
-          cb.num_parts = cp;
-          cb.rows = Ho;
-          cb.dim = L;
-          cb.parts = parts.data();
-          cb.lse = plse.data();
-          cb.out = comb.data();
-          attn_combine(cb);
+          HelixCombineParams hp;
+          hp.batch = 1;
+          hp.local_heads = H;
+          hp.kv_lora_rank = L;
+          hp.o = o.data();
+          hp.lse = lse.data();
+          hp.out = comb.data();
+          helix_combine(comm, hp);
           for (int h = 0; h < Ho; ++h)
             matmul(comb.data() + size_t(h) * L, w_uv.data() + size_t(hb + h) * V * L,
                    av.data() + size_t(h) * V, 1, V, L);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "model/helix_combine.h"
 #include "ops/ops.h"
 
 namespace helix {
@@ -64,9 +65,7 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   // Ranks of one CP group share the TP rank; the CP all-to-all runs inside it.
   cp_comm_ = world.split(map.tp_rank(), map.cp_rank());
   hl_ = cfg.num_attention_heads / map.tp;
-  for (int j = 0; j < map.cp; ++j) cp_heads_.push_back(split_range(hl_, map.cp, j));
-  ho_begin_ = cp_heads_[map.cp_rank()].first;
-  ho_end_ = cp_heads_[map.cp_rank()].second;
+  std::tie(ho_begin_, ho_end_) = split_range(hl_, map.cp, map.cp_rank());
   inv_freq_ = cfg.rope_inv_freq();
   rope_mult_ = cfg.rope_attention_factor();
   scale_ = static_cast<float>(cfg.softmax_scale());
@@ -428,40 +427,15 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
       comb = o;
     } else {
       auto t0 = Clock::now();
-      std::vector<size_t> send_counts(cp), recv_counts(cp);
-      std::vector<float> send;
-      for (int j = 0; j < cp; ++j) {
-        auto [hb, he] = cp_heads_[j];
-        send_counts[j] = static_cast<size_t>(B) * (he - hb) * (L + 1);
-        recv_counts[j] = static_cast<size_t>(B) * Ho * (L + 1);
-        for (int b = 0; b < B; ++b)
-          send.insert(send.end(), o.ptr() + (static_cast<int64_t>(b) * Hl + hb) * L,
-                      o.ptr() + (static_cast<int64_t>(b) * Hl + he) * L);
-        for (int b = 0; b < B; ++b)
-          send.insert(send.end(), lse.ptr() + b * Hl + hb, lse.ptr() + b * Hl + he);
-      }
-      std::vector<float> recv(static_cast<size_t>(cp) * B * Ho * (L + 1));
-      cp_comm_->all_to_all_v(send.data(), send_counts, recv.data(), recv_counts);
+      HelixCombineParams hp;
+      hp.batch = B;
+      hp.local_heads = Hl;
+      hp.kv_lora_rank = L;
+      hp.o = o.ptr();
+      hp.lse = lse.ptr();
+      hp.out = comb.ptr();
+      helix_combine(*cp_comm_, hp);
       stats_.comm_ms += ms_since(t0);
-      // Unpack into [cp, B*Ho, L] and [cp, B*Ho] for the combine op.
-      std::vector<float> parts(static_cast<size_t>(cp) * B * Ho * L),
-          plse(static_cast<size_t>(cp) * B * Ho);
-      for (int i = 0; i < cp; ++i) {
-        const float* blk = recv.data() + static_cast<size_t>(i) * B * Ho * (L + 1);
-        std::memcpy(parts.data() + static_cast<size_t>(i) * B * Ho * L, blk,
-                    static_cast<size_t>(B) * Ho * L * sizeof(float));
-        std::memcpy(plse.data() + static_cast<size_t>(i) * B * Ho,
-                    blk + static_cast<size_t>(B) * Ho * L,
-                    static_cast<size_t>(B) * Ho * sizeof(float));
-      }
-      AttnCombineParams cb;
-      cb.num_parts = cp;
-      cb.rows = B * Ho;
-      cb.dim = L;
-      cb.parts = parts.data();
-      cb.lse = plse.data();
-      cb.out = comb.ptr();
-      attn_combine(cb);
     }
     // W_UV for the owned heads: v[b, h] = O[b, h] . W_UV[h]^T
     for (int b = 0; b < B; ++b)

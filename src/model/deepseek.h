@@ -130,10 +130,9 @@ class DeepseekModel {
   std::unique_ptr<Communicator> cp_comm_;
   int hl_ = 0;                     // heads of this rank's TP group
   int ho_begin_ = 0, ho_end_ = 0;  // heads this rank owns after the CP all-to-all (local idx)
-  std::vector<std::pair<int, int>> cp_heads_;  // owned head range of every CP rank
-  Tensor embed;                                // [vocab, hidden]
-  Tensor norm;                                 // [hidden]
-  Tensor lm_head;                              // [vocab, hidden]
+  Tensor embed;                    // [vocab, hidden]
+  Tensor norm;                     // [hidden]
+  Tensor lm_head;                  // [vocab, hidden]
   std::vector<LayerWeights> layers_;
   std::vector<double> inv_freq_;
   double rope_mult_ = 1.0;
