@@ -11,7 +11,7 @@ P=(--tokens 5,6,7,8,9,10,11,12 --tokens 40,41,42 --tokens 100,7,99,3,250,17 --to
 run() {  # name, extra flags...
   local name=$1
   shift
-  "$B/helix" generate --model $M "${P[@]}" --max-new-tokens "$N" --ignore-eos --cp 4 --ep \
+  "$B/helix" generate --model $M "${P[@]}" --max-new-tokens "$N" --ignore-eos --cp 4 --ep 4 \
     --quiet --stats-json "/tmp/eplb_$name.json" "$@" >/dev/null
   python3 - "$name" "/tmp/eplb_$name.json" <<'PY'
 import json, sys

@@ -14,12 +14,13 @@ namespace helix {
 namespace {
 
 struct EpCase {
-  int tp, cp, slots, interval;
+  int tp, cp, ep, slots, interval;
 };
 
 std::string ep_name(const ::testing::TestParamInfo<EpCase>& i) {
-  return "ep" + std::to_string(i.param.tp * i.param.cp) + "_tp" + std::to_string(i.param.tp) +
-         "_slots" + std::to_string(i.param.slots) + "_every" + std::to_string(i.param.interval);
+  return "ep" + std::to_string(i.param.ep) + "_tp" + std::to_string(i.param.tp) + "_cp" +
+         std::to_string(i.param.cp) + "_slots" + std::to_string(i.param.slots) + "_every" +
+         std::to_string(i.param.interval);
 }
 
 class EplbEngine : public ::testing::TestWithParam<EpCase> {};
@@ -37,7 +38,7 @@ TEST_P(EplbEngine, SameIdsAndLogitsAsSingleRank) {
     EngineConfig ep = single;
     ep.tp = c.tp;
     ep.cp = c.cp;
-    ep.ep = true;
+    ep.ep = c.ep;
     ep.eplb_slots = c.slots;
     ep.eplb_interval = c.interval;
     ep.eplb_layers_per_step = 1;
@@ -63,16 +64,19 @@ TEST_P(EplbEngine, SameIdsAndLogitsAsSingleRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, EplbEngine,
-                         ::testing::Values(EpCase{1, 2, 0, 0}, EpCase{1, 4, 0, 0},
-                                           EpCase{1, 2, 18, 1}, EpCase{2, 2, 20, 1},
-                                           EpCase{1, 4, 20, 8}, EpCase{1, 2, 16, 8}),
+                         ::testing::Values(EpCase{1, 2, 2, 0, 0}, EpCase{1, 4, 4, 0, 0},
+                                           EpCase{1, 2, 2, 18, 1}, EpCase{2, 2, 4, 20, 1},
+                                           EpCase{1, 4, 4, 20, 8}, EpCase{1, 2, 2, 16, 8},
+                                           // ep wider than tp*cp: replicated attention grids
+                                           EpCase{1, 1, 2, 0, 0}, EpCase{1, 1, 4, 20, 1},
+                                           EpCase{1, 2, 4, 0, 8}),
                          ep_name);
 
 TEST(EplbEngine, SkewedRouterBalancesFromFirstUpdate) {
   EngineConfig ec;
   ec.model_dir = test::fixture_dir("fp32_skewed");
   ec.cp = 4;
-  ec.ep = true;
+  ec.ep = 4;
   ec.eplb_slots = 24;
   ec.eplb_interval = 4;
   SamplingConfig sc;
@@ -121,7 +125,7 @@ TEST(EplbEngine, RecordThenServeWithPlannedPlacement) {
   EngineConfig ec;
   ec.model_dir = test::fixture_dir("fp32_skewed");
   ec.cp = 2;
-  ec.ep = true;
+  ec.ep = 2;
   ec.eplb_record = (dir / "load.json").string();
   SamplingConfig sc;
   sc.max_new_tokens = 20;

@@ -41,7 +41,7 @@ TEST_P(HelixLayout, MatchesSingleRankAndTransformers) {
     EngineConfig par = single;
     par.tp = lay.tp;
     par.cp = lay.cp;
-    par.ep = lay.ep;
+    par.ep = lay.ep ? lay.tp * lay.cp : 1;
     for (size_t i = 0; i < prompts.size(); ++i) {
       GenerateResult a = generate(single, {prompts[i]}, sc);
       GenerateResult b = generate(par, {prompts[i]}, sc);

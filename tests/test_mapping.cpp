@@ -115,3 +115,27 @@ TEST(SplitRange, EmptyPartsWhenMorePartsThanItems) {
 
 }  // namespace
 }  // namespace helix
+
+namespace helix {
+namespace {
+
+// ep wider than tp*cp: the attention grid is replicated dp = world / (tp*cp) times.
+TEST(MappingDp, ReplicatedAttentionGrids) {
+  EXPECT_THROW(Mapping(8, 0, 2, 2, false), Error);  // wider than tp*cp without EP
+  EXPECT_THROW(Mapping(6, 0, 2, 2, true), Error);   // not a multiple of tp*cp
+  for (int r = 0; r < 8; ++r) {
+    Mapping m(8, r, 2, 2, true);
+    EXPECT_EQ(m.dp(), 2);
+    EXPECT_EQ(m.tp_rank(), r % 2);
+    EXPECT_EQ(m.cp_rank(), (r / 2) % 2);
+    EXPECT_EQ(m.dp_rank(), r / 4);
+    EXPECT_EQ(m.ffn_size(), 8);
+    EXPECT_EQ(m.attn_size(), 4);
+  }
+  Mapping m(8, 0, 2, 2, true);
+  EXPECT_NO_THROW(m.validate(4, 16));
+  EXPECT_THROW(m.validate(4, 12), Error);  // 12 experts over 8 EP ranks
+}
+
+}  // namespace
+}  // namespace helix

@@ -134,7 +134,11 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--cp", o->ec.cp, "Context-parallel (KV-parallel) size: Helix")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_flag("--ep", o->ec.ep, "Routed experts expert-parallel over the tp*cp ranks");
+  cmd->add_option("--ep", o->ec.ep,
+                  "Expert-parallel size: 1 = routed experts tensor-parallel over the tp*cp ranks; "
+                  "else a multiple of tp*cp (ep > tp*cp replicates attention ep/(tp*cp) times)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--tokens-per-block", o->ec.tokens_per_block, "KV cache block size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -182,7 +186,7 @@ void add_generate_command(CLI::App& app) {
                    "%.1f tokens/s\n",
                    r.load_ms, r.prefill_ms, r.decode_steps, r.decode_tokens, r.decode_ms,
                    r.decode_ms > 0 ? r.decode_tokens * 1000.0 / r.decode_ms : 0.0);
-      if (o->ec.tp * o->ec.cp > 1 || !o->stats_json.empty()) print_table(r);
+      if (r.ranks.size() > 1 || !o->stats_json.empty()) print_table(r);
     }
     for (const auto& out : r.outputs) {
       std::string line;

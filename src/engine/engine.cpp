@@ -107,7 +107,10 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
   HELIX_CHECK(cfg.tp >= 1 && cfg.cp >= 1, "--tp and --cp must be >= 1");
   HELIX_CHECK(cfg.tokens_per_block >= 1, "--tokens-per-block must be >= 1");
   const WeightStore ws(cfg.model_dir);
-  const int world = cfg.tp * cfg.cp;
+  HELIX_CHECK(cfg.ep >= 1, "--ep must be >= 1");
+  HELIX_CHECK(cfg.ep == 1 || cfg.ep % (cfg.tp * cfg.cp) == 0,
+              "--ep {} must be 1 or a multiple of --tp {} x --cp {}", cfg.ep, cfg.tp, cfg.cp);
+  const int world = std::max(cfg.tp * cfg.cp, cfg.ep);
   int kv_blocks = cfg.kv_blocks;
   if (kv_blocks <= 0) {
     kv_blocks = 0;
@@ -116,7 +119,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
                                  cfg.tokens_per_block, cfg.cp);
   }
   const int R = static_cast<int>(prompts.size());
-  HELIX_CHECK(cfg.ep || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0),
+  HELIX_CHECK(cfg.ep > 1 || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0),
               "--eplb-placement and --eplb-interval need expert parallelism (--ep)");
   HELIX_CHECK(cfg.eplb_interval >= 0 && cfg.eplb_slots >= 0, "EPLB sizes must be >= 0");
   HELIX_CHECK(cfg.eplb_slots == 0 || cfg.eplb_interval > 0,
@@ -130,7 +133,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
 
   auto run_rank = [&](Communicator& comm) {
     const int rank = comm.rank();
-    Mapping map(world, rank, cfg.tp, cfg.cp, cfg.ep);
+    Mapping map(world, rank, cfg.tp, cfg.cp, cfg.ep > 1);
     DeepseekModel model(mc, ws, map, comm, cfg.tokens_per_block, kv_blocks);
     const bool lead = rank == 0;
     if (lead) res.load_ms = ms_since(t_load);
@@ -193,7 +196,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
           c[static_cast<size_t>(i) * E + e] = static_cast<float>(tot - seen[i][e]);
           seen[i][e] = tot;
         }
-      if (cfg.ep) comm.all_reduce_sum(c.data(), c.size());  // EP ranks route disjoint tokens
+      if (cfg.ep > 1) comm.all_reduce_sum(c.data(), c.size());  // EP ranks route disjoint tokens
       return c;
     };
 
@@ -278,9 +281,9 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
           for (int e = 0; e < E; ++e) out[i][e] = c[static_cast<size_t>(i) * E + e];
         return out;
       };
-      auto load = gather(model.stats().expert_tokens, cfg.ep && world > 1);
-      auto sent = gather(model.stats().dispatch_sent, cfg.ep && world > 1);
-      auto recv = gather(model.stats().dispatch_recv, cfg.ep && world > 1);
+      auto load = gather(model.stats().expert_tokens, cfg.ep > 1 && world > 1);
+      auto sent = gather(model.stats().dispatch_sent, cfg.ep > 1 && world > 1);
+      auto recv = gather(model.stats().dispatch_recv, cfg.ep > 1 && world > 1);
       std::vector<float> moved(M, 0.0f);
       for (const auto& u : model.eplb_updates())
         moved[static_cast<size_t>(
@@ -295,7 +298,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
         for (int i = 0; i < M; ++i) {
           res.eplb[i].layer = model.moe_layers()[i];
           res.eplb[i].bytes_moved = static_cast<uint64_t>(moved[i]);
-          if (cfg.ep)
+          if (cfg.ep > 1)
             res.final_balance.push_back(
                 placement_balance(model.placement(i), load[i]).max_over_mean());
         }

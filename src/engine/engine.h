@@ -16,7 +16,8 @@ struct EngineConfig {
   std::string model_dir;
   int tp = 1;
   int cp = 1;
-  bool ep = false;  // routed experts expert-parallel over the tp*cp ranks
+  int ep = 1;  // expert-parallel size: 1 = experts TP over tp*cp; else a multiple of tp*cp
+               // (ep > tp*cp replicates the attention grid ep/(tp*cp) times)
   int tokens_per_block = 64;
   int kv_blocks = 0;             // physical KV blocks per rank; 0 = enough for the requests
   std::string comm = "threads";  // "threads" or "mpi"

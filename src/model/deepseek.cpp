@@ -63,7 +63,8 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
               world.size(), map.str());
   map_.validate(cfg.num_attention_heads, cfg.n_routed_experts);
   // Ranks of one CP group share the TP rank; the CP all-to-all runs inside it.
-  cp_comm_ = world.split(map.tp_rank(), map.cp_rank());
+  cp_comm_ = world.split(map.dp_rank() * map.tp + map.tp_rank(), map.cp_rank());
+  attn_comm_ = world.split(map.dp_rank(), map.rank);
   hl_ = cfg.num_attention_heads / map.tp;
   std::tie(ho_begin_, ho_end_) = split_range(hl_, map.cp, map.cp_rank());
   inv_freq_ = cfg.rope_inv_freq();
@@ -453,7 +454,7 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
     for (int t = 0; t < T; ++t)
       for (int i = 0; i < D; ++i) out.data[t * D + i] += a.o_bias.data[i];
   auto t0 = Clock::now();
-  world_.all_reduce_sum(out.ptr(), out.data.size());
+  attn_comm_->all_reduce_sum(out.ptr(), out.data.size());
   stats_.comm_ms += ms_since(t0);
 }
 

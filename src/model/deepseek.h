@@ -127,8 +127,9 @@ class DeepseekModel {
   ModelConfig cfg_;
   Mapping map_;
   Communicator& world_;
-  std::unique_ptr<Communicator> cp_comm_;
-  int hl_ = 0;                     // heads of this rank's TP group
+  std::unique_ptr<Communicator> cp_comm_;    // same dp and tp rank: the KV shards
+  std::unique_ptr<Communicator> attn_comm_;  // same dp rank: the tp x cp attention grid
+  int hl_ = 0;                               // heads of this rank's TP group
   int ho_begin_ = 0, ho_end_ = 0;  // heads this rank owns after the CP all-to-all (local idx)
   Tensor embed;                    // [vocab, hidden]
   Tensor norm;                     // [hidden]

@@ -1,6 +1,9 @@
 #include "moe/eplb.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+static double g_t[8];
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -711,25 +714,49 @@ Placement align_to_previous(const std::vector<std::vector<int>>& contents, const
   const int R = prev.num_ranks, m = prev.slots_per_rank(), E = prev.num_experts;
   // overlap[j][r] = |contents[j] ∩ prev rank r| (multiset)
   std::vector<std::vector<double>> overlap(R, std::vector<double>(R, 0));
-  std::vector<std::vector<int>> holders(E);  // new ranks holding e, with multiplicity
+  // holders of e: hold[hold_at[e] .. hold_at[e + 1]), the new ranks holding e (with multiplicity)
+  std::vector<int> hold_at(E + 1, 0), hold;
   for (int j = 0; j < R; ++j)
-    for (int e : contents[j]) holders[e].push_back(j);
-  std::vector<int> used(R, 0);
+    for (int e : contents[j]) ++hold_at[e + 1];
+  for (int e = 0; e < E; ++e) hold_at[e + 1] += hold_at[e];
+  hold.resize(hold_at[E]);
+  {
+    std::vector<int> fill(hold_at.begin(), hold_at.end() - 1);
+    for (int j = 0; j < R; ++j)
+      for (int e : contents[j]) hold[fill[e]++] = j;
+  }
+  std::vector<int> used(R, 0), cnt(E, 0);  // both back to all-zero after each use
   for (int r = 0; r < R; ++r) {
     // count previous copies of e on r, pair each with at most that many copies on j
-    std::unordered_map<int, int> cnt;
     for (int s = r * m; s < (r + 1) * m; ++s) ++cnt[prev.slot_to_expert[s]];
-    for (const auto& [e, k] : cnt) {
-      std::fill(used.begin(), used.end(), 0);
-      for (int j : holders[e])
-        if (used[j] < k) {
-          ++used[j];
-          overlap[j][r] += 1;
+    for (int s = r * m; s < (r + 1) * m; ++s) {
+      const int e = prev.slot_to_expert[s], k = cnt[e];
+      if (k == 0) continue;  // seen earlier on this rank
+      cnt[e] = 0;
+      for (int h = hold_at[e]; h < hold_at[e + 1]; ++h)
+        if (used[hold[h]] < k) {
+          ++used[hold[h]];
+          overlap[hold[h]][r] += 1;
         }
+      for (int h = hold_at[e]; h < hold_at[e + 1]; ++h) used[hold[h]] = 0;
     }
   }
+  // Identity is the only best matching when every new rank overlaps its own previous rank more
+  // than any other (the sum of row maxima bounds every matching): the usual case once the
+  // contents came from the previous placement itself.
+  bool identity = true;
+  for (int j = 0; j < R && identity; ++j)
+    for (int r = 0; r < R; ++r)
+      if (r != j && overlap[j][r] >= overlap[j][j]) {
+        identity = false;
+        break;
+      }
   std::vector<int> to_rank;
-  if (R <= 512) {
+  if (identity) {
+    to_rank.resize(R);
+    std::iota(to_rank.begin(), to_rank.end(), 0);
+  } else if (R <= 512) {
+    g_t[6] += 1;
     to_rank = max_weight_matching(overlap);
   } else {  // greedy by overlap: cubic matching would be too slow
     std::vector<std::tuple<double, int, int>> pairs;
@@ -745,21 +772,21 @@ Placement align_to_previous(const std::vector<std::vector<int>>& contents, const
       }
   }
   Placement p = prev;
+  std::vector<int>& left = cnt;  // all zero again; back to zero after each rank
+  std::vector<int> free_slots, rest;
   for (int j = 0; j < R; ++j) {
     const int r = to_rank[j];
-    std::unordered_map<int, int> left;
     for (int e : contents[j]) ++left[e];
-    std::vector<int> free_slots;
+    free_slots.clear();
+    rest.clear();
     for (int s = r * m; s < (r + 1) * m; ++s) {
-      auto it = left.find(prev.slot_to_expert[s]);
-      if (it != left.end() && it->second > 0) {
-        --it->second;
+      if (left[prev.slot_to_expert[s]] > 0) {
+        --left[prev.slot_to_expert[s]];
         p.slot_to_expert[s] = prev.slot_to_expert[s];
       } else {
         free_slots.push_back(s);
       }
     }
-    std::vector<int> rest;
     for (int e : contents[j])
       if (left[e] > 0) {
         --left[e];
@@ -822,7 +849,16 @@ struct SlotState {
     p.slot_to_expert[s] = f;
     --c[e];
     ++c[f];
-    load = rank_loads(p, *w);  // O(S); repoints are rare compared with their evaluation
+    // Only r and the ranks holding e or f change; each is summed afresh in slot order, as
+    // rank_loads does, so the values match a full recomputation bit for bit.
+    auto resum = [&](int q) {
+      double l = 0.0;
+      for (int t = q * m; t < (q + 1) * m; ++t) l += (*w)[p.slot_to_expert[t]] / c[p.slot_to_expert[t]];
+      load[q] = l;
+    };
+    resum(r);
+    for (int q : ranks_of[e]) resum(q);
+    for (int q : ranks_of[f]) resum(q);
   }
   void swap_slots(int s1, int s2) {
     const int e1 = p.slot_to_expert[s1], e2 = p.slot_to_expert[s2];
@@ -846,17 +882,21 @@ struct SlotState {
 void revert_within_budget(SlotState& st, const Placement& prev, double budget) {
   const int S = st.p.num_slots;
   // pair swaps
-  std::unordered_map<std::int64_t, std::vector<int>> by_pair;  // (cur, prev) -> slots
+  // changed slots as (key(cur, prev), slot), sorted: equal keys hold their slots in order
+  std::vector<std::pair<std::int64_t, int>> by_pair;
   auto key = [](int a, int b) { return (static_cast<std::int64_t>(a) << 32) | b; };
   for (int s = 0; s < S; ++s)
     if (st.p.slot_to_expert[s] != prev.slot_to_expert[s])
-      by_pair[key(st.p.slot_to_expert[s], prev.slot_to_expert[s])].push_back(s);
+      by_pair.push_back({key(st.p.slot_to_expert[s], prev.slot_to_expert[s]), s});
+  std::sort(by_pair.begin(), by_pair.end());
   for (int s1 = 0; s1 < S; ++s1) {
     const int f1 = st.p.slot_to_expert[s1], e1 = prev.slot_to_expert[s1];
     if (f1 == e1) continue;
-    auto it = by_pair.find(key(e1, f1));
-    if (it == by_pair.end()) continue;
-    for (int s2 : it->second) {
+    const std::int64_t k1 = key(e1, f1);
+    auto it = std::lower_bound(by_pair.begin(), by_pair.end(),
+                               std::pair<std::int64_t, int>{k1, -1});
+    for (; it != by_pair.end() && it->first == k1; ++it) {
+      const int s2 = it->second;
       if (st.p.slot_to_expert[s2] != e1 || prev.slot_to_expert[s2] != f1) continue;
       const int r1 = s1 / st.m, r2 = s2 / st.m;
       if (r1 != r2) {
@@ -879,12 +919,30 @@ void revert_within_budget(SlotState& st, const Placement& prev, double budget) {
 // Descent over single changes of the max-loaded rank a: swap one of its slots with a slot
 // elsewhere (counts fixed), or re-point one of its slots to one of the K experts with the
 // largest load per replica (counts change). Takes the change that leaves the changed ranks
-// lowest, as long as they all end below a's load; never creates a duplicate. True once the max
-// rank load is <= target.
+// lowest, as long as they all end below a's load; never creates a duplicate (ties: the first
+// slot of a, then the first slot elsewhere). True once the max rank load is <= target.
+//
+// The swap search does not scan every slot: each rank keeps its slots sorted by load per
+// replica, and for a slot x of a and a rank b the score max(la - d, lb + d) (d = pr(x) - pr(y))
+// falls and then rises along b's sorted list, so the best partner lies next to the crossing
+// point found by binary search. Ranks are tried lightest first and cut off once (la + lb) / 2,
+// a lower bound of any swap with b, exceeds the best found.
 bool descend(SlotState& st, double target_max_rank_load, int max_iter) {
-  const int S = st.p.num_slots, m = st.m, E = st.p.num_experts;
+  const int R = st.p.num_ranks, m = st.m, E = st.p.num_experts;
   const double target = target_max_rank_load * (1 + kRelEps);
   const int K = std::min(E, 16);  // re-point targets: the experts with the largest pr
+  std::vector<std::vector<std::pair<double, int>>> by_pr(R);  // rank -> (pr, slot), sorted
+  std::vector<char> dirty(R, 1), holds_x(R, 0);
+  std::vector<int> on_a(E, 0), order, heavy;
+  std::vector<double> prv(E);
+  bool heavy_stale = true;
+  auto rebuild = [&](int r) {
+    auto& v = by_pr[r];
+    v.clear();
+    for (int s = r * m; s < (r + 1) * m; ++s) v.push_back({st.pr(st.p.slot_to_expert[s]), s});
+    std::sort(v.begin(), v.end());
+    dirty[r] = 0;
+  };
   for (int it = 0; it < max_iter; ++it) {
     const int a =
         static_cast<int>(std::max_element(st.load.begin(), st.load.end()) - st.load.begin());
@@ -892,49 +950,114 @@ bool descend(SlotState& st, double target_max_rank_load, int max_iter) {
     if (la <= target) return true;
     double best = la * (1 - kRelEps);
     int kind = 0, s1 = -1, s2 = -1, f = -1;
+
     // swaps of a slot on a with a slot elsewhere
-    for (int i = a * m; i < (a + 1) * m; ++i) {
-      const int x = st.p.slot_to_expert[i];
-      for (int j = 0; j < S; ++j) {
-        const int b = j / m;
-        if (b == a) {
-          j = (a + 1) * m - 1;
-          continue;
-        }
-        const int y = st.p.slot_to_expert[j];
-        const double d = st.pr(x) - st.pr(y);
-        if (d <= 0) continue;
-        const double score = std::max(la - d, st.load[b] + d);
-        if (score >= best) continue;
-        if (x == y || st.count_on(b, x) > 0 || st.count_on(a, y) > 0) continue;
-        best = score;
-        kind = 1;
-        s1 = i;
-        s2 = j;
-      }
-    }
-    // re-point one slot of a to a heavy expert
-    std::vector<int> heavy(E);
-    std::iota(heavy.begin(), heavy.end(), 0);
-    std::partial_sort(heavy.begin(), heavy.begin() + K, heavy.end(), [&](int p, int q) {
-      if (st.pr(p) != st.pr(q)) return st.pr(p) > st.pr(q);
+    for (int r = 0; r < R; ++r)
+      if (dirty[r]) rebuild(r);
+    for (int i = a * m; i < (a + 1) * m; ++i) ++on_a[st.p.slot_to_expert[i]];
+    order.clear();
+    for (int r = 0; r < R; ++r)
+      if (r != a) order.push_back(r);
+    std::sort(order.begin(), order.end(), [&](int p, int q) {
+      if (st.load[p] != st.load[q]) return st.load[p] < st.load[q];
       return p < q;
     });
-    for (int i = a * m; i < (a + 1) * m; ++i)
+    const double margin = 1e-12 * std::abs(la);  // rounding slack on the (la + lb) / 2 bound
+    for (int i = a * m; i < (a + 1) * m; ++i) {
+      const int x = st.p.slot_to_expert[i];
+      const double px = st.pr(x);
+      for (int q : st.ranks_of[x]) holds_x[q] = 1;
+      for (int b : order) {
+        const double lb = st.load[b];
+        if ((la + lb) * 0.5 > best + margin) break;
+        if (holds_x[b]) continue;
+        const auto& v = by_pr[b];
+        // y with pr(y) < pr(x) (d > 0) form a prefix of v
+        const int hi = static_cast<int>(
+            std::lower_bound(v.begin(), v.end(), px,
+                             [](const std::pair<double, int>& e, double val) {
+                               return e.first < val;
+                             }) -
+            v.begin());
+        // crossing point: before k the score is lb + d (falling), from k on la - d (rising)
+        const int k = static_cast<int>(
+            std::partition_point(v.begin(), v.begin() + hi,
+                                 [&](const std::pair<double, int>& e) {
+                                   const double d = px - e.first;
+                                   return la - d < lb + d;
+                                 }) -
+            v.begin());
+        auto consider = [&](int idx) -> bool {  // false once scores only rise from here
+          const double d = px - v[idx].first;
+          const double score = std::max(la - d, lb + d);
+          if (score > best) return false;
+          const int j = v[idx].second;
+          if (on_a[st.p.slot_to_expert[j]] > 0) return true;
+          const bool better = score < best || (kind == 1 && (i < s1 || (i == s1 && j < s2)));
+          if (better) {
+            best = score;
+            kind = 1;
+            s1 = i;
+            s2 = j;
+          }
+          return true;
+        };
+        for (int idx = k - 1; idx >= 0; --idx)
+          if (!consider(idx)) break;
+        for (int idx = k; idx < hi; ++idx)
+          if (!consider(idx)) break;
+      }
+      for (int q : st.ranks_of[x]) holds_x[q] = 0;
+    }
+
+    // re-point one slot of a to a heavy expert
+    if (heavy_stale) {
+      for (int e = 0; e < E; ++e) prv[e] = st.pr(e);
+      heavy.resize(E);
+      std::iota(heavy.begin(), heavy.end(), 0);
+      std::partial_sort(heavy.begin(), heavy.begin() + K, heavy.end(), [&](int p, int q) {
+        if (prv[p] != prv[q]) return prv[p] > prv[q];
+        return p < q;
+      });
+      heavy.resize(K);
+      heavy_stale = false;
+    }
+    // st.repoint_score(i, heavy[k]), with the parts that do not depend on k taken out of the loop
+    const std::vector<double>& w = *st.w;
+    for (int i = a * m; i < (a + 1) * m; ++i) {
+      const int e = st.p.slot_to_expert[i];
+      if (st.c[e] < 2) continue;  // would remove the last replica
+      const double de = w[e] / (st.c[e] - 1) - w[e] / st.c[e];
+      double others = -std::numeric_limits<double>::infinity();
+      for (int q : st.ranks_of[e])
+        if (q != a) others = std::max(others, st.load[q] + de);
+      if (others > best) continue;
+      const double base = st.load[a] - w[e] / st.c[e], tail = de * (on_a[e] - 1);
       for (int k = 0; k < K; ++k) {
-        const double score = st.repoint_score(i, heavy[k]);
+        const int g = heavy[k];
+        if (g == e || on_a[g] > 0) continue;  // no change, or a duplicate on a
+        const double score = std::max(base + w[g] / (st.c[g] + 1) + tail, others);
         if (score < best || (kind == 1 && score <= best)) {
           best = score;
           kind = 2;
           s1 = i;
-          f = heavy[k];
+          f = g;
         }
       }
+    }
+    for (int i = a * m; i < (a + 1) * m; ++i) --on_a[st.p.slot_to_expert[i]];
     if (kind == 0) return false;
-    if (kind == 1)
+    if (kind == 1) {
+      dirty[s1 / m] = dirty[s2 / m] = 1;
       st.swap_slots(s1, s2);
-    else
+    } else {
+      // pr of every replica of the old and the new expert changes
+      const int e = st.p.slot_to_expert[s1];
+      for (int q : st.ranks_of[e]) dirty[q] = 1;
+      for (int q : st.ranks_of[f]) dirty[q] = 1;
       st.repoint(s1, f);
+      heavy_stale = true;
+    }
   }
   return false;
 }
@@ -984,6 +1107,7 @@ std::optional<Placement> eplb_repair_greedy(const std::vector<double>& load,
 Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int num_ranks,
                           const EplbOptions& opt, const Placement* previous) {
   check_shape(load, num_slots, num_ranks);
+  auto TA = std::chrono::steady_clock::now();
   const int E = static_cast<int>(load.size());
   const Placement greedy = eplb_plan_greedy_layer(load, num_slots, num_ranks);
   const double greedy_max = placement_balance(greedy, load).max_rank_load;
@@ -1022,6 +1146,7 @@ Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int nu
   }
 
   if (previous == nullptr) return best;
+  g_t[5] += std::chrono::duration<double>(std::chrono::steady_clock::now() - TA).count();
 
   // Previous-aware: candidates within budget, most unchanged slots wins.
   const Placement& prev = *previous;
@@ -1032,17 +1157,29 @@ Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int nu
   const double budget = best_max * (1 + opt.previous_tolerance);
 
   std::vector<Placement> cands;
+  auto T0 = std::chrono::steady_clock::now();
   cands.push_back(align_to_previous(contents_of(best), prev));
+  auto T1 = std::chrono::steady_clock::now();
   if (auto r = eplb_repair_greedy(load, prev, budget)) cands.push_back(*r);
+  auto T2 = std::chrono::steady_clock::now();
+  g_t[0] += std::chrono::duration<double>(T1 - T0).count();
+  g_t[1] += std::chrono::duration<double>(T2 - T1).count();
 
   Placement chosen;
   int chosen_kept = -1;
   bool chosen_dup = true;
   for (Placement& c : cands) {
+    auto T3 = std::chrono::steady_clock::now();
     SlotState st;
     st.init(load, c);
+    auto T4 = std::chrono::steady_clock::now();
     revert_within_budget(st, prev, budget * (1 + kRelEps));
+    auto T5 = std::chrono::steady_clock::now();
     Placement q = align_to_previous(contents_of(st.p), prev);
+    auto T6 = std::chrono::steady_clock::now();
+    g_t[2] += std::chrono::duration<double>(T4 - T3).count();
+    g_t[3] += std::chrono::duration<double>(T5 - T4).count();
+    g_t[4] += std::chrono::duration<double>(T6 - T5).count();
     const bool dup = placement_has_duplicate(q);
     const int kept = num_slots - slots_moved(q, prev);
     if (placement_balance(q, load).max_rank_load > budget * (1 + 1e-9)) continue;
@@ -1076,6 +1213,7 @@ PlacementSet eplb_plan(const LoadMatrix& load, int num_slots, int num_ranks, int
   for (size_t l = 0; l < load.size(); ++l)
     ps.layers.push_back(eplb_plan_layer(load[l], num_slots, num_ranks, opt,
                                         previous ? &previous->layers[l] : nullptr));
+  fprintf(stderr, "TIMES align0 %.1f repair %.1f init %.1f revert %.1f align %.1f fresh %.1f hung %.0f\n", g_t[0]*1e3, g_t[1]*1e3, g_t[2]*1e3, g_t[3]*1e3, g_t[4]*1e3, g_t[5]*1e3, g_t[6]);
   return ps;
 }
 

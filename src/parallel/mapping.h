@@ -2,10 +2,12 @@
 // Mapping: the topology of one Helix deployment as a small value class (global rank ->
 // coordinates). Attention runs on a tp x cp grid; the FFN reuses all tp*cp ranks as one group.
 //
-//   rank = cp_rank * tp + tp_rank           (tp innermost, like TensorRT-LLM)
-//   attention TP group: same cp_rank, tp ranks   (q heads sharded over it)
-//   CP group:           same tp_rank, cp ranks   (KV sharded over it, all-to-all by heads)
-//   FFN group:          all tp*cp ranks          (dense TP; experts TP or EP)
+//   rank = (dp_rank * cp + cp_rank) * tp + tp_rank   (tp innermost, like TensorRT-LLM)
+//   attention group:    same dp_rank, tp*cp ranks (o_proj row-parallel + all-reduce over it)
+//   CP group:           same dp_rank and tp_rank  (KV sharded over it, all-to-all by heads)
+//   FFN group:          all world ranks           (dense TP; experts TP or EP)
+// dp > 1 (world = dp*tp*cp) replicates the attention grid so that EP can be wider than tp*cp:
+// `--ep 4` alone runs 4 attention replicas and 4-way expert parallelism.
 #include <string>
 #include <utility>
 
@@ -21,9 +23,12 @@ struct Mapping {
   Mapping() = default;
   Mapping(int world_size, int rank, int tp, int cp, bool moe_ep);
 
+  int dp() const { return world_size / (tp * cp); }
   int tp_rank() const { return rank % tp; }
-  int cp_rank() const { return rank / tp; }
-  int ffn_size() const { return tp * cp; }
+  int cp_rank() const { return (rank / tp) % cp; }
+  int dp_rank() const { return rank / (tp * cp); }
+  int attn_size() const { return tp * cp; }
+  int ffn_size() const { return world_size; }
   int ffn_rank() const { return rank; }
 
   // Checks the mapping against the model: num_heads % tp == 0, experts % ffn_size == 0 under EP.
