@@ -46,9 +46,14 @@ inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 inline const std::vector<std::string>& all_fixtures() {
-  static const std::vector<std::string> names = {"fp32_qnull",         "fp32_qlora_yarn_legacy",
-                                                 "fp32_qlora_yarn_v5", "bf16_qlora",
-                                                 "bf16_qnull_legacy",  "fp32_skewed"};
+  static const std::vector<std::string> names = {"fp32_qnull",
+                                                 "fp32_qlora_yarn_legacy",
+                                                 "fp32_qlora_yarn_v5",
+                                                 "bf16_qlora",
+                                                 "bf16_qnull_legacy",
+                                                 "fp32_skewed",
+                                                 "fp16_bias_noshared_legacy",
+                                                 "fp32_wide"};
   return names;
 }
 

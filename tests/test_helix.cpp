@@ -124,3 +124,30 @@ TEST(HelixKv, DecodeTrafficIndependentOfContext) {
 
 }  // namespace
 }  // namespace helix
+
+namespace helix {
+namespace {
+
+// 8 heads and 32 experts: wider TP (4, 8), uneven head splits over cp 3, and EP 8.
+TEST(HelixWide, TpUpTo8AndEp8MatchTransformers) {
+  const auto ref = test::fixture_ref("fp32_wide");
+  SamplingConfig sc;
+  sc.max_new_tokens = 40;
+  for (auto [tp, cp, ep] : std::vector<std::tuple<int, int, int>>{
+           {4, 2, 1}, {8, 1, 1}, {2, 3, 1}, {4, 2, 8}, {1, 1, 8}}) {
+    EngineConfig ec;
+    ec.model_dir = test::fixture_dir("fp32_wide");
+    ec.tp = tp;
+    ec.cp = cp;
+    ec.ep = ep;
+    ec.tokens_per_block = 7;
+    GenerateResult r = generate(ec, ref.prompts, sc);
+    for (size_t i = 0; i < ref.prompts.size(); ++i)
+      EXPECT_EQ(r.outputs[i], ref.greedy[i])
+          << "tp " << tp << " cp " << cp << " ep " << ep << " prompt " << i;
+    EXPECT_LE(r.max_block_spread, 1);
+  }
+}
+
+}  // namespace
+}  // namespace helix

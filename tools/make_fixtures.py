@@ -46,6 +46,17 @@ VARIANTS = {
     # Router bias strongly favours experts 0-2: the skewed load the EPLB tests balance.
     "fp32_skewed": (dict(num_hidden_layers=3, first_k_dense_replace=1), torch.float32, "v5",
                     {"skew": True}),
+    # attention biases, no shared experts, every layer MoE, f16 weights, yarn with factor only
+    # (attention factor from get_mscale(factor)), published layout.
+    "fp16_bias_noshared_legacy": (dict(attention_bias=True, n_shared_experts=0, first_k_dense_replace=0,
+                                       q_lora_rank=24,
+                                       rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=2.0,
+                                                            original_max_position_embeddings=256)),
+                                  torch.float16, "legacy", {}),
+    # 8 heads, 32 experts in 8 groups (3 kept), top-6, no renormalisation, scaling 1.0.
+    "fp32_wide": (dict(num_attention_heads=8, num_key_value_heads=8, n_routed_experts=32, n_group=8,
+                       topk_group=3, num_experts_per_tok=6, norm_topk_prob=False,
+                       routed_scaling_factor=1.0, hidden_size=64), torch.float32, "v5", {}),
 }
 
 PROMPT_LENS = [1, 5, 23, 70]
@@ -56,6 +67,8 @@ def randomize(model, seed, skew=False):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if p.numel() == 0:  # e.g. shared experts of width 0 when n_shared_experts is 0
+                continue
             if p.dim() == 1:  # norm weights
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
@@ -128,10 +141,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="tests/fixtures")
     ap.add_argument("--tiny", default="models/tiny", help="where to copy the embedded default")
+    ap.add_argument("--only", nargs="*", help="make only these variants (no embedded default)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for i, name in enumerate(VARIANTS):
-        make(name, args.out, 1000 + i)
+        if not args.only or name in args.only:
+            make(name, args.out, 1000 + i)
+    if args.only:
+        return
     # The embedded default model is the fp32 q_lora-null fixture (checkpoint files only).
     shutil.rmtree(args.tiny, ignore_errors=True)
     os.makedirs(args.tiny)

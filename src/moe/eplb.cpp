@@ -1,9 +1,6 @@
 #include "moe/eplb.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
-static double g_t[8];
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -756,7 +753,6 @@ Placement align_to_previous(const std::vector<std::vector<int>>& contents, const
     to_rank.resize(R);
     std::iota(to_rank.begin(), to_rank.end(), 0);
   } else if (R <= 512) {
-    g_t[6] += 1;
     to_rank = max_weight_matching(overlap);
   } else {  // greedy by overlap: cubic matching would be too slow
     std::vector<std::tuple<double, int, int>> pairs;
@@ -881,22 +877,25 @@ struct SlotState {
 // slots (which changes replica counts).
 void revert_within_budget(SlotState& st, const Placement& prev, double budget) {
   const int S = st.p.num_slots;
-  // pair swaps
-  // changed slots as (key(cur, prev), slot), sorted: equal keys hold their slots in order
-  std::vector<std::pair<std::int64_t, int>> by_pair;
-  auto key = [](int a, int b) { return (static_cast<std::int64_t>(a) << 32) | b; };
+  // pair swaps; changed slots by their current expert, each bucket in slot order:
+  // bucket of x = chg[chg_at[x] .. chg_at[x + 1])
+  const int E = st.p.num_experts;
+  std::vector<int> chg_at(E + 1, 0), chg;
   for (int s = 0; s < S; ++s)
-    if (st.p.slot_to_expert[s] != prev.slot_to_expert[s])
-      by_pair.push_back({key(st.p.slot_to_expert[s], prev.slot_to_expert[s]), s});
-  std::sort(by_pair.begin(), by_pair.end());
+    if (st.p.slot_to_expert[s] != prev.slot_to_expert[s]) ++chg_at[st.p.slot_to_expert[s] + 1];
+  for (int x = 0; x < E; ++x) chg_at[x + 1] += chg_at[x];
+  chg.resize(chg_at[E]);
+  {
+    std::vector<int> fill(chg_at.begin(), chg_at.end() - 1);
+    for (int s = 0; s < S; ++s)
+      if (st.p.slot_to_expert[s] != prev.slot_to_expert[s]) chg[fill[st.p.slot_to_expert[s]]++] = s;
+  }
   for (int s1 = 0; s1 < S; ++s1) {
     const int f1 = st.p.slot_to_expert[s1], e1 = prev.slot_to_expert[s1];
     if (f1 == e1) continue;
-    const std::int64_t k1 = key(e1, f1);
-    auto it = std::lower_bound(by_pair.begin(), by_pair.end(),
-                               std::pair<std::int64_t, int>{k1, -1});
-    for (; it != by_pair.end() && it->first == k1; ++it) {
-      const int s2 = it->second;
+    // partners: slots that held e1 and had f1 before
+    for (int h = chg_at[e1]; h < chg_at[e1 + 1]; ++h) {
+      const int s2 = chg[h];
       if (st.p.slot_to_expert[s2] != e1 || prev.slot_to_expert[s2] != f1) continue;
       const int r1 = s1 / st.m, r2 = s2 / st.m;
       if (r1 != r2) {
@@ -952,8 +951,6 @@ bool descend(SlotState& st, double target_max_rank_load, int max_iter) {
     int kind = 0, s1 = -1, s2 = -1, f = -1;
 
     // swaps of a slot on a with a slot elsewhere
-    for (int r = 0; r < R; ++r)
-      if (dirty[r]) rebuild(r);
     for (int i = a * m; i < (a + 1) * m; ++i) ++on_a[st.p.slot_to_expert[i]];
     order.clear();
     for (int r = 0; r < R; ++r)
@@ -971,17 +968,12 @@ bool descend(SlotState& st, double target_max_rank_load, int max_iter) {
         const double lb = st.load[b];
         if ((la + lb) * 0.5 > best + margin) break;
         if (holds_x[b]) continue;
+        if (dirty[b]) rebuild(b);  // sorted lists are built on first use only
         const auto& v = by_pr[b];
-        // y with pr(y) < pr(x) (d > 0) form a prefix of v
-        const int hi = static_cast<int>(
-            std::lower_bound(v.begin(), v.end(), px,
-                             [](const std::pair<double, int>& e, double val) {
-                               return e.first < val;
-                             }) -
-            v.begin());
-        // crossing point: before k the score is lb + d (falling), from k on la - d (rising)
+        // crossing point: before k the score is lb + d (falling), from k on la - d (rising);
+        // y with pr(y) >= pr(x) (d <= 0, no gain) lie after k and score >= la > best
         const int k = static_cast<int>(
-            std::partition_point(v.begin(), v.begin() + hi,
+            std::partition_point(v.begin(), v.end(),
                                  [&](const std::pair<double, int>& e) {
                                    const double d = px - e.first;
                                    return la - d < lb + d;
@@ -1004,7 +996,7 @@ bool descend(SlotState& st, double target_max_rank_load, int max_iter) {
         };
         for (int idx = k - 1; idx >= 0; --idx)
           if (!consider(idx)) break;
-        for (int idx = k; idx < hi; ++idx)
+        for (int idx = k; idx < static_cast<int>(v.size()); ++idx)
           if (!consider(idx)) break;
       }
       for (int q : st.ranks_of[x]) holds_x[q] = 0;
@@ -1107,8 +1099,29 @@ std::optional<Placement> eplb_repair_greedy(const std::vector<double>& load,
 Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int num_ranks,
                           const EplbOptions& opt, const Placement* previous) {
   check_shape(load, num_slots, num_ranks);
-  auto TA = std::chrono::steady_clock::now();
   const int E = static_cast<int>(load.size());
+  if (opt.num_groups > 0 && opt.num_nodes > 0) {
+    const int G = opt.num_groups, N = opt.num_nodes;
+    if (E % G != 0) fail("eplb: {} experts do not split into --groups {}", E, G);
+    if (num_ranks % N != 0) fail("eplb: --ranks {} do not split over --nodes {}", num_ranks, N);
+    if (G % N != 0) fail("eplb: --groups {} is not a multiple of --nodes {}", G, N);
+  }
+  if (previous != nullptr) {
+    const Placement& prev = *previous;
+    placement_validate(prev, "previous placement");
+    if (prev.num_slots != num_slots || prev.num_ranks != num_ranks || prev.num_experts != E)
+      fail("eplb: previous placement is {} slots x {} ranks x {} experts, expected {} x {} x {}",
+           prev.num_slots, prev.num_ranks, prev.num_experts, num_slots, num_ranks, E);
+    // No plan has a max rank load below the mean, so a previous placement within tolerance of
+    // the mean is within the budget below whatever the fresh plan reaches: keep it as it is
+    // (what the full search would return too) without planning afresh.
+    if (opt.previous_tolerance >= 0 && !placement_has_duplicate(prev)) {
+      const double mean = std::accumulate(load.begin(), load.end(), 0.0) / num_ranks;
+      if (placement_balance(prev, load).max_rank_load <=
+          mean * (1 + opt.previous_tolerance) * (1 - 1e-12))
+        return prev;
+    }
+  }
   const Placement greedy = eplb_plan_greedy_layer(load, num_slots, num_ranks);
   const double greedy_max = placement_balance(greedy, load).max_rank_load;
 
@@ -1131,10 +1144,7 @@ Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int nu
   }
 
   if (opt.num_groups > 0 && opt.num_nodes > 0) {
-    const int G = opt.num_groups, N = opt.num_nodes;
-    if (E % G != 0) fail("eplb: {} experts do not split into --groups {}", E, G);
-    if (num_ranks % N != 0) fail("eplb: --ranks {} do not split over --nodes {}", num_ranks, N);
-    if (G % N != 0) fail("eplb: --groups {} is not a multiple of --nodes {}", G, N);
+    const int G = opt.num_groups, N = opt.num_nodes;  // checked above
     if (auto h = plan_hierarchical(load, num_slots, num_ranks, G, N)) {
       const double hmax = placement_balance(*h, load).max_rank_load;
       if (!placement_has_duplicate(*h) && hmax <= best_max * (1 + opt.hierarchy_tolerance) &&
@@ -1146,40 +1156,23 @@ Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int nu
   }
 
   if (previous == nullptr) return best;
-  g_t[5] += std::chrono::duration<double>(std::chrono::steady_clock::now() - TA).count();
 
   // Previous-aware: candidates within budget, most unchanged slots wins.
-  const Placement& prev = *previous;
-  placement_validate(prev, "previous placement");
-  if (prev.num_slots != num_slots || prev.num_ranks != num_ranks || prev.num_experts != E)
-    fail("eplb: previous placement is {} slots x {} ranks x {} experts, expected {} x {} x {}",
-         prev.num_slots, prev.num_ranks, prev.num_experts, num_slots, num_ranks, E);
+  const Placement& prev = *previous;  // checked above
   const double budget = best_max * (1 + opt.previous_tolerance);
 
   std::vector<Placement> cands;
-  auto T0 = std::chrono::steady_clock::now();
   cands.push_back(align_to_previous(contents_of(best), prev));
-  auto T1 = std::chrono::steady_clock::now();
   if (auto r = eplb_repair_greedy(load, prev, budget)) cands.push_back(*r);
-  auto T2 = std::chrono::steady_clock::now();
-  g_t[0] += std::chrono::duration<double>(T1 - T0).count();
-  g_t[1] += std::chrono::duration<double>(T2 - T1).count();
 
   Placement chosen;
   int chosen_kept = -1;
   bool chosen_dup = true;
   for (Placement& c : cands) {
-    auto T3 = std::chrono::steady_clock::now();
     SlotState st;
     st.init(load, c);
-    auto T4 = std::chrono::steady_clock::now();
     revert_within_budget(st, prev, budget * (1 + kRelEps));
-    auto T5 = std::chrono::steady_clock::now();
     Placement q = align_to_previous(contents_of(st.p), prev);
-    auto T6 = std::chrono::steady_clock::now();
-    g_t[2] += std::chrono::duration<double>(T4 - T3).count();
-    g_t[3] += std::chrono::duration<double>(T5 - T4).count();
-    g_t[4] += std::chrono::duration<double>(T6 - T5).count();
     const bool dup = placement_has_duplicate(q);
     const int kept = num_slots - slots_moved(q, prev);
     if (placement_balance(q, load).max_rank_load > budget * (1 + 1e-9)) continue;
@@ -1213,7 +1206,6 @@ PlacementSet eplb_plan(const LoadMatrix& load, int num_slots, int num_ranks, int
   for (size_t l = 0; l < load.size(); ++l)
     ps.layers.push_back(eplb_plan_layer(load[l], num_slots, num_ranks, opt,
                                         previous ? &previous->layers[l] : nullptr));
-  fprintf(stderr, "TIMES align0 %.1f repair %.1f init %.1f revert %.1f align %.1f fresh %.1f hung %.0f\n", g_t[0]*1e3, g_t[1]*1e3, g_t[2]*1e3, g_t[3]*1e3, g_t[4]*1e3, g_t[5]*1e3, g_t[6]);
   return ps;
 }
 
