@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -317,6 +318,42 @@ TEST(EplbPlanner, PreviousKeepsSlotsWithinOnePercent) {
         }
       }
     }
+}
+
+// Wider layers (the sorted-partner swap search and the other previous-aware shortcuts), and a
+// previous placement that is arbitrary: random slots, replicas stacked on one rank.
+TEST(EplbPlanner, PreviousWideLayersAndArbitraryPrevious) {
+  unsigned seed = 900;
+  for (auto [E, S, R] : {std::tuple{1024, 1152, 64}, std::tuple{512, 640, 16}}) {
+    LoadMatrix before = zipf_load(2, E, 1.0, ++seed);
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> drift(0.8, 1.2);
+    for (const auto& w : before) {
+      Placement fresh_prev = eplb_plan_layer(w, S, R);
+      Placement random_prev{S, R, E, std::vector<int>(S)};
+      for (int s = 0; s < S; ++s)
+        random_prev.slot_to_expert[s] = s < E ? s : static_cast<int>(rng() % E);
+      std::shuffle(random_prev.slot_to_expert.begin(), random_prev.slot_to_expert.end(), rng);
+      std::vector<double> now = w;
+      for (double& x : now) x *= drift(rng);
+      const double fresh = max_load(eplb_plan_layer(now, S, R), now);
+      for (const Placement* prev : {&fresh_prev, &random_prev}) {
+        SCOPED_TRACE(testing::Message()
+                     << "E=" << E << " R=" << R << (prev == &random_prev ? " random" : " planned"));
+        Placement o = eplb_plan_layer(now, S, R, {}, prev);
+        ASSERT_NO_THROW(placement_validate(o));
+        EXPECT_FALSE(placement_has_duplicate(o));
+        EXPECT_LE(max_load(o, now), fresh * 1.01 * (1 + 1e-9));
+        auto rep = eplb_repair_greedy(now, *prev, fresh * 1.01);
+        if (rep && !placement_has_duplicate(*rep)) {
+          EXPECT_LE(max_load(*rep, now), fresh * 1.01 * (1 + 1e-9));
+          EXPECT_LE(slots_moved(o, *prev), slots_moved(*rep, *prev));
+        }
+      }
+      // unchanged load: kept as is (the shortcut that skips planning afresh)
+      EXPECT_EQ(slots_moved(eplb_plan_layer(w, S, R, {}, &fresh_prev), fresh_prev), 0);
+    }
+  }
 }
 
 TEST(EplbPlanner, PreviousShapeMismatchRejected) {

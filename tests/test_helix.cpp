@@ -50,11 +50,16 @@ TEST_P(HelixLayout, MatchesSingleRankAndTransformers) {
       EXPECT_LT(test::rel_l2(b.logits[0], a.logits[0]), 1e-5) << name << " prompt " << i;
       EXPECT_LE(b.max_block_spread, 1) << name;
     }
-    // All four prompts decoded together in one batch: same ids as alone.
-    GenerateResult batch = generate(par, prompts, sc);
-    for (size_t i = 0; i < prompts.size(); ++i)
-      EXPECT_EQ(batch.outputs[i], ref.greedy[i]) << name << " batched prompt " << i;
-    EXPECT_LE(batch.max_block_spread, 1) << name;
+    // All four prompts decoded together in one batch: same ids as alone, whether the prompt KV
+    // comes from the context model (blocks handed to owners) or from in-place Helix prefill.
+    for (const char* prefill : {"context", "helix"}) {
+      EngineConfig pb = par;
+      pb.prefill = prefill;
+      GenerateResult batch = generate(pb, prompts, sc);
+      for (size_t i = 0; i < prompts.size(); ++i)
+        EXPECT_EQ(batch.outputs[i], ref.greedy[i]) << name << " " << prefill << " prompt " << i;
+      EXPECT_LE(batch.max_block_spread, 1) << name;
+    }
   }
 }
 

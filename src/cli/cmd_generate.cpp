@@ -148,6 +148,11 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--comm", o->ec.comm, "Rank backend: threads (one process) or mpi (mpirun)")
       ->capture_default_str()
       ->check(CLI::IsMember({"threads", "mpi"}));
+  cmd->add_option("--prefill", o->ec.prefill,
+                  "Prompt KV: context (rank 0 prefills, hands each block to its owner) or helix "
+                  "(every rank prefills its heads in place)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"context", "helix"}));
   cmd->add_option("--stats-json", o->stats_json, "Write per-rank KV and communication stats");
   cmd->add_option("--eplb-record", o->ec.eplb_record,
                   "Write the routed load per MoE layer and expert (load.json for eplb plan)");

@@ -108,6 +108,8 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
   HELIX_CHECK(cfg.tokens_per_block >= 1, "--tokens-per-block must be >= 1");
   const WeightStore ws(cfg.model_dir);
   HELIX_CHECK(cfg.ep >= 1, "--ep must be >= 1");
+  HELIX_CHECK(cfg.prefill == "context" || cfg.prefill == "helix",
+              "unknown prefill mode '{}' (context, helix)", cfg.prefill);
   HELIX_CHECK(cfg.ep == 1 || cfg.ep % (cfg.tp * cfg.cp) == 0,
               "--ep {} must be 1 or a multiple of --tp {} x --cp {}", cfg.ep, cfg.tp, cfg.cp);
   const int world = std::max(cfg.tp * cfg.cp, cfg.ep);
@@ -200,6 +202,19 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
       return c;
     };
 
+    // The context (prefill) model of disaggregated serving: one rank, all heads, no Helix.
+    const bool disaggregated = world > 1 && cfg.prefill == "context";
+    std::unique_ptr<Communicator> ctx_comm;
+    std::unique_ptr<DeepseekModel> ctx;
+    if (disaggregated && lead) {
+      int blocks = 0;
+      for (const auto& p : prompts)
+        blocks =
+            std::max(blocks, blocks_needed(static_cast<int>(p.size()), cfg.tokens_per_block, 1));
+      ctx_comm = make_single_comm();
+      ctx = std::make_unique<DeepseekModel>(mc, ws, Mapping(1, 0, 1, 1, false), *ctx_comm,
+                                            cfg.tokens_per_block, blocks);
+    }
     auto t0 = Clock::now();
     for (int r = 0; r < R; ++r) {
       model.kv().add_request(r);
@@ -207,7 +222,51 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
         done[r] = 1;
         continue;
       }
-      Tensor logits = model.forward({SeqStep{r, prompts[r], 0}}, false);
+      if (!disaggregated) {
+        Tensor logits = model.forward({SeqStep{r, prompts[r], 0}}, false);
+        pick(logits, {r});
+        continue;
+      }
+      // Disaggregated prefill: the context model on rank 0 runs the prompt (no Helix), then
+      // hands every KV block to the ranks that own it (block b -> CP rank b % cp) with one
+      // all-to-all; only owned blocks travel, each to every TP rank of its CP rank.
+      const int n = static_cast<int>(prompts[r].size()), W = mc.kv_lora_rank + mc.qk_rope_head_dim;
+      const int NL = mc.num_hidden_layers;
+      auto owned = [&](int cp_rank) {
+        std::vector<int> pos;
+        for (int p = 0; p < n; ++p)
+          if ((p / cfg.tokens_per_block) % cfg.cp == cp_rank) pos.push_back(p);
+        return pos;
+      };
+      Tensor logits;
+      std::vector<float> send;
+      std::vector<size_t> sc(world, 0), rc(world, 0);
+      if (lead) {
+        ctx->kv().add_request(r);
+        logits = ctx->forward({SeqStep{r, prompts[r], 0}}, false);
+        for (int j = 0; j < world; ++j) {
+          const std::vector<int> pos =
+              owned(Mapping(world, j, cfg.tp, cfg.cp, cfg.ep > 1).cp_rank());
+          for (int l = 0; l < NL; ++l)
+            for (int p : pos) {
+              const float* row = ctx->kv().row(l, r, p);
+              send.insert(send.end(), row, row + W);
+            }
+          sc[j] = static_cast<size_t>(NL) * pos.size() * W;
+        }
+        ctx->kv().free_request(r);
+      }
+      const std::vector<int> mine = owned(map.cp_rank());
+      rc[0] = static_cast<size_t>(NL) * mine.size() * W;
+      std::vector<float> recv(rc[0]);
+      comm.all_to_all_v(send.data(), sc, recv.data(), rc);
+      for (int p = 0; p < n; ++p) model.kv().append(r, p);
+      size_t off = 0;
+      for (int l = 0; l < NL; ++l)
+        for (int p : mine) {
+          std::copy(recv.begin() + off, recv.begin() + off + W, model.kv().row(l, r, p));
+          off += W;
+        }
       pick(logits, {r});
     }
     if (lead) res.prefill_ms = ms_since(t0);

@@ -21,8 +21,11 @@ struct EngineConfig {
   int tokens_per_block = 64;
   int kv_blocks = 0;             // physical KV blocks per rank; 0 = enough for the requests
   std::string comm = "threads";  // "threads" or "mpi"
-  bool keep_logits = false;      // keep the logits of every generated position
-  bool progress = false;         // progress line on stderr
+  // Prompt KV: "context" = a context model on rank 0 prefills and hands each KV block to its
+  // owner (disaggregated serving); "helix" = the decode ranks prefill in place, heads split.
+  std::string prefill = "context";
+  bool keep_logits = false;  // keep the logits of every generated position
+  bool progress = false;     // progress line on stderr
   // EPLB (needs ep): a fixed placement file, or online updates every eplb_interval steps over
   // eplb_slots slots; eplb_record writes the observed loads.
   std::string eplb_placement;

@@ -849,7 +849,8 @@ struct SlotState {
     // rank_loads does, so the values match a full recomputation bit for bit.
     auto resum = [&](int q) {
       double l = 0.0;
-      for (int t = q * m; t < (q + 1) * m; ++t) l += (*w)[p.slot_to_expert[t]] / c[p.slot_to_expert[t]];
+      for (int t = q * m; t < (q + 1) * m; ++t)
+        l += (*w)[p.slot_to_expert[t]] / c[p.slot_to_expert[t]];
       load[q] = l;
     };
     resum(r);
@@ -972,13 +973,12 @@ bool descend(SlotState& st, double target_max_rank_load, int max_iter) {
         const auto& v = by_pr[b];
         // crossing point: before k the score is lb + d (falling), from k on la - d (rising);
         // y with pr(y) >= pr(x) (d <= 0, no gain) lie after k and score >= la > best
-        const int k = static_cast<int>(
-            std::partition_point(v.begin(), v.end(),
-                                 [&](const std::pair<double, int>& e) {
-                                   const double d = px - e.first;
-                                   return la - d < lb + d;
-                                 }) -
-            v.begin());
+        auto before_cross = [&](const std::pair<double, int>& e) {
+          const double d = px - e.first;
+          return la - d < lb + d;
+        };
+        const int k =
+            static_cast<int>(std::partition_point(v.begin(), v.end(), before_cross) - v.begin());
         auto consider = [&](int idx) -> bool {  // false once scores only rise from here
           const double d = px - v[idx].first;
           const double score = std::max(la - d, lb + d);
