@@ -64,7 +64,7 @@ uint64_t get_u64(const float*& p) {
   p += 2;
   return (hi << 24) | lo;
 }
-std::vector<float> encode(const RankReport& r) {
+std::vector<float> report_encode(const RankReport& r) {
   std::vector<float> v = {float(r.rank), float(r.cp_rank), float(r.tp_rank), float(r.kv_tokens),
                           float(r.kv_blocks)};
   for (const CommStats* s : {&r.comm, &r.decode_comm})
@@ -76,7 +76,7 @@ std::vector<float> encode(const RankReport& r) {
   for (int b : r.blocks_per_step) v.push_back(static_cast<float>(b));
   return v;
 }
-RankReport decode(const float* p, int steps) {
+RankReport report_decode(const float* p, int steps) {
   RankReport r;
   r.rank = int(p[0]);
   r.cp_rank = int(p[1]);
@@ -96,22 +96,344 @@ RankReport decode(const float* p, int steps) {
   return r;
 }
 
+// Everything one generate() call shares between its ranks.
+struct Job {
+  const EngineConfig& cfg;
+  const ModelConfig& mc;
+  const WeightStore& ws;
+  const std::vector<std::vector<int>>& prompts;
+  const SamplingConfig& sampling;
+  int world = 1;
+  int kv_blocks = 0;
+  Clock::time_point t_load;
+  GenerateResult& res;  // written by rank 0 (ranks[] by every rank, under mu)
+  std::mutex mu;
+};
+
+// One rank of the deployment: its model, its KV, its share of the decode loop. Every rank runs
+// the same control flow (SPMD); rank 0 samples and broadcasts the ids.
+class RankRunner {
+ public:
+  RankRunner(Job& job, Communicator& comm)
+      : job_(job),
+        cfg_(job.cfg),
+        mc_(job.mc),
+        comm_(comm),
+        map_(job.world, comm.rank(), cfg_.tp, cfg_.cp, cfg_.ep > 1),
+        model_(mc_, job.ws, map_, comm, cfg_.tokens_per_block, job.kv_blocks),
+        lead_(comm.rank() == 0),
+        sampler_(job.sampling),
+        R_(static_cast<int>(job.prompts.size())),
+        last_(R_),
+        produced_(R_, 0),
+        done_(R_, 0) {
+    if (lead_) job_.res.load_ms = ms_since(job_.t_load);
+    rep_.rank = map_.rank;
+    rep_.cp_rank = map_.cp_rank();
+    rep_.tp_rank = map_.tp_rank();
+  }
+
+  void run() {
+    eplb_setup();
+    auto t0 = Clock::now();
+    prefill();
+    if (lead_) job_.res.prefill_ms = ms_since(t0);
+    const CommStats after_prefill = comm_.stats();
+    t0 = Clock::now();
+    decode();
+    for (int r = 0; r < R_; ++r) {
+      rep_.kv_tokens += model_.kv().local_tokens(r);
+      rep_.kv_blocks += model_.kv().local_blocks(r);
+      model_.kv().free_request(r);  // a finished request gives its blocks back
+    }
+    if (lead_) {
+      job_.res.decode_ms = ms_since(t0);
+      job_.res.decode_steps = steps_;
+      job_.res.decode_tokens = tokens_;
+    }
+    rep_.comm = comm_.stats();
+    rep_.decode_comm = diff(rep_.comm, after_prefill);
+    report_moe();
+    report_rank();
+  }
+
+ private:
+  // Rank 0 samples; everyone receives the same ids so that all ranks step in lockstep.
+  void pick(const Tensor& logits, const std::vector<int>& reqs) {
+    std::vector<int32_t> ids(reqs.size());
+    if (lead_) {
+      for (size_t i = 0; i < reqs.size(); ++i) {
+        const float* lr = logits.ptr() + static_cast<int64_t>(i) * mc_.vocab_size;
+        ids[i] = sampler_.sample(lr, mc_.vocab_size);
+        if (cfg_.keep_logits) {
+          auto& kept = job_.res.logits[reqs[i]];
+          kept.insert(kept.end(), lr, lr + mc_.vocab_size);
+        }
+      }
+    }
+    comm_.broadcast_bytes(ids.data(), ids.size() * sizeof(int32_t), 0);
+    const auto& eos = mc_.eos_token_ids;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const int r = reqs[i];
+      last_[r] = ids[i];
+      produced_[r]++;
+      if (lead_) job_.res.outputs[r].push_back(ids[i]);
+      const bool stop =
+          !job_.sampling.ignore_eos && std::find(eos.begin(), eos.end(), ids[i]) != eos.end();
+      if (produced_[r] >= job_.sampling.max_new_tokens || stop) done_[r] = 1;
+    }
+  }
+
+  // ---- prefill ------------------------------------------------------------------------------
+  void prefill() {
+    // The context (prefill) model of disaggregated serving: one rank, all heads, no Helix.
+    const bool disaggregated = job_.world > 1 && cfg_.prefill == "context";
+    if (disaggregated && lead_) {
+      int blocks = 0;
+      for (const auto& p : job_.prompts)
+        blocks =
+            std::max(blocks, blocks_needed(static_cast<int>(p.size()), cfg_.tokens_per_block, 1));
+      ctx_comm_ = make_single_comm();
+      ctx_ = std::make_unique<DeepseekModel>(mc_, job_.ws, Mapping(1, 0, 1, 1, false), *ctx_comm_,
+                                             cfg_.tokens_per_block, blocks);
+    }
+    for (int r = 0; r < R_; ++r) {
+      model_.kv().add_request(r);
+      if (job_.sampling.max_new_tokens == 0) {
+        done_[r] = 1;
+      } else if (disaggregated) {
+        prefill_handoff(r);
+      } else {
+        pick(model_.forward({SeqStep{r, job_.prompts[r], 0}}, false), {r});
+      }
+    }
+    ctx_.reset();
+  }
+
+  // Positions of a prompt of n tokens whose blocks live on CP rank cp_rank.
+  std::vector<int> owned_positions(int n, int cp_rank) const {
+    std::vector<int> pos;
+    for (int p = 0; p < n; ++p)
+      if ((p / cfg_.tokens_per_block) % cfg_.cp == cp_rank) pos.push_back(p);
+    return pos;
+  }
+
+  // The context model on rank 0 runs the prompt, then hands every KV block to the ranks that
+  // own it (block b -> CP rank b % cp) with one all-to-all; only owned blocks travel, to every
+  // TP (and DP) rank of that CP rank.
+  void prefill_handoff(int r) {
+    const int n = static_cast<int>(job_.prompts[r].size());
+    const int W = mc_.kv_lora_rank + mc_.qk_rope_head_dim, NL = mc_.num_hidden_layers;
+    Tensor logits;
+    std::vector<float> send;
+    std::vector<size_t> sc(job_.world, 0), rc(job_.world, 0);
+    if (lead_) {
+      ctx_->kv().add_request(r);
+      logits = ctx_->forward({SeqStep{r, job_.prompts[r], 0}}, false);
+      for (int j = 0; j < job_.world; ++j) {
+        const Mapping peer(job_.world, j, cfg_.tp, cfg_.cp, cfg_.ep > 1);
+        const std::vector<int> pos = owned_positions(n, peer.cp_rank());
+        for (int l = 0; l < NL; ++l)
+          for (int p : pos) {
+            const float* row = ctx_->kv().row(l, r, p);
+            send.insert(send.end(), row, row + W);
+          }
+        sc[j] = static_cast<size_t>(NL) * pos.size() * W;
+      }
+      ctx_->kv().free_request(r);
+    }
+    const std::vector<int> mine = owned_positions(n, map_.cp_rank());
+    rc[0] = static_cast<size_t>(NL) * mine.size() * W;
+    std::vector<float> recv(rc[0]);
+    comm_.all_to_all_v(send.data(), sc, recv.data(), rc);
+    for (int p = 0; p < n; ++p) model_.kv().append(r, p);
+    size_t off = 0;
+    for (int l = 0; l < NL; ++l)
+      for (int p : mine) {
+        std::copy(recv.begin() + off, recv.begin() + off + W, model_.kv().row(l, r, p));
+        off += W;
+      }
+    pick(logits, {r});
+  }
+
+  // ---- decode -------------------------------------------------------------------------------
+  void decode() {
+    const bool tty = cfg_.progress && lead_ && isatty(STDERR_FILENO);
+    int update_started = 0;
+    while (true) {
+      std::vector<SeqStep> batch;
+      std::vector<int> reqs;
+      for (int r = 0; r < R_; ++r) {
+        if (done_[r]) continue;
+        batch.push_back(SeqStep{r, {last_[r]}, model_.kv().global_len(r)});
+        reqs.push_back(r);
+      }
+      if (batch.empty()) break;
+      const auto ts = Clock::now();
+      model_.set_step(steps_);
+      // A ready update switches a few layers per step; it was started at least one step ago,
+      // so the worker had a whole step to run in the background.
+      if (model_.eplb_pending() && steps_ > update_started) {
+        double waited = 0;
+        model_.eplb_apply(cfg_.eplb_layers_per_step, &waited);
+        if (waited > 0.05 && lead_) {
+          job_.res.eplb_late++;
+          job_.res.eplb_wait_ms += waited;
+        }
+      }
+      pick(model_.forward(batch, false), reqs);
+      steps_++;
+      if (cfg_.eplb_interval > 0 && steps_ % cfg_.eplb_interval == 0 && !model_.eplb_pending()) {
+        eplb_update_estimate();
+        model_.eplb_start_update(estimate_);
+        update_started = steps_;
+      }
+      if (lead_) job_.res.step_ms.push_back(ms_since(ts));
+      tokens_ += static_cast<int>(batch.size());
+      for (int r = 0; r < R_; ++r) rep_.blocks_per_step.push_back(model_.kv().local_blocks(r));
+      if (tty && steps_ % 8 == 0) std::fprintf(stderr, "\rdecode step %d", steps_);
+    }
+    if (tty) std::fprintf(stderr, "\r");
+  }
+
+  // ---- EPLB ---------------------------------------------------------------------------------
+  int num_moe() const { return static_cast<int>(model_.moe_layers().size()); }
+
+  void eplb_setup() {
+    const int M = num_moe(), E = mc_.n_routed_experts;
+    if (!cfg_.eplb_placement.empty()) {
+      PlacementSet ps = placement_read(cfg_.eplb_placement, E);
+      HELIX_CHECK(static_cast<int>(ps.layers.size()) == M,
+                  "{}: {} layers but the model has {} MoE layers", cfg_.eplb_placement,
+                  ps.layers.size(), M);
+      model_.eplb_install(ps.layers);
+    } else if (cfg_.eplb_interval > 0) {
+      // Start from the planner's answer for a flat load over the requested slots.
+      const int S = cfg_.eplb_slots > 0 ? cfg_.eplb_slots : E;
+      model_.eplb_install(
+          eplb_plan(LoadMatrix(M, std::vector<double>(E, 1.0)), S, job_.world).layers);
+    }
+    estimate_.assign(M, std::vector<double>(E, 0.0));
+    seen_.assign(M, std::vector<int64_t>(E, 0));
+  }
+
+  // Per-MoE-layer counts [M][E] of every rank: EP ranks route disjoint token slices and are
+  // summed with one all-reduce; without EP every rank routes every token.
+  std::vector<std::vector<double>> global_counts(const std::vector<std::vector<int64_t>>& per_layer,
+                                                 const std::vector<std::vector<int64_t>>* minus) {
+    const int M = num_moe(), E = mc_.n_routed_experts;
+    std::vector<float> c(static_cast<size_t>(M) * E);
+    for (int i = 0; i < M; ++i)
+      for (int e = 0; e < E; ++e)
+        c[static_cast<size_t>(i) * E + e] =
+            static_cast<float>(per_layer[model_.moe_layers()[i]][e] - (minus ? (*minus)[i][e] : 0));
+    if (cfg_.ep > 1 && job_.world > 1) comm_.all_reduce_sum(c.data(), c.size());
+    std::vector<std::vector<double>> out(M, std::vector<double>(E));
+    for (int i = 0; i < M; ++i)
+      for (int e = 0; e < E; ++e) out[i][e] = c[static_cast<size_t>(i) * E + e];
+    return out;
+  }
+
+  // Decayed load estimate: alpha * previous + the routed pairs since the last update.
+  void eplb_update_estimate() {
+    const auto& counts = model_.stats().expert_tokens;
+    const auto window = global_counts(counts, &seen_);
+    for (int i = 0; i < num_moe(); ++i)
+      for (size_t e = 0; e < window[i].size(); ++e) {
+        estimate_[i][e] = cfg_.eplb_alpha * estimate_[i][e] + window[i][e];
+        seen_[i][e] = counts[model_.moe_layers()[i]][e];
+      }
+  }
+
+  // ---- reports ------------------------------------------------------------------------------
+  void report_moe() {
+    const int M = num_moe();
+    if (M == 0) return;
+    const ModelStats& st = model_.stats();
+    auto load = global_counts(st.expert_tokens, nullptr);
+    auto sent = global_counts(st.dispatch_sent, nullptr);
+    auto recv = global_counts(st.dispatch_recv, nullptr);
+    const auto& layers = model_.moe_layers();
+    std::vector<float> moved(M, 0.0f);
+    for (const auto& u : model_.eplb_updates())
+      moved[std::find(layers.begin(), layers.end(), u.layer) - layers.begin()] +=
+          static_cast<float>(u.bytes_moved);
+    if (job_.world > 1) comm_.all_reduce_sum(moved.data(), moved.size());
+    if (!lead_) return;
+    GenerateResult& res = job_.res;
+    res.eplb.assign(M, {});
+    for (int i = 0; i < M; ++i) {
+      res.eplb[i].layer = layers[i];
+      res.eplb[i].bytes_moved = static_cast<uint64_t>(moved[i]);
+      if (cfg_.ep > 1)
+        res.final_balance.push_back(
+            placement_balance(model_.placement(i), load[i]).max_over_mean());
+    }
+    for (const auto& u : model_.eplb_updates()) {
+      auto& lr = res.eplb[std::find(layers.begin(), layers.end(), u.layer) - layers.begin()];
+      lr.updates++;
+      lr.before.push_back(u.before);
+      lr.after.push_back(u.after);
+    }
+    res.expert_load = std::move(load);
+    res.dispatch_sent = std::move(sent);
+    res.dispatch_recv = std::move(recv);
+  }
+
+  void report_rank() {
+    if (cfg_.comm == "mpi" && job_.world > 1) {
+      // Every rank's report, gathered with one all_gather of fixed-size float records.
+      std::vector<float> mine = report_encode(rep_);
+      std::vector<float> all(mine.size() * job_.world);
+      comm_.all_gather(mine.data(), all.data(), mine.size());
+      for (int i = 0; i < job_.world; ++i)
+        job_.res.ranks[i] = report_decode(all.data() + i * mine.size(), steps_ * R_);
+    } else {
+      std::lock_guard<std::mutex> lock(job_.mu);
+      job_.res.ranks[map_.rank] = rep_;
+    }
+  }
+
+  Job& job_;
+  const EngineConfig& cfg_;
+  const ModelConfig& mc_;
+  Communicator& comm_;
+  Mapping map_;
+  DeepseekModel model_;
+  const bool lead_;
+  Sampler sampler_;
+  const int R_;
+  std::vector<int> last_, produced_;
+  std::vector<char> done_;
+  RankReport rep_;
+  int steps_ = 0, tokens_ = 0;
+  LoadMatrix estimate_;                     // [MoE layer][expert] decayed load
+  std::vector<std::vector<int64_t>> seen_;  // routed counts already in the estimate
+  std::unique_ptr<Communicator> ctx_comm_;
+  std::unique_ptr<DeepseekModel> ctx_;  // rank 0's context model (disaggregated prefill)
+};
+
 }  // namespace
 
 GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<int>>& prompts,
                         const SamplingConfig& sampling) {
-  auto t_load = Clock::now();
+  const auto t_load = Clock::now();
   const ModelConfig mc = config_load(cfg.model_dir);
   check_prompts(mc, prompts, sampling.max_new_tokens);
   HELIX_CHECK(sampling.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
   HELIX_CHECK(cfg.tp >= 1 && cfg.cp >= 1, "--tp and --cp must be >= 1");
   HELIX_CHECK(cfg.tokens_per_block >= 1, "--tokens-per-block must be >= 1");
-  const WeightStore ws(cfg.model_dir);
   HELIX_CHECK(cfg.ep >= 1, "--ep must be >= 1");
   HELIX_CHECK(cfg.prefill == "context" || cfg.prefill == "helix",
               "unknown prefill mode '{}' (context, helix)", cfg.prefill);
   HELIX_CHECK(cfg.ep == 1 || cfg.ep % (cfg.tp * cfg.cp) == 0,
               "--ep {} must be 1 or a multiple of --tp {} x --cp {}", cfg.ep, cfg.tp, cfg.cp);
+  HELIX_CHECK(cfg.ep > 1 || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0),
+              "--eplb-placement and --eplb-interval need expert parallelism (--ep)");
+  HELIX_CHECK(cfg.eplb_interval >= 0 && cfg.eplb_slots >= 0, "EPLB sizes must be >= 0");
+  HELIX_CHECK(cfg.eplb_slots == 0 || cfg.eplb_interval > 0,
+              "--eplb-slots takes effect with --eplb-interval");
+  const WeightStore ws(cfg.model_dir);
   const int world = std::max(cfg.tp * cfg.cp, cfg.ep);
   int kv_blocks = cfg.kv_blocks;
   if (kv_blocks <= 0) {
@@ -121,273 +443,19 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
                                  cfg.tokens_per_block, cfg.cp);
   }
   const int R = static_cast<int>(prompts.size());
-  HELIX_CHECK(cfg.ep > 1 || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0),
-              "--eplb-placement and --eplb-interval need expert parallelism (--ep)");
-  HELIX_CHECK(cfg.eplb_interval >= 0 && cfg.eplb_slots >= 0, "EPLB sizes must be >= 0");
-  HELIX_CHECK(cfg.eplb_slots == 0 || cfg.eplb_interval > 0,
-              "--eplb-slots takes effect with --eplb-interval");
   GenerateResult res;
   res.vocab = mc.vocab_size;
   res.outputs.assign(R, {});
   if (cfg.keep_logits) res.logits.assign(R, {});
   res.ranks.resize(world);
-  std::mutex mu;
-
-  auto run_rank = [&](Communicator& comm) {
-    const int rank = comm.rank();
-    Mapping map(world, rank, cfg.tp, cfg.cp, cfg.ep > 1);
-    DeepseekModel model(mc, ws, map, comm, cfg.tokens_per_block, kv_blocks);
-    const bool lead = rank == 0;
-    if (lead) res.load_ms = ms_since(t_load);
-    Sampler sampler(sampling);
-    std::vector<int> last(R), produced(R, 0);
-    std::vector<char> done(R, 0);
-    std::vector<float> row(mc.vocab_size);
-    RankReport rep;
-    rep.rank = rank;
-    rep.cp_rank = map.cp_rank();
-    rep.tp_rank = map.tp_rank();
-
-    // Rank 0 samples; everyone receives the same ids so that all ranks step in lockstep.
-    auto pick = [&](const Tensor& logits, const std::vector<int>& reqs) {
-      std::vector<int32_t> ids(reqs.size());
-      if (lead) {
-        for (size_t i = 0; i < reqs.size(); ++i) {
-          const float* lr = logits.ptr() + static_cast<int64_t>(i) * mc.vocab_size;
-          ids[i] = sampler.sample(lr, mc.vocab_size);
-          if (cfg.keep_logits)
-            res.logits[reqs[i]].insert(res.logits[reqs[i]].end(), lr, lr + mc.vocab_size);
-        }
-      }
-      comm.broadcast_bytes(ids.data(), ids.size() * sizeof(int32_t), 0);
-      for (size_t i = 0; i < reqs.size(); ++i) {
-        const int r = reqs[i];
-        last[r] = ids[i];
-        produced[r]++;
-        if (lead) res.outputs[r].push_back(ids[i]);
-        const bool eos = !sampling.ignore_eos &&
-                         std::find(mc.eos_token_ids.begin(), mc.eos_token_ids.end(), ids[i]) !=
-                             mc.eos_token_ids.end();
-        if (produced[r] >= sampling.max_new_tokens || eos) done[r] = 1;
-      }
-    };
-
-    // ---- EPLB set-up --------------------------------------------------------------------------
-    const int M = static_cast<int>(model.moe_layers().size()), E = mc.n_routed_experts;
-    const bool online = cfg.eplb_interval > 0;
-    if (!cfg.eplb_placement.empty()) {
-      PlacementSet ps = placement_read(cfg.eplb_placement, E);
-      HELIX_CHECK(static_cast<int>(ps.layers.size()) == M,
-                  "{}: {} layers but the model has {} MoE layers", cfg.eplb_placement,
-                  ps.layers.size(), M);
-      model.eplb_install(ps.layers);
-    } else if (online) {
-      // Start from the planner's answer for a flat load over the requested slots.
-      const int S = cfg.eplb_slots > 0 ? cfg.eplb_slots : E;
-      LoadMatrix flat(M, std::vector<double>(E, 1.0));
-      model.eplb_install(eplb_plan(flat, S, world).layers);
-    }
-    LoadMatrix estimate(M, std::vector<double>(E, 0.0));
-    std::vector<std::vector<int64_t>> seen(M, std::vector<int64_t>(E, 0));
-    // Global routed counts since the last update: one all-reduce of [M, E].
-    auto window_counts = [&]() {
-      std::vector<float> c(static_cast<size_t>(M) * E);
-      for (int i = 0; i < M; ++i)
-        for (int e = 0; e < E; ++e) {
-          const int64_t tot = model.stats().expert_tokens[model.moe_layers()[i]][e];
-          c[static_cast<size_t>(i) * E + e] = static_cast<float>(tot - seen[i][e]);
-          seen[i][e] = tot;
-        }
-      if (cfg.ep > 1) comm.all_reduce_sum(c.data(), c.size());  // EP ranks route disjoint tokens
-      return c;
-    };
-
-    // The context (prefill) model of disaggregated serving: one rank, all heads, no Helix.
-    const bool disaggregated = world > 1 && cfg.prefill == "context";
-    std::unique_ptr<Communicator> ctx_comm;
-    std::unique_ptr<DeepseekModel> ctx;
-    if (disaggregated && lead) {
-      int blocks = 0;
-      for (const auto& p : prompts)
-        blocks =
-            std::max(blocks, blocks_needed(static_cast<int>(p.size()), cfg.tokens_per_block, 1));
-      ctx_comm = make_single_comm();
-      ctx = std::make_unique<DeepseekModel>(mc, ws, Mapping(1, 0, 1, 1, false), *ctx_comm,
-                                            cfg.tokens_per_block, blocks);
-    }
-    auto t0 = Clock::now();
-    for (int r = 0; r < R; ++r) {
-      model.kv().add_request(r);
-      if (sampling.max_new_tokens == 0) {
-        done[r] = 1;
-        continue;
-      }
-      if (!disaggregated) {
-        Tensor logits = model.forward({SeqStep{r, prompts[r], 0}}, false);
-        pick(logits, {r});
-        continue;
-      }
-      // Disaggregated prefill: the context model on rank 0 runs the prompt (no Helix), then
-      // hands every KV block to the ranks that own it (block b -> CP rank b % cp) with one
-      // all-to-all; only owned blocks travel, each to every TP rank of its CP rank.
-      const int n = static_cast<int>(prompts[r].size()), W = mc.kv_lora_rank + mc.qk_rope_head_dim;
-      const int NL = mc.num_hidden_layers;
-      auto owned = [&](int cp_rank) {
-        std::vector<int> pos;
-        for (int p = 0; p < n; ++p)
-          if ((p / cfg.tokens_per_block) % cfg.cp == cp_rank) pos.push_back(p);
-        return pos;
-      };
-      Tensor logits;
-      std::vector<float> send;
-      std::vector<size_t> sc(world, 0), rc(world, 0);
-      if (lead) {
-        ctx->kv().add_request(r);
-        logits = ctx->forward({SeqStep{r, prompts[r], 0}}, false);
-        for (int j = 0; j < world; ++j) {
-          const std::vector<int> pos =
-              owned(Mapping(world, j, cfg.tp, cfg.cp, cfg.ep > 1).cp_rank());
-          for (int l = 0; l < NL; ++l)
-            for (int p : pos) {
-              const float* row = ctx->kv().row(l, r, p);
-              send.insert(send.end(), row, row + W);
-            }
-          sc[j] = static_cast<size_t>(NL) * pos.size() * W;
-        }
-        ctx->kv().free_request(r);
-      }
-      const std::vector<int> mine = owned(map.cp_rank());
-      rc[0] = static_cast<size_t>(NL) * mine.size() * W;
-      std::vector<float> recv(rc[0]);
-      comm.all_to_all_v(send.data(), sc, recv.data(), rc);
-      for (int p = 0; p < n; ++p) model.kv().append(r, p);
-      size_t off = 0;
-      for (int l = 0; l < NL; ++l)
-        for (int p : mine) {
-          std::copy(recv.begin() + off, recv.begin() + off + W, model.kv().row(l, r, p));
-          off += W;
-        }
-      pick(logits, {r});
-    }
-    if (lead) res.prefill_ms = ms_since(t0);
-    const CommStats after_prefill = comm.stats();
-
-    t0 = Clock::now();
-    int steps = 0, tokens = 0, update_started = 0;
-    const bool tty = cfg.progress && lead && isatty(STDERR_FILENO);
-    while (true) {
-      std::vector<SeqStep> batch;
-      std::vector<int> reqs;
-      for (int r = 0; r < R; ++r) {
-        if (done[r]) continue;
-        batch.push_back(SeqStep{r, {last[r]}, model.kv().global_len(r)});
-        reqs.push_back(r);
-      }
-      if (batch.empty()) break;
-      const auto ts = Clock::now();
-      model.set_step(steps);
-      // A ready update switches a few layers per step; it was started at least one step ago,
-      // so the worker had a whole step to run in the background.
-      if (model.eplb_pending() && steps > update_started) {
-        double waited = 0;
-        model.eplb_apply(cfg.eplb_layers_per_step, &waited);
-        if (waited > 0.05 && lead) {
-          res.eplb_late++;
-          res.eplb_wait_ms += waited;
-        }
-      }
-      Tensor logits = model.forward(batch, false);
-      pick(logits, reqs);
-      steps++;
-      if (online && steps % cfg.eplb_interval == 0 && !model.eplb_pending()) {
-        std::vector<float> c = window_counts();
-        for (int i = 0; i < M; ++i)
-          for (int e = 0; e < E; ++e)
-            estimate[i][e] = cfg.eplb_alpha * estimate[i][e] + c[static_cast<size_t>(i) * E + e];
-        model.eplb_start_update(estimate);
-        update_started = steps;
-      }
-      if (lead) res.step_ms.push_back(ms_since(ts));
-      tokens += static_cast<int>(batch.size());
-      for (int r = 0; r < R; ++r) rep.blocks_per_step.push_back(model.kv().local_blocks(r));
-      if (tty && steps % 8 == 0) std::fprintf(stderr, "\rdecode step %d", steps);
-    }
-    if (tty) std::fprintf(stderr, "\r");
-    for (int r = 0; r < R; ++r) {
-      rep.kv_tokens += model.kv().local_tokens(r);
-      rep.kv_blocks += model.kv().local_blocks(r);
-      model.kv().free_request(r);  // a finished request gives its blocks back
-    }
-    if (lead) {
-      res.decode_ms = ms_since(t0);
-      res.decode_steps = steps;
-      res.decode_tokens = tokens;
-    }
-    rep.comm = comm.stats();
-    rep.decode_comm = diff(rep.comm, after_prefill);
-    // Routed loads and EP dispatch counts of all ranks (EP ranks route disjoint token slices;
-    // without EP every rank routes every token, so rank 0's counts are the totals).
-    if (M > 0) {
-      auto gather = [&](const std::vector<std::vector<int64_t>>& per_layer, bool sum) {
-        std::vector<float> c(static_cast<size_t>(M) * E);
-        for (int i = 0; i < M; ++i)
-          for (int e = 0; e < E; ++e)
-            c[static_cast<size_t>(i) * E + e] =
-                static_cast<float>(per_layer[model.moe_layers()[i]][e]);
-        if (sum) comm.all_reduce_sum(c.data(), c.size());
-        std::vector<std::vector<double>> out(M, std::vector<double>(E));
-        for (int i = 0; i < M; ++i)
-          for (int e = 0; e < E; ++e) out[i][e] = c[static_cast<size_t>(i) * E + e];
-        return out;
-      };
-      auto load = gather(model.stats().expert_tokens, cfg.ep > 1 && world > 1);
-      auto sent = gather(model.stats().dispatch_sent, cfg.ep > 1 && world > 1);
-      auto recv = gather(model.stats().dispatch_recv, cfg.ep > 1 && world > 1);
-      std::vector<float> moved(M, 0.0f);
-      for (const auto& u : model.eplb_updates())
-        moved[static_cast<size_t>(
-            std::find(model.moe_layers().begin(), model.moe_layers().end(), u.layer) -
-            model.moe_layers().begin())] += static_cast<float>(u.bytes_moved);
-      if (world > 1) comm.all_reduce_sum(moved.data(), moved.size());
-      if (lead) {
-        res.expert_load = load;
-        res.dispatch_sent = sent;
-        res.dispatch_recv = recv;
-        res.eplb.assign(M, {});
-        for (int i = 0; i < M; ++i) {
-          res.eplb[i].layer = model.moe_layers()[i];
-          res.eplb[i].bytes_moved = static_cast<uint64_t>(moved[i]);
-          if (cfg.ep > 1)
-            res.final_balance.push_back(
-                placement_balance(model.placement(i), load[i]).max_over_mean());
-        }
-        for (const auto& u : model.eplb_updates()) {
-          for (auto& lr : res.eplb)
-            if (lr.layer == u.layer) {
-              lr.updates++;
-              lr.before.push_back(u.before);
-              lr.after.push_back(u.after);
-            }
-        }
-      }
-    }
-    if (cfg.comm == "mpi" && world > 1) {
-      // Every rank's report, gathered with one all_gather of fixed-size float records.
-      std::vector<float> mine = encode(rep);
-      std::vector<float> all(mine.size() * world);
-      comm.all_gather(mine.data(), all.data(), mine.size());
-      for (int i = 0; i < world; ++i)
-        res.ranks[i] = decode(all.data() + i * mine.size(), steps * R);
-    } else {
-      std::lock_guard<std::mutex> lock(mu);
-      res.ranks[rank] = rep;
-    }
-  };
+  Job job{cfg, mc, ws, prompts, sampling, world, kv_blocks, t_load, res, {}};
+  auto run_rank = [&](Communicator& comm) { RankRunner(job, comm).run(); };
 
   if (cfg.comm == "mpi") {
     auto comm = make_mpi_world();
-    HELIX_CHECK(comm->size() == world, "mpirun started {} processes but --tp {} x --cp {} needs {}",
-                comm->size(), cfg.tp, cfg.cp, world);
+    HELIX_CHECK(comm->size() == world,
+                "mpirun started {} processes but --tp {} x --cp {} (--ep {}) needs {}",
+                comm->size(), cfg.tp, cfg.cp, cfg.ep, world);
     run_rank(*comm);
     // Outputs are known on rank 0 only; share them so that any rank could report.
     for (int r = 0; r < R; ++r) {
@@ -396,7 +464,6 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
       res.outputs[r].resize(n);
       comm->broadcast_bytes(res.outputs[r].data(), n * sizeof(int), 0);
     }
-    res.ranks.resize(world);
     if (comm->rank() != 0) res.ranks.clear();  // only rank 0 reports
   } else if (cfg.comm == "threads") {
     if (world == 1) {

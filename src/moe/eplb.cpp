@@ -7,7 +7,6 @@
 #include <numeric>
 #include <queue>
 #include <sstream>
-#include <unordered_map>
 #include <utility>
 
 #include <nlohmann/json.hpp>
