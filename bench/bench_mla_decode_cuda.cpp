@@ -1,5 +1,7 @@
 // Times mla_decode_cuda at DeepSeek-V3 shapes against the device-to-device copy bandwidth of the
-// GPU (the roofline of a memory-bound op) and prints a table; --json writes the results.
+// GPU (the roofline of a memory-bound op) and prints a table; --json writes the results. Each
+// case runs both split kernels on the same inputs: fma (fp32 FMA) and mma (tensor cores, 3xTF32),
+// and reports how far apart their outputs are (rel L2).
 //
 //   bench_mla_decode_cuda [--iters 20 --json out.json]
 #ifdef HELIX_HAVE_CUDA
@@ -116,8 +118,9 @@ int main(int argc, char** argv) {
   const int ctx_list[] = {1024, 4096, 16384, 65536};
   std::mt19937 rng(1);
   nlohmann::json cases = nlohmann::json::array();
-  fmt::print("{:>5} {:>6} {:>7} {:>7} {:>10} {:>10} {:>9} {:>8}\n", "heads", "batch", "context",
-             "splits", "time_us", "MB", "GB/s", "of_copy");
+  fmt::print("{:>5} {:>6} {:>7} {:>7} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>8} {:>9}\n", "heads",
+             "batch", "context", "splits", "fma_us", "mma_us", "MB", "fma_GBs", "mma_GBs", "fma_cp",
+             "mma_cp", "mma_vs_fma");
   for (int H : heads_list)
     for (int B : batch_list)
       for (int ctx : ctx_list) {
@@ -164,25 +167,50 @@ int main(int argc, char** argv) {
         p.workspace_bytes = ws_bytes;
         const int splits = helix::mla_decode_cuda_num_splits(p);
 
-        const double ms =
-            time_ms([&] { CHECK_CUDA(helix::mla_decode_cuda(p, stream)); }, warmup, iters, stream);
         const double bytes = sizeof(float) * (static_cast<double>(B) * ctx * W  // KV, read once
                                               + static_cast<double>(B) * H * W  // q
                                               + static_cast<double>(B) * H * (L + 1));  // out, lse
-        const double gbs = bytes / (ms * 1e-3) / 1e9;
-        fmt::print("{:>5} {:>6} {:>7} {:>7} {:>10.1f} {:>10.1f} {:>9.0f} {:>8.2f}\n", H, B, ctx,
-                   splits, ms * 1e3, bytes / 1e6, gbs, gbs / copy_gbs);
-        cases.push_back({{"num_heads", H},
-                         {"batch", B},
-                         {"context", ctx},
-                         {"kv_lora_rank", L},
-                         {"rope_dim", R},
-                         {"block_size", block},
-                         {"num_splits", splits},
-                         {"time_us", ms * 1e3},
-                         {"bytes", bytes},
-                         {"gb_per_s", gbs},
-                         {"fraction_of_copy", gbs / copy_gbs}});
+        const size_t out_n = static_cast<size_t>(B) * H * L;
+        double ms[2] = {0, 0};
+        std::vector<float> outs[2];
+        const helix::MlaDecodeKernel kernels[2] = {helix::MlaDecodeKernel::kFma,
+                                                   helix::MlaDecodeKernel::kMma};
+        for (int k = 0; k < 2; ++k) {
+          p.kernel = kernels[k];
+          ms[k] = time_ms([&] { CHECK_CUDA(helix::mla_decode_cuda(p, stream)); }, warmup, iters,
+                          stream);
+          outs[k].resize(out_n);
+          CHECK_CUDA(
+              cudaMemcpy(outs[k].data(), d_out, sizeof(float) * out_n, cudaMemcpyDeviceToHost));
+        }
+        double num = 0, den = 0;
+        for (size_t i = 0; i < out_n; ++i) {
+          const double d = static_cast<double>(outs[1][i]) - outs[0][i];
+          num += d * d;
+          den += static_cast<double>(outs[0][i]) * outs[0][i];
+        }
+        const double rel = std::sqrt(num / std::max(den, 1e-300));
+        const double gbs[2] = {bytes / (ms[0] * 1e-3) / 1e9, bytes / (ms[1] * 1e-3) / 1e9};
+        fmt::print(
+            "{:>5} {:>6} {:>7} {:>7} {:>9.1f} {:>9.1f} {:>8.1f} {:>7.0f} {:>7.0f} {:>7.3f} "
+            "{:>8.3f} "
+            "{:>9.1e}\n",
+            H, B, ctx, splits, ms[0] * 1e3, ms[1] * 1e3, bytes / 1e6, gbs[0], gbs[1],
+            gbs[0] / copy_gbs, gbs[1] / copy_gbs, rel);
+        for (int k = 0; k < 2; ++k)
+          cases.push_back({{"kernel", k == 0 ? "fma" : "mma"},
+                           {"num_heads", H},
+                           {"batch", B},
+                           {"context", ctx},
+                           {"kv_lora_rank", L},
+                           {"rope_dim", R},
+                           {"block_size", block},
+                           {"num_splits", splits},
+                           {"time_us", ms[k] * 1e3},
+                           {"bytes", bytes},
+                           {"gb_per_s", gbs[k]},
+                           {"fraction_of_copy", gbs[k] / copy_gbs},
+                           {"rel_l2_mma_vs_fma", rel}});
         CHECK_CUDA(cudaFree(ws));
         CHECK_CUDA(cudaFree(d_pool));
         CHECK_CUDA(cudaFree(d_q));

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "parallel/comm.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -25,11 +26,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "error: %s (see --help)\n", e.what());
     return 2;
-  } catch (const helix::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    std::fflush(stderr);
+    helix::mpi_abort_if_running(2);  // peers blocked in a collective must not hang
     return 2;
   }
   return 0;

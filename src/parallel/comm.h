@@ -102,5 +102,8 @@ void run_threads(int world_size, const std::function<void(Communicator&)>& fn);
 bool mpi_available();
 // The MPI_COMM_WORLD communicator. Calls MPI_Init on first use; MPI_Finalize runs at exit.
 std::unique_ptr<Communicator> make_mpi_world();
+// After a fatal error on one process: MPI_Abort the whole job (when MPI runs with more than one
+// process) so that the peers do not wait forever in a collective. No-op otherwise.
+void mpi_abort_if_running(int code);
 
 }  // namespace helix

@@ -198,4 +198,13 @@ std::unique_ptr<Communicator> make_mpi_world() {
   return std::make_unique<MpiComm>(MPI_COMM_WORLD, false, CommStatsChain{});
 }
 
+void mpi_abort_if_running(int code) {
+  int initialized = 0, finalized = 0, size = 1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
 }  // namespace helix

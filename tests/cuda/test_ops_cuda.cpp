@@ -243,38 +243,43 @@ void run_decode(const DecodeCase& c) {
   DeviceArray<float> d_q(q), d_pool(pool), d_out(ref.size()), d_lse(ref_lse.size());
   DeviceArray<int32_t> d_table(table), d_lens(lens32);
   ASSERT_TRUE(d_q.ptr && d_pool.ptr && d_out.ptr && d_lse.ptr && d_table.ptr && d_lens.ptr);
-  d_out.poison();
-  d_lse.poison();
-  MlaDecodeCudaParams p;
-  p.batch = B;
-  p.num_heads = H;
-  p.kv_lora_rank = L;
-  p.rope_dim = c.rope;
-  p.block_size = bs;
-  p.max_blocks_per_seq = max_blocks;
-  p.max_seq_len = c.max_seq_len;
-  p.num_splits = c.num_splits;
-  p.scale = 1.0f / std::sqrt(192.0f);
-  p.q = d_q.ptr;
-  p.kv_pool = d_pool.ptr;
-  p.block_table = d_table.ptr;
-  p.seq_lens = d_lens.ptr;
-  p.out = d_out.ptr;
-  p.lse = d_lse.ptr;
-  cudaStream_t stream;
-  CUDA_OK(cudaStreamCreate(&stream));
-  CUDA_OK(mla_decode_cuda(p, stream));
-  CUDA_OK(cudaStreamSynchronize(stream));
-  CUDA_OK(cudaStreamDestroy(stream));
-  const auto out = d_out.host();
-  expect_all_finite(out, "out");
-  EXPECT_LT(rel_l2(out, ref), 1e-4);
-  for (int b = 0; b < B; ++b) {
-    if (c.seq_lens[b] != 0) continue;
-    for (size_t i = 0; i < static_cast<size_t>(H) * L; ++i)
-      ASSERT_EQ(out[static_cast<size_t>(b) * H * L + i], 0.f) << "empty sequence " << b;
+  // Both fast kernels on the same inputs (sizes without one take the generic kernel twice).
+  for (const MlaDecodeKernel kernel : {MlaDecodeKernel::kMma, MlaDecodeKernel::kFma}) {
+    SCOPED_TRACE(kernel == MlaDecodeKernel::kMma ? "kernel mma" : "kernel fma");
+    d_out.poison();
+    d_lse.poison();
+    MlaDecodeCudaParams p;
+    p.kernel = kernel;
+    p.batch = B;
+    p.num_heads = H;
+    p.kv_lora_rank = L;
+    p.rope_dim = c.rope;
+    p.block_size = bs;
+    p.max_blocks_per_seq = max_blocks;
+    p.max_seq_len = c.max_seq_len;
+    p.num_splits = c.num_splits;
+    p.scale = 1.0f / std::sqrt(192.0f);
+    p.q = d_q.ptr;
+    p.kv_pool = d_pool.ptr;
+    p.block_table = d_table.ptr;
+    p.seq_lens = d_lens.ptr;
+    p.out = d_out.ptr;
+    p.lse = d_lse.ptr;
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreate(&stream));
+    CUDA_OK(mla_decode_cuda(p, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaStreamDestroy(stream));
+    const auto out = d_out.host();
+    expect_all_finite(out, "out");
+    EXPECT_LT(rel_l2(out, ref), 1e-4);
+    for (int b = 0; b < B; ++b) {
+      if (c.seq_lens[b] != 0) continue;
+      for (size_t i = 0; i < static_cast<size_t>(H) * L; ++i)
+        ASSERT_EQ(out[static_cast<size_t>(b) * H * L + i], 0.f) << "empty sequence " << b;
+    }
+    expect_lse_close(d_lse.host(), ref_lse, 1e-4);
   }
-  expect_lse_close(d_lse.host(), ref_lse, 1e-4);
 }
 
 TEST(MlaDecodeCuda, DeepSeekSizes) {

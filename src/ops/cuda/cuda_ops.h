@@ -18,6 +18,14 @@ cudaError_t attn_combine_cuda(const float* parts, const float* lse, float* out, 
                               int num_parts, int rows, int dim, cudaStream_t stream);
 
 // ---- mla_decode.cu ---------------------------------------------------------------------------
+// Which split kernel runs the instantiated sizes (L, R) = (512, 64) and (32, 16); other sizes
+// always take the generic kernel.
+enum class MlaDecodeKernel : int {
+  kAuto = 0,  // tensor cores (kMma), unless the environment sets HELIX_MLA_KERNEL=fma
+  kFma = 1,   // fp32 FMA on CUDA cores (the first version; slower, kept for comparison)
+  kMma = 2,   // mma.sync TF32 with the 3xTF32 split: fp32-level accuracy on tensor cores
+};
+
 struct MlaDecodeCudaParams {
   int batch = 0;               // B, one query token per sequence
   int num_heads = 0;           // H (local heads)
@@ -40,6 +48,7 @@ struct MlaDecodeCudaParams {
   // launcher takes it from the stream-ordered allocator (cudaMallocAsync) and frees it after.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  MlaDecodeKernel kernel = MlaDecodeKernel::kAuto;
 };
 
 // Absorbed MLA decode attention (the CUDA form of mla_decode in ops.h) for a batch of sequences

@@ -1,8 +1,12 @@
 // Absorbed MLA decode over a paged latent cache (CUDA form of ops/cpu/mla_decode.cpp): the
-// host launcher, the size dispatch and the generic fallback kernel. The fast kernel is in
-// mla_decode_kernel.cuh, instantiated by mla_decode_l*_r*.cu.
+// host launcher, the size dispatch and the generic fallback kernel. The fast kernels are in
+// mla_decode_mma_kernel.cuh (tensor cores, 3xTF32; the default), instantiated by
+// mla_decode_mma_l*_r*.cu, and mla_decode_kernel.cuh (fp32 FMA), instantiated by
+// mla_decode_l*_r*.cu.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/mla_decode_args.h"
@@ -163,6 +167,16 @@ bool aligned16(const void* ptr) {
   return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
 }
 
+bool use_mma(const MlaDecodeCudaParams& p) {
+  if (p.kernel != MlaDecodeKernel::kAuto) return p.kernel == MlaDecodeKernel::kMma;
+  // Read once: the environment is a process-wide switch for comparisons.
+  static const bool env_fma = [] {
+    const char* e = std::getenv("HELIX_MLA_KERNEL");
+    return e != nullptr && std::strcmp(e, "fma") == 0;
+  }();
+  return !env_fma;
+}
+
 }  // namespace
 
 int mla_decode_cuda_num_splits(const MlaDecodeCudaParams& p) {
@@ -217,10 +231,12 @@ cudaError_t mla_decode_cuda(const MlaDecodeCudaParams& p, cudaStream_t stream) {
   }
 
   const bool fast_ok = aligned16(p.q) && aligned16(p.kv_pool) && aligned16(a.out);
+  const bool mma = use_mma(p);
   HELIX_DISPATCH_MLA_DIMS(
       p.kv_lora_rank, p.rope_dim, err = cuda::launch_mla_decode_split_generic(a, stream),
-      err = fast_ok ? cuda::launch_mla_decode_split<kL, kR, kHeadGroup>(a, stream)
-                    : cuda::launch_mla_decode_split_generic(a, stream))
+      err = !fast_ok ? cuda::launch_mla_decode_split_generic(a, stream)
+            : mma    ? cuda::launch_mla_decode_split_mma<kL, kR>(a, stream)
+                     : cuda::launch_mla_decode_split<kL, kR, kHeadGroup>(a, stream))
   if (err == cudaSuccess && plan.num_splits > 1)
     err = attn_combine_cuda(a.out, a.lse, p.out, p.lse, plan.num_splits, p.batch * p.num_heads,
                             p.kv_lora_rank, stream);

@@ -28,6 +28,11 @@ struct MlaDecodeSplitArgs {
 template <int L, int R, int HG>
 cudaError_t launch_mla_decode_split(const MlaDecodeSplitArgs& a, cudaStream_t stream);
 
+// The same on tensor cores (3xTF32, fp32 accuracy), 16 heads per CTA; one instantiation per
+// (L, R) in its own mla_decode_mma_l*_r*.cu file.
+template <int L, int R>
+cudaError_t launch_mla_decode_split_mma(const MlaDecodeSplitArgs& a, cudaStream_t stream);
+
 // Any L, R: one CTA per (head, chunk, sequence), scalar loads. Slow; for odd sizes only.
 cudaError_t launch_mla_decode_split_generic(const MlaDecodeSplitArgs& a, cudaStream_t stream);
 
