@@ -677,31 +677,36 @@ bool DeepseekModel::eplb_start_update(const LoadMatrix& estimate) {
   // The planner is deterministic and every rank holds the same estimate (all-reduced), so all
   // ranks compute the same placements without talking.
   worker_ = std::thread([this, estimate]() {
-    std::vector<Placement> next(moe_layers_.size());
-    std::vector<std::vector<MlpWeights>> slots(moe_layers_.size());
-    std::vector<EplbUpdate> ups(moe_layers_.size());
-    const int64_t expert_bytes = int64_t(3) * cfg_.moe_intermediate_size * cfg_.hidden_size * 4;
-    for (size_t i = 0; i < moe_layers_.size(); ++i) {
-      const Placement& cur = placement_[i];
-      next[i] = eplb_plan_layer(estimate[i], cur.num_slots, cur.num_ranks, {}, &cur);
-      ups[i].layer = moe_layers_[i];
-      ups[i].before = placement_balance(cur, estimate[i]).max_over_mean();
-      ups[i].after = placement_balance(next[i], estimate[i]).max_over_mean();
-      ups[i].slots_moved = slots_moved(cur, next[i]);
-      const LayerWeights& lw = layers_[moe_layers_[i]];
-      const int sp = cur.slots_per_rank(), s0 = map_.ffn_rank() * sp;
-      for (int s = s0; s < s0 + sp; ++s) {
-        if (next[i].slot_to_expert[s] == cur.slot_to_expert[s]) {
-          slots[i].push_back(lw.experts[s - s0]);  // unchanged: a copy, read-only
-        } else {
-          slots[i].push_back(load_expert(ws_, moe_layers_[i], next[i].slot_to_expert[s], true));
-          ups[i].bytes_moved += expert_bytes;
+    // An exception must not escape the thread (std::terminate): keep it for eplb_apply.
+    try {
+      std::vector<Placement> next(moe_layers_.size());
+      std::vector<std::vector<MlpWeights>> slots(moe_layers_.size());
+      std::vector<EplbUpdate> ups(moe_layers_.size());
+      const int64_t expert_bytes = int64_t(3) * cfg_.moe_intermediate_size * cfg_.hidden_size * 4;
+      for (size_t i = 0; i < moe_layers_.size(); ++i) {
+        const Placement& cur = placement_[i];
+        next[i] = eplb_plan_layer(estimate[i], cur.num_slots, cur.num_ranks, {}, &cur);
+        ups[i].layer = moe_layers_[i];
+        ups[i].before = placement_balance(cur, estimate[i]).max_over_mean();
+        ups[i].after = placement_balance(next[i], estimate[i]).max_over_mean();
+        ups[i].slots_moved = slots_moved(cur, next[i]);
+        const LayerWeights& lw = layers_[moe_layers_[i]];
+        const int sp = cur.slots_per_rank(), s0 = map_.ffn_rank() * sp;
+        for (int s = s0; s < s0 + sp; ++s) {
+          if (next[i].slot_to_expert[s] == cur.slot_to_expert[s]) {
+            slots[i].push_back(lw.experts[s - s0]);  // unchanged: a copy, read-only
+          } else {
+            slots[i].push_back(load_expert(ws_, moe_layers_[i], next[i].slot_to_expert[s], true));
+            ups[i].bytes_moved += expert_bytes;
+          }
         }
       }
+      next_placement_ = std::move(next);
+      next_slots_ = std::move(slots);
+      next_updates_ = std::move(ups);
+    } catch (...) {
+      worker_error_ = std::current_exception();
     }
-    next_placement_ = std::move(next);
-    next_slots_ = std::move(slots);
-    next_updates_ = std::move(ups);
     worker_done_ = true;
   });
   return true;
@@ -715,6 +720,10 @@ int DeepseekModel::eplb_apply(int max_layers, double* waited_ms) {
     if (waited_ms) *waited_ms += ms_since(t0);
   } else if (worker_.joinable()) {
     worker_.join();
+  }
+  if (worker_error_) {
+    pending_ = false;
+    std::rethrow_exception(std::exchange(worker_error_, nullptr));
   }
   int applied = 0;
   while (next_applied_ < moe_layers_.size() && applied < max_layers) {

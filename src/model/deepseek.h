@@ -4,6 +4,7 @@
 // over the CP group, and the FFN over all tp*cp ranks.
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -152,6 +153,7 @@ class DeepseekModel {
   size_t next_applied_ = 0;  // MoE layers already switched
   std::thread worker_;
   std::atomic<bool> worker_done_{false};
+  std::exception_ptr worker_error_;
   std::vector<Placement> next_placement_;
   std::vector<std::vector<MlpWeights>> next_slots_;
   std::vector<EplbUpdate> next_updates_;
