@@ -81,6 +81,7 @@ void write_stats(const std::string& path, const EngineConfig& ec, const Generate
     x["decode_bytes_sent_per_step"] =
         r.decode_steps ? double(total(rk.decode_comm.bytes_sent)) / r.decode_steps : 0.0;
     x["kv_blocks_per_step"] = rk.blocks_per_step;
+    x["time_ms"] = {{"attention", rk.attn_ms}, {"ffn", rk.ffn_ms}, {"communication", rk.comm_ms}};
     j["ranks"].push_back(x);
   }
   std::ofstream f(path);

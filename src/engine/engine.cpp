@@ -73,6 +73,7 @@ std::vector<float> report_encode(const RankReport& r) {
       put_u64(v, s->bytes_received.count(k) ? s->bytes_received.at(k) : 0);
       put_u64(v, s->calls.count(k) ? s->calls.at(k) : 0);
     }
+  for (double t : {r.attn_ms, r.ffn_ms, r.comm_ms}) v.push_back(static_cast<float>(t));
   for (int b : r.blocks_per_step) v.push_back(static_cast<float>(b));
   return v;
 }
@@ -92,6 +93,10 @@ RankReport report_decode(const float* p, int steps) {
       s->bytes_received[k] = recv;
       s->calls[k] = calls;
     }
+  r.attn_ms = p[0];
+  r.ffn_ms = p[1];
+  r.comm_ms = p[2];
+  p += 3;
   for (int i = 0; i < steps; ++i) r.blocks_per_step.push_back(int(p[i]));
   return r;
 }
@@ -381,6 +386,9 @@ class RankRunner {
   }
 
   void report_rank() {
+    rep_.attn_ms = model_.stats().attn_ms;
+    rep_.ffn_ms = model_.stats().ffn_ms;
+    rep_.comm_ms = model_.stats().comm_ms;
     if (cfg_.comm == "mpi" && job_.world > 1) {
       // Every rank's report, gathered with one all_gather of fixed-size float records.
       std::vector<float> mine = report_encode(rep_);
