@@ -272,7 +272,10 @@ void run_decode(const DecodeCase& c) {
     CUDA_OK(cudaStreamDestroy(stream));
     const auto out = d_out.host();
     expect_all_finite(out, "out");
-    EXPECT_LT(rel_l2(out, ref), 1e-4);
+    const double err = rel_l2(out, ref);
+    EXPECT_LT(err, 1e-4);
+    std::printf("mla_decode %s H=%d L=%d B=%d rel_l2 %.2e\n",
+                p.kernel == MlaDecodeKernel::kFma ? "fma" : "mma/auto", H, L, B, err);
     for (int b = 0; b < B; ++b) {
       if (c.seq_lens[b] != 0) continue;
       for (size_t i = 0; i < static_cast<size_t>(H) * L; ++i)
