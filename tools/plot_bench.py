@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Plots the benchmark sweeps in bench/data/*.json (written with each bench's --json flag) to
+PNG files next to them:
+
+    python3 tools/plot_bench.py [bench/data]
+
+Needs matplotlib (Debian: python3-matplotlib).
+"""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load(d, name):
+    p = os.path.join(d, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+def plot_attention_layer(d):
+    j = load(d, "bench_attention_layer.json")
+    if not j:
+        return
+    r = j["results"]
+    x = [e["context"] for e in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, [e["absorbed_ms"] for e in r], "o-", label="absorbed (cache [c, k_pe])")
+    ax.plot(x, [e["naive_ms"] for e in r], "s-", label="naive (decompress K, V per head)")
+    ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="decode step (ms)",
+           title=f"DeepSeek-V3 MLA layer, CPU ({j['cpu'][:28]})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "attention_layer.png"), dpi=110)
+
+
+def plot_helix(d):
+    j = load(d, "bench_helix_attention.json")
+    if not j:
+        return
+    r = j["results"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for cp in sorted({e["cp"] for e in r}):
+        rows = [e for e in r if e["cp"] == cp]
+        x = [e["context"] for e in rows]
+        a1.plot(x, [e["step_ms"] for e in rows], "o-", label=f"cp={cp}")
+        a2.plot(x, [e["bytes_sent_per_step_rank0"] for e in rows], "o-", label=f"cp={cp}")
+    a1.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="attention step (ms)",
+           title=f"Helix attention step, {j['cores']} CPU cores")
+    a2.set(xscale="log", xlabel="context (tokens)", ylabel="bytes sent per step (rank 0)",
+           title="Helix traffic is flat in the context")
+    a2.set_ylim(bottom=0)
+    a1.legend()
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "helix_attention.png"), dpi=110)
+
+
+def plot_mla_cuda(d):
+    j = load(d, "bench_mla_decode_cuda.json")
+    if not j:
+        return
+    cases = j["cases"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    keys = sorted({(c["num_heads"], c["batch"], c.get("kernel", "auto")) for c in cases})
+    for h, b, k in keys:
+        rows = sorted((c for c in cases if (c["num_heads"], c["batch"], c.get("kernel", "auto")) == (h, b, k)),
+                      key=lambda c: c["context"])
+        if b not in (1, 32):
+            continue
+        ax.plot([c["context"] for c in rows], [c["fraction_of_copy"] for c in rows],
+                "o-" if k != "fma" else "x--", label=f"{k} H={h} batch={b}")
+    ax.set(xscale="log", xlabel="context (tokens)", ylabel="fraction of copy bandwidth",
+           title=f"mla_decode_cuda on {j.get('device', 'GPU')}")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "mla_decode_cuda.png"), dpi=110)
+
+
+def main():
+    d = sys.argv[1] if len(sys.argv) > 1 else "bench/data"
+    plot_attention_layer(d)
+    plot_helix(d)
+    plot_mla_cuda(d)
+    print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])
+
+
+if __name__ == "__main__":
+    main()
