@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "model/config.h"
 #include "model/deepseek.h"
@@ -17,11 +18,6 @@
 namespace helix {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 int blocks_needed(int tokens, int tpb, int cp) {
   const int nb = (tokens + tpb - 1) / tpb;

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "model/helix_combine.h"
 #include "ops/ops.h"
@@ -12,11 +13,6 @@
 namespace helix {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 void expect_shape(const WeightStore& ws, const std::string& name, std::vector<int64_t> shape) {
   const auto& v = ws.view(name);
