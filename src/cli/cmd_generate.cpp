@@ -33,6 +33,7 @@ void write_stats(const std::string& path, const EngineConfig& ec, const Generate
   j["cp"] = ec.cp;
   j["ep"] = ec.ep;
   j["tokens_per_block"] = ec.tokens_per_block;
+  j["hopb"] = r.hopb;  // in effect, not just requested
   j["decode_steps"] = r.decode_steps;
   j["decode_tokens"] = r.decode_tokens;
   j["prefill_ms"] = r.prefill_ms;
@@ -154,6 +155,8 @@ void add_generate_command(CLI::App& app) {
                   "(every rank prefills its heads in place)")
       ->capture_default_str()
       ->check(CLI::IsMember({"context", "helix"}));
+  cmd->add_flag("--hopb", o->ec.hopb,
+                "HOP-B: overlap the CP all-to-all of request i with the attention of request i+1");
   cmd->add_option("--stats-json", o->stats_json, "Write per-rank KV and communication stats");
   cmd->add_option("--eplb-record", o->ec.eplb_record,
                   "Write the routed load per MoE layer and expert (load.json for eplb plan)");

@@ -129,6 +129,8 @@ class RankRunner {
         produced_(R_, 0),
         done_(R_, 0) {
     if (lead_) job_.res.load_ms = ms_since(job_.t_load);
+    model_.set_hopb(cfg_.hopb);
+    if (lead_) job_.res.hopb = model_.hopb();
     rep_.rank = map_.rank;
     rep_.cp_rank = map_.cp_rank();
     rep_.tp_rank = map_.tp_rank();

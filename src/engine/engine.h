@@ -26,6 +26,9 @@ struct EngineConfig {
   std::string prefill = "context";
   bool keep_logits = false;  // keep the logits of every generated position
   bool progress = false;     // progress line on stderr
+  // HOP-B: overlap the CP all-to-all of request i with the attention of request i+1 (decode
+  // steps with several requests, cp > 1). Same outputs, bit for bit.
+  bool hopb = false;
   // EPLB (needs ep): a fixed placement file, or online updates every eplb_interval steps over
   // eplb_slots slots; eplb_record writes the observed loads.
   std::string eplb_placement;
@@ -59,6 +62,7 @@ struct GenerateResult {
   int vocab = 0;
   double load_ms = 0, prefill_ms = 0, decode_ms = 0;
   int decode_steps = 0, decode_tokens = 0;
+  bool hopb = false;         // HOP-B ran (requested, cp > 1, and the backend allows it)
   int max_block_spread = 0;  // max over steps and requests of (max - min) KV blocks over ranks
   std::vector<RankReport> ranks;
   std::vector<double> step_ms;  // wall time of every decode step (rank 0)

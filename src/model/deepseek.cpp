@@ -396,6 +396,18 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
     // Absorbed decode over the local KV shard, all Hl heads: O_r [B, Hl, L], lse_r [B, Hl].
     Tensor o({B, Hl, L}), lse({B, Hl});
     Tensor qc({Hl, W});
+    Tensor comb({B, std::max(Ho, 0), L});
+    const int cp = map_.cp;
+    // HOP-B: the exchange of request b (on the worker) overlaps the attention of b+1 (here).
+    // Per request, helix_combine is the batched one restricted to that request's rows: the
+    // combine is row-wise, so the results are bitwise those of one exchange for the batch.
+    CommWorker* pipe = cp > 1 && B > 1 ? hopb_worker_.get() : nullptr;
+    struct CancelOnUnwind {  // never leave the worker reading o/lse or writing comb after a throw
+      CommWorker* w;
+      ~CancelOnUnwind() {
+        if (w) w->cancel();
+      }
+    } guard{pipe};
     for (int b = 0; b < B; ++b) {
       const int t = decode_rows[b];
       for (int hh = 0; hh < Hl; ++hh) {
@@ -416,11 +428,25 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
       mp.out = o.ptr() + static_cast<int64_t>(b) * Hl * L;
       mp.lse = lse.ptr() + static_cast<int64_t>(b) * Hl;
       mla_decode(mp);
+      if (pipe)
+        pipe->submit([this, &o, &lse, &comb, b, Hl, Ho, L] {
+          HelixCombineParams hp;
+          hp.batch = 1;
+          hp.local_heads = Hl;
+          hp.kv_lora_rank = L;
+          hp.o = o.ptr() + static_cast<int64_t>(b) * Hl * L;
+          hp.lse = lse.ptr() + static_cast<int64_t>(b) * Hl;
+          hp.out = comb.ptr() + static_cast<int64_t>(b) * std::max(Ho, 0) * L;
+          helix_combine(*cp_comm_, hp);
+        });
     }
     // Helix: all-to-all over CP split by heads, then the exact LSE combine.
-    Tensor comb({B, std::max(Ho, 0), L});
-    const int cp = map_.cp;
-    if (cp == 1) {
+    if (pipe) {
+      // Only the exposed part of the exchanges counts as communication time here.
+      auto t0 = Clock::now();
+      pipe->wait();
+      stats_.comm_ms += ms_since(t0);
+    } else if (cp == 1) {
       comb = o;
     } else {
       auto t0 = Clock::now();
@@ -635,6 +661,15 @@ void DeepseekModel::moe_ep(int layer, const Tensor& h, Tensor& out) {
 
 DeepseekModel::~DeepseekModel() {
   if (worker_.joinable()) worker_.join();
+  hopb_worker_.reset();  // before cp_comm_ goes
+}
+
+void DeepseekModel::set_hopb(bool on) {
+  if (on && map_.cp > 1 && cp_comm_->supports_worker_thread()) {
+    if (!hopb_worker_) hopb_worker_ = std::make_unique<CommWorker>();
+  } else {
+    hopb_worker_.reset();
+  }
 }
 
 void DeepseekModel::eplb_install(const std::vector<Placement>& per_moe_layer) {

@@ -15,6 +15,7 @@
 #include "model/safetensors.h"
 #include "moe/eplb.h"
 #include "parallel/comm.h"
+#include "parallel/comm_worker.h"
 #include "parallel/mapping.h"
 
 namespace helix {
@@ -102,6 +103,13 @@ class DeepseekModel {
   const std::vector<EplbUpdate>& eplb_updates() const { return updates_; }
   void set_step(int64_t step) { step_ = step; }
 
+  // HOP-B: in decode steps with several requests and cp > 1, run the CP all-to-all + combine of
+  // request i on a worker thread while this thread computes the attention of request i+1.
+  // Outputs are bitwise the same either way. Ignored (stays off) when cp == 1 or the backend
+  // cannot run collectives from a second thread.
+  void set_hopb(bool on);
+  bool hopb() const { return hopb_worker_ != nullptr; }
+
   KvCache& kv() { return *kv_; }
   const ModelConfig& config() const { return cfg_; }
   const Mapping& mapping() const { return map_; }
@@ -158,6 +166,9 @@ class DeepseekModel {
   std::vector<std::vector<MlpWeights>> next_slots_;
   std::vector<EplbUpdate> next_updates_;
   std::vector<EplbUpdate> updates_;
+  // HOP-B: runs helix_combine on cp_comm_ during the decode attention; created by set_hopb.
+  // Between submitting the first exchange and wait(), only the worker touches any communicator.
+  std::unique_ptr<CommWorker> hopb_worker_;
 };
 
 }  // namespace helix

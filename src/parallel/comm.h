@@ -60,9 +60,15 @@ class Communicator {
   // part in the call but gets no communicator (nullptr), like MPI_UNDEFINED.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 
+  // Whether collectives may be issued from a thread other than the one that created the
+  // communicator (one thread at a time, handed over with proper synchronisation; see
+  // CommWorker). MPI needs MPI_THREAD_SERIALIZED for that.
+  virtual bool supports_worker_thread() const { return true; }
+
   // Counters of this communicator and every communicator split from it (a split communicator adds
   // its counts into its parents' too). reset_stats() clears this communicator's counters only.
-  // Stats belong to the rank: use a rank's communicators from one thread at a time.
+  // Stats belong to the rank: use a rank's communicators from one thread at a time (a worker
+  // thread may take them over between synchronisation points, never concurrently).
   virtual const CommStats& stats() const = 0;
   virtual void reset_stats() = 0;
 };

@@ -161,6 +161,11 @@ class MpiComm final : public Communicator {
     return std::make_unique<MpiComm>(out, true, stats_.child());
   }
 
+  bool supports_worker_thread() const override {
+    int level = MPI_THREAD_SINGLE;
+    return MPI_Query_thread(&level) == MPI_SUCCESS && level >= MPI_THREAD_SERIALIZED;
+  }
+
   const CommStats& stats() const override { return stats_.own(); }
   void reset_stats() override { stats_.reset(); }
 
@@ -191,7 +196,10 @@ std::unique_ptr<Communicator> make_mpi_world() {
   check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
   if (!initialized) {
     int provided = 0;
-    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    // SERIALIZED lets a worker thread run the CP all-to-all (HOP-B); with less, the model does
+    // not overlap (supports_worker_thread() reads the level actually provided).
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided),
+              "MPI_Init_thread");
     std::atexit(finalize_at_exit);
   }
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
