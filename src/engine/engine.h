@@ -48,10 +48,10 @@ struct EplbLayerReport {
 
 struct RankReport {
   int rank = 0, cp_rank = 0, tp_rank = 0;
-  int kv_tokens = 0, kv_blocks = 0;             // summed over requests, at the end of decoding
-  CommStats comm;                               // whole run
-  CommStats decode_comm;                        // decode steps only
-  std::vector<int> blocks_per_step;             // [steps, requests] local KV blocks after each step
+  int kv_tokens = 0, kv_blocks = 0;  // summed over requests, at the end of decoding
+  CommStats comm;                    // whole run
+  CommStats decode_comm;             // decode steps only
+  std::vector<int> blocks_per_step;  // [steps, requests] local KV blocks after each step
   // Time in attention and FFN (each including its communication) and in communication alone.
   double attn_ms = 0, ffn_ms = 0, comm_ms = 0;
 };
