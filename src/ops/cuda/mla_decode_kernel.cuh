@@ -52,6 +52,44 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Paged KV tile loader shared by the FMA and MMA kernels. Warp w copies tokens w + kWarps*j
+// (j < kTile / kWarps) of a tile; lane j holds that token's block id and offset, fetched one tile
+// ahead (fetch) so that the block-table read never stalls the copy (issue). C gives the shared
+// layout: kStride floats per row, kKvFloats per buffer, W4 float4s per row.
+template <class C>
+struct KvTileLoader {
+  const float* kv_pool;  // [num_physical_blocks, block_size, W]
+  const int32_t* table;  // [max_blocks_per_seq] of this sequence
+  int block_size, row_width, chunk_begin, chunk_end, num_tiles, warp, lane;
+  int blk_next = -1, off_next = 0;
+
+  __device__ __forceinline__ void fetch(int tile) {
+    blk_next = -1;
+    off_next = 0;
+    if (lane < kTile / kWarps) {
+      const int pos = chunk_begin + tile * kTile + warp + kWarps * lane;
+      if (tile < num_tiles && pos < chunk_end) {
+        blk_next = table[pos / block_size];
+        off_next = pos % block_size;
+      }
+    }
+  }
+  __device__ __forceinline__ void issue(float* s_kv, int buf, int blk, int off) const {
+    float* dst = s_kv + buf * C::kKvFloats;
+#pragma unroll
+    for (int j = 0; j < kTile / kWarps; ++j) {
+      const int bj = __shfl_sync(0xffffffffu, blk, j);
+      const int oj = __shfl_sync(0xffffffffu, off, j);
+      const int tok = warp + kWarps * j;
+      const float* src =
+          bj >= 0 ? kv_pool + (static_cast<int64_t>(bj) * block_size + oj) * row_width : kv_pool;
+#pragma unroll
+      for (int c = lane; c < C::W4; c += 32)
+        cp_async16(dst + tok * C::kStride + 4 * c, src + 4 * c, bj >= 0);
+    }
+  }
+};
+
 template <int L, int R, int HG>
 struct Config {
   static constexpr int W = L + R;
@@ -110,41 +148,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
     *reinterpret_cast<float4*>(s_q + h * C::kStride + 4 * c) = v;
   }
 
-  // Tile loads: warp w copies tokens w + 8j (j < 4); lane j holds that token's block id and
-  // offset, fetched one tile ahead so the block-table read never stalls the copy.
-  int blk_next = -1, off_next = 0;
-  auto fetch_row = [&](int tile) {
-    blk_next = -1;
-    off_next = 0;
-    if (lane < kTile / kWarps) {
-      const int pos = chunk_begin + tile * kTile + warp + kWarps * lane;
-      if (tile < num_tiles && pos < chunk_end) {
-        blk_next = table[pos / a.block_size];
-        off_next = pos % a.block_size;
-      }
-    }
-  };
-  auto issue_tile = [&](int buf, int blk, int off) {
-    float* dst = s_kv + buf * C::kKvFloats;
-#pragma unroll
-    for (int j = 0; j < kTile / kWarps; ++j) {
-      const int bj = __shfl_sync(0xffffffffu, blk, j);
-      const int oj = __shfl_sync(0xffffffffu, off, j);
-      const int t = warp + kWarps * j;
-      const float* src =
-          bj >= 0 ? a.kv_pool + (static_cast<int64_t>(bj) * a.block_size + oj) * W : a.kv_pool;
-#pragma unroll
-      for (int c = lane; c < C::W4; c += 32)
-        cp_async16(dst + t * C::kStride + 4 * c, src + 4 * c, bj >= 0);
-    }
-  };
+  // Tile loads (see KvTileLoader).
+  KvTileLoader<C> ld{a.kv_pool, table,     a.block_size, W,   chunk_begin,
+                     chunk_end, num_tiles, warp,         lane};
 
   if (num_tiles > 0) {
-    fetch_row(0);
-    issue_tile(0, blk_next, off_next);
+    ld.fetch(0);
+    ld.issue(s_kv, 0, ld.blk_next, ld.off_next);
   }
   cp_async_commit();
-  fetch_row(1);
+  ld.fetch(1);
 
   // Online-softmax state of the heads this warp owns in step 2 (heads warp + 8i), log2 domain.
   constexpr int kHW = HG / kWarps;
@@ -167,9 +180,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
   for (int it = 0; it < num_tiles; ++it) {
     const int buf = it & 1;
     if (it + 1 < num_tiles) {
-      const int blk = blk_next, off = off_next;
-      fetch_row(it + 2);
-      issue_tile(buf ^ 1, blk, off);
+      const int blk = ld.blk_next, off = ld.off_next;
+      ld.fetch(it + 2);
+      ld.issue(s_kv, buf ^ 1, blk, off);
     }
     cp_async_commit();
     cp_async_wait_1();

@@ -113,41 +113,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_mma_kernel(MlaDe
   const int num_tiles = chunk_end > chunk_begin ? (chunk_end - chunk_begin + kTile - 1) / kTile : 0;
   const int32_t* table = a.block_table + static_cast<int64_t>(b) * a.max_blocks_per_seq;
 
-  // Tile loads, as in the FMA kernel: warp w copies tokens w + 8j (j < 4); lane j holds that
-  // token's block id and offset, fetched one tile ahead.
-  int blk_next = -1, off_next = 0;
-  auto fetch_row = [&](int tile) {
-    blk_next = -1;
-    off_next = 0;
-    if (lane < kTile / kWarps) {
-      const int pos = chunk_begin + tile * kTile + warp + kWarps * lane;
-      if (tile < num_tiles && pos < chunk_end) {
-        blk_next = table[pos / a.block_size];
-        off_next = pos % a.block_size;
-      }
-    }
-  };
-  auto issue_tile = [&](int buf, int blk, int off) {
-    float* dst = s_kv + buf * C::kKvFloats;
-#pragma unroll
-    for (int j = 0; j < kTile / kWarps; ++j) {
-      const int bj = __shfl_sync(0xffffffffu, blk, j);
-      const int oj = __shfl_sync(0xffffffffu, off, j);
-      const int tok = warp + kWarps * j;
-      const float* src =
-          bj >= 0 ? a.kv_pool + (static_cast<int64_t>(bj) * a.block_size + oj) * W : a.kv_pool;
-#pragma unroll
-      for (int c = lane; c < C::W4; c += 32)
-        mla::cp_async16(dst + tok * C::kStride + 4 * c, src + 4 * c, bj >= 0);
-    }
-  };
+  // Tile loads (see mla::KvTileLoader).
+  mla::KvTileLoader<C> ld{a.kv_pool, table,     a.block_size, W,   chunk_begin,
+                          chunk_end, num_tiles, warp,         lane};
 
   if (num_tiles > 0) {
-    fetch_row(0);
-    issue_tile(0, blk_next, off_next);
+    ld.fetch(0);
+    ld.issue(s_kv, 0, ld.blk_next, ld.off_next);
   }
   mla::cp_async_commit();
-  fetch_row(1);
+  ld.fetch(1);
 
   // Q fragments of this warp's k-steps (k order (2t, 2t + 1) within a step), split once.
   // Rows past the head count are zero.
@@ -186,9 +161,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_mma_kernel(MlaDe
   for (int it = 0; it < num_tiles; ++it) {
     const int buf = it & 1;
     if (it + 1 < num_tiles) {
-      const int blk = blk_next, off = off_next;
-      fetch_row(it + 2);
-      issue_tile(buf ^ 1, blk, off);
+      const int blk = ld.blk_next, off = ld.off_next;
+      ld.fetch(it + 2);
+      ld.issue(s_kv, buf ^ 1, blk, off);
     }
     mla::cp_async_commit();
     mla::cp_async_wait_1();
