@@ -162,7 +162,9 @@ void add_generate_command(CLI::App& app) {
                   "Write the routed load per MoE layer and expert (load.json for eplb plan)");
   cmd->add_option("--eplb-placement", o->ec.eplb_placement,
                   "Serve with this fixed expert placement (placement.json; needs --ep)");
-  cmd->add_option("--eplb-slots", o->ec.eplb_slots, "Physical expert slots for online EPLB")
+  cmd->add_option(
+         "--eplb-slots", o->ec.eplb_slots,
+         "Physical expert slots (needs --ep): redundant replicas; re-planned with --eplb-interval")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eplb-interval", o->ec.eplb_interval,
                   "Online EPLB: re-plan every K decode steps in the background (needs --ep)")

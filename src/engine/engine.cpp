@@ -310,7 +310,8 @@ class RankRunner {
                   "{}: {} layers but the model has {} MoE layers", cfg_.eplb_placement,
                   ps.layers.size(), M);
       model_.eplb_install(ps.layers);
-    } else if (cfg_.eplb_interval > 0) {
+    } else if (cfg_.eplb_interval > 0 || cfg_.eplb_slots > 0) {
+      // Slots alone: a static placement with redundant experts; with an interval it evolves.
       // Start from the planner's answer for a flat load over the requested slots.
       const int S = cfg_.eplb_slots > 0 ? cfg_.eplb_slots : E;
       model_.eplb_install(
@@ -434,11 +435,12 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
               "unknown prefill mode '{}' (context, helix)", cfg.prefill);
   HELIX_CHECK(cfg.ep == 1 || cfg.ep % (cfg.tp * cfg.cp) == 0,
               "--ep {} must be 1 or a multiple of --tp {} x --cp {}", cfg.ep, cfg.tp, cfg.cp);
-  HELIX_CHECK(cfg.ep > 1 || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0),
-              "--eplb-placement and --eplb-interval need expert parallelism (--ep)");
+  HELIX_CHECK(
+      cfg.ep > 1 || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0 && cfg.eplb_slots == 0),
+      "--eplb-placement, --eplb-slots and --eplb-interval need expert parallelism (--ep E > 1)");
   HELIX_CHECK(cfg.eplb_interval >= 0 && cfg.eplb_slots >= 0, "EPLB sizes must be >= 0");
-  HELIX_CHECK(cfg.eplb_slots == 0 || cfg.eplb_interval > 0,
-              "--eplb-slots takes effect with --eplb-interval");
+  HELIX_CHECK(cfg.eplb_slots == 0 || cfg.eplb_placement.empty(),
+              "--eplb-slots and --eplb-placement exclude each other (the file sets the slots)");
   const WeightStore ws(cfg.model_dir);
   const int world = std::max(cfg.tp * cfg.cp, cfg.ep);
   int kv_blocks = cfg.kv_blocks;
