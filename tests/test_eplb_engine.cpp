@@ -69,7 +69,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, EplbEngine,
                                            EpCase{1, 4, 4, 20, 8}, EpCase{1, 2, 2, 16, 8},
                                            // ep wider than tp*cp: replicated attention grids
                                            EpCase{1, 1, 2, 0, 0}, EpCase{1, 1, 4, 20, 1},
-                                           EpCase{1, 2, 4, 0, 8}),
+                                           // static placement with redundant replicas
+                                           EpCase{1, 4, 4, 24, 0}, EpCase{1, 2, 4, 0, 8}),
                          ep_name);
 
 TEST(EplbEngine, SkewedRouterBalancesFromFirstUpdate) {
