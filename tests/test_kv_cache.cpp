@@ -256,3 +256,27 @@ TEST(KvCache, MisuseErrors) {
 
 }  // namespace
 }  // namespace helix
+
+namespace helix {
+namespace {
+
+TEST(KvCacheNeeds, BlocksNeededCountsOnlyNewOwnedBlocks) {
+  KvCacheConfig c;
+  c.num_layers = 1;
+  c.row_width = 4;
+  c.tokens_per_block = 4;
+  c.max_blocks = 8;
+  c.cp_size = 2;
+  c.cp_rank = 1;
+  KvCache kv(c);
+  kv.add_request(0);
+  // Positions 0..15 cover blocks 0..3; rank 1 owns blocks 1 and 3.
+  EXPECT_EQ(kv.blocks_needed(0, 0, 16), 2);
+  EXPECT_EQ(kv.blocks_needed(0, 0, 4), 0);
+  for (int p = 0; p < 6; ++p) kv.append(0, p);  // allocates block 1
+  EXPECT_EQ(kv.blocks_needed(0, 6, 2), 0);      // still block 1
+  EXPECT_EQ(kv.blocks_needed(0, 6, 10), 1);     // block 3 only
+}
+
+}  // namespace
+}  // namespace helix

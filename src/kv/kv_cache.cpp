@@ -71,6 +71,18 @@ void KvCache::append(int64_t id, int pos) {
   s.len++;
 }
 
+int KvCache::blocks_needed(int64_t id, int start, int n) const {
+  const Seq& s = seq(id);
+  int need = 0, last = -1;
+  for (int p = start; p < start + n; ++p) {
+    const int gb = p / cfg_.tokens_per_block;
+    if (gb == last || !owns(p)) continue;
+    last = gb;
+    if (!s.by_global.count(gb)) ++need;
+  }
+  return need;
+}
+
 float* KvCache::row(int layer, int64_t id, int pos) {
   Seq& s = seq(id);
   HELIX_CHECK(owns(pos) && pos < s.len, "KV row {} is not held by CP rank {}", pos, cfg_.cp_rank);

@@ -34,6 +34,8 @@ class KvCache {
   // Appends global position pos (must equal the current length). Every rank calls it; only the
   // owner allocates. Throws helix::Error when the pool is exhausted.
   void append(int64_t id, int pos);
+  // Blocks this rank must allocate to append positions [start, start + n) of a request.
+  int blocks_needed(int64_t id, int start, int n) const;
   // Row of an owned position, for writing its latent.  -> [row_width]
   float* row(int layer, int64_t id, int pos);
 

@@ -258,7 +258,17 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
       pos.push_back(p);
     }
   }
-  // Reserve KV slots first: a pool that runs out fails before any layer ran.
+  // Reserve KV slots first: a pool that runs out fails before any layer ran and before any
+  // request of the step grew, so the caller can retry the step with fewer requests.
+  int need = 0;
+  for (const auto& s : seqs)
+    need += kv_->blocks_needed(s.id, s.start, static_cast<int>(s.tokens.size()));
+  if (need > kv_->free_blocks())
+    fail(
+        "KV cache out of memory on CP rank {}: the step needs {} new blocks of {} tokens but {} "
+        "of {} are free (raise --kv-blocks)",
+        map_.cp_rank(), need, kv_->config().tokens_per_block, kv_->free_blocks(),
+        kv_->config().max_blocks);
   for (const auto& s : seqs)
     for (size_t i = 0; i < s.tokens.size(); ++i) kv_->append(s.id, s.start + static_cast<int>(i));
 
