@@ -406,8 +406,20 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
     // Absorbed decode over the local KV shard, all Hl heads: O_r [B, Hl, L], lse_r [B, Hl].
     Tensor o({B, Hl, L}), lse({B, Hl});
     Tensor qc({Hl, W});
-    Tensor comb({B, std::max(Ho, 0), L});
     const int cp = map_.cp;
+    // Combined outputs of the owned heads [B, Ho, L]; with cp 1 the local ones are final.
+    Tensor comb = cp > 1 ? Tensor({B, Ho, L}) : Tensor();
+    // The Helix exchange + exact combine of requests [b0, b0 + nb).
+    auto combine = [this, &o, &lse, &comb, Hl, Ho, L](int b0, int nb) {
+      HelixCombineParams hp;
+      hp.batch = nb;
+      hp.local_heads = Hl;
+      hp.kv_lora_rank = L;
+      hp.o = o.ptr() + static_cast<int64_t>(b0) * Hl * L;
+      hp.lse = lse.ptr() + static_cast<int64_t>(b0) * Hl;
+      hp.out = comb.ptr() + static_cast<int64_t>(b0) * Ho * L;
+      helix_combine(*cp_comm_, hp);
+    };
     // HOP-B: the exchange of request b (on the worker) overlaps the attention of b+1 (here).
     // Per request, helix_combine is the batched one restricted to that request's rows: the
     // combine is row-wise, so the results are bitwise those of one exchange for the batch.
@@ -438,17 +450,7 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
       mp.out = o.ptr() + static_cast<int64_t>(b) * Hl * L;
       mp.lse = lse.ptr() + static_cast<int64_t>(b) * Hl;
       mla_decode(mp);
-      if (pipe)
-        pipe->submit([this, &o, &lse, &comb, b, Hl, Ho, L] {
-          HelixCombineParams hp;
-          hp.batch = 1;
-          hp.local_heads = Hl;
-          hp.kv_lora_rank = L;
-          hp.o = o.ptr() + static_cast<int64_t>(b) * Hl * L;
-          hp.lse = lse.ptr() + static_cast<int64_t>(b) * Hl;
-          hp.out = comb.ptr() + static_cast<int64_t>(b) * std::max(Ho, 0) * L;
-          helix_combine(*cp_comm_, hp);
-        });
+      if (pipe) pipe->submit([&combine, b] { combine(b, 1); });
     }
     // Helix: all-to-all over CP split by heads, then the exact LSE combine.
     if (pipe) {
@@ -456,18 +458,9 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs,
       auto t0 = Clock::now();
       pipe->wait();
       stats_.comm_ms += ms_since(t0);
-    } else if (cp == 1) {
-      comb = o;
-    } else {
+    } else if (cp > 1) {
       auto t0 = Clock::now();
-      HelixCombineParams hp;
-      hp.batch = B;
-      hp.local_heads = Hl;
-      hp.kv_lora_rank = L;
-      hp.o = o.ptr();
-      hp.lse = lse.ptr();
-      hp.out = comb.ptr();
-      helix_combine(*cp_comm_, hp);
+      combine(0, B);
       stats_.comm_ms += ms_since(t0);
     }
     // W_UV for the owned heads: v[b, h] = O[b, h] . W_UV[h]^T
