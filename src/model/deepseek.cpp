@@ -510,28 +510,36 @@ void DeepseekModel::moe_tp(int layer, const Tensor& h, const std::vector<int>& i
     mlp_apply(lw.shared, h.ptr(), T, out.ptr(), false);
   else
     std::fill(out.data.begin(), out.data.end(), 0.0f);
-  std::vector<float> xin, yout;
-  for (size_t le = 0; le < lw.experts.size(); ++le) {
-    const int e = lw.expert_begin + static_cast<int>(le);
-    std::vector<int> tok;
-    std::vector<float> wt;
-    for (int t = 0; t < T; ++t)
-      for (int k = 0; k < K; ++k)
-        if (ids[t * K + k] == e) {
-          tok.push_back(t);
-          wt.push_back(w[t * K + k]);
-        }
-    if (tok.empty()) continue;
-    const int n = static_cast<int>(tok.size());
-    xin.resize(static_cast<size_t>(n) * D);
-    yout.resize(static_cast<size_t>(n) * D);
-    for (int i = 0; i < n; ++i)
-      std::memcpy(xin.data() + i * D, h.ptr() + static_cast<int64_t>(tok[i]) * D,
-                  D * sizeof(float));
-    mlp_apply(lw.experts[le], xin.data(), n, yout.data(), false);
-    for (int i = 0; i < n; ++i)
+  // Group the (token, k) pairs by expert once, run each expert over its rows, then add the
+  // weighted results in expert order (the order transformers accumulates in).
+  std::vector<std::vector<int>> pairs_of(lw.experts.size());
+  for (int p = 0; p < T * K; ++p) pairs_of[ids[p] - lw.expert_begin].push_back(p);
+  std::vector<float> y(static_cast<size_t>(T) * K * D);
+  experts_apply(
+      lw.experts, pairs_of, [&](int p) { return h.ptr() + static_cast<int64_t>(p / K) * D; },
+      y.data());
+  for (const auto& pairs : pairs_of)
+    for (int p : pairs)
       for (int d = 0; d < D; ++d)
-        out.data[static_cast<int64_t>(tok[i]) * D + d] += wt[i] * yout[i * D + d];
+        out.data[static_cast<int64_t>(p / K) * D + d] += w[p] * y[static_cast<size_t>(p) * D + d];
+}
+
+void DeepseekModel::experts_apply(const std::vector<MlpWeights>& experts,
+                                  const std::vector<std::vector<int>>& rows_of,
+                                  const std::function<const float*(int)>& in, float* y) {
+  const int D = cfg_.hidden_size;
+  std::vector<float> xin, yout;
+  for (size_t e = 0; e < rows_of.size(); ++e) {
+    const int c = static_cast<int>(rows_of[e].size());
+    if (c == 0) continue;
+    xin.resize(static_cast<size_t>(c) * D);
+    yout.resize(static_cast<size_t>(c) * D);
+    for (int i = 0; i < c; ++i)
+      std::memcpy(xin.data() + static_cast<size_t>(i) * D, in(rows_of[e][i]), D * sizeof(float));
+    mlp_apply(experts[e], xin.data(), c, yout.data(), false);
+    for (int i = 0; i < c; ++i)
+      std::memcpy(y + static_cast<size_t>(rows_of[e][i]) * D,
+                  yout.data() + static_cast<size_t>(i) * D, D * sizeof(float));
   }
 }
 
@@ -626,20 +634,9 @@ void DeepseekModel::moe_ep(int layer, const Tensor& h, Tensor& out) {
     stats_.dispatch_recv[layer][pl.slot_to_expert[slot]]++;
     rows_of[e].push_back(i);
   }
-  std::vector<float> xin, yout;
-  for (size_t e = 0; e < rows_of.size(); ++e) {
-    const int c = static_cast<int>(rows_of[e].size());
-    if (c == 0) continue;
-    xin.resize(static_cast<size_t>(c) * D);
-    yout.resize(static_cast<size_t>(c) * D);
-    for (int i = 0; i < c; ++i)
-      std::memcpy(xin.data() + static_cast<size_t>(i) * D,
-                  recv.data() + static_cast<size_t>(rows_of[e][i]) * row + 1, D * sizeof(float));
-    mlp_apply(lw.experts[e], xin.data(), c, yout.data(), false);
-    for (int i = 0; i < c; ++i)
-      std::memcpy(result.data() + static_cast<size_t>(rows_of[e][i]) * D,
-                  yout.data() + static_cast<size_t>(i) * D, D * sizeof(float));
-  }
+  experts_apply(
+      lw.experts, rows_of, [&](int i) { return recv.data() + static_cast<size_t>(i) * row + 1; },
+      result.data());
   // Combine: send results back to their sources (the reverse split).
   std::vector<size_t> sc2(N), rc2(N);
   for (int j = 0; j < N; ++j) {

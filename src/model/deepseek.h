@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -131,6 +132,11 @@ class DeepseekModel {
   void route(int layer, const float* x, int rows, std::vector<int>& ids, std::vector<float>& w);
   void mlp_apply(const MlpWeights& m, const float* x, int rows, float* out, bool accumulate);
   MlpWeights load_expert(const WeightStore& ws, int layer, int expert, bool whole) const;
+  // Runs experts[e] over the rows rows_of[e] (input row i at in(i)); row i's output goes to
+  // y + i * hidden.
+  void experts_apply(const std::vector<MlpWeights>& experts,
+                     const std::vector<std::vector<int>>& rows_of,
+                     const std::function<const float*(int)>& in, float* y);
   void rope_table(int pos, float* cos_sin) const;
 
   ModelConfig cfg_;
