@@ -52,6 +52,22 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// End of the online softmax for the N heads a warp owns (heads warp + kWarps * i): lane 0 puts
+// 1/d into s_inv (0 for an empty chunk) and, for the heads that exist (< valid), the natural-log
+// lse into lse_out (-inf for an empty chunk). m and d are in the log2 domain.
+template <int N>
+__device__ __forceinline__ void store_softmax_totals(const float (&m)[N], const float (&d)[N],
+                                                     float* s_inv, float* lse_out, int valid,
+                                                     int warp, int lane) {
+  if (lane != 0) return;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int h = warp + kWarps * i;
+    s_inv[h] = d[i] > 0.f ? 1.f / d[i] : 0.f;
+    if (h < valid) lse_out[h] = d[i] > 0.f ? (m[i] + log2f(d[i])) * 0.6931471805599453f : -INFINITY;
+  }
+}
+
 // Paged KV tile loader shared by the FMA and MMA kernels. Warp w copies tokens w + kWarps*j
 // (j < kTile / kWarps) of a tile; lane j holds that token's block id and offset, fetched one tile
 // ahead (fetch) so that the block-table read never stalls the copy (issue). C gives the shared
@@ -289,16 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
 
   // Finalise: 1/d through shared memory, lse by the owning warp.
   const int64_t row0 = (static_cast<int64_t>(split) * a.batch + b) * a.num_heads;
-#pragma unroll
-  for (int i = 0; i < kHW; ++i) {
-    const int h = warp + kWarps * i;
-    if (lane == 0) {
-      s_alpha[h] = d_run[i] > 0.f ? 1.f / d_run[i] : 0.f;
-      if (h0 + h < a.num_heads)
-        a.lse[row0 + h0 + h] =
-            d_run[i] > 0.f ? (m_run[i] + log2f(d_run[i])) * 0.6931471805599453f : -INFINITY;
-    }
-  }
+  store_softmax_totals(m_run, d_run, s_alpha, a.lse + row0 + h0, a.num_heads - h0, warp, lane);
   __syncthreads();
 #pragma unroll
   for (int i = 0; i < 8; ++i) {

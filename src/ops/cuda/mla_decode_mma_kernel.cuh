@@ -275,16 +275,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_mma_kernel(MlaDe
 
   // Finalise: 1/d through shared memory, lse by the owning warp.
   const int64_t row0 = (static_cast<int64_t>(split) * a.batch + b) * a.num_heads;
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int h = warp + kWarps * i;
-    if (lane == 0) {
-      s_alpha[h] = d_run[i] > 0.f ? 1.f / d_run[i] : 0.f;
-      if (h0 + h < a.num_heads)
-        a.lse[row0 + h0 + h] =
-            d_run[i] > 0.f ? (m_run[i] + log2f(d_run[i])) * 0.6931471805599453f : -INFINITY;
-    }
-  }
+  mla::store_softmax_totals(m_run, d_run, s_alpha, a.lse + row0 + h0, a.num_heads - h0, warp, lane);
   __syncthreads();
   const float inv0 = s_alpha[g], inv1 = s_alpha[g + 8];
   const bool w0 = h0 + g < a.num_heads, w1 = h0 + g + 8 < a.num_heads;
