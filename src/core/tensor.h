@@ -10,6 +10,13 @@
 
 namespace helix {
 
+// "[a, b, c]": shapes in error messages.
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
 struct Tensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
@@ -28,12 +35,6 @@ struct Tensor {
   float* ptr() { return data.data(); }
   const float* ptr() const { return data.data(); }
   bool empty() const { return data.empty(); }
-
-  std::string shape_str() const {
-    std::string s = "[";
-    for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-  }
 };
 
 }  // namespace helix

@@ -16,13 +16,9 @@ namespace {
 
 void expect_shape(const WeightStore& ws, const std::string& name, std::vector<int64_t> shape) {
   const auto& v = ws.view(name);
-  if (v.shape != shape) {
-    Tensor a, b;
-    a.shape = v.shape;
-    b.shape = shape;
-    fail("tensor '{}' has shape {}, expected {} from config.json", name, a.shape_str(),
-         b.shape_str());
-  }
+  if (v.shape != shape)
+    fail("tensor '{}' has shape {}, expected {} from config.json", name, shape_str(v.shape),
+         shape_str(shape));
 }
 
 Tensor load_rows_checked(const WeightStore& ws, const std::string& name,

@@ -66,12 +66,6 @@ std::string printable(const std::string& s) {
   return out;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 // A JSON value as a non-negative integer that fits int64; false for anything else.
 bool as_count(const json& v, uint64_t& out) {
   if (v.is_number_unsigned()) {
