@@ -13,12 +13,12 @@
 
 namespace {
 
-void check_views(const std::map<std::string, helix::TensorView>& views, const uint8_t* data,
+void check_views(const std::map<std::string, helix::StView>& views, const uint8_t* data,
                  size_t data_size) {
   volatile float sink = 0.0f;
   for (const auto& [name, v] : views) {
     if (v.name != name) __builtin_trap();
-    const size_t es = helix::dtype_size(v.dtype);
+    const size_t es = helix::st_dtype_size(v.dtype);
     if (es == 0) __builtin_trap();
     size_t numel = 1;
     for (int64_t d : v.shape) {

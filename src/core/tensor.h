@@ -86,8 +86,8 @@ class DTensor {
   DTensor reshaped(std::vector<int64_t> s) const {
     HELIX_CHECK(Tensor::numel_of(s) == numel() && v_.contiguous(), "cannot reshape {} to {}",
                 shape_str({v_.shape, v_.shape + v_.rank}), shape_str(s));
-    return DTensor(buf_, TensorView::make(v_.data, v_.dtype, v_.device, s.data(),
-                                          static_cast<int>(s.size())));
+    return DTensor(
+        buf_, TensorView::make(v_.data, v_.dtype, v_.device, s.data(), static_cast<int>(s.size())));
   }
   const std::shared_ptr<Buffer>& buffer() const { return buf_; }
 

@@ -207,7 +207,9 @@ class RankRunner {
       } else if (disaggregated) {
         prefill_handoff(r);
       } else {
-        pick(model_.forward({SeqStep{r, job_.prompts[r], 0}}, false), {r});
+        const std::vector<SeqStep> step = {SeqStep{r, job_.prompts[r], 0}};
+        model_.reserve_kv(step);
+        pick(model_.forward(step, false), {r});
       }
     }
     ctx_.reset();
@@ -232,7 +234,9 @@ class RankRunner {
     std::vector<size_t> sc(job_.world, 0), rc(job_.world, 0);
     if (lead_) {
       ctx_->kv().add_request(r);
-      logits = ctx_->forward({SeqStep{r, job_.prompts[r], 0}}, false);
+      const std::vector<SeqStep> step = {SeqStep{r, job_.prompts[r], 0}};
+      ctx_->reserve_kv(step);
+      logits = ctx_->forward(step, false);
       for (int j = 0; j < job_.world; ++j) {
         const Mapping peer(job_.world, j, cfg_.tp, cfg_.cp, cfg_.ep > 1);
         const std::vector<int> pos = owned_positions(n, peer.cp_rank());
@@ -284,6 +288,7 @@ class RankRunner {
           job_.res.eplb_wait_ms += waited;
         }
       }
+      model_.reserve_kv(batch);
       pick(model_.forward(batch, false), reqs);
       steps_++;
       if (cfg_.eplb_interval > 0 && steps_ % cfg_.eplb_interval == 0 && !model_.eplb_pending()) {
@@ -507,7 +512,9 @@ std::vector<float> score(const std::string& model_dir, const std::vector<int>& t
   DeepseekModel model(mc, ws, map, *comm, tpb,
                       blocks_needed(static_cast<int>(tokens.size()), tpb, 1));
   model.kv().add_request(0);
-  Tensor logits = model.forward({SeqStep{0, tokens, 0}}, true);
+  const std::vector<SeqStep> step = {SeqStep{0, tokens, 0}};
+  model.reserve_kv(step);
+  Tensor logits = model.forward(step, true);
   *vocab = mc.vocab_size;
   return logits.data;
 }

@@ -4,7 +4,7 @@
 
 namespace helix {
 
-KvCache::KvCache(const KvCacheConfig& cfg) : cfg_(cfg) {
+KvCache::KvCache(const KvCacheConfig& cfg, DTensor storage) : cfg_(cfg), pool_(std::move(storage)) {
   HELIX_CHECK(cfg.tokens_per_block > 0, "tokens per block must be positive, got {}",
               cfg.tokens_per_block);
   HELIX_CHECK(cfg.cp_size > 0 && cfg.cp_rank >= 0 && cfg.cp_rank < cfg.cp_size,
@@ -13,7 +13,9 @@ KvCache::KvCache(const KvCacheConfig& cfg) : cfg_(cfg) {
   const size_t n =
       static_cast<size_t>(cfg.num_layers) * cfg.max_blocks * cfg.tokens_per_block * cfg.row_width;
   try {
-    pool_.assign(n, 0.0f);
+    if (pool_.empty() && n > 0)
+      pool_ = DTensor::from_host(
+          Tensor({cfg.num_layers, cfg.max_blocks, cfg.tokens_per_block, cfg.row_width}));
   } catch (const std::bad_alloc&) {
     fail("cannot allocate the KV cache: {} blocks x {} layers x {} tokens x {} floats ({:.1f} GiB)",
          cfg.max_blocks, cfg.num_layers, cfg.tokens_per_block, cfg.row_width, n * 4.0 / (1 << 30));
@@ -91,7 +93,25 @@ float* KvCache::row(int layer, int64_t id, int pos) {
       ((static_cast<int64_t>(layer) * cfg_.max_blocks + phys) * cfg_.tokens_per_block +
        pos % cfg_.tokens_per_block) *
       cfg_.row_width;
-  return pool_.data() + off;
+  HELIX_CHECK(pool_.device().is_cpu() && pool_.dtype() == DType::F32,
+              "KV rows are host-addressable only in a host float32 pool");
+  return pool_.f32() + off;
+}
+
+int64_t KvCache::slot(int64_t id, int pos) const {
+  const Seq& s = seq(id);
+  HELIX_CHECK(owns(pos) && pos < s.len, "KV row {} is not held by CP rank {}", pos, cfg_.cp_rank);
+  const int phys = s.blocks[s.by_global.at(pos / cfg_.tokens_per_block)];
+  return static_cast<int64_t>(phys) * cfg_.tokens_per_block + pos % cfg_.tokens_per_block;
+}
+
+TensorView KvCache::layer_pool(int layer) const {
+  const int64_t shape[3] = {cfg_.max_blocks, cfg_.tokens_per_block, cfg_.row_width};
+  const TensorView& v = pool_.view();
+  char* base = static_cast<char*>(v.data) + static_cast<int64_t>(layer) * cfg_.max_blocks *
+                                                cfg_.tokens_per_block * cfg_.row_width *
+                                                static_cast<int64_t>(dtype_size(v.dtype));
+  return TensorView::make(base, v.dtype, v.device, shape, 3);
 }
 
 void KvCache::local_blocks(int layer, int64_t id, std::vector<const float*>& ptrs,
@@ -102,7 +122,7 @@ void KvCache::local_blocks(int layer, int64_t id, std::vector<const float*>& ptr
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const int64_t off = (static_cast<int64_t>(layer) * cfg_.max_blocks + s.blocks[i]) *
                         cfg_.tokens_per_block * cfg_.row_width;
-    ptrs.push_back(pool_.data() + off);
+    ptrs.push_back(pool_.f32() + off);
     lens.push_back(s.block_len[i]);
   }
 }

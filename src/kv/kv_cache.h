@@ -3,10 +3,14 @@
 // tokens_per_block; block b lives on CP rank b % cp (prompt and decode blocks alike), so every
 // rank's share grows evenly. One physical block holds the same token range for every layer.
 // Row layout per token: [c (kv_lora_rank, normalised latent), k_pe (rope dim, roped)].
+// Bookkeeping (ownership, free lists, lengths) lives on the host; the rows live in a storage
+// tensor on the backend's device (host fp32 by default; bf16 or fp32 GPU memory on CUDA).
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <vector>
+
+#include "core/tensor.h"
 
 namespace helix {
 
@@ -21,7 +25,9 @@ struct KvCacheConfig {
 
 class KvCache {
  public:
-  explicit KvCache(const KvCacheConfig& cfg);
+  // storage: [num_layers, max_blocks, tokens_per_block, row_width] on any device (zero-filled);
+  // empty: a host fp32 pool.
+  explicit KvCache(const KvCacheConfig& cfg, DTensor storage = {});
 
   void add_request(int64_t id);
   void free_request(int64_t id);  // returns its blocks to the pool
@@ -36,8 +42,14 @@ class KvCache {
   void append(int64_t id, int pos);
   // Blocks this rank must allocate to append positions [start, start + n) of a request.
   int blocks_needed(int64_t id, int start, int n) const;
-  // Row of an owned position, for writing its latent.  -> [row_width]
+  // Row of an owned position, for writing its latent (host fp32 pool only).  -> [row_width]
   float* row(int layer, int64_t id, int pos);
+  // Row index of an owned position inside a layer's pool (physical block * block + offset).
+  int64_t slot(int64_t id, int pos) const;
+  // One layer's rows: [max_blocks, tokens_per_block, row_width].
+  TensorView layer_pool(int layer) const;
+  // This rank's physical blocks of a request, in global block order.
+  const std::vector<int>& block_ids(int64_t id) const { return seq(id).blocks; }
 
   // This rank's blocks of a request for one layer: pointers and valid token counts.
   void local_blocks(int layer, int64_t id, std::vector<const float*>& ptrs,
@@ -49,7 +61,7 @@ class KvCache {
   int free_blocks() const { return static_cast<int>(free_.size()); }
   int used_blocks() const { return cfg_.max_blocks - free_blocks(); }
   const KvCacheConfig& config() const { return cfg_; }
-  size_t bytes() const { return pool_.size() * sizeof(float); }
+  size_t bytes() const { return pool_.view().bytes(); }
 
  private:
   struct Seq {
@@ -63,7 +75,7 @@ class KvCache {
   Seq& seq(int64_t id);
 
   KvCacheConfig cfg_;
-  std::vector<float> pool_;  // [num_layers, max_blocks, tokens_per_block, row_width]
+  DTensor pool_;  // [num_layers, max_blocks, tokens_per_block, row_width]
   std::vector<int> free_;
   std::map<int64_t, Seq> seqs_;
 };

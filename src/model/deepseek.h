@@ -15,6 +15,7 @@
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "moe/eplb.h"
+#include "ops/backend.h"
 #include "parallel/comm.h"
 #include "parallel/comm_worker.h"
 #include "parallel/mapping.h"
@@ -22,32 +23,32 @@
 namespace helix {
 
 struct AttnWeights {
-  Tensor q_proj;                   // [Hl * qk_head_dim, hidden]         (q_lora_rank null)
-  Tensor q_a, q_a_bias, q_a_norm;  // [q_lora, hidden], [q_lora], [q_lora]
-  Tensor q_b;                      // [Hl * qk_head_dim, q_lora]
-  Tensor kv_a;                     // [kv_lora + rope, hidden]
-  Tensor kv_a_bias;                // [kv_lora + rope] (attention_bias)
-  Tensor kv_a_norm;                // [kv_lora]
-  Tensor w_uk;                     // [Hl, qk_nope, kv_lora]  key half of kv_b_proj
-  Tensor w_uv;                     // [Hl, v_head, kv_lora]   value half of kv_b_proj
-  Tensor o_proj;                   // [hidden, Ho * v_head]    columns of the heads this rank owns
-  Tensor o_bias;                   // [hidden] (attention_bias; added by rank 0 only)
+  DTensor q_proj;                   // [Hl * qk_head_dim, hidden]         (q_lora_rank null)
+  DTensor q_a, q_a_bias, q_a_norm;  // [q_lora, hidden], [q_lora], [q_lora]
+  DTensor q_b;                      // [Hl * qk_head_dim, q_lora]
+  DTensor kv_a;                     // [kv_lora + rope, hidden]
+  DTensor kv_a_bias;                // [kv_lora + rope] (attention_bias)
+  DTensor kv_a_norm;                // [kv_lora]
+  DTensor w_uk;                     // [Hl, qk_nope, kv_lora]  key half of kv_b_proj
+  DTensor w_uv;                     // [Hl, v_head, kv_lora]   value half of kv_b_proj
+  DTensor o_proj;                   // [hidden, Ho * v_head]    columns of the heads this rank owns
+  DTensor o_bias;                   // [hidden] (attention_bias; added by rank 0 only)
 };
 
 struct MlpWeights {
-  Tensor gate_up;  // [2 * I_local, hidden]: gate rows then up rows
-  Tensor down;     // [hidden, I_local]
-  int inter = 0;   // I_local
+  DTensor gate_up;  // [2 * I_local, hidden]: gate rows then up rows
+  DTensor down;     // [hidden, I_local]
+  int inter = 0;    // I_local
 };
 
 struct LayerWeights {
-  Tensor input_norm;  // [hidden]
-  Tensor post_norm;   // [hidden]
+  DTensor input_norm;  // [hidden]
+  DTensor post_norm;   // [hidden]
   AttnWeights attn;
   bool moe = false;
   MlpWeights dense;                 // dense layers
-  Tensor router;                    // [E, hidden]
-  Tensor router_bias;               // [E] e_score_correction_bias
+  DTensor router;                   // [E, hidden]
+  DTensor router_bias;              // [E] e_score_correction_bias
   std::vector<MlpWeights> experts;  // TP: all E experts (sharded); EP: this rank's slots (whole)
   int expert_begin = 0;             // EP: first slot of this rank
   MlpWeights shared;                // shared experts, TP-sharded
@@ -58,6 +59,27 @@ struct SeqStep {
   int64_t id = 0;
   std::vector<int> tokens;
   int start = 0;  // global position of tokens[0]
+};
+
+// Where the layer graph runs and in which dtypes.
+struct ModelOptions {
+  std::shared_ptr<Ops> ops;         // null: the CPU reference (CpuOps)
+  DType weight_dtype = DType::F32;  // F32 or BF16 (CUDA)
+  DType kv_dtype = DType::F32;      // latent KV pool
+};
+
+// Host metadata of one forward step, and its copy on the backend's device (uploaded once).
+struct StepBatch {
+  int T = 0;
+  std::vector<int> tok, pos;
+  std::vector<int64_t> slots;    // [T] this rank's KV row of each token (-1: another CP rank)
+  std::vector<int> decode_rows;  // token rows of decode steps
+  std::vector<int64_t> decode_ids;
+  int max_blocks = 0;            // columns of block_table
+  int max_len = 0;               // largest local length
+  std::vector<int> block_table;  // [B, max_blocks] local physical blocks of each decode row
+  std::vector<int> seq_lens;     // [B] local tokens
+  DTensor tok_d, pos_d, slots_d, block_table_d, seq_lens_d;
 };
 
 // Per-step timings and counters that the CLI reports.
@@ -80,11 +102,16 @@ struct EplbUpdate {
 class DeepseekModel {
  public:
   DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, const Mapping& map,
-                Communicator& world, int tokens_per_block, int kv_blocks);
+                Communicator& world, int tokens_per_block, int kv_blocks,
+                const ModelOptions& opt = {});
 
-  // Runs all layers over the sequences. Returns logits [rows, vocab]: every token when
-  // all_logits, else the last token of each sequence. Appends the tokens' latents to the KV
-  // cache (requests must have been added with kv().add_request).
+  // Reserves the KV rows of a step's tokens (requests added with kv().add_request): the caller
+  // does it before forward(). A pool that runs out fails before any request of the step grew,
+  // so the caller can retry with fewer requests.
+  void reserve_kv(const std::vector<SeqStep>& seqs);
+  // Runs all layers over the sequences (their KV reserved). Returns logits [rows, vocab]:
+  // every token when all_logits, else the last token of each sequence. Writes the tokens'
+  // latents into the KV cache.
   Tensor forward(const std::vector<SeqStep>& seqs, bool all_logits);
 
   ~DeepseekModel();
@@ -112,6 +139,7 @@ class DeepseekModel {
   bool hopb() const { return hopb_worker_ != nullptr; }
 
   KvCache& kv() { return *kv_; }
+  Ops& ops() { return *ops_; }
   const ModelConfig& config() const { return cfg_; }
   const Mapping& mapping() const { return map_; }
   Communicator& world() { return world_; }
@@ -122,22 +150,31 @@ class DeepseekModel {
 
  private:
   void load_weights(const WeightStore& ws);
-  void attention(int layer, const std::vector<SeqStep>& seqs, const std::vector<int>& pos,
-                 const Tensor& h, Tensor& out);
-  void ffn(int layer, const Tensor& h, Tensor& out);
-  void moe_tp(int layer, const Tensor& h, const std::vector<int>& ids, const std::vector<float>& w,
-              Tensor& out);
-  void moe_ep(int layer, const Tensor& h, Tensor& out);
+  DTensor up(Tensor&& t) const { return ops_->upload(std::move(t), opt_.weight_dtype); }
+  DTensor act(std::vector<int64_t> shape) const { return ops_->alloc(shape, ops_->act_dtype()); }
+  StepBatch make_step(const std::vector<SeqStep>& seqs);
+  // y[m, n] (ldy) = x[m, k] (ldx) . w^T (+ y when accumulate); ld 0: dense.
+  void linear(const TensorView& x, int64_t ldx, const DTensor& w, const TensorView& y, int64_t ldy,
+              int m, int n, int k, bool accumulate = false);
+  // model/attention.cpp
+  void attention(int layer, const std::vector<SeqStep>& seqs, const StepBatch& st, const DTensor& h,
+                 const DTensor& out);
+  // model/ffn.cpp
+  void ffn(int layer, const DTensor& h, const DTensor& out);
+  void moe_tp(int layer, const DTensor& h, const std::vector<int>& ids, const std::vector<float>& w,
+              const DTensor& out);
+  void moe_ep(int layer, const DTensor& h, const DTensor& out);
   // Router + DeepSeek routing for `rows` tokens: ids/w [rows, top_k]; counts expert_tokens.
-  void route(int layer, const float* x, int rows, std::vector<int>& ids, std::vector<float>& w);
-  void mlp_apply(const MlpWeights& m, const float* x, int rows, float* out, bool accumulate);
+  void route(int layer, const TensorView& x, int rows, std::vector<int>& ids,
+             std::vector<float>& w);
+  void mlp_apply(const MlpWeights& m, const TensorView& x, int rows, const TensorView& out,
+                 bool accumulate);
   MlpWeights load_expert(const WeightStore& ws, int layer, int expert, bool whole) const;
   // Runs experts[e] over the rows rows_of[e] (input row i at in(i)); row i's output goes to
-  // y + i * hidden.
+  // row i of y.
   void experts_apply(const std::vector<MlpWeights>& experts,
                      const std::vector<std::vector<int>>& rows_of,
-                     const std::function<const float*(int)>& in, float* y);
-  void rope_table(int pos, float* cos_sin) const;
+                     const std::function<TensorView(int)>& in, const DTensor& y);
 
   ModelConfig cfg_;
   Mapping map_;
@@ -146,12 +183,13 @@ class DeepseekModel {
   std::unique_ptr<Communicator> attn_comm_;  // same dp rank: the tp x cp attention grid
   int hl_ = 0;                               // heads of this rank's TP group
   int ho_begin_ = 0, ho_end_ = 0;  // heads this rank owns after the CP all-to-all (local idx)
-  Tensor embed;                    // [vocab, hidden]
-  Tensor norm;                     // [hidden]
-  Tensor lm_head;                  // [vocab, hidden]
+  ModelOptions opt_;
+  std::shared_ptr<Ops> ops_;
+  DTensor embed;    // [vocab, hidden]
+  DTensor norm;     // [hidden]
+  DTensor lm_head;  // [vocab, hidden] (may alias embed)
+  RopeTable rope_;
   std::vector<LayerWeights> layers_;
-  std::vector<double> inv_freq_;
-  double rope_mult_ = 1.0;
   float scale_ = 1.0f;
   std::unique_ptr<KvCache> kv_;
   ModelStats stats_;

@@ -1,5 +1,5 @@
 // safetensors reader. The file is mapped read-only; every offset and size in the header is
-// checked against the mapping before a TensorView is handed out, so later reads through a view
+// checked against the mapping before a StView is handed out, so later reads through a view
 // never leave the file.
 #include "model/safetensors.h"
 
@@ -33,24 +33,24 @@ namespace {
 using json = nlohmann::json;
 
 struct DTypeInfo {
-  DType dtype;
+  StDType dtype;
   const char* name;
   size_t size;
 };
 
 constexpr std::array<DTypeInfo, 12> kDTypes = {{
-    {DType::F32, "F32", 4},
-    {DType::F16, "F16", 2},
-    {DType::BF16, "BF16", 2},
-    {DType::F8_E4M3, "F8_E4M3", 1},
-    {DType::F64, "F64", 8},
-    {DType::I64, "I64", 8},
-    {DType::I32, "I32", 4},
-    {DType::I16, "I16", 2},
-    {DType::I8, "I8", 1},
-    {DType::U8, "U8", 1},
-    {DType::BOOL, "BOOL", 1},
-    {DType::F8_E5M2, "F8_E5M2", 1},
+    {StDType::F32, "F32", 4},
+    {StDType::F16, "F16", 2},
+    {StDType::BF16, "BF16", 2},
+    {StDType::F8_E4M3, "F8_E4M3", 1},
+    {StDType::F64, "F64", 8},
+    {StDType::I64, "I64", 8},
+    {StDType::I32, "I32", 4},
+    {StDType::I16, "I16", 2},
+    {StDType::I8, "I8", 1},
+    {StDType::U8, "U8", 1},
+    {StDType::BOOL, "BOOL", 1},
+    {StDType::F8_E5M2, "F8_E5M2", 1},
 }};
 
 // Names from the file go into one-line error messages: replace control characters and cap the
@@ -138,13 +138,13 @@ inline uint16_t read_u16(const uint8_t* p) {
 
 }  // namespace
 
-const char* dtype_name(DType d) {
+const char* st_dtype_name(StDType d) {
   for (const auto& t : kDTypes)
     if (t.dtype == d) return t.name;
   return "?";
 }
 
-size_t dtype_size(DType d) {
+size_t st_dtype_size(StDType d) {
   for (const auto& t : kDTypes)
     if (t.dtype == d) return t.size;
   return 0;
@@ -173,7 +173,7 @@ float f8e4m3_to_f32(uint8_t v) {
 
 // ---- header -----------------------------------------------------------------------------------
 
-std::map<std::string, TensorView> safetensors_parse_header(const uint8_t* header, size_t header_len,
+std::map<std::string, StView> safetensors_parse_header(const uint8_t* header, size_t header_len,
                                                            const uint8_t* data, size_t data_size,
                                                            const std::string& file_name) {
   const std::string file = printable(file_name);
@@ -198,7 +198,7 @@ std::map<std::string, TensorView> safetensors_parse_header(const uint8_t* header
     uint64_t begin, end;
     const std::string* name;
   };
-  std::map<std::string, TensorView> out;
+  std::map<std::string, StView> out;
   std::vector<Span> spans;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string& key = it.key();
@@ -250,7 +250,7 @@ std::map<std::string, TensorView> safetensors_parse_header(const uint8_t* header
       fail("{}: tensor '{}': {} bytes in data_offsets, but shape {} of {} needs {}", file, name,
            end - begin, shape_str(shape), info->name, nbytes);
 
-    TensorView v;
+    StView v;
     v.name = key;
     v.dtype = info->dtype;
     v.shape = std::move(shape);
@@ -397,7 +397,7 @@ bool WeightStore::has(const std::string& name) const {
   return index_.count(name) != 0;
 }
 
-const TensorView& WeightStore::view(const std::string& name) const {
+const StView& WeightStore::view(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end())
     fail("missing tensor '{}' in checkpoint {}", printable(name), printable(dir_));
@@ -417,48 +417,48 @@ size_t WeightStore::total_bytes() const {
   return n;
 }
 
-void WeightStore::convert(const TensorView& v, size_t elem_begin, size_t count, float* out) const {
-  const size_t es = dtype_size(v.dtype);
+void WeightStore::convert(const StView& v, size_t elem_begin, size_t count, float* out) const {
+  const size_t es = st_dtype_size(v.dtype);
   // the caller keeps [elem_begin, elem_begin + count) inside the tensor; check it anyway
   HELIX_CHECK(es > 0 && (elem_begin + count) * es <= v.nbytes,
               "tensor '{}': element range out of bounds", printable(v.name));
   if (count == 0) return;
   const uint8_t* src = v.data + elem_begin * es;
   switch (v.dtype) {
-    case DType::F32:
+    case StDType::F32:
       std::memcpy(out, src, count * 4);
       break;
-    case DType::BF16:
+    case StDType::BF16:
       for (size_t i = 0; i < count; ++i) out[i] = bf16_to_f32(read_u16(src + 2 * i));
       break;
-    case DType::F16:
+    case StDType::F16:
       for (size_t i = 0; i < count; ++i) out[i] = f16_to_f32(read_u16(src + 2 * i));
       break;
-    case DType::F8_E4M3: {
+    case StDType::F8_E4M3: {
       const float* t = f8_table().data();
       for (size_t i = 0; i < count; ++i) out[i] = t[src[i]];
       break;
     }
     default:
       fail("tensor '{}' has dtype {}, which cannot be loaded as fp32", printable(v.name),
-           dtype_name(v.dtype));
+           st_dtype_name(v.dtype));
   }
 }
 
-void WeightStore::apply_block_scale(const TensorView& v, int64_t row_begin, int64_t rows,
+void WeightStore::apply_block_scale(const StView& v, int64_t row_begin, int64_t rows,
                                     float* out) const {
-  if (v.dtype != DType::F8_E4M3) return;
+  if (v.dtype != StDType::F8_E4M3) return;
   const std::string sname = v.name + "_scale_inv";
   auto it = index_.find(sname);
   if (it == index_.end()) return;
-  const TensorView& s = *it->second;
+  const StView& s = *it->second;
   const std::string name = printable(v.name);
   if (v.shape.size() != 2)
     fail("tensor '{}' has block scales '{}' but shape {} is not 2-D", name, printable(sname),
          shape_str(v.shape));
-  if (s.dtype != DType::F32 && s.dtype != DType::BF16)
+  if (s.dtype != StDType::F32 && s.dtype != StDType::BF16)
     fail("scale tensor '{}' has dtype {}, expected F32 or BF16", printable(sname),
-         dtype_name(s.dtype));
+         st_dtype_name(s.dtype));
   constexpr int64_t kBlock = 128;
   const int64_t R = v.shape[0], C = v.shape[1];
   const std::vector<int64_t> want = {(R + kBlock - 1) / kBlock, (C + kBlock - 1) / kBlock};
@@ -475,7 +475,7 @@ void WeightStore::apply_block_scale(const TensorView& v, int64_t row_begin, int6
 }
 
 Tensor WeightStore::load(const std::string& name, const std::vector<int64_t>& expect_shape) const {
-  const TensorView& v = view(name);
+  const StView& v = view(name);
   if (!expect_shape.empty() && expect_shape != v.shape)
     fail("tensor '{}' has shape {}, expected {}", printable(name), shape_str(v.shape),
          shape_str(expect_shape));
@@ -486,7 +486,7 @@ Tensor WeightStore::load(const std::string& name, const std::vector<int64_t>& ex
 }
 
 Tensor WeightStore::load_rows(const std::string& name, int64_t row_begin, int64_t row_end) const {
-  const TensorView& v = view(name);
+  const StView& v = view(name);
   if (v.shape.size() < 2)
     fail("load_rows: tensor '{}' has shape {}, expected at least 2-D", printable(name),
          shape_str(v.shape));

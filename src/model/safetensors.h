@@ -13,14 +13,14 @@
 
 namespace helix {
 
-enum class DType { F32, F16, BF16, F8_E4M3, F64, I64, I32, I16, I8, U8, BOOL, F8_E5M2 };
+enum class StDType { F32, F16, BF16, F8_E4M3, F64, I64, I32, I16, I8, U8, BOOL, F8_E5M2 };
 
-const char* dtype_name(DType d);
-size_t dtype_size(DType d);
+const char* st_dtype_name(StDType d);
+size_t st_dtype_size(StDType d);
 
-struct TensorView {
+struct StView {
   std::string name;
-  DType dtype = DType::F32;
+  StDType dtype = StDType::F32;
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // points into the mapping
   size_t nbytes = 0;
@@ -29,7 +29,7 @@ struct TensorView {
 // Parses a safetensors header (the JSON after the 8-byte length) against a data section of
 // `data_size` bytes. Checks: valid JSON object, known dtypes, integer shapes, offsets in range,
 // ordered, non-overlapping, and byte size == numel * dtype size. Exposed for the fuzzer.
-std::map<std::string, TensorView> safetensors_parse_header(const uint8_t* header, size_t header_len,
+std::map<std::string, StView> safetensors_parse_header(const uint8_t* header, size_t header_len,
                                                            const uint8_t* data, size_t data_size,
                                                            const std::string& file_name);
 
@@ -40,7 +40,7 @@ class SafetensorsFile {
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
-  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  const std::map<std::string, StView>& tensors() const { return tensors_; }
   const std::string& path() const { return path_; }
   size_t size() const { return map_size_; }  // bytes of the whole file
 
@@ -48,7 +48,7 @@ class SafetensorsFile {
   std::string path_;
   void* map_ = nullptr;
   size_t map_size_ = 0;
-  std::map<std::string, TensorView> tensors_;
+  std::map<std::string, StView> tensors_;
 };
 
 // All tensors of a checkpoint directory (model.safetensors or the shards named by
@@ -58,7 +58,7 @@ class WeightStore {
   explicit WeightStore(const std::string& dir);
 
   bool has(const std::string& name) const;
-  const TensorView& view(const std::string& name) const;  // throws naming the missing tensor
+  const StView& view(const std::string& name) const;  // throws naming the missing tensor
   std::vector<std::string> names() const;
 
   // Loads as fp32 (F32/F16/BF16 converted; F8_E4M3 dequantised with the companion
@@ -76,14 +76,14 @@ class WeightStore {
  private:
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::map<std::string, const TensorView*> index_;
+  std::map<std::string, const StView*> index_;
   std::map<std::string, const SafetensorsFile*> owner_;  // tensor name -> the file holding it
 
   // Converts elements [elem_begin, elem_begin + count) of `v` to fp32 into `out`.
-  void convert(const TensorView& v, size_t elem_begin, size_t count, float* out) const;
+  void convert(const StView& v, size_t elem_begin, size_t count, float* out) const;
   // Multiplies rows [row_begin, row_begin + rows) of an FP8 weight by its block scales, when a
   // `<name>_scale_inv` tensor exists.
-  void apply_block_scale(const TensorView& v, int64_t row_begin, int64_t rows, float* out) const;
+  void apply_block_scale(const StView& v, int64_t row_begin, int64_t rows, float* out) const;
 };
 
 // Conversions used by the loader, exposed for tests.

@@ -46,7 +46,7 @@ struct RopeArgs {
   TensorView x;  // vector v of token t at x + t*token_stride + v*vec_stride (elements)
   int num_tokens = 0, num_vecs = 0, dim = 0;
   int64_t token_stride = 0, vec_stride = 0;
-  TensorView positions;            // [num_tokens] I32, on the device
+  TensorView positions;                 // [num_tokens] I32, on the device
   const int* positions_host = nullptr;  // same, on the host (the CPU reference reads these)
   const RopeTable* table = nullptr;
 };
@@ -57,10 +57,10 @@ struct MlaDecodeArgs {
   int max_blocks_per_seq = 0;  // columns of block_table
   int max_seq_len = 0;         // host upper bound of seq_lens (plans the KV split)
   float scale = 1.0f;
-  TensorView q;            // [B, H, L + R]
-  TensorView pool;         // [num_blocks, block_size, L + R] of this layer
-  TensorView block_table;  // [B, max_blocks_per_seq] I32
-  TensorView seq_lens;     // [B] I32 valid local tokens
+  TensorView q;                           // [B, H, L + R]
+  TensorView pool;                        // [num_blocks, block_size, L + R] of this layer
+  TensorView block_table;                 // [B, max_blocks_per_seq] I32
+  TensorView seq_lens;                    // [B] I32 valid local tokens
   const int* block_table_host = nullptr;  // host copies (the CPU reference walks the blocks)
   const int* seq_lens_host = nullptr;
   TensorView out;  // [B, H, L] F32
@@ -71,10 +71,10 @@ struct MoeRouteArgs {
   int num_tokens = 0, num_experts = 0, top_k = 0, n_group = 1, topk_group = 1;
   bool norm_topk_prob = true;
   float routed_scaling_factor = 1.0f;
-  TensorView logits;      // [T, E]
+  TensorView logits;            // [T, E]
   const float* bias = nullptr;  // [E] on the device, or null
-  TensorView expert_ids;  // [T, top_k] I32 out
-  TensorView weights;     // [T, top_k] F32 out
+  TensorView expert_ids;        // [T, top_k] I32 out
+  TensorView weights;           // [T, top_k] F32 out
 };
 
 struct AttnPrefillArgs {
@@ -107,6 +107,8 @@ class Ops {
   virtual void copy2d(const TensorView& dst, int64_t ld_dst, const TensorView& src, int64_t ld_src,
                       int64_t rows, int64_t cols) = 0;
   virtual void fill_zero(const TensorView& t) = 0;
+  // dst = src converted (F32 <-> BF16; a copy when the dtypes match), both contiguous.
+  virtual void cast(const TensorView& dst, const TensorView& src) = 0;
   virtual void sync() = 0;
 
   // ---- ops (semantics: ops/ops.h) -------------------------------------------------------------
@@ -114,16 +116,17 @@ class Ops {
   // y[r] = rms_norm(x[r]) * w for rows x dim (ld 0: dim); x and y may alias.
   virtual void rms_norm(const TensorView& x, int64_t ldx, const TensorView& w, const TensorView& y,
                         int64_t ldy, int rows, int dim, float eps) = 0;
-  // y[r, :cols] += x[bias_row ? 0 : r, :cols] for rows x cols (ld in elements).
+  // y[r, :cols] += x[bias_row ? 0 : r, :cols] for rows x cols (ld in elements, 0: cols).
   virtual void add(const TensorView& y, int64_t ldy, const TensorView& x, int64_t ldx, int rows,
                    int cols, bool bias_row) = 0;
   // out[t] = table[ids[t]]; ids I32 on the device, ids_host the same on the host.
   virtual void embed(const TensorView& table, const TensorView& ids, const int* ids_host,
                      const TensorView& out, int num_tokens) = 0;
   virtual void rope(const RopeArgs& a) = 0;
-  // pool[slots[t]] = lat[t] (row width W, lat row stride ld); slots I64 (-1: skip).
+  // pool[slots[t]] = lat[t] = [c (L), k_pe (R)] (lat row stride ld); slots I64 (-1: skip).
   virtual void kv_write(const TensorView& pool, const TensorView& lat, int64_t ld, int num_tokens,
-                        int width, const TensorView& slots, const int64_t* slots_host) = 0;
+                        int kv_lora_rank, int rope_dim, const TensorView& slots,
+                        const int64_t* slots_host) = 0;
   virtual void mla_decode(const MlaDecodeArgs& a) = 0;
   // Exact LSE combine of num_parts partials (attn_combine in ops.h).
   virtual void attn_combine(const TensorView& parts, const TensorView& lse, const TensorView& out,
@@ -131,10 +134,10 @@ class Ops {
   virtual void moe_route(const MoeRouteArgs& a) = 0;
   // out[r, :dim] = silu(gu[r, :dim]) * gu[r, dim:2dim] for each row.
   virtual void silu_mul(const TensorView& gu, const TensorView& out, int rows, int dim) = 0;
-  // out[dst[i]] += w[i] * y[i] for i in order (rows of width dim); dst, w on the host (reference
-  // order) and on the device.
-  virtual void scatter_add_rows(const TensorView& out, const TensorView& y, const int* dst_host,
-                                const float* w_host, int n, int dim) = 0;
+  // out[dst[i]] += w[i] * y[src[i]] for i in order (rows of width dim), index lists and weights
+  // on the host (the reference order: routed experts add in expert order).
+  virtual void scatter_add_rows(const TensorView& out, const TensorView& y, const int* src_host,
+                                const int* dst_host, const float* w_host, int n, int dim) = 0;
   // out[r] = argmax(x[r, :n]) (first on ties), to the host.
   virtual void argmax(const TensorView& x, int rows, int n, int* out_host) = 0;
   virtual void attn_prefill(const AttnPrefillArgs& a) = 0;

@@ -214,10 +214,10 @@ TEST(SafetensorsConvert, E4M3AllCodes) {
 }
 
 TEST(SafetensorsConvert, DTypeTable) {
-  EXPECT_STREQ(helix::dtype_name(helix::DType::F8_E4M3), "F8_E4M3");
-  EXPECT_EQ(helix::dtype_size(helix::DType::BF16), 2u);
-  EXPECT_EQ(helix::dtype_size(helix::DType::F64), 8u);
-  EXPECT_EQ(helix::dtype_size(helix::DType::BOOL), 1u);
+  EXPECT_STREQ(helix::st_dtype_name(helix::StDType::F8_E4M3), "F8_E4M3");
+  EXPECT_EQ(helix::st_dtype_size(helix::StDType::BF16), 2u);
+  EXPECT_EQ(helix::st_dtype_size(helix::StDType::F64), 8u);
+  EXPECT_EQ(helix::st_dtype_size(helix::StDType::BOOL), 1u);
 }
 
 // ---- loading ------------------------------------------------------------------------------------
@@ -258,8 +258,8 @@ TEST_F(SafetensorsTest, RoundTripF32BF16F16) {
   const helix::Tensor e = ws.load("x.empty", {0, 5});
   EXPECT_TRUE(e.empty());
 
-  const helix::TensorView& v = ws.view("x.f16");
-  EXPECT_EQ(v.dtype, helix::DType::F16);
+  const helix::StView& v = ws.view("x.f16");
+  EXPECT_EQ(v.dtype, helix::StDType::F16);
   EXPECT_EQ(v.nbytes, 16u);
 }
 
@@ -647,7 +647,7 @@ TEST(SafetensorsParse, ViewsPointIntoData) {
   EXPECT_EQ(views.at("x").data, data.data() + 4);
   EXPECT_EQ(views.at("x").nbytes, 4u);
   EXPECT_EQ(views.at("y").data, data.data());
-  EXPECT_EQ(views.at("y").dtype, helix::DType::U8);
+  EXPECT_EQ(views.at("y").dtype, helix::StDType::U8);
   EXPECT_EQ(views.at("z").nbytes, 0u);
   EXPECT_TRUE(views.at("s").shape.empty());
   EXPECT_EQ(views.at("s").nbytes, 1u);
@@ -683,9 +683,9 @@ TEST_F(SafetensorsTest, TruncatedFilesNeverCrash) {
     try {
       helix::WeightStore ws(dir());
       for (const auto& name : ws.names()) {
-        const helix::TensorView& v = ws.view(name);
-        if (v.dtype == helix::DType::F32 || v.dtype == helix::DType::BF16 ||
-            v.dtype == helix::DType::F16 || v.dtype == helix::DType::F8_E4M3)
+        const helix::StView& v = ws.view(name);
+        if (v.dtype == helix::StDType::F32 || v.dtype == helix::StDType::BF16 ||
+            v.dtype == helix::StDType::F16 || v.dtype == helix::StDType::F8_E4M3)
           (void)ws.load(name);
       }
       ++loaded;
@@ -719,7 +719,7 @@ TEST_F(SafetensorsTest, CorruptedBytesNeverCrash) {
       helix::WeightStore ws(dir());
       for (const auto& name : ws.names()) {
         const auto d = ws.view(name).dtype;
-        if (d == helix::DType::F32 || d == helix::DType::BF16 || d == helix::DType::F16)
+        if (d == helix::StDType::F32 || d == helix::StDType::BF16 || d == helix::StDType::F16)
           (void)ws.load(name);
       }
     } catch (const helix::Error&) {
