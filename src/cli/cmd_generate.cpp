@@ -107,6 +107,7 @@ void add_generate_command(CLI::App& app) {
   struct Opts {
     std::string model;
     std::vector<std::string> tokens;
+    std::string tokens_file;
     EngineConfig ec;
     SamplingConfig sc;
     std::string stats_json, logits_out;
@@ -117,8 +118,10 @@ void add_generate_command(CLI::App& app) {
       ->required();
   cmd->add_option("--tokens", o->tokens,
                   "Comma-separated prompt ids; repeat the flag for several requests decoded "
-                  "together")
-      ->required();
+                  "together");
+  cmd->add_option("--tokens-file", o->tokens_file,
+                  "File of prompts, one request per line (comma-separated ids); adds to --tokens");
+  add_device_options(cmd, o->ec.dev);
   cmd->add_option("--max-new-tokens", o->sc.max_new_tokens, "Tokens to generate per request")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -180,6 +183,9 @@ void add_generate_command(CLI::App& app) {
   cmd->callback([o]() {
     std::vector<std::vector<int>> prompts;
     for (const auto& t : o->tokens) prompts.push_back(parse_tokens(t));
+    if (!o->tokens_file.empty())
+      for (auto& p : read_tokens_file(o->tokens_file)) prompts.push_back(std::move(p));
+    if (prompts.empty()) fail("no prompt given: use --tokens or --tokens-file");
     o->ec.model_dir = o->model;
     o->ec.keep_logits = !o->logits_out.empty();
     o->ec.progress = true;

@@ -1,5 +1,6 @@
 #pragma once
 // Parsing of `--tokens 1,2,3`.
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,35 @@ inline std::vector<int> parse_tokens(const std::string& s) {
     pos = c + 1;
   }
   return out;
+}
+
+// --tokens-file: one request per line, comma-separated ids (blank lines skipped).
+inline std::vector<std::vector<int>> read_tokens_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f.good()) fail("cannot open --tokens-file '{}'", path);
+  std::vector<std::vector<int>> out;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    out.push_back(parse_tokens(line));
+  }
+  if (out.empty()) fail("--tokens-file '{}' has no requests", path);
+  return out;
+}
+
+// --device / --dtype / --gpu-memory-fraction, shared by score and generate.
+template <class App, class Dev>
+void add_device_options(App* cmd, Dev& d) {
+  d.device = "auto";
+  cmd->add_option("--device", d.device, "auto (the GPU if there is one), cpu or cuda")
+      ->capture_default_str();
+  cmd->add_option("--dtype", d.dtype,
+                  "float32 or bfloat16 (default: bfloat16 on cuda, float32 on cpu)");
+  cmd->add_option("--gpu-memory-fraction", d.gpu_memory_fraction,
+                  "CUDA: fraction of the GPU memory free after the weights for the KV pool (0: as "
+                  "the requests need)")
+      ->capture_default_str();
 }
 
 }  // namespace helix::cli

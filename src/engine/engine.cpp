@@ -40,6 +40,35 @@ void check_prompts(const ModelConfig& mc, const std::vector<std::vector<int>>& p
   }
 }
 
+// The backend and dtypes of a model on `world` ranks, from --device / --dtype.
+ModelOptions model_options(const DeviceConfig& dev, int world) {
+  HELIX_CHECK(dev.device == "auto" || dev.device == "cpu" || dev.device == "cuda",
+              "--device '{}': auto, cpu or cuda", dev.device);
+  HELIX_CHECK(dev.dtype.empty() || dev.dtype == "float32" || dev.dtype == "bfloat16",
+              "--dtype '{}': float32 or bfloat16", dev.dtype);
+  HELIX_CHECK(dev.gpu_memory_fraction >= 0 && dev.gpu_memory_fraction < 1,
+              "--gpu-memory-fraction must be in [0, 1), got {}", dev.gpu_memory_fraction);
+  const bool cuda =
+      dev.device == "cuda" || (dev.device == "auto" && world == 1 && cuda_device_count() > 0);
+  ModelOptions o;
+  if (!cuda) {
+    HELIX_CHECK(dev.dtype != "bfloat16", "--dtype bfloat16 needs --device cuda (the CPU computes "
+                                         "in float32)");
+    return o;
+  }
+  HELIX_CHECK(world == 1,
+              "--device cuda runs on one GPU: --tp, --cp and --ep must be 1 (the layout has {} "
+              "ranks)",
+              world);
+  const DType act = dev.dtype == "float32" ? DType::F32 : DType::BF16;
+  o.ops = make_cuda_ops(0, act);
+  o.weight_dtype = act;
+  // The CUDA MLA decode kernel reads an fp32 pool (a bf16 one comes with the bf16 kernel).
+  o.kv_dtype = DType::F32;
+  o.kv_memory_fraction = dev.gpu_memory_fraction;
+  return o;
+}
+
 CommStats diff(const CommStats& a, const CommStats& b) {
   CommStats d = a;
   for (auto& [k, v] : d.bytes_sent) v -= b.bytes_sent.count(k) ? b.bytes_sent.at(k) : 0;
@@ -102,6 +131,7 @@ struct Job {
   const EngineConfig& cfg;
   const ModelConfig& mc;
   const WeightStore& ws;
+  const ModelOptions& model_opt;
   const std::vector<std::vector<int>>& prompts;
   const SamplingConfig& sampling;
   int world = 1;
@@ -121,7 +151,7 @@ class RankRunner {
         mc_(job.mc),
         comm_(comm),
         map_(job.world, comm.rank(), cfg_.tp, cfg_.cp, cfg_.ep > 1),
-        model_(mc_, job.ws, map_, comm, cfg_.tokens_per_block, job.kv_blocks),
+        model_(mc_, job.ws, map_, comm, cfg_.tokens_per_block, job.kv_blocks, job.model_opt),
         lead_(comm.rank() == 0),
         sampler_(job.sampling),
         R_(static_cast<int>(job.prompts.size())),
@@ -461,7 +491,8 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
   res.outputs.assign(R, {});
   if (cfg.keep_logits) res.logits.assign(R, {});
   res.ranks.resize(world);
-  Job job{cfg, mc, ws, prompts, sampling, world, kv_blocks, t_load, res, {}};
+  const ModelOptions model_opt = model_options(cfg.dev, world);
+  Job job{cfg, mc, ws, model_opt, prompts, sampling, world, kv_blocks, t_load, res, {}};
   auto run_rank = [&](Communicator& comm) { RankRunner(job, comm).run(); };
 
   if (cfg.comm == "mpi") {
@@ -502,7 +533,8 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
   return res;
 }
 
-std::vector<float> score(const std::string& model_dir, const std::vector<int>& tokens, int* vocab) {
+std::vector<float> score(const std::string& model_dir, const std::vector<int>& tokens, int* vocab,
+                         const DeviceConfig& dev) {
   const ModelConfig mc = config_load(model_dir);
   check_prompts(mc, {tokens}, 1);
   const WeightStore ws(model_dir);
@@ -510,7 +542,8 @@ std::vector<float> score(const std::string& model_dir, const std::vector<int>& t
   Mapping map(1, 0, 1, 1, false);
   const int tpb = 64;
   DeepseekModel model(mc, ws, map, *comm, tpb,
-                      blocks_needed(static_cast<int>(tokens.size()), tpb, 1));
+                      blocks_needed(static_cast<int>(tokens.size()), tpb, 1),
+                      model_options(dev, 1));
   model.kv().add_request(0);
   const std::vector<SeqStep> step = {SeqStep{0, tokens, 0}};
   model.reserve_kv(step);

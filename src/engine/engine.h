@@ -12,8 +12,19 @@
 
 namespace helix {
 
+// Where a model runs: "auto" (the GPU when there is one and the layout is one rank), "cpu",
+// "cuda"; dtype "" = the device's default (float32 on the CPU, bfloat16 on CUDA).
+struct DeviceConfig {
+  std::string device = "cpu";  // the CLI's default is "auto"
+  std::string dtype;
+  // CUDA: fraction of the GPU memory free after the weights that the KV pool takes (0: just
+  // the blocks the requests need, or --kv-blocks).
+  double gpu_memory_fraction = 0;
+};
+
 struct EngineConfig {
   std::string model_dir;
+  DeviceConfig dev;
   int tp = 1;
   int cp = 1;
   int ep = 1;  // expert-parallel size: 1 = experts TP over tp*cp; else a multiple of tp*cp
@@ -80,6 +91,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
                         const SamplingConfig& sampling);
 
 // Logits [n_tokens, vocab] of one full forward over the tokens (single rank).
-std::vector<float> score(const std::string& model_dir, const std::vector<int>& tokens, int* vocab);
+std::vector<float> score(const std::string& model_dir, const std::vector<int>& tokens, int* vocab,
+                         const DeviceConfig& dev = {});
 
 }  // namespace helix

@@ -1,7 +1,10 @@
 #include "model/deepseek.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -74,7 +77,10 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
     rope_.inv_freq_dev = ops_->upload(std::move(f), DType::F32);
   }
   scale_ = static_cast<float>(cfg.softmax_scale());
+  loading_ = true;
   load_weights(ws);
+  loading_ = false;
+  if (loaded_bytes_ > 0) std::fprintf(stderr, "\n");
   stats_.expert_tokens.assign(cfg.num_hidden_layers,
                               std::vector<int64_t>(std::max(cfg.n_routed_experts, 0), 0));
   stats_.dispatch_sent = stats_.dispatch_recv = stats_.expert_tokens;
@@ -102,11 +108,30 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   kc.max_blocks = kv_blocks;
   kc.cp_size = map.cp;
   kc.cp_rank = map.cp_rank();
+  if (opt.kv_memory_fraction > 0 && !ops_->device().is_cpu()) {
+    const double block_bytes = static_cast<double>(kc.num_layers) * kc.tokens_per_block *
+                               kc.row_width * dtype_size(opt.kv_dtype);
+    const int frac_blocks =
+        static_cast<int>(std::min(2e9, ops_->free_bytes() * opt.kv_memory_fraction / block_bytes));
+    kc.max_blocks = std::max(kc.max_blocks, frac_blocks);
+  }
   DTensor pool;
   if (!ops_->device().is_cpu())
     pool = ops_->alloc({kc.num_layers, kc.max_blocks, kc.tokens_per_block, kc.row_width},
                        opt.kv_dtype);
   kv_ = std::make_unique<KvCache>(kc, std::move(pool));
+}
+
+DTensor DeepseekModel::up(Tensor&& t) const {
+  static const bool tty = isatty(STDERR_FILENO);
+  if (tty && loading_ && map_.rank == 0) {
+    if (loaded_bytes_ == 0) load_t0_ = Clock::now();
+    loaded_bytes_ += static_cast<uint64_t>(t.numel()) * sizeof(float);
+    const double s = std::max(1e-3, ms_since(load_t0_) / 1000.0);
+    std::fprintf(stderr, "\rloading weights: %.0f MB, %.0f MB/s   ", loaded_bytes_ / 1e6,
+                 loaded_bytes_ / 1e6 / s);
+  }
+  return ops_->upload(std::move(t), opt_.weight_dtype);
 }
 
 void DeepseekModel::load_weights(const WeightStore& ws) {

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/tensor.h"
 #include "kv/kv_cache.h"
 #include "model/config.h"
@@ -66,6 +67,8 @@ struct ModelOptions {
   std::shared_ptr<Ops> ops;         // null: the CPU reference (CpuOps)
   DType weight_dtype = DType::F32;  // F32 or BF16 (CUDA)
   DType kv_dtype = DType::F32;      // latent KV pool
+  // GPU: the KV pool takes this fraction of the memory free after the weights (0: kv_blocks).
+  double kv_memory_fraction = 0;
 };
 
 // Host metadata of one forward step, and its copy on the backend's device (uploaded once).
@@ -150,7 +153,8 @@ class DeepseekModel {
 
  private:
   void load_weights(const WeightStore& ws);
-  DTensor up(Tensor&& t) const { return ops_->upload(std::move(t), opt_.weight_dtype); }
+  // A weight to the backend in the weight dtype; shows load progress when stderr is a terminal.
+  DTensor up(Tensor&& t) const;
   DTensor act(std::vector<int64_t> shape) const { return ops_->alloc(shape, ops_->act_dtype()); }
   StepBatch make_step(const std::vector<SeqStep>& seqs);
   // y[m, n] (ldy) = x[m, k] (ldx) . w^T (+ y when accumulate); ld 0: dense.
@@ -185,6 +189,10 @@ class DeepseekModel {
   int ho_begin_ = 0, ho_end_ = 0;  // heads this rank owns after the CP all-to-all (local idx)
   ModelOptions opt_;
   std::shared_ptr<Ops> ops_;
+  // Load progress (constructor only; load_expert also runs on the EPLB worker, silently).
+  bool loading_ = false;
+  mutable uint64_t loaded_bytes_ = 0;
+  mutable Clock::time_point load_t0_;
   DTensor embed;    // [vocab, hidden]
   DTensor norm;     // [hidden]
   DTensor lm_head;  // [vocab, hidden] (may alias embed)

@@ -110,6 +110,8 @@ class Ops {
   // dst = src converted (F32 <-> BF16; a copy when the dtypes match), both contiguous.
   virtual void cast(const TensorView& dst, const TensorView& src) = 0;
   virtual void sync() = 0;
+  // Device memory free now (0 on the CPU: no device pool to size).
+  virtual size_t free_bytes() const { return 0; }
 
   // ---- ops (semantics: ops/ops.h) -------------------------------------------------------------
   virtual void gemm(const GemmArgs& a) = 0;

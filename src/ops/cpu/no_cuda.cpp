@@ -4,7 +4,7 @@
 
 namespace helix {
 
-#if 1  // TEMP
+#ifndef HELIX_HAVE_CUDA
 std::unique_ptr<Ops> make_cuda_ops(int, DType) {
   fail("--device cuda: helix was built without CUDA support");
 }
