@@ -22,3 +22,7 @@ if [ "${TORCH:-1}" = 1 ]; then
 fi
 "$B/bench/bench_mla_decode_bf16" $Q --gemm-tflops "$GEMM" --json "$OUT/bench_mla_decode_bf16.json" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?"; cat "$OUT/bench.log"
+if [ "${SYNC:-0}" = 1 ]; then
+  "$B/bench/bench_mla_decode_bf16" --quick --mma-sync > "$OUT/bench_sync.log" 2>&1
+  echo "== mma.sync for 64-head groups:"; grep -E "^ +128" "$OUT/bench_sync.log"
+fi

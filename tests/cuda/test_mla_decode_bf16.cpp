@@ -91,6 +91,7 @@ struct Case {
   MlaOutDtype out = MlaOutDtype::kFloat32;
   int num_ctas = 0;  // 0: planner's choice
   unsigned seed = 1;
+  bool wgmma = true;  // MlaPlanDesc::use_wgmma (64-head groups at 512/64)
 };
 
 std::string describe(const Case& c) {
@@ -98,7 +99,8 @@ std::string describe(const Case& c) {
                   std::to_string(c.R) + " block " + std::to_string(c.block) + " kv " +
                   (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") + " out " +
                   (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
-                  std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) + " lens";
+                  std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
+                  (c.wgmma ? " wgmma" : " mma.sync") + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
 }
@@ -245,6 +247,7 @@ void run_case(const Case& c) {
   d.max_batch = B + 2;
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
+  d.use_wgmma = c.wgmma;
   MlaPlan plan;
   CUDA_OK(mla_plan(d, &plan));
   Dev<uint16_t> d_q(q_bf);
@@ -320,8 +323,9 @@ std::vector<int> uneven(int block, int longest) {
 
 TEST(MlaDecodeBf16Cuda, DeepSeek128Heads) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  run_case({128, 512, 64, 64, uneven(64, 1500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
-            kSeed});
+  for (bool wg : {true, false})
+    run_case({128, 512, 64, 64, uneven(64, 1500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
+              kSeed, wg});
 }
 
 TEST(MlaDecodeBf16Cuda, Heads16BlockSizes) {
@@ -344,8 +348,9 @@ TEST(MlaDecodeBf16Cuda, OddHeadsAndBlocks) {
 TEST(MlaDecodeBf16Cuda, CtaCounts) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (int ctas : {1, 3, 7, 500})
-    run_case({64, 512, 64, 16, uneven(16, 1000), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, ctas,
-              kSeed + ctas});
+    for (bool wg : {true, false})
+      run_case({64, 512, 64, 16, uneven(16, 1000), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, ctas,
+                kSeed + ctas, wg});
 }
 
 TEST(MlaDecodeBf16Cuda, AllEmpty) {
@@ -364,8 +369,9 @@ TEST(MlaDecodeBf16Cuda, Fp8Kv) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   run_case({16, 512, 64, 64, uneven(64, 2000), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 0,
             kSeed + 10});
-  run_case({128, 512, 64, 32, uneven(32, 1200), MlaKvDtype::kFp8E4m3, MlaOutDtype::kBf16, 0,
-            kSeed + 11});
+  for (bool wg : {true, false})
+    run_case({128, 512, 64, 32, uneven(32, 1200), MlaKvDtype::kFp8E4m3, MlaOutDtype::kBf16, 0,
+              kSeed + 11, wg});
   run_case({16, 512, 64, 16, uneven(16, 900), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 5,
             kSeed + 12});
 }

@@ -48,8 +48,8 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   const int hg = head_group_for(d.num_heads);
   err = with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
-    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch,
-                                               smem, &per_sm);
+    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3,
+                                               d.use_wgmma, d.max_batch, smem, &per_sm);
   });
   if (err != cudaSuccess) return err;
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
@@ -133,8 +133,8 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
   return with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
-    return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, grid, plan.smem_bytes,
-                                              stream);
+    return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, d.use_wgmma, grid,
+                                              plan.smem_bytes, stream);
   });
 }
 

@@ -44,6 +44,9 @@ struct MlaPlanDesc {
   int max_batch = 0;        // upper bound on the batch passed at launch
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;
   int num_ctas = 0;         // CTAs per head group; 0: from the SM count and occupancy
+  // 64-head groups (H > 32) at (512, 64): true runs the Hopper wgmma kernel, false the mma.sync
+  // one (same results to rounding; kept for comparison). Other shapes always use mma.sync.
+  bool use_wgmma = true;
 };
 
 // Host-side result of mla_plan. Treat as opaque; copyable (the workspace is shared, not owned

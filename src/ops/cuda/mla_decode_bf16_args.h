@@ -22,12 +22,13 @@ struct Args {
   float* part_lse = nullptr;  // [groups, ctas, 2, HG]
 };
 
-// Raises the split kernel's shared-memory limit for (hg, fp8, max_batch); reports its dynamic
-// shared memory and the CTAs per SM it reaches.
+// Raises the split kernel's shared-memory limit for (hg, fp8, wgmma, max_batch); reports its
+// dynamic shared memory and the CTAs per SM it reaches. wg: the wgmma kernel for hg 64 at L 512.
 template <int L, int R>
-cudaError_t prepare(int hg, bool fp8, int max_batch, size_t* smem, int* ctas_per_sm);
+cudaError_t prepare(int hg, bool fp8, bool wg, int max_batch, size_t* smem, int* ctas_per_sm);
 // Split kernel on grid (ctas, groups), then the combine kernel.
 template <int L, int R>
-cudaError_t launch(const Args& a, int hg, bool fp8, dim3 grid, size_t smem, cudaStream_t stream);
+cudaError_t launch(const Args& a, int hg, bool fp8, bool wg, dim3 grid, size_t smem,
+                   cudaStream_t stream);
 
 }  // namespace helix::cuda::mla_bf16

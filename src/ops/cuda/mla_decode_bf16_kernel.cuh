@@ -31,8 +31,9 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kTile = 32;  // tokens per tile
 constexpr int kThreadsPerToken = kThreads / kTile;
 
-template <int L, int R, int HG, bool kFp8>
+template <int L, int R, int HG, bool kFp8, bool kWg = false>
 struct Cfg {
+  static constexpr bool kWgmma = kWg;
   static constexpr bool kIsFp8 = kFp8;
   static constexpr int W = L + R;
   static constexpr int KS = W / 16;          // k-steps of phase 1
@@ -41,15 +42,17 @@ struct Cfg {
   static constexpr int KSW = (KS + TW - 1) / TW;
   static constexpr int NP = L / 16;          // phase-3 n-tile pairs
   static constexpr int NPW = (NP + TW - 1) / TW;
-  static constexpr int kRowElems = W + 8;    // bf16 row stride: an odd number of 16 B units
-  static constexpr int kRowBytes = 2 * kRowElems;
+  // bf16 tiles in shared memory are chunk-major: the 16-byte chunk j (8 elements) of row r is at
+  // 16 (j * rows + r). Eight rows of one chunk are one contiguous 128-byte core matrix, which is
+  // what wgmma's no-swizzle descriptors read, and 8 lanes of an ldmatrix hit 8 distinct 16-byte
+  // bank groups.
   static constexpr int kRawBytes = kFp8 ? ((L + 2 * R + 4 + 15) / 16) * 16 : 2 * W;
   static constexpr int kRawChunks = kRawBytes / 16;
   static constexpr int kStages = kFp8 ? 4 : (HG == 64 ? 3 : 4);
   static constexpr int kSStride = kTile + 8;  // floats, conflict-free float2 fragment access
   // shared memory carve-up, in bytes
-  static constexpr int kQBytes = HG * kRowBytes;
-  static constexpr int kTileBytes = kTile * kRowBytes;
+  static constexpr int kQBytes = HG * W * 2;
+  static constexpr int kTileBytes = kTile * W * 2;
   static constexpr int kRawStageBytes = kTile * kRawBytes;
   static constexpr int kRingBytes = kFp8 ? kStages * kRawStageBytes : kStages * kTileBytes;
   static constexpr int kConvBytes = kFp8 ? kTileBytes : 0;
@@ -59,7 +62,7 @@ struct Cfg {
     return kFixedBytes + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
   }
   static_assert(W % 16 == 0 && L % 16 == 0, "k-steps of 16, n-tile pairs of 16");
-  static_assert((kRowBytes / 16) % 2 == 1, "odd 16 B row stride: conflict-free ldmatrix");
+  static_assert(!kWg || (HG == 64 && L == 512), "wgmma path: 64 heads, two halves of 256 columns");
   static_assert(MT * TW == kWarps, "head group of 16, 32 or 64");
 };
 
@@ -94,6 +97,26 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// ---- wgmma (sm_90a) ----
+// Shared-memory matrix descriptor, no swizzle: start, LBO (between core matrices along K) and
+// SBO (along M/N), all in bytes.
+__device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((addr & 0x3ffffu) >> 4) |
+         (static_cast<uint64_t>((lbo & 0x3ffffu) >> 4) << 16) |
+         (static_cast<uint64_t>((sbo & 0x3ffffu) >> 4) << 32);
+}
+__device__ __forceinline__ void wg_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+#include "ops/cuda/mla_decode_bf16_wgmma.inc"
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
@@ -155,10 +178,17 @@ struct Loader {
     const int tok = static_cast<int>(threadIdx.x) / kThreadsPerToken;
     const int sub = static_cast<int>(threadIdx.x) % kThreadsPerToken;
     const uint8_t* src = a->kv_pool + (row < 0 ? 0 : row) * C::kRawBytes;
-    const uint32_t dst = dst_stage + tok * (C::kIsFp8 ? C::kRawBytes : C::kRowBytes);
+    if constexpr (C::kIsFp8) {  // raw rows, row-major
+      const uint32_t dst = dst_stage + tok * C::kRawBytes;
 #pragma unroll
-    for (int j = sub; j < C::kRawChunks; j += kThreadsPerToken)
-      cp_async16(dst + 16 * j, src + 16 * j, row >= 0);
+      for (int j = sub; j < C::kRawChunks; j += kThreadsPerToken)
+        cp_async16(dst + 16 * j, src + 16 * j, row >= 0);
+    } else {  // chunk-major tile
+      const uint32_t dst = dst_stage + 16 * tok;
+#pragma unroll
+      for (int j = sub; j < C::kRawChunks; j += kThreadsPerToken)
+        cp_async16(dst + 16 * kTile * j, src + 16 * j, row >= 0);
+    }
   }
 };
 
@@ -171,7 +201,7 @@ __device__ __forceinline__ void dequant_tile(const uint8_t* raw, uint8_t* dst) {
   for (int i = threadIdx.x; i < kTile * kPerTok; i += kThreads) {
     const int tok = i / kPerTok, j = i % kPerTok;
     const uint8_t* src = raw + tok * C::kRawBytes;
-    uint8_t* out = dst + tok * C::kRowBytes;
+    uint8_t* out = dst + 16 * tok;
     if (j < kCChunks) {
       const float s = *reinterpret_cast<const float*>(src + L + 2 * R);
       const uint4 v = *reinterpret_cast<const uint4*>(src + 16 * j);
@@ -188,20 +218,20 @@ __device__ __forceinline__ void dequant_tile(const uint8_t* raw, uint8_t* dst) {
         o[2 * e] = pack_bf16(f0.x * s, f0.y * s);
         o[2 * e + 1] = pack_bf16(f1.x * s, f1.y * s);
       }
-      uint4* d = reinterpret_cast<uint4*>(out + 32 * j);
-      d[0] = make_uint4(o[0], o[1], o[2], o[3]);
-      d[1] = make_uint4(o[4], o[5], o[6], o[7]);
+      *reinterpret_cast<uint4*>(out + 16 * kTile * (2 * j)) = make_uint4(o[0], o[1], o[2], o[3]);
+      *reinterpret_cast<uint4*>(out + 16 * kTile * (2 * j + 1)) =
+          make_uint4(o[4], o[5], o[6], o[7]);
     } else {
       const int r = j - kCChunks;
-      *reinterpret_cast<uint4*>(out + 2 * L + 16 * r) =
+      *reinterpret_cast<uint4*>(out + 16 * kTile * (L / 8 + r)) =
           *reinterpret_cast<const uint4*>(src + L + 16 * r);
     }
   }
 }
 
-template <int L, int R, int HG, bool kFp8>
+template <int L, int R, int HG, bool kFp8, bool kWg>
 __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
-  using C = Cfg<L, R, HG, kFp8>;
+  using C = Cfg<L, R, HG, kFp8, kWg>;
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* s_q = smem;
   uint8_t* s_ring = s_q + C::kQBytes;
@@ -211,7 +241,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int mt = warp / C::TW, th = warp % C::TW;
+  // m-tile and share; warps 4..7 are the second warpgroup (wgmma: rows 16 (warp % 4)).
+  const int mt = warp % C::MT, th = warp / C::MT;
   const int cta = blockIdx.x, group = blockIdx.y;
 
   // Prefix sums of tiles per sequence (warp 0, 32 sequences per step).
@@ -291,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
           v = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.q) +
                                               (static_cast<int64_t>(cb) * a.num_heads + h) * C::W +
                                               8 * c);
-        *reinterpret_cast<uint4*>(s_q + r * C::kRowBytes + 16 * c) = v;
+        *reinterpret_cast<uint4*>(s_q + 16 * (c * HG + r)) = v;
       }
       m_run[0] = m_run[1] = -INFINITY;
       d_run[0] = d_run[1] = 0.f;
@@ -302,7 +333,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[p][h][e] = 0.f;
     }
-    if (kFp8 || seg_start) __syncthreads();
+    if (kFp8 || seg_start || kWg) {
+      // wgmma reads shared memory through the async proxy: order the generic writes (cp.async,
+      // dequant, query) before it.
+      if constexpr (kWg) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncthreads();
+    }
 
     // 1. partial scores over this warp's k-steps
     {
@@ -311,24 +347,38 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       for (int n = 0; n < kTile / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[n][e] = 0.f;
-      const uint32_t q_addr =
-          smem_u32(s_q) + (mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowBytes +
-          (lane >> 4) * 16;
-      const uint32_t k_addr = smem_u32(kv_tile) +
-                              ((lane >> 4) * 8 + (lane & 7)) * C::kRowBytes +
-                              ((lane >> 3) & 1) * 16;
+      if constexpr (kWg) {
+        // Warpgroup th: k-steps [th KS/2, (th + 1) KS/2), S[64, 32] += Q[64, 16] K[32, 16]^T.
+        constexpr int kHalf = C::KS / 2;
+        const uint32_t q0 = smem_u32(s_q), k0 = smem_u32(kv_tile);
+        wg_fence();
 #pragma unroll
-      for (int i = 0; i < C::KSW; ++i) {
-        const int ks = th + i * C::TW;
-        if (C::KS % C::TW != 0 && ks >= C::KS) break;
-        uint32_t qa[4];
-        ldsm_x4(qa, q_addr + ks * 32);
+        for (int i = 0; i < kHalf; ++i) {
+          const int ks = th * kHalf + i;
+          wgmma_m64n32k16_ss(s, make_desc(q0 + ks * 2 * 16 * HG, 16 * HG, 128),
+                             make_desc(k0 + ks * 2 * 16 * kTile, 16 * kTile, 128));
+        }
+        wg_commit();
+        wg_wait<0>();
+      } else {
+        const uint32_t q_addr = smem_u32(s_q) +
+                                16 * (((lane >> 4) * HG) + mt * 16 + (lane & 7) +
+                                      ((lane >> 3) & 1) * 8);
+        const uint32_t k_addr = smem_u32(kv_tile) +
+                                16 * ((((lane >> 3) & 1) * kTile) + (lane >> 4) * 8 + (lane & 7));
 #pragma unroll
-        for (int np = 0; np < kTile / 16; ++np) {
-          uint32_t kb[4];
-          ldsm_x4(kb, k_addr + np * 16 * C::kRowBytes + ks * 32);
-          mma_bf16(s[2 * np], qa, kb[0], kb[1]);
-          mma_bf16(s[2 * np + 1], qa, kb[2], kb[3]);
+        for (int i = 0; i < C::KSW; ++i) {
+          const int ks = th + i * C::TW;
+          if (C::KS % C::TW != 0 && ks >= C::KS) break;
+          uint32_t qa[4];
+          ldsm_x4(qa, q_addr + ks * 2 * 16 * HG);
+#pragma unroll
+          for (int np = 0; np < kTile / 16; ++np) {
+            uint32_t kb[4];
+            ldsm_x4(kb, k_addr + ks * 2 * 16 * kTile + np * 16 * 16);
+            mma_bf16(s[2 * np], qa, kb[0], kb[1]);
+            mma_bf16(s[2 * np + 1], qa, kb[2], kb[3]);
+          }
         }
       }
       float* part = s_part + (th * HG + mt * 16) * C::kSStride;
@@ -436,19 +486,27 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
         }
     }
 
-    // 3. O += P . V over this warp's column pairs
-    {
+    // 3. O += P . V over this warp's column pairs (pairs th NPW .. th NPW + NPW - 1)
+    if constexpr (kWg) {
+      // Warpgroup th: O[64, 256 columns of half th] += P[64, 16] V[16, 256], P from registers.
+      const uint32_t v0 = smem_u32(kv_tile) + th * (L / 16) * 16 * kTile;
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < kTile / 16; ++kk)
+        wgmma_m64n256k16_rs(acc, pa[kk], make_desc(v0 + kk * 2 * 128, 128, 16 * kTile));
+      wg_commit();
+      wg_wait<0>();
+    } else {
       const uint32_t v_addr = smem_u32(kv_tile) +
-                              ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowBytes +
-                              (lane >> 4) * 16;
+                              16 * ((lane >> 4) * kTile + (lane & 7) + ((lane >> 3) & 1) * 8);
 #pragma unroll
       for (int p = 0; p < C::NPW; ++p) {
-        const int pair = th + p * C::TW;
+        const int pair = th * C::NPW + p;
         if (C::NP % C::TW != 0 && pair >= C::NP) break;
 #pragma unroll
         for (int kk = 0; kk < kTile / 16; ++kk) {
           uint32_t vb[4];
-          ldsm_x4_t(vb, v_addr + kk * 16 * C::kRowBytes + pair * 32);
+          ldsm_x4_t(vb, v_addr + pair * 2 * 16 * kTile + kk * 16 * 16);
           mma_bf16(acc[p][0], pa[kk], vb[0], vb[1]);
           mma_bf16(acc[p][1], pa[kk], vb[2], vb[3]);
         }
@@ -478,7 +536,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
         }
 #pragma unroll
         for (int p = 0; p < C::NPW; ++p) {
-          const int pair = th + p * C::TW;
+          const int pair = th * C::NPW + p;
           if (C::NP % C::TW != 0 && pair >= C::NP) break;
 #pragma unroll
           for (int hh = 0; hh < 2; ++hh) {
@@ -620,22 +678,28 @@ namespace helix::cuda::mla_bf16 {
 // Host entry points of one (L, R) (declared in mla_decode_bf16_args.h).
 template <int L, int R>
 struct Entry {
-  template <int HG, bool kFp8, class F>
+  template <int HG, bool kFp8, bool kWg = false, class F>
   static cudaError_t with(F&& f) {
-    return f(mla_split_kernel<L, R, HG, kFp8>, Cfg<L, R, HG, kFp8>::smem_bytes(0));
+    return f(mla_split_kernel<L, R, HG, kFp8, kWg>, Cfg<L, R, HG, kFp8, kWg>::smem_bytes(0));
   }
+  // hg 64 + wg: the wgmma kernel (L = 512 only).
   template <class F>
-  static cudaError_t dispatch(int hg, bool fp8, F&& f) {
+  static cudaError_t dispatch(int hg, bool fp8, bool wg, F&& f) {
     if (hg == 16) return fp8 ? with<16, true>(f) : with<16, false>(f);
     if (hg == 32) return fp8 ? with<32, true>(f) : with<32, false>(f);
-    if (hg == 64) return fp8 ? with<64, true>(f) : with<64, false>(f);
+    if (hg == 64) {
+      if constexpr (L == 512) {
+        if (wg) return fp8 ? with<64, true, true>(f) : with<64, false, true>(f);
+      }
+      return fp8 ? with<64, true>(f) : with<64, false>(f);
+    }
     return cudaErrorInvalidValue;
   }
 };
 
 template <int L, int R>
-cudaError_t prepare(int hg, bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
-  return Entry<L, R>::dispatch(hg, fp8, [&](auto kernel, size_t fixed) {
+cudaError_t prepare(int hg, bool fp8, bool wg, int max_batch, size_t* smem, int* ctas_per_sm) {
+  return Entry<L, R>::dispatch(hg, fp8, wg, [&](auto kernel, size_t fixed) {
     *smem = fixed + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(*smem));
@@ -645,8 +709,9 @@ cudaError_t prepare(int hg, bool fp8, int max_batch, size_t* smem, int* ctas_per
 }
 
 template <int L, int R>
-cudaError_t launch(const Args& a, int hg, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
-  cudaError_t err = Entry<L, R>::dispatch(hg, fp8, [&](auto kernel, size_t) {
+cudaError_t launch(const Args& a, int hg, bool fp8, bool wg, dim3 grid, size_t smem,
+                   cudaStream_t stream) {
+  cudaError_t err = Entry<L, R>::dispatch(hg, fp8, wg, [&](auto kernel, size_t) {
     kernel<<<grid, kThreads, smem, stream>>>(a);
     return cudaGetLastError();
   });
@@ -663,7 +728,7 @@ cudaError_t launch(const Args& a, int hg, bool fp8, dim3 grid, size_t smem, cuda
 }
 
 #define HELIX_INSTANTIATE_MLA_BF16(L, R)                                                 \
-  template cudaError_t prepare<L, R>(int, bool, int, size_t*, int*);                     \
-  template cudaError_t launch<L, R>(const Args&, int, bool, dim3, size_t, cudaStream_t);
+  template cudaError_t prepare<L, R>(int, bool, bool, int, size_t*, int*);               \
+  template cudaError_t launch<L, R>(const Args&, int, bool, bool, dim3, size_t, cudaStream_t);
 
 }  // namespace helix::cuda::mla_bf16
