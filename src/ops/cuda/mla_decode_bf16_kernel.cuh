@@ -30,6 +30,11 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTile = 32;  // tokens per tile
 constexpr int kThreadsPerToken = kThreads / kTile;
+// Loader thread mapping: 8 consecutive lanes take 8 consecutive tokens of one chunk (distinct
+// shared-memory bank groups in the chunk-major tile), 4 such groups per warp take 4 consecutive
+// chunks (64 contiguous bytes per token row in global memory).
+__device__ __forceinline__ int loader_token(int tid) { return (tid & 7) + 8 * (tid >> 6); }
+__device__ __forceinline__ int loader_sub(int tid) { return (tid >> 3) & 7; }
 
 template <int L, int R, int HG, bool kFp8, bool kWg = false>
 struct Cfg {
@@ -157,7 +162,7 @@ struct Loader {
       row = -1;
       return;
     }
-    const int pos = k * kTile + static_cast<int>(threadIdx.x) / kThreadsPerToken;
+    const int pos = k * kTile + loader_token(threadIdx.x);
     const int len = seq_tokens(*a, b);
     if (pos >= len) {
       row = -1;
@@ -175,8 +180,7 @@ struct Loader {
     }
   }
   __device__ void issue(uint32_t dst_stage) const {
-    const int tok = static_cast<int>(threadIdx.x) / kThreadsPerToken;
-    const int sub = static_cast<int>(threadIdx.x) % kThreadsPerToken;
+    const int tok = loader_token(threadIdx.x), sub = loader_sub(threadIdx.x);
     const uint8_t* src = a->kv_pool + (row < 0 ? 0 : row) * C::kRawBytes;
     if constexpr (C::kIsFp8) {  // raw rows, row-major
       const uint32_t dst = dst_stage + tok * C::kRawBytes;
@@ -199,7 +203,7 @@ __device__ __forceinline__ void dequant_tile(const uint8_t* raw, uint8_t* dst) {
   constexpr int kRChunks = 2 * R / 16;  // 8 bf16 per chunk
   constexpr int kPerTok = kCChunks + kRChunks;
   for (int i = threadIdx.x; i < kTile * kPerTok; i += kThreads) {
-    const int tok = i / kPerTok, j = i % kPerTok;
+    const int tok = i % kTile, j = i / kTile;  // consecutive threads: consecutive tokens
     const uint8_t* src = raw + tok * C::kRawBytes;
     uint8_t* out = dst + 16 * tok;
     if (j < kCChunks) {
@@ -315,7 +319,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       len = seq_tokens(a, cb);
       constexpr int kQChunks = C::W / 8;
       for (int i = tid; i < HG * kQChunks; i += kThreads) {
-        const int r = i / kQChunks, c = i % kQChunks;
+        const int r = i % HG, c = i / HG;  // consecutive threads: consecutive rows
         const int h = group * HG + r;
         uint4 v = make_uint4(0, 0, 0, 0);
         if (h < a.num_heads)
@@ -350,13 +354,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       if constexpr (kWg) {
         // Warpgroup th: k-steps [th KS/2, (th + 1) KS/2), S[64, 32] += Q[64, 16] K[32, 16]^T.
         constexpr int kHalf = C::KS / 2;
-        const uint32_t q0 = smem_u32(s_q), k0 = smem_u32(kv_tile);
+        // Descriptors advance by adding the start-address step (in 16-byte units) to the low
+        // field; one pair live at a time.
+        uint64_t dq = make_desc(smem_u32(s_q) + th * kHalf * 2 * 16 * HG, 16 * HG, 128);
+        uint64_t dk = make_desc(smem_u32(kv_tile) + th * kHalf * 2 * 16 * kTile, 16 * kTile, 128);
         wg_fence();
-#pragma unroll
+#pragma unroll 1
         for (int i = 0; i < kHalf; ++i) {
-          const int ks = th * kHalf + i;
-          wgmma_m64n32k16_ss(s, make_desc(q0 + ks * 2 * 16 * HG, 16 * HG, 128),
-                             make_desc(k0 + ks * 2 * 16 * kTile, 16 * kTile, 128));
+          wgmma_m64n32k16_ss(s, dq, dk);
+          dq += 2 * HG;
+          dk += 2 * kTile;
         }
         wg_commit();
         wg_wait<0>();
@@ -495,7 +502,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       for (int kk = 0; kk < kTile / 16; ++kk)
         wgmma_m64n256k16_rs(acc, pa[kk], make_desc(v0 + kk * 2 * 128, 128, 16 * kTile));
       wg_commit();
-      wg_wait<0>();
+      // bf16: left in flight over the next tile's barrier and score MMAs (the ring stage it
+      // reads is not refilled before phase 1 waits); FP8 rewrites its tile first, so wait.
+      if constexpr (kFp8) wg_wait<0>();
     } else {
       const uint32_t v_addr = smem_u32(kv_tile) +
                               16 * ((lane >> 4) * kTile + (lane & 7) + ((lane >> 3) & 1) * 8);
@@ -516,6 +525,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
     // End of the sequence's tiles in this CTA: final output, or a partial for the combine.
     const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
     if (ck == seq_tiles - 1 || j == n_tiles - 1) {
+      if constexpr (kWg) wg_wait<0>();
       const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
       const int slot = s_cum[cb] <= t_begin ? 0 : 1;
       const int64_t prow =
