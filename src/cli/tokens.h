@@ -62,6 +62,8 @@ void add_device_options(App* cmd, Dev& d) {
                   "CUDA: fraction of the GPU memory free after the weights for the KV pool (0: as "
                   "the requests need)")
       ->capture_default_str();
+  cmd->add_flag("--no-cuda-graph{false}", d.cuda_graph,
+                "CUDA: run decode steps eagerly instead of replaying captured graphs");
 }
 
 }  // namespace helix::cli

@@ -52,8 +52,9 @@ ModelOptions model_options(const DeviceConfig& dev, int world) {
       dev.device == "cuda" || (dev.device == "auto" && world == 1 && cuda_device_count() > 0);
   ModelOptions o;
   if (!cuda) {
-    HELIX_CHECK(dev.dtype != "bfloat16", "--dtype bfloat16 needs --device cuda (the CPU computes "
-                                         "in float32)");
+    HELIX_CHECK(dev.dtype != "bfloat16",
+                "--dtype bfloat16 needs --device cuda (the CPU computes "
+                "in float32)");
     return o;
   }
   HELIX_CHECK(world == 1,
@@ -63,9 +64,10 @@ ModelOptions model_options(const DeviceConfig& dev, int world) {
   const DType act = dev.dtype == "float32" ? DType::F32 : DType::BF16;
   o.ops = make_cuda_ops(0, act);
   o.weight_dtype = act;
-  // The CUDA MLA decode kernel reads an fp32 pool (a bf16 one comes with the bf16 kernel).
-  o.kv_dtype = DType::F32;
+  // The latent pool in the activation dtype: bf16 (the bf16 MLA kernel) or fp32.
+  o.kv_dtype = act;
   o.kv_memory_fraction = dev.gpu_memory_fraction;
+  o.cuda_graphs = dev.cuda_graph;
   return o;
 }
 

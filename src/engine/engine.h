@@ -20,6 +20,7 @@ struct DeviceConfig {
   // CUDA: fraction of the GPU memory free after the weights that the KV pool takes (0: just
   // the blocks the requests need, or --kv-blocks).
   double gpu_memory_fraction = 0;
+  bool cuda_graph = true;  // capture decode steps as CUDA graphs (bfloat16 on CUDA)
 };
 
 struct EngineConfig {

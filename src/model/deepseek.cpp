@@ -223,6 +223,17 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
     } else {
       for (int e = 0; e < E; ++e) lw.experts.push_back(load_expert(ws, i, e, false));
     }
+    if (!ops_->device().is_cpu()) {
+      std::vector<int64_t> gu, dn;
+      for (const MlpWeights& m : lw.experts) {
+        gu.push_back(reinterpret_cast<int64_t>(m.gate_up.view().data));
+        dn.push_back(reinterpret_cast<int64_t>(m.down.view().data));
+        lw.gate_up_list.push_back(m.gate_up);
+        lw.down_list.push_back(m.down);
+      }
+      lw.gate_up_ptrs = ops_->upload_raw(gu.data(), {E}, DType::I64);
+      lw.down_ptrs = ops_->upload_raw(dn.data(), {E}, DType::I64);
+    }
   }
 }
 
@@ -289,7 +300,7 @@ void DeepseekModel::reserve_kv(const std::vector<SeqStep>& seqs) {
     for (size_t i = 0; i < s.tokens.size(); ++i) kv_->append(s.id, s.start + static_cast<int>(i));
 }
 
-StepBatch DeepseekModel::make_step(const std::vector<SeqStep>& seqs) {
+StepBatch DeepseekModel::make_step(const std::vector<SeqStep>& seqs, bool upload) {
   const ModelConfig& c = cfg_;
   StepBatch st;
   for (const auto& s : seqs) {
@@ -328,7 +339,7 @@ StepBatch DeepseekModel::make_step(const std::vector<SeqStep>& seqs) {
   }
   st.max_blocks = std::max(st.max_blocks, 1);
   // One upload per step for every index the kernels read (the CPU reads the host copies).
-  if (!ops_->device().is_cpu()) {
+  if (upload && !ops_->device().is_cpu()) {
     auto put = [&](const void* p, int64_t n, DType t) {
       return n > 0 ? ops_->upload_raw(p, {n}, t) : DTensor();
     };
@@ -343,30 +354,16 @@ StepBatch DeepseekModel::make_step(const std::vector<SeqStep>& seqs) {
 }
 
 Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits) {
-  const ModelConfig& c = cfg_;
-  const int D = c.hidden_size;
-  const StepBatch st = make_step(seqs);
-  Ops& o = *ops_;
-  const int T = st.T;
-  DTensor x = act({T, D}), h = act({T, D}), y = act({T, D});
-  o.embed(embed.view(), st.tok_d.view(), st.tok.data(), x.view(), T);
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const LayerWeights& lw = layers_[l];
-    o.rms_norm(x.view(), 0, lw.input_norm.view(), h.view(), 0, T, D, eps);
-    auto t0 = Clock::now();
-    attention(l, seqs, st, h, y);
-    stats_.attn_ms += ms_since(t0);
-    o.add(x.view(), D, y.view(), D, T, D, false);
-    o.rms_norm(x.view(), 0, lw.post_norm.view(), h.view(), 0, T, D, eps);
-    t0 = Clock::now();
-    ffn(l, h, y);
-    stats_.ffn_ms += ms_since(t0);
-    o.add(x.view(), D, y.view(), D, T, D, false);
-  }
+  bool decode_only = !seqs.empty();
+  for (const auto& s : seqs) decode_only = decode_only && s.start > 0 && s.tokens.size() == 1;
+  // CUDA graphs need the split-KV plan of the bf16 MLA kernel (sizes read on the device).
+  if (decode_only && opt_.cuda_graphs && ops_->supports_graphs() &&
+      kv_->layer_pool(0).dtype == DType::BF16)
+    return forward_graph(seqs);
+  const StepBatch st = make_step(seqs, true);
   std::vector<int> rows;
   if (all_logits) {
-    for (int t = 0; t < T; ++t) rows.push_back(t);
+    for (int t = 0; t < st.T; ++t) rows.push_back(t);
   } else {
     int off = 0;
     for (const auto& s : seqs) {
@@ -375,15 +372,112 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
     }
   }
   const int n = static_cast<int>(rows.size());
+  DTensor logits_d = ops_->alloc({n, cfg_.vocab_size}, DType::F32);
+  run_step(seqs, st, rows, logits_d);
+  Tensor logits({n, cfg_.vocab_size});
+  ops_->to_host(logits_d.view(), logits.ptr());
+  return logits;
+}
+
+// Decode steps on a CUDA-graph backend: the step's indices go into fixed device buffers of its
+// batch shape (batch, block-table width), then a graph recorded once per shape replays the
+// whole step. The first step of a shape runs eagerly (it makes the MLA plan and warms cuBLAS),
+// the second records the graph.
+Tensor DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs) {
+  StepBatch st = make_step(seqs, false);
+  const int B = st.T;
+  int width = 16;
+  while (width < st.max_blocks) width *= 2;
+  DecodeGraph& g = graphs_[{B, width}];
+  if (g.logits.empty()) {
+    g.tok = ops_->alloc({B}, DType::I32);
+    g.pos = ops_->alloc({B}, DType::I32);
+    g.slots = ops_->alloc({B}, DType::I64);
+    g.block_table = ops_->alloc({B, width}, DType::I32);
+    g.seq_lens = ops_->alloc({B}, DType::I32);
+    g.logits = ops_->alloc({B, cfg_.vocab_size}, DType::F32);
+  }
+  std::vector<int> table(static_cast<size_t>(B) * width, 0);
+  for (int b = 0; b < B; ++b)
+    std::copy(st.block_table.begin() + static_cast<int64_t>(b) * st.max_blocks,
+              st.block_table.begin() + static_cast<int64_t>(b + 1) * st.max_blocks,
+              table.begin() + static_cast<int64_t>(b) * width);
+  st.block_table = std::move(table);
+  st.max_blocks = width;
+  st.max_len = width * kv_->config().tokens_per_block;
+  ops_->from_host(st.tok.data(), g.tok.view());
+  ops_->from_host(st.pos.data(), g.pos.view());
+  ops_->from_host(st.slots.data(), g.slots.view());
+  ops_->from_host(st.block_table.data(), g.block_table.view());
+  ops_->from_host(st.seq_lens.data(), g.seq_lens.view());
+  st.tok_d = g.tok;
+  st.pos_d = g.pos;
+  st.slots_d = g.slots;
+  st.block_table_d = g.block_table;
+  st.seq_lens_d = g.seq_lens;
+  std::vector<int> rows(B);
+  for (int b = 0; b < B; ++b) rows[b] = b;
+  if (g.exec) {
+    ops_->graph_launch(g.exec);
+  } else if (g.warm) {
+    ops_->graph_begin();
+    try {
+      run_step(seqs, st, rows, g.logits);
+    } catch (...) {
+      ops_->graph_end();
+      throw;
+    }
+    g.exec = ops_->graph_end();
+    ops_->graph_launch(g.exec);
+  } else {
+    run_step(seqs, st, rows, g.logits);
+    g.warm = true;
+  }
+  Tensor logits({B, cfg_.vocab_size});
+  ops_->to_host(g.logits.view(), logits.ptr());
+  return logits;
+}
+
+void DeepseekModel::run_step(const std::vector<SeqStep>& seqs, const StepBatch& st,
+                             const std::vector<int>& rows, const DTensor& logits_d) {
+  const ModelConfig& c = cfg_;
+  const int D = c.hidden_size;
+  Ops& o = *ops_;
+  const int T = st.T;
+  // The residual stream stays fp32 on every backend (bf16 rounding of x at every layer costs
+  // more accuracy than the bf16 matmuls); norms read it and write the activation dtype.
+  DTensor x = o.alloc({T, D}, DType::F32), h = act({T, D}), y = act({T, D});
+  DTensor h32 = o.act_dtype() == DType::F32 ? DTensor() : o.alloc({T, D}, DType::F32);
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  // h[rows] = rms_norm(x[rows]) * w in the activation dtype.
+  auto norm_to = [&](const TensorView& xs, const DTensor& w, const TensorView& hs, int rows) {
+    if (hs.dtype == DType::F32) {
+      o.rms_norm(xs, 0, w.view(), hs, 0, rows, D, eps);
+    } else {
+      const TensorView t = h32.view().rows(0, rows);
+      o.rms_norm(xs, 0, w.view(), t, 0, rows, D, eps);
+      o.cast(hs, t);
+    }
+  };
+  o.embed(embed.view(), st.tok_d.view(), st.tok.data(), x.view(), T);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& lw = layers_[l];
+    norm_to(x.view(), lw.input_norm, h.view(), T);
+    auto t0 = Clock::now();
+    attention(l, seqs, st, h, y);
+    stats_.attn_ms += ms_since(t0);
+    o.add(x.view(), D, y.view(), D, T, D, false);
+    norm_to(x.view(), lw.post_norm, h.view(), T);
+    t0 = Clock::now();
+    ffn(l, h, y);
+    stats_.ffn_ms += ms_since(t0);
+    o.add(x.view(), D, y.view(), D, T, D, false);
+  }
+  const int n = static_cast<int>(rows.size());
   DTensor hn = act({n, D});
   for (int i = 0; i < n; ++i)
-    o.rms_norm(x.view().rows(rows[i], rows[i] + 1), 0, norm.view(), hn.view().rows(i, i + 1), 0, 1,
-               D, eps);
-  DTensor logits_d = o.alloc({n, c.vocab_size}, DType::F32);
+    norm_to(x.view().rows(rows[i], rows[i] + 1), norm, hn.view().rows(i, i + 1), 1);
   linear(hn.view(), 0, lm_head, logits_d.view(), 0, n, c.vocab_size, D);
-  Tensor logits({n, c.vocab_size});
-  o.to_host(logits_d.view(), logits.ptr());
-  return logits;
 }
 
 DeepseekModel::~DeepseekModel() {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -52,7 +53,9 @@ struct LayerWeights {
   DTensor router_bias;              // [E] e_score_correction_bias
   std::vector<MlpWeights> experts;  // TP: all E experts (sharded); EP: this rank's slots (whole)
   int expert_begin = 0;             // EP: first slot of this rank
-  MlpWeights shared;                // shared experts, TP-sharded
+  DTensor gate_up_ptrs, down_ptrs;  // GPU: [E] device pointers to experts[e]'s weights
+  std::vector<DTensor> gate_up_list, down_list;  // the same, as tensors
+  MlpWeights shared;                             // shared experts, TP-sharded
 };
 
 // One sequence of a forward step: a whole prompt (start == 0) or one decode token.
@@ -67,6 +70,7 @@ struct ModelOptions {
   std::shared_ptr<Ops> ops;         // null: the CPU reference (CpuOps)
   DType weight_dtype = DType::F32;  // F32 or BF16 (CUDA)
   DType kv_dtype = DType::F32;      // latent KV pool
+  bool cuda_graphs = true;          // capture and replay decode steps (bf16 pool on CUDA)
   // GPU: the KV pool takes this fraction of the memory free after the weights (0: kv_blocks).
   double kv_memory_fraction = 0;
 };
@@ -156,7 +160,13 @@ class DeepseekModel {
   // A weight to the backend in the weight dtype; shows load progress when stderr is a terminal.
   DTensor up(Tensor&& t) const;
   DTensor act(std::vector<int64_t> shape) const { return ops_->alloc(shape, ops_->act_dtype()); }
-  StepBatch make_step(const std::vector<SeqStep>& seqs);
+  // Host metadata of a step, and (upload) its device copy.
+  StepBatch make_step(const std::vector<SeqStep>& seqs, bool upload);
+  // All layers over a step; logits of the given token rows into logits_d [rows, vocab] (fp32).
+  // Nothing in it allocates host-visible memory or synchronises: it can be graph-captured.
+  void run_step(const std::vector<SeqStep>& seqs, const StepBatch& st, const std::vector<int>& rows,
+                const DTensor& logits_d);
+  Tensor forward_graph(const std::vector<SeqStep>& seqs);
   // y[m, n] (ldy) = x[m, k] (ldx) . w^T (+ y when accumulate); ld 0: dense.
   void linear(const TensorView& x, int64_t ldx, const DTensor& w, const TensorView& y, int64_t ldy,
               int m, int n, int k, bool accumulate = false);
@@ -168,6 +178,8 @@ class DeepseekModel {
   void moe_tp(int layer, const DTensor& h, const std::vector<int>& ids, const std::vector<float>& w,
               const DTensor& out);
   void moe_ep(int layer, const DTensor& h, const DTensor& out);
+  // GPU: routing, expert permute, grouped GEMMs and unpermute all on the device.
+  void moe_device(int layer, const DTensor& h, const DTensor& out);
   // Router + DeepSeek routing for `rows` tokens: ids/w [rows, top_k]; counts expert_tokens.
   void route(int layer, const TensorView& x, int rows, std::vector<int>& ids,
              std::vector<float>& w);
@@ -189,6 +201,13 @@ class DeepseekModel {
   int ho_begin_ = 0, ho_end_ = 0;  // heads this rank owns after the CP all-to-all (local idx)
   ModelOptions opt_;
   std::shared_ptr<Ops> ops_;
+  // Decode graphs by (batch, block-table width), with their fixed index buffers.
+  struct DecodeGraph {
+    DTensor tok, pos, slots, block_table, seq_lens, logits;
+    bool warm = false;
+    std::shared_ptr<void> exec;
+  };
+  std::map<std::pair<int, int>, DecodeGraph> graphs_;
   // Load progress (constructor only; load_expert also runs on the EPLB worker, silently).
   bool loading_ = false;
   mutable uint64_t loaded_bytes_ = 0;

@@ -31,6 +31,8 @@ void DeepseekModel::ffn(int layer, const DTensor& h, const DTensor& out) {
     mlp_apply(lw.dense, h.view(), T, out.view(), false);
   } else if (map_.moe_ep) {
     moe_ep(layer, h, out);
+  } else if (!ops_->device().is_cpu()) {
+    moe_device(layer, h, out);
   } else {
     std::vector<int> ids;
     std::vector<float> w;
@@ -125,6 +127,50 @@ void DeepseekModel::route(int layer, const TensorView& x, int rows, std::vector<
     ops_->to_host_raw(w_d.view(), w.data());
   }
   for (int id : ids) stats_.expert_tokens[layer][id]++;
+}
+
+void DeepseekModel::moe_device(int layer, const DTensor& h, const DTensor& out) {
+  const LayerWeights& lw = layers_[layer];
+  const int T = static_cast<int>(h.dim(0)), D = cfg_.hidden_size, E = cfg_.n_routed_experts,
+            K = cfg_.num_experts_per_tok;
+  if (cfg_.n_shared_experts > 0)
+    mlp_apply(lw.shared, h.view(), T, out.view(), false);
+  else
+    ops_->fill_zero(out.view());
+  // The router in fp32 (discrete choices), ids and weights stay on the device.
+  DTensor x32 = ops_->alloc({T, D}, DType::F32), logits = ops_->alloc({T, E}, DType::F32);
+  ops_->cast(x32.view(), h.view());
+  linear(x32.view(), 0, lw.router, logits.view(), 0, T, E, D);
+  DTensor ids = ops_->alloc({T, K}, DType::I32), w = ops_->alloc({T, K}, DType::F32);
+  MoeRouteArgs ra;
+  ra.num_tokens = T;
+  ra.num_experts = E;
+  ra.top_k = K;
+  ra.n_group = cfg_.n_group;
+  ra.topk_group = cfg_.topk_group;
+  ra.norm_topk_prob = cfg_.norm_topk_prob;
+  ra.routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor);
+  ra.logits = logits.view();
+  ra.bias = lw.router_bias.f32();
+  ra.expert_ids = ids.view();
+  ra.weights = w.view();
+  ops_->moe_route(ra);
+  MoeExpertsArgs ma;
+  ma.num_tokens = T;
+  ma.top_k = K;
+  ma.num_experts = E;
+  ma.dim = D;
+  ma.inter = lw.experts.empty() ? 0 : lw.experts[0].inter;
+  ma.x = h.view();
+  ma.expert_ids = ids.view();
+  ma.weights = w.view();
+  ma.gate_up_ptrs = lw.gate_up_ptrs.view();
+  ma.down_ptrs = lw.down_ptrs.view();
+  ma.gate_up = &lw.gate_up_list;
+  ma.down = &lw.down_list;
+  ma.w_dtype = opt_.weight_dtype;
+  ma.out = out.view();
+  ops_->moe_experts(ma);
 }
 
 // Expert parallel: every rank routes its slice of the (replicated) tokens, sends each

@@ -83,6 +83,22 @@ struct AttnPrefillArgs {
   TensorView q, k, v, out;  // [T, H, qk], [T, H, qk], [T, H, v], [T, H, v]
 };
 
+// Routed experts of one MoE layer over a batch, all on the device (no host round trip): rows
+// permuted by expert, grouped GEMMs (gate_up, then down after silu_mul), weighted unpermute
+// added into out. Expert e's weights: gate_up_ptrs[e] -> [2I, D], down_ptrs[e] -> [D, I].
+struct MoeExpertsArgs {
+  int num_tokens = 0, top_k = 0, num_experts = 0, dim = 0, inter = 0;
+  TensorView x;                                   // [T, D]
+  TensorView expert_ids;                          // [T, K] I32
+  TensorView weights;                             // [T, K] F32
+  TensorView gate_up_ptrs;                        // [E] device pointers (I64)
+  TensorView down_ptrs;                           // [E] device pointers (I64)
+  const std::vector<DTensor>* gate_up = nullptr;  // the same weights, for the CPU reference
+  const std::vector<DTensor>* down = nullptr;
+  DType w_dtype = DType::F32;
+  TensorView out;  // [T, D], accumulated into
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -143,6 +159,13 @@ class Ops {
   // out[r] = argmax(x[r, :n]) (first on ties), to the host.
   virtual void argmax(const TensorView& x, int rows, int n, int* out_host) = 0;
   virtual void attn_prefill(const AttnPrefillArgs& a) = 0;
+  virtual void moe_experts(const MoeExpertsArgs& a) = 0;
+
+  // ---- CUDA graphs: ops issued between graph_begin and graph_end are recorded, not run ------
+  virtual bool supports_graphs() const { return false; }
+  virtual void graph_begin() {}
+  virtual std::shared_ptr<void> graph_end() { return nullptr; }  // an executable graph
+  virtual void graph_launch(const std::shared_ptr<void>&) {}
 };
 
 std::unique_ptr<Ops> make_cpu_ops();

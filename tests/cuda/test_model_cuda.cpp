@@ -4,9 +4,9 @@
 // CPU's fp32 logits. Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include "../fixture_util.h"
 #include "engine/engine.h"
 #include "ops/backend.h"
-#include "../fixture_util.h"
 
 namespace helix {
 namespace {
@@ -45,7 +45,8 @@ TEST_P(CudaHfFixture, Bfloat16ScoreNearFloat32) {
   for (size_t i = 0; i < ref.prompts.size(); ++i) {
     int vocab = 0;
     std::vector<float> cpu = score(test::fixture_dir(name), ref.prompts[i], &vocab);
-    std::vector<float> bf = score(test::fixture_dir(name), ref.prompts[i], &vocab, cuda("bfloat16"));
+    std::vector<float> bf =
+        score(test::fixture_dir(name), ref.prompts[i], &vocab, cuda("bfloat16"));
     const double err = test::rel_l2(bf, cpu);
     EXPECT_LT(err, 2e-2) << name << " prompt " << i;
     std::printf("[cuda bfloat16] %s prompt %zu rel_l2 vs fp32 %.3g\n", name.c_str(), i, err);

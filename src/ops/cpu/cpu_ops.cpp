@@ -231,6 +231,21 @@ class CpuOps final : public Ops {
     pp.out = F(a.out);
     helix::attn_prefill(pp);
   }
+  // Reference of the device MoE path: each (token, k) pair through its expert, added in k order.
+  void moe_experts(const MoeExpertsArgs& a) override {
+    const int D = a.dim, I = a.inter;
+    std::vector<float> gu(2 * static_cast<size_t>(I)), act(I), y(D);
+    for (int t = 0; t < a.num_tokens; ++t)
+      for (int j = 0; j < a.top_k; ++j) {
+        const int e = a.expert_ids.i32()[t * a.top_k + j];
+        const float w = F(a.weights)[t * a.top_k + j];
+        matmul(F(a.x) + static_cast<int64_t>(t) * D, (*a.gate_up)[e].f32(), gu.data(), 1, 2 * I, D);
+        helix::silu_mul(gu.data(), gu.data() + I, act.data(), I);
+        matmul(act.data(), (*a.down)[e].f32(), y.data(), 1, D, I);
+        float* o = F(a.out) + static_cast<int64_t>(t) * D;
+        for (int d = 0; d < D; ++d) o[d] += w * y[d];
+      }
+  }
 };
 
 }  // namespace

@@ -19,8 +19,8 @@ __device__ inline void st(void* p, int64_t i, float v, bool bf16) {
     static_cast<float*>(p)[i] = v;
 }
 
-__global__ void add_rows_kernel(void* y, int64_t ldy, bool ybf, const void* x, int64_t ldx, bool xbf,
-                                int rows, int cols, bool bias_row) {
+__global__ void add_rows_kernel(void* y, int64_t ldy, bool ybf, const void* x, int64_t ldx,
+                                bool xbf, int rows, int cols, bool bias_row) {
   const int r = blockIdx.y;
   for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
     const int64_t yi = static_cast<int64_t>(r) * ldy + c;
@@ -31,7 +31,8 @@ __global__ void add_rows_kernel(void* y, int64_t ldy, bool ybf, const void* x, i
 
 // out row t += sum over its entries e in [offsets[t], offsets[t+1]) of w[e] * y[src[e]], in order.
 __global__ void scatter_add_kernel(void* out, const void* y, bool bf, const int32_t* offsets,
-                                   const int32_t* dst, const int32_t* src, const float* w, int dim) {
+                                   const int32_t* dst, const int32_t* src, const float* w,
+                                   int dim) {
   const int g = blockIdx.y;
   const int t = dst[g];
   const int e0 = offsets[g], e1 = offsets[g + 1];

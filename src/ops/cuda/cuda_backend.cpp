@@ -2,6 +2,7 @@
 // cuda_ops.h (MLA decode, combine) and backend_kernels.h. Activations F32 (float32 mode) or BF16
 // (fp32 accumulation); weights F32 or BF16. Memory: weights with cudaMalloc, per-step tensors
 // stream-ordered (cudaMallocAsync), so a step never waits on an allocation.
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -11,6 +12,7 @@
 #include "ops/backend.h"
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/ops_cuda.h"
 
 namespace helix {
@@ -23,10 +25,14 @@ void ck(cudaError_t e, const char* what) {
 
 CudaDType cdt(DType t) {
   switch (t) {
-    case DType::F32: return CudaDType::kF32;
-    case DType::BF16: return CudaDType::kBF16;
-    case DType::F8E4M3: return CudaDType::kF8E4M3;
-    default: fail("CudaOps: no CUDA kernel dtype for {}", dtype_name(t));
+    case DType::F32:
+      return CudaDType::kF32;
+    case DType::BF16:
+      return CudaDType::kBF16;
+    case DType::F8E4M3:
+      return CudaDType::kF8E4M3;
+    default:
+      fail("CudaOps: no CUDA kernel dtype for {}", dtype_name(t));
   }
 }
 
@@ -54,6 +60,7 @@ class CudaOps final : public Ops {
   }
   ~CudaOps() override {
     cudaStreamSynchronize(stream_);
+    for (auto& [k, p] : plans_) mla_plan_release(&p);
     cuda_ops_context_destroy(&ctx_);
     cudaStreamDestroy(stream_);
   }
@@ -271,8 +278,27 @@ class CudaOps final : public Ops {
     ck(kv_write_cuda(p, stream_), "kv_write");
   }
   void mla_decode(const MlaDecodeArgs& a) override {
+    if (a.batch == 0) return;
+    if (a.pool.dtype == DType::BF16) {
+      HELIX_CHECK(a.q.dtype == DType::BF16, "bf16 MLA decode: q must be bf16");
+      MlaDecodeBf16Params p;
+      p.batch = a.batch;
+      p.block_size = a.block_size;
+      p.max_blocks_per_seq = a.max_blocks_per_seq;
+      p.scale = a.scale;
+      p.q = a.q.data;
+      p.kv_pool = a.pool.data;
+      p.block_table = a.block_table.i32();
+      p.seq_lens = a.seq_lens.i32();
+      p.out = a.out.data;
+      p.out_dtype = a.out.dtype == DType::BF16 ? MlaOutDtype::kBf16 : MlaOutDtype::kFloat32;
+      p.lse = a.lse.f32();
+      const MlaPlan& plan = plan_for(a.num_heads, a.kv_lora_rank, a.rope_dim, a.batch);
+      ck(mla_decode_bf16_cuda(p, plan, stream_), "mla_decode (bf16)");
+      return;
+    }
     HELIX_CHECK(a.q.dtype == DType::F32 && a.pool.dtype == DType::F32,
-                "the CUDA MLA decode kernel reads a float32 pool");
+                "the CUDA MLA decode kernel reads a float32 or bfloat16 pool");
     MlaDecodeCudaParams p;
     p.batch = a.batch;
     p.num_heads = a.num_heads;
@@ -376,9 +402,107 @@ class CudaOps final : public Ops {
     ck(attn_prefill_cuda(p, stream_), "attn_prefill");
   }
 
+  void moe_experts(const MoeExpertsArgs& a) override {
+    const int T = a.num_tokens, K = a.top_k, E = a.num_experts, D = a.dim, I = a.inter;
+    const int rows = T * K;
+    if (rows == 0) return;
+    const DType ad = a.x.dtype;
+    DTensor xp = alloc({rows, D}, ad), off = alloc({E + 1}, DType::I32),
+            rop = alloc({rows}, DType::I32), por = alloc({rows}, DType::I32);
+    MoePermuteCudaParams pp;
+    pp.num_tokens = T;
+    pp.top_k = K;
+    pp.num_experts = E;
+    pp.dim = D;
+    pp.dtype = cdt(ad);
+    pp.expert_ids = a.expert_ids.i32();
+    pp.x = a.x.data;
+    pp.x_perm = xp.view().data;
+    pp.offsets = off.view().i32();
+    pp.row_of_pair = rop.view().i32();
+    pp.pair_of_row = por.view().i32();
+    ck(moe_permute_cuda(pp, stream_), "moe_permute");
+    const size_t wsb = grouped_gemm_cuda_workspace_bytes(E, rows);
+    DTensor ws = alloc({static_cast<int64_t>(wsb)}, DType::F8E4M3);  // bytes
+    DTensor gu = alloc({rows, 2 * I}, ad), act = alloc({rows, I}, ad), yp = alloc({rows, D}, ad);
+    GroupedGemmCudaParams g;
+    g.num_groups = E;
+    g.max_rows = rows;
+    g.x_dtype = g.y_dtype = cdt(ad);
+    g.w_dtype = cdt(a.w_dtype);
+    g.offsets = off.view().i32();
+    g.workspace = ws.view().data;
+    g.workspace_bytes = wsb;
+    g.n = 2 * I;
+    g.k = D;
+    g.x = xp.view().data;
+    g.w_ptrs = static_cast<const void* const*>(a.gate_up_ptrs.data);
+    g.y = gu.view().data;
+    ck(grouped_gemm_cuda(g, stream_), "grouped_gemm gate_up");
+    silu_mul(gu.view(), act.view(), rows, I);
+    g.n = D;
+    g.k = I;
+    g.x = act.view().data;
+    g.w_ptrs = static_cast<const void* const*>(a.down_ptrs.data);
+    g.y = yp.view().data;
+    ck(grouped_gemm_cuda(g, stream_), "grouped_gemm down");
+    MoeUnpermuteCudaParams up;
+    up.num_tokens = T;
+    up.top_k = K;
+    up.dim = D;
+    up.dtype = cdt(ad);
+    up.y_perm = yp.view().data;
+    up.row_of_pair = rop.view().i32();
+    up.weights = a.weights.f32();
+    up.out = a.out.data;
+    up.accumulate = true;
+    ck(moe_unpermute_cuda(up, stream_), "moe_unpermute");
+  }
+
+  bool supports_graphs() const override { return true; }
+  void graph_begin() override {
+    ck(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
+  }
+  std::shared_ptr<void> graph_end() override {
+    cudaGraph_t g = nullptr;
+    ck(cudaStreamEndCapture(stream_, &g), "graph capture");
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    ck(e, "graph instantiate");
+    return std::shared_ptr<void>(
+        exec, [](void* p) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(p)); });
+  }
+  void graph_launch(const std::shared_ptr<void>& g) override {
+    ck(cudaGraphLaunch(static_cast<cudaGraphExec_t>(g.get()), stream_), "graph launch");
+  }
+
   cudaStream_t stream() const { return stream_; }
 
  private:
+  // Split-KV plan per (heads, L, R), made once and again only when a larger batch comes.
+  const MlaPlan& plan_for(int heads, int L, int R, int batch) {
+    const int64_t key = (static_cast<int64_t>(heads) * 4096 + L) * 4096 + R;
+    auto it = plans_.find(key);
+    if (it != plans_.end() && it->second.desc.max_batch >= batch) return it->second;
+    int max_batch = 64;
+    if (it != plans_.end()) {
+      max_batch = std::max(batch, 2 * it->second.desc.max_batch);
+      ck(cudaStreamSynchronize(stream_), "re-plan");
+      mla_plan_release(&it->second);
+      plans_.erase(it);
+    }
+    MlaPlanDesc d;
+    d.num_heads = heads;
+    d.kv_lora_rank = L;
+    d.rope_dim = R;
+    d.max_batch = std::max(max_batch, batch);
+    MlaPlan plan;
+    ck(mla_plan(d, &plan), "mla_plan");
+    return plans_[key] = plan;
+  }
+  std::map<int64_t, MlaPlan> plans_;
+
   int index_ = 0;
   DType act_;
   cudaStream_t stream_ = nullptr;
