@@ -174,8 +174,8 @@ float f8e4m3_to_f32(uint8_t v) {
 // ---- header -----------------------------------------------------------------------------------
 
 std::map<std::string, StView> safetensors_parse_header(const uint8_t* header, size_t header_len,
-                                                       const uint8_t* data, size_t data_size,
-                                                       const std::string& file_name) {
+                                                           const uint8_t* data, size_t data_size,
+                                                           const std::string& file_name) {
   const std::string file = printable(file_name);
   check_nesting(header, header_len, file);
   // nlohmann stops at a NUL byte as if the input ended there: allow NULs only as trailing padding
