@@ -71,7 +71,8 @@ cudaError_t grouped_gemm_cuda(const GroupedGemmCudaParams& p, cudaStream_t strea
     return cudaErrorInvalidValue;
   if (p.w_dtype == CudaDType::kF8E4M3 && !p.scale_ptrs) return cudaErrorInvalidValue;
   if (p.num_groups == 0 || p.max_rows == 0 || p.n == 0) return cudaSuccess;
-  if (!p.workspace || p.workspace_bytes < grouped_gemm_cuda_workspace_bytes(p.num_groups, p.max_rows))
+  if (!p.workspace ||
+      p.workspace_bytes < grouped_gemm_cuda_workspace_bytes(p.num_groups, p.max_rows))
     return cudaErrorInvalidValue;
   const int cap = max_tiles(p.num_groups, p.max_rows);
   auto* tiles = static_cast<int32_t*>(p.workspace);

@@ -3,17 +3,18 @@
 // w[n, k]^T for row tiles of up to kTileRows rows, weights fp32/bf16/FP8 (block scales applied on
 // load). Decode multiplies few rows by large weights, so the kernel is built to stream each
 // weight byte once per row tile: a warp owns kColsPerWarp output columns, each lane reads 16
-// consecutive weights of a column per 512-wide K chunk (one 16-byte load for FP8), and the x
-// tile of the chunk sits in shared memory as fp32. Row tiles run in blockIdx.x (fastest), so
-// tiles that share weights run together and re-reads hit L2.
+// consecutive weights of a column per 512-wide K chunk (one 16-byte load for FP8) and the matching
+// activations of each row of the tile from global memory (small, cached), with no barriers.
+// Row tiles run in blockIdx.x (fastest), so tiles that share weights run together and re-reads
+// hit L2.
 #include "ops/cuda/ops_common.cuh"
 
 namespace helix {
 namespace opsk {
 
-constexpr int kTileRows = 16;
-constexpr int kColsPerWarp = 2;
-constexpr int kGemmWarps = 8;
+constexpr int kTileRows = 8;
+constexpr int kColsPerWarp = 4;
+constexpr int kGemmWarps = 4;
 constexpr int kColsPerBlock = kColsPerWarp * kGemmWarps;
 constexpr int kChunk = 512;  // K elements per chunk: 32 lanes x 16
 
@@ -92,16 +93,32 @@ __device__ __forceinline__ void load16(const WT* w, int k0, int k, float* out) {
   }
 }
 
-// Shared x chunk layout: element kk of a row sits at (kk%16/4)*128 + (kk/16)*4 + kk%4, so that a
-// lane's four float4 reads of its 16 elements are conflict-free across the warp.
-__device__ __forceinline__ int xs_index(int kk) {
-  return ((kk & 15) >> 2) * 128 + (kk >> 4) * 4 + (kk & 3);
+// 4 consecutive activations of row x (k elements) from element k0 as fp32 (zero past k).
+template <typename XT, bool VEC>
+__device__ __forceinline__ float4 load4x(const XT* x, int k0, int k) {
+  if (VEC && k0 + 4 <= k) {
+    if constexpr (sizeof(XT) == 2) {
+      const uint2 v = *reinterpret_cast<const uint2*>(x + k0);
+      __nv_bfloat162 a, b;
+      *reinterpret_cast<uint32_t*>(&a) = v.x;
+      *reinterpret_cast<uint32_t*>(&b) = v.y;
+      const float2 fa = __bfloat1622float2(a), fb = __bfloat1622float2(b);
+      return make_float4(fa.x, fa.y, fb.x, fb.y);
+    } else {
+      return *reinterpret_cast<const float4*>(x + k0);
+    }
+  }
+  float f[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) f[j] = k0 + j < k ? to_f<XT>(x[k0 + j]) : 0.0f;
+  return make_float4(f[0], f[1], f[2], f[3]);
 }
 
-template <typename WT, bool VEC>
-__global__ void __launch_bounds__(kGemmWarps * 32)
-    rowtile_gemm_kernel(const RowTileArgs a) {
-  __shared__ __align__(16) float xs[kTileRows * kChunk];
+// Warps stream independently (no barriers): per 512-wide K chunk a lane loads 16 weights of each
+// of its columns, then its 16 activations of each row straight from global memory (x is small
+// and stays in L1/L2), four at a time.
+template <typename WT, typename XT, bool VEC>
+__global__ void __launch_bounds__(kGemmWarps * 32) rowtile_gemm_kernel(const RowTileArgs a) {
   int g = 0, r0, r1;
   if (a.tiles) {
     if (static_cast<int>(blockIdx.x) >= a.tiles[0]) return;
@@ -116,8 +133,10 @@ __global__ void __launch_bounds__(kGemmWarps * 32)
   if (nr <= 0) return;
   const WT* w = static_cast<const WT*>(a.w_ptrs ? a.w_ptrs[g] : a.w);
   const float* scale = a.scale_ptrs ? a.scale_ptrs[g] : a.scale;
+  const XT* x = static_cast<const XT*>(a.x) + static_cast<int64_t>(r0) * a.ldx;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int col0 = blockIdx.y * kColsPerBlock + warp * kColsPerWarp;
+  if (col0 >= a.n) return;
   const int kblocks = (a.k + kFp8BlockSize - 1) / kFp8BlockSize;
 
   float acc[kColsPerWarp][kTileRows];
@@ -126,41 +145,25 @@ __global__ void __launch_bounds__(kGemmWarps * 32)
 #pragma unroll
     for (int r = 0; r < kTileRows; ++r) acc[c][r] = 0.0f;
 
-  for (int kc = 0; kc < a.k; kc += kChunk) {
-    __syncthreads();
-    for (int i = threadIdx.x; i < kTileRows * kChunk; i += blockDim.x) {
-      const int r = i / kChunk, kk = i % kChunk;
-      float v = 0.0f;
-      if (r < nr && kc + kk < a.k)
-        v = load_f(a.x, static_cast<int64_t>(r0 + r) * a.ldx + kc + kk, a.x_dtype);
-      xs[r * kChunk + xs_index(kk)] = v;
-    }
-    __syncthreads();
-    const int k0 = kc + lane * 16;
-    if (k0 >= a.k) continue;
+  for (int k0 = lane * 16; k0 < a.k; k0 += kChunk) {
     float wf[kColsPerWarp][16];
 #pragma unroll
     for (int c = 0; c < kColsPerWarp; ++c) {
-      const int col = col0 + c;
-      if (col < a.n) {
-        load16<WT, VEC>(w + static_cast<int64_t>(col) * a.k, k0, a.k, wf[c]);
-        if (scale) {
-          const float s = scale[(col / kFp8BlockSize) * kblocks + k0 / kFp8BlockSize];
+      const int col = min(col0 + c, a.n - 1);  // a clamped column computes a discarded value
+      load16<WT, VEC>(w + static_cast<int64_t>(col) * a.k, k0, a.k, wf[c]);
+      if (scale) {
+        const float s = scale[(col / kFp8BlockSize) * kblocks + k0 / kFp8BlockSize];
 #pragma unroll
-          for (int j = 0; j < 16; ++j) wf[c][j] *= s;
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < 16; ++j) wf[c][j] = 0.0f;
+        for (int j = 0; j < 16; ++j) wf[c][j] *= s;
       }
     }
 #pragma unroll
     for (int r = 0; r < kTileRows; ++r) {
       if (r >= nr) break;
-      const float4* xr = reinterpret_cast<const float4*>(xs + r * kChunk) + lane;
+      const XT* xr = x + static_cast<int64_t>(r) * a.ldx;
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
-        const float4 xv = xr[q * 32];
+        const float4 xv = load4x<XT, VEC>(xr, k0 + 4 * q, a.k);
 #pragma unroll
         for (int c = 0; c < kColsPerWarp; ++c) {
           acc[c][r] = fmaf(xv.x, wf[c][q * 4], acc[c][r]);
@@ -187,31 +190,40 @@ __global__ void __launch_bounds__(kGemmWarps * 32)
   }
 }
 
+template <typename WT, typename XT>
+void launch_typed(const RowTileArgs& a, bool vec, dim3 grid, cudaStream_t stream) {
+  const dim3 block(kGemmWarps * 32);
+  if (vec)
+    rowtile_gemm_kernel<WT, XT, true><<<grid, block, 0, stream>>>(a);
+  else
+    rowtile_gemm_kernel<WT, XT, false><<<grid, block, 0, stream>>>(a);
+}
+
+template <typename WT>
+void launch_w(const RowTileArgs& a, bool vec, dim3 grid, cudaStream_t stream) {
+  if (a.x_dtype == CudaDType::kBF16)
+    launch_typed<WT, __nv_bfloat16>(a, vec, grid, stream);
+  else
+    launch_typed<WT, float>(a, vec, grid, stream);
+}
+
 // Launches the kernel for weight dtype wt over row_tiles x ceil(n / kColsPerBlock) blocks.
 inline cudaError_t launch_rowtile_gemm(const RowTileArgs& a, CudaDType wt, bool aligned,
                                        int row_tiles, cudaStream_t stream) {
   if (row_tiles <= 0 || a.n <= 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(row_tiles), ceil_div(a.n, kColsPerBlock));
-  const dim3 block(kGemmWarps * 32);
-  const bool vec = aligned && (a.k * static_cast<int64_t>(dtype_bytes(wt))) % 16 == 0;
+  // Vector loads need 16-byte weight rows and 8/16-byte activation rows.
+  const bool vec = aligned && (a.k * static_cast<int64_t>(dtype_bytes(wt))) % 16 == 0 &&
+                   a.ldx % 4 == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15) == 0;
   switch (wt) {
     case CudaDType::kF8E4M3:
-      if (vec)
-        rowtile_gemm_kernel<__nv_fp8_e4m3, true><<<grid, block, 0, stream>>>(a);
-      else
-        rowtile_gemm_kernel<__nv_fp8_e4m3, false><<<grid, block, 0, stream>>>(a);
+      launch_w<__nv_fp8_e4m3>(a, vec, grid, stream);
       break;
     case CudaDType::kBF16:
-      if (vec)
-        rowtile_gemm_kernel<__nv_bfloat16, true><<<grid, block, 0, stream>>>(a);
-      else
-        rowtile_gemm_kernel<__nv_bfloat16, false><<<grid, block, 0, stream>>>(a);
+      launch_w<__nv_bfloat16>(a, vec, grid, stream);
       break;
     default:
-      if (vec)
-        rowtile_gemm_kernel<float, true><<<grid, block, 0, stream>>>(a);
-      else
-        rowtile_gemm_kernel<float, false><<<grid, block, 0, stream>>>(a);
+      launch_w<float>(a, vec, grid, stream);
   }
   return cudaGetLastError();
 }
