@@ -101,10 +101,11 @@ TEST_F(BackendOps, GemmFp8BlockScaled) {
     int m, n, k;
     float beta;
   };
-  // Odd k and n take the unaligned path; up to kFp8DirectMaxRows rows the direct kernel (several
-  // row tiles at 32), beyond it the widen + cuBLAS path (33, 256).
-  for (const Case c : {Case{1, 256, 512, 0}, Case{5, 300, 700, 0}, Case{32, 200, 640, 1},
-                       Case{33, 384, 1024, 1}, Case{256, 128, 256, 0}, Case{2, 129, 1040, 0}})
+  // Odd k and n take the unaligned path; up to kFp8DirectMaxRows rows the direct kernel (tiles of
+  // 1, 2, 4, 8 rows; two tiles at 16), beyond it the widen + cuBLAS path (33, 256).
+  for (const Case c :
+       {Case{1, 256, 512, 0}, Case{5, 300, 700, 0}, Case{16, 200, 640, 1}, Case{3, 160, 768, 0},
+        Case{33, 384, 1024, 1}, Case{256, 128, 256, 0}, Case{2, 129, 1040, 0}})
     for (CudaDType t : kActs) {
       const Fp8Weight w = make_fp8(c.n, c.k, rng_);
       const auto x = rounded(randn(size_t(c.m) * c.k, rng_), t);
@@ -164,7 +165,8 @@ TEST_F(BackendOps, GroupedGemm) {
   };
   const Case cases[] = {{{0, 3, 17, 1, 0, 40, 2, 5}, 80, 96, 160},
                         {{1, 1, 0, 2, 1, 0, 0, 3, 1, 1, 0, 0, 2, 0, 1, 3}, 16, 256, 512},
-                        {{7}, 7, 33, 1000}};
+                        {{7}, 7, 33, 1000},
+                        {{3, 0, 5, 4}, 12, 130, 512}};
   for (const Case& c : cases)
     for (CudaDType wt : {CudaDType::kF32, CudaDType::kBF16, CudaDType::kF8E4M3})
       for (CudaDType t : kActs) {

@@ -42,9 +42,10 @@ void cuda_ops_context_destroy(CudaOpsContext* ctx);
 // y = x · w^T (+ beta·y), the nn.Linear layout. f32 or bf16 weights: cuBLAS (x must have the
 // weight's dtype; fp32 runs true fp32, no TF32). FP8 weights (x f32 or bf16), gemm_fp8.cu: up
 // to kFp8DirectMaxRows rows a kernel that applies the block scales while it streams the FP8
-// bytes (once per 8-row tile); more rows (prefill) widen the weight into ctx.fp8_scratch and
-// run cuBLAS, when the scratch is large enough.
-constexpr int kFp8DirectMaxRows = 32;
+// bytes (once per tile of up to 8 rows); more rows (prefill, large batches) widen the weight
+// into ctx.fp8_scratch and run cuBLAS, when the scratch is large enough (measured crossover on
+// H200 between 8 and 64 rows; bench/bench_gemm_cuda).
+constexpr int kFp8DirectMaxRows = 16;
 struct GemmCudaParams {
   int m = 0, n = 0, k = 0;
   CudaDType x_dtype = CudaDType::kF32;
