@@ -4,7 +4,7 @@ of tools/make_slice.py): the baseline of helix's GPU bench.
 
 For each batch B and context C the KV cache is filled with C random entries per layer (decode
 cost depends on the cache length, not its values; prefilling 32K tokens through HF would take
-longer than the bench), then `--steps` decode steps of B tokens are timed after `--warmup`
+longer than the bench; the layout is the one the model writes in a 5-token prefill), then `--steps` decode steps of B tokens are timed after `--warmup`
 steps, as transformers' generate runs them (model forward with past_key_values, argmax).
 Points that do not fit in GPU memory are reported as "oom".
 
@@ -23,22 +23,31 @@ def parse_list(s):
 
 
 def make_cache(model, batch, ctx, torch):
-    from transformers import DynamicCache
-    cfg = model.config
-    try:
-        cache = DynamicCache(config=cfg)
-    except TypeError:
-        cache = DynamicCache()
-    H = cfg.num_attention_heads
-    dk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
-    dv = cfg.v_head_dim
+    """A cache of ctx random entries per layer, in the layout the model itself writes: a 5-token
+    prefill makes the cache, then every layer's keys/values are replaced by random tensors whose
+    sequence axis (the one of length 5) has length ctx."""
     dev = next(model.parameters()).device
+    plen = 5
+    with torch.no_grad():
+        ids = torch.randint(2, model.config.vocab_size, (batch, plen), device=dev)
+        cache = model(input_ids=ids, use_cache=True).past_key_values
     g = torch.Generator(device=dev)
     g.manual_seed(0)
-    for layer in range(cfg.num_hidden_layers):
-        k = torch.randn(batch, H, ctx, dk, generator=g, device=dev, dtype=torch.bfloat16)
-        v = torch.randn(batch, H, ctx, dv, generator=g, device=dev, dtype=torch.bfloat16)
-        cache.update(k, v, layer)
+
+    def widen(t):
+        shape = list(t.shape)
+        axis = len(shape) - 2 if shape[-2] == plen else shape.index(plen)
+        shape[axis] = ctx
+        return torch.randn(shape, generator=g, device=dev, dtype=t.dtype)
+
+    if hasattr(cache, "layers"):  # transformers 5
+        for layer in cache.layers:
+            layer.keys, layer.values = widen(layer.keys), widen(layer.values)
+    else:  # transformers 4: key_cache / value_cache lists
+        for i in range(len(cache.key_cache)):
+            cache.key_cache[i] = widen(cache.key_cache[i])
+            cache.value_cache[i] = widen(cache.value_cache[i])
+    torch.cuda.synchronize()
     return cache
 
 

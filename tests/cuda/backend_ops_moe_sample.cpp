@@ -40,8 +40,9 @@ TEST_F(BackendOpsMoe, MoeRoute) {
     bool norm, bias;
     float scale;
   };
-  for (const Case c : {Case{37, 256, 8, 8, 4, true, true, 2.5f}, Case{5, 16, 4, 4, 2, true, true, 2.5f},
-                       Case{9, 64, 6, 1, 1, false, false, 1.0f}, Case{3, 8, 8, 8, 8, true, true, 1.0f}})
+  for (const Case c :
+       {Case{37, 256, 8, 8, 4, true, true, 2.5f}, Case{5, 16, 4, 4, 2, true, true, 2.5f},
+        Case{9, 64, 6, 1, 1, false, false, 1.0f}, Case{3, 8, 8, 8, 8, true, true, 1.0f}})
     for (CudaDType t : kActs) {
       const auto logits = rounded(randn(size_t(c.T) * c.E, rng_, 2.0f), t);
       const auto bias = randn(c.E, rng_, 0.1f);
@@ -68,7 +69,8 @@ TEST_F(BackendOpsMoe, MoeRoute) {
       EXPECT_TRUE(std::equal(ids.begin(), ids.end(), ids_ref.begin()));
       const double e = rel_l2(download<float>(dw, w_ref.size()), w_ref);
       const std::string name = "T" + std::to_string(c.T) + " E" + std::to_string(c.E) + " k" +
-                               std::to_string(c.k) + " G" + std::to_string(c.G) + " " + dtype_name(t);
+                               std::to_string(c.k) + " G" + std::to_string(c.G) + " " +
+                               dtype_name(t);
       report("moe_route", name + " (ids exact)", e, 1e-5);
       EXPECT_LE(e, 1e-5) << name;  // weights are computed in fp32 on both sides
     }
@@ -256,7 +258,8 @@ TEST_F(BackendOpsMoe, AttnPrefill) {
       sync();
       const double e = rel_l2(download_as(dout, ref.size(), t), ref), tol = tol_for(t);
       const std::string name = "T" + std::to_string(c.T) + " H" + std::to_string(c.H) + " " +
-                               std::to_string(c.qk) + "/" + std::to_string(c.v) + " " + dtype_name(t);
+                               std::to_string(c.qk) + "/" + std::to_string(c.v) + " " +
+                               dtype_name(t);
       report("attn_prefill", name, e, tol);
       EXPECT_LE(e, tol) << name;
     }

@@ -48,8 +48,8 @@ inline float bf16_value(uint16_t b) {
 // E4M3 (bias 7, no infinities, 0x7f/0xff NaN) to float.
 inline float fp8_value(uint8_t b) {
   const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
-  const float v = e == 0 ? std::ldexp(static_cast<float>(m), -9)
-                         : std::ldexp(1.0f + m / 8.0f, e - 7);
+  const float v =
+      e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(1.0f + m / 8.0f, e - 7);
   return s ? -v : v;
 }
 

@@ -29,7 +29,8 @@ class BackendOps : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-    ASSERT_EQ(cuda_ops_context_create(&ctx_), cudaSuccess);
+    // FP8 scratch: GEMMs over kFp8DirectMaxRows rows take the widen + cuBLAS path.
+    ASSERT_EQ(cuda_ops_context_create(&ctx_, 32u << 20, 8u << 20), cudaSuccess);
   }
   void TearDown() override { cuda_ops_context_destroy(&ctx_); }
   void sync() { ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
@@ -72,7 +73,8 @@ TEST_F(BackendOps, GemmCublas) {
     int m, n, k;
     float beta;
   };
-  for (const Case c : {Case{1, 7, 5, 0}, Case{3, 64, 128, 0}, Case{17, 130, 300, 1}, Case{64, 256, 512, 0}})
+  for (const Case c :
+       {Case{1, 7, 5, 0}, Case{3, 64, 128, 0}, Case{17, 130, 300, 1}, Case{64, 256, 512, 0}})
     for (CudaDType t : kActs) {
       const auto x = rounded(randn(size_t(c.m) * c.k, rng_), t);
       const auto w = rounded(randn(size_t(c.n) * c.k, rng_, 0.05f), t);
@@ -87,7 +89,8 @@ TEST_F(BackendOps, GemmCublas) {
       sync();
       const double e = rel_l2(download_as(*dy, ref.size(), t), ref), tol = tol_for(t);
       const std::string name = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
-                               std::to_string(c.k) + (c.beta != 0 ? " beta1 " : " ") + dtype_name(t);
+                               std::to_string(c.k) + (c.beta != 0 ? " beta1 " : " ") +
+                               dtype_name(t);
       report("gemm", name, e, tol);
       EXPECT_LE(e, tol) << name;
     }
@@ -98,9 +101,11 @@ TEST_F(BackendOps, GemmFp8BlockScaled) {
     int m, n, k;
     float beta;
   };
-  // Odd k and n take the unaligned path; 1..256 rows cover decode and a few row tiles.
-  for (const Case c : {Case{1, 256, 512, 0}, Case{5, 300, 700, 0}, Case{33, 384, 1024, 1},
-                       Case{256, 128, 256, 0}, Case{2, 129, 1040, 0}})
+  // Odd k and n take the unaligned path; up to kFp8DirectMaxRows rows the direct kernel (tiles of
+  // 1, 2, 4, 8 rows; two tiles at 16), beyond it the widen + cuBLAS path (33, 256).
+  for (const Case c :
+       {Case{1, 256, 512, 0}, Case{5, 300, 700, 0}, Case{16, 200, 640, 1}, Case{3, 160, 768, 0},
+        Case{33, 384, 1024, 1}, Case{256, 128, 256, 0}, Case{2, 129, 1040, 0}})
     for (CudaDType t : kActs) {
       const Fp8Weight w = make_fp8(c.n, c.k, rng_);
       const auto x = rounded(randn(size_t(c.m) * c.k, rng_), t);
@@ -114,7 +119,7 @@ TEST_F(BackendOps, GemmFp8BlockScaled) {
       p.x = dx->ptr, p.w = dw->ptr, p.w_scale = ds->as<float>(), p.y = dy->ptr, p.beta = c.beta;
       CUDA_OK(gemm_cuda(ctx_, p, nullptr));
       sync();
-      // fp32 activations: the kernel's only error is fp32 summation order.
+      // fp32 activations: weights exact in fp32 on both sides, only summation order differs.
       const double tol = t == CudaDType::kF32 ? 1e-5 : tol_for(t, true);
       const double e = rel_l2(download_as(*dy, ref.size(), t), ref);
       const std::string name = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
@@ -133,8 +138,8 @@ TEST_F(BackendOps, GemmBatched) {
       const auto w = rounded(randn(size_t(B) * n * k, rng_, 0.2f), t);
       std::vector<float> ref(size_t(B) * m * n);
       for (int b = 0; b < B; ++b)
-        matmul_strided(x.data() + size_t(b) * m * k, k, w.data() + size_t(b) * n * k,
-                       trans ? k : n, trans, ref.data() + size_t(b) * m * n, n, m, n, k, 0.0f);
+        matmul_strided(x.data() + size_t(b) * m * k, k, w.data() + size_t(b) * n * k, trans ? k : n,
+                       trans, ref.data() + size_t(b) * m * n, n, m, n, k, 0.0f);
       auto dx = upload_as(x, t), dw = upload_as(w, t);
       Dev dy(ref.size() * dtype_size(t));
       dy.poison();
@@ -160,7 +165,8 @@ TEST_F(BackendOps, GroupedGemm) {
   };
   const Case cases[] = {{{0, 3, 17, 1, 0, 40, 2, 5}, 80, 96, 160},
                         {{1, 1, 0, 2, 1, 0, 0, 3, 1, 1, 0, 0, 2, 0, 1, 3}, 16, 256, 512},
-                        {{7}, 7, 33, 1000}};
+                        {{7}, 7, 33, 1000},
+                        {{3, 0, 5, 4}, 12, 130, 512}};
   for (const Case& c : cases)
     for (CudaDType wt : {CudaDType::kF32, CudaDType::kBF16, CudaDType::kF8E4M3})
       for (CudaDType t : kActs) {
@@ -238,7 +244,8 @@ TEST_F(BackendOps, RmsNorm) {
         sync();
         const double e = rel_l2(download_as(dy, ref.size(), t), ref), tol = tol_for(t);
         const std::string name = std::to_string(c.rows) + "x" + std::to_string(c.dim) + " ld" +
-                                 std::to_string(c.ld) + " " + dtype_name(t) + " w " + dtype_name(wt);
+                                 std::to_string(c.ld) + " " + dtype_name(t) + " w " +
+                                 dtype_name(wt);
         report("rms_norm", name, e, tol);
         EXPECT_LE(e, tol) << name;
       }
@@ -354,7 +361,8 @@ TEST_F(BackendOps, Rope) {
       CUDA_OK(rope_cuda(p, nullptr));
       sync();
       const double e = rel_l2(download_as(*dx, ref.size(), t), ref), tol = tol_for(t);
-      const std::string name = std::string(interleave ? "interleave " : "rotate_half ") + dtype_name(t);
+      const std::string name =
+          std::string(interleave ? "interleave " : "rotate_half ") + dtype_name(t);
       report("rope", name, e, tol);
       EXPECT_LE(e, tol) << name;
     }

@@ -5,7 +5,8 @@
 
 namespace helix {
 
-cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes) {
+cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes,
+                                    size_t fp8_scratch_bytes) {
   if (!ctx) return cudaErrorInvalidValue;
   *ctx = CudaOpsContext{};
   cublasHandle_t h = nullptr;
@@ -24,6 +25,17 @@ cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes)
     cublasDestroy(h);
     return cudaErrorInitializationError;
   }
+  void* scratch = nullptr;
+  if (fp8_scratch_bytes) {
+    const cudaError_t e = cudaMalloc(&scratch, fp8_scratch_bytes);
+    if (e != cudaSuccess) {
+      cudaFree(ws);
+      cublasDestroy(h);
+      return e;
+    }
+  }
+  ctx->fp8_scratch = scratch;
+  ctx->fp8_scratch_bytes = fp8_scratch_bytes;
   ctx->cublas = h;
   ctx->workspace = ws;
   ctx->workspace_bytes = workspace_bytes;
@@ -34,6 +46,7 @@ void cuda_ops_context_destroy(CudaOpsContext* ctx) {
   if (!ctx) return;
   if (ctx->cublas) cublasDestroy(static_cast<cublasHandle_t>(ctx->cublas));
   if (ctx->workspace) cudaFree(ctx->workspace);
+  if (ctx->fp8_scratch) cudaFree(ctx->fp8_scratch);
   *ctx = CudaOpsContext{};
 }
 

@@ -9,8 +9,8 @@ __global__ void embed_kernel(EmbedCudaParams p) {
   const int id = p.ids[t];
   const bool ok = id >= 0 && id < p.vocab;
   for (int i = threadIdx.x; i < p.dim; i += blockDim.x) {
-    const float v = ok ? opsk::load_f(p.table, static_cast<int64_t>(id) * p.dim + i, p.table_dtype)
-                       : 0.0f;
+    const float v =
+        ok ? opsk::load_f(p.table, static_cast<int64_t>(id) * p.dim + i, p.table_dtype) : 0.0f;
     opsk::store_f(p.out, static_cast<int64_t>(t) * p.dim + i, v, p.out_dtype);
   }
 }

@@ -7,11 +7,14 @@
 
 namespace helix {
 
-cudaError_t gemm_fp8_cuda(const GemmCudaParams& p, cudaStream_t stream);  // gemm_fp8.cu
+// gemm_fp8.cu
+cudaError_t gemm_fp8_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream);
 
 namespace {
 
-cudaDataType_t cublas_type(CudaDType t) { return t == CudaDType::kBF16 ? CUDA_R_16BF : CUDA_R_32F; }
+cudaDataType_t cublas_type(CudaDType t) {
+  return t == CudaDType::kBF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
 
 cudaError_t from_cublas(cublasStatus_t s) {
   switch (s) {
@@ -26,7 +29,9 @@ cudaError_t from_cublas(cublasStatus_t s) {
   }
 }
 
-bool is_act(CudaDType t) { return t == CudaDType::kF32 || t == CudaDType::kBF16; }
+bool is_act(CudaDType t) {
+  return t == CudaDType::kF32 || t == CudaDType::kBF16;
+}
 
 }  // namespace
 
@@ -34,7 +39,7 @@ cudaError_t gemm_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaSt
   if (p.m < 0 || p.n < 0 || p.k < 0 || !is_act(p.x_dtype) || !is_act(p.y_dtype))
     return cudaErrorInvalidValue;
   if (p.m == 0 || p.n == 0) return cudaSuccess;
-  if (p.w_dtype == CudaDType::kF8E4M3) return gemm_fp8_cuda(p, stream);
+  if (p.w_dtype == CudaDType::kF8E4M3) return gemm_fp8_cuda(ctx, p, stream);
   if (p.w_dtype != p.x_dtype || !ctx.cublas) return cudaErrorInvalidValue;
   auto h = static_cast<cublasHandle_t>(ctx.cublas);
   cublasStatus_t s = cublasSetStream(h, stream);

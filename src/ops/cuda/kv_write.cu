@@ -10,8 +10,9 @@ __global__ void kv_write_kernel(KvWriteCudaParams p, int ld_c, int ld_k) {
   if (slot < 0) return;
   const int L = p.kv_lora_rank, W = p.kv_lora_rank + p.rope_dim;
   for (int i = threadIdx.x; i < W; i += blockDim.x) {
-    const float v = i < L ? opsk::load_f(p.c, static_cast<int64_t>(t) * ld_c + i, p.src_dtype)
-                          : opsk::load_f(p.k_pe, static_cast<int64_t>(t) * ld_k + i - L, p.src_dtype);
+    const float v = i < L
+                        ? opsk::load_f(p.c, static_cast<int64_t>(t) * ld_c + i, p.src_dtype)
+                        : opsk::load_f(p.k_pe, static_cast<int64_t>(t) * ld_k + i - L, p.src_dtype);
     opsk::store_f(p.pool, slot * W + i, v, p.pool_dtype);
   }
 }

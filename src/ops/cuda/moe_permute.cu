@@ -70,7 +70,8 @@ __global__ void unpermute_kernel(MoeUnpermuteCudaParams p) {
     float acc = p.accumulate ? opsk::load_f(p.out, o + i, p.dtype) : 0.0f;
     for (int j = 0; j < p.top_k; ++j) {
       const int r = rows[j];
-      if (r >= 0) acc += w[j] * opsk::load_f(p.y_perm, static_cast<int64_t>(r) * p.dim + i, p.dtype);
+      if (r >= 0)
+        acc += w[j] * opsk::load_f(p.y_perm, static_cast<int64_t>(r) * p.dim + i, p.dtype);
     }
     opsk::store_f(p.out, o + i, acc, p.dtype);
   }
@@ -79,8 +80,8 @@ __global__ void unpermute_kernel(MoeUnpermuteCudaParams p) {
 }  // namespace
 
 cudaError_t moe_permute_cuda(const MoePermuteCudaParams& p, cudaStream_t stream) {
-  if (p.num_tokens < 0 || p.top_k <= 0 || p.num_experts <= 0 || p.num_experts > 8192 ||
-      p.dim < 0 || !opsk::valid_act(p.dtype))
+  if (p.num_tokens < 0 || p.top_k <= 0 || p.num_experts <= 0 || p.num_experts > 8192 || p.dim < 0 ||
+      !opsk::valid_act(p.dtype))
     return cudaErrorInvalidValue;
   permute_plan_kernel<<<1, 1024, sizeof(int) * p.num_experts, stream>>>(p);
   cudaError_t e = cudaGetLastError();

@@ -33,8 +33,9 @@ __global__ void __launch_bounds__(kTokensPerBlock * 32) moe_route_kernel(MoeRout
   float* choice = choice_s[wid];
   const float ninf = -INFINITY;
   for (int e = lane; e < E; e += 32) {
-    const float s = 1.0f / (1.0f + expf(-opsk::load_f(p.logits, static_cast<int64_t>(t) * E + e,
-                                                      p.logits_dtype)));
+    const float s =
+        1.0f /
+        (1.0f + expf(-opsk::load_f(p.logits, static_cast<int64_t>(t) * E + e, p.logits_dtype)));
     score[e] = s;
     choice[e] = s + (p.bias ? p.bias[e] : 0.0f);
   }

@@ -74,11 +74,15 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return t;
 }
 
-__host__ __device__ inline bool valid_act(CudaDType t) { return t == CudaDType::kF32 || t == CudaDType::kBF16; }
+__host__ __device__ inline bool valid_act(CudaDType t) {
+  return t == CudaDType::kF32 || t == CudaDType::kBF16;
+}
 __host__ __device__ inline size_t dtype_bytes(CudaDType t) {
   return t == CudaDType::kF32 ? 4 : t == CudaDType::kBF16 ? 2 : 1;
 }
-inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+inline unsigned ceil_div(int64_t a, int64_t b) {
+  return static_cast<unsigned>((a + b - 1) / b);
+}
 
 }  // namespace opsk
 }  // namespace helix

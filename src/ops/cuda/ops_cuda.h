@@ -28,26 +28,36 @@ struct CudaOpsContext {
   void* cublas = nullptr;     // cublasHandle_t
   void* workspace = nullptr;  // cuBLAS workspace (device)
   size_t workspace_bytes = 0;
+  // Scratch for one FP8 weight widened to the activation dtype (n*k*2 bytes for bf16, *4 for
+  // fp32): GEMMs with more than kFp8DirectMaxRows rows widen the weight there and run cuBLAS
+  // (tensor cores), the rest read FP8 directly. 0: always the direct kernel.
+  void* fp8_scratch = nullptr;
+  size_t fp8_scratch_bytes = 0;
 };
-cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes = 32u << 20);
+cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes = 32u << 20,
+                                    size_t fp8_scratch_bytes = 0);
 void cuda_ops_context_destroy(CudaOpsContext* ctx);
 
 // ---- gemm.cu ---------------------------------------------------------------------------------
 // y = x · w^T (+ beta·y), the nn.Linear layout. f32 or bf16 weights: cuBLAS (x must have the
-// weight's dtype; fp32 runs true fp32, no TF32). FP8 weights: the block-scaled kernel of
-// gemm_fp8.cu (x f32 or bf16), which reads each weight byte once per 16-row tile.
+// weight's dtype; fp32 runs true fp32, no TF32). FP8 weights (x f32 or bf16), gemm_fp8.cu: up
+// to kFp8DirectMaxRows rows a kernel that applies the block scales while it streams the FP8
+// bytes (once per tile of up to 8 rows); more rows (prefill, large batches) widen the weight
+// into ctx.fp8_scratch and run cuBLAS, when the scratch is large enough (measured crossover on
+// H200 between 8 and 64 rows; bench/bench_gemm_cuda).
+constexpr int kFp8DirectMaxRows = 16;
 struct GemmCudaParams {
   int m = 0, n = 0, k = 0;
   CudaDType x_dtype = CudaDType::kF32;
   CudaDType w_dtype = CudaDType::kF32;
   CudaDType y_dtype = CudaDType::kF32;
-  const void* x = nullptr;        // [m, k], row stride ldx (0: k)
+  const void* x = nullptr;  // [m, k], row stride ldx (0: k)
   int ldx = 0;
-  const void* w = nullptr;        // [n, k] contiguous
+  const void* w = nullptr;         // [n, k] contiguous
   const float* w_scale = nullptr;  // FP8 only: [ceil(n/128), ceil(k/128)] weight_scale_inv
-  void* y = nullptr;              // [m, n], row stride ldy (0: n)
+  void* y = nullptr;               // [m, n], row stride ldy (0: n)
   int ldy = 0;
-  float beta = 0.0f;              // 1: accumulate into y
+  float beta = 0.0f;  // 1: accumulate into y
 };
 cudaError_t gemm_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream);
 
@@ -78,8 +88,8 @@ cudaError_t gemm_batched_cuda(const CudaOpsContext& ctx, const GemmBatchedCudaPa
 // Grouped expert GEMM over rows permuted by expert (moe_permute): for each group g, rows
 // [offsets[g], offsets[g+1]) of x times w_ptrs[g]^T into the same rows of y. Offsets live in
 // device memory (they change every step); max_rows bounds offsets[num_groups] on the host and
-// sizes the grid. Weights f32, bf16 or FP8 (+ scale_ptrs). Rows at or past offsets[num_groups]
-// are not written.
+// sizes the grid. Weights f32, bf16 or FP8 (+ scale_ptrs), each w_ptrs[g] 16-byte aligned. Rows
+// at or past offsets[num_groups] are not written.
 struct GroupedGemmCudaParams {
   int num_groups = 0;  // G
   int max_rows = 0;    // host upper bound of offsets[G]
@@ -188,7 +198,7 @@ struct KvWriteCudaParams {
   int rope_dim = 0;      // R
   CudaDType src_dtype = CudaDType::kF32;
   CudaDType pool_dtype = CudaDType::kF32;  // f32 or bf16
-  const void* c = nullptr;  // [num_tokens, L], row stride ld_c (0: L)
+  const void* c = nullptr;                 // [num_tokens, L], row stride ld_c (0: L)
   int ld_c = 0;
   const void* k_pe = nullptr;  // [num_tokens, R], row stride ld_k_pe (0: R)
   int ld_k_pe = 0;
@@ -206,8 +216,8 @@ struct MoeRouteCudaParams {
   bool norm_topk_prob = true;
   float routed_scaling_factor = 1.0f;
   CudaDType logits_dtype = CudaDType::kF32;
-  const void* logits = nullptr;  // [num_tokens, num_experts]
-  const float* bias = nullptr;   // [num_experts] e_score_correction_bias, or null
+  const void* logits = nullptr;   // [num_tokens, num_experts]
+  const float* bias = nullptr;    // [num_experts] e_score_correction_bias, or null
   int32_t* expert_ids = nullptr;  // [num_tokens, top_k] out
   float* weights = nullptr;       // [num_tokens, top_k] out
 };
@@ -234,8 +244,8 @@ cudaError_t moe_permute_cuda(const MoePermuteCudaParams& p, cudaStream_t stream)
 // dropped pairs (row -1) add nothing.
 struct MoeUnpermuteCudaParams {
   int num_tokens = 0, top_k = 0, dim = 0;
-  CudaDType dtype = CudaDType::kF32;  // y_perm and out
-  const void* y_perm = nullptr;       // [num_tokens * top_k, dim]
+  CudaDType dtype = CudaDType::kF32;     // y_perm and out
+  const void* y_perm = nullptr;          // [num_tokens * top_k, dim]
   const int32_t* row_of_pair = nullptr;  // [num_tokens * top_k] device
   const float* weights = nullptr;        // [num_tokens, top_k] device
   void* out = nullptr;                   // [num_tokens, dim]
@@ -261,7 +271,7 @@ cudaError_t argmax_cuda(const ArgmaxCudaParams& p, cudaStream_t stream);
 struct SampleCudaParams {
   int rows = 0, vocab = 0;
   CudaDType dtype = CudaDType::kF32;
-  const void* logits = nullptr;     // [rows, vocab]
+  const void* logits = nullptr;        // [rows, vocab]
   const float* temperature = nullptr;  // [rows] device (per request)
   const float* top_p = nullptr;        // [rows] device
   const uint64_t* seeds = nullptr;     // [rows] device
@@ -277,10 +287,10 @@ struct AttnPrefillCudaParams {
   int num_tokens = 0, num_heads = 0, qk_dim = 0, v_dim = 0;
   float scale = 1.0f;
   CudaDType dtype = CudaDType::kF32;  // q, k, v, out
-  const void* q = nullptr;  // [T, H, qk_dim]
-  const void* k = nullptr;  // [T, H, qk_dim]
-  const void* v = nullptr;  // [T, H, v_dim]
-  void* out = nullptr;      // [T, H, v_dim]
+  const void* q = nullptr;            // [T, H, qk_dim]
+  const void* k = nullptr;            // [T, H, qk_dim]
+  const void* v = nullptr;            // [T, H, v_dim]
+  void* out = nullptr;                // [T, H, v_dim]
 };
 cudaError_t attn_prefill_cuda(const AttnPrefillCudaParams& p, cudaStream_t stream);
 

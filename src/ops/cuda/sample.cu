@@ -109,9 +109,9 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   }
   const float kept = mass(tau);
   const uint64_t seed = p.seeds[r], step = p.step[r];
-  const uint4 bits = philox(make_uint4(static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32),
-                                       0u, 0u),
-                            make_uint2(static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)));
+  const uint4 bits =
+      philox(make_uint4(static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), 0u, 0u),
+             make_uint2(static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)));
   const float u = static_cast<float>(bits.x >> 8) * (1.0f / 16777216.0f) * kept;
   // Each thread owns a contiguous slice of the vocabulary; prefix sums of the slices' kept mass
   // find the slice holding u, whose owner walks it.
