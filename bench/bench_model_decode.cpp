@@ -2,6 +2,7 @@
 // tokens each (rows reserved without a prefill: decode reads the same bytes whatever the
 // values), then timed decode steps of one token per request. Prints one JSON line per point.
 //   bench_model_decode --model DIR --device cuda --dtype bfloat16 --batches 1,8 --contexts 1024
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   std::string model, device = "cuda", dtype = "bfloat16", batches = "1,8,64",
                      contexts = "1024,8192,32768";
   int steps = 16, warmup = 3, tpb = 64;
-  bool no_graph = false;
+  bool no_graph = false, compare_graph = false;
   app.add_option("--model", model)->required();
   app.add_option("--device", device);
   app.add_option("--dtype", dtype);
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps);
   app.add_option("--warmup", warmup);
   app.add_flag("--no-cuda-graph", no_graph);
+  app.add_flag("--compare-graph", compare_graph, "batch 1: also time every point without graphs");
   CLI11_PARSE(app, argc, argv);
   try {
     const ModelConfig mc = config_load(model);
@@ -67,25 +69,28 @@ int main(int argc, char** argv) {
           m.kv().add_request(r);
           m.reserve_kv({SeqStep{r, std::vector<int>(c, 0), 0}});
         }
-        std::vector<double> ms;
-        for (int s = 0; s < warmup + steps; ++s) {
-          std::vector<SeqStep> batch;
-          for (int r = 0; r < b; ++r) batch.push_back(SeqStep{r, {(r * 7 + s) % 1000}, len[r]});
-          auto ts = Clock::now();
-          m.reserve_kv(batch);
-          Tensor logits = m.forward(batch, false);
-          if (s >= warmup) ms.push_back(ms_since(ts));
-          for (int r = 0; r < b; ++r) len[r]++;
+        for (int pass = 0; pass < (compare_graph && b == 1 ? 2 : 1); ++pass) {
+          const bool graph = !no_graph && pass == 0;
+          m.set_cuda_graphs(graph);
+          std::vector<double> ms;
+          for (int s = 0; s < warmup + steps; ++s) {
+            std::vector<SeqStep> batch;
+            for (int r = 0; r < b; ++r) batch.push_back(SeqStep{r, {(r * 7 + s) % 1000}, len[r]});
+            auto ts = Clock::now();
+            m.reserve_kv(batch);
+            Tensor logits = m.forward(batch, false);
+            if (s >= warmup) ms.push_back(ms_since(ts));
+            for (int r = 0; r < b; ++r) len[r]++;
+          }
+          std::sort(ms.begin(), ms.end());
+          const double step_ms = ms[ms.size() / 2];  // median
+          std::printf(
+              "{\"engine\": \"helix\", \"device\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, "
+              "\"context\": %d, \"cuda_graph\": %s, \"step_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
+              device.c_str(), dtype.c_str(), b, c, graph ? "true" : "false", step_ms,
+              b * 1000.0 / step_ms);
+          std::fflush(stdout);
         }
-        double tot = 0;
-        for (double x : ms) tot += x;
-        const double step_ms = tot / ms.size();
-        std::printf(
-            "{\"engine\": \"helix\", \"device\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, "
-            "\"context\": %d, \"cuda_graph\": %s, \"step_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
-            device.c_str(), dtype.c_str(), b, c, no_graph ? "false" : "true", step_ms,
-            b * 1000.0 / step_ms);
-        std::fflush(stdout);
         for (int r = 0; r < b; ++r) m.kv().free_request(r);
       }
   } catch (const std::exception& e) {

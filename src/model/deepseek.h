@@ -145,6 +145,8 @@ class DeepseekModel {
   void set_hopb(bool on);
   bool hopb() const { return hopb_worker_ != nullptr; }
 
+  // CUDA graphs for decode steps (on by default where the backend supports them).
+  void set_cuda_graphs(bool on) { opt_.cuda_graphs = on; }
   KvCache& kv() { return *kv_; }
   Ops& ops() { return *ops_; }
   const ModelConfig& config() const { return cfg_; }

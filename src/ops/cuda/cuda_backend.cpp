@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <thread>
 
 #include <cuda_runtime.h>
 
@@ -109,7 +110,14 @@ class CudaOps final : public Ops {
     } else {
       HELIX_CHECK(dtype == DType::BF16, "CudaOps::upload: float32 or bfloat16 weights");
       std::vector<uint16_t> b(host.data.size());
-      for (size_t i = 0; i < b.size(); ++i) b[i] = to_bf16(host.data[i]);
+      // Rounding 28 GB of weights is the load's bottleneck: split it over the cores.
+      const size_t n = b.size(), nt = n < (1u << 20) ? 1 : 16;
+      std::vector<std::thread> th;
+      for (size_t j = 0; j < nt; ++j)
+        th.emplace_back([&, j] {
+          for (size_t i = n * j / nt; i < n * (j + 1) / nt; ++i) b[i] = to_bf16(host.data[i]);
+        });
+      for (auto& t : th) t.join();
       ck(cudaMemcpy(t.view().data, b.data(), t.view().bytes(), cudaMemcpyHostToDevice), "upload");
     }
     return t;
