@@ -43,7 +43,7 @@ timeout 240 "$B/bench/bench_model_decode" --model $S/bf16 --batches 1,8,64 \
   --contexts 1024,8192,32768 --steps 12 --warmup 3 --compare-graph > "$OUT/helix_bf16.jsonl" \
   2> "$OUT/helix_bf16.err"
 el "helix bf16 rc=$?"; cat "$OUT/helix_bf16.jsonl"; tail -3 "$OUT/helix_bf16.err"
-REM=$(( 520 - ($(date +%s) - T0) ))
+REM=$(( 420 - ($(date +%s) - T0) ))
 [ $REM -gt 30 ] && timeout $REM python3 bench/bench_hf_decode.py --model $S/bf16 --batches 1,8,64 \
   --contexts 1024,8192,32768 --steps 3 --warmup 1 --json "$OUT/hf_bf16.json" > "$OUT/hf_bf16.log" 2>&1
 el "hf rc=$?"; tail -12 "$OUT/hf_bf16.log"
