@@ -48,8 +48,10 @@ function checkTokenizer(label, dir, ref, bos, files) {
            `got ${got.slice(Math.max(0, d - 3), d + 5)} want ${want.slice(Math.max(0, d - 3), d + 5)}`);
       continue;
     }
-    const withBos = ids(run(["tokenize", "--model", dir], bytes));
-    if (firstDiff(withBos, [bos, ...want]) >= 0) fail(`${label} ${path.basename(f)}: bos not prepended`);
+    if (nFiles === 0) {  // bos without --no-special (once: each run reloads the tokenizer)
+      const withBos = ids(run(["tokenize", "--model", dir], bytes));
+      if (firstDiff(withBos, [bos, ...want]) >= 0) fail(`${label} ${path.basename(f)}: bos not prepended`);
+    }
     const back = run(["detokenize", "--model", dir, "--tokens", "-"], got.join(","));
     if (got.length && !back.equals(bytes)) fail(`${label} ${path.basename(f)}: detokenize does not round-trip`);
     nIds += want.length;
