@@ -1,11 +1,10 @@
 // The tokenizer library on the embedded model's tokenizer (models/tiny, byte-level BPE trained by
 // tools/train_tiny.py): HF tokenizers' ids for the fixture prompts, round trips, UTF-8 handling
 // (invalid input rejected, lossy decode as Rust's from_utf8_lossy), the streaming decoder, the
-// chat format's structure and long-prompt speed. Exactness against the real DeepSeek-V3
-// tokenizer is tests/tokenizer/exactness.sh (npm reference).
+// chat format's structure and a long prompt (speed: bench/bench_tokenizer). Exactness against the
+// real DeepSeek-V3 tokenizer is tests/tokenizer/exactness.sh (npm reference).
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <fstream>
 #include <random>
 
@@ -156,7 +155,7 @@ TEST(Tokenizer, ChatFormat) {
   EXPECT_THROW(chat_messages_from_json(nlohmann::json::parse(R"({"role":"user"})")), Error);
 }
 
-TEST(Tokenizer, LongPromptIsFast) {
+TEST(Tokenizer, LongPromptRoundTrips) {
   // ~100K+ tokens of mixed text with long words and whitespace runs.
   std::mt19937 rng(7);
   const std::vector<std::string> parts = {"the ", "LORD ", "said ",   "unto ", "中文", "😀",
@@ -164,12 +163,8 @@ TEST(Tokenizer, LongPromptIsFast) {
   std::string text;
   while (text.size() < 600000) text += parts[rng() % parts.size()];
   text += std::string(50000, 'a') + std::string(20000, ' ') + "end";
-  const auto t0 = std::chrono::steady_clock::now();
   const auto ids = tiny().encode(text, false);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_GT(ids.size(), 100000u);
-  EXPECT_LT(s, 10.0) << ids.size() << " tokens";
-  std::printf("encode: %zu bytes -> %zu tokens in %.3f s\n", text.size(), ids.size(), s);
   EXPECT_EQ(tiny().decode(ids), text);
 }
 
