@@ -248,7 +248,7 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs, const
   if (!a.o_bias.empty()) o.add(out.view(), D, a.o_bias.view(), 0, T, D, true);
   if (o.device().is_cpu()) {
     auto t0 = Clock::now();
-    attn_comm_->all_reduce_sum(out.f32(), static_cast<size_t>(out.numel()));
+    attn_data_->all_reduce_sum(out.view());
     stats_.comm_ms += ms_since(t0);
   }
 }

@@ -65,6 +65,8 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   // Ranks of one CP group share the TP rank; the CP all-to-all runs inside it.
   cp_comm_ = world.split(map.dp_rank() * map.tp + map.tp_rank(), map.cp_rank());
   attn_comm_ = world.split(map.dp_rank(), map.rank);
+  attn_data_ = std::make_unique<HostDataComm>(*attn_comm_);
+  world_data_ = std::make_unique<HostDataComm>(world);
   hl_ = cfg.num_attention_heads / map.tp;
   std::tie(ho_begin_, ho_end_) = split_range(hl_, map.cp, map.cp_rank());
   rope_.inv_freq = cfg.rope_inv_freq();

@@ -20,6 +20,7 @@
 #include "ops/backend.h"
 #include "parallel/comm.h"
 #include "parallel/comm_worker.h"
+#include "parallel/data_comm.h"
 #include "parallel/mapping.h"
 
 namespace helix {
@@ -199,7 +200,10 @@ class DeepseekModel {
   Communicator& world_;
   std::unique_ptr<Communicator> cp_comm_;    // same dp and tp rank: the KV shards
   std::unique_ptr<Communicator> attn_comm_;  // same dp rank: the tp x cp attention grid
-  int hl_ = 0;                               // heads of this rank's TP group
+  // Data plane of the activation all-reduces and the EP combine (DESIGN.md: typed, ordered on
+  // the backend's stream; here over the host communicators).
+  std::unique_ptr<DataComm> attn_data_, world_data_;
+  int hl_ = 0;                     // heads of this rank's TP group
   int ho_begin_ = 0, ho_end_ = 0;  // heads this rank owns after the CP all-to-all (local idx)
   ModelOptions opt_;
   std::shared_ptr<Ops> ops_;

@@ -41,7 +41,7 @@ void DeepseekModel::ffn(int layer, const DTensor& h, const DTensor& out) {
   }
   if (ops_->device().is_cpu()) {
     auto t0 = Clock::now();
-    world_.all_reduce_sum(out.f32(), static_cast<size_t>(out.numel()));
+    world_data_->all_reduce_sum(out.view());
     stats_.comm_ms += ms_since(t0);
   }
 }
@@ -258,7 +258,10 @@ void DeepseekModel::moe_ep(int layer, const DTensor& hd, const DTensor& outd) {
   }
   std::vector<float> back(static_cast<size_t>(n) * K * D);
   tc = Clock::now();
-  world_.all_to_all_v(result.f32(), sc2, back.data(), rc2);
+  const int64_t nb[2] = {static_cast<int64_t>(n) * K, D};
+  world_data_->all_to_all_v(result.view(), std::vector<int64_t>(sc2.begin(), sc2.end()),
+                            TensorView::make(back.data(), DType::F32, Device::cpu(), nb, 2),
+                            std::vector<int64_t>(rc2.begin(), rc2.end()));
   stats_.comm_ms += ms_since(tc);
   size_t off = 0;
   for (int j = 0; j < N; ++j)
