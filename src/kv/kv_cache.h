@@ -23,14 +23,15 @@ struct KvCacheConfig {
   int cp_rank = 0;
 };
 
-class KvCache {
+// Host bookkeeping of one rank's KV blocks: ownership (block b on CP rank b % cp), free list,
+// per-request lengths and block lists. Touches no KV data; the engine reserves a step's rows
+// here before the step runs.
+class KvBlockManager {
  public:
-  // storage: [num_layers, max_blocks, tokens_per_block, row_width] on any device (zero-filled);
-  // empty: a host fp32 pool.
-  explicit KvCache(const KvCacheConfig& cfg, DTensor storage = {});
+  explicit KvBlockManager(const KvCacheConfig& cfg);
 
   void add_request(int64_t id);
-  void free_request(int64_t id);  // returns its blocks to the pool
+  void free_request(int64_t id);  // returns its blocks to the free list
   bool has_request(int64_t id) const { return seqs_.count(id) != 0; }
 
   // The CP rank that owns global position pos.
@@ -42,18 +43,12 @@ class KvCache {
   void append(int64_t id, int pos);
   // Blocks this rank must allocate to append positions [start, start + n) of a request.
   int blocks_needed(int64_t id, int start, int n) const;
-  // Row of an owned position, for writing its latent (host fp32 pool only).  -> [row_width]
-  float* row(int layer, int64_t id, int pos);
   // Row index of an owned position inside a layer's pool (physical block * block + offset).
   int64_t slot(int64_t id, int pos) const;
-  // One layer's rows: [max_blocks, tokens_per_block, row_width].
-  TensorView layer_pool(int layer) const;
   // This rank's physical blocks of a request, in global block order.
   const std::vector<int>& block_ids(int64_t id) const { return seq(id).blocks; }
-
-  // This rank's blocks of a request for one layer: pointers and valid token counts.
-  void local_blocks(int layer, int64_t id, std::vector<const float*>& ptrs,
-                    std::vector<int>& lens) const;
+  // Valid tokens in each of block_ids(id).
+  const std::vector<int>& block_lens(int64_t id) const { return seq(id).block_len; }
 
   int global_len(int64_t id) const;
   int local_tokens(int64_t id) const;
@@ -61,9 +56,8 @@ class KvCache {
   int free_blocks() const { return static_cast<int>(free_.size()); }
   int used_blocks() const { return cfg_.max_blocks - free_blocks(); }
   const KvCacheConfig& config() const { return cfg_; }
-  size_t bytes() const { return pool_.view().bytes(); }
 
- private:
+ protected:
   struct Seq {
     int len = 0;  // global tokens
     int local_tokens = 0;
@@ -75,9 +69,45 @@ class KvCache {
   Seq& seq(int64_t id);
 
   KvCacheConfig cfg_;
-  DTensor pool_;  // [num_layers, max_blocks, tokens_per_block, row_width]
   std::vector<int> free_;
   std::map<int64_t, Seq> seqs_;
+};
+
+// Storage of the latent rows: [num_layers, max_blocks, tokens_per_block, row_width] on the
+// backend's device (host fp32 by default; bf16 or fp32 GPU memory on CUDA), zero-filled.
+class KvPool {
+ public:
+  // storage empty: a host fp32 pool.
+  KvPool(const KvCacheConfig& cfg, DTensor storage);
+  // One layer's rows: [max_blocks, tokens_per_block, row_width].
+  TensorView layer(int layer) const;
+  // Row `slot` of a layer (host fp32 pool only).
+  float* host_row(int layer, int64_t slot) const;
+  size_t bytes() const { return pool_.view().bytes(); }
+
+ private:
+  KvCacheConfig cfg_;
+  DTensor pool_;
+};
+
+// One rank's paged KV: the block manager plus its pool.
+class KvCache : public KvBlockManager {
+ public:
+  explicit KvCache(const KvCacheConfig& cfg, DTensor storage = {})
+      : KvBlockManager(cfg), pool_(cfg, std::move(storage)) {}
+  using KvBlockManager::local_blocks;
+
+  // Row of an owned position, for writing its latent (host fp32 pool only).  -> [row_width]
+  float* row(int layer, int64_t id, int pos) { return pool_.host_row(layer, slot(id, pos)); }
+  TensorView layer_pool(int layer) const { return pool_.layer(layer); }
+  // This rank's blocks of a request for one layer: pointers and valid token counts (host pool).
+  void local_blocks(int layer, int64_t id, std::vector<const float*>& ptrs,
+                    std::vector<int>& lens) const;
+  size_t bytes() const { return pool_.bytes(); }
+  const KvPool& pool() const { return pool_; }
+
+ private:
+  KvPool pool_;
 };
 
 }  // namespace helix
