@@ -90,10 +90,18 @@ class DTensor {
         buf_, TensorView::make(v_.data, v_.dtype, v_.device, s.data(), static_cast<int>(s.size())));
   }
   const std::shared_ptr<Buffer>& buffer() const { return buf_; }
+  // FP8 weights: their per-128x128-block scales (fp32 [ceil(rows/128), ceil(cols/128)]).
+  const DTensor* scale() const { return scale_.get(); }
+  DTensor with_scale(DTensor s) const {
+    DTensor t = *this;
+    t.scale_ = std::make_shared<const DTensor>(std::move(s));
+    return t;
+  }
 
  private:
   std::shared_ptr<Buffer> buf_;
   TensorView v_;
+  std::shared_ptr<const DTensor> scale_;
 };
 
 }  // namespace helix

@@ -136,6 +136,43 @@ DTensor DeepseekModel::up(Tensor&& t) const {
   return ops_->upload(std::move(t), opt_.weight_dtype);
 }
 
+bool DeepseekModel::keep_fp8(const WeightStore& ws, const std::string& name) const {
+  return !ops_->device().is_cpu() && opt_.weight_dtype == DType::BF16 && map_.world_size == 1 &&
+         ws.has(name) && ws.view(name).dtype == StDType::F8_E4M3 && ws.has(name + "_scale_inv") &&
+         ws.view(name).shape.size() == 2;
+}
+
+DTensor DeepseekModel::fp8_checked(const WeightStore& ws, const std::string& name,
+                                   std::vector<int64_t> shape) const {
+  expect_shape(ws, name, std::move(shape));
+  return fp8_weight(ws, {name});
+}
+
+DTensor DeepseekModel::fp8_weight(const WeightStore& ws,
+                                  const std::vector<std::string>& names) const {
+  std::vector<uint8_t> bytes;
+  std::vector<float> scales;
+  int64_t rows = 0, cols = 0, srows = 0, scols = 0;
+  for (const auto& n : names) {
+    const StView& v = ws.view(n);
+    HELIX_CHECK(rows % 128 == 0, "FP8 weight '{}': stacked rows must align to 128-row blocks", n);
+    cols = v.shape[1];
+    rows += v.shape[0];
+    bytes.insert(bytes.end(), v.data, v.data + v.nbytes);
+    Tensor s = ws.load(n + "_scale_inv");
+    scols = s.dim(1);
+    srows += s.dim(0);
+    scales.insert(scales.end(), s.data.begin(), s.data.end());
+  }
+  DTensor w = ops_->upload_raw(bytes.data(), {rows, cols}, DType::F8E4M3);
+  Tensor st({srows, scols});
+  st.data = std::move(scales);
+  DTensor sc = ops_->upload(std::move(st), DType::F32);
+  ops_->sync();  // the staging vectors go out of scope
+  loaded_bytes_ += bytes.size();
+  return w.with_scale(std::move(sc));
+}
+
 void DeepseekModel::load_weights(const WeightStore& ws) {
   const ModelConfig& c = cfg_;
   const int64_t H = c.num_attention_heads, D = c.hidden_size, L = c.kv_lora_rank,
@@ -158,6 +195,14 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
     auto [a, b] = split_range(static_cast<int>(inter), parts, part);
     MlpWeights m;
     m.inter = b - a;
+    if (keep_fp8(ws, p + "gate_proj.weight") && inter % 128 == 0) {
+      expect_shape(ws, p + "gate_proj.weight", {inter, D});
+      expect_shape(ws, p + "up_proj.weight", {inter, D});
+      expect_shape(ws, p + "down_proj.weight", {D, inter});
+      m.gate_up = fp8_weight(ws, {p + "gate_proj.weight", p + "up_proj.weight"});
+      m.down = fp8_weight(ws, {p + "down_proj.weight"});
+      return m;
+    }
     Tensor g = load_rows_checked(ws, p + "gate_proj.weight", {inter, D}, a, b);
     Tensor u = load_rows_checked(ws, p + "up_proj.weight", {inter, D}, a, b);
     m.gate_up = up(stack_rows(g, u));
@@ -175,16 +220,24 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
     AttnWeights& a = lw.attn;
     const std::string ap = p + "self_attn.";
     if (c.q_lora_rank > 0) {
-      a.q_a = up(ws.load(ap + "q_a_proj.weight", {c.q_lora_rank, D}));
+      a.q_a = keep_fp8(ws, ap + "q_a_proj.weight")
+                  ? fp8_checked(ws, ap + "q_a_proj.weight", {c.q_lora_rank, D})
+                  : up(ws.load(ap + "q_a_proj.weight", {c.q_lora_rank, D}));
       if (c.attention_bias) a.q_a_bias = up(ws.load(ap + "q_a_proj.bias", {c.q_lora_rank}));
       a.q_a_norm = up(ws.load(ap + "q_a_layernorm.weight", {c.q_lora_rank}));
-      a.q_b = up(load_rows_checked(ws, ap + "q_b_proj.weight", {H * QK, c.q_lora_rank}, h0 * QK,
-                                   (h0 + hl_) * QK));
+      a.q_b = keep_fp8(ws, ap + "q_b_proj.weight")
+                  ? fp8_checked(ws, ap + "q_b_proj.weight", {H * QK, c.q_lora_rank})
+                  : up(load_rows_checked(ws, ap + "q_b_proj.weight", {H * QK, c.q_lora_rank},
+                                         h0 * QK, (h0 + hl_) * QK));
     } else {
-      a.q_proj =
-          up(load_rows_checked(ws, ap + "q_proj.weight", {H * QK, D}, h0 * QK, (h0 + hl_) * QK));
+      a.q_proj = keep_fp8(ws, ap + "q_proj.weight")
+                     ? fp8_checked(ws, ap + "q_proj.weight", {H * QK, D})
+                     : up(load_rows_checked(ws, ap + "q_proj.weight", {H * QK, D}, h0 * QK,
+                                            (h0 + hl_) * QK));
     }
-    a.kv_a = up(ws.load(ap + "kv_a_proj_with_mqa.weight", {L + R, D}));
+    a.kv_a = keep_fp8(ws, ap + "kv_a_proj_with_mqa.weight")
+                 ? fp8_checked(ws, ap + "kv_a_proj_with_mqa.weight", {L + R, D})
+                 : up(ws.load(ap + "kv_a_proj_with_mqa.weight", {L + R, D}));
     if (c.attention_bias) a.kv_a_bias = up(ws.load(ap + "kv_a_proj_with_mqa.bias", {L + R}));
     a.kv_a_norm = up(ws.load(ap + "kv_a_layernorm.weight", {L}));
     Tensor kvb = load_rows_checked(ws, ap + "kv_b_proj.weight", {H * (NOPE + V), L},
@@ -197,8 +250,12 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
     }
     a.w_uk = up(std::move(w_uk));
     a.w_uv = up(std::move(w_uv));
-    Tensor o = ws.load(ap + "o_proj.weight", {D, H * V});
-    a.o_proj = up(slice_cols(o, (h0 + ho_begin_) * V, (h0 + ho_end_) * V));
+    if (keep_fp8(ws, ap + "o_proj.weight")) {
+      a.o_proj = fp8_checked(ws, ap + "o_proj.weight", {D, H * V});
+    } else {
+      Tensor o = ws.load(ap + "o_proj.weight", {D, H * V});
+      a.o_proj = up(slice_cols(o, (h0 + ho_begin_) * V, (h0 + ho_end_) * V));
+    }
     if (c.attention_bias && map_.rank == 0) a.o_bias = up(ws.load(ap + "o_proj.bias", {D}));
 
     lw.moe = c.is_moe_layer(i);
@@ -235,6 +292,15 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
       }
       lw.gate_up_ptrs = ops_->upload_raw(gu.data(), {E}, DType::I64);
       lw.down_ptrs = ops_->upload_raw(dn.data(), {E}, DType::I64);
+      if (!lw.experts.empty() && lw.experts[0].gate_up.scale()) {
+        std::vector<int64_t> gs, ds;
+        for (const MlpWeights& m : lw.experts) {
+          gs.push_back(reinterpret_cast<int64_t>(m.gate_up.scale()->view().data));
+          ds.push_back(reinterpret_cast<int64_t>(m.down.scale()->view().data));
+        }
+        lw.gate_up_scale_ptrs = ops_->upload_raw(gs.data(), {E}, DType::I64);
+        lw.down_scale_ptrs = ops_->upload_raw(ds.data(), {E}, DType::I64);
+      }
     }
   }
 }
@@ -249,6 +315,14 @@ MlpWeights DeepseekModel::load_expert(const WeightStore& ws, int layer, int e, b
   m.inter = a1 - a0;
   if (!ws.has(mp + "experts.gate_up_proj")) {  // per-expert tensors, as checkpoints store them
     const std::string ep = fmt::format("{}experts.{}.", mp, e);
+    if (keep_fp8(ws, ep + "gate_proj.weight") && IE % 128 == 0) {
+      expect_shape(ws, ep + "gate_proj.weight", {IE, D});
+      expect_shape(ws, ep + "up_proj.weight", {IE, D});
+      expect_shape(ws, ep + "down_proj.weight", {D, IE});
+      m.gate_up = fp8_weight(ws, {ep + "gate_proj.weight", ep + "up_proj.weight"});
+      m.down = fp8_weight(ws, {ep + "down_proj.weight"});
+      return m;
+    }
     Tensor g = load_rows_checked(ws, ep + "gate_proj.weight", {IE, D}, a0, a1);
     Tensor u = load_rows_checked(ws, ep + "up_proj.weight", {IE, D}, a0, a1);
     m.gate_up = up(stack_rows(g, u));
@@ -281,6 +355,7 @@ void DeepseekModel::linear(const TensorView& x, int64_t ldx, const DTensor& w, c
   g.ldx = ldx;
   g.ldy = ldy;
   g.beta = accumulate ? 1.0f : 0.0f;
+  g.w_scale = w.scale() ? w.scale()->f32() : nullptr;
   ops_->gemm(g);
 }
 

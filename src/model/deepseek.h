@@ -55,6 +55,7 @@ struct LayerWeights {
   std::vector<MlpWeights> experts;  // TP: all E experts (sharded); EP: this rank's slots (whole)
   int expert_begin = 0;             // EP: first slot of this rank
   DTensor gate_up_ptrs, down_ptrs;  // GPU: [E] device pointers to experts[e]'s weights
+  DTensor gate_up_scale_ptrs, down_scale_ptrs;   // FP8: [E] device pointers to their scales
   std::vector<DTensor> gate_up_list, down_list;  // the same, as tensors
   MlpWeights shared;                             // shared experts, TP-sharded
 };
@@ -189,6 +190,12 @@ class DeepseekModel {
   void mlp_apply(const MlpWeights& m, const TensorView& x, int rows, const TensorView& out,
                  bool accumulate);
   MlpWeights load_expert(const WeightStore& ws, int layer, int expert, bool whole) const;
+  // FP8 checkpoints in bf16 mode on one GPU: the weight stays FP8 E4M3 in GPU memory with its
+  // 128x128 block scales (applied inside the GEMM); names stacked by rows (gate then up).
+  bool keep_fp8(const WeightStore& ws, const std::string& name) const;
+  DTensor fp8_weight(const WeightStore& ws, const std::vector<std::string>& names) const;
+  DTensor fp8_checked(const WeightStore& ws, const std::string& name,
+                      std::vector<int64_t> shape) const;
   // Runs experts[e] over the rows rows_of[e] (input row i at in(i)); row i's output goes to
   // row i of y.
   void experts_apply(const std::vector<MlpWeights>& experts,

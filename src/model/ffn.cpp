@@ -168,7 +168,9 @@ void DeepseekModel::moe_device(int layer, const DTensor& h, const DTensor& out) 
   ma.down_ptrs = lw.down_ptrs.view();
   ma.gate_up = &lw.gate_up_list;
   ma.down = &lw.down_list;
-  ma.w_dtype = opt_.weight_dtype;
+  ma.w_dtype = lw.experts.empty() ? opt_.weight_dtype : lw.experts[0].gate_up.dtype();
+  ma.gate_up_scale_ptrs = lw.gate_up_scale_ptrs.view();
+  ma.down_scale_ptrs = lw.down_scale_ptrs.view();
   ma.out = out.view();
   ops_->moe_experts(ma);
 }

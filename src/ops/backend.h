@@ -88,11 +88,13 @@ struct AttnPrefillArgs {
 // added into out. Expert e's weights: gate_up_ptrs[e] -> [2I, D], down_ptrs[e] -> [D, I].
 struct MoeExpertsArgs {
   int num_tokens = 0, top_k = 0, num_experts = 0, dim = 0, inter = 0;
-  TensorView x;                                   // [T, D]
-  TensorView expert_ids;                          // [T, K] I32
-  TensorView weights;                             // [T, K] F32
-  TensorView gate_up_ptrs;                        // [E] device pointers (I64)
-  TensorView down_ptrs;                           // [E] device pointers (I64)
+  TensorView x;             // [T, D]
+  TensorView expert_ids;    // [T, K] I32
+  TensorView weights;       // [T, K] F32
+  TensorView gate_up_ptrs;  // [E] device pointers (I64)
+  TensorView down_ptrs;     // [E] device pointers (I64)
+  // FP8 weights: [E] device pointers to their block scales (I64); empty otherwise.
+  TensorView gate_up_scale_ptrs, down_scale_ptrs;
   const std::vector<DTensor>* gate_up = nullptr;  // the same weights, for the CPU reference
   const std::vector<DTensor>* down = nullptr;
   DType w_dtype = DType::F32;

@@ -445,6 +445,7 @@ class CudaOps final : public Ops {
     g.k = D;
     g.x = xp.view().data;
     g.w_ptrs = static_cast<const void* const*>(a.gate_up_ptrs.data);
+    g.scale_ptrs = static_cast<const float* const*>(a.gate_up_scale_ptrs.data);
     g.y = gu.view().data;
     ck(grouped_gemm_cuda(g, stream_), "grouped_gemm gate_up");
     silu_mul(gu.view(), act.view(), rows, I);
@@ -452,6 +453,7 @@ class CudaOps final : public Ops {
     g.k = I;
     g.x = act.view().data;
     g.w_ptrs = static_cast<const void* const*>(a.down_ptrs.data);
+    g.scale_ptrs = static_cast<const float* const*>(a.down_scale_ptrs.data);
     g.y = yp.view().data;
     ck(grouped_gemm_cuda(g, stream_), "grouped_gemm down");
     MoeUnpermuteCudaParams up;
