@@ -30,9 +30,9 @@ PY
 "$B/helix" generate --model $T/bf16 --tokens $P --max-new-tokens 8 --ignore-eos --device cuda 2>/dev/null | tr '\n' ' '; echo " <- bf16"
 S=/tmp/slice-gpu-model
 rm -rf $S/bf16
-timeout 150 python3 tools/make_slice.py --out $S --format fp8 > "$OUT/make_slice.log" 2>&1
+timeout 70 python3 tools/make_slice.py --out $S --format fp8 > "$OUT/make_slice.log" 2>&1
 el "make_slice fp8 rc=$? $(du -sh $S/fp8 2>/dev/null | cut -f1)"
-REM=$(( 330 - ($(date +%s) - T0) ))
-timeout $REM "$B/bench/bench_model_decode" --model $S/fp8 --batches 1,8,64 --contexts 1024,8192,32768 \
+REM=$(( 190 - ($(date +%s) - T0) ))
+timeout $REM "$B/bench/bench_model_decode" --model $S/fp8 --batches 1,8,64 --contexts 1024,32768 \
   --steps 12 --warmup 3 > "$OUT/helix_fp8.jsonl" 2> "$OUT/helix_fp8.err"
 el "helix fp8 rc=$?"; cat "$OUT/helix_fp8.jsonl"; tail -3 "$OUT/helix_fp8.err"
