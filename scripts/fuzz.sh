@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang in build-fuzz/ and runs the safetensors header fuzzer
-# for $1 seconds (default 30). Exits non-zero when the fuzzer finds a crash; the crashing input is
+# for $1 seconds (default 30), then the HTTP request parser for a quarter of that (at least 5 s). Exits non-zero when the fuzzer finds a crash; the crashing input is
 # left in build-fuzz/fuzz-work/. New corpus entries go to build-fuzz/fuzz-work/corpus, never into
 # the seed corpus under fuzz/corpus/.
 set -euo pipefail
@@ -17,7 +17,7 @@ fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHELIX_FUZZ=ON -DHELIX_TESTS=OFF -DHELIX_BENCH=OFF -DHELIX_CUDA=OFF -DHELIX_MPI=OFF >/dev/null
-ninja -C "$build" -j2 fuzz_safetensors_header
+ninja -C "$build" -j2 fuzz_safetensors_header fuzz_request_parse
 
 work=$build/fuzz-work
 mkdir -p "$work/corpus"
@@ -30,3 +30,15 @@ if [[ $status -ne 0 ]]; then
   exit "$status"
 fi
 echo "fuzz_safetensors_header: no crash in ${secs}s"
+
+req_secs=$((secs / 4 > 5 ? secs / 4 : 5))
+mkdir -p "$work/corpus-request"
+status=0
+"$build/fuzz/fuzz_request_parse" -max_total_time="$req_secs" -timeout=10 -rss_limit_mb=2048 \
+  -dict="$root/fuzz/request.dict" -artifact_prefix="$work/" -print_final_stats=1 \
+  "$work/corpus-request" "$root/fuzz/corpus/request" || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "fuzz_request_parse failed (exit $status); inputs in $work/" >&2
+  exit "$status"
+fi
+echo "fuzz_request_parse: no crash in ${req_secs}s"
