@@ -13,8 +13,9 @@ namespace helix::cli {
 
 void add_serve_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "serve", "OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, "
-               "/health, /metrics) with continuous batching");
+      "serve",
+      "OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, "
+      "/health, /metrics) with continuous batching");
   struct Opts {
     EngineConfig ec;
 #ifdef HELIX_HAVE_HTTPLIB
@@ -90,8 +91,9 @@ void add_serve_command(CLI::App& app) {
     o->sc.http_threads = o->threads;
     server::serve(o->sc, o->ec);
 #else
-    fail("this helix was built without cpp-httplib: install libcpp-httplib-dev "
-         "(scripts/deps.sh) and rebuild to get `helix serve`");
+    fail(
+        "this helix was built without cpp-httplib: install libcpp-httplib-dev "
+        "(scripts/deps.sh) and rebuild to get `helix serve`");
 #endif
   });
 }

@@ -54,8 +54,8 @@ struct EngineCore {
   GenerateResult report;
   std::unique_ptr<std::atomic<int>[]> kv_used;  // [rank]
   std::atomic<int64_t> steps{0}, prefills{0}, tokens{0};
-  std::vector<int> eplb_layers;     // under mu
-  std::vector<double> eplb_balance; // under mu
+  std::vector<int> eplb_layers;      // under mu
+  std::vector<double> eplb_balance;  // under mu
 
   // Rank 0: the plan of the next step; blocks until there is work or a stop.
   StepPlan next_plan();

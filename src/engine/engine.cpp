@@ -13,11 +13,16 @@ namespace helix {
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::None: return "none";
-    case FinishReason::Length: return "length";
-    case FinishReason::Eos: return "stop";
-    case FinishReason::Cancelled: return "cancelled";
-    case FinishReason::Error: return "error";
+    case FinishReason::None:
+      return "none";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::Eos:
+      return "stop";
+    case FinishReason::Cancelled:
+      return "cancelled";
+    case FinishReason::Error:
+      return "error";
   }
   return "none";
 }
@@ -314,8 +319,7 @@ std::vector<std::shared_ptr<Request>> Engine::submit_batch(std::vector<RequestSp
           fail(
               "KV cache out of memory on CP rank {}: a request of {} prompt + {} new tokens "
               "needs {} blocks of {} tokens there but each rank holds {} (raise --kv-blocks)",
-              cp, s.prompt.size(), s.max_new_tokens, need[cp], c.cfg.tokens_per_block,
-              c.kv_blocks);
+              cp, s.prompt.size(), s.max_new_tokens, need[cp], c.cfg.tokens_per_block, c.kv_blocks);
       if (s.max_new_tokens > 0) ++queued;
     }
     if (c.cfg.max_waiting > 0 && c.sched->waiting() + queued > c.cfg.max_waiting)

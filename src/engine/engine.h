@@ -156,14 +156,14 @@ class QueueFull : public Error {
 struct EngineSnapshot {
   bool failed = false;
   int running = 0, waiting = 0;
-  int kv_blocks = 0;                // capacity per rank
-  std::vector<int> kv_reserved;     // [cp rank] blocks reserved by running requests
-  std::vector<int> kv_used;         // [rank] blocks allocated now (-1: another MPI process)
-  std::vector<int> rank_cp;         // [rank] its CP rank
-  int64_t steps = 0, prefills = 0;  // decode steps, prompts prefilled
-  int64_t tokens = 0;               // tokens generated
-  std::vector<int> eplb_layers;     // layer index of each MoE layer (EPLB on)
-  std::vector<double> eplb_balance; // [MoE layer] max/mean rank load of the last update
+  int kv_blocks = 0;                 // capacity per rank
+  std::vector<int> kv_reserved;      // [cp rank] blocks reserved by running requests
+  std::vector<int> kv_used;          // [rank] blocks allocated now (-1: another MPI process)
+  std::vector<int> rank_cp;          // [rank] its CP rank
+  int64_t steps = 0, prefills = 0;   // decode steps, prompts prefilled
+  int64_t tokens = 0;                // tokens generated
+  std::vector<int> eplb_layers;      // layer index of each MoE layer (EPLB on)
+  std::vector<double> eplb_balance;  // [MoE layer] max/mean rank load of the last update
 };
 
 struct EngineCore;

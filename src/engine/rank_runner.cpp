@@ -55,8 +55,8 @@ class RankRunner {
     {
       std::lock_guard lk(core_.mu);
       core_.loaded++;
-      if (lead_ && cfg_.ep > 1 && (cfg_.eplb_interval > 0 || cfg_.eplb_slots > 0 ||
-                                   !cfg_.eplb_placement.empty())) {
+      if (lead_ && cfg_.ep > 1 &&
+          (cfg_.eplb_interval > 0 || cfg_.eplb_slots > 0 || !cfg_.eplb_placement.empty())) {
         core_.eplb_layers = model_.moe_layers();
         core_.eplb_balance.assign(num_moe(), 1.0);
       }
@@ -123,8 +123,8 @@ class RankRunner {
         const float* lr = logits.ptr() + static_cast<int64_t>(i) * mc_.vocab_size;
         auto req = core_.find(reqs[i]);
         const RequestSpec& spec = req->spec();
-        const int t = spec.sampler ? spec.sampler->sample(lr, mc_.vocab_size)
-                                   : argmax(lr, mc_.vocab_size);
+        const int t =
+            spec.sampler ? spec.sampler->sample(lr, mc_.vocab_size) : argmax(lr, mc_.vocab_size);
         req->push(t, spec.keep_logits ? lr : nullptr, mc_.vocab_size);
         const auto& eos = mc_.eos_token_ids;
         const bool is_eos = !spec.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end();
@@ -249,7 +249,7 @@ class RankRunner {
     }
     for (int64_t r = 0; r < cfg_.record_requests; ++r) {
       auto f = frozen_blocks_.find(r);
-      rep_.blocks_per_step.push_back(f != frozen_blocks_.end() ? f->second
+      rep_.blocks_per_step.push_back(f != frozen_blocks_.end()    ? f->second
                                      : model_.kv().has_request(r) ? model_.kv().local_blocks(r)
                                                                   : 0);
     }
@@ -392,9 +392,9 @@ class RankRunner {
   DeepseekModel model_;
   const bool lead_;
   const bool tty_ = core_.cfg.progress && lead_ && isatty(STDERR_FILENO);
-  std::vector<int64_t> running_;  // the decode batch, in admission order
-  std::map<int64_t, int> last_;   // last sampled id of each running request
-  std::vector<int64_t> done_;     // finished by the last pick, retired after the step
+  std::vector<int64_t> running_;          // the decode batch, in admission order
+  std::map<int64_t, int> last_;           // last sampled id of each running request
+  std::vector<int64_t> done_;             // finished by the last pick, retired after the step
   std::map<int64_t, int> frozen_blocks_;  // recorded requests' local blocks when they ended
   RankReport rep_;
   CommStats control_, decode_comm_;

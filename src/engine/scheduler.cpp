@@ -61,8 +61,8 @@ void Scheduler::release(int64_t id) {
 }
 
 bool Scheduler::drop_waiting(int64_t id) {
-  auto it = std::find_if(waiting_.begin(), waiting_.end(),
-                         [&](const Waiting& w) { return w.id == id; });
+  auto it =
+      std::find_if(waiting_.begin(), waiting_.end(), [&](const Waiting& w) { return w.id == id; });
   if (it == waiting_.end()) return false;
   waiting_.erase(it);
   return true;

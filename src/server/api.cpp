@@ -10,11 +10,15 @@ using nlohmann::json;
 
 std::string ApiError::type() const {
   switch (status) {
-    case 401: return "authentication_error";
-    case 413: return "request_too_large";
+    case 401:
+      return "authentication_error";
+    case 413:
+      return "request_too_large";
     case 429:
-    case 503: return "server_overloaded";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    case 503:
+      return "server_overloaded";
+    default:
+      return status >= 500 ? "server_error" : "invalid_request_error";
   }
 }
 
@@ -33,13 +37,20 @@ namespace {
 
 const char* kind(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    case json::value_t::number_float: return "a float";
-    default: return "an integer";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::number_float:
+      return "a float";
+    default:
+      return "an integer";
   }
 }
 
@@ -93,8 +104,8 @@ void parse_prompt(const json& p, CompletionRequest& r, const ApiLimits& lim) {
     if (p[0].empty()) bad("prompt", "'prompt' is empty", 422);
     r.prompt_ids = token_ids(p[0], lim);
   } else {
-    bad("prompt", fmt::format("'prompt' entries must be strings or token arrays, got {}",
-                              kind(p[0])));
+    bad("prompt",
+        fmt::format("'prompt' entries must be strings or token arrays, got {}", kind(p[0])));
   }
 }
 
@@ -123,8 +134,8 @@ void parse_messages(const json& m, CompletionRequest& r) {
         content += part["text"].get<std::string>();
       }
     } else {
-      bad("messages", fmt::format("message content must be a string, got {}",
-                                  kind(msg["content"])));
+      bad("messages",
+          fmt::format("message content must be a string, got {}", kind(msg["content"])));
     }
     r.messages.emplace_back(role == "developer" ? "system" : role, content);
   }
@@ -167,8 +178,9 @@ CompletionRequest parse_completion(const std::string& body, bool chat, const Api
       bad(key, fmt::format("'{}' must be an integer, got {}", key, kind(v)));
     const int64_t x = v.get<int64_t>();
     if (x < 0 || x > lim.max_context)
-      bad(key, fmt::format("'{}' must be in [0, {}] (the context length), got {}", key,
-                           lim.max_context, x),
+      bad(key,
+          fmt::format("'{}' must be in [0, {}] (the context length), got {}", key, lim.max_context,
+                      x),
           422);
     r.max_tokens = static_cast<int>(x);
   }

@@ -15,7 +15,9 @@ namespace helix::server {
 // An error the client caused: HTTP status plus the OpenAI error object fields.
 struct ApiError : std::runtime_error {
   ApiError(int status, std::string message, std::string param = {}, std::string code = {})
-      : std::runtime_error(message), status(status), param(std::move(param)),
+      : std::runtime_error(message),
+        status(status),
+        param(std::move(param)),
         code(std::move(code)) {}
   int status;
   std::string param, code;
@@ -24,10 +26,10 @@ struct ApiError : std::runtime_error {
 };
 
 struct ApiLimits {
-  std::string model_name;   // the one model served
-  int vocab = 0;            // token ids must be in [0, vocab)
-  int max_context = 0;      // prompt + max_tokens must fit
-  int max_stop = 4;         // at most this many stop strings
+  std::string model_name;  // the one model served
+  int vocab = 0;           // token ids must be in [0, vocab)
+  int max_context = 0;     // prompt + max_tokens must fit
+  int max_stop = 4;        // at most this many stop strings
 };
 
 struct CompletionRequest {

@@ -21,8 +21,8 @@ class IdCodec : public TextCodec {
   }
   std::vector<int> encode_chat(
       const std::vector<std::pair<std::string, std::string>>&) const override {
-    throw ApiError(422, "this model has no tokenizer (tokenizer.json): chat needs one",
-                   "messages", "no_tokenizer");
+    throw ApiError(422, "this model has no tokenizer (tokenizer.json): chat needs one", "messages",
+                   "no_tokenizer");
   }
   std::unique_ptr<TextStream> stream() const override { return std::make_unique<NoText>(); }
 };

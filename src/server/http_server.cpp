@@ -22,7 +22,9 @@ using nlohmann::json;
 namespace {
 
 std::atomic<bool> g_signalled{false};
-void on_signal(int) { g_signalled = true; }
+void on_signal(int) {
+  g_signalled = true;
+}
 
 // Cuts `s` at most at `n` bytes without splitting a UTF-8 character.
 size_t utf8_floor(const std::string& s, size_t n) {
@@ -61,15 +63,21 @@ class Service {
              [this](const httplib::Request& q, httplib::Response& r) { completion(q, r, true); });
     svr.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& r) {
       if (!authorized(q, r)) return;
-      json m = {{"id", model_name_},   {"object", "model"}, {"created", created_},
-                {"owned_by", "helix"}, {"max_model_len", lim_.max_context}};
+      json m = {{"id", model_name_},
+                {"object", "model"},
+                {"created", created_},
+                {"owned_by", "helix"},
+                {"max_model_len", lim_.max_context}};
       r.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(),
                     "application/json");
     });
     svr.Get("/health", [this](const httplib::Request&, httplib::Response& r) {
       const bool failed = ready_ && engine_->snapshot().failed;
       r.status = ready_ && !failed ? 200 : 503;
-      r.set_content(json{{"status", failed ? "failed" : ready_ ? "ok" : "loading"}}.dump(),
+      r.set_content(json{{"status", failed   ? "failed"
+                                    : ready_ ? "ok"
+                                             : "loading"}}
+                        .dump(),
                     "application/json");
     });
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
@@ -84,8 +92,7 @@ class Service {
       std::string msg = fmt::format("HTTP {}", r.status);
       if (r.status == 413) {
         msg = fmt::format("the request body is larger than {} bytes", sc_.max_body);
-        metrics_.request(q.path == "/v1/chat/completions" ? "chat" : "completions",
-                         "bad_request");
+        metrics_.request(q.path == "/v1/chat/completions" ? "chat" : "completions", "bad_request");
       } else if (r.status == 404) {
         msg = fmt::format("no route {} {}", q.method, q.path);
       }
@@ -120,13 +127,14 @@ class Service {
     auto call = std::make_shared<Call>();
     try {
       call->in = parse_completion(q.body, chat, lim_);
-      call->prompt = chat ? codec_->encode_chat(call->in.messages)
+      call->prompt = chat                   ? codec_->encode_chat(call->in.messages)
                      : call->in.prompt_text ? codec_->encode(*call->in.prompt_text)
                                             : call->in.prompt_ids;
       for (int t : call->prompt)
         if (t < 0 || t >= lim_.vocab)
           throw ApiError(422, fmt::format("the tokenizer produced id {} outside the model's "
-                                          "vocabulary of {}", t, lim_.vocab));
+                                          "vocabulary of {}",
+                                          t, lim_.vocab));
       RequestSpec spec;
       spec.prompt = call->prompt;
       spec.max_new_tokens = check_lengths(call->in, static_cast<int>(call->prompt.size()), lim_);
@@ -172,10 +180,10 @@ class Service {
     bool chat = false;
     std::string id;
     std::unique_ptr<TextStream> text;
-    std::string out;     // text so far (cut at a stop string)
-    size_t sent = 0;     // bytes of `out` already streamed
-    size_t hold = 0;     // bytes held back: a stop string may still be forming
-    size_t have = 0;     // engine tokens read
+    std::string out;       // text so far (cut at a stop string)
+    size_t sent = 0;       // bytes of `out` already streamed
+    size_t hold = 0;       // bytes held back: a stop string may still be forming
+    size_t have = 0;       // engine tokens read
     std::vector<int> ids;  // tokens returned (up to a stop)
     bool stopped = false;
     bool answered = false;
@@ -184,7 +192,9 @@ class Service {
 
   json chunk(Call& c, const std::string& delta, const std::vector<int>& ids,
              const char* finish) const {
-    json choice = {{"index", 0}, {"logprobs", nullptr}, {"token_ids", ids},
+    json choice = {{"index", 0},
+                   {"logprobs", nullptr},
+                   {"token_ids", ids},
                    {"finish_reason", finish ? json(finish) : json(nullptr)}};
     if (c.chat) {
       json d = json::object();
@@ -242,9 +252,9 @@ class Service {
       const bool end = c.stopped || !more;
       if (end && !c.stopped) c.out += c.text->flush();
       if (c.in.stream) {
-        const size_t upto = end ? c.out.size() : utf8_floor(c.out, c.out.size() > c.hold
-                                                                        ? c.out.size() - c.hold
-                                                                        : 0);
+        const size_t upto =
+            end ? c.out.size()
+                : utf8_floor(c.out, c.out.size() > c.hold ? c.out.size() - c.hold : 0);
         if (upto > c.sent || c.ids.size() > streamed_ids) {
           std::vector<int> ids(c.ids.begin() + streamed_ids, c.ids.end());
           if (!send(chunk(c, c.out.substr(c.sent, upto - c.sent), ids, nullptr))) return false;
@@ -268,9 +278,9 @@ class Service {
       sink.done();
       return true;
     }
-    const char* finish =
-        c.stopped || why == FinishReason::Eos ? "stop" : why == FinishReason::Length ? "length"
-                                                                                      : "abort";
+    const char* finish = c.stopped || why == FinishReason::Eos ? "stop"
+                         : why == FinishReason::Length         ? "length"
+                                                               : "abort";
     if (c.in.stream) {
       if (!send(chunk(c, "", {}, finish))) return false;
       if (c.in.include_usage) {
@@ -282,19 +292,19 @@ class Service {
       static const std::string done = "data: [DONE]\n\n";
       if (!sink.write(done.data(), done.size())) return false;
     } else {
-      json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish},
-                     {"token_ids", c.ids}};
+      json choice = {
+          {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}, {"token_ids", c.ids}};
       if (c.chat)
         choice["message"] = {{"role", "assistant"}, {"content", c.out}};
       else
         choice["text"] = c.out;
-      const std::string body = json{{"id", c.id},
-                                    {"object", c.chat ? "chat.completion" : "text_completion"},
-                                    {"created", created_},
-                                    {"model", model_name_},
-                                    {"choices", json::array({choice})},
-                                    {"usage", usage(c)}}
-                                   .dump();
+      const std::string body = json{
+          {"id", c.id},
+          {"object", c.chat ? "chat.completion" : "text_completion"},
+          {"created", created_},
+          {"model", model_name_},
+          {"choices", json::array({choice})},
+          {"usage", usage(c)}}.dump();
       if (!sink.write(body.data(), body.size())) return false;
     }
     c.answered = true;

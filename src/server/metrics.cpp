@@ -52,8 +52,8 @@ std::string Metrics::render(const EngineSnapshot* e) const {
   s += "# HELP helix_requests_total HTTP completion requests by endpoint and outcome.\n";
   s += "# TYPE helix_requests_total counter\n";
   for (const char* ep : {"completions", "chat"})
-    for (const char* oc : {"ok", "cancelled", "queue_full", "bad_request", "unauthorized",
-                           "error"}) {
+    for (const char* oc :
+         {"ok", "cancelled", "queue_full", "bad_request", "unauthorized", "error"}) {
       auto it = requests_.find({ep, oc});
       s += fmt::format("helix_requests_total{{endpoint=\"{}\",outcome=\"{}\"}} {}\n", ep, oc,
                        it == requests_.end() ? 0 : it->second);

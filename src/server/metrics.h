@@ -14,8 +14,8 @@ namespace helix::server {
 
 class Histogram {
  public:
-  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)),
-                                                   counts_(bounds_.size() + 1, 0) {}
+  explicit Histogram(std::vector<double> bounds)
+      : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
   void observe(double x);
   // Lines for `name` (cumulative buckets, sum, count).
   std::string render(const std::string& name, const std::string& help) const;

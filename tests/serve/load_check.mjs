@@ -96,11 +96,11 @@ const phase1Done = stats.done;
 check(phase1Done === 80, `phase 1: ${phase1Done} of 80 answered`);
 
 // Phase 2: overload, with cancels.
-await phase(64, 4, (i) => (i % 4 === 1 ? { stream: true, cancel: true, maxTokens: 200 }
+await phase(64, 4, (i) => (i % 4 === 1 ? { stream: true, cancel: true, maxTokens: 400 }
                                        : { stream: i % 4 !== 3, cancel: false, maxTokens: 16 }));
 check(stats.rejected > 0, 'phase 2 (64 clients > capacity 24): the queue never filled');
 check(stats.other.length === 0, `unexpected outcomes:\n${stats.other.join('\n')}`);
-console.log(`answered ${stats.done}, rejected ${stats.rejected}, cancelled ${stats.cancelled}`);
+
 
 // The engine drains: nothing running or waiting, every KV block free on every rank.
 let m;
@@ -111,7 +111,8 @@ do {
   const reserved = Object.entries(m).filter(([k]) => k.startsWith('helix_kv_blocks_reserved{'));
   if (m.helix_requests_running === 0 && m.helix_requests_waiting === 0 &&
       used.every(([, v]) => v === 0) && reserved.every(([, v]) => v === 0) &&
-      m['helix_requests_total{endpoint="completions",outcome="cancelled"}'] === stats.cancelled) break;
+      m['helix_requests_total{endpoint="completions",outcome="cancelled"}'] +
+        m['helix_requests_total{endpoint="completions",outcome="ok"}'] === stats.done + stats.cancelled) break;
   await new Promise((r) => setTimeout(r, 50));
 } while (Date.now() - t0 < 10000);
 const used = Object.entries(m).filter(([k]) => k.startsWith('helix_kv_blocks_used{'));
@@ -121,12 +122,19 @@ for (const [k, v] of Object.entries(m).filter(([k]) => k.startsWith('helix_kv_bl
   check(v === m.helix_kv_blocks_capacity, `${k} = ${v}, capacity ${m.helix_kv_blocks_capacity}`);
 check(m.helix_requests_running === 0 && m.helix_requests_waiting === 0, 'requests left in the engine');
 const c = (o) => m[`helix_requests_total{endpoint="completions",outcome="${o}"}`];
-check(c('ok') === stats.done, `metrics ok ${c('ok')} != answered ${stats.done}`);
+// A client that aborts after its second chunk races the engine: the server may have written the
+// whole answer (all 400 tokens) before it saw the connection close. Such a request counts as ok
+// on the server; every other abort must count as cancelled.
+const late = c('ok') - stats.done;
+check(late >= 0 && late <= stats.cancelled, `metrics ok ${c('ok')} vs answered ${stats.done}`);
+check(c('cancelled') === stats.cancelled - late, `metrics cancelled ${c('cancelled')} != ${stats.cancelled} - ${late}`);
+check(c('cancelled') > 0, 'no cancel reached the server mid-generation');
 check(c('queue_full') === stats.rejected, `metrics queue_full ${c('queue_full')} != 503s ${stats.rejected}`);
-check(c('cancelled') === stats.cancelled, `metrics cancelled ${c('cancelled')} != ${stats.cancelled}`);
 check(c('error') === 0 && c('bad_request') === 0, 'errors in the metrics');
-check(m.helix_completion_tokens_total === stats.tokens, `completion tokens ${m.helix_completion_tokens_total} != ${stats.tokens}`);
-check(m.helix_time_to_first_token_seconds_count === stats.done, 'TTFT count != answered');
+check(m.helix_completion_tokens_total === stats.tokens + 400 * late,
+      `completion tokens ${m.helix_completion_tokens_total} != ${stats.tokens} + 400 x ${late}`);
+check(m.helix_time_to_first_token_seconds_count === c('ok'), 'TTFT count != answered');
 check(m.helix_generated_tokens_total >= stats.tokens, 'engine generated fewer tokens than returned');
 check(m.helix_prefills_total === stats.done + stats.cancelled, `prefills ${m.helix_prefills_total} != admitted ${stats.done + stats.cancelled}`);
+console.log(`answered ${stats.done}, rejected ${stats.rejected}, aborted ${stats.cancelled} (${late} of them after the server had answered)`);
 finish();
