@@ -1,4 +1,5 @@
-// Load on `helix serve` (started with --max-running 8 --max-waiting 16): raw HTTP clients.
+// Load on `helix serve` (--max-running 8 --max-waiting 16, cp 2, ep 2 with online EPLB): raw
+// HTTP clients.
 // Phase 1 stays under capacity (16 concurrent < 8 running + 16 waiting): no request may get 503.
 // Phase 2: 64 concurrent clients drive the queue full (503 + Retry-After), a quarter of the
 // streams are cancelled mid-stream. Every admitted request must be answered completely, the KV
@@ -27,6 +28,7 @@ async function one(i, { stream, cancel, maxTokens }) {
     check(j.error?.code === 'queue_full', `503 without queue_full: ${JSON.stringify(j)}`);
     check(r.headers.get('retry-after') === '1', '503 without Retry-After');
     stats.rejected++;
+    await new Promise((r) => setTimeout(r, 100));  // back off (less than Retry-After: keep it full)
     return;
   }
   if (r.status !== 200) {
@@ -135,6 +137,10 @@ check(m.helix_completion_tokens_total === stats.tokens + 400 * late,
       `completion tokens ${m.helix_completion_tokens_total} != ${stats.tokens} + 400 x ${late}`);
 check(m.helix_time_to_first_token_seconds_count === c('ok'), 'TTFT count != answered');
 check(m.helix_generated_tokens_total >= stats.tokens, 'engine generated fewer tokens than returned');
+// EPLB runs behind the server (--ep 2 --eplb-slots 10 --eplb-interval 8): one balance per MoE layer.
+const bal = Object.entries(m).filter(([k]) => k.startsWith('helix_eplb_balance{'));
+check(bal.length === 3, `EPLB balance for ${bal.length} layers, expected the 3 MoE layers`);
+for (const [k, v] of bal) check(v >= 1 && v < 3, `${k} = ${v}`);
 check(m.helix_prefills_total === stats.done + stats.cancelled, `prefills ${m.helix_prefills_total} != admitted ${stats.done + stats.cancelled}`);
 console.log(`answered ${stats.done}, rejected ${stats.rejected}, aborted ${stats.cancelled} (${late} of them after the server had answered)`);
 finish();

@@ -19,21 +19,42 @@ if [ "$mode" = openai ]; then
       >"$npm_dir/install.log" 2>&1 || { echo "SKIP: npm install openai failed (offline?)";
                                         tail -5 "$npm_dir/install.log"; exit 77; }
   fi
-  # The reference: `helix generate` on the same prompts (greedy).
-  prompts=("1,2,3" "5,6,7,8,9,10,11" "200,17,3,99,42,42,8,1,250")
-  max_tokens=12
-  expected="["
-  for p in "${prompts[@]}"; do
-    ids=$("$helix" generate --model "$model" --tokens "$p" --max-new-tokens $max_tokens --quiet |
-          tail -n 1) || exit 1
-    expected+="{\"prompt\":[$p],\"greedy\":[$ids]},"
+  # The reference: `helix generate` on the same prompts (greedy), through the tokenizer CLIs.
+  max_tokens=24
+  gen() {  # ids -> generated ids
+    "$helix" generate --model "$model" --tokens "$1" --max-new-tokens $max_tokens --quiet | tail -n 1
+  }
+  text() {  # ids -> text as JSON string
+    [ -z "$1" ] && { echo '""'; return; }
+    "$helix" detokenize --model "$model" --tokens "$1" --skip-special |
+      node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s)))'
+  }
+  expected="{\"ids\":["
+  for p in "1,2,3" "5,6,7,8,9,10,11" "200,17,3,99,42,42,8,1,250"; do
+    expected+="{\"prompt\":[$p],\"greedy\":[$(gen "$p")]},"
   done
-  expected="${expected%,}]"
+  expected="${expected%,}],\"text\":["
+  for t in "In the beginning God created" "And the LORD spake unto Moses, saying" "Blessed are"; do
+    ids=$(printf '%s' "$t" | "$helix" tokenize --model "$model" | tail -n 1) || exit 1
+    g=$(gen "$ids")
+    expected+="{\"prompt\":$(printf '%s' "$t" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s)))'),\"greedy\":[$g],\"text\":$(text "$g")},"
+  done
+  expected="${expected%,}],\"chat\":["
+  chats=('[{"role":"user","content":"Who made the heaven and the earth?"}]'
+         '[{"role":"system","content":"Answer in the words of the King James Bible."},{"role":"user","content":"What is love?"},{"role":"assistant","content":"Charity suffereth long."},{"role":"user","content":"And faith?"}]')
+  for m in "${chats[@]}"; do
+    ids=$(printf '%s' "$m" | "$helix" render-chat --model "$model" --add-generation-prompt |
+          "$helix" tokenize --model "$model" --no-special | tail -n 1) || exit 1
+    g=$(gen "$ids")
+    expected+="{\"messages\":$m,\"greedy\":[$g],\"text\":$(text "$g")},"
+  done
+  expected="${expected%,}]}"
   flags=(--api-key test-key)
 else
-  expected="[]"
+  expected="{}"
   max_tokens=0
-  flags=(--max-running 8 --max-waiting 16 --tp 1 --cp 2 --tokens-per-block 8)
+  flags=(--max-running 8 --max-waiting 16 --tp 1 --cp 2 --tokens-per-block 8 --ep 2 --eplb-slots 10
+         --eplb-interval 8)
 fi
 
 log=$(mktemp)
