@@ -69,9 +69,7 @@ class TokenizerCodec : public TextCodec {
       throw ApiError(400, e.what(), "messages", "invalid_text");
     }
   }
-  std::unique_ptr<TextStream> stream() const override {
-    return std::make_unique<TokStream>(tok_);
-  }
+  std::unique_ptr<TextStream> stream() const override { return std::make_unique<TokStream>(tok_); }
 
  private:
   Tokenizer tok_;

@@ -68,8 +68,8 @@ using Span = std::pair<size_t, size_t>;
 
 // Matches of re in text[begin, end) (the regex sees only that piece, as HF's find_iter does),
 // as (span, is_match) covering the piece.
-void find_matches(const Regex& re, std::string_view text, size_t begin, size_t end,
-                  MatchState& ms, std::vector<std::pair<Span, bool>>& out) {
+void find_matches(const Regex& re, std::string_view text, size_t begin, size_t end, MatchState& ms,
+                  std::vector<std::pair<Span, bool>>& out) {
   out.clear();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data() + begin);
   const size_t len = end - begin;
@@ -99,8 +99,8 @@ void find_matches(const Regex& re, std::string_view text, size_t begin, size_t e
 
 }  // namespace
 
-void Tokenizer::Impl::pretokenize(std::string_view text, size_t begin, size_t end,
-                                  MatchState& ms, std::vector<Span>& pieces) const {
+void Tokenizer::Impl::pretokenize(std::string_view text, size_t begin, size_t end, MatchState& ms,
+                                  std::vector<Span>& pieces) const {
   pieces.assign(1, {begin, end});
   std::vector<Span> next;
   std::vector<std::pair<Span, bool>> m;

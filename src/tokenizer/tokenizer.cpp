@@ -81,12 +81,18 @@ void add_pretokenizer(Tokenizer::Impl& t, const json& pt, const std::string& fil
     st.re = std::make_unique<Regex>(re);
     const std::string b = pt.value("behavior", "Isolated");
     using B = SplitStep::Behavior;
-    if (b == "Isolated") st.behavior = B::Isolated;
-    else if (b == "Removed") st.behavior = B::Removed;
-    else if (b == "MergedWithPrevious") st.behavior = B::MergedWithPrevious;
-    else if (b == "MergedWithNext") st.behavior = B::MergedWithNext;
-    else if (b == "Contiguous") st.behavior = B::Contiguous;
-    else unsupported(file, "Split behavior " + b);
+    if (b == "Isolated")
+      st.behavior = B::Isolated;
+    else if (b == "Removed")
+      st.behavior = B::Removed;
+    else if (b == "MergedWithPrevious")
+      st.behavior = B::MergedWithPrevious;
+    else if (b == "MergedWithNext")
+      st.behavior = B::MergedWithNext;
+    else if (b == "Contiguous")
+      st.behavior = B::Contiguous;
+    else
+      unsupported(file, "Split behavior " + b);
     st.invert = pt.value("invert", false);
     t.splits.push_back(std::move(st));
   } else if (type == "ByteLevel") {
@@ -116,8 +122,8 @@ Tokenizer Tokenizer::load(const std::string& dir) {
         model["byte_fallback"].get<bool>())
       unsupported(file, "BPE byte_fallback");
     const json& norm = tj.value("normalizer", json());
-    if (!norm.is_null() && !(norm.value("type", "") == "Sequence" &&
-                             norm.value("normalizers", json::array()).empty()))
+    if (!norm.is_null() &&
+        !(norm.value("type", "") == "Sequence" && norm.value("normalizers", json::array()).empty()))
       unsupported(file, "normalizer " + norm.dump());
     const json& dec = tj.value("decoder", json());
     if (!dec.is_null() && dec.value("type", "") != "ByteLevel")
@@ -158,8 +164,7 @@ Tokenizer Tokenizer::load(const std::string& dir) {
       }
       auto ia = t->token_to_id.find(a), ib = t->token_to_id.find(b),
            iab = t->token_to_id.find(a + b);
-      if (ia == t->token_to_id.end() || ib == t->token_to_id.end() ||
-          iab == t->token_to_id.end())
+      if (ia == t->token_to_id.end() || ib == t->token_to_id.end() || iab == t->token_to_id.end())
         fail("tokenizer: {}: merge '{} {}' names a token not in the vocab", file, a, b);
       const uint64_t key = uint64_t(uint32_t(ia->second)) << 32 | uint32_t(ib->second);
       t->merges.emplace(key, std::make_pair(rank++, iab->second));  // first (lowest) rank wins
@@ -191,7 +196,8 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     t->eos_text = token_text("eos_token");
     auto flag = [&](const char* key) {
       if (!cfg.contains(key) || cfg[key].is_null()) return false;
-      if (!cfg[key].is_boolean()) fail("tokenizer: {}: '{}' is not a boolean", cfg_path.string(), key);
+      if (!cfg[key].is_boolean())
+        fail("tokenizer: {}: '{}' is not a boolean", cfg_path.string(), key);
       return cfg[key].get<bool>();
     };
     t->add_bos = flag("add_bos_token");
@@ -292,9 +298,12 @@ std::string Tokenizer::token_bytes(int id) const {
     const uint8_t c = static_cast<uint8_t>(s[i]);
     uint32_t cp;
     size_t n;
-    if (c < 0x80) cp = c, n = 1;
-    else if ((c >> 5) == 6 && i + 1 < s.size()) cp = ((c & 0x1F) << 6) | (s[i + 1] & 0x3F), n = 2;
-    else return s;
+    if (c < 0x80)
+      cp = c, n = 1;
+    else if ((c >> 5) == 6 && i + 1 < s.size())
+      cp = ((c & 0x1F) << 6) | (s[i + 1] & 0x3F), n = 2;
+    else
+      return s;
     auto it = t.char_to_byte.find(cp);
     if (it == t.char_to_byte.end()) return s;
     bytes += static_cast<char>(it->second);
@@ -314,12 +323,24 @@ std::string Tokenizer::decode(const std::vector<int>& ids, bool skip_special) co
   return out;
 }
 
-int Tokenizer::bos_id() const { return impl_->bos; }
-int Tokenizer::eos_id() const { return impl_->eos; }
-bool Tokenizer::add_bos() const { return impl_->add_bos; }
-const std::string& Tokenizer::bos_token() const { return impl_->bos_text; }
-const std::string& Tokenizer::eos_token() const { return impl_->eos_text; }
-int Tokenizer::vocab_size() const { return static_cast<int>(impl_->id_to_token.size()); }
+int Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+int Tokenizer::eos_id() const {
+  return impl_->eos;
+}
+bool Tokenizer::add_bos() const {
+  return impl_->add_bos;
+}
+const std::string& Tokenizer::bos_token() const {
+  return impl_->bos_text;
+}
+const std::string& Tokenizer::eos_token() const {
+  return impl_->eos_text;
+}
+int Tokenizer::vocab_size() const {
+  return static_cast<int>(impl_->id_to_token.size());
+}
 bool Tokenizer::is_special(int id) const {
   return id >= 0 && static_cast<size_t>(id) < impl_->special.size() && impl_->special[id];
 }

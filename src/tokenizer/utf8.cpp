@@ -12,8 +12,8 @@ namespace {
 // Length of the valid UTF-8 prefix of s (0 when s[0] starts no valid sequence), and whether the
 // sequence could still become valid with more bytes (s ends inside it).
 struct Step {
-  size_t valid = 0;       // > 0: a whole valid character of this many bytes
-  size_t bad = 0;         // > 0: a maximal invalid subpart of this many bytes
+  size_t valid = 0;         // > 0: a whole valid character of this many bytes
+  size_t bad = 0;           // > 0: a maximal invalid subpart of this many bytes
   bool incomplete = false;  // a valid prefix that runs to the end of s
 };
 
