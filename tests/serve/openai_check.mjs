@@ -55,6 +55,7 @@ for (const c of exp.text) {
   check(sameIds(r.choices[0].token_ids, c.greedy), `text completion '${c.prompt}': ids ${r.choices[0].token_ids} != ${c.greedy}`);
   check(r.choices[0].text === c.text, `text completion '${c.prompt}': ${JSON.stringify(r.choices[0].text)} != ${JSON.stringify(c.text)}`);
   check(c.text.length > 0, `'${c.prompt}': empty reference text`);
+  check(r.choices[0].text === c.generate_text, `text completion '${c.prompt}': ${JSON.stringify(r.choices[0].text)} != helix generate --prompt ${JSON.stringify(c.generate_text)}`);
   const s = await client.completions.create({ model, prompt: c.prompt, max_tokens: maxTokens, temperature: 0, stream: true });
   ok++;
   let text = '';
@@ -94,6 +95,7 @@ for (const c of exp.chat) {
   check(role === 'assistant' && text === c.text, `streamed chat: ${JSON.stringify(text)} (${role})`);
   check(usage && usage.completion_tokens === c.greedy.length && usage.prompt_tokens === r.usage.prompt_tokens, `chat usage ${JSON.stringify(usage)}`);
 }
+check(exp.chat[0].text === exp.chat_generate, `chat reference ${JSON.stringify(exp.chat[0].text)} != helix generate --chat ${JSON.stringify(exp.chat_generate)}`);
 const chatOk = 2 * exp.chat.length;
 
 // Seeded sampling is reproducible; a stop at max_tokens 1 gives one token.

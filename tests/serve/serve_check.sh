@@ -37,7 +37,10 @@ if [ "$mode" = openai ]; then
   for t in "In the beginning God created" "And the LORD spake unto Moses, saying" "Blessed are"; do
     ids=$(printf '%s' "$t" | "$helix" tokenize --model "$model" | tail -n 1) || exit 1
     g=$(gen "$ids")
-    expected+="{\"prompt\":$(printf '%s' "$t" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s)))'),\"greedy\":[$g],\"text\":$(text "$g")},"
+    # `helix generate --prompt` prints the reply and one newline.
+    direct=$("$helix" generate --model "$model" --prompt "$t" --max-new-tokens $max_tokens --quiet |
+             node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s.slice(0,-1))))')
+    expected+="{\"prompt\":$(printf '%s' "$t" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s)))'),\"greedy\":[$g],\"text\":$(text "$g"),\"generate_text\":$direct},"
   done
   expected="${expected%,}],\"chat\":["
   chats=('[{"role":"user","content":"Who made the heaven and the earth?"}]'
@@ -48,7 +51,12 @@ if [ "$mode" = openai ]; then
     g=$(gen "$ids")
     expected+="{\"messages\":$m,\"greedy\":[$g],\"text\":$(text "$g")},"
   done
-  expected="${expected%,}]}"
+  expected="${expected%,}],\"chat_generate\":"
+  # One user turn: `helix generate --prompt P --chat` is the reference.
+  expected+=$("$helix" generate --model "$model" --prompt "Who made the heaven and the earth?" --chat \
+              --max-new-tokens $max_tokens --quiet |
+              node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(s.slice(0,-1))))')
+  expected+="}"
   flags=(--api-key test-key)
 else
   expected="{}"
