@@ -57,13 +57,14 @@ TEST(ServerApi, AcceptsThePromptShapesOfTheApi) {
 }
 
 TEST(ServerApi, BadInputGetsTheRightStatus) {
-  EXPECT_EQ(status_of("{\"prompt\": [1,"), 400);     // malformed JSON
-  EXPECT_EQ(status_of(""), 400);                     // empty body
-  EXPECT_EQ(status_of("[1,2]"), 400);                // not an object
-  EXPECT_EQ(status_of("{}"), 400);                   // missing prompt
-  EXPECT_EQ(status_of("{}", true), 400);             // missing messages
-  EXPECT_EQ(status_of(R"({"prompt":5})"), 400);      // wrong type
-  EXPECT_EQ(status_of(R"({"prompt":[1.5]})"), 400);  // ids must be integers
+  EXPECT_EQ(status_of("{\"prompt\": [1,"), 400);               // malformed JSON
+  EXPECT_EQ(status_of(""), 400);                               // empty body
+  EXPECT_EQ(status_of("{\"model\":\"tiny\",\xa8\xa8}"), 400);  // raw bytes quoted in the message
+  EXPECT_EQ(status_of("[1,2]"), 400);                          // not an object
+  EXPECT_EQ(status_of("{}"), 400);                             // missing prompt
+  EXPECT_EQ(status_of("{}", true), 400);                       // missing messages
+  EXPECT_EQ(status_of(R"({"prompt":5})"), 400);                // wrong type
+  EXPECT_EQ(status_of(R"({"prompt":[1.5]})"), 400);            // ids must be integers
   EXPECT_EQ(status_of(R"({"prompt":[1],"max_tokens":"3"})"), 400);
   EXPECT_EQ(status_of(R"({"prompt":[1],"stream":1})"), 400);
   EXPECT_EQ(status_of(R"({"prompt":[1],"temperature":"hot"})"), 400);

@@ -26,7 +26,8 @@ std::string ApiError::body() const {
   json e = {{"message", what()}, {"type", type()}, {"param", nullptr}, {"code", nullptr}};
   if (!param.empty()) e["param"] = param;
   if (!code.empty()) e["code"] = code;
-  return json{{"error", e}}.dump();
+  // Messages may quote raw request bytes: invalid UTF-8 becomes U+FFFD instead of throwing.
+  return json{{"error", e}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 namespace {

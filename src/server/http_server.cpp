@@ -26,6 +26,7 @@ void on_signal(int) {
   g_signalled = true;
 }
 
+// Text that is not valid UTF-8 (a message quoting raw request bytes) is dumped with U+FFFD.
 // Cuts `s` at most at `n` bytes without splitting a UTF-8 character.
 size_t utf8_floor(const std::string& s, size_t n) {
   while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
@@ -68,7 +69,8 @@ class Service {
                 {"created", created_},
                 {"owned_by", "helix"},
                 {"max_model_len", lim_.max_context}};
-      r.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(),
+      r.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(
+                        -1, ' ', false, json::error_handler_t::replace),
                     "application/json");
     });
     svr.Get("/health", [this](const httplib::Request&, httplib::Response& r) {
@@ -77,7 +79,7 @@ class Service {
       r.set_content(json{{"status", failed   ? "failed"
                                     : ready_ ? "ok"
                                              : "loading"}}
-                        .dump(),
+                        .dump(-1, ' ', false, json::error_handler_t::replace),
                     "application/json");
     });
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
@@ -241,7 +243,8 @@ class Service {
     std::vector<int> toks;
     size_t streamed_ids = 0;
     auto send = [&](const json& j) {
-      const std::string s = "data: " + j.dump() + "\n\n";
+      const std::string s =
+          "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
       return sink.write(s.data(), s.size());
     };
     while (true) {
@@ -304,7 +307,7 @@ class Service {
           {"created", created_},
           {"model", model_name_},
           {"choices", json::array({choice})},
-          {"usage", usage(c)}}.dump();
+          {"usage", usage(c)}}.dump(-1, ' ', false, json::error_handler_t::replace);
       if (!sink.write(body.data(), body.size())) return false;
     }
     c.answered = true;
