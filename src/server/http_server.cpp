@@ -352,6 +352,7 @@ void serve(const ServeConfig& sc, const EngineConfig& ec) {
   const int threads = sc.http_threads;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr.set_payload_max_length(sc.max_body);
+  svr.set_tcp_nodelay(true);  // SSE chunks are small: Nagle + delayed ACK would hold them ~40 ms
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
   svc.routes(svr);
