@@ -10,7 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "bench/bench_common.h"
+#include "bench_common.h"
 #include "tokenizer/tokenizer.h"
 
 int main(int argc, char** argv) {

@@ -172,6 +172,8 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     for (const auto& at : tj.value("added_tokens", json::array())) {
       const std::string content = at.at("content").get<std::string>();
       const int id = at.at("id").get<int>();
+      for (const char* k : {"lstrip", "rstrip", "single_word"})  // matching rules not implemented
+        if (at.value(k, false)) unsupported(file, std::string("added token with ") + k + " true");
       set_token(content, id);
       t->added[id] = 1;
       t->special[id] = at.value("special", false) ? 1 : 0;

@@ -7,6 +7,10 @@
 // Input text must be valid UTF-8: encode() throws helix::Error otherwise (the CLI reports it as
 // a bad-input error). decode() of ids whose bytes are not valid UTF-8 replaces each maximal
 // invalid subsequence by U+FFFD, like HF tokenizers (Rust's from_utf8_lossy).
+// Supported: normalizer none (or an empty Sequence), pre_tokenizer Sequence/Split/ByteLevel
+// (add_prefix_space false), model BPE (merges "a b" or ["a", "b"], ignore_merges), decoder
+// ByteLevel, added tokens without lstrip/rstrip/single_word; anything else fails to load with
+// a message naming it rather than giving different ids.
 // A Tokenizer is cheap to copy (shared, immutable state) and safe to use from several threads.
 #include <memory>
 #include <optional>
