@@ -86,8 +86,9 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_path, "write the results to this JSON file");
   app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
   app.add_flag("--quick", quick, "a few shapes only");
-  bool mma_sync = false;
-  app.add_flag("--mma-sync", mma_sync, "64-head groups on the mma.sync kernel instead of wgmma");
+  std::string kernel = "auto";
+  app.add_option("--kernel", kernel, "64-head groups: auto, mma.sync or wgmma")
+      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma"}));
   CLI11_PARSE(app, argc, argv);
 
   int num_devices = 0;
@@ -224,7 +225,9 @@ int main(int argc, char** argv) {
         d.num_heads = H;
         d.max_batch = B;
         d.kv_dtype = dtypes[k];
-        d.use_wgmma = !mma_sync;
+        d.kernel = kernel == "wgmma"      ? helix::MlaKernelChoice::kWgmma
+                   : kernel == "mma.sync" ? helix::MlaKernelChoice::kMmaSync
+                                          : helix::MlaKernelChoice::kAuto;
         helix::MlaPlan plan;
         CHECK_CUDA(helix::mla_plan(d, &plan));
         helix::MlaDecodeBf16Params p;
@@ -300,7 +303,7 @@ int main(int argc, char** argv) {
                         {"copy_gb_per_s", copy_gbs},
                         {"launch_floor_us", floor_us},
                         {"gemm_tflops", gemm_tflops},
-                        {"kernel_64_heads", mma_sync ? "mma.sync" : "wgmma"},
+                        {"kernel_64_heads", kernel},
                         {"cases", cases}};
     std::ofstream f(json_path);
     if (!f) {

@@ -16,13 +16,17 @@ echo "tests rc=$?"; grep -E "rel_l2|FAILED|PASSED|Failure|error" "$OUT/tests.log
 Q=""; [ "$MODE" = quick ] && Q="--quick"
 GEMM=0
 if [ "${TORCH:-1}" = 1 ]; then
-  python3 bench/mla_torch_baseline.py --json "$OUT/torch_baseline.json" $Q > "$OUT/torch.log" 2>&1
-  GEMM=$(python3 -c "import json;print(json.load(open('$OUT/torch_baseline.json'))['gemm_tflops'])" 2>/dev/null || echo 0)
+  python3 bench/mla_torch_baseline.py --json "$OUT/mla_torch_baseline.json" $Q > "$OUT/torch.log" 2>&1
+  GEMM=$(python3 -c "import json;print(json.load(open('$OUT/mla_torch_baseline.json'))['gemm_tflops'])" 2>/dev/null || echo 0)
   head -1 "$OUT/torch.log"
 fi
 "$B/bench/bench_mla_decode_bf16" $Q --gemm-tflops "$GEMM" --json "$OUT/bench_mla_decode_bf16.json" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?"; cat "$OUT/bench.log"
-if [ "${SYNC:-0}" = 1 ]; then
-  "$B/bench/bench_mla_decode_bf16" --quick --mma-sync > "$OUT/bench_sync.log" 2>&1
-  echo "== mma.sync for 64-head groups:"; grep -E "^ +128" "$OUT/bench_sync.log"
+if [ "${SYNC:-0}" = 1 ]; then  # both 64-head kernels on the quick shapes
+  for k in mma.sync wgmma; do
+    "$B/bench/bench_mla_decode_bf16" --quick --kernel $k --json "$OUT/bench_$k.json" > "$OUT/bench_$k.log" 2>&1
+    echo "== $k for 64-head groups:"; grep -E "^ +128" "$OUT/bench_$k.log"
+  done
 fi
+# The plot, where the device's python has matplotlib (else run tools/plot_bench.py here).
+python3 tools/plot_bench.py "$OUT" > "$OUT/plot.log" 2>&1 || tail -2 "$OUT/plot.log"

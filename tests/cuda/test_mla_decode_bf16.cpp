@@ -91,7 +91,7 @@ struct Case {
   MlaOutDtype out = MlaOutDtype::kFloat32;
   int num_ctas = 0;  // 0: planner's choice
   unsigned seed = 1;
-  bool wgmma = true;  // MlaPlanDesc::use_wgmma (64-head groups at 512/64)
+  bool wgmma = true;  // MlaPlanDesc::kernel for 64-head groups at 512/64: wgmma or mma.sync
 };
 
 std::string describe(const Case& c) {
@@ -247,7 +247,7 @@ void run_case(const Case& c) {
   d.max_batch = B + 2;
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
-  d.use_wgmma = c.wgmma;
+  d.kernel = c.wgmma ? MlaKernelChoice::kWgmma : MlaKernelChoice::kMmaSync;
   MlaPlan plan;
   CUDA_OK(mla_plan(d, &plan));
   Dev<uint16_t> d_q(q_bf);

@@ -29,6 +29,11 @@ cudaError_t with_entry(int L, int R, F&& f) {
   return cudaErrorNotSupported;
 }
 
+bool wgmma_for(const MlaPlanDesc& d) {
+  if (d.kernel == MlaKernelChoice::kAuto) return d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  return d.kernel == MlaKernelChoice::kWgmma;
+}
+
 int head_group_for(int heads) {
   return heads <= 16 ? 16 : heads <= 32 ? 32 : 64;
 }
@@ -49,7 +54,7 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   err = with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
     return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3,
-                                               d.use_wgmma, d.max_batch, smem, &per_sm);
+                                               wgmma_for(d), d.max_batch, smem, &per_sm);
   });
   if (err != cudaSuccess) return err;
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
@@ -133,7 +138,7 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
   return with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
-    return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, d.use_wgmma, grid,
+    return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, wgmma_for(d), grid,
                                               plan.smem_bytes, stream);
   });
 }

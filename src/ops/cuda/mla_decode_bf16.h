@@ -32,6 +32,13 @@ namespace helix {
 
 enum class MlaKvDtype : int { kBf16 = 0, kFp8E4m3 = 1 };
 enum class MlaOutDtype : int { kFloat32 = 0, kBf16 = 1 };
+// Which kernel runs 64-head groups (H > 32) at (L, R) = (512, 64); other shapes always use
+// mma.sync. Both give the same results to rounding.
+enum class MlaKernelChoice : int {
+  kAuto = 0,     // the faster one measured on H200: mma.sync for bf16 KV, wgmma for FP8 KV
+  kMmaSync = 1,  // mma.sync m16n8k16 (sm_80 instructions), ldmatrix from padded row-major tiles
+  kWgmma = 2,    // wgmma (sm_90a) from chunk-major tiles, P from registers
+};
 
 // Bytes of one token's row in the pool for a cache dtype (multiple of 16).
 size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim);
@@ -44,9 +51,7 @@ struct MlaPlanDesc {
   int max_batch = 0;        // upper bound on the batch passed at launch
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;
   int num_ctas = 0;         // CTAs per head group; 0: from the SM count and occupancy
-  // 64-head groups (H > 32) at (512, 64): true runs the Hopper wgmma kernel, false the mma.sync
-  // one (same results to rounding; kept for comparison). Other shapes always use mma.sync.
-  bool use_wgmma = true;
+  MlaKernelChoice kernel = MlaKernelChoice::kAuto;
 };
 
 // Host-side result of mla_plan. Treat as opaque; copyable (the workspace is shared, not owned
