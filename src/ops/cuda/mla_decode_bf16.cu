@@ -53,8 +53,8 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   const int hg = head_group_for(d.num_heads);
   err = with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
-    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3,
-                                               wgmma_for(d), d.max_batch, smem, &per_sm);
+    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3, wgmma_for(d),
+                                               d.max_batch, smem, &per_sm);
   });
   if (err != cudaSuccess) return err;
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
@@ -79,8 +79,7 @@ size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   return workspace_for(d, (d.num_heads + hg - 1) / hg, ctas);
 }
 
-cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace,
-                     size_t workspace_bytes) {
+cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
   if (!plan || d.num_heads <= 0 || d.max_batch <= 0) return cudaErrorInvalidValue;
   if (!supported(d.kv_lora_rank, d.rope_dim)) return cudaErrorNotSupported;
   MlaPlan p;
@@ -109,7 +108,8 @@ void mla_plan_release(MlaPlan* plan) {
 cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
                                  cudaStream_t stream) {
   const MlaPlanDesc& d = plan.desc;
-  if (p.batch < 0 || p.batch > d.max_batch || plan.workspace == nullptr) return cudaErrorInvalidValue;
+  if (p.batch < 0 || p.batch > d.max_batch || plan.workspace == nullptr)
+    return cudaErrorInvalidValue;
   if (p.batch == 0) return cudaSuccess;
   if (!p.q || !p.kv_pool || !p.block_table || !p.seq_lens || !p.out || !p.lse ||
       p.block_size <= 0 || p.max_blocks_per_seq < 0)

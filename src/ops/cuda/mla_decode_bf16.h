@@ -45,12 +45,12 @@ size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim);
 
 // Fixed per batch shape: what the plan depends on.
 struct MlaPlanDesc {
-  int num_heads = 0;        // H local heads, 1..128 (any H works; 16 and 128 are tuned)
-  int kv_lora_rank = 512;   // L; supported (L, R): (512, 64) and (32, 16)
-  int rope_dim = 64;        // R
-  int max_batch = 0;        // upper bound on the batch passed at launch
+  int num_heads = 0;       // H local heads, 1..128 (any H works; 16 and 128 are tuned)
+  int kv_lora_rank = 512;  // L; supported (L, R): (512, 64) and (32, 16)
+  int rope_dim = 64;       // R
+  int max_batch = 0;       // upper bound on the batch passed at launch
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;
-  int num_ctas = 0;         // CTAs per head group; 0: from the SM count and occupancy
+  int num_ctas = 0;  // CTAs per head group; 0: from the SM count and occupancy
   MlaKernelChoice kernel = MlaKernelChoice::kAuto;
 };
 
@@ -58,11 +58,11 @@ struct MlaPlanDesc {
 // by copies: release once).
 struct MlaPlan {
   MlaPlanDesc desc;
-  int head_group = 0;        // heads per CTA: 16, 32 or 64
-  int num_head_groups = 0;   // ceil(H / head_group)
-  int ctas_per_group = 0;    // grid.x of the split kernel
-  size_t smem_bytes = 0;     // dynamic shared memory of the split kernel
-  void* workspace = nullptr; // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
+  int head_group = 0;         // heads per CTA: 16, 32 or 64
+  int num_head_groups = 0;    // ceil(H / head_group)
+  int ctas_per_group = 0;     // grid.x of the split kernel
+  size_t smem_bytes = 0;      // dynamic shared memory of the split kernel
+  void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;
 };
@@ -105,9 +105,9 @@ struct MlaKvWriteParams {
   int kv_lora_rank = 512;
   int rope_dim = 64;
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;  // of the pool
-  const void* src = nullptr;  // [num_tokens, src_stride] rows [c, k_pe], fp32 or bf16
+  const void* src = nullptr;                // [num_tokens, src_stride] rows [c, k_pe], fp32 or bf16
   bool src_bf16 = false;
-  int64_t src_stride = 0;               // elements between rows; 0: L + R
+  int64_t src_stride = 0;                 // elements between rows; 0: L + R
   const int64_t* slot_mapping = nullptr;  // device [num_tokens]
   void* kv_pool = nullptr;
 };

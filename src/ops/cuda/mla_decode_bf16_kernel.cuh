@@ -47,11 +47,11 @@ struct Cfg {
   static constexpr bool kWgmma = kWg;
   static constexpr bool kIsFp8 = kFp8;
   static constexpr int W = L + R;
-  static constexpr int KS = W / 16;          // k-steps of phase 1
-  static constexpr int MT = HG / 16;         // m-tiles
-  static constexpr int TW = kWarps / MT;     // warps per m-tile
+  static constexpr int KS = W / 16;       // k-steps of phase 1
+  static constexpr int MT = HG / 16;      // m-tiles
+  static constexpr int TW = kWarps / MT;  // warps per m-tile
   static constexpr int KSW = (KS + TW - 1) / TW;
-  static constexpr int NP = L / 16;          // phase-3 n-tile pairs
+  static constexpr int NP = L / 16;  // phase-3 n-tile pairs
   static constexpr int NPW = (NP + TW - 1) / TW;
   // bf16 tiles in shared memory are chunk-major: the 16-byte chunk j (8 elements) of row r is at
   // 16 (j * rows + r). Eight rows of one chunk are one contiguous 128-byte core matrix, which is
@@ -93,7 +93,9 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -183,8 +185,8 @@ struct Loader {
       row = -1;
       return;
     }
-    const int blk = a->block_table[static_cast<int64_t>(b) * a->max_blocks_per_seq +
-                                   pos / a->block_size];
+    const int blk =
+        a->block_table[static_cast<int64_t>(b) * a->max_blocks_per_seq + pos / a->block_size];
     row = static_cast<int64_t>(blk) * a->block_size + pos % a->block_size;
   }
   __device__ void advance() {
@@ -238,7 +240,8 @@ __device__ __forceinline__ void dequant_tile(const uint8_t* raw, uint8_t* dst) {
         o[2 * e] = pack_bf16(f0.x * s, f0.y * s);
         o[2 * e + 1] = pack_bf16(f1.x * s, f1.y * s);
       }
-      *reinterpret_cast<uint4*>(out + C::kChunkStepT * (2 * j)) = make_uint4(o[0], o[1], o[2], o[3]);
+      *reinterpret_cast<uint4*>(out + C::kChunkStepT * (2 * j)) =
+          make_uint4(o[0], o[1], o[2], o[3]);
       *reinterpret_cast<uint4*>(out + C::kChunkStepT * (2 * j + 1)) =
           make_uint4(o[4], o[5], o[6], o[7]);
     } else {
@@ -543,8 +546,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       if constexpr (kWg) wg_wait<0>();
       const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
       const int slot = s_cum[cb] <= t_begin ? 0 : 1;
-      const int64_t prow =
-          ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * HG;
+      const int64_t prow = ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * HG;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int hl = mt * 16 + g + 8 * r;
@@ -568,8 +570,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
             const int col = pair * 16 + hh * 8 + 2 * t;
             const float v0 = acc[p][hh][2 * r] * inv, v1 = acc[p][hh][2 * r + 1] * inv;
             if (!complete) {
-              *reinterpret_cast<float2*>(a.part_out + (prow + hl) * L + col) =
-                  make_float2(v0, v1);
+              *reinterpret_cast<float2*>(a.part_out + (prow + hl) * L + col) = make_float2(v0, v1);
             } else if (a.out_bf16) {
               *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) + orow * L +
                                                  col) = __floats2bfloat162_rn(v0, v1);
@@ -644,7 +645,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_combine_kernel(const Args
   const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
   if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
   const int n = c_hi - c_lo + 1;
-  float* s_w = s_dyn;                                  // [n] weights
+  float* s_w = s_dyn;                                             // [n] weights
   int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
   float mx = -INFINITY;
   for (int i = threadIdx.x; i < n; i += kCombineThreads) {
@@ -752,8 +753,8 @@ cudaError_t launch(const Args& a, int hg, bool fp8, bool wg, dim3 grid, size_t s
   return cudaGetLastError();
 }
 
-#define HELIX_INSTANTIATE_MLA_BF16(L, R)                                                 \
-  template cudaError_t prepare<L, R>(int, bool, bool, int, size_t*, int*);               \
+#define HELIX_INSTANTIATE_MLA_BF16(L, R)                                   \
+  template cudaError_t prepare<L, R>(int, bool, bool, int, size_t*, int*); \
   template cudaError_t launch<L, R>(const Args&, int, bool, bool, dim3, size_t, cudaStream_t);
 
 }  // namespace helix::cuda::mla_bf16
