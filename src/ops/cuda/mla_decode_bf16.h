@@ -23,6 +23,10 @@
 //   kFp8E4m3: [c (L e4m3), k_pe (R bf16), scale (fp32), zero pad]    mla_kv_row_bytes() bytes,
 //             c ~= e4m3 * scale, scale = max|c| / 448 per token (656 bytes at 512/64).
 // Both are written by mla_kv_write_cuda below.
+//
+// Sizes: (L, R) = (512, 64) (DeepSeek-V3) and (32, 16) (the test models) are instantiated;
+// mla_plan returns cudaErrorNotSupported for others (mla_decode_cuda, fp32, takes any size).
+// A plan's workspace serves one launch at a time: launches on several streams need a plan each.
 #include <cstddef>
 #include <cstdint>
 
