@@ -124,12 +124,32 @@ def plot_mla_bf16(d):
     fig.savefig(os.path.join(d, "mla_decode_bf16.png"), dpi=110)
 
 
+def plot_serve(d):
+    j = load(d, "bench_serve.json")
+    if not j:
+        return
+    r = j["results"]
+    x = [e["concurrency"] for e in r]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(x, [e["tokens_per_s"] for e in r], "o-")
+    a1.set(xscale="log", xlabel="concurrent streaming clients", ylabel="generated tokens / s",
+           title=f"helix serve, {j['model']}, {j['cores']} CPU cores")
+    a2.plot(x, [e["ttft_ms_p50"] for e in r], "o-", label="p50")
+    a2.plot(x, [e["ttft_ms_p99"] for e in r], "s--", label="p99")
+    a2.set(xscale="log", yscale="log", xlabel="concurrent streaming clients",
+           ylabel="time to first token (ms)", title=f"max_tokens {j['max_tokens']}")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "serve.png"), dpi=110)
+
+
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "bench/data"
     plot_attention_layer(d)
     plot_helix(d)
     plot_mla_cuda(d)
     plot_mla_bf16(d)
+    plot_serve(d)
     print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])
 
 
