@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
                     {"device", prop.name}});
   };
 
-  const int ms_list[] = {1, 8, 64, 256};
+  const int ms_list[] = {1, 2, 4, 8, 16, 64, 256};
   struct Shape {
     const char* name;
     int n, k;
@@ -129,6 +129,14 @@ int main(int argc, char** argv) {
       emit(fmt::format("fp8 direct {}", s.name), m,
            time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, iters),
            double(s.n) * s.k);
+      if (m > 2 && m <= 16)
+        for (int tr : {1, 2, 4, 8}) {
+          p.tile_rows = tr;
+          emit(fmt::format("fp8 direct tiles of {} {}", tr, s.name), m,
+               time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, iters),
+               double(s.n) * s.k);
+          p.tile_rows = 0;
+        }
       if (m > helix::kFp8DirectMaxRows)
         emit(fmt::format("fp8 widen+cublas {}", s.name), m,
              time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx_widen, p, nullptr)); }, iters),

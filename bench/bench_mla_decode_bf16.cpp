@@ -86,8 +86,9 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_path, "write the results to this JSON file");
   app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
   app.add_flag("--quick", quick, "a few shapes only");
-  bool mma_sync = false;
-  app.add_flag("--mma-sync", mma_sync, "64-head groups on the mma.sync kernel instead of wgmma");
+  std::string kernel = "auto";
+  app.add_option("--kernel", kernel, "64-head groups: auto, mma.sync or wgmma")
+      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma"}));
   CLI11_PARSE(app, argc, argv);
 
   int num_devices = 0;
@@ -206,8 +207,9 @@ int main(int argc, char** argv) {
   }
 
   nlohmann::json cases = nlohmann::json::array();
-  fmt::print("{:>5} {:>5} {:>8} {:>4} {:>9} {:>8} {:>7} {:>7} {:>8} {:>9} {:>7}\n", "heads", "batch",
-             "context", "kv", "us", "TFLOP/s", "GB/s", "of_copy", "of_gemm", "Mtok/s", "fp8/bf16");
+  fmt::print("{:>5} {:>5} {:>8} {:>4} {:>9} {:>8} {:>7} {:>7} {:>8} {:>9} {:>7}\n", "heads",
+             "batch", "context", "kv", "us", "TFLOP/s", "GB/s", "of_copy", "of_gemm", "Mtok/s",
+             "fp8/bf16");
   for (int H : heads_list)
     for (const Shape& s : shapes) {
       const int B = s.B, ctx = s.ctx;
@@ -224,7 +226,9 @@ int main(int argc, char** argv) {
         d.num_heads = H;
         d.max_batch = B;
         d.kv_dtype = dtypes[k];
-        d.use_wgmma = !mma_sync;
+        d.kernel = kernel == "wgmma"      ? helix::MlaKernelChoice::kWgmma
+                   : kernel == "mma.sync" ? helix::MlaKernelChoice::kMmaSync
+                                          : helix::MlaKernelChoice::kAuto;
         helix::MlaPlan plan;
         CHECK_CUDA(helix::mla_plan(d, &plan));
         helix::MlaDecodeBf16Params p;
@@ -249,8 +253,8 @@ int main(int argc, char** argv) {
           CHECK_CUDA(helix::mla_decode_bf16_cuda(p, plan, stream));
           CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
           CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-          graph_ms = time_ms([&] { CHECK_CUDA(cudaGraphLaunch(exec, stream)); }, warmup, 50,
-                             stream);
+          graph_ms =
+              time_ms([&] { CHECK_CUDA(cudaGraphLaunch(exec, stream)); }, warmup, 50, stream);
           CHECK_CUDA(cudaGraphExecDestroy(exec));
           CHECK_CUDA(cudaGraphDestroy(graph));
         }
@@ -265,11 +269,13 @@ int main(int argc, char** argv) {
                              double(B) * H * (2.0 * W + 4.0 * L + 4.0);
         const double tflops = flop / (ms * 1e-3) / 1e12, gbs = bytes / (ms * 1e-3) / 1e9;
         tok_s[k] = tokens / (ms * 1e-3);
-        fmt::print("{:>5} {:>5} {:>8} {:>4} {:>9.1f} {:>8.1f} {:>7.0f} {:>7.3f} {:>8.3f} {:>9.0f} {:>7}{}\n",
-                   H, B, ctx, k ? "fp8" : "bf16", ms * 1e3, tflops, gbs, gbs / copy_gbs,
-                   gemm_tflops > 0 ? tflops / gemm_tflops : 0.0, tok_s[k] / 1e6,
-                   k ? fmt::format("{:.2f}", tok_s[1] / tok_s[0]) : std::string("-"),
-                   finite ? "" : "  NON-FINITE LSE");
+        fmt::print(
+            "{:>5} {:>5} {:>8} {:>4} {:>9.1f} {:>8.1f} {:>7.0f} {:>7.3f} {:>8.3f} {:>9.0f} "
+            "{:>7}{}\n",
+            H, B, ctx, k ? "fp8" : "bf16", ms * 1e3, tflops, gbs, gbs / copy_gbs,
+            gemm_tflops > 0 ? tflops / gemm_tflops : 0.0, tok_s[k] / 1e6,
+            k ? fmt::format("{:.2f}", tok_s[1] / tok_s[0]) : std::string("-"),
+            finite ? "" : "  NON-FINITE LSE");
         nlohmann::json jc = {{"num_heads", H},
                              {"batch", B},
                              {"context", ctx},
@@ -284,8 +290,9 @@ int main(int argc, char** argv) {
         if (gemm_tflops > 0) jc["fraction_of_gemm"] = tflops / gemm_tflops;
         if (graph_ms > 0) {
           jc["graph_time_us"] = graph_ms * 1e3;
-          fmt::print("      batch-1 {} latency: stream {:.1f} us, graph {:.1f} us; floor {:.1f} us\n",
-                     ctx, ms * 1e3, graph_ms * 1e3, floor_us);
+          fmt::print(
+              "      batch-1 {} latency: stream {:.1f} us, graph {:.1f} us; floor {:.1f} us\n", ctx,
+              ms * 1e3, graph_ms * 1e3, floor_us);
         }
         cases.push_back(jc);
       }
@@ -300,7 +307,7 @@ int main(int argc, char** argv) {
                         {"copy_gb_per_s", copy_gbs},
                         {"launch_floor_us", floor_us},
                         {"gemm_tflops", gemm_tflops},
-                        {"kernel_64_heads", mma_sync ? "mma.sync" : "wgmma"},
+                        {"kernel_64_heads", kernel},
                         {"cases", cases}};
     std::ofstream f(json_path);
     if (!f) {

@@ -91,7 +91,7 @@ struct Case {
   MlaOutDtype out = MlaOutDtype::kFloat32;
   int num_ctas = 0;  // 0: planner's choice
   unsigned seed = 1;
-  bool wgmma = true;  // MlaPlanDesc::use_wgmma (64-head groups at 512/64)
+  bool wgmma = true;  // MlaPlanDesc::kernel for 64-head groups at 512/64: wgmma or mma.sync
 };
 
 std::string describe(const Case& c) {
@@ -157,8 +157,7 @@ void run_case(const Case& c) {
   slots[5 % pool_rows] = -1;  // skipped: that slot keeps its zero bytes
   std::vector<float> src(pool_rows * W, 0.f);
   for (size_t i = 0; i < pool_rows; ++i)
-    if (slots[i] >= 0)
-      std::copy_n(rows.data() + slots[i] * W, W, src.data() + i * W);
+    if (slots[i] >= 0) std::copy_n(rows.data() + slots[i] * W, W, src.data() + i * W);
   std::vector<float> stored(rows);  // what the cache holds, decoded
   Dev<uint8_t> pool(pool_rows * row_bytes);
   CUDA_OK(cudaMemset(pool.ptr, 0, pool_rows * row_bytes));
@@ -247,7 +246,7 @@ void run_case(const Case& c) {
   d.max_batch = B + 2;
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
-  d.use_wgmma = c.wgmma;
+  d.kernel = c.wgmma ? MlaKernelChoice::kWgmma : MlaKernelChoice::kMmaSync;
   MlaPlan plan;
   CUDA_OK(mla_plan(d, &plan));
   Dev<uint16_t> d_q(q_bf);
@@ -331,15 +330,15 @@ TEST(MlaDecodeBf16Cuda, DeepSeek128Heads) {
 TEST(MlaDecodeBf16Cuda, Heads16BlockSizes) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (int block : {16, 32, 64})
-    run_case({16, 512, 64, block, uneven(block, 2100), MlaKvDtype::kBf16, MlaOutDtype::kFloat32,
-              0, kSeed + block});
+    run_case({16, 512, 64, block, uneven(block, 2100), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
+              kSeed + block});
 }
 
 TEST(MlaDecodeBf16Cuda, OddHeadsAndBlocks) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   run_case({1, 512, 64, 32, uneven(32, 700), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed});
-  run_case({40, 512, 64, 48, uneven(48, 900), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
-            kSeed + 1});
+  run_case(
+      {40, 512, 64, 48, uneven(48, 900), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 1});
   run_case({32, 512, 64, 7, uneven(7, 300), MlaKvDtype::kBf16, MlaOutDtype::kBf16, 0, kSeed + 2});
   run_case({100, 512, 64, 64, {4096}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 3});
 }
@@ -361,8 +360,7 @@ TEST(MlaDecodeBf16Cuda, AllEmpty) {
 TEST(MlaDecodeBf16Cuda, TinyModelSizes) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   run_case({4, 32, 16, 16, uneven(16, 300), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed});
-  run_case({4, 32, 16, 16, uneven(16, 300), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 0,
-            kSeed});
+  run_case({4, 32, 16, 16, uneven(16, 300), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 0, kSeed});
 }
 
 TEST(MlaDecodeBf16Cuda, Fp8Kv) {

@@ -61,7 +61,7 @@ cudaError_t gemm_fp8_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cu
   a.w = p.w;
   a.scale = p.w_scale;
   const bool aligned = (reinterpret_cast<uintptr_t>(p.w) & 15) == 0;
-  const int rows = opsk::tile_rows_for(p.m);
+  const int rows = opsk::tile_rows_for(p.tile_rows > 0 ? p.tile_rows : p.m);
   return opsk::launch_rowtile_gemm(a, CudaDType::kF8E4M3, aligned, rows,
                                    static_cast<int>(opsk::ceil_div(p.m, rows)), stream);
 }

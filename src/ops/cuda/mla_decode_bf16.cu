@@ -29,6 +29,11 @@ cudaError_t with_entry(int L, int R, F&& f) {
   return cudaErrorNotSupported;
 }
 
+bool wgmma_for(const MlaPlanDesc& d) {
+  if (d.kernel == MlaKernelChoice::kAuto) return d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  return d.kernel == MlaKernelChoice::kWgmma;
+}
+
 int head_group_for(int heads) {
   return heads <= 16 ? 16 : heads <= 32 ? 32 : 64;
 }
@@ -48,8 +53,8 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   const int hg = head_group_for(d.num_heads);
   err = with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
-    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3,
-                                               d.use_wgmma, d.max_batch, smem, &per_sm);
+    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3, wgmma_for(d),
+                                               d.max_batch, smem, &per_sm);
   });
   if (err != cudaSuccess) return err;
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
@@ -74,8 +79,7 @@ size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   return workspace_for(d, (d.num_heads + hg - 1) / hg, ctas);
 }
 
-cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace,
-                     size_t workspace_bytes) {
+cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
   if (!plan || d.num_heads <= 0 || d.max_batch <= 0) return cudaErrorInvalidValue;
   if (!supported(d.kv_lora_rank, d.rope_dim)) return cudaErrorNotSupported;
   MlaPlan p;
@@ -104,7 +108,8 @@ void mla_plan_release(MlaPlan* plan) {
 cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
                                  cudaStream_t stream) {
   const MlaPlanDesc& d = plan.desc;
-  if (p.batch < 0 || p.batch > d.max_batch || plan.workspace == nullptr) return cudaErrorInvalidValue;
+  if (p.batch < 0 || p.batch > d.max_batch || plan.workspace == nullptr)
+    return cudaErrorInvalidValue;
   if (p.batch == 0) return cudaSuccess;
   if (!p.q || !p.kv_pool || !p.block_table || !p.seq_lens || !p.out || !p.lse ||
       p.block_size <= 0 || p.max_blocks_per_seq < 0)
@@ -133,7 +138,7 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
   return with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
-    return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, d.use_wgmma, grid,
+    return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, wgmma_for(d), grid,
                                               plan.smem_bytes, stream);
   });
 }

@@ -23,6 +23,10 @@
 //   kFp8E4m3: [c (L e4m3), k_pe (R bf16), scale (fp32), zero pad]    mla_kv_row_bytes() bytes,
 //             c ~= e4m3 * scale, scale = max|c| / 448 per token (656 bytes at 512/64).
 // Both are written by mla_kv_write_cuda below.
+//
+// Sizes: (L, R) = (512, 64) (DeepSeek-V3) and (32, 16) (the test models) are instantiated;
+// mla_plan returns cudaErrorNotSupported for others (mla_decode_cuda, fp32, takes any size).
+// A plan's workspace serves one launch at a time: launches on several streams need a plan each.
 #include <cstddef>
 #include <cstdint>
 
@@ -32,32 +36,37 @@ namespace helix {
 
 enum class MlaKvDtype : int { kBf16 = 0, kFp8E4m3 = 1 };
 enum class MlaOutDtype : int { kFloat32 = 0, kBf16 = 1 };
+// Which kernel runs 64-head groups (H > 32) at (L, R) = (512, 64); other shapes always use
+// mma.sync. Both give the same results to rounding.
+enum class MlaKernelChoice : int {
+  kAuto = 0,     // the faster one measured on H200: mma.sync for bf16 KV, wgmma for FP8 KV
+  kMmaSync = 1,  // mma.sync m16n8k16 (sm_80 instructions), ldmatrix from padded row-major tiles
+  kWgmma = 2,    // wgmma (sm_90a) from chunk-major tiles, P from registers
+};
 
 // Bytes of one token's row in the pool for a cache dtype (multiple of 16).
 size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim);
 
 // Fixed per batch shape: what the plan depends on.
 struct MlaPlanDesc {
-  int num_heads = 0;        // H local heads, 1..128 (any H works; 16 and 128 are tuned)
-  int kv_lora_rank = 512;   // L; supported (L, R): (512, 64) and (32, 16)
-  int rope_dim = 64;        // R
-  int max_batch = 0;        // upper bound on the batch passed at launch
+  int num_heads = 0;       // H local heads, 1..128 (any H works; 16 and 128 are tuned)
+  int kv_lora_rank = 512;  // L; supported (L, R): (512, 64) and (32, 16)
+  int rope_dim = 64;       // R
+  int max_batch = 0;       // upper bound on the batch passed at launch
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;
-  int num_ctas = 0;         // CTAs per head group; 0: from the SM count and occupancy
-  // 64-head groups (H > 32) at (512, 64): true runs the Hopper wgmma kernel, false the mma.sync
-  // one (same results to rounding; kept for comparison). Other shapes always use mma.sync.
-  bool use_wgmma = true;
+  int num_ctas = 0;  // CTAs per head group; 0: from the SM count and occupancy
+  MlaKernelChoice kernel = MlaKernelChoice::kAuto;
 };
 
 // Host-side result of mla_plan. Treat as opaque; copyable (the workspace is shared, not owned
 // by copies: release once).
 struct MlaPlan {
   MlaPlanDesc desc;
-  int head_group = 0;        // heads per CTA: 16, 32 or 64
-  int num_head_groups = 0;   // ceil(H / head_group)
-  int ctas_per_group = 0;    // grid.x of the split kernel
-  size_t smem_bytes = 0;     // dynamic shared memory of the split kernel
-  void* workspace = nullptr; // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
+  int head_group = 0;         // heads per CTA: 16, 32 or 64
+  int num_head_groups = 0;    // ceil(H / head_group)
+  int ctas_per_group = 0;     // grid.x of the split kernel
+  size_t smem_bytes = 0;      // dynamic shared memory of the split kernel
+  void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;
 };
@@ -100,9 +109,9 @@ struct MlaKvWriteParams {
   int kv_lora_rank = 512;
   int rope_dim = 64;
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;  // of the pool
-  const void* src = nullptr;  // [num_tokens, src_stride] rows [c, k_pe], fp32 or bf16
+  const void* src = nullptr;                // [num_tokens, src_stride] rows [c, k_pe], fp32 or bf16
   bool src_bf16 = false;
-  int64_t src_stride = 0;               // elements between rows; 0: L + R
+  int64_t src_stride = 0;                 // elements between rows; 0: L + R
   const int64_t* slot_mapping = nullptr;  // device [num_tokens]
   void* kv_pool = nullptr;
 };

@@ -30,22 +30,28 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTile = 32;  // tokens per tile
 constexpr int kThreadsPerToken = kThreads / kTile;
-// Loader thread mapping: 8 consecutive lanes take 8 consecutive tokens of one chunk (distinct
-// shared-memory bank groups in the chunk-major tile), 4 such groups per warp take 4 consecutive
-// chunks (64 contiguous bytes per token row in global memory).
-__device__ __forceinline__ int loader_token(int tid) { return (tid & 7) + 8 * (tid >> 6); }
-__device__ __forceinline__ int loader_sub(int tid) { return (tid >> 3) & 7; }
+// Loader thread mapping. Row-major tiles: 8 threads per token, 128 contiguous bytes per token
+// and instruction. Chunk-major tiles: 8 consecutive lanes take 8 consecutive tokens of one chunk
+// (distinct shared-memory bank groups), 4 such groups per warp 4 consecutive chunks.
+template <bool kChunkMajor>
+__device__ __forceinline__ int loader_token(int tid) {
+  return kChunkMajor ? (tid & 7) + 8 * (tid >> 6) : tid >> 3;
+}
+template <bool kChunkMajor>
+__device__ __forceinline__ int loader_sub(int tid) {
+  return kChunkMajor ? (tid >> 3) & 7 : tid & 7;
+}
 
 template <int L, int R, int HG, bool kFp8, bool kWg = false>
 struct Cfg {
   static constexpr bool kWgmma = kWg;
   static constexpr bool kIsFp8 = kFp8;
   static constexpr int W = L + R;
-  static constexpr int KS = W / 16;          // k-steps of phase 1
-  static constexpr int MT = HG / 16;         // m-tiles
-  static constexpr int TW = kWarps / MT;     // warps per m-tile
+  static constexpr int KS = W / 16;       // k-steps of phase 1
+  static constexpr int MT = HG / 16;      // m-tiles
+  static constexpr int TW = kWarps / MT;  // warps per m-tile
   static constexpr int KSW = (KS + TW - 1) / TW;
-  static constexpr int NP = L / 16;          // phase-3 n-tile pairs
+  static constexpr int NP = L / 16;  // phase-3 n-tile pairs
   static constexpr int NPW = (NP + TW - 1) / TW;
   // bf16 tiles in shared memory are chunk-major: the 16-byte chunk j (8 elements) of row r is at
   // 16 (j * rows + r). Eight rows of one chunk are one contiguous 128-byte core matrix, which is
@@ -56,8 +62,16 @@ struct Cfg {
   static constexpr int kStages = kFp8 ? 4 : (HG == 64 ? 3 : 4);
   static constexpr int kSStride = kTile + 8;  // floats, conflict-free float2 fragment access
   // shared memory carve-up, in bytes
-  static constexpr int kQBytes = HG * W * 2;
-  static constexpr int kTileBytes = kTile * W * 2;
+  // Byte offset of (row, chunk) = row * kRowStep + chunk * kChunkStep{Q,T}: chunk-major for the
+  // wgmma kernel (its descriptors read 128-byte core matrices), else row-major with rows padded
+  // to an odd number of 16-byte units (conflict-free ldmatrix, and 128-byte global runs).
+  static constexpr bool kChunkMajor = kWg;
+  static constexpr int kRowBytes = kChunkMajor ? 2 * W : 2 * (W + 8);
+  static constexpr int kRowStep = kChunkMajor ? 16 : kRowBytes;
+  static constexpr int kChunkStepQ = kChunkMajor ? 16 * HG : 16;
+  static constexpr int kChunkStepT = kChunkMajor ? 16 * kTile : 16;
+  static constexpr int kQBytes = HG * kRowBytes;
+  static constexpr int kTileBytes = kTile * kRowBytes;
   static constexpr int kRawStageBytes = kTile * kRawBytes;
   static constexpr int kRingBytes = kFp8 ? kStages * kRawStageBytes : kStages * kTileBytes;
   static constexpr int kConvBytes = kFp8 ? kTileBytes : 0;
@@ -68,6 +82,7 @@ struct Cfg {
   }
   static_assert(W % 16 == 0 && L % 16 == 0, "k-steps of 16, n-tile pairs of 16");
   static_assert(!kWg || (HG == 64 && L == 512), "wgmma path: 64 heads, two halves of 256 columns");
+  static_assert(kChunkMajor || (kRowBytes / 16) % 2 == 1, "odd 16 B row stride");
   static_assert(MT * TW == kWarps, "head group of 16, 32 or 64");
 };
 
@@ -78,7 +93,9 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -162,14 +179,14 @@ struct Loader {
       row = -1;
       return;
     }
-    const int pos = k * kTile + loader_token(threadIdx.x);
+    const int pos = k * kTile + loader_token<C::kChunkMajor>(threadIdx.x);
     const int len = seq_tokens(*a, b);
     if (pos >= len) {
       row = -1;
       return;
     }
-    const int blk = a->block_table[static_cast<int64_t>(b) * a->max_blocks_per_seq +
-                                   pos / a->block_size];
+    const int blk =
+        a->block_table[static_cast<int64_t>(b) * a->max_blocks_per_seq + pos / a->block_size];
     row = static_cast<int64_t>(blk) * a->block_size + pos % a->block_size;
   }
   __device__ void advance() {
@@ -180,18 +197,19 @@ struct Loader {
     }
   }
   __device__ void issue(uint32_t dst_stage) const {
-    const int tok = loader_token(threadIdx.x), sub = loader_sub(threadIdx.x);
+    const int tok = loader_token<C::kChunkMajor>(threadIdx.x);
+    const int sub = loader_sub<C::kChunkMajor>(threadIdx.x);
     const uint8_t* src = a->kv_pool + (row < 0 ? 0 : row) * C::kRawBytes;
     if constexpr (C::kIsFp8) {  // raw rows, row-major
       const uint32_t dst = dst_stage + tok * C::kRawBytes;
 #pragma unroll
       for (int j = sub; j < C::kRawChunks; j += kThreadsPerToken)
         cp_async16(dst + 16 * j, src + 16 * j, row >= 0);
-    } else {  // chunk-major tile
-      const uint32_t dst = dst_stage + 16 * tok;
+    } else {
+      const uint32_t dst = dst_stage + tok * C::kRowStep;
 #pragma unroll
       for (int j = sub; j < C::kRawChunks; j += kThreadsPerToken)
-        cp_async16(dst + 16 * kTile * j, src + 16 * j, row >= 0);
+        cp_async16(dst + C::kChunkStepT * j, src + 16 * j, row >= 0);
     }
   }
 };
@@ -205,7 +223,7 @@ __device__ __forceinline__ void dequant_tile(const uint8_t* raw, uint8_t* dst) {
   for (int i = threadIdx.x; i < kTile * kPerTok; i += kThreads) {
     const int tok = i % kTile, j = i / kTile;  // consecutive threads: consecutive tokens
     const uint8_t* src = raw + tok * C::kRawBytes;
-    uint8_t* out = dst + 16 * tok;
+    uint8_t* out = dst + tok * C::kRowStep;
     if (j < kCChunks) {
       const float s = *reinterpret_cast<const float*>(src + L + 2 * R);
       const uint4 v = *reinterpret_cast<const uint4*>(src + 16 * j);
@@ -222,12 +240,13 @@ __device__ __forceinline__ void dequant_tile(const uint8_t* raw, uint8_t* dst) {
         o[2 * e] = pack_bf16(f0.x * s, f0.y * s);
         o[2 * e + 1] = pack_bf16(f1.x * s, f1.y * s);
       }
-      *reinterpret_cast<uint4*>(out + 16 * kTile * (2 * j)) = make_uint4(o[0], o[1], o[2], o[3]);
-      *reinterpret_cast<uint4*>(out + 16 * kTile * (2 * j + 1)) =
+      *reinterpret_cast<uint4*>(out + C::kChunkStepT * (2 * j)) =
+          make_uint4(o[0], o[1], o[2], o[3]);
+      *reinterpret_cast<uint4*>(out + C::kChunkStepT * (2 * j + 1)) =
           make_uint4(o[4], o[5], o[6], o[7]);
     } else {
       const int r = j - kCChunks;
-      *reinterpret_cast<uint4*>(out + 16 * kTile * (L / 8 + r)) =
+      *reinterpret_cast<uint4*>(out + C::kChunkStepT * (L / 8 + r)) =
           *reinterpret_cast<const uint4*>(src + L + 16 * r);
     }
   }
@@ -326,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
           v = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.q) +
                                               (static_cast<int64_t>(cb) * a.num_heads + h) * C::W +
                                               8 * c);
-        *reinterpret_cast<uint4*>(s_q + 16 * (c * HG + r)) = v;
+        *reinterpret_cast<uint4*>(s_q + r * C::kRowStep + c * C::kChunkStepQ) = v;
       }
       m_run[0] = m_run[1] = -INFINITY;
       d_run[0] = d_run[1] = 0.f;
@@ -368,21 +387,20 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
         wg_commit();
         wg_wait<0>();
       } else {
-        const uint32_t q_addr = smem_u32(s_q) +
-                                16 * (((lane >> 4) * HG) + mt * 16 + (lane & 7) +
-                                      ((lane >> 3) & 1) * 8);
-        const uint32_t k_addr = smem_u32(kv_tile) +
-                                16 * ((((lane >> 3) & 1) * kTile) + (lane >> 4) * 8 + (lane & 7));
+        const uint32_t q_addr = smem_u32(s_q) + (lane >> 4) * C::kChunkStepQ +
+                                (mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStep;
+        const uint32_t k_addr = smem_u32(kv_tile) + ((lane >> 3) & 1) * C::kChunkStepT +
+                                ((lane >> 4) * 8 + (lane & 7)) * C::kRowStep;
 #pragma unroll
         for (int i = 0; i < C::KSW; ++i) {
           const int ks = th + i * C::TW;
           if (C::KS % C::TW != 0 && ks >= C::KS) break;
           uint32_t qa[4];
-          ldsm_x4(qa, q_addr + ks * 2 * 16 * HG);
+          ldsm_x4(qa, q_addr + ks * 2 * C::kChunkStepQ);
 #pragma unroll
           for (int np = 0; np < kTile / 16; ++np) {
             uint32_t kb[4];
-            ldsm_x4(kb, k_addr + ks * 2 * 16 * kTile + np * 16 * 16);
+            ldsm_x4(kb, k_addr + ks * 2 * C::kChunkStepT + np * 16 * C::kRowStep);
             mma_bf16(s[2 * np], qa, kb[0], kb[1]);
             mma_bf16(s[2 * np + 1], qa, kb[2], kb[3]);
           }
@@ -506,8 +524,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       // reads is not refilled before phase 1 waits); FP8 rewrites its tile first, so wait.
       if constexpr (kFp8) wg_wait<0>();
     } else {
-      const uint32_t v_addr = smem_u32(kv_tile) +
-                              16 * ((lane >> 4) * kTile + (lane & 7) + ((lane >> 3) & 1) * 8);
+      const uint32_t v_addr = smem_u32(kv_tile) + (lane >> 4) * C::kChunkStepT +
+                              ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStep;
 #pragma unroll
       for (int p = 0; p < C::NPW; ++p) {
         const int pair = th * C::NPW + p;
@@ -515,7 +533,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
 #pragma unroll
         for (int kk = 0; kk < kTile / 16; ++kk) {
           uint32_t vb[4];
-          ldsm_x4_t(vb, v_addr + pair * 2 * 16 * kTile + kk * 16 * 16);
+          ldsm_x4_t(vb, v_addr + pair * 2 * C::kChunkStepT + kk * 16 * C::kRowStep);
           mma_bf16(acc[p][0], pa[kk], vb[0], vb[1]);
           mma_bf16(acc[p][1], pa[kk], vb[2], vb[3]);
         }
@@ -528,8 +546,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
       if constexpr (kWg) wg_wait<0>();
       const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
       const int slot = s_cum[cb] <= t_begin ? 0 : 1;
-      const int64_t prow =
-          ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * HG;
+      const int64_t prow = ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * HG;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int hl = mt * 16 + g + 8 * r;
@@ -553,8 +570,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
             const int col = pair * 16 + hh * 8 + 2 * t;
             const float v0 = acc[p][hh][2 * r] * inv, v1 = acc[p][hh][2 * r + 1] * inv;
             if (!complete) {
-              *reinterpret_cast<float2*>(a.part_out + (prow + hl) * L + col) =
-                  make_float2(v0, v1);
+              *reinterpret_cast<float2*>(a.part_out + (prow + hl) * L + col) = make_float2(v0, v1);
             } else if (a.out_bf16) {
               *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) + orow * L +
                                                  col) = __floats2bfloat162_rn(v0, v1);
@@ -629,7 +645,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_combine_kernel(const Args
   const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
   if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
   const int n = c_hi - c_lo + 1;
-  float* s_w = s_dyn;                                  // [n] weights
+  float* s_w = s_dyn;                                             // [n] weights
   int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
   float mx = -INFINITY;
   for (int i = threadIdx.x; i < n; i += kCombineThreads) {
@@ -737,8 +753,8 @@ cudaError_t launch(const Args& a, int hg, bool fp8, bool wg, dim3 grid, size_t s
   return cudaGetLastError();
 }
 
-#define HELIX_INSTANTIATE_MLA_BF16(L, R)                                                 \
-  template cudaError_t prepare<L, R>(int, bool, bool, int, size_t*, int*);               \
+#define HELIX_INSTANTIATE_MLA_BF16(L, R)                                   \
+  template cudaError_t prepare<L, R>(int, bool, bool, int, size_t*, int*); \
   template cudaError_t launch<L, R>(const Args&, int, bool, bool, dim3, size_t, cudaStream_t);
 
 }  // namespace helix::cuda::mla_bf16

@@ -58,6 +58,7 @@ struct GemmCudaParams {
   void* y = nullptr;               // [m, n], row stride ldy (0: n)
   int ldy = 0;
   float beta = 0.0f;  // 1: accumulate into y
+  int tile_rows = 0;  // FP8 direct kernel: rows per tile, 0 auto, else 1, 2, 4 or 8 (tuning)
 };
 cudaError_t gemm_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream);
 
