@@ -20,6 +20,7 @@
 
 #include "core/npy.h"
 #include "fixture_util.h"
+#include "ops/backend.h"
 
 namespace helix {
 namespace {
@@ -427,6 +428,54 @@ TEST(CliText, BadInput) {
                     "[{");
   expect_user_error({"render-chat", "--model", "models/tiny"}, {"role"},
                     "render-chat: unknown role", R"([{"role": "wizard", "content": "x"}])");
+}
+
+// --device / --dtype: bad values and impossible combinations are one error line, exit 2.
+TEST(Cli, DeviceFlagErrors) {
+  const std::vector<std::string> gen = {"generate", "--model", "models/tiny", "--tokens", "1,2,3"};
+  auto with = [&](std::initializer_list<std::string> extra) {
+    std::vector<std::string> a = gen;
+    a.insert(a.end(), extra);
+    return a;
+  };
+  expect_user_error(with({"--device", "tpu"}), {"--device", "tpu"}, "unknown device");
+  expect_user_error(with({"--device", "cpu", "--dtype", "bfloat16"}), {"bfloat16", "cuda"},
+                    "bf16 on the CPU");
+  expect_user_error(with({"--dtype", "float64"}), {"--dtype"}, "unknown dtype");
+  expect_user_error(with({"--device", "cuda", "--tp", "2"}), {"cuda"}, "a layout on cuda");
+  if (cuda_device_count() == 0)
+    expect_user_error(with({"--device", "cuda"}), {"--device cuda"}, "cuda without a GPU");
+}
+
+// --tokens-file: one request per line, the same outputs as the ids on the command line.
+TEST(Cli, TokensFileMatchesTokens) {
+  TempDir d;
+  const fs::path f = d.path / "prompts.txt", one = d.path / "one.txt", empty = d.path / "e.txt";
+  std::ofstream(f) << "5,17,30\n\n8, 9\n";
+  std::ofstream(one) << "5,17,30\n";
+  std::ofstream(empty) << "\n";
+  Result a = run_helix({"generate", "--model", "models/tiny", "--device", "cpu", "--tokens-file",
+                        f.string(), "--max-new-tokens", "6", "--quiet"});
+  Result b = run_helix({"generate", "--model", "models/tiny", "--device", "cpu", "--tokens",
+                        "5,17,30", "--tokens", "8,9", "--max-new-tokens", "6", "--quiet"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(lines_of(a.out).size(), 2u);
+  EXPECT_EQ(a.out, b.out);
+  const fs::path x = d.path / "x.npy", y = d.path / "y.npy";
+  Result c = run_helix({"score", "--model", "models/tiny", "--device", "cpu", "--tokens-file",
+                        one.string(), "--out", x.string()});
+  Result e = run_helix({"score", "--model", "models/tiny", "--device", "cpu", "--tokens", "5,17,30",
+                        "--out", y.string()});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_EQ(read_file(x), read_file(y));
+  expect_user_error(
+      {"score", "--model", "models/tiny", "--tokens-file", f.string(), "--out", x.string()},
+      {"one request"}, "score with two requests");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens-file", empty.string()},
+                    {"no requests"}, "empty tokens file");
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens-file", "/nonexistent/p.txt"},
+                    {"cannot open"}, "missing tokens file");
 }
 
 }  // namespace
