@@ -4,14 +4,20 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <new>
+#include <thread>
 
 #include <unistd.h>
 
+#include "core/checked.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/file_io.h"
+#include "core/finite.h"
 #include "model/config.h"
 #include "model/deepseek.h"
 #include "model/safetensors.h"
+#include "model/weights_check.h"
 #include "moe/eplb.h"
 #include "parallel/mapping.h"
 
@@ -106,6 +112,7 @@ struct Job {
   const SamplingConfig& sampling;
   int world = 1;
   int kv_blocks = 0;
+  const PlacementSet* placement = nullptr;  // --eplb-placement, read before the weights
   Clock::time_point t_load;
   GenerateResult& res;  // written by rank 0 (ranks[] by every rank, under mu)
   std::mutex mu;
@@ -139,11 +146,19 @@ class RankRunner {
   void run() {
     eplb_setup();
     auto t0 = Clock::now();
-    prefill();
+    try {
+      prefill();
+    } catch (const NonFiniteError& e) {
+      fail("prefill: {}", e.what());
+    }
     if (lead_) job_.res.prefill_ms = ms_since(t0);
     const CommStats after_prefill = comm_.stats();
     t0 = Clock::now();
-    decode();
+    try {
+      decode();
+    } catch (const NonFiniteError& e) {
+      fail("decode step {}: {}", steps_, e.what());
+    }
     for (int r = 0; r < R_; ++r) {
       rep_.kv_tokens += model_.kv().local_tokens(r);
       rep_.kv_blocks += model_.kv().local_blocks(r);
@@ -304,8 +319,8 @@ class RankRunner {
 
   void eplb_setup() {
     const int M = num_moe(), E = mc_.n_routed_experts;
-    if (!cfg_.eplb_placement.empty()) {
-      PlacementSet ps = placement_read(cfg_.eplb_placement, E);
+    if (job_.placement) {
+      const PlacementSet& ps = *job_.placement;
       HELIX_CHECK(static_cast<int>(ps.layers.size()) == M,
                   "{}: {} layers but the model has {} MoE layers", cfg_.eplb_placement,
                   ps.layers.size(), M);
@@ -422,42 +437,123 @@ class RankRunner {
 
 }  // namespace
 
-GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<int>>& prompts,
-                        const SamplingConfig& sampling) {
-  const auto t_load = Clock::now();
-  const ModelConfig mc = config_load(cfg.model_dir);
-  check_prompts(mc, prompts, sampling.max_new_tokens);
+namespace {
+
+// Most ranks one process may run as threads: a few per hardware thread (ranks mostly wait in
+// collectives), never fewer than 64 so tests of wide layouts run anywhere.
+int max_thread_ranks() {
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::clamp(8 * hw, 64, 4096);
+}
+
+// Physical memory in bytes (0 when unknown).
+int64_t physical_memory() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
+// Every flag checked against the model and the machine before anything is loaded or allocated.
+// Returns the world size.
+int check_layout(const EngineConfig& cfg, const ModelConfig& mc, const SamplingConfig& sampling) {
+  sampling_validate(sampling);
   HELIX_CHECK(sampling.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
   HELIX_CHECK(cfg.tp >= 1 && cfg.cp >= 1, "--tp and --cp must be >= 1");
   HELIX_CHECK(cfg.tokens_per_block >= 1, "--tokens-per-block must be >= 1");
   HELIX_CHECK(cfg.ep >= 1, "--ep must be >= 1");
+  HELIX_CHECK(cfg.kv_blocks >= 0, "--kv-blocks must be >= 0");
   HELIX_CHECK(cfg.prefill == "context" || cfg.prefill == "helix",
-              "unknown prefill mode '{}' (context, helix)", cfg.prefill);
-  HELIX_CHECK(cfg.ep == 1 || cfg.ep % (cfg.tp * cfg.cp) == 0,
+              "unknown prefill mode '{}' (context, helix)", printable(cfg.prefill));
+  HELIX_CHECK(cfg.comm == "threads" || cfg.comm == "mpi", "unknown --comm '{}' (threads, mpi)",
+              printable(cfg.comm));
+  HELIX_CHECK(cfg.tp <= mc.num_attention_heads && mc.num_attention_heads % cfg.tp == 0,
+              "--tp {} must divide num_attention_heads ({})", cfg.tp, mc.num_attention_heads);
+  const int64_t grid = checked_mul(cfg.tp, cfg.cp, "--tp x --cp");
+  const int64_t world = std::max<int64_t>(grid, cfg.ep);
+  if (cfg.comm == "threads")
+    HELIX_CHECK(world <= max_thread_ranks(),
+                "--tp {} x --cp {} (--ep {}) needs {} ranks; the threads backend runs at most {} "
+                "on this machine (use --comm mpi)",
+                cfg.tp, cfg.cp, cfg.ep, world, max_thread_ranks());
+  HELIX_CHECK(world <= (1 << 20), "--tp {} x --cp {} (--ep {}) = {} ranks is too many", cfg.tp,
+              cfg.cp, cfg.ep, world);
+  HELIX_CHECK(cfg.ep == 1 || cfg.ep % grid == 0,
               "--ep {} must be 1 or a multiple of --tp {} x --cp {}", cfg.ep, cfg.tp, cfg.cp);
+  const int E = mc.n_routed_experts;
+  HELIX_CHECK(cfg.ep == 1 || (E > 0 && E % cfg.ep == 0),
+              "--ep {}: n_routed_experts ({}) must be a multiple of it", cfg.ep, E);
   HELIX_CHECK(
       cfg.ep > 1 || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0 && cfg.eplb_slots == 0),
       "--eplb-placement, --eplb-slots and --eplb-interval need expert parallelism (--ep E > 1)");
   HELIX_CHECK(cfg.eplb_interval >= 0 && cfg.eplb_slots >= 0, "EPLB sizes must be >= 0");
   HELIX_CHECK(cfg.eplb_slots == 0 || cfg.eplb_placement.empty(),
               "--eplb-slots and --eplb-placement exclude each other (the file sets the slots)");
-  const WeightStore ws(cfg.model_dir);
-  const int world = std::max(cfg.tp * cfg.cp, cfg.ep);
-  int kv_blocks = cfg.kv_blocks;
+  if (cfg.eplb_slots > 0)
+    HELIX_CHECK(cfg.eplb_slots >= E && cfg.eplb_slots % world == 0 &&
+                    static_cast<int64_t>(cfg.eplb_slots) <= static_cast<int64_t>(E) * world,
+                "--eplb-slots {} must be a multiple of the {} ranks in [{}, {}] (experts .. "
+                "experts x ranks)",
+                cfg.eplb_slots, world, E, static_cast<int64_t>(E) * world);
+  return static_cast<int>(world);
+}
+
+// KV blocks per rank, and a check that they fit the machine's memory.
+int plan_kv_blocks(const EngineConfig& cfg, const ModelConfig& mc,
+                   const std::vector<std::vector<int>>& prompts, const SamplingConfig& sampling) {
+  int64_t kv_blocks = cfg.kv_blocks;
   if (kv_blocks <= 0) {
     kv_blocks = 0;
     for (const auto& p : prompts)
-      kv_blocks += blocks_needed(static_cast<int>(p.size()) + sampling.max_new_tokens,
-                                 cfg.tokens_per_block, cfg.cp);
+      kv_blocks = checked_add(kv_blocks,
+                              blocks_needed(static_cast<int>(p.size()) + sampling.max_new_tokens,
+                                            cfg.tokens_per_block, cfg.cp),
+                              "KV blocks");
   }
+  const int64_t bytes = checked_product({kv_blocks, cfg.tokens_per_block, mc.num_hidden_layers,
+                                         int64_t{mc.kv_lora_rank} + mc.qk_rope_head_dim, 4},
+                                        "KV cache size");
+  const int64_t mem = physical_memory();
+  HELIX_CHECK(mem == 0 || bytes <= mem,
+              "the KV cache needs {:.1f} GiB per rank ({} blocks of {} tokens) but the machine "
+              "has {:.1f} GiB",
+              bytes / 1073741824.0, kv_blocks, cfg.tokens_per_block, mem / 1073741824.0);
+  return checked_int(kv_blocks, "KV blocks per rank");
+}
+
+}  // namespace
+
+GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<int>>& prompts,
+                        const SamplingConfig& sampling) {
+  const auto t_load = Clock::now();
+  const ModelConfig mc = config_load(cfg.model_dir);
+  check_prompts(mc, prompts, sampling.max_new_tokens);
+  const int world = check_layout(cfg, mc, sampling);
+  const int kv_blocks = plan_kv_blocks(cfg, mc, prompts, sampling);
+  // The placement file is read and checked against the layout before any weight is loaded.
+  std::unique_ptr<PlacementSet> placement;
+  if (!cfg.eplb_placement.empty()) {
+    placement =
+        std::make_unique<PlacementSet>(placement_read(cfg.eplb_placement, mc.n_routed_experts));
+    HELIX_CHECK(placement->num_ranks == world, "{}: placement is for {} ranks, the layout has {}",
+                printable(cfg.eplb_placement), placement->num_ranks, world);
+  }
+  const WeightStore ws(cfg.model_dir);
+  weights_check_config(mc, ws);
+  if (cfg.check_weights) weights_check_finite(ws);
   const int R = static_cast<int>(prompts.size());
   GenerateResult res;
   res.vocab = mc.vocab_size;
   res.outputs.assign(R, {});
   if (cfg.keep_logits) res.logits.assign(R, {});
   res.ranks.resize(world);
-  Job job{cfg, mc, ws, prompts, sampling, world, kv_blocks, t_load, res, {}};
-  auto run_rank = [&](Communicator& comm) { RankRunner(job, comm).run(); };
+  Job job{cfg, mc, ws, prompts, sampling, world, kv_blocks, placement.get(), t_load, res, {}};
+  auto run_rank = [&](Communicator& comm) {
+    try {
+      RankRunner(job, comm).run();
+    } catch (const std::bad_alloc&) {
+      fail("out of memory while running rank {} of {} (model weights, KV cache or activations)",
+           comm.rank(), world);
+    }
+  };
 
   if (cfg.comm == "mpi") {
     auto comm = make_mpi_world();
@@ -501,13 +597,19 @@ std::vector<float> score(const std::string& model_dir, const std::vector<int>& t
   const ModelConfig mc = config_load(model_dir);
   check_prompts(mc, {tokens}, 1);
   const WeightStore ws(model_dir);
+  weights_check_config(mc, ws);
   auto comm = make_single_comm();
   Mapping map(1, 0, 1, 1, false);
   const int tpb = 64;
   DeepseekModel model(mc, ws, map, *comm, tpb,
                       blocks_needed(static_cast<int>(tokens.size()), tpb, 1));
   model.kv().add_request(0);
-  Tensor logits = model.forward({SeqStep{0, tokens, 0}}, true);
+  Tensor logits;
+  try {
+    logits = model.forward({SeqStep{0, tokens, 0}}, true);
+  } catch (const NonFiniteError& e) {
+    fail("score: {}", e.what());
+  }
   *vocab = mc.vocab_size;
   return logits.data;
 }

@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/finite.h"
 #include "model/helix_combine.h"
 #include "ops/ops.h"
 
@@ -286,6 +287,7 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
     ffn(l, h, y);
     stats_.ffn_ms += ms_since(t0);
     for (int64_t i = 0; i < x.numel(); ++i) x.data[i] += y.data[i];
+    require_finite(x.ptr(), x.numel(), l, "hidden state");  // non-finite guard (issue 10)
   }
   std::vector<int> rows;
   if (all_logits) {
@@ -304,6 +306,7 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
              hn.ptr() + static_cast<int64_t>(i) * D, 1, D, eps);
   Tensor logits({n, c.vocab_size});
   matmul(hn.ptr(), lm_head.ptr(), logits.ptr(), n, c.vocab_size, D);
+  require_finite(logits.ptr(), logits.numel(), -1, "logits");
   return logits;
 }
 
