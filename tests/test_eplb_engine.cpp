@@ -48,11 +48,17 @@ TEST_P(EplbEngine, SameIdsAndLogitsAsSingleRank) {
       EXPECT_EQ(b.outputs[0], ref.greedy[i]) << name << " prompt " << i;
       EXPECT_EQ(b.outputs[0], a.outputs[0]) << name << " prompt " << i;
       EXPECT_LT(test::rel_l2(b.logits[0], a.logits[0]), 1e-5) << name << " prompt " << i;
-      // Conservation: every routed pair was computed exactly once, per expert.
-      ASSERT_EQ(b.dispatch_sent.size(), b.expert_load.size());
-      for (size_t l = 0; l < b.dispatch_sent.size(); ++l) {
-        EXPECT_EQ(b.dispatch_sent[l], b.expert_load[l]) << "layer " << l;
-        EXPECT_EQ(b.dispatch_recv[l], b.expert_load[l]) << "layer " << l;
+      // Conservation against an independent count: the rows the EP owners computed for each
+      // expert (counted on the receiving side, from the slot they arrived in) equal the pairs
+      // the single-rank run routed to it. A dropped, duplicated or misdirected row fails this.
+      ASSERT_EQ(b.dispatch_recv.size(), a.expert_load.size());
+      for (size_t l = 0; l < b.dispatch_recv.size(); ++l) {
+        EXPECT_EQ(b.dispatch_recv[l], a.expert_load[l]) << "layer " << l;
+        EXPECT_EQ(b.expert_load[l], a.expert_load[l]) << "layer " << l;
+        double sent = 0, recv = 0;
+        for (double v : b.dispatch_sent[l]) sent += v;
+        for (double v : b.dispatch_recv[l]) recv += v;
+        EXPECT_EQ(sent, recv) << "layer " << l << ": rows sent vs computed";
       }
       if (c.interval > 0 && b.decode_steps > c.interval + 2) {
         int updates = 0;

@@ -186,10 +186,6 @@ class MpiComm final : public Communicator {
 
 }  // namespace
 
-bool mpi_available() {
-  return true;
-}
-
 std::unique_ptr<Communicator> make_mpi_world() {
   int initialized = 0;
   check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
