@@ -56,8 +56,7 @@ struct Result {
 inline Result run_helix(const std::vector<std::string>& args) {
   TempDir d;
   const fs::path out = d.path / "stdout", err = d.path / "stderr";
-  std::string cmd =
-      "cd " + quote(HELIX_SOURCE_DIR) + " && timeout -k 5 60 " + quote(HELIX_BINARY);
+  std::string cmd = "cd " + quote(HELIX_SOURCE_DIR) + " && timeout -k 5 60 " + quote(HELIX_BINARY);
   for (const auto& a : args) cmd += " " + quote(a);
   cmd += " > " + quote(out.string()) + " 2> " + quote(err.string()) + " < /dev/null";
   const int status = std::system(cmd.c_str());
@@ -87,7 +86,7 @@ inline std::string join(const std::vector<int>& ids) {
 // The user-facing failure contract: exit 2, stderr exactly one line "error: ..." that contains
 // every needle, nothing on stdout.
 inline void expect_user_error(const std::vector<std::string>& args,
-                       std::initializer_list<std::string> needles, const std::string& what) {
+                              std::initializer_list<std::string> needles, const std::string& what) {
   Result r = run_helix(args);
   EXPECT_EQ(r.signal, 0) << what << ": killed by signal " << r.signal << "\n" << r.err;
   EXPECT_EQ(r.exit_code, 2) << what << "\nstderr: " << r.err;

@@ -27,8 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 using namespace helix::test;
 
-const std::vector<std::string> kGen = {"generate", "--model", "models/tiny", "--tokens", "1,2,3",
-                                       "--max-new-tokens", "3"};
+const std::vector<std::string> kGen = {
+    "generate", "--model", "models/tiny", "--tokens", "1,2,3", "--max-new-tokens", "3"};
 
 std::vector<std::string> gen(std::vector<std::string> extra) {
   std::vector<std::string> a = kGen;
@@ -112,10 +112,10 @@ TEST(Safetensors, DuplicateTensorNameRejected) {
   const std::string two = R"("a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]})";
   const uint8_t data[8] = {};
   const std::string ok = "{" + one + "}";
-  EXPECT_EQ(safetensors_parse_header(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), data,
-                                     8, "t")
-                .size(),
-            1u);
+  EXPECT_EQ(
+      safetensors_parse_header(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), data, 8, "t")
+          .size(),
+      1u);
   const std::string dup = "{" + one + ", " + two + "}";
   try {
     safetensors_parse_header(reinterpret_cast<const uint8_t*>(dup.data()), dup.size(), data, 8,
@@ -196,10 +196,9 @@ TEST(CliHostile, HugeLayoutsFailBeforeAllocating) {
   expect_user_error(gen({"--ep", "2", "--eplb-slots", "34"}), {"--eplb-slots"},
                     "eplb-slots > experts x ranks");
   expect_user_error(gen({"--kv-blocks", "2000000000"}), {"KV cache", "GiB"}, "kv-blocks 2e9");
-  expect_user_error(gen({"--tokens-per-block", "2000000000", "--kv-blocks", "2000"}),
-                    {"KV cache"}, "tokens-per-block 2e9");
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  expect_user_error(gen({"--tokens-per-block", "2000000000", "--kv-blocks", "2000"}), {"KV cache"},
+                    "tokens-per-block 2e9");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(secs, 30.0) << "bound checks must come before the expensive work";
 }
 
@@ -242,9 +241,9 @@ TEST(CliHostile, FailedWritesAreErrors) {
   const std::string load = (d.path / "load.json").string();
   std::ofstream(load) << R"({"load": [[5, 1, 3, 7], [1, 1, 1, 9]]})";
   // The per-layer table is not printed before the error.
-  expect_user_error({"eplb", "plan", "--load", load, "--slots", "8", "--ranks", "2", "--out",
-                     "/dev/full"},
-                    {"/dev/full"}, "eplb plan --out /dev/full");
+  expect_user_error(
+      {"eplb", "plan", "--load", load, "--slots", "8", "--ranks", "2", "--out", "/dev/full"},
+      {"/dev/full"}, "eplb plan --out /dev/full");
 }
 
 // ---- EPLB -------------------------------------------------------------------------------------
@@ -266,8 +265,8 @@ TEST(CliHostile, EplbPlanLoadsNearDoubleRange) {
   TempDir d;
   const std::string load = (d.path / "load.json").string(), out = (d.path / "p.json").string();
   std::ofstream(load) << R"({"load": [[1.7e308, 1.6e308, 1e308, 1.5e308]]})";
-  Result r = run_helix({"eplb", "plan", "--load", load, "--slots", "8", "--ranks", "2", "--out",
-                        out, "--json"});
+  Result r = run_helix(
+      {"eplb", "plan", "--load", load, "--slots", "8", "--ranks", "2", "--out", out, "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   for (const char* k : {"mean_before", "mean_greedy", "mean_ours"}) {
@@ -276,9 +275,9 @@ TEST(CliHostile, EplbPlanLoadsNearDoubleRange) {
     EXPECT_GE(j[k].get<double>(), 1.0) << k;
   }
   std::ofstream(load, std::ios::trunc) << R"({"load": [[1, 2, 3, 4]]})";
-  expect_user_error({"eplb", "plan", "--load", load, "--slots", "2000000000", "--ranks", "2",
-                     "--out", out},
-                    {"--slots"}, "eplb plan --slots 2e9");
+  expect_user_error(
+      {"eplb", "plan", "--load", load, "--slots", "2000000000", "--ranks", "2", "--out", out},
+      {"--slots"}, "eplb plan --slots 2e9");
 }
 
 // ---- non-finite guard -------------------------------------------------------------------------
@@ -307,15 +306,14 @@ TEST(CliHostile, NonFiniteWeightsNameLayerAndStep) {
     // A NaN that only a decode step reaches: the embedding row of a token that is not in the
     // prompt but is generated (greedy id 37 follows 1,2,3 on the tiny model).
     ModelCopy m;
-    Result ok = run_helix({"generate", "--model", m.dir(), "--tokens", "1,2,3",
-                           "--max-new-tokens", "2", "--quiet"});
+    Result ok = run_helix(
+        {"generate", "--model", m.dir(), "--tokens", "1,2,3", "--max-new-tokens", "2", "--quiet"});
     ASSERT_EQ(ok.exit_code, 0) << ok.err;
     const int first = std::stoi(lines_of(ok.out).back());
-    poke_float(m.path / "model.safetensors", "model.embed_tokens.weight", size_t(first) * 48,
-               NAN);
-    expect_user_error({"generate", "--model", m.dir(), "--tokens", "1,2,3", "--max-new-tokens",
-                       "2"},
-                      {"decode step 0", "after layer 0"}, "NaN reached at decode step 0");
+    poke_float(m.path / "model.safetensors", "model.embed_tokens.weight", size_t(first) * 48, NAN);
+    expect_user_error(
+        {"generate", "--model", m.dir(), "--tokens", "1,2,3", "--max-new-tokens", "2"},
+        {"decode step 0", "after layer 0"}, "NaN reached at decode step 0");
   }
 }
 
@@ -324,8 +322,8 @@ TEST(CliHostile, NonFiniteWeightsNameLayerAndStep) {
 // --comm mpi outside mpirun: with MPI built in, a singleton world of one rank that gives the same
 // ids as the threads backend; without it, a clear error (not a crash, not a silent fallback).
 TEST(CliMpi, SingletonWorldOrClearError) {
-  const std::vector<std::string> base = {"generate", "--model", "models/tiny", "--tokens",
-                                         "5,9,14,2", "--max-new-tokens", "6", "--quiet"};
+  const std::vector<std::string> base = {"generate", "--model",          "models/tiny", "--tokens",
+                                         "5,9,14,2", "--max-new-tokens", "6",           "--quiet"};
   std::vector<std::string> mpi = base;
   mpi.insert(mpi.end(), {"--comm", "mpi"});
 #ifdef HELIX_HAVE_MPI
