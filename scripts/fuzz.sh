@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang in build-fuzz/ and runs the safetensors header fuzzer
-# for $1 seconds (default 30). Exits non-zero when the fuzzer finds a crash; the crashing input is
-# left in build-fuzz/fuzz-work/. New corpus entries go to build-fuzz/fuzz-work/corpus, never into
-# the seed corpus under fuzz/corpus/.
+# Builds the libFuzzer targets with clang in build-fuzz/ and runs each for $1 seconds (default
+# 30): the safetensors header, config.json, and the EPLB placement/load JSON parsers. Exits
+# non-zero when a fuzzer finds a crash; the crashing input is left in build-fuzz/fuzz-work/<target>/.
+# New corpus entries go to build-fuzz/fuzz-work/<target>/corpus, never into the seed corpora under
+# fuzz/corpus/.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,16 +18,25 @@ fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHELIX_FUZZ=ON -DHELIX_TESTS=OFF -DHELIX_BENCH=OFF -DHELIX_CUDA=OFF -DHELIX_MPI=OFF >/dev/null
-ninja -C "$build" -j2 fuzz_safetensors_header
+targets=(fuzz_safetensors_header fuzz_config fuzz_eplb_json)
+ninja -C "$build" -j2 "${targets[@]}"
 
-work=$build/fuzz-work
-mkdir -p "$work/corpus"
-status=0
-"$build/fuzz/fuzz_safetensors_header" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-  -dict="$root/fuzz/safetensors.dict" -artifact_prefix="$work/" -print_final_stats=1 \
-  "$work/corpus" "$root/fuzz/corpus/safetensors" || status=$?
-if [[ $status -ne 0 ]]; then
-  echo "fuzz_safetensors_header failed (exit $status); inputs in $work/" >&2
-  exit "$status"
-fi
-echo "fuzz_safetensors_header: no crash in ${secs}s"
+# target -> seed corpus folder and extra flags
+declare -A seeds=([fuzz_safetensors_header]=safetensors [fuzz_config]=config [fuzz_eplb_json]=eplb)
+declare -A extra=([fuzz_safetensors_header]="-dict=$root/fuzz/safetensors.dict")
+for t in "${targets[@]}"; do
+  work=$build/fuzz-work/$t
+  mkdir -p "$work/corpus"
+  status=0
+  # shellcheck disable=SC2086
+  "$build/fuzz/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 ${extra[$t]:-} \
+    -artifact_prefix="$work/" -print_final_stats=1 "$work/corpus" \
+    "$root/fuzz/corpus/${seeds[$t]}" 2>"$work/log" || status=$?
+  if [[ $status -ne 0 ]]; then
+    tail -n 40 "$work/log" >&2
+    echo "$t failed (exit $status); inputs in $work/" >&2
+    exit "$status"
+  fi
+  echo "$t: no crash in ${secs}s ($(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log" | \
+    awk '{print $2}') runs)"
+done
