@@ -195,9 +195,12 @@ TEST(CliHostile, HugeLayoutsFailBeforeAllocating) {
                     "eplb-slots 2e9");
   expect_user_error(gen({"--ep", "2", "--eplb-slots", "34"}), {"--eplb-slots"},
                     "eplb-slots > experts x ranks");
-  expect_user_error(gen({"--kv-blocks", "2000000000"}), {"KV cache", "GiB"}, "kv-blocks 2e9");
-  expect_user_error(gen({"--tokens-per-block", "2000000000", "--kv-blocks", "2000"}), {"KV cache"},
+  expect_user_error(gen({"--tokens-per-block", "2000000000"}), {"--tokens-per-block"},
                     "tokens-per-block 2e9");
+  // A huge --kv-blocks is clamped to what the requests can use (max_position_embeddings): it
+  // runs, quickly, instead of allocating gigabytes that are never touched.
+  Result r = run_helix(gen({"--kv-blocks", "2000000000", "--quiet"}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(secs, 30.0) << "bound checks must come before the expensive work";
 }

@@ -25,9 +25,9 @@ namespace helix {
 
 namespace {
 
-int blocks_needed(int tokens, int tpb, int cp) {
-  const int nb = (tokens + tpb - 1) / tpb;
-  return (nb + cp - 1) / cp;
+int blocks_needed(int64_t tokens, int64_t tpb, int64_t cp) {
+  const int64_t nb = (tokens + tpb - 1) / tpb;
+  return static_cast<int>((nb + cp - 1) / cp);
 }
 
 void check_prompts(const ModelConfig& mc, const std::vector<std::vector<int>>& prompts,
@@ -458,7 +458,9 @@ int check_layout(const EngineConfig& cfg, const ModelConfig& mc, const SamplingC
   sampling_validate(sampling);
   HELIX_CHECK(sampling.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
   HELIX_CHECK(cfg.tp >= 1 && cfg.cp >= 1, "--tp and --cp must be >= 1");
-  HELIX_CHECK(cfg.tokens_per_block >= 1, "--tokens-per-block must be >= 1");
+  HELIX_CHECK(cfg.tokens_per_block >= 1 && cfg.tokens_per_block <= mc.max_position_embeddings,
+              "--tokens-per-block must be in [1, max_position_embeddings = {}]",
+              mc.max_position_embeddings);
   HELIX_CHECK(cfg.ep >= 1, "--ep must be >= 1");
   HELIX_CHECK(cfg.kv_blocks >= 0, "--kv-blocks must be >= 0");
   HELIX_CHECK(cfg.prefill == "context" || cfg.prefill == "helix",
@@ -499,15 +501,15 @@ int check_layout(const EngineConfig& cfg, const ModelConfig& mc, const SamplingC
 // KV blocks per rank, and a check that they fit the machine's memory.
 int plan_kv_blocks(const EngineConfig& cfg, const ModelConfig& mc,
                    const std::vector<std::vector<int>>& prompts, const SamplingConfig& sampling) {
-  int64_t kv_blocks = cfg.kv_blocks;
-  if (kv_blocks <= 0) {
-    kv_blocks = 0;
-    for (const auto& p : prompts)
-      kv_blocks = checked_add(kv_blocks,
-                              blocks_needed(static_cast<int>(p.size()) + sampling.max_new_tokens,
-                                            cfg.tokens_per_block, cfg.cp),
-                              "KV blocks");
+  // Blocks these requests can ever use: their tokens, capped by max_position_embeddings. More
+  // would only be allocated and zeroed, never touched, so a larger --kv-blocks is clamped.
+  int64_t useful = 0;
+  for (const auto& p : prompts) {
+    const int64_t tokens = std::min<int64_t>(
+        static_cast<int64_t>(p.size()) + sampling.max_new_tokens, mc.max_position_embeddings);
+    useful = checked_add(useful, blocks_needed(tokens, cfg.tokens_per_block, cfg.cp), "KV blocks");
   }
+  const int64_t kv_blocks = cfg.kv_blocks > 0 ? std::min<int64_t>(cfg.kv_blocks, useful) : useful;
   const int64_t bytes = checked_product({kv_blocks, cfg.tokens_per_block, mc.num_hidden_layers,
                                          int64_t{mc.kv_lora_rank} + mc.qk_rope_head_dim, 4},
                                         "KV cache size");
