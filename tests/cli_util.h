@@ -52,13 +52,15 @@ struct Result {
 };
 
 // Runs `helix args...` in the source directory, stdout and stderr captured separately.
-// Runs under `timeout 60`: a hang shows as exit code 124 instead of stalling the suite.
-inline Result run_helix(const std::vector<std::string>& args) {
+// Runs `helix args...` in the source directory, stdout and stderr captured separately, with
+// `input` on stdin; under `timeout 60`, so a hang shows as exit code 124 instead of stalling.
+inline Result run_helix(const std::vector<std::string>& args, const std::string& input = "") {
   TempDir d;
-  const fs::path out = d.path / "stdout", err = d.path / "stderr";
+  const fs::path out = d.path / "stdout", err = d.path / "stderr", in = d.path / "stdin";
+  std::ofstream(in, std::ios::binary) << input;
   std::string cmd = "cd " + quote(HELIX_SOURCE_DIR) + " && timeout -k 5 60 " + quote(HELIX_BINARY);
   for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " > " + quote(out.string()) + " 2> " + quote(err.string()) + " < /dev/null";
+  cmd += " > " + quote(out.string()) + " 2> " + quote(err.string()) + " < " + quote(in.string());
   const int status = std::system(cmd.c_str());
   Result r;
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
@@ -86,8 +88,9 @@ inline std::string join(const std::vector<int>& ids) {
 // The user-facing failure contract: exit 2, stderr exactly one line "error: ..." that contains
 // every needle, nothing on stdout.
 inline void expect_user_error(const std::vector<std::string>& args,
-                              std::initializer_list<std::string> needles, const std::string& what) {
-  Result r = run_helix(args);
+                              std::initializer_list<std::string> needles, const std::string& what,
+                              const std::string& input = "") {
+  Result r = run_helix(args, input);
   EXPECT_EQ(r.signal, 0) << what << ": killed by signal " << r.signal << "\n" << r.err;
   EXPECT_EQ(r.exit_code, 2) << what << "\nstderr: " << r.err;
   auto lines = lines_of(r.err);

@@ -53,7 +53,8 @@ inline const std::vector<std::string>& all_fixtures() {
                                                  "bf16_qnull_legacy",
                                                  "fp32_skewed",
                                                  "fp16_bias_noshared_legacy",
-                                                 "fp32_wide"};
+                                                 "fp32_wide",
+                                                 "tiny_kjv"};
   return names;
 }
 

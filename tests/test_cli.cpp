@@ -36,11 +36,14 @@ TEST(Cli, HelpForEveryCommand) {
     std::vector<std::string> mentions;
   };
   const H helps[] = {
-      {{"--help"}, {"score", "generate", "eplb"}},
+      {{"--help"}, {"score", "generate", "eplb", "tokenize", "detokenize", "render-chat"}},
+      {{"tokenize", "--help"}, {"--model", "--no-special"}},
+      {{"detokenize", "--help"}, {"--model", "--tokens", "--skip-special"}},
+      {{"render-chat", "--help"}, {"--model", "--add-generation-prompt"}},
       {{"score", "--help"}, {"--model", "--tokens", "--out"}},
       {{"generate", "--help"},
-       {"--model", "--tokens", "--max-new-tokens", "--tp", "--cp", "--kv-blocks",
-        "--tokens-per-block", "--stats-json", "--comm", "--temperature"}},
+       {"--model", "--tokens", "--prompt", "--chat", "--max-new-tokens", "--tp", "--cp",
+        "--kv-blocks", "--tokens-per-block", "--stats-json", "--comm", "--temperature"}},
       {{"eplb", "plan", "--help"}, {"--load", "--slots", "--ranks", "--out", "--previous"}},
   };
   for (const auto& h : helps) {
@@ -89,20 +92,24 @@ TEST(Cli, ScoreWritesFloat32NpyMatchingTransformers) {
 // ---- generate --------------------------------------------------------------------------------
 
 TEST(Cli, GenerateGreedyMatchesTransformers) {
-  const auto ref = test::fixture_ref("fp32_qnull");
-  for (size_t i : {size_t(1), size_t(2)}) {
-    Result r = run_helix({"generate", "--model", "models/tiny", "--tokens", join(ref.prompts[i]),
-                          "--max-new-tokens", "40"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    auto out = lines_of(r.out);
-    ASSERT_FALSE(out.empty()) << "nothing on stdout; stderr:\n" << r.err;
-    EXPECT_EQ(out.back(), join(ref.greedy[i])) << "prompt " << i;
-    // Diagnostics go to stderr: stdout holds only the ids.
-    EXPECT_EQ(out.size(), 1u) << "stdout carries more than the ids:\n" << r.out;
-    EXPECT_NE(r.err.find("tokens/s"), std::string::npos) << "no timing summary:\n" << r.err;
-    EXPECT_NE(r.err.find("decode"), std::string::npos) << r.err;
-    EXPECT_EQ(r.out.find("tokens/s"), std::string::npos);
-  }
+  // A random fp32 fixture, and the embedded default (models/tiny is the tiny_kjv fixture's model).
+  for (auto [name, model] :
+       {std::pair<std::string, std::string>{"fp32_qnull", test::fixture_dir("fp32_qnull")},
+        {"tiny_kjv", "models/tiny"}})
+    for (size_t i : {size_t(1), size_t(2)}) {
+      const auto ref = test::fixture_ref(name);
+      Result r = run_helix({"generate", "--model", model, "--tokens", join(ref.prompts[i]),
+                            "--max-new-tokens", "40"});
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      auto out = lines_of(r.out);
+      ASSERT_FALSE(out.empty()) << "nothing on stdout; stderr:\n" << r.err;
+      EXPECT_EQ(out.back(), join(ref.greedy[i])) << name << " prompt " << i;
+      // Diagnostics go to stderr: stdout holds only the ids.
+      EXPECT_EQ(out.size(), 1u) << "stdout carries more than the ids:\n" << r.out;
+      EXPECT_NE(r.err.find("tokens/s"), std::string::npos) << "no timing summary:\n" << r.err;
+      EXPECT_NE(r.err.find("decode"), std::string::npos) << r.err;
+      EXPECT_EQ(r.out.find("tokens/s"), std::string::npos);
+    }
 }
 
 uint64_t sum_numbers(const nlohmann::json& j) {
@@ -115,9 +122,9 @@ uint64_t sum_numbers(const nlohmann::json& j) {
 
 TEST(Cli, StatsJsonWithCp2) {
   TempDir d;
-  const auto ref = test::fixture_ref("fp32_qnull");
+  const auto ref = test::fixture_ref("tiny_kjv");  // models/tiny
   const std::string stats = (d.path / "stats.json").string();
-  const std::vector<int>& prompt = ref.prompts[2];  // 23 tokens
+  const std::vector<int>& prompt = ref.prompts[2];  // 16 tokens
   const int n_new = 10;
   Result r = run_helix({"generate", "--model", "models/tiny", "--tokens", join(prompt),
                         "--max-new-tokens", std::to_string(n_new), "--cp", "2",
@@ -216,11 +223,12 @@ TEST(CliErrors, BadConfig) {
 }
 
 TEST(CliErrors, BadTokens) {
-  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,999"}, {"999"},
+  // models/tiny: vocab 1024, max_position_embeddings 1024
+  expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,1999"}, {"1999"},
                     "token id out of range");
   expect_user_error(
-      {"score", "--model", "models/tiny", "--tokens", "256", "--out", "/tmp/helix_never.npy"},
-      {"256"}, "score: token id == vocab");
+      {"score", "--model", "models/tiny", "--tokens", "1024", "--out", "/tmp/helix_never.npy"},
+      {"1024"}, "score: token id == vocab");
   expect_user_error({"generate", "--model", "models/tiny", "--tokens", ""}, {"tokens"},
                     "empty --tokens");
   expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,a,3"}, {"a"},
@@ -229,13 +237,13 @@ TEST(CliErrors, BadTokens) {
                     "empty entry");
   expect_user_error({"generate", "--model", "models/tiny", "--tokens", "-4"}, {"tokens"},
                     "negative token");
-  std::vector<int> long_prompt(513, 5);  // max_position_embeddings is 512
+  std::vector<int> long_prompt(1025, 5);  // max_position_embeddings is 1024
   expect_user_error({"generate", "--model", "models/tiny", "--tokens", join(long_prompt),
                      "--max-new-tokens", "1"},
-                    {"512"}, "generate: prompt longer than max_position_embeddings");
+                    {"1024"}, "generate: prompt longer than max_position_embeddings");
   expect_user_error({"score", "--model", "models/tiny", "--tokens", join(long_prompt), "--out",
                      "/tmp/helix_never.npy"},
-                    {"512"}, "score: prompt longer than max_position_embeddings");
+                    {"1024"}, "score: prompt longer than max_position_embeddings");
 }
 
 TEST(CliErrors, BadFlags) {
@@ -246,6 +254,86 @@ TEST(CliErrors, BadFlags) {
   expect_user_error({"generate", "--model", "models/tiny", "--tokens", "1,2,3,4,5,6,7,8",
                      "--kv-blocks", "1", "--tokens-per-block", "4", "--max-new-tokens", "8"},
                     {"KV cache out of memory"}, "--kv-blocks 1");
+}
+
+// ---- text: tokenize, detokenize, generate --prompt --------------------------------------------
+
+// The fixture's texts: [prompt, HF tokenizers' decode of transformers' greedy ids].
+std::vector<std::pair<std::string, std::string>> fixture_texts(const std::string& name) {
+  auto j = nlohmann::json::parse(read_file(test::fixture_dir(name) + "/ref.json"));
+  return j["texts"].get<std::vector<std::pair<std::string, std::string>>>();
+}
+
+TEST(CliText, TokenizeMatchesFixturePrompts) {
+  const auto ref = test::fixture_ref("tiny_kjv");
+  const auto texts = fixture_texts("tiny_kjv");
+  for (size_t i = 0; i < texts.size(); ++i) {
+    // The fixture's prompts are bos + HF tokenizers' ids of the text.
+    Result r = run_helix({"tokenize", "--model", "models/tiny"}, texts[i].first);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(lines_of(r.out).back(), join(ref.prompts[i])) << i;
+    r = run_helix({"tokenize", "--model", "models/tiny", "--no-special"}, texts[i].first);
+    std::vector<int> no_bos(ref.prompts[i].begin() + 1, ref.prompts[i].end());
+    EXPECT_EQ(lines_of(r.out).back(), join(no_bos)) << i;
+    // detokenize gives HF's decode of the greedy ids, byte for byte.
+    r = run_helix({"detokenize", "--model", "models/tiny", "--tokens", join(ref.greedy[i])});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, texts[i].second) << i;
+  }
+}
+
+TEST(CliText, GeneratePromptPrintsTransformersText) {
+  const auto texts = fixture_texts("tiny_kjv");
+  Result r = run_helix(
+      {"generate", "--model", "models/tiny", "--prompt", texts[0].first, "--max-new-tokens", "40"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, texts[0].second + "\n");
+  // --chat: the prompt as one user turn (fixture prompt 3); the reply without its eos.
+  const std::string user = "And Jesus answered and said";
+  ASSERT_NE(texts[3].first.find(user), std::string::npos);
+  r = run_helix(
+      {"generate", "--model", "models/tiny", "--prompt", user, "--chat", "--max-new-tokens", "40"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string want = texts[3].second;
+  const std::string eos = "<｜end▁of▁sentence｜>";
+  if (want.size() >= eos.size() && want.compare(want.size() - eos.size(), eos.size(), eos) == 0)
+    want.resize(want.size() - eos.size());
+  EXPECT_EQ(r.out, want + "\n");
+}
+
+TEST(CliText, BadInput) {
+  expect_user_error({"tokenize", "--model", "models/tiny"}, {"UTF-8"}, "invalid UTF-8 on stdin",
+                    std::string("ok \xff\xfe bytes"));
+  expect_user_error({"tokenize", "--model", "models/tiny"}, {"UTF-8"}, "truncated UTF-8",
+                    std::string("abc\xe4\xb8"));
+  expect_user_error({"detokenize", "--model", "models/tiny", "--tokens", "1,5000"}, {"5000"},
+                    "detokenize: id out of range");
+  expect_user_error({"tokenize", "--model", "/nonexistent/helix_tok"}, {"tokenizer.json"},
+                    "tokenize: missing dir", "x");
+  // A checkpoint without tokenizer files: text commands fail, ids still work.
+  ModelCopy m;
+  expect_user_error({"generate", "--model", m.dir(), "--prompt", "In the beginning"},
+                    {"tokenizer.json"}, "generate --prompt without tokenizer.json");
+  expect_user_error({"generate", "--model", "models/tiny", "--chat", "--tokens", "1,2"}, {"--"},
+                    "--chat without --prompt");
+  expect_user_error({"generate", "--model", "models/tiny"}, {"--prompt"}, "no prompt at all");
+  {
+    std::ofstream(m.path / "tokenizer.json") << "{\"model\": {\"vocab\": {";
+    expect_user_error({"tokenize", "--model", m.dir()}, {"tokenizer.json", "JSON"},
+                      "truncated tokenizer.json", "x");
+    std::ofstream(m.path / "tokenizer.json", std::ios::trunc) << "[1, 2]";
+    expect_user_error({"tokenize", "--model", m.dir()}, {"tokenizer.json"},
+                      "tokenizer.json of the wrong shape", "x");
+    fs::copy_file(fs::path(HELIX_SOURCE_DIR) / "models/tiny/tokenizer.json",
+                  m.path / "tokenizer.json", fs::copy_options::overwrite_existing);
+    std::ofstream(m.path / "tokenizer_config.json") << "{\"bos_token\": 7";
+    expect_user_error({"tokenize", "--model", m.dir()}, {"tokenizer_config.json"},
+                      "malformed tokenizer_config.json", "x");
+  }
+  expect_user_error({"render-chat", "--model", "models/tiny"}, {"JSON"}, "render-chat: not JSON",
+                    "[{");
+  expect_user_error({"render-chat", "--model", "models/tiny"}, {"role"},
+                    "render-chat: unknown role", R"([{"role": "wizard", "content": "x"}])");
 }
 
 }  // namespace

@@ -36,17 +36,23 @@ std::vector<std::string> gen(std::vector<std::string> extra) {
   return a;
 }
 
-// Offset of tensor `name`'s data in a safetensors file.
-size_t data_offset(const std::string& raw, const std::string& name) {
+// Sets element `elem` of tensor `name` (F32, F16 or BF16) to `v`: Inf, or NaN (all-ones bits).
+void poke_float(const fs::path& file, const std::string& name, size_t elem, float v) {
+  std::string raw = read_file(file);
   uint64_t n = 0;
   std::memcpy(&n, raw.data(), 8);
-  auto h = nlohmann::json::parse(raw.substr(8, n));
-  return 8 + n + h.at(name).at("data_offsets")[0].get<size_t>();
-}
-
-void poke_float(const fs::path& file, const std::string& tensor, size_t elem, float v) {
-  std::string raw = read_file(file);
-  std::memcpy(raw.data() + data_offset(raw, tensor) + elem * 4, &v, 4);
+  const auto h = nlohmann::json::parse(raw.substr(8, n)).at(name);
+  const std::string dtype = h.at("dtype");
+  const size_t es = dtype == "F32" ? 4 : 2;
+  char* p = raw.data() + 8 + n + h.at("data_offsets")[0].get<size_t>() + elem * es;
+  if (std::isnan(v)) {
+    std::memset(p, 0xff, es);
+  } else if (es == 4) {
+    std::memcpy(p, &v, 4);
+  } else {
+    const uint16_t inf = dtype == "BF16" ? 0x7f80 : 0x7c00;
+    std::memcpy(p, &inf, 2);
+  }
   std::ofstream(file, std::ios::binary | std::ios::trunc) << raw;
 }
 
@@ -254,13 +260,18 @@ TEST(CliHostile, FailedWritesAreErrors) {
 TEST(CliHostile, PlacementWithAbsurdSlotsRejectedBeforeWeights) {
   TempDir d;
   const std::string p = (d.path / "placement.json").string();
-  std::ofstream(p) << R"({"num_slots": 16000000, "num_ranks": 2, "num_experts": 16, "layers": []})";
+  const int E = nlohmann::json::parse(
+      read_file(fs::path(HELIX_SOURCE_DIR) / "models/tiny/config.json"))["n_routed_experts"];
+  std::ofstream(p) << nlohmann::json{{"num_slots", 16000000},
+                                     {"num_ranks", 2},
+                                     {"num_experts", E},
+                                     {"layers", nlohmann::json::array()}};
   expect_user_error(gen({"--ep", "2", "--eplb-placement", p}), {"num_slots"},
                     "16M slots placement");
-  std::vector<int> s2e(32);
-  for (int s = 0; s < 32; ++s) s2e[s] = s % 16;
+  std::vector<int> s2e(4 * E);
+  for (int s = 0; s < 4 * E; ++s) s2e[s] = s % E;
   std::ofstream(p, std::ios::trunc) << nlohmann::json{
-      {"num_slots", 32}, {"num_ranks", 4}, {"layers", {{{"slot_to_expert", s2e}}}}};
+      {"num_slots", 4 * E}, {"num_ranks", 4}, {"layers", {{{"slot_to_expert", s2e}}}}};
   expect_user_error(gen({"--ep", "2", "--eplb-placement", p}), {"ranks"}, "placement for 4 ranks");
 }
 
@@ -307,13 +318,16 @@ TEST(CliHostile, NonFiniteWeightsNameLayerAndStep) {
   }
   {
     // A NaN that only a decode step reaches: the embedding row of a token that is not in the
-    // prompt but is generated (greedy id 37 follows 1,2,3 on the tiny model).
+    // prompt but is generated (the greedy id that follows 1,2,3 on the tiny model).
     ModelCopy m;
     Result ok = run_helix(
         {"generate", "--model", m.dir(), "--tokens", "1,2,3", "--max-new-tokens", "2", "--quiet"});
     ASSERT_EQ(ok.exit_code, 0) << ok.err;
     const int first = std::stoi(lines_of(ok.out).back());
-    poke_float(m.path / "model.safetensors", "model.embed_tokens.weight", size_t(first) * 48, NAN);
+    const size_t hidden =
+        nlohmann::json::parse(read_file(m.path / "config.json"))["hidden_size"].get<size_t>();
+    poke_float(m.path / "model.safetensors", "model.embed_tokens.weight", size_t(first) * hidden,
+               NAN);
     expect_user_error(
         {"generate", "--model", m.dir(), "--tokens", "1,2,3", "--max-new-tokens", "2"},
         {"decode step 0", "after layer 0"}, "NaN reached at decode step 0");

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -8,6 +9,7 @@
 #include "core/file_io.h"
 #include "core/npy.h"
 #include "engine/engine.h"
+#include "tokenizer/tokenizer.h"
 
 namespace helix::cli {
 
@@ -101,10 +103,13 @@ void print_table(const GenerateResult& r) {
 
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "generate", "Prefill then decode token by token; prints the generated ids (last line)");
+      "generate",
+      "Prefill then decode token by token; prints the generated ids (last line), or with --prompt "
+      "the generated text");
   struct Opts {
     std::string model;
-    std::vector<std::string> tokens;
+    std::vector<std::string> tokens, text_prompts;
+    bool chat = false;
     EngineConfig ec;
     SamplingConfig sc;
     std::string stats_json, logits_out;
@@ -113,10 +118,17 @@ void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "Checkpoint directory (config.json + safetensors)")
       ->required();
-  cmd->add_option("--tokens", o->tokens,
-                  "Comma-separated prompt ids; repeat the flag for several requests decoded "
-                  "together")
-      ->required();
+  auto* tokens_opt = cmd->add_option("--tokens", o->tokens,
+                                     "Comma-separated prompt ids; repeat the flag for several "
+                                     "requests decoded together");
+  auto* prompt_opt =
+      cmd->add_option("--prompt", o->text_prompts,
+                      "Prompt text (tokenized with the model's tokenizer.json, bos added as its "
+                      "config says); prints the generated text. Repeatable");
+  tokens_opt->excludes(prompt_opt);
+  cmd->add_flag("--chat", o->chat,
+                "With --prompt: send it as one user turn in the model's chat format and print "
+                "the reply");
   cmd->add_option("--max-new-tokens", o->sc.max_new_tokens, "Tokens to generate per request")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -180,6 +192,20 @@ void add_generate_command(CLI::App& app) {
     sampling_validate(o->sc);
     std::vector<std::vector<int>> prompts;
     for (const auto& t : o->tokens) prompts.push_back(parse_tokens(t));
+    std::optional<Tokenizer> tok;
+    if (!o->text_prompts.empty()) {
+      tok = Tokenizer::load(o->model);
+      for (const auto& p : o->text_prompts) {
+        if (o->chat)
+          prompts.push_back(tok->encode(tok->render_chat({{"user", p, {}}}, true), false));
+        else
+          prompts.push_back(tok->encode(p, true));
+        if (prompts.back().empty()) fail("--prompt '{}' has no tokens", p);
+      }
+    } else if (o->chat) {
+      fail("--chat needs --prompt");
+    }
+    if (prompts.empty()) fail("give the prompt with --tokens (ids) or --prompt (text)");
     o->ec.model_dir = o->model;
     o->ec.keep_logits = !o->logits_out.empty();
     o->ec.progress = true;
@@ -198,6 +224,13 @@ void add_generate_command(CLI::App& app) {
                    r.load_ms, r.prefill_ms, r.decode_steps, r.decode_tokens, r.decode_ms,
                    r.decode_ms > 0 ? r.decode_tokens * 1000.0 / r.decode_ms : 0.0);
       if (r.ranks.size() > 1 || !o->stats_json.empty()) print_table(r);
+    }
+    if (tok) {  // text: one reply per prompt, each ending in a newline; specials left out
+      for (const auto& out : r.outputs) {
+        const std::string text = tok->decode(out, true);
+        std::printf("%s\n", text.c_str());
+      }
+      return;
     }
     for (const auto& out : r.outputs) {
       std::string line;
