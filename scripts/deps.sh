@@ -4,7 +4,7 @@ set -euo pipefail
 PKGS=(cmake ninja-build g++ clang libclang-rt-14-dev clang-format pkg-config
       nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libopenblas-dev
       libopenmpi-dev openmpi-bin libomp-dev libgtest-dev libgmock-dev libbenchmark-dev
-      libpcre2-dev)
+      libcpp-httplib-dev libpcre2-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang in build-fuzz/ and runs each for $1 seconds (default
 # 30): the safetensors header, config.json and the EPLB placement/load JSON parsers; then the
-# tokenizer fuzzer for $2 seconds (default: a quarter of $1, at least 5). Exits non-zero when a
+# tokenizer and HTTP request parser fuzzers for $2 seconds (default: a quarter of $1, at least 5). Exits non-zero when a
 # fuzzer finds a crash; the crashing input is left in build-fuzz/fuzz-work/<target>/. New corpus
 # entries go to build-fuzz/fuzz-work/<target>/corpus, never into the seed corpora under
 # fuzz/corpus/.
@@ -20,16 +20,16 @@ fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHELIX_FUZZ=ON -DHELIX_TESTS=OFF -DHELIX_BENCH=OFF -DHELIX_CUDA=OFF -DHELIX_MPI=OFF >/dev/null
-targets=(fuzz_safetensors_header fuzz_config fuzz_eplb_json fuzz_tokenizer)
+targets=(fuzz_safetensors_header fuzz_config fuzz_eplb_json fuzz_tokenizer fuzz_request_parse)
 ninja -C "$build" -j2 "${targets[@]}"
 
 # target -> seed corpus folder, seconds, extra flags
 declare -A seeds=([fuzz_safetensors_header]=safetensors [fuzz_config]=config [fuzz_eplb_json]=eplb
-                  [fuzz_tokenizer]=tokenizer)
+                  [fuzz_tokenizer]=tokenizer [fuzz_request_parse]=request)
 declare -A time=([fuzz_safetensors_header]=$secs [fuzz_config]=$secs [fuzz_eplb_json]=$secs
-                 [fuzz_tokenizer]=$tok_secs)
+                 [fuzz_tokenizer]=$tok_secs [fuzz_request_parse]=$tok_secs)
 declare -A extra=([fuzz_safetensors_header]="-dict=$root/fuzz/safetensors.dict"
-                  [fuzz_tokenizer]="-max_len=4096")
+                  [fuzz_tokenizer]="-max_len=4096" [fuzz_request_parse]="-dict=$root/fuzz/request.dict")
 for t in "${targets[@]}"; do
   work=$build/fuzz-work/$t
   mkdir -p "$work/corpus"

@@ -36,7 +36,10 @@ TEST(Cli, HelpForEveryCommand) {
     std::vector<std::string> mentions;
   };
   const H helps[] = {
-      {{"--help"}, {"score", "generate", "eplb", "tokenize", "detokenize", "render-chat"}},
+      {{"--help"}, {"score", "generate", "eplb", "tokenize", "detokenize", "render-chat", "serve"}},
+      {{"serve", "--help"},
+       {"--model", "--host", "--port", "--api-key", "--max-body", "--max-running", "--max-waiting",
+        "--tp", "--cp", "--ep", "--kv-blocks", "--comm"}},
       {{"tokenize", "--help"}, {"--model", "--no-special"}},
       {{"detokenize", "--help"}, {"--model", "--tokens", "--skip-special"}},
       {{"render-chat", "--help"}, {"--model", "--add-generation-prompt"}},

@@ -81,11 +81,75 @@ def plot_mla_cuda(d):
     fig.savefig(os.path.join(d, "mla_decode_cuda.png"), dpi=110)
 
 
+def plot_mla_bf16(d):
+    """bench_mla_decode_bf16.json (+ mla_torch_baseline.json from the same device command):
+    left, 128 heads in TFLOP/s against the measured bf16 GEMM rate; right, 16 heads as a fraction
+    of the measured copy bandwidth, bf16 and FP8 KV."""
+    j = load(d, "bench_mla_decode_bf16.json")
+    if not j:
+        return
+    t = load(d, "mla_torch_baseline.json") or {"cases": []}
+    cases = j["cases"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for b, style in ((1, ":"), (8, "-."), (32, "-"), (64, "--")):
+        for kv, mark in (("bf16", "o"), ("fp8_e4m3", "s")):
+            rows = sorted((c for c in cases if c["num_heads"] == 128 and c["batch"] == b
+                           and c["kv_dtype"] == kv), key=lambda c: c["context"])
+            if rows:
+                a1.plot([c["context"] for c in rows], [c["tflops"] for c in rows], mark + style,
+                        label=f"{kv} B={b}", ms=4)
+            rows = sorted((c for c in cases if c["num_heads"] == 16 and c["batch"] == b
+                           and c["kv_dtype"] == kv), key=lambda c: c["context"])
+            if rows:
+                a2.plot([c["context"] for c in rows], [c["fraction_of_copy"] for c in rows],
+                        mark + style, label=f"{kv} B={b}", ms=4)
+        rows = sorted((c for c in t["cases"] if c["num_heads"] == 128 and c["batch"] == b),
+                      key=lambda c: c["context"])
+        if rows:
+            a1.plot([c["context"] for c in rows], [c["tflops"] for c in rows], "x" + style,
+                    color="gray", label=f"torch eager B={b}", ms=4)
+    if j.get("gemm_tflops"):
+        a1.axhline(j["gemm_tflops"], color="k", lw=0.8)
+        a1.text(1024, j["gemm_tflops"] * 0.95, "measured bf16 GEMM", fontsize=7, va="top")
+    a1.axhline(450, color="r", lw=0.6, ls="--")
+    a1.set(xscale="log", xlabel="context (tokens)", ylabel="TFLOP/s (2 H (576 + 512) per token)",
+           title=f"128 heads, {j.get('device', 'GPU')}")
+    a2.axhline(0.8, color="r", lw=0.6, ls="--")
+    a2.set(xscale="log", xlabel="context (tokens)", ylabel="KV bytes / time / copy bandwidth",
+           title=f"16 heads (copy {j['copy_gb_per_s']:.0f} GB/s)")
+    a2.set_ylim(0, 1.6)
+    a1.legend(fontsize=6, ncol=2)
+    a2.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "mla_decode_bf16.png"), dpi=110)
+
+
+def plot_serve(d):
+    j = load(d, "bench_serve.json")
+    if not j:
+        return
+    r = j["results"]
+    x = [e["concurrency"] for e in r]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(x, [e["tokens_per_s"] for e in r], "o-")
+    a1.set(xscale="log", xlabel="concurrent streaming clients", ylabel="generated tokens / s",
+           title=f"helix serve, {j['model']}, {j['cores']} CPU cores")
+    a2.plot(x, [e["ttft_ms_p50"] for e in r], "o-", label="p50")
+    a2.plot(x, [e["ttft_ms_p99"] for e in r], "s--", label="p99")
+    a2.set(xscale="log", yscale="log", xlabel="concurrent streaming clients",
+           ylabel="time to first token (ms)", title=f"max_tokens {j['max_tokens']}")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "serve.png"), dpi=110)
+
+
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "bench/data"
     plot_attention_layer(d)
     plot_helix(d)
     plot_mla_cuda(d)
+    plot_mla_bf16(d)
+    plot_serve(d)
     print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])
 
 

@@ -9,6 +9,7 @@ namespace helix::cli {
 void add_score_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_eplb_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);  // tokenize and detokenize
 
 }  // namespace helix::cli

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   helix::cli::add_score_command(app);
   helix::cli::add_generate_command(app);
   helix::cli::add_eplb_command(app);
+  helix::cli::add_serve_command(app);
   helix::cli::add_tokenize_commands(app);
   try {
     app.parse(argc, argv);

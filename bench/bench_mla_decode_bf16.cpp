@@ -1,0 +1,327 @@
+// Times mla_decode_bf16_cuda (bf16 and FP8 latent KV) at DeepSeek-V3 shapes (L 512, R 64,
+// block 64) against the two ceilings measured in the same run: device-to-device copy bandwidth
+// (read + write bytes) and, when passed in, the bf16 GEMM rate (bench/mla_torch_baseline.py
+// measures it, and PyTorch eager's bmm + softmax + bmm, in the same device command). Also the
+// batch-1 latency against a launch-overhead floor (two back-to-back 4-byte memsets: the same
+// two launches with no work).
+//
+//   bench_mla_decode_bf16 [--iters 10 --json out.json --quick]
+#ifdef HELIX_HAVE_CUDA
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "ops/cuda/mla_decode_bf16.h"
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                          \
+  do {                                                                                            \
+    const cudaError_t err_ = (expr);                                                              \
+    if (err_ != cudaSuccess) {                                                                    \
+      fmt::print(stderr, "{}:{}: {}: {}\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+// Median milliseconds of `iters` runs of fn after `warmup`, by CUDA events around each run.
+template <typename Fn>
+double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
+  for (int i = 0; i < warmup; ++i) fn();
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    fn();
+    CHECK_CUDA(cudaEventRecord(stop, stream));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Fills `bytes` of device memory by repeating `pattern_bytes` already at dst.
+void replicate(uint8_t* dst, size_t pattern_bytes, size_t bytes) {
+  for (size_t off = pattern_bytes; off < bytes;) {
+    const size_t len = std::min(off, bytes - off);
+    CHECK_CUDA(cudaMemcpy(dst + off, dst, len, cudaMemcpyDeviceToDevice));
+    off += len;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mla_decode_bf16_cuda (bf16 / FP8 KV) vs copy bandwidth and the bf16 GEMM rate"};
+  int iters = 10;
+  std::string json_path;
+  bool quick = false;
+  double gemm_tflops = 0;
+  app.add_option("--iters", iters, "timed runs per case (median reported)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--json", json_path, "write the results to this JSON file");
+  app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
+  app.add_flag("--quick", quick, "a few shapes only");
+  std::string kernel = "auto";
+  app.add_option("--kernel", kernel, "64-head groups: auto, mma.sync or wgmma")
+      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma"}));
+  CLI11_PARSE(app, argc, argv);
+
+  int num_devices = 0;
+  if (cudaGetDeviceCount(&num_devices) != cudaSuccess || num_devices == 0) {
+    std::puts("bench_mla_decode_bf16: no CUDA device, nothing to measure");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));
+  const int warmup = 3;
+
+  // Roofline: device-to-device copy of 2 GiB, read + write bytes.
+  const size_t copy_bytes = size_t{2} << 30;
+  double copy_gbs = 0;
+  {
+    void *src = nullptr, *dst = nullptr;
+    CHECK_CUDA(cudaMalloc(&src, copy_bytes));
+    CHECK_CUDA(cudaMalloc(&dst, copy_bytes));
+    CHECK_CUDA(cudaMemset(src, 1, copy_bytes));
+    const double ms = time_ms(
+        [&] {
+          CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, stream));
+        },
+        warmup, 20, stream);
+    copy_gbs = 2.0 * copy_bytes / (ms * 1e-3) / 1e9;
+    CHECK_CUDA(cudaFree(src));
+    CHECK_CUDA(cudaFree(dst));
+  }
+  // Launch floor: two dependent launches doing (almost) nothing.
+  double floor_us = 0;
+  {
+    void* tiny = nullptr;
+    CHECK_CUDA(cudaMalloc(&tiny, 16));
+    floor_us = 1e3 * time_ms(
+                         [&] {
+                           CHECK_CUDA(cudaMemsetAsync(tiny, 0, 4, stream));
+                           CHECK_CUDA(cudaMemsetAsync(tiny, 0, 4, stream));
+                         },
+                         warmup, 50, stream);
+    CHECK_CUDA(cudaFree(tiny));
+  }
+  fmt::print("device: {} ({} SMs)\n", prop.name, prop.multiProcessorCount);
+  fmt::print("D2D copy, 2 GiB: {:.0f} GB/s (read + write); launch floor (2 launches): {:.1f} us\n",
+             copy_gbs, floor_us);
+  if (gemm_tflops > 0) fmt::print("bf16 GEMM (passed in): {:.0f} TFLOP/s\n", gemm_tflops);
+
+  const int L = 512, R = 64, W = L + R, block = 64;
+  std::vector<int> heads_list = {128, 16};
+  std::vector<int> batch_list = {1, 8, 32, 64};
+  std::vector<int> ctx_list = {1024, 4096, 16384, 65536, 131072};
+  if (quick) {
+    batch_list = {1, 32};
+    ctx_list = {4096, 65536};
+  }
+  struct Shape {
+    int B, ctx;
+  };
+  std::vector<Shape> shapes;
+  for (int B : batch_list)
+    for (int ctx : ctx_list) shapes.push_back({B, ctx});
+  if (!quick) shapes.push_back({1, 1 << 20});
+  if (!quick) shapes.push_back({8, 1 << 20});
+  size_t max_tokens = 0;
+  for (const Shape& s : shapes) max_tokens = std::max(max_tokens, size_t(s.B) * s.ctx);
+  const size_t max_blocks = max_tokens / block;
+
+  // One pool per cache dtype, sized for the largest shape, filled once with random rows (a
+  // random 64K-token pattern written by kv_write, then replicated on the device).
+  const helix::MlaKvDtype dtypes[2] = {helix::MlaKvDtype::kBf16, helix::MlaKvDtype::kFp8E4m3};
+  uint8_t* pools[2] = {nullptr, nullptr};
+  std::mt19937 rng(1);
+  {
+    const int pat_tokens = 65536;
+    std::normal_distribution<float> normal(0.f, 1.f);
+    std::vector<float> rows(size_t(pat_tokens) * W);
+    for (auto& x : rows) x = normal(rng);
+    std::vector<int64_t> slots(pat_tokens);
+    std::iota(slots.begin(), slots.end(), 0);
+    float* d_rows = nullptr;
+    int64_t* d_slots = nullptr;
+    CHECK_CUDA(cudaMalloc(&d_rows, rows.size() * sizeof(float)));
+    CHECK_CUDA(cudaMalloc(&d_slots, slots.size() * sizeof(int64_t)));
+    CHECK_CUDA(cudaMemcpy(d_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(d_slots, slots.data(), slots.size() * 8, cudaMemcpyHostToDevice));
+    for (int k = 0; k < 2; ++k) {
+      const size_t rb = helix::mla_kv_row_bytes(dtypes[k], L, R);
+      CHECK_CUDA(cudaMalloc(&pools[k], max_tokens * rb));
+      helix::MlaKvWriteParams w;
+      w.num_tokens = pat_tokens;
+      w.kv_dtype = dtypes[k];
+      w.src = d_rows;
+      w.slot_mapping = d_slots;
+      w.kv_pool = pools[k];
+      CHECK_CUDA(helix::mla_kv_write_cuda(w, stream));
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      replicate(pools[k], size_t(pat_tokens) * rb, max_tokens * rb);
+    }
+    CHECK_CUDA(cudaFree(d_rows));
+    CHECK_CUDA(cudaFree(d_slots));
+  }
+  int32_t *d_table = nullptr, *d_lens = nullptr;
+  CHECK_CUDA(cudaMalloc(&d_table, sizeof(int32_t) * max_blocks));
+  CHECK_CUDA(cudaMalloc(&d_lens, sizeof(int32_t) * 64));
+  void *d_q = nullptr, *d_out = nullptr;
+  float* d_lse = nullptr;
+  CHECK_CUDA(cudaMalloc(&d_q, sizeof(uint16_t) * 64 * 128 * W));
+  CHECK_CUDA(cudaMalloc(&d_out, sizeof(float) * 64 * 128 * L));
+  CHECK_CUDA(cudaMalloc(&d_lse, sizeof(float) * 64 * 128));
+  {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    std::vector<uint16_t> q(size_t(64) * 128 * W);
+    for (auto& x : q) x = to_bf16(normal(rng));
+    CHECK_CUDA(cudaMemcpy(d_q, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+  }
+
+  nlohmann::json cases = nlohmann::json::array();
+  fmt::print("{:>5} {:>5} {:>8} {:>4} {:>9} {:>8} {:>7} {:>7} {:>8} {:>9} {:>7}\n", "heads",
+             "batch", "context", "kv", "us", "TFLOP/s", "GB/s", "of_copy", "of_gemm", "Mtok/s",
+             "fp8/bf16");
+  for (int H : heads_list)
+    for (const Shape& s : shapes) {
+      const int B = s.B, ctx = s.ctx;
+      const int blocks_per_seq = ctx / block;
+      const size_t nblk = size_t(B) * blocks_per_seq;
+      std::vector<int32_t> table(nblk), lens(B, ctx);
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), rng);  // blocks scattered over the pool
+      CHECK_CUDA(cudaMemcpy(d_table, table.data(), 4 * nblk, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(d_lens, lens.data(), 4 * B, cudaMemcpyHostToDevice));
+      double tok_s[2] = {0, 0};
+      for (int k = 0; k < 2; ++k) {
+        helix::MlaPlanDesc d;
+        d.num_heads = H;
+        d.max_batch = B;
+        d.kv_dtype = dtypes[k];
+        d.kernel = kernel == "wgmma"      ? helix::MlaKernelChoice::kWgmma
+                   : kernel == "mma.sync" ? helix::MlaKernelChoice::kMmaSync
+                                          : helix::MlaKernelChoice::kAuto;
+        helix::MlaPlan plan;
+        CHECK_CUDA(helix::mla_plan(d, &plan));
+        helix::MlaDecodeBf16Params p;
+        p.batch = B;
+        p.block_size = block;
+        p.max_blocks_per_seq = blocks_per_seq;
+        p.scale = 1.0f / std::sqrt(192.0f);
+        p.q = d_q;
+        p.kv_pool = pools[k];
+        p.block_table = d_table;
+        p.seq_lens = d_lens;
+        p.out = d_out;
+        p.lse = d_lse;
+        const double ms = time_ms([&] { CHECK_CUDA(helix::mla_decode_bf16_cuda(p, plan, stream)); },
+                                  warmup, iters, stream);
+        // A CUDA graph of the two launches, for the latency at small shapes.
+        double graph_ms = 0;
+        if (B == 1 && ctx <= 4096) {
+          cudaGraph_t graph;
+          cudaGraphExec_t exec;
+          CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+          CHECK_CUDA(helix::mla_decode_bf16_cuda(p, plan, stream));
+          CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+          CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+          graph_ms =
+              time_ms([&] { CHECK_CUDA(cudaGraphLaunch(exec, stream)); }, warmup, 50, stream);
+          CHECK_CUDA(cudaGraphExecDestroy(exec));
+          CHECK_CUDA(cudaGraphDestroy(graph));
+        }
+        std::vector<float> lse_h(size_t(B) * H);
+        CHECK_CUDA(cudaMemcpy(lse_h.data(), d_lse, 4 * lse_h.size(), cudaMemcpyDeviceToHost));
+        bool finite = true;
+        for (float x : lse_h) finite = finite && std::isfinite(x);
+        helix::mla_plan_release(&plan);
+        const double tokens = double(B) * ctx;
+        const double flop = 2.0 * H * (L + W) * tokens;
+        const double bytes = tokens * double(helix::mla_kv_row_bytes(dtypes[k], L, R)) +
+                             double(B) * H * (2.0 * W + 4.0 * L + 4.0);
+        const double tflops = flop / (ms * 1e-3) / 1e12, gbs = bytes / (ms * 1e-3) / 1e9;
+        tok_s[k] = tokens / (ms * 1e-3);
+        fmt::print(
+            "{:>5} {:>5} {:>8} {:>4} {:>9.1f} {:>8.1f} {:>7.0f} {:>7.3f} {:>8.3f} {:>9.0f} "
+            "{:>7}{}\n",
+            H, B, ctx, k ? "fp8" : "bf16", ms * 1e3, tflops, gbs, gbs / copy_gbs,
+            gemm_tflops > 0 ? tflops / gemm_tflops : 0.0, tok_s[k] / 1e6,
+            k ? fmt::format("{:.2f}", tok_s[1] / tok_s[0]) : std::string("-"),
+            finite ? "" : "  NON-FINITE LSE");
+        nlohmann::json jc = {{"num_heads", H},
+                             {"batch", B},
+                             {"context", ctx},
+                             {"kv_dtype", k ? "fp8_e4m3" : "bf16"},
+                             {"block_size", block},
+                             {"time_us", ms * 1e3},
+                             {"tflops", tflops},
+                             {"gb_per_s", gbs},
+                             {"fraction_of_copy", gbs / copy_gbs},
+                             {"tokens_per_s", tok_s[k]},
+                             {"lse_finite", finite}};
+        if (gemm_tflops > 0) jc["fraction_of_gemm"] = tflops / gemm_tflops;
+        if (graph_ms > 0) {
+          jc["graph_time_us"] = graph_ms * 1e3;
+          fmt::print(
+              "      batch-1 {} latency: stream {:.1f} us, graph {:.1f} us; floor {:.1f} us\n", ctx,
+              ms * 1e3, graph_ms * 1e3, floor_us);
+        }
+        cases.push_back(jc);
+      }
+    }
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  if (!json_path.empty()) {
+    nlohmann::json j = {{"bench", "mla_decode_bf16"},
+                        {"device", prop.name},
+                        {"sm_count", prop.multiProcessorCount},
+                        {"iters", iters},
+                        {"warmup", warmup},
+                        {"copy_gb_per_s", copy_gbs},
+                        {"launch_floor_us", floor_us},
+                        {"gemm_tflops", gemm_tflops},
+                        {"kernel_64_heads", kernel},
+                        {"cases", cases}};
+    std::ofstream f(json_path);
+    if (!f) {
+      fmt::print(stderr, "cannot write {}\n", json_path);
+      return 1;
+    }
+    f << j.dump(2) << "\n";
+  }
+  return 0;
+}
+#else
+#include <cstdio>
+int main() {
+  std::puts("bench_mla_decode_bf16: built without CUDA");
+  return 0;
+}
+#endif  // HELIX_HAVE_CUDA

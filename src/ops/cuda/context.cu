@@ -1,0 +1,53 @@
+// cuBLAS handle + workspace of the op library, made once (ops_cuda.h).
+#include <cublas_v2.h>
+
+#include "ops/cuda/ops_cuda.h"
+
+namespace helix {
+
+cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes,
+                                    size_t fp8_scratch_bytes) {
+  if (!ctx) return cudaErrorInvalidValue;
+  *ctx = CudaOpsContext{};
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return cudaErrorInitializationError;
+  // A fixed workspace keeps cuBLAS from allocating inside a graph capture.
+  void* ws = nullptr;
+  if (workspace_bytes) {
+    const cudaError_t e = cudaMalloc(&ws, workspace_bytes);
+    if (e != cudaSuccess) {
+      cublasDestroy(h);
+      return e;
+    }
+  }
+  if (cublasSetWorkspace(h, ws, workspace_bytes) != CUBLAS_STATUS_SUCCESS) {
+    cudaFree(ws);
+    cublasDestroy(h);
+    return cudaErrorInitializationError;
+  }
+  void* scratch = nullptr;
+  if (fp8_scratch_bytes) {
+    const cudaError_t e = cudaMalloc(&scratch, fp8_scratch_bytes);
+    if (e != cudaSuccess) {
+      cudaFree(ws);
+      cublasDestroy(h);
+      return e;
+    }
+  }
+  ctx->fp8_scratch = scratch;
+  ctx->fp8_scratch_bytes = fp8_scratch_bytes;
+  ctx->cublas = h;
+  ctx->workspace = ws;
+  ctx->workspace_bytes = workspace_bytes;
+  return cudaSuccess;
+}
+
+void cuda_ops_context_destroy(CudaOpsContext* ctx) {
+  if (!ctx) return;
+  if (ctx->cublas) cublasDestroy(static_cast<cublasHandle_t>(ctx->cublas));
+  if (ctx->workspace) cudaFree(ctx->workspace);
+  if (ctx->fp8_scratch) cudaFree(ctx->fp8_scratch);
+  *ctx = CudaOpsContext{};
+}
+
+}  // namespace helix

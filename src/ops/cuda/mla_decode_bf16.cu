@@ -1,0 +1,195 @@
+// Host side of the bf16 / FP8-KV MLA decode (mla_decode_bf16.h): the planner, the launcher and
+// kv_write. The kernels are in mla_decode_bf16_kernel.cuh, instantiated per (L, R) by
+// mla_decode_bf16_l*_r*.cu.
+#include <algorithm>
+#include <cmath>
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include "ops/cuda/mla_decode_bf16.h"
+#include "ops/cuda/mla_decode_bf16_args.h"
+
+namespace helix {
+namespace {
+
+template <int L_, int R_>
+struct Dims {
+  static constexpr int L = L_, R = R_;
+};
+bool supported(int L, int R) {
+  return (L == 512 && R == 64) || (L == 32 && R == 16);
+}
+
+// Runs f(Entry<L, R>{}) for the instantiated sizes.
+template <class F>
+cudaError_t with_entry(int L, int R, F&& f) {
+  if (L == 512 && R == 64) return f(Dims<512, 64>{});
+  if (L == 32 && R == 16) return f(Dims<32, 16>{});
+  return cudaErrorNotSupported;
+}
+
+bool wgmma_for(const MlaPlanDesc& d) {
+  if (d.kernel == MlaKernelChoice::kAuto) return d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  return d.kernel == MlaKernelChoice::kWgmma;
+}
+
+int head_group_for(int heads) {
+  return heads <= 16 ? 16 : heads <= 32 ? 32 : 64;
+}
+
+// Per (group, CTA): two partial slots of head_group rows, L outputs + 1 lse each.
+size_t workspace_for(const MlaPlanDesc& d, int groups, int ctas) {
+  const size_t rows = static_cast<size_t>(groups) * ctas * 2 * head_group_for(d.num_heads);
+  return sizeof(float) * rows * (static_cast<size_t>(d.kv_lora_rank) + 1);
+}
+
+// CTAs per head group: enough to fill every SM (and as many as fit per SM), at least one.
+cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
+  int dev = 0, sms = 0, per_sm = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err != cudaSuccess) return err;
+  const int hg = head_group_for(d.num_heads);
+  err = with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
+    using D = decltype(e);
+    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3, wgmma_for(d),
+                                               d.max_batch, smem, &per_sm);
+  });
+  if (err != cudaSuccess) return err;
+  if (per_sm <= 0) return cudaErrorInvalidConfiguration;
+  const int groups = (d.num_heads + hg - 1) / hg;
+  *ctas = d.num_ctas > 0 ? d.num_ctas : std::max(1, sms * per_sm / groups);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
+  if (dtype == MlaKvDtype::kBf16) return 2 * static_cast<size_t>(kv_lora_rank + rope_dim);
+  return (static_cast<size_t>(kv_lora_rank) + 2 * rope_dim + 4 + 15) / 16 * 16;
+}
+
+size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
+  if (d.num_heads <= 0 || !supported(d.kv_lora_rank, d.rope_dim)) return 0;
+  int ctas = 0;
+  size_t smem = 0;
+  if (ctas_for(d, &ctas, &smem) != cudaSuccess) return 0;
+  const int hg = head_group_for(d.num_heads);
+  return workspace_for(d, (d.num_heads + hg - 1) / hg, ctas);
+}
+
+cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
+  if (!plan || d.num_heads <= 0 || d.max_batch <= 0) return cudaErrorInvalidValue;
+  if (!supported(d.kv_lora_rank, d.rope_dim)) return cudaErrorNotSupported;
+  MlaPlan p;
+  p.desc = d;
+  p.head_group = head_group_for(d.num_heads);
+  p.num_head_groups = (d.num_heads + p.head_group - 1) / p.head_group;
+  cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes);
+  if (err != cudaSuccess) return err;
+  p.workspace_bytes = workspace_for(d, p.num_head_groups, p.ctas_per_group);
+  if (workspace && workspace_bytes >= p.workspace_bytes) {
+    p.workspace = workspace;
+  } else {
+    err = cudaMalloc(&p.workspace, p.workspace_bytes);
+    if (err != cudaSuccess) return err;
+    p.owns_workspace = true;
+  }
+  *plan = p;
+  return cudaSuccess;
+}
+
+void mla_plan_release(MlaPlan* plan) {
+  if (plan && plan->owns_workspace) cudaFree(plan->workspace);
+  if (plan) *plan = MlaPlan{};
+}
+
+cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
+                                 cudaStream_t stream) {
+  const MlaPlanDesc& d = plan.desc;
+  if (p.batch < 0 || p.batch > d.max_batch || plan.workspace == nullptr)
+    return cudaErrorInvalidValue;
+  if (p.batch == 0) return cudaSuccess;
+  if (!p.q || !p.kv_pool || !p.block_table || !p.seq_lens || !p.out || !p.lse ||
+      p.block_size <= 0 || p.max_blocks_per_seq < 0)
+    return cudaErrorInvalidValue;
+  if ((reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.kv_pool)) & 15u)
+    return cudaErrorInvalidValue;  // 16-byte loads
+  cuda::mla_bf16::Args a;
+  a.batch = p.batch;
+  a.num_heads = d.num_heads;
+  a.block_size = p.block_size;
+  a.max_blocks_per_seq = p.max_blocks_per_seq;
+  a.ctas_per_group = plan.ctas_per_group;
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.q = p.q;
+  a.kv_pool = static_cast<const uint8_t*>(p.kv_pool);
+  a.block_table = p.block_table;
+  a.seq_lens = p.seq_lens;
+  a.out = p.out;
+  a.out_bf16 = p.out_dtype == MlaOutDtype::kBf16;
+  a.lse = p.lse;
+  a.part_out = static_cast<float*>(plan.workspace);
+  const size_t rows =
+      static_cast<size_t>(plan.num_head_groups) * plan.ctas_per_group * 2 * plan.head_group;
+  a.part_lse = a.part_out + rows * d.kv_lora_rank;
+  const dim3 grid(plan.ctas_per_group, plan.num_head_groups);
+  const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  return with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
+    using D = decltype(e);
+    return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, wgmma_for(d), grid,
+                                              plan.smem_bytes, stream);
+  });
+}
+
+// ---- kv_write ---------------------------------------------------------------------------------
+namespace {
+
+// One warp per token.
+__global__ void kv_write_kernel(MlaKvWriteParams p, size_t row_bytes) {
+  const int64_t tok = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (tok >= p.num_tokens) return;
+  const int64_t slot = p.slot_mapping[tok];
+  if (slot < 0) return;
+  const int L = p.kv_lora_rank, W = p.kv_lora_rank + p.rope_dim;
+  const int64_t stride = p.src_stride > 0 ? p.src_stride : W;
+  auto src = [&](int i) {
+    return p.src_bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p.src)[tok * stride + i])
+                      : static_cast<const float*>(p.src)[tok * stride + i];
+  };
+  uint8_t* row = static_cast<uint8_t*>(p.kv_pool) + slot * static_cast<int64_t>(row_bytes);
+  if (p.kv_dtype == MlaKvDtype::kBf16) {
+    __nv_bfloat16* r = reinterpret_cast<__nv_bfloat16*>(row);
+    for (int i = lane; i < W; i += 32) r[i] = __float2bfloat16(src(i));
+    return;
+  }
+  float amax = 0.f;
+  for (int i = lane; i < L; i += 32) amax = fmaxf(amax, fabsf(src(i)));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float scale = amax > 0.f ? amax / 448.f : 1.f;
+  const float inv = 1.f / scale;
+  for (int i = lane; i < L; i += 32)
+    row[i] = __nv_cvt_float_to_fp8(src(i) * inv, __NV_SATFINITE, __NV_E4M3);
+  __nv_bfloat16* rope = reinterpret_cast<__nv_bfloat16*>(row + L);
+  for (int i = lane; i < p.rope_dim; i += 32) rope[i] = __float2bfloat16(src(L + i));
+  if (lane == 0) *reinterpret_cast<float*>(row + L + 2 * p.rope_dim) = scale;
+  for (size_t i = L + 2 * p.rope_dim + 4 + lane; i < row_bytes; i += 32) row[i] = 0;
+}
+
+}  // namespace
+
+cudaError_t mla_kv_write_cuda(const MlaKvWriteParams& p, cudaStream_t stream) {
+  if (p.num_tokens < 0 || p.kv_lora_rank <= 0 || p.rope_dim < 0) return cudaErrorInvalidValue;
+  if (p.num_tokens == 0) return cudaSuccess;
+  if (!p.src || !p.slot_mapping || !p.kv_pool) return cudaErrorInvalidValue;
+  const size_t row_bytes = mla_kv_row_bytes(p.kv_dtype, p.kv_lora_rank, p.rope_dim);
+  const int threads = 256;
+  const int64_t blocks = (static_cast<int64_t>(p.num_tokens) * 32 + threads - 1) / threads;
+  kv_write_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p, row_bytes);
+  return cudaGetLastError();
+}
+
+}  // namespace helix

@@ -1,0 +1,120 @@
+#pragma once
+// Absorbed MLA decode over a paged latent cache in bf16 (or FP8 e4m3) on Hopper: the engine's
+// fast path. The float32 path (mla_decode_cuda in cuda_ops.h) stays the reference; the CPU op
+// (mla_decode in ops.h) is the ground truth the tests compare against.
+//
+// Usage (once per batch shape, then every step):
+//   MlaPlanDesc d;  d.num_heads = 128;  d.max_batch = 64;          // L = 512, R = 64 default
+//   MlaPlan plan;   mla_plan(d, &plan);                            // host; allocates workspace
+//   MlaDecodeBf16Params p;  ... pointers, batch, block_size ...
+//   mla_decode_bf16_cuda(p, plan, stream);                         // graph-capturable
+//   ... mla_plan_release(&plan) at the end.
+//
+// Work split: the planner fixes the grid (CTAs per head group from the SM count and occupancy)
+// and the workspace. At launch every CTA reads seq_lens from device memory, cuts the
+// concatenation of all sequences' 32-token tiles into equal contiguous ranges (one per CTA, so
+// uneven lengths balance over all SMs) and a small combine kernel merges the sequences that
+// span several CTAs and writes the empty ones (out 0, lse -inf). Nothing allocates, syncs or
+// queries the device at launch: the pair of launches can be captured in a CUDA graph and
+// replayed with new seq_lens / block_table contents.
+//
+// Cache layouts (per token, rows of the pool [num_blocks, block_size, row]):
+//   kBf16:    [c (L bf16), k_pe (R bf16)]                            2 (L + R) bytes
+//   kFp8E4m3: [c (L e4m3), k_pe (R bf16), scale (fp32), zero pad]    mla_kv_row_bytes() bytes,
+//             c ~= e4m3 * scale, scale = max|c| / 448 per token (656 bytes at 512/64).
+// Both are written by mla_kv_write_cuda below.
+//
+// Sizes: (L, R) = (512, 64) (DeepSeek-V3) and (32, 16) (the test models) are instantiated;
+// mla_plan returns cudaErrorNotSupported for others (mla_decode_cuda, fp32, takes any size).
+// A plan's workspace serves one launch at a time: launches on several streams need a plan each.
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace helix {
+
+enum class MlaKvDtype : int { kBf16 = 0, kFp8E4m3 = 1 };
+enum class MlaOutDtype : int { kFloat32 = 0, kBf16 = 1 };
+// Which kernel runs 64-head groups (H > 32) at (L, R) = (512, 64); other shapes always use
+// mma.sync. Both give the same results to rounding.
+enum class MlaKernelChoice : int {
+  kAuto = 0,     // the faster one measured on H200: mma.sync for bf16 KV, wgmma for FP8 KV
+  kMmaSync = 1,  // mma.sync m16n8k16 (sm_80 instructions), ldmatrix from padded row-major tiles
+  kWgmma = 2,    // wgmma (sm_90a) from chunk-major tiles, P from registers
+};
+
+// Bytes of one token's row in the pool for a cache dtype (multiple of 16).
+size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim);
+
+// Fixed per batch shape: what the plan depends on.
+struct MlaPlanDesc {
+  int num_heads = 0;       // H local heads, 1..128 (any H works; 16 and 128 are tuned)
+  int kv_lora_rank = 512;  // L; supported (L, R): (512, 64) and (32, 16)
+  int rope_dim = 64;       // R
+  int max_batch = 0;       // upper bound on the batch passed at launch
+  MlaKvDtype kv_dtype = MlaKvDtype::kBf16;
+  int num_ctas = 0;  // CTAs per head group; 0: from the SM count and occupancy
+  MlaKernelChoice kernel = MlaKernelChoice::kAuto;
+};
+
+// Host-side result of mla_plan. Treat as opaque; copyable (the workspace is shared, not owned
+// by copies: release once).
+struct MlaPlan {
+  MlaPlanDesc desc;
+  int head_group = 0;         // heads per CTA: 16, 32 or 64
+  int num_head_groups = 0;    // ceil(H / head_group)
+  int ctas_per_group = 0;     // grid.x of the split kernel
+  size_t smem_bytes = 0;      // dynamic shared memory of the split kernel
+  void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
+  size_t workspace_bytes = 0;
+  bool owns_workspace = false;
+};
+
+// Bytes of device workspace a plan for d needs (to pass your own buffer to mla_plan).
+size_t mla_plan_workspace_bytes(const MlaPlanDesc& d);
+
+// Builds the plan for d on the current device: queries the SM count and occupancy, sets the
+// kernels' shared-memory limits, and takes the workspace from `workspace` when it is non-null
+// and large enough, else cudaMalloc (owned, freed by mla_plan_release). Call outside capture.
+cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace = nullptr,
+                     size_t workspace_bytes = 0);
+void mla_plan_release(MlaPlan* plan);
+
+struct MlaDecodeBf16Params {
+  int batch = 0;               // B <= plan.desc.max_batch, one query token per sequence
+  int block_size = 0;          // tokens per KV block (any size >= 1; 16/32/64 typical)
+  int max_blocks_per_seq = 0;  // columns of block_table
+  float scale = 1.0f;          // softmax scale (applied to q . k)
+  const void* q = nullptr;     // bf16 [B, H, L + R] = [W_UK^T q_nope, q_pe] per head, 16B aligned
+  const void* kv_pool = nullptr;         // [num_blocks, block_size, row] of plan.desc.kv_dtype
+  const int32_t* block_table = nullptr;  // device [B, max_blocks_per_seq] physical block ids
+  // device [B]: valid tokens, the first seq_lens[b] of the sequence's blocks. Clamped to
+  // [0, max_blocks_per_seq * block_size]; 0 gives out 0 and lse -inf.
+  const int32_t* seq_lens = nullptr;
+  void* out = nullptr;  // [B, H, L] softmax-normalised latent output, fp32 or bf16 (out_dtype)
+  MlaOutDtype out_dtype = MlaOutDtype::kFloat32;
+  float* lse = nullptr;  // [B, H] fp32 natural-log sum of exp(scaled scores); -inf when empty
+};
+
+// Split kernel + combine kernel on `stream`. Returns cudaErrorInvalidValue for bad sizes,
+// cudaErrorNotSupported for an (L, R) not instantiated, else the first launch error.
+cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
+                                 cudaStream_t stream);
+
+// Writes new tokens' latent rows into the pool at their slots (slot = block * block_size +
+// offset; a negative slot is skipped, e.g. padding).
+struct MlaKvWriteParams {
+  int num_tokens = 0;
+  int kv_lora_rank = 512;
+  int rope_dim = 64;
+  MlaKvDtype kv_dtype = MlaKvDtype::kBf16;  // of the pool
+  const void* src = nullptr;                // [num_tokens, src_stride] rows [c, k_pe], fp32 or bf16
+  bool src_bf16 = false;
+  int64_t src_stride = 0;                 // elements between rows; 0: L + R
+  const int64_t* slot_mapping = nullptr;  // device [num_tokens]
+  void* kv_pool = nullptr;
+};
+cudaError_t mla_kv_write_cuda(const MlaKvWriteParams& p, cudaStream_t stream);
+
+}  // namespace helix

@@ -1,0 +1,270 @@
+// Second half of test_backend_ops (same binary): MoE routing and permutation, argmax and
+// sampling, prefill attention. See test_backend_ops.cpp for the tolerances.
+#ifdef HELIX_HAVE_CUDA
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "backend_ops_util.h"
+#include "engine/sampler.h"
+#include "ops/ops.h"
+
+namespace helix {
+namespace {
+
+using namespace helix::testing;
+
+#define CUDA_OK(expr)                                                          \
+  do {                                                                         \
+    const cudaError_t err_ = (expr);                                           \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
+  } while (0)
+
+class BackendOpsMoe : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  }
+  void sync() { ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
+  std::mt19937 rng_{4321};
+};
+
+const CudaDType kActs[] = {CudaDType::kF32, CudaDType::kBF16};
+
+TEST_F(BackendOpsMoe, MoeRoute) {
+  struct Case {
+    int T, E, k, G, kg;
+    bool norm, bias;
+    float scale;
+  };
+  for (const Case c :
+       {Case{37, 256, 8, 8, 4, true, true, 2.5f}, Case{5, 16, 4, 4, 2, true, true, 2.5f},
+        Case{9, 64, 6, 1, 1, false, false, 1.0f}, Case{3, 8, 8, 8, 8, true, true, 1.0f}})
+    for (CudaDType t : kActs) {
+      const auto logits = rounded(randn(size_t(c.T) * c.E, rng_, 2.0f), t);
+      const auto bias = randn(c.E, rng_, 0.1f);
+      std::vector<int> ids_ref(size_t(c.T) * c.k);
+      std::vector<float> w_ref(ids_ref.size());
+      MoeRouteParams r;
+      r.num_tokens = c.T, r.num_experts = c.E, r.top_k = c.k, r.n_group = c.G;
+      r.topk_group = c.kg, r.norm_topk_prob = c.norm, r.routed_scaling_factor = c.scale;
+      r.logits = logits.data(), r.bias = c.bias ? bias.data() : nullptr;
+      r.expert_ids = ids_ref.data(), r.weights = w_ref.data();
+      moe_route(r);
+      auto dl = upload_as(logits, t), db = upload(bias);
+      Dev di(ids_ref.size() * 4), dw(w_ref.size() * 4);
+      di.poison(), dw.poison();
+      MoeRouteCudaParams p;
+      p.num_tokens = c.T, p.num_experts = c.E, p.top_k = c.k, p.n_group = c.G;
+      p.topk_group = c.kg, p.norm_topk_prob = c.norm, p.routed_scaling_factor = c.scale;
+      p.logits_dtype = t, p.logits = dl->ptr, p.bias = c.bias ? db->as<float>() : nullptr;
+      p.expert_ids = di.as<int32_t>(), p.weights = dw.as<float>();
+      CUDA_OK(moe_route_cuda(p, nullptr));
+      sync();
+      const auto ids = download<int32_t>(di, ids_ref.size());
+      // Same experts in the same order (ids are exact: inputs are the same floats).
+      EXPECT_TRUE(std::equal(ids.begin(), ids.end(), ids_ref.begin()));
+      const double e = rel_l2(download<float>(dw, w_ref.size()), w_ref);
+      const std::string name = "T" + std::to_string(c.T) + " E" + std::to_string(c.E) + " k" +
+                               std::to_string(c.k) + " G" + std::to_string(c.G) + " " +
+                               dtype_name(t);
+      report("moe_route", name + " (ids exact)", e, 1e-5);
+      EXPECT_LE(e, 1e-5) << name;  // weights are computed in fp32 on both sides
+    }
+}
+
+TEST_F(BackendOpsMoe, MoePermuteUnpermute) {
+  for (CudaDType t : kActs) {
+    const int T = 13, K = 8, E = 32, D = 100, P = T * K;
+    std::uniform_int_distribution<int> pick(-1, E + 1);  // -1, E, E+1: dropped (not local)
+    std::vector<int32_t> ids(P);
+    for (int& e : ids) e = pick(rng_);
+    const auto x = rounded(randn(size_t(T) * D, rng_), t);
+    const auto w = randn(P, rng_, 0.3f);
+    // Reference: stable grouping by expert in pair order.
+    std::vector<int32_t> off(E + 1, 0), row_of(P, -1), pair_of;
+    for (int e = 0; e < E; ++e) {
+      off[e] = static_cast<int32_t>(pair_of.size());
+      for (int i = 0; i < P; ++i)
+        if (ids[i] == e) {
+          row_of[i] = static_cast<int32_t>(pair_of.size());
+          pair_of.push_back(i);
+        }
+    }
+    off[E] = static_cast<int32_t>(pair_of.size());
+    const int kept = off[E];
+    std::vector<float> xperm_ref(size_t(kept) * D);
+    for (int r = 0; r < kept; ++r)
+      std::copy_n(x.data() + size_t(pair_of[r] / K) * D, D, xperm_ref.data() + size_t(r) * D);
+    auto di = upload(ids), dx = upload_as(x, t);
+    Dev dxp(size_t(P) * D * dtype_size(t)), doff((E + 1) * 4), drow(P * 4), dpair(P * 4);
+    MoePermuteCudaParams p;
+    p.num_tokens = T, p.top_k = K, p.num_experts = E, p.dim = D, p.dtype = t;
+    p.expert_ids = di->as<int32_t>(), p.x = dx->ptr, p.x_perm = dxp.ptr;
+    p.offsets = doff.as<int32_t>(), p.row_of_pair = drow.as<int32_t>();
+    p.pair_of_row = dpair.as<int32_t>();
+    CUDA_OK(moe_permute_cuda(p, nullptr));
+    sync();
+    EXPECT_EQ(download<int32_t>(doff, E + 1), off);
+    EXPECT_EQ(download<int32_t>(drow, P), row_of);
+    auto pair_got = download<int32_t>(dpair, P);
+    pair_got.resize(kept);
+    EXPECT_EQ(pair_got, pair_of);
+    EXPECT_EQ(download_as(dxp, size_t(kept) * D, t), xperm_ref);
+    report("moe_permute", std::string("T13 k8 E32 drops ") + dtype_name(t) + " (exact)", 0.0, 0.0);
+    // Unpermute: a per-row "expert output" y = 2 * x_perm + row, weighted back, accumulated.
+    std::vector<float> y(size_t(P) * D, 0.0f);
+    for (int r = 0; r < kept; ++r)
+      for (int i = 0; i < D; ++i) y[size_t(r) * D + i] = 2 * xperm_ref[size_t(r) * D + i] + r;
+    y = rounded(y, t);
+    const auto out0 = rounded(randn(size_t(T) * D, rng_), t);
+    std::vector<float> ref = out0;
+    for (int tk = 0; tk < T; ++tk)
+      for (int i = 0; i < D; ++i) {
+        float acc = ref[size_t(tk) * D + i];
+        for (int j = 0; j < K; ++j) {
+          const int r = row_of[tk * K + j];
+          if (r >= 0) acc += w[tk * K + j] * y[size_t(r) * D + i];
+        }
+        ref[size_t(tk) * D + i] = acc;
+      }
+    auto dy = upload_as(y, t), dw = upload(w), dout = upload_as(out0, t);
+    MoeUnpermuteCudaParams u;
+    u.num_tokens = T, u.top_k = K, u.dim = D, u.dtype = t, u.y_perm = dy->ptr;
+    u.row_of_pair = drow.as<int32_t>(), u.weights = dw->as<float>(), u.out = dout->ptr;
+    u.accumulate = true;
+    CUDA_OK(moe_unpermute_cuda(u, nullptr));
+    sync();
+    const double e = rel_l2(download_as(*dout, ref.size(), t), ref);
+    report("moe_unpermute", std::string("T13 k8 accumulate ") + dtype_name(t), e, tol_for(t));
+    EXPECT_LE(e, tol_for(t));
+  }
+}
+
+TEST_F(BackendOpsMoe, Argmax) {
+  for (CudaDType t : kActs) {
+    const int rows = 4, n = 129280;
+    auto x = rounded(randn(size_t(rows) * n, rng_), t);
+    // Ties: row 1 has its maximum twice, the first must win; row 3 has it at the last index.
+    x[size_t(1) * n + 500] = x[size_t(1) * n + 77] = 100.0f;
+    x[size_t(3) * n + n - 1] = 50.0f;
+    auto dx = upload_as(x, t);
+    Dev dout(rows * 4);
+    CUDA_OK(argmax_cuda({rows, n, t, dx->ptr, dout.as<int32_t>()}, nullptr));
+    sync();
+    const auto got = download<int32_t>(dout, rows);
+    for (int r = 0; r < rows; ++r) EXPECT_EQ(got[r], argmax(x.data() + size_t(r) * n, n)) << r;
+    report("argmax", std::string("4x129280 ties ") + dtype_name(t) + " (exact)", 0.0, 0.0);
+  }
+}
+
+// The CPU sampler's nucleus (engine/sampler.cpp) and each kept token's probability in it.
+std::map<int, double> nucleus(const std::vector<float>& l, float temp, float top_p) {
+  const int V = static_cast<int>(l.size());
+  const double mx = *std::max_element(l.begin(), l.end());
+  std::vector<double> p(V);
+  double sum = 0;
+  for (int i = 0; i < V; ++i) sum += p[i] = std::exp((l[i] - mx) / temp);
+  std::vector<int> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+  double mass = 0, kept = 0;
+  size_t keep = 0;
+  while (keep < order.size()) {
+    mass += p[order[keep]] / sum;
+    ++keep;
+    if (mass >= top_p) break;
+  }
+  for (size_t i = 0; i < keep; ++i) kept += p[order[i]];
+  std::map<int, double> out;
+  for (size_t i = 0; i < keep; ++i) out[order[i]] = p[order[i]] / kept;
+  return out;
+}
+
+TEST_F(BackendOpsMoe, Sample) {
+  const int V = 50, rows = 8192;
+  const float temp = 0.8f, top_p = 0.9f;
+  const auto row = randn(V, rng_, 1.5f);
+  std::vector<float> logits;
+  for (int r = 0; r < rows; ++r) logits.insert(logits.end(), row.begin(), row.end());
+  std::vector<float> temps(rows, temp), tops(rows, top_p);
+  std::vector<uint64_t> seeds(rows), steps(rows, 7);
+  for (int r = 0; r < rows; ++r) seeds[r] = 1000 + r;
+  // Rows 0 and 1: greedy (temperature 0) and a nucleus of one token (tiny top_p).
+  temps[0] = 0.0f;
+  tops[1] = 1e-6f;
+  auto dl = upload(logits), dt = upload(temps), dp = upload(tops), ds = upload(seeds);
+  auto dst = upload(steps);
+  Dev dout(rows * 4);
+  SampleCudaParams p;
+  p.rows = rows, p.vocab = V, p.logits = dl->ptr, p.temperature = dt->as<float>();
+  p.top_p = dp->as<float>(), p.seeds = ds->as<uint64_t>(), p.step = dst->as<uint64_t>();
+  p.out = dout.as<int32_t>();
+  CUDA_OK(sample_cuda(p, nullptr));
+  sync();
+  const auto got = download<int32_t>(dout, rows);
+  const int top = argmax(row.data(), V);
+  EXPECT_EQ(got[0], top);
+  EXPECT_EQ(got[1], top);
+  // Rows 2..: every draw inside the CPU's nucleus, and frequencies within 5 sigma of its
+  // probabilities (a fixed seed set, so the check is deterministic).
+  const auto nuc = nucleus(row, temp, top_p);
+  std::map<int, int> count;
+  for (int r = 2; r < rows; ++r) {
+    EXPECT_TRUE(nuc.count(got[r])) << "row " << r << " drew " << got[r] << " outside the nucleus";
+    ++count[got[r]];
+  }
+  const double n = rows - 2;
+  double worst = 0;
+  for (const auto& [tok, prob] : nuc) {
+    const double sigma = std::sqrt(n * prob * (1 - prob)) + 1.0;
+    const double z = std::abs(count[tok] - n * prob) / sigma;
+    worst = std::max(worst, z);
+    EXPECT_LE(z, 5.0) << "token " << tok << " p " << prob << " count " << count[tok];
+  }
+  std::printf("[parity] %-14s %-40s worst |z| %.2f over %zu tokens (bound 5)\n", "sample",
+              "V50 T0.8 top_p0.9 8190 draws", worst, nuc.size());
+  // Same seed and step: the same draw; the draws are reproducible.
+  CUDA_OK(sample_cuda(p, nullptr));
+  sync();
+  EXPECT_EQ(download<int32_t>(dout, rows), got);
+}
+
+TEST_F(BackendOpsMoe, AttnPrefill) {
+  struct Case {
+    int T, H, qk, v;
+  };
+  for (const Case c : {Case{1, 2, 24, 16}, Case{37, 3, 24, 16}, Case{130, 2, 192, 128}})
+    for (CudaDType t : kActs) {
+      const auto q = rounded(randn(size_t(c.T) * c.H * c.qk, rng_), t);
+      const auto k = rounded(randn(size_t(c.T) * c.H * c.qk, rng_), t);
+      const auto v = rounded(randn(size_t(c.T) * c.H * c.v, rng_), t);
+      std::vector<float> ref(size_t(c.T) * c.H * c.v);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.qk));
+      AttnPrefillParams r;
+      r.num_tokens = c.T, r.num_heads = c.H, r.qk_dim = c.qk, r.v_dim = c.v, r.scale = scale;
+      r.q = q.data(), r.k = k.data(), r.v = v.data(), r.out = ref.data();
+      attn_prefill(r);
+      auto dq = upload_as(q, t), dk = upload_as(k, t), dv = upload_as(v, t);
+      Dev dout(ref.size() * dtype_size(t));
+      dout.poison();
+      AttnPrefillCudaParams p;
+      p.num_tokens = c.T, p.num_heads = c.H, p.qk_dim = c.qk, p.v_dim = c.v, p.scale = scale;
+      p.dtype = t, p.q = dq->ptr, p.k = dk->ptr, p.v = dv->ptr, p.out = dout.ptr;
+      CUDA_OK(attn_prefill_cuda(p, nullptr));
+      sync();
+      const double e = rel_l2(download_as(dout, ref.size(), t), ref), tol = tol_for(t);
+      const std::string name = "T" + std::to_string(c.T) + " H" + std::to_string(c.H) + " " +
+                               std::to_string(c.qk) + "/" + std::to_string(c.v) + " " +
+                               dtype_name(t);
+      report("attn_prefill", name, e, tol);
+      EXPECT_LE(e, tol) << name;
+    }
+}
+
+}  // namespace
+}  // namespace helix
+#endif  // HELIX_HAVE_CUDA
