@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang in build-fuzz/ and runs the safetensors header fuzzer
-# for $1 seconds (default 30), then the tokenizer fuzzer and the HTTP request parser fuzzer for $2
-# seconds each (default: a quarter of $1, at least 5). Exits non-zero when the fuzzer finds a crash; the crashing input is
-# left in build-fuzz/fuzz-work/. New corpus entries go to build-fuzz/fuzz-work/corpus, never into
-# the seed corpus under fuzz/corpus/.
+# Builds the libFuzzer targets with clang in build-fuzz/ and runs each for $1 seconds (default
+# 30): the safetensors header, config.json and the EPLB placement/load JSON parsers; then the
+# tokenizer and HTTP request parser fuzzers for $2 seconds (default: a quarter of $1, at least 5). Exits non-zero when a
+# fuzzer finds a crash; the crashing input is left in build-fuzz/fuzz-work/<target>/. New corpus
+# entries go to build-fuzz/fuzz-work/<target>/corpus, never into the seed corpora under
+# fuzz/corpus/.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,38 +20,29 @@ fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHELIX_FUZZ=ON -DHELIX_TESTS=OFF -DHELIX_BENCH=OFF -DHELIX_CUDA=OFF -DHELIX_MPI=OFF >/dev/null
-ninja -C "$build" -j2 fuzz_safetensors_header fuzz_tokenizer fuzz_request_parse
+targets=(fuzz_safetensors_header fuzz_config fuzz_eplb_json fuzz_tokenizer fuzz_request_parse)
+ninja -C "$build" -j2 "${targets[@]}"
 
-work=$build/fuzz-work
-mkdir -p "$work/corpus"
-status=0
-"$build/fuzz/fuzz_safetensors_header" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-  -dict="$root/fuzz/safetensors.dict" -artifact_prefix="$work/" -print_final_stats=1 \
-  "$work/corpus" "$root/fuzz/corpus/safetensors" || status=$?
-if [[ $status -ne 0 ]]; then
-  echo "fuzz_safetensors_header failed (exit $status); inputs in $work/" >&2
-  exit "$status"
-fi
-echo "fuzz_safetensors_header: no crash in ${secs}s"
-
-mkdir -p "$work/corpus_tokenizer"
-status=0
-"$build/fuzz/fuzz_tokenizer" -max_total_time="$tok_secs" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
-  -artifact_prefix="$work/tokenizer-" -print_final_stats=1 \
-  "$work/corpus_tokenizer" "$root/fuzz/corpus/tokenizer" || status=$?
-if [[ $status -ne 0 ]]; then
-  echo "fuzz_tokenizer failed (exit $status); inputs in $work/" >&2
-  exit "$status"
-fi
-echo "fuzz_tokenizer: no crash in ${tok_secs}s"
-
-mkdir -p "$work/corpus-request"
-status=0
-"$build/fuzz/fuzz_request_parse" -max_total_time="$tok_secs" -timeout=10 -rss_limit_mb=2048 \
-  -dict="$root/fuzz/request.dict" -artifact_prefix="$work/" -print_final_stats=1 \
-  "$work/corpus-request" "$root/fuzz/corpus/request" || status=$?
-if [[ $status -ne 0 ]]; then
-  echo "fuzz_request_parse failed (exit $status); inputs in $work/" >&2
-  exit "$status"
-fi
-echo "fuzz_request_parse: no crash in ${tok_secs}s"
+# target -> seed corpus folder, seconds, extra flags
+declare -A seeds=([fuzz_safetensors_header]=safetensors [fuzz_config]=config [fuzz_eplb_json]=eplb
+                  [fuzz_tokenizer]=tokenizer [fuzz_request_parse]=request)
+declare -A time=([fuzz_safetensors_header]=$secs [fuzz_config]=$secs [fuzz_eplb_json]=$secs
+                 [fuzz_tokenizer]=$tok_secs [fuzz_request_parse]=$tok_secs)
+declare -A extra=([fuzz_safetensors_header]="-dict=$root/fuzz/safetensors.dict"
+                  [fuzz_tokenizer]="-max_len=4096" [fuzz_request_parse]="-dict=$root/fuzz/request.dict")
+for t in "${targets[@]}"; do
+  work=$build/fuzz-work/$t
+  mkdir -p "$work/corpus"
+  status=0
+  # shellcheck disable=SC2086
+  "$build/fuzz/$t" -max_total_time="${time[$t]}" -timeout=10 -rss_limit_mb=2048 ${extra[$t]:-} \
+    -artifact_prefix="$work/" -print_final_stats=1 "$work/corpus" \
+    "$root/fuzz/corpus/${seeds[$t]}" 2>"$work/log" || status=$?
+  if [[ $status -ne 0 ]]; then
+    tail -n 40 "$work/log" >&2
+    echo "$t failed (exit $status); inputs in $work/" >&2
+    exit "$status"
+  fi
+  echo "$t: no crash in ${time[$t]}s ($(grep -o 'stat::number_of_executed_units: [0-9]*' \
+    "$work/log" | awk '{print $2}') runs)"
+done

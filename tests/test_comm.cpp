@@ -438,14 +438,5 @@ TEST(SingleComm, CollectivesAreCopies) {
   EXPECT_THROW(c->all_to_all_v(a.data(), {2}, b.data(), {3}), Error);
 }
 
-TEST(MpiStub, ReportsAvailability) {
-#ifndef HELIX_HAVE_MPI
-  EXPECT_FALSE(mpi_available());
-  EXPECT_THROW(make_mpi_world(), Error);
-#else
-  EXPECT_TRUE(mpi_available());
-#endif
-}
-
 }  // namespace
 }  // namespace helix

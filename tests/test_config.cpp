@@ -145,33 +145,53 @@ TEST(Config, V5LayoutAndDefaults) {
   expect_freqs(c.rope_inv_freq(), default_inv_freq(16, 10000.0), "default");
   EXPECT_EQ(c.eos_token_ids, std::vector<int>{1});
 
-  // Optional fields absent: documented defaults.
+  // Optional fields absent: transformers' DeepseekV3Config defaults (configuration_deepseek_v3.py),
+  // not helix's own guesses: n_group 8, topk_group 4, 8 experts per token, 2.5 scaling, ...
   json j = base_config();
   for (const char* k :
        {"q_lora_rank", "moe_intermediate_size", "n_group", "topk_group", "norm_topk_prob",
         "routed_scaling_factor", "first_k_dense_replace", "rms_norm_eps", "hidden_act",
-        "rope_interleave", "rope_parameters", "eos_token_id", "n_shared_experts"})
+        "rope_interleave", "rope_parameters", "eos_token_id", "n_shared_experts",
+        "num_experts_per_tok", "n_routed_experts"})
     j.erase(k);
-  j["n_routed_experts"] = 8;
-  j["num_experts_per_tok"] = 2;
   c = parse(j);
-  EXPECT_EQ(c.q_lora_rank, 0);
-  EXPECT_EQ(c.moe_intermediate_size, 64);  // falls back to intermediate_size
-  EXPECT_EQ(c.n_group, 1);
-  EXPECT_EQ(c.topk_group, 1);
+  EXPECT_EQ(c.q_lora_rank, 1536);
+  EXPECT_EQ(c.moe_intermediate_size, 2048);
+  EXPECT_EQ(c.n_routed_experts, 256);
+  EXPECT_EQ(c.num_experts_per_tok, 8);
+  EXPECT_EQ(c.n_group, 8);
+  EXPECT_EQ(c.topk_group, 4);
   EXPECT_TRUE(c.norm_topk_prob);
-  EXPECT_DOUBLE_EQ(c.routed_scaling_factor, 1.0);
-  EXPECT_EQ(c.first_k_dense_replace, 0);
+  EXPECT_DOUBLE_EQ(c.routed_scaling_factor, 2.5);
+  EXPECT_EQ(c.first_k_dense_replace, 3);
   EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-6);
   EXPECT_EQ(c.hidden_act, "silu");
   EXPECT_TRUE(c.rope_interleave);
   EXPECT_FALSE(c.tie_word_embeddings);
   EXPECT_FALSE(c.attention_bias);
-  EXPECT_EQ(c.n_shared_experts, 0);
+  EXPECT_EQ(c.n_shared_experts, 1);
   EXPECT_EQ(c.rope.type, "default");
   EXPECT_DOUBLE_EQ(c.rope.theta, 10000.0);
-  EXPECT_TRUE(c.eos_token_ids.empty());
-  EXPECT_TRUE(c.is_moe_layer(0));
+  EXPECT_EQ(c.eos_token_ids, std::vector<int>{1});
+  EXPECT_FALSE(c.is_moe_layer(2));
+  EXPECT_TRUE(c.is_moe_layer(3));
+  // Routing fields absent but experts given: the defaults must still fit the expert count, or
+  // the error names them (16 experts over the default 8 groups of 2 is fine; 8 experts is not).
+  j["n_routed_experts"] = 16;
+  EXPECT_EQ(parse(j).topk_group, 4);
+  j["n_routed_experts"] = 8;
+  expect_error(j, {"at least 2 experts"}, "8 experts over the default 8 groups");
+
+  // eos_token_id: null means none; out of int range, negative or non-integer is an error.
+  j = base_config();
+  j["eos_token_id"] = nullptr;
+  EXPECT_TRUE(parse(j).eos_token_ids.empty());
+  j["eos_token_id"] = json::array({3, 5});
+  EXPECT_EQ(parse(j).eos_token_ids, (std::vector<int>{3, 5}));
+  for (json bad : {json(4294967297LL), json(-1), json(1.5), json("2"), json::array({1, "x"})}) {
+    j["eos_token_id"] = bad;
+    expect_error(j, {"eos_token_id"}, "eos " + bad.dump());
+  }
 
   // Dense model: no experts at all.
   j = base_config();
@@ -186,8 +206,8 @@ TEST(Config, QLoraNullVsSet) {
   EXPECT_EQ(parse(j).q_lora_rank, 24);
   j["q_lora_rank"] = nullptr;
   EXPECT_EQ(parse(j).q_lora_rank, 0);
-  j.erase("q_lora_rank");
-  EXPECT_EQ(parse(j).q_lora_rank, 0);
+  j.erase("q_lora_rank");  // absent: transformers' default, not "null"
+  EXPECT_EQ(parse(j).q_lora_rank, 1536);
 }
 
 TEST(Config, RopeThetaFromEitherLayout) {

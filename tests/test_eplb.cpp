@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <set>
@@ -181,27 +182,50 @@ TEST(EplbRouter, UniformStreamOverPlannedPlacement) {
   }
 }
 
-TEST(EplbStats, CountsDecayAndBalance) {
-  ExpertLoadStats st(2, 4, 0.5);
-  st.add(0, 1, 3);
-  int ids[] = {0, 1, 1, 3};
-  st.add_routed(1, ids, 4);
-  EXPECT_EQ(st.counts(0)[1], 3);
-  EXPECT_EQ(st.counts(1)[1], 2);
-  st.end_step();
-  EXPECT_EQ(st.counts(0)[1], 0);
-  EXPECT_DOUBLE_EQ(st.estimate()[0][1], 3.0);
-  st.add(0, 1, 1);
-  st.end_step();
-  EXPECT_DOUBLE_EQ(st.estimate()[0][1], 0.5 * 3.0 + 1.0);
+TEST(EplbBalance, RankLoadsAndFigures) {
   Placement p{4, 2, 4, {0, 1, 2, 3}};
-  Balance b = st.balance(1, p);  // estimate layer 1 = {0.5, 1, 0, 0.5}: ranks 1.5 and 0.5
+  Balance b = placement_balance(p, {0.5, 1, 0, 0.5});  // ranks 1.5 and 0.5
   EXPECT_DOUBLE_EQ(b.max_rank_load, 1.5);
   EXPECT_DOUBLE_EQ(b.mean_rank_load, 1.0);
   EXPECT_DOUBLE_EQ(b.max_over_mean(), 1.5);
   EXPECT_DOUBLE_EQ(b.balancedness(), 1.0 / 1.5);
-  EXPECT_THROW(st.add(2, 0), Error);
-  EXPECT_THROW(st.add(0, 4), Error);
+  EXPECT_THROW(placement_balance(p, {1, 2, 3}), Error);  // wrong expert count
+}
+
+// Loads near the double range: no overflow, no NaN, the same plan as the scaled-down load
+// (scaling by a power of two is exact); non-finite or negative loads are errors.
+TEST(EplbPlanner, HugeLoadsScaleExactly) {
+  const std::vector<double> small = {5, 1, 3, 7, 2, 2, 9, 4};
+  std::vector<double> huge(small.size());
+  for (size_t e = 0; e < small.size(); ++e) huge[e] = std::ldexp(small[e], 1019);  // ~1e307
+  const Placement a = eplb_plan_layer(small, 12, 4), b = eplb_plan_layer(huge, 12, 4);
+  EXPECT_EQ(a.slot_to_expert, b.slot_to_expert);
+  EXPECT_EQ(eplb_plan_greedy_layer(small, 12, 4).slot_to_expert,
+            eplb_plan_greedy_layer(huge, 12, 4).slot_to_expert);
+  const double r = placement_balance(b, huge).max_over_mean();
+  EXPECT_TRUE(std::isfinite(r));
+  EXPECT_DOUBLE_EQ(r, placement_balance(a, small).max_over_mean());
+  std::vector<double> bad = small;
+  bad[2] = std::numeric_limits<double>::infinity();
+  EXPECT_THROW(eplb_plan_layer(bad, 12, 4), Error);
+  bad[2] = -1;
+  EXPECT_THROW(eplb_plan_layer(bad, 12, 4), Error);
+  bad[2] = std::nan("");
+  EXPECT_THROW(eplb_plan_greedy_layer(bad, 12, 4), Error);
+  EXPECT_THROW(eplb_plan_layer(small, 8 * 4 + 4, 4), Error);  // slots > experts x ranks
+}
+
+// A placement file whose slot count is absurd for its experts and ranks is rejected from the
+// header fields, before its layers are read.
+TEST(EplbJson, AbsurdSlotCountsRejectedEarly) {
+  EXPECT_THROW(
+      placement_from_json_text(
+          R"({"num_slots": 16000000, "num_ranks": 2, "num_experts": 4, "layers": []})", "t"),
+      Error);
+  EXPECT_THROW(
+      placement_from_json_text(
+          R"({"num_slots": 4, "num_ranks": 2, "layers": [{"slot_to_expert": [0,1,2]}]})", "t", 4),
+      Error);
 }
 
 // ---- planner vs greedy

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "engine/engine.h"
 #include "fixture_util.h"
+#include "model/config.h"
 #include "moe/eplb.h"
 
 namespace helix {
@@ -48,11 +49,20 @@ TEST_P(EplbEngine, SameIdsAndLogitsAsSingleRank) {
       EXPECT_EQ(b.outputs[0], ref.greedy[i]) << name << " prompt " << i;
       EXPECT_EQ(b.outputs[0], a.outputs[0]) << name << " prompt " << i;
       EXPECT_LT(test::rel_l2(b.logits[0], a.logits[0]), 1e-5) << name << " prompt " << i;
-      // Conservation: every routed pair was computed exactly once, per expert.
-      ASSERT_EQ(b.dispatch_sent.size(), b.expert_load.size());
-      for (size_t l = 0; l < b.dispatch_sent.size(); ++l) {
-        EXPECT_EQ(b.dispatch_sent[l], b.expert_load[l]) << "layer " << l;
+      // Conservation: the rows the EP owners computed for each expert (counted on the
+      // receiving side, from the slot each row arrived in) equal the pairs the sources routed
+      // to it, and their total is K pairs per decoded token (the engine's own count; prefill
+      // runs on rank 0's context model, outside these counters). A dropped, duplicated or
+      // misdirected row fails one of these.
+      const int K = config_load(single.model_dir).num_experts_per_tok;
+      ASSERT_EQ(b.dispatch_recv.size(), b.expert_load.size());
+      for (size_t l = 0; l < b.dispatch_recv.size(); ++l) {
         EXPECT_EQ(b.dispatch_recv[l], b.expert_load[l]) << "layer " << l;
+        double sent = 0, recv = 0;
+        for (double v : b.dispatch_sent[l]) sent += v;
+        for (double v : b.dispatch_recv[l]) recv += v;
+        EXPECT_EQ(sent, recv) << "layer " << l << ": rows sent vs computed";
+        EXPECT_EQ(recv, double(K) * b.decode_tokens) << "layer " << l;
       }
       if (c.interval > 0 && b.decode_steps > c.interval + 2) {
         int updates = 0;

@@ -1,10 +1,13 @@
 // Helix parallelism on CPU threads: every tp x cp (x ep) layout gives the single-rank greedy ids
 // and decode logits (1e-5 relative L2, fp32), the KV blocks stay balanced over CP ranks, and
 // ranks without KV (prompts shorter than a block) do not break the combine.
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -182,7 +185,9 @@ TEST(HelixHopb, BitwiseSameAsWithout) {
       EngineConfig on = off;
       on.hopb = true;
       GenerateResult a = generate(off, ref.prompts, sc);
+      const CommWorker::Counters c0 = CommWorker::counters();
       GenerateResult b = generate(on, ref.prompts, sc);
+      const CommWorker::Counters c1 = CommWorker::counters();
       EXPECT_FALSE(a.hopb);
       EXPECT_TRUE(b.hopb);
       const std::string where = name + " tp " + std::to_string(tp) + " cp " + std::to_string(cp);
@@ -202,8 +207,35 @@ TEST(HelixHopb, BitwiseSameAsWithout) {
       EXPECT_EQ(cb.bytes_sent, ca.bytes_sent) << where;
       EXPECT_EQ(cb.bytes_received, ca.bytes_received) << where;
       EXPECT_GT(cb.calls.at("all_to_all_v"), ca.calls.at("all_to_all_v")) << where;
+      // Overlap really happened: exchanges ran on the worker, and some started while the rank's
+      // own thread was still computing (not blocked in wait()). Over ~40 steps x 4 requests x
+      // cp ranks, none starting early would mean the pipeline serialises.
+      EXPECT_GT(c1.tasks, c0.tasks) << where;
+      EXPECT_GT(c1.started_while_caller_busy, c0.started_while_caller_busy) << where;
     }
   }
+}
+
+// The worker runs a task concurrently with its submitter: the task waits for a flag that the
+// submitter sets only after submit() returned, so a worker that ran tasks inline could never
+// finish it; the submitter gives up after 10 s.
+TEST(HelixHopb, WorkerOverlapsTheSubmitter) {
+  CommWorker w;
+  std::atomic<bool> go{false}, done{false};
+  const auto c0 = CommWorker::counters();
+  w.submit([&] {
+    while (!go.load()) std::this_thread::yield();
+    done = true;
+  });
+  go = true;  // the submitter's "own work", after submit returned
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!done.load() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10))
+    std::this_thread::yield();
+  EXPECT_TRUE(done.load()) << "the task did not run concurrently";
+  w.wait();
+  const auto c1 = CommWorker::counters();
+  EXPECT_EQ(c1.tasks - c0.tasks, 1u);
+  EXPECT_EQ(c1.started_while_caller_busy - c0.started_while_caller_busy, 1u);
 }
 
 TEST(HelixHopb, WorkerRunsInOrderAndSkipsAfterError) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "engine/sampler.h"
 
 namespace helix {
@@ -42,11 +43,34 @@ TEST(Sampler, TopPKeepsTheNucleus) {
   Sampler s(c);
   for (int i = 0; i < 500; ++i) EXPECT_EQ(s.sample(x.data(), 5), 3);
   // top_p 0.85: tokens 3 and 0 hold 0.774 < 0.85, so token 4 joins (0.877).
+  // Every nucleus token is drawn, in proportion to its renormalised probability (within 0.015
+  // over 20000 draws, ~5 sigma); no token outside is ever drawn.
   c.top_p = 0.85f;
   Sampler s2(c);
-  for (int i = 0; i < 2000; ++i) {
-    const int t = s2.sample(x.data(), 5);
-    EXPECT_TRUE(t == 3 || t == 0 || t == 4) << t;
+  const int n = 20000;
+  std::vector<int> hits(5, 0);
+  for (int i = 0; i < n; ++i) hits[s2.sample(x.data(), 5)]++;
+  EXPECT_EQ(hits[1], 0);
+  EXPECT_EQ(hits[2], 0);
+  double z = 0;
+  for (int t : {3, 0, 4}) z += std::exp(x[t]);
+  for (int t : {3, 0, 4}) {
+    EXPECT_GT(hits[t], 0) << "nucleus token " << t << " never drawn";
+    EXPECT_NEAR(double(hits[t]) / n, std::exp(x[t]) / z, 0.015) << "token " << t;
+  }
+}
+
+TEST(Sampler, RejectsNonFiniteParameters) {
+  for (float t : {NAN, INFINITY, -1.0f, 1e9f}) {
+    SamplingConfig c;
+    c.temperature = t;
+    EXPECT_THROW(sampling_validate(c), Error) << t;
+    EXPECT_THROW(Sampler{c}, Error) << t;
+  }
+  for (float p : {NAN, -0.1f, 1.5f}) {
+    SamplingConfig c;
+    c.top_p = p;
+    EXPECT_THROW(sampling_validate(c), Error) << p;
   }
 }
 

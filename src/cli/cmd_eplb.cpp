@@ -41,7 +41,10 @@ void run_plan(const PlanArgs& a) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   PlacementSet greedy = eplb_plan_greedy(load, a.slots, a.ranks);
 
-  std::fprintf(stderr, "%5s  %8s  %8s  %8s  %6s\n", "layer", "before", "greedy", "ours", "moved");
+  // The table is collected and printed only after the placement file is written: an error
+  // (a full disk, say) is then the only output.
+  std::string table = fmt::format("{:>5}  {:>8}  {:>8}  {:>8}  {:>6}\n", "layer", "before",
+                                  "greedy", "ours", "moved");
   double sum_before = 0, sum_greedy = 0, sum_ours = 0;
   int moved_total = 0;
   nlohmann::json per_layer = nlohmann::json::array();
@@ -56,18 +59,18 @@ void run_plan(const PlanArgs& a) {
     sum_greedy += g;
     sum_ours += o;
     if (moved > 0) moved_total += moved;
-    std::fprintf(stderr, "%5d  %8.4f  %8.4f  %8.4f  %6s\n", l, before, g, o,
-                 prev ? std::to_string(moved).c_str() : "-");
+    table += fmt::format("{:5d}  {:8.4f}  {:8.4f}  {:8.4f}  {:>6}\n", l, before, g, o,
+                         prev ? std::to_string(moved) : "-");
     per_layer.push_back(
         {{"layer", l}, {"before", before}, {"greedy", g}, {"ours", o}, {"moved", moved}});
   }
-  std::fprintf(stderr,
-               "mean max/mean: before %.4f  greedy %.4f  ours %.4f;  slots moved %s;  "
-               "%d layers x %d experts -> %d slots x %d ranks in %.1f ms\n",
-               sum_before / L, sum_greedy / L, sum_ours / L,
-               prev ? std::to_string(moved_total).c_str() : "-", L, E, a.slots, a.ranks,
-               secs * 1e3);
+  table += fmt::format(
+      "mean max/mean: before {:.4f}  greedy {:.4f}  ours {:.4f};  slots moved {};  "
+      "{} layers x {} experts -> {} slots x {} ranks in {:.1f} ms\n",
+      sum_before / L, sum_greedy / L, sum_ours / L, prev ? std::to_string(moved_total) : "-", L, E,
+      a.slots, a.ranks, secs * 1e3);
   placement_write(a.out_path, ours);
+  std::fputs(table.c_str(), stderr);
   if (a.json) {
     nlohmann::json j = {{"layers", L},
                         {"experts", E},

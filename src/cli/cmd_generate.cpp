@@ -1,12 +1,12 @@
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/tokens.h"
+#include "core/file_io.h"
 #include "core/npy.h"
 #include "engine/engine.h"
 #include "tokenizer/tokenizer.h"
@@ -87,9 +87,7 @@ void write_stats(const std::string& path, const EngineConfig& ec, const Generate
     x["time_ms"] = {{"attention", rk.attn_ms}, {"ffn", rk.ffn_ms}, {"communication", rk.comm_ms}};
     j["ranks"].push_back(x);
   }
-  std::ofstream f(path);
-  if (!f.good()) fail("cannot open --stats-json file '{}'", path);
-  f << j.dump(2) << "\n";
+  file_write(path, j.dump(2) + "\n");
 }
 
 void print_table(const GenerateResult& r) {
@@ -138,12 +136,11 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--max-new-tokens", o->sc.max_new_tokens, "Tokens to generate per request")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temperature", o->sc.temperature, "0 = greedy")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", o->sc.top_p, "Nucleus sampling mass")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f));
+  // Float ranges are checked by sampling_validate (finite, readable bounds in the message).
+  cmd->add_option("--temperature", o->sc.temperature, "0 = greedy; finite, in [0, 1000]")
+      ->capture_default_str();
+  cmd->add_option("--top-p", o->sc.top_p, "Nucleus sampling mass, in [0, 1]")
+      ->capture_default_str();
   cmd->add_option("--seed", o->sc.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->sc.ignore_eos, "Do not stop at end-of-sequence ids");
   cmd->add_option("--tp", o->ec.tp, "Attention tensor-parallel size")
@@ -193,7 +190,10 @@ void add_generate_command(CLI::App& app) {
                   "Write the logits of every generated position, float32 [n_new, vocab] (.npy; "
                   "one request)");
   cmd->add_flag("--quiet", o->quiet, "No timing summary on stderr");
+  cmd->add_flag("--check-weights", o->ec.check_weights,
+                "Scan every weight for NaN/Inf at load (reads the whole checkpoint once)");
   cmd->callback([o]() {
+    sampling_validate(o->sc);
     std::vector<std::vector<int>> prompts;
     for (const auto& t : o->tokens) prompts.push_back(parse_tokens(t));
     if (!o->tokens_file.empty())

@@ -3,7 +3,9 @@
 #include <cstring>
 #include <fstream>
 
+#include "core/checked.h"
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace helix {
 
@@ -13,7 +15,7 @@ void npy_write_f32(const std::string& path, const float* data, const std::vector
   for (size_t i = 0; i < shape.size(); ++i) {
     dims += std::to_string(shape[i]) + ",";
     if (shape.size() > 1 && i + 1 < shape.size()) dims += " ";
-    n *= shape[i];
+    n = checked_mul(n, shape[i], "npy element count");
   }
   if (shape.size() > 1) dims.pop_back();  // "(2, 3)" but "(2,)"
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
@@ -21,15 +23,13 @@ void npy_write_f32(const std::string& path, const float* data, const std::vector
   size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header.push_back('\n');
-  std::ofstream f(path, std::ios::binary);
-  HELIX_CHECK(f.good(), "cannot open '{}' for writing", path);
   const char magic[] = "\x93NUMPY\x01\x00";
-  f.write(magic, 8);
-  uint16_t hl = static_cast<uint16_t>(header.size());
-  f.write(reinterpret_cast<const char*>(&hl), 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(n * sizeof(float)));
-  HELIX_CHECK(f.good(), "write to '{}' failed", path);
+  const uint16_t hl = static_cast<uint16_t>(header.size());
+  const size_t bytes =
+      static_cast<size_t>(checked_mul(n, static_cast<int64_t>(sizeof(float)), "npy size"));
+  file_write(path,
+             {std::string_view(magic, 8), std::string_view(reinterpret_cast<const char*>(&hl), 2),
+              header, std::string_view(reinterpret_cast<const char*>(data), bytes)});
 }
 
 NpyArray npy_read(const std::string& path) {

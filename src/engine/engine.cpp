@@ -1,9 +1,15 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <thread>
 
+#include <unistd.h>
+
+#include "core/checked.h"
+#include "core/file_io.h"
 #include "engine/core.h"
 #include "model/deepseek.h"
+#include "model/weights_check.h"
 #include "moe/eplb.h"
 #include "parallel/mapping.h"
 
@@ -199,10 +205,10 @@ void check_config(const EngineConfig& cfg) {
   HELIX_CHECK(cfg.ep >= 1, "--ep must be >= 1");
   HELIX_CHECK(cfg.kv_blocks >= 0, "--kv-blocks must be >= 0");
   HELIX_CHECK(cfg.prefill == "context" || cfg.prefill == "helix",
-              "unknown prefill mode '{}' (context, helix)", cfg.prefill);
+              "unknown prefill mode '{}' (context, helix)", printable(cfg.prefill));
   HELIX_CHECK(cfg.comm == "threads" || cfg.comm == "mpi", "unknown --comm '{}' (threads, mpi)",
               cfg.comm);
-  HELIX_CHECK(cfg.ep == 1 || cfg.ep % (cfg.tp * cfg.cp) == 0,
+  HELIX_CHECK(cfg.ep == 1 || cfg.ep % checked_mul(cfg.tp, cfg.cp, "--tp x --cp") == 0,
               "--ep {} must be 1 or a multiple of --tp {} x --cp {}", cfg.ep, cfg.tp, cfg.cp);
   HELIX_CHECK(
       cfg.ep > 1 || (cfg.eplb_placement.empty() && cfg.eplb_interval == 0 && cfg.eplb_slots == 0),
@@ -214,6 +220,73 @@ void check_config(const EngineConfig& cfg) {
               "engine limits must be >= 0");
 }
 
+// Most ranks one process may run as threads: a few per hardware thread (ranks mostly wait in
+// collectives), never fewer than 64 so tests of wide layouts run anywhere.
+int max_thread_ranks() {
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::clamp(8 * hw, 64, 4096);
+}
+
+// Physical memory in bytes (0 when unknown).
+int64_t physical_memory() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
+// Every count that sizes memory or threads, checked against the model and the machine before
+// any weight is loaded or buffer allocated (issue 10). Returns the world size.
+int check_layout(const EngineConfig& cfg, const ModelConfig& mc) {
+  HELIX_CHECK(cfg.tokens_per_block <= mc.max_position_embeddings,
+              "--tokens-per-block must be in [1, max_position_embeddings = {}]",
+              mc.max_position_embeddings);
+  HELIX_CHECK(cfg.tp <= mc.num_attention_heads && mc.num_attention_heads % cfg.tp == 0,
+              "--tp {} must divide num_attention_heads ({})", cfg.tp, mc.num_attention_heads);
+  const int64_t grid = checked_mul(cfg.tp, cfg.cp, "--tp x --cp");
+  const int64_t world = std::max<int64_t>(grid, cfg.ep);
+  if (cfg.comm == "threads")
+    HELIX_CHECK(world <= max_thread_ranks(),
+                "--tp {} x --cp {} (--ep {}) needs {} ranks; the threads backend runs at most {} "
+                "on this machine (use --comm mpi)",
+                cfg.tp, cfg.cp, cfg.ep, world, max_thread_ranks());
+  HELIX_CHECK(world <= (1 << 20), "--tp {} x --cp {} (--ep {}) = {} ranks is too many", cfg.tp,
+              cfg.cp, cfg.ep, world);
+  const int E = mc.n_routed_experts;
+  HELIX_CHECK(cfg.ep == 1 || (E > 0 && E % cfg.ep == 0),
+              "--ep {}: n_routed_experts ({}) must be a multiple of it", cfg.ep, E);
+  if (cfg.eplb_slots > 0)
+    HELIX_CHECK(cfg.eplb_slots >= E && cfg.eplb_slots % world == 0 &&
+                    static_cast<int64_t>(cfg.eplb_slots) <= static_cast<int64_t>(E) * world,
+                "--eplb-slots {} must be a multiple of the {} ranks in [{}, {}] (experts .. "
+                "experts x ranks)",
+                cfg.eplb_slots, world, E, static_cast<int64_t>(E) * world);
+  if (!cfg.eplb_placement.empty()) {
+    // Read (and bounded) before the weights; the ranks read it again when they install it.
+    const PlacementSet ps = placement_read(cfg.eplb_placement, E);
+    HELIX_CHECK(ps.num_ranks == world, "{}: placement is for {} ranks, the layout has {}",
+                printable(cfg.eplb_placement), ps.num_ranks, world);
+  }
+  return static_cast<int>(world);
+}
+
+// KV blocks per rank, capped at what max_position_embeddings tokens of `requests` requests can
+// use, and checked against the machine's memory.
+int bounded_kv_blocks(const EngineConfig& cfg, const ModelConfig& mc, int64_t want,
+                      int64_t requests) {
+  const int64_t useful = checked_mul(
+      std::max<int64_t>(requests, 1),
+      kv_blocks_on_rank(mc.max_position_embeddings, cfg.tokens_per_block, cfg.cp, 0), "KV blocks");
+  const int64_t blocks = std::min(want, useful);
+  const int64_t bytes = checked_product({blocks, cfg.tokens_per_block, mc.num_hidden_layers,
+                                         int64_t{mc.kv_lora_rank} + mc.qk_rope_head_dim, 4},
+                                        "KV cache size");
+  const int64_t mem = physical_memory();
+  HELIX_CHECK(mem == 0 || bytes <= mem,
+              "the KV cache needs {:.1f} GiB per rank ({} blocks of {} tokens) but the machine "
+              "has {:.1f} GiB",
+              bytes / 1073741824.0, blocks, cfg.tokens_per_block, mem / 1073741824.0);
+  return checked_int(blocks, "KV blocks per rank");
+}
+
 }  // namespace
 
 Engine::Engine(const EngineConfig& cfg) : core_(std::make_unique<EngineCore>()) {
@@ -221,14 +294,15 @@ Engine::Engine(const EngineConfig& cfg) : core_(std::make_unique<EngineCore>()) 
   check_config(cfg);
   c.cfg = cfg;
   c.mc = config_load(cfg.model_dir);
-  c.ws = std::make_unique<WeightStore>(cfg.model_dir);
-  c.world = std::max(cfg.tp * cfg.cp, cfg.ep);
+  c.world = check_layout(cfg, c.mc);
   c.model_opt = model_options(cfg.dev, c.world);
   // Serving default: room for max_running (else 8) requests of the full context.
-  c.kv_blocks = cfg.kv_blocks > 0 ? cfg.kv_blocks
-                                  : std::max(cfg.max_running, 8) *
-                                        kv_blocks_on_rank(c.mc.max_position_embeddings,
-                                                          cfg.tokens_per_block, cfg.cp, 0);
+  const int64_t slots =
+      cfg.record_requests > 0 ? cfg.record_requests : std::max(cfg.max_running, 8);
+  c.kv_blocks = bounded_kv_blocks(cfg, c.mc, cfg.kv_blocks > 0 ? cfg.kv_blocks : INT64_MAX, slots);
+  c.ws = std::make_unique<WeightStore>(cfg.model_dir);
+  weights_check_config(c.mc, *c.ws);
+  if (cfg.check_weights) weights_check_finite(*c.ws);
   SchedulerConfig sc;
   sc.cp = cfg.cp;
   sc.tokens_per_block = cfg.tokens_per_block;
@@ -432,6 +506,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
                         const SamplingConfig& sampling) {
   HELIX_CHECK(!prompts.empty(), "no prompt given");
   HELIX_CHECK(sampling.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
+  sampling_validate(sampling);
   check_config(cfg);
   const int R = static_cast<int>(prompts.size());
   EngineConfig ec = cfg;

@@ -47,8 +47,9 @@ struct EngineConfig {
   // Prompt KV: "context" = a context model on rank 0 prefills and hands each KV block to its
   // owner (disaggregated serving); "helix" = the decode ranks prefill in place, heads split.
   std::string prefill = "context";
-  bool keep_logits = false;  // keep the logits of every generated position
-  bool progress = false;     // progress line on stderr
+  bool keep_logits = false;    // keep the logits of every generated position
+  bool check_weights = false;  // scan every weight for NaN/Inf at load (--check-weights)
+  bool progress = false;       // progress line on stderr
   // HOP-B: overlap the CP all-to-all of request i with the attention of request i+1 (decode
   // steps with several requests, cp > 1). Same outputs, bit for bit.
   bool hopb = false;

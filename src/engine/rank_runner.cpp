@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/finite.h"
 #include "engine/core.h"
 #include "engine/report.h"
 #include "model/deepseek.h"
@@ -101,10 +102,14 @@ class RankRunner {
       for (const auto& j : plan.join) {
         model_.kv().add_request(j.id);
         running_.push_back(j.id);
-        if (core_.world > 1 && cfg_.prefill == "context")
-          prefill_handoff(j.id, j.prompt);
-        else
-          prefill_local(j.id, j.prompt);
+        try {  // the non-finite guard names the layer; say which phase
+          if (core_.world > 1 && cfg_.prefill == "context")
+            prefill_handoff(j.id, j.prompt);
+          else
+            prefill_local(j.id, j.prompt);
+        } catch (const NonFiniteError& e) {
+          fail("prefill: {}", e.what());
+        }
         core_.prefills += lead_ ? 1 : 0;
       }
       if (lead_) add_ms(&GenerateResult::prefill_ms, ms_since(t0));
@@ -239,8 +244,12 @@ class RankRunner {
       }
       if (lead_) publish_balance();
     }
-    model_.reserve_kv(batch);
-    pick(model_.forward(batch, false), running_);
+    try {
+      model_.reserve_kv(batch);
+      pick(model_.forward(batch, false), running_);
+    } catch (const NonFiniteError& e) {
+      fail("decode step {}: {}", steps_, e.what());
+    }
     steps_++;
     if (cfg_.eplb_interval > 0 && steps_ % cfg_.eplb_interval == 0 && !model_.eplb_pending()) {
       eplb_update_estimate();

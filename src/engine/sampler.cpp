@@ -5,7 +5,16 @@
 #include <numeric>
 #include <vector>
 
+#include "core/error.h"
+
 namespace helix {
+
+void sampling_validate(const SamplingConfig& c) {
+  if (!std::isfinite(c.temperature) || c.temperature < 0 || c.temperature > 1000)
+    fail("--temperature must be a finite number in [0, 1000], got {}", c.temperature);
+  if (!std::isfinite(c.top_p) || c.top_p < 0 || c.top_p > 1)
+    fail("--top-p must be a finite number in [0, 1], got {}", c.top_p);
+}
 
 int argmax(const float* x, int n) {
   int best = 0;

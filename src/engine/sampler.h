@@ -14,9 +14,15 @@ struct SamplingConfig {
   bool ignore_eos = false;
 };
 
+// Throws helix::Error unless temperature is finite in [0, 1000] and top_p finite in [0, 1]
+// (a NaN would compare false everywhere and silently change what is drawn).
+void sampling_validate(const SamplingConfig& cfg);
+
 class Sampler {
  public:
-  explicit Sampler(const SamplingConfig& cfg) : cfg_(cfg), rng_(cfg.seed) {}
+  explicit Sampler(const SamplingConfig& cfg) : cfg_(cfg), rng_(cfg.seed) {
+    sampling_validate(cfg);
+  }
   // logits [vocab]
   int sample(const float* logits, int vocab);
 

@@ -1,12 +1,14 @@
 #include "model/config.h"
 
+#include <sys/stat.h>
+
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/checked.h"
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace helix {
 
@@ -94,14 +96,24 @@ RopeConfig parse_rope(const json& root, const std::string& origin, int max_pos) 
   return r;
 }
 
-std::vector<int> parse_eos(const json& j) {
-  std::vector<int> ids;
-  if (!j.contains("eos_token_id")) return ids;
+// eos_token_id: an id or a list of ids, each an integer in [0, 2^31); null means none.
+// Anything else is an error rather than a silently dropped or truncated stop token.
+std::vector<int> parse_eos(const json& j, const std::string& origin, std::vector<int> def) {
+  if (!j.contains("eos_token_id")) return def;
   const json& v = j["eos_token_id"];
-  if (v.is_number_integer()) ids.push_back(v.get<int>());
-  if (v.is_array())
-    for (const auto& e : v)
-      if (e.is_number_integer()) ids.push_back(e.get<int>());
+  std::vector<int> ids;
+  if (v.is_null()) return ids;
+  auto one = [&](const json& e) {
+    if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > (1LL << 31) - 1)
+      fail("{}: eos_token_id must be a non-negative 32-bit integer or a list of them, got {}",
+           origin, printable(e.dump()));
+    ids.push_back(e.get<int>());
+  };
+  if (v.is_array()) {
+    for (const auto& e : v) one(e);
+  } else {
+    one(v);
+  }
   return ids;
 }
 
@@ -125,22 +137,25 @@ ModelConfig config_parse(const std::string& text, const std::string& origin) {
   c.vocab_size = r.integer("vocab_size", true);
   c.hidden_size = r.integer("hidden_size", true);
   c.intermediate_size = r.integer("intermediate_size", true);
-  c.moe_intermediate_size = r.integer("moe_intermediate_size", false, c.intermediate_size);
+  c.moe_intermediate_size = r.integer("moe_intermediate_size", false, 2048);
   c.num_hidden_layers = r.integer("num_hidden_layers", true);
   c.num_attention_heads = r.integer("num_attention_heads", true);
-  c.q_lora_rank = r.integer("q_lora_rank", false, 0);
+  // Absent: 1536 (transformers); explicit null: plain q_proj.
+  c.q_lora_rank = j.contains("q_lora_rank") ? r.integer("q_lora_rank", false, 0) : 1536;
   c.kv_lora_rank = r.integer("kv_lora_rank", true);
   c.qk_nope_head_dim = r.integer("qk_nope_head_dim", true);
   c.qk_rope_head_dim = r.integer("qk_rope_head_dim", true);
   c.v_head_dim = r.integer("v_head_dim", true);
-  c.n_routed_experts = r.integer("n_routed_experts", false, 0);
-  c.n_shared_experts = r.integer("n_shared_experts", false, 0);
-  c.num_experts_per_tok = r.integer("num_experts_per_tok", false, 0);
-  c.n_group = r.integer("n_group", false, 1);
-  c.topk_group = r.integer("topk_group", false, 1);
+  c.n_routed_experts = r.integer("n_routed_experts", false, 256);
+  c.n_shared_experts = r.integer("n_shared_experts", false, 1);
+  c.num_experts_per_tok = r.integer("num_experts_per_tok", false, 8);
+  // Routing and expert fields absent from config.json take transformers' DeepseekV3Config
+  // defaults, as the reference implementation would.
+  c.n_group = r.integer("n_group", false, 8);
+  c.topk_group = r.integer("topk_group", false, 4);
   c.norm_topk_prob = r.boolean("norm_topk_prob", true);
-  c.routed_scaling_factor = r.number("routed_scaling_factor", 1.0);
-  c.first_k_dense_replace = r.integer("first_k_dense_replace", false, 0);
+  c.routed_scaling_factor = r.number("routed_scaling_factor", 2.5);
+  c.first_k_dense_replace = r.integer("first_k_dense_replace", false, 3);
   c.max_position_embeddings = r.integer("max_position_embeddings", true);
   c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
@@ -154,7 +169,7 @@ ModelConfig config_parse(const std::string& text, const std::string& origin) {
   if (c.hidden_act != "silu")
     fail("{}: hidden_act '{}' is not supported (silu)", origin, c.hidden_act);
   c.rope = parse_rope(j, origin, c.max_position_embeddings);
-  c.eos_token_ids = parse_eos(j);
+  c.eos_token_ids = parse_eos(j, origin, {1});
 
   auto positive = [&](int v, const char* name) {
     if (v <= 0) fail("{}: field '{}' must be positive", origin, name);
@@ -168,6 +183,37 @@ ModelConfig config_parse(const std::string& text, const std::string& origin) {
   positive(c.v_head_dim, "v_head_dim");
   positive(c.max_position_embeddings, "max_position_embeddings");
   if (c.qk_rope_head_dim % 2) fail("{}: qk_rope_head_dim must be even", origin);
+  // Cheap bounds before anything is sized from these: no single dimension past 2^24, no layer
+  // or expert count past 2^16, and every weight's element count representable.
+  for (auto [v, name] : {std::pair{c.vocab_size, "vocab_size"},
+                         {c.hidden_size, "hidden_size"},
+                         {c.intermediate_size, "intermediate_size"},
+                         {c.moe_intermediate_size, "moe_intermediate_size"},
+                         {c.num_attention_heads, "num_attention_heads"},
+                         {c.q_lora_rank, "q_lora_rank"},
+                         {c.kv_lora_rank, "kv_lora_rank"},
+                         {c.qk_nope_head_dim, "qk_nope_head_dim"},
+                         {c.qk_rope_head_dim, "qk_rope_head_dim"},
+                         {c.v_head_dim, "v_head_dim"}})
+    if (v > (1 << 24)) fail("{}: field '{}' = {} is larger than 2^24", origin, name, v);
+  for (auto [v, name] : {std::pair{c.num_hidden_layers, "num_hidden_layers"},
+                         {c.n_routed_experts, "n_routed_experts"},
+                         {c.n_shared_experts, "n_shared_experts"},
+                         {c.num_experts_per_tok, "num_experts_per_tok"}})
+    if (v > (1 << 16)) fail("{}: field '{}' = {} is larger than 2^16", origin, name, v);
+  const std::string what = origin + ": model size";
+  checked_product({c.vocab_size, c.hidden_size, 4}, what);
+  checked_product(
+      {c.num_attention_heads, c.qk_head_dim(), std::max(c.q_lora_rank, c.hidden_size), 4}, what);
+  checked_product({c.num_attention_heads, c.qk_nope_head_dim + c.v_head_dim, c.kv_lora_rank, 4},
+                  what);
+  checked_product(
+      {c.n_routed_experts + c.n_shared_experts, c.moe_intermediate_size, c.hidden_size, 12}, what);
+  checked_product({c.num_hidden_layers, std::max(c.n_routed_experts, 1), 8, 4}, what);
+  if (!std::isfinite(c.rms_norm_eps) || c.rms_norm_eps < 0)
+    fail("{}: rms_norm_eps must be finite and >= 0", origin);
+  if (!std::isfinite(c.routed_scaling_factor))
+    fail("{}: routed_scaling_factor must be finite", origin);
   if (c.n_routed_experts > 0) {
     positive(c.num_experts_per_tok, "num_experts_per_tok");
     positive(c.moe_intermediate_size, "moe_intermediate_size");
@@ -187,19 +233,23 @@ ModelConfig config_parse(const std::string& text, const std::string& origin) {
 }
 
 ModelConfig config_load(const std::string& dir) {
-  std::string path = dir + "/config.json";
-  std::ifstream f(path);
-  if (!f.good()) fail("cannot open {}", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  ModelConfig c = config_parse(ss.str(), path);
-  // generate() takes its stop tokens from generation_config.json when there is one.
-  std::ifstream g(dir + "/generation_config.json");
-  if (g.good()) {
-    std::stringstream gs;
-    gs << g.rdbuf();
-    json gj = json::parse(gs.str(), nullptr, false);
-    if (gj.is_object() && gj.contains("eos_token_id")) c.eos_token_ids = parse_eos(gj);
+  const std::string path = dir + "/config.json";
+  ModelConfig c = config_parse(file_read_text(path, size_t(16) << 20), printable(path));
+  // generate() takes its stop tokens from generation_config.json when there is one; a file
+  // that is there but unreadable or malformed is an error, not silently ignored.
+  const std::string gpath = dir + "/generation_config.json";
+  struct stat st {};
+  if (::lstat(gpath.c_str(), &st) == 0) {
+    const std::string gname = printable(gpath);
+    const std::string text = file_read_text(gpath, size_t(16) << 20);
+    json gj;
+    try {
+      gj = json::parse(text);
+    } catch (const json::exception& e) {
+      fail("{}: invalid JSON: {}", gname, printable(e.what()));
+    }
+    if (!gj.is_object()) fail("{}: must be a JSON object", gname);
+    c.eos_token_ids = parse_eos(gj, gname, c.eos_token_ids);
   }
   return c;
 }

@@ -10,6 +10,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/finite.h"
 #include "model/helix_combine.h"
 #include "ops/ops.h"
 
@@ -453,6 +454,7 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
   run_step(seqs, st, rows, logits_d);
   Tensor logits({n, cfg_.vocab_size});
   ops_->to_host(logits_d.view(), logits.ptr());
+  require_finite(logits.ptr(), logits.numel(), -1, "logits");
   return logits;
 }
 
@@ -512,6 +514,7 @@ Tensor DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs) {
   }
   Tensor logits({B, cfg_.vocab_size});
   ops_->to_host(g.logits.view(), logits.ptr());
+  require_finite(logits.ptr(), logits.numel(), -1, "logits");
   return logits;
 }
 
@@ -549,6 +552,9 @@ void DeepseekModel::run_step(const std::vector<SeqStep>& seqs, const StepBatch& 
     ffn(l, h, y);
     stats_.ffn_ms += ms_since(t0);
     o.add(x.view(), D, y.view(), D, T, D, false);
+    // Non-finite guard (issue 10) on the host; on a GPU the logits check below covers it (a
+    // per-layer copy back would break the graph-stable step).
+    if (o.device().is_cpu()) require_finite(x.f32(), x.numel(), l, "hidden state");
   }
   const int n = static_cast<int>(rows.size());
   DTensor hn = act({n, D});

@@ -15,14 +15,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 static_assert(std::endian::native == std::endian::little,
               "the loader assumes a little-endian host");
@@ -52,19 +51,6 @@ constexpr std::array<DTypeInfo, 12> kDTypes = {{
     {StDType::BOOL, "BOOL", 1},
     {StDType::F8_E5M2, "F8_E5M2", 1},
 }};
-
-// Names from the file go into one-line error messages: replace control characters and cap the
-// length so that a hostile header cannot break the message.
-std::string printable(const std::string& s) {
-  constexpr size_t kMax = 200;
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    out += (c < 0x20 || c == 0x7F) ? '?' : static_cast<char>(c);
-  }
-  if (s.size() > kMax) out += "...";
-  return out;
-}
 
 // A JSON value as a non-negative integer that fits int64; false for anything else.
 bool as_count(const json& v, uint64_t& out) {
@@ -188,7 +174,23 @@ std::map<std::string, StView> safetensors_parse_header(const uint8_t* header, si
   }
   json root;
   try {
-    root = json::parse(header, header + json_len);
+    // nlohmann keeps the last of two equal keys; a header naming one tensor twice is ambiguous,
+    // so the callback sees every key and rejects a repeat within its object.
+    std::vector<std::set<std::string>> keys;
+    auto on_event = [&](int depth, json::parse_event_t ev, json& parsed) {
+      if (ev == json::parse_event_t::object_start) {
+        keys.resize(static_cast<size_t>(depth) + 1);
+        keys[static_cast<size_t>(depth)].clear();
+      } else if (ev == json::parse_event_t::key) {
+        // key events come at the depth of the object's members
+        const size_t d = depth > 0 ? static_cast<size_t>(depth - 1) : 0;
+        if (d < keys.size() && !keys[d].insert(parsed.get<std::string>()).second)
+          fail("{}: safetensors header has the key '{}' twice", file,
+               printable(parsed.get<std::string>()));
+      }
+      return true;
+    };
+    root = json::parse(header, header + json_len, on_event);
   } catch (const json::exception& e) {
     fail("{}: safetensors header is not valid JSON: {}", file, printable(e.what()));
   }
@@ -276,7 +278,11 @@ std::map<std::string, StView> safetensors_parse_header(const uint8_t* header, si
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   const std::string file = printable(path);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Type first: open() on a FIFO would block until a writer came.
+  struct stat pre {};
+  if (::stat(path.c_str(), &pre) != 0) fail("{}: cannot open: {}", file, std::strerror(errno));
+  if (!S_ISREG(pre.st_mode)) fail("{}: not a regular file", file);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail("{}: cannot open: {}", file, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -335,11 +341,7 @@ WeightStore::WeightStore(const std::string& dir) : dir_(dir) {
   std::map<std::string, const SafetensorsFile*> shard_files;
   if (fs::exists(index_path, ec)) {
     const std::string ipath = printable(index_path.string());
-    std::ifstream in(index_path, std::ios::binary);
-    if (!in) fail("{}: cannot open", ipath);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const std::string text = ss.str();
+    const std::string text = file_read_text(index_path.string());
     check_nesting(reinterpret_cast<const uint8_t*>(text.data()), text.size(), ipath);
     json idx;
     try {
@@ -366,7 +368,18 @@ WeightStore::WeightStore(const std::string& dir) : dir_(dir) {
       mapped.emplace_back(it.key(), shard);
       if (seen.insert(shard).second) shards.push_back(shard);
     }
+    // A shard's folder must resolve (symlinks included) to the model folder or one below it.
+    // The file itself may be a symlink: the Hugging Face cache links snapshot files to blobs.
+    const fs::path real_root = fs::canonical(root, ec);
+    if (ec) fail("{}: {}", printable(dir), ec.message());
     for (const auto& s : shards) {
+      std::error_code sec;
+      const fs::path real = fs::canonical((root / s).parent_path(), sec);
+      if (sec) fail("{}: shard '{}': {}", ipath, printable(s), sec.message());
+      const auto rel = real.lexically_relative(real_root);
+      if (rel.empty() || *rel.begin() == "..")
+        fail("{}: shard '{}' resolves to {}, outside the model folder {}", ipath, printable(s),
+             printable(real.string()), printable(real_root.string()));
       files_.push_back(std::make_unique<SafetensorsFile>((root / s).string()));
       shard_files[s] = files_.back().get();
     }

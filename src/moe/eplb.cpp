@@ -2,16 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <numeric>
 #include <queue>
-#include <sstream>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace helix {
 
@@ -60,7 +59,33 @@ std::vector<double> rank_loads(const Placement& p, const std::vector<double>& lo
   return rl;
 }
 
-Balance placement_balance(const Placement& p, const std::vector<double>& load) {
+namespace {
+
+// Loads near the double range overflow when summed (inf, then inf/inf = nan or a SIGFPE on a
+// later conversion). Every figure here is scale-invariant, so loads whose largest entry is past
+// 2^64 are scaled by a power of two (exact: the same plan, bit for bit) so that it lies in
+// [0.5, 1). Negative or non-finite loads are errors.
+std::vector<double> normalized_load(const std::vector<double>& load) {
+  double mx = 0;
+  for (size_t e = 0; e < load.size(); ++e) {
+    if (!std::isfinite(load[e]) || load[e] < 0)
+      fail("eplb: load of expert {} is {}: loads must be finite and >= 0", e, load[e]);
+    mx = std::max(mx, load[e]);
+  }
+  if (mx <= 0x1p64) return load;
+  int ex = 0;
+  std::frexp(mx, &ex);
+  std::vector<double> out(load.size());
+  for (size_t e = 0; e < load.size(); ++e) out[e] = std::ldexp(load[e], -ex);
+  return out;
+}
+
+}  // namespace
+
+Balance placement_balance(const Placement& p, const std::vector<double>& raw_load) {
+  HELIX_CHECK(static_cast<int>(raw_load.size()) == p.num_experts,
+              "eplb: load has {} experts, placement {}", raw_load.size(), p.num_experts);
+  const std::vector<double> load = normalized_load(raw_load);
   std::vector<double> rl = rank_loads(p, load);
   Balance b;
   b.max_rank_load = *std::max_element(rl.begin(), rl.end());
@@ -96,25 +121,18 @@ int slots_moved(const Placement& a, const Placement& b) {
 namespace {
 
 std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{}: cannot open for reading", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  return file_read_text(path, size_t(256) << 20);
 }
 
 void write_text(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  if (!f) fail("{}: cannot open for writing", path);
-  f << text;
-  if (!f) fail("{}: write failed", path);
+  file_write(path, text);
 }
 
 nlohmann::json parse_json(const std::string& text, const std::string& what) {
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed JSON: {}", what, e.what());
+    fail("{}: malformed JSON: {}", what, printable(e.what()));
   }
 }
 
@@ -143,6 +161,11 @@ PlacementSet placement_from_json_text(const std::string& text, const std::string
   } else {
     ps.num_experts = expected_experts;
   }
+  // Bounds before anything is sized from them: never two replicas of an expert on one rank.
+  if (ps.num_experts > 0 &&
+      static_cast<int64_t>(ps.num_slots) > static_cast<int64_t>(ps.num_experts) * ps.num_ranks)
+    fail("{}: num_slots {} is more than num_experts x num_ranks = {} x {}", what, ps.num_slots,
+         ps.num_experts, ps.num_ranks);
   if (!j.contains("layers") || !j["layers"].is_array() || j["layers"].empty())
     fail("{}: \"layers\" must be a non-empty array", what);
   const auto& layers = j["layers"];
@@ -152,6 +175,9 @@ PlacementSet placement_from_json_text(const std::string& text, const std::string
     std::string lw = fmt::format("{}: layer {}", what, l);
     if (!lj.is_object() || !lj.contains("slot_to_expert") || !lj["slot_to_expert"].is_array())
       fail("{}: expected {{\"slot_to_expert\": [...]}}", lw);
+    if (lj["slot_to_expert"].size() != static_cast<size_t>(ps.num_slots))
+      fail("{}: slot_to_expert has {} entries, expected num_slots = {}", lw,
+           lj["slot_to_expert"].size(), ps.num_slots);
     Placement p;
     p.num_slots = ps.num_slots;
     p.num_ranks = ps.num_ranks;
@@ -251,6 +277,9 @@ void check_shape(const std::vector<double>& load, int S, int R) {
   if (S <= 0) fail("eplb: --slots must be > 0, got {}", S);
   if (S % R != 0) fail("eplb: --slots {} is not a multiple of --ranks {}", S, R);
   if (S < E) fail("eplb: --slots {} is fewer than the {} experts: every expert needs a slot", S, E);
+  // More slots than experts x ranks would put two replicas of one expert on a rank.
+  if (static_cast<int64_t>(S) > static_cast<int64_t>(E) * R)
+    fail("eplb: --slots {} is more than experts x ranks = {} x {}", S, E, R);
 }
 
 // Replica counts: each of the S - E extra slots goes to the expert with the largest load per
@@ -1059,8 +1088,10 @@ bool descend(SlotState& st, double target_max_rank_load, int max_iter) {
 // Public planners
 // ============================================================================================
 
-Placement eplb_plan_greedy_layer(const std::vector<double>& load, int num_slots, int num_ranks) {
-  check_shape(load, num_slots, num_ranks);
+Placement eplb_plan_greedy_layer(const std::vector<double>& raw_load, int num_slots,
+                                 int num_ranks) {
+  check_shape(raw_load, num_slots, num_ranks);
+  const std::vector<double> load = normalized_load(raw_load);
   std::vector<int> c = counts_by_load_per_replica(load, num_slots, 0);
   Packing pk;
   pk.init(load, c, num_ranks, num_slots / num_ranks);
@@ -1095,9 +1126,10 @@ std::optional<Placement> eplb_repair_greedy(const std::vector<double>& load,
   return st.p;
 }
 
-Placement eplb_plan_layer(const std::vector<double>& load, int num_slots, int num_ranks,
+Placement eplb_plan_layer(const std::vector<double>& raw_load, int num_slots, int num_ranks,
                           const EplbOptions& opt, const Placement* previous) {
-  check_shape(load, num_slots, num_ranks);
+  check_shape(raw_load, num_slots, num_ranks);
+  const std::vector<double> load = normalized_load(raw_load);
   const int E = static_cast<int>(load.size());
   if (opt.num_groups > 0 && opt.num_nodes > 0) {
     const int G = opt.num_groups, N = opt.num_nodes;
@@ -1232,42 +1264,6 @@ int EplbRouter::route(int expert, std::int64_t token, int src_rank, std::int64_t
   auto hi = std::lower_bound(lo, reps.end(), (src_rank + 1) * slots_per_rank_);
   if (hi != lo) return lo[turn % static_cast<std::uint64_t>(hi - lo)];
   return reps[turn % reps.size()];
-}
-
-ExpertLoadStats::ExpertLoadStats(int num_layers, int num_experts, double alpha)
-    : num_experts_(num_experts), alpha_(alpha) {
-  if (num_layers <= 0 || num_experts <= 0)
-    fail("expert load stats: need layers > 0 and experts > 0, got {} x {}", num_layers,
-         num_experts);
-  if (!(alpha >= 0 && alpha <= 1)) fail("expert load stats: alpha {} outside [0, 1]", alpha);
-  counts_.assign(num_layers, std::vector<std::int64_t>(num_experts, 0));
-  estimate_.assign(num_layers, std::vector<double>(num_experts, 0.0));
-}
-
-void ExpertLoadStats::add(int layer, int expert, std::int64_t n) {
-  if (layer < 0 || layer >= num_layers() || expert < 0 || expert >= num_experts_)
-    fail("expert load stats: (layer {}, expert {}) outside {} x {}", layer, expert, num_layers(),
-         num_experts_);
-  counts_[layer][expert] += n;
-}
-
-void ExpertLoadStats::add_routed(int layer, const int* topk_ids, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) add(layer, topk_ids[i], 1);
-}
-
-void ExpertLoadStats::end_step() {
-  for (size_t l = 0; l < counts_.size(); ++l)
-    for (int e = 0; e < num_experts_; ++e) {
-      estimate_[l][e] = alpha_ * estimate_[l][e] + static_cast<double>(counts_[l][e]);
-      counts_[l][e] = 0;
-    }
-}
-
-Balance ExpertLoadStats::balance(int layer, const Placement& p) const {
-  if (layer < 0 || layer >= num_layers()) fail("expert load stats: layer {} out of range", layer);
-  if (p.num_experts != num_experts_)
-    fail("expert load stats: placement has {} experts, stats {}", p.num_experts, num_experts_);
-  return placement_balance(p, estimate_[layer]);
 }
 
 }  // namespace helix

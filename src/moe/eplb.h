@@ -129,26 +129,4 @@ class EplbRouter {
   std::vector<std::vector<int>> replicas_;  // [E] -> slots, ascending
 };
 
-// Tokens routed to each logical expert per layer in the current step, and a decayed estimate
-// across steps: at end_step(), estimate = alpha * estimate + counts, then counts reset.
-class ExpertLoadStats {
- public:
-  ExpertLoadStats(int num_layers, int num_experts, double alpha = 0.9);
-  void add(int layer, int expert, std::int64_t n = 1);
-  // Adds one count for every id in topk_ids[0..n) (routed ids of one layer's step).
-  void add_routed(int layer, const int* topk_ids, std::int64_t n);
-  void end_step();
-  const std::vector<std::int64_t>& counts(int layer) const { return counts_[layer]; }
-  const LoadMatrix& estimate() const { return estimate_; }
-  Balance balance(int layer, const Placement& p) const;  // of the estimate
-  int num_layers() const { return static_cast<int>(counts_.size()); }
-  int num_experts() const { return num_experts_; }
-
- private:
-  int num_experts_ = 0;
-  double alpha_ = 0.9;
-  std::vector<std::vector<std::int64_t>> counts_;
-  LoadMatrix estimate_;
-};
-
 }  // namespace helix

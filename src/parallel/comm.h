@@ -104,8 +104,6 @@ std::unique_ptr<Communicator> make_single_comm();
 // that throws aborts the world so that the others do not wait forever.
 void run_threads(int world_size, const std::function<void(Communicator&)>& fn);
 
-// True when built with OpenMPI support.
-bool mpi_available();
 // The MPI_COMM_WORLD communicator. Calls MPI_Init on first use; MPI_Finalize runs at exit.
 std::unique_ptr<Communicator> make_mpi_world();
 // After a fatal error on one process: MPI_Abort the whole job (when MPI runs with more than one

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "parallel/comm.h"
 
@@ -171,9 +172,7 @@ class MpiComm final : public Communicator {
 
  private:
   std::pair<size_t, size_t> chunk(size_t n, int i) const {
-    const size_t base = n / size_t(size_), extra = n % size_t(size_), ui = size_t(i);
-    const size_t begin = ui * base + std::min(ui, extra);
-    return {begin, begin + base + (ui < extra ? 1 : 0)};
+    return even_split<size_t>(n, size_t(size_), size_t(i));
   }
 
   MPI_Comm comm_;
@@ -186,10 +185,6 @@ class MpiComm final : public Communicator {
 };
 
 }  // namespace
-
-bool mpi_available() {
-  return true;
-}
 
 std::unique_ptr<Communicator> make_mpi_world() {
   int initialized = 0;

@@ -4,10 +4,6 @@
 
 namespace helix {
 
-bool mpi_available() {
-  return false;
-}
-
 std::unique_ptr<Communicator> make_mpi_world() {
   fail("helix was built without MPI");
 }

@@ -12,8 +12,10 @@
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "parallel/comm.h"
 
@@ -210,9 +212,7 @@ void copy_floats(float* dst, const float* src, size_t n) {
 
 // [begin, end) of part i of n split over parts, the first n % parts parts one longer.
 std::pair<size_t, size_t> chunk(size_t n, int parts, int i) {
-  const size_t base = n / size_t(parts), extra = n % size_t(parts), ui = size_t(i);
-  const size_t begin = ui * base + std::min(ui, extra);
-  return {begin, begin + base + (ui < extra ? 1 : 0)};
+  return even_split<size_t>(n, size_t(parts), size_t(i));
 }
 
 // ---- the communicator ---------------------------------------------------------------------------
@@ -489,7 +489,15 @@ void run_threads(int world_size, const std::function<void(Communicator&)>& fn) {
   } else {
     std::vector<std::thread> threads;
     threads.reserve(world_size);
-    for (int r = 0; r < world_size; ++r) threads.emplace_back(body, r);
+    try {
+      for (int r = 0; r < world_size; ++r) threads.emplace_back(body, r);
+    } catch (const std::system_error& e) {
+      // The ranks already started wait in collectives for ones that never come: abort them,
+      // join, and report instead of std::terminate.
+      world->abort();
+      for (auto& t : threads) t.join();
+      fail("cannot start {} rank threads (started {}): {}", world_size, threads.size(), e.what());
+    }
     for (auto& t : threads) t.join();
   }
   if (first_error) std::rethrow_exception(first_error);

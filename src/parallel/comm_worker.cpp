@@ -1,8 +1,17 @@
 #include "parallel/comm_worker.h"
 
+#include <atomic>
 #include <utility>
 
 namespace helix {
+
+namespace {
+std::atomic<uint64_t> g_tasks{0}, g_busy{0};
+}  // namespace
+
+CommWorker::Counters CommWorker::counters() {
+  return {g_tasks.load(), g_busy.load()};
+}
 
 CommWorker::CommWorker() : thread_([this] { loop(); }) {}
 
@@ -26,7 +35,9 @@ void CommWorker::submit(std::function<void()> task) {
 
 void CommWorker::wait() {
   std::unique_lock lk(mu_);
+  waiting_ = true;
   cv_.wait(lk, [&] { return queue_.empty() && !running_; });
+  waiting_ = false;
   if (error_) {
     std::exception_ptr e = std::exchange(error_, nullptr);
     std::rethrow_exception(e);
@@ -36,7 +47,9 @@ void CommWorker::wait() {
 void CommWorker::cancel() noexcept {
   std::unique_lock lk(mu_);
   queue_.clear();
+  waiting_ = true;
   cv_.wait(lk, [&] { return !running_; });
+  waiting_ = false;
   error_ = nullptr;
 }
 
@@ -52,6 +65,8 @@ void CommWorker::loop() {
       continue;
     }
     running_ = true;
+    g_tasks.fetch_add(1, std::memory_order_relaxed);
+    if (!waiting_) g_busy.fetch_add(1, std::memory_order_relaxed);
     lk.unlock();
     std::exception_ptr err;
     try {

@@ -7,6 +7,7 @@
 // wait() synchronise through a mutex, so buffers written before submit() are visible to the task
 // and what the task writes is visible after wait().
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -31,6 +32,15 @@ class CommWorker {
   // that unwinds while tasks still reference its buffers.
   void cancel() noexcept;
 
+  // Evidence of overlap, summed over every worker of the process: tasks run, and tasks that
+  // started while their submitter was still busy (not blocked in wait()), i.e. ran concurrently
+  // with the submitter's own work.
+  struct Counters {
+    uint64_t tasks = 0;
+    uint64_t started_while_caller_busy = 0;
+  };
+  static Counters counters();
+
  private:
   void loop();
 
@@ -39,6 +49,7 @@ class CommWorker {
   std::deque<std::function<void()>> queue_;
   bool running_ = false;  // a task is executing on the worker
   bool stop_ = false;
+  bool waiting_ = false;  // the submitter is blocked in wait() or cancel()
   std::exception_ptr error_;
   std::thread thread_;
 };

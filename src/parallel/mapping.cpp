@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace helix {
@@ -10,8 +11,9 @@ Mapping::Mapping(int world_size_, int rank_, int tp_, int cp_, bool moe_ep_)
     : world_size(world_size_), rank(rank_), tp(tp_), cp(cp_), moe_ep(moe_ep_) {
   if (tp < 1) fail("--tp must be at least 1 (got {})", tp);
   if (cp < 1) fail("--cp must be at least 1 (got {})", cp);
-  if (world_size < tp * cp || world_size % (tp * cp) != 0) {
-    fail("world size {} is not a multiple of --tp {} x --cp {} = {}", world_size, tp, cp, tp * cp);
+  const int64_t grid = checked_mul(tp, cp, "--tp x --cp");
+  if (world_size < grid || world_size % grid != 0) {
+    fail("world size {} is not a multiple of --tp {} x --cp {} = {}", world_size, tp, cp, grid);
   }
   if (world_size != tp * cp && !moe_ep) {
     fail("world size {} exceeds --tp {} x --cp {}: only expert parallelism (--ep) may be wider",
@@ -42,11 +44,7 @@ std::pair<int, int> split_range(int n, int parts, int i) {
   HELIX_CHECK(parts >= 1, "split_range: parts must be >= 1 (got {})", parts);
   HELIX_CHECK(n >= 0, "split_range: n must be >= 0 (got {})", n);
   HELIX_CHECK(i >= 0 && i < parts, "split_range: part {} out of range [0, {})", i, parts);
-  const int base = n / parts;
-  const int extra = n % parts;
-  const int begin = i * base + (i < extra ? i : extra);
-  const int end = begin + base + (i < extra ? 1 : 0);
-  return {begin, end};
+  return even_split(n, parts, i);
 }
 
 }  // namespace helix

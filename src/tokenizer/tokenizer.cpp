@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace helix {
@@ -42,14 +43,12 @@ void byte_level_table(Tokenizer::Impl& t) {
 }
 
 json read_json(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f.good()) fail("tokenizer: cannot open {}", p.string());
-  std::stringstream ss;
-  ss << f.rdbuf();
+  // Regular files only (a FIFO would block in open); errors name the file.
+  const std::string text = file_read_text(p.string());
   try {
-    return json::parse(ss.str());
+    return json::parse(text);
   } catch (const json::exception& e) {
-    fail("tokenizer: {}: malformed JSON: {}", p.string(), e.what());
+    fail("tokenizer: {}: malformed JSON: {}", p.string(), printable(e.what()));
   }
 }
 
