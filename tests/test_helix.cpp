@@ -3,6 +3,7 @@
 // ranks without KV (prompts shorter than a block) do not break the combine.
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -207,11 +208,17 @@ TEST(HelixHopb, BitwiseSameAsWithout) {
       EXPECT_EQ(cb.bytes_sent, ca.bytes_sent) << where;
       EXPECT_EQ(cb.bytes_received, ca.bytes_received) << where;
       EXPECT_GT(cb.calls.at("all_to_all_v"), ca.calls.at("all_to_all_v")) << where;
-      // Overlap really happened: exchanges ran on the worker, and some started while the rank's
-      // own thread was still computing (not blocked in wait()). Over ~40 steps x 4 requests x
-      // cp ranks, none starting early would mean the pipeline serialises.
+      // The pipeline ran: exchanges ran on the worker, and request i+1's attention was issued
+      // while request i's exchange was still unwaited (program order, so not timing-dependent;
+      // that the worker really runs beside its submitter is WorkerOverlapsTheSubmitter's job).
+      // Whether a task also started while the rank computed depends on thread timing (on a
+      // 16-core host with the tiny fixtures it may never): printed, not asserted.
       EXPECT_GT(c1.tasks, c0.tasks) << where;
-      EXPECT_GT(c1.started_while_caller_busy, c0.started_while_caller_busy) << where;
+      EXPECT_GT(c1.pipelined_submits, c0.pipelined_submits) << where;
+      std::printf("%s: %llu of %llu exchanges started while the rank computed\n", where.c_str(),
+                  static_cast<unsigned long long>(c1.started_while_caller_busy -
+                                                  c0.started_while_caller_busy),
+                  static_cast<unsigned long long>(c1.tasks - c0.tasks));
     }
   }
 }

@@ -6,11 +6,11 @@
 namespace helix {
 
 namespace {
-std::atomic<uint64_t> g_tasks{0}, g_busy{0};
+std::atomic<uint64_t> g_tasks{0}, g_pipelined{0}, g_busy{0};
 }  // namespace
 
 CommWorker::Counters CommWorker::counters() {
-  return {g_tasks.load(), g_busy.load()};
+  return {g_tasks.load(), g_pipelined.load(), g_busy.load()};
 }
 
 CommWorker::CommWorker() : thread_([this] { loop(); }) {}
@@ -28,6 +28,7 @@ CommWorker::~CommWorker() {
 void CommWorker::submit(std::function<void()> task) {
   {
     std::lock_guard lk(mu_);
+    if (unwaited_++ > 0) g_pipelined.fetch_add(1, std::memory_order_relaxed);
     queue_.push_back(std::move(task));
   }
   cv_.notify_all();
@@ -38,6 +39,7 @@ void CommWorker::wait() {
   waiting_ = true;
   cv_.wait(lk, [&] { return queue_.empty() && !running_; });
   waiting_ = false;
+  unwaited_ = 0;
   if (error_) {
     std::exception_ptr e = std::exchange(error_, nullptr);
     std::rethrow_exception(e);
@@ -50,6 +52,7 @@ void CommWorker::cancel() noexcept {
   waiting_ = true;
   cv_.wait(lk, [&] { return !running_; });
   waiting_ = false;
+  unwaited_ = 0;
   error_ = nullptr;
 }
 

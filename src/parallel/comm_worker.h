@@ -32,11 +32,14 @@ class CommWorker {
   // that unwinds while tasks still reference its buffers.
   void cancel() noexcept;
 
-  // Evidence of overlap, summed over every worker of the process: tasks run, and tasks that
-  // started while their submitter was still busy (not blocked in wait()), i.e. ran concurrently
-  // with the submitter's own work.
+  // Evidence of overlap, summed over every worker of the process: tasks run; tasks submitted
+  // while an earlier one was still unwaited (the submitter went on with its own work between
+  // submit and wait: a pipeline by program order, so it does not depend on timing); and tasks
+  // that started while their submitter was still busy (not blocked in wait()), which depends on
+  // thread timing and is reported, not relied on.
   struct Counters {
     uint64_t tasks = 0;
+    uint64_t pipelined_submits = 0;
     uint64_t started_while_caller_busy = 0;
   };
   static Counters counters();
@@ -50,6 +53,7 @@ class CommWorker {
   bool running_ = false;  // a task is executing on the worker
   bool stop_ = false;
   bool waiting_ = false;  // the submitter is blocked in wait() or cancel()
+  int unwaited_ = 0;      // tasks submitted since the last wait() or cancel()
   std::exception_ptr error_;
   std::thread thread_;
 };

@@ -361,6 +361,9 @@ TEST(MlaDecodeBf16Cuda, TinyModelSizes) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   run_case({4, 32, 16, 16, uneven(16, 300), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed});
   run_case({4, 32, 16, 16, uneven(16, 300), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 0, kSeed});
+  // models/tiny (the embedded default): L 64, R 16, 4 heads
+  run_case({4, 64, 16, 16, uneven(16, 300), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed});
+  run_case({4, 64, 16, 16, uneven(16, 300), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 0, kSeed});
 }
 
 TEST(MlaDecodeBf16Cuda, Fp8Kv) {

@@ -18,13 +18,14 @@ struct Dims {
   static constexpr int L = L_, R = R_;
 };
 bool supported(int L, int R) {
-  return (L == 512 && R == 64) || (L == 32 && R == 16);
+  return (L == 512 && R == 64) || (L == 64 && R == 16) || (L == 32 && R == 16);
 }
 
 // Runs f(Entry<L, R>{}) for the instantiated sizes.
 template <class F>
 cudaError_t with_entry(int L, int R, F&& f) {
   if (L == 512 && R == 64) return f(Dims<512, 64>{});
+  if (L == 64 && R == 16) return f(Dims<64, 16>{});  // the embedded models/tiny
   if (L == 32 && R == 16) return f(Dims<32, 16>{});
   return cudaErrorNotSupported;
 }

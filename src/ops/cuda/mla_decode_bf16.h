@@ -24,7 +24,8 @@
 //             c ~= e4m3 * scale, scale = max|c| / 448 per token (656 bytes at 512/64).
 // Both are written by mla_kv_write_cuda below.
 //
-// Sizes: (L, R) = (512, 64) (DeepSeek-V3) and (32, 16) (the test models) are instantiated;
+// Sizes: (L, R) = (512, 64) (DeepSeek-V3), (64, 16) (models/tiny) and (32, 16) (the test
+// models) are instantiated;
 // mla_plan returns cudaErrorNotSupported for others (mla_decode_cuda, fp32, takes any size).
 // A plan's workspace serves one launch at a time: launches on several streams need a plan each.
 #include <cstddef>
@@ -50,7 +51,7 @@ size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim);
 // Fixed per batch shape: what the plan depends on.
 struct MlaPlanDesc {
   int num_heads = 0;       // H local heads, 1..128 (any H works; 16 and 128 are tuned)
-  int kv_lora_rank = 512;  // L; supported (L, R): (512, 64) and (32, 16)
+  int kv_lora_rank = 512;  // L; supported (L, R): (512, 64), (64, 16), (32, 16)
   int rope_dim = 64;       // R
   int max_batch = 0;       // upper bound on the batch passed at launch
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;

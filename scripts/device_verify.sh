@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU machine check of a whole tree, in one device call: builds helix with -Werror (CUDA on),
+# runs every CUDA test (ops vs CPU, backend parity, bf16 MLA, the HF fixtures through the GPU
+# model) and then the CPU suite on that machine. The GPU machine has no registry and lacks PCRE2:
+# carry its Debian packages in .devdeps/ (`cd .devdeps && apt-get download libpcre2-dev
+# libpcre2-8-0`); they are unpacked into /tmp/pfx when pkg-config cannot find libpcre2-8.
+#   OUT=dir bash scripts/device_verify.sh [build-dir]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-./out}
+B=${1:-/tmp/b-verify}
+mkdir -p "$OUT"
+if ! pkg-config --exists libpcre2-8 2>/dev/null; then
+  for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/pfx; done
+  export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx
+  export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
+  export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH=OFF \
+  -DHELIX_SANITIZE_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+t0=$SECONDS
+ninja -C "$B" -j16 > "$OUT/build.log" 2>&1 || { grep -m20 -B2 -A10 "error" "$OUT/build.log"; exit 1; }
+echo "build: $((SECONDS - t0)) s"
+status=0
+for t in helix_cuda_tests test_backend_ops; do
+  timeout 300 "$B/tests/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && status=1
+  echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
+  grep -E "^\[  FAILED" "$OUT/$t.log" | head -20
+done
+timeout 420 ctest --test-dir "$B" -j12 -E '^cuda\.|serve_|tokenizer_exactness' --output-on-failure \
+  > "$OUT/ctest_cpu.log" 2>&1 || status=1
+grep -E "tests passed|tests failed|Failed|\(Failed\)|Timeout" "$OUT/ctest_cpu.log" | head -20
+echo "device_verify: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+exit $status
