@@ -31,6 +31,11 @@ for t in helix_cuda_tests test_backend_ops; do
   echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
   grep -E "^\[  FAILED" "$OUT/$t.log" | head -20
 done
+# The embedded model on every device: the README's first command's prompt.
+for dev in "cpu" "cuda --dtype float32" "cuda --dtype bfloat16" "cuda --dtype bfloat16 --no-cuda-graph"; do
+  echo "models/tiny $dev: $("$B/helix" generate --model models/tiny --prompt "In the beginning" \
+    --max-new-tokens 24 --device $dev 2>"$OUT/tiny.err" | tr '\n' ' ') $(grep -m1 'tokens/s' "$OUT/tiny.err")"
+done
 timeout 420 ctest --test-dir "$B" -j12 -E '^cuda\.|serve_|tokenizer_exactness' --output-on-failure \
   > "$OUT/ctest_cpu.log" 2>&1 || status=1
 grep -E "tests passed|tests failed|Failed|\(Failed\)|Timeout" "$OUT/ctest_cpu.log" | head -20
