@@ -132,7 +132,6 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--chat", o->chat,
                 "With --prompt: send it as one user turn in the model's chat format and print "
                 "the reply");
-  add_device_options(cmd, o->ec.dev);
   cmd->add_option("--max-new-tokens", o->sc.max_new_tokens, "Tokens to generate per request")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -143,55 +142,14 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->sc.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->sc.ignore_eos, "Do not stop at end-of-sequence ids");
-  cmd->add_option("--tp", o->ec.tp, "Attention tensor-parallel size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--cp", o->ec.cp, "Context-parallel (KV-parallel) size: Helix")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--ep", o->ec.ep,
-                  "Expert-parallel size: 1 = routed experts tensor-parallel over the tp*cp ranks; "
-                  "else a multiple of tp*cp (ep > tp*cp replicates attention ep/(tp*cp) times)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--tokens-per-block", o->ec.tokens_per_block, "KV cache block size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--kv-blocks", o->ec.kv_blocks, "KV blocks per rank (0 = as needed)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--comm", o->ec.comm, "Rank backend: threads (one process) or mpi (mpirun)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"threads", "mpi"}));
-  cmd->add_option("--prefill", o->ec.prefill,
-                  "Prompt KV: context (rank 0 prefills, hands each block to its owner) or helix "
-                  "(every rank prefills its heads in place)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"context", "helix"}));
-  cmd->add_flag("--hopb", o->ec.hopb,
-                "HOP-B: overlap the CP all-to-all of request i with the attention of request i+1");
+  add_engine_options(cmd, o->ec, "KV blocks per rank (0 = as needed)");
   cmd->add_option("--stats-json", o->stats_json, "Write per-rank KV and communication stats");
   cmd->add_option("--eplb-record", o->ec.eplb_record,
                   "Write the routed load per MoE layer and expert (load.json for eplb plan)");
-  cmd->add_option("--eplb-placement", o->ec.eplb_placement,
-                  "Serve with this fixed expert placement (placement.json; needs --ep)");
-  cmd->add_option(
-         "--eplb-slots", o->ec.eplb_slots,
-         "Physical expert slots (needs --ep): redundant replicas; re-planned with --eplb-interval")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--eplb-interval", o->ec.eplb_interval,
-                  "Online EPLB: re-plan every K decode steps in the background (needs --ep)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--eplb-layers-per-step", o->ec.eplb_layers_per_step,
-                  "Online EPLB: MoE layers switched to a new placement per step")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
   cmd->add_option("--logits-out", o->logits_out,
                   "Write the logits of every generated position, float32 [n_new, vocab] (.npy; "
                   "one request)");
   cmd->add_flag("--quiet", o->quiet, "No timing summary on stderr");
-  cmd->add_flag("--check-weights", o->ec.check_weights,
-                "Scan every weight for NaN/Inf at load (reads the whole checkpoint once)");
   cmd->callback([o]() {
     sampling_validate(o->sc);
     std::vector<std::vector<int>> prompts;

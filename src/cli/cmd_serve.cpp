@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/tokens.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #ifdef HELIX_HAVE_HTTPLIB
@@ -50,37 +51,8 @@ void add_serve_command(CLI::App& app) {
                   "Waiting queue bound; a full queue answers 503 + Retry-After")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--tp", o->ec.tp, "Attention tensor-parallel size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--cp", o->ec.cp, "Context-parallel (KV-parallel) size: Helix")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--ep", o->ec.ep, "Expert-parallel size (1, or a multiple of tp*cp)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--tokens-per-block", o->ec.tokens_per_block, "KV cache block size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--kv-blocks", o->ec.kv_blocks,
-                  "KV blocks per rank (0 = max-running requests of the full context)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--comm", o->ec.comm, "Rank backend: threads (one process) or mpi (mpirun)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"threads", "mpi"}));
-  cmd->add_option("--prefill", o->ec.prefill,
-                  "Prompt KV: helix (every rank prefills its heads in place) or context (rank 0 "
-                  "prefills, hands each block to its owner)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"context", "helix"}));
-  cmd->add_flag("--hopb", o->ec.hopb, "HOP-B: overlap the CP all-to-all with attention");
-  cmd->add_option("--eplb-placement", o->ec.eplb_placement, "Fixed expert placement (needs --ep)");
-  cmd->add_option("--eplb-slots", o->ec.eplb_slots, "Physical expert slots (needs --ep)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--eplb-interval", o->ec.eplb_interval,
-                  "Online EPLB: re-plan every K decode steps (needs --ep)")
-      ->check(CLI::NonNegativeNumber);
+  add_engine_options(cmd, o->ec,
+                     "KV blocks per rank (0 = max-running requests of the full context)");
   cmd->callback([o]() {
 #ifdef HELIX_HAVE_HTTPLIB
     o->sc.host = o->host;

@@ -1,8 +1,10 @@
 #pragma once
-// Parsing of `--tokens 1,2,3`.
+// Parsing of `--tokens 1,2,3`, and the option groups that several commands share.
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "core/error.h"
 
@@ -64,6 +66,55 @@ void add_device_options(App* cmd, Dev& d) {
       ->capture_default_str();
   cmd->add_flag("--no-cuda-graph{false}", d.cuda_graph,
                 "CUDA: run decode steps eagerly instead of replaying captured graphs");
+}
+
+// The engine's layout, KV, rank-backend, HOP-B, EPLB and device options, shared by generate and
+// serve. kv_blocks_help says what 0 means for the command.
+template <class App, class EngineCfg>
+void add_engine_options(App* cmd, EngineCfg& ec, const char* kv_blocks_help) {
+  add_device_options(cmd, ec.dev);
+  cmd->add_option("--tp", ec.tp, "Attention tensor-parallel size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--cp", ec.cp, "Context-parallel (KV-parallel) size: Helix")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--ep", ec.ep,
+                  "Expert-parallel size: 1 = routed experts tensor-parallel over the tp*cp ranks; "
+                  "else a multiple of tp*cp (ep > tp*cp replicates attention ep/(tp*cp) times)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--tokens-per-block", ec.tokens_per_block, "KV cache block size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-blocks", ec.kv_blocks, kv_blocks_help)
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--comm", ec.comm, "Rank backend: threads (one process) or mpi (mpirun)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"threads", "mpi"}));
+  cmd->add_option("--prefill", ec.prefill,
+                  "Prompt KV: context (rank 0 prefills, hands each block to its owner) or helix "
+                  "(every rank prefills its heads in place)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"context", "helix"}));
+  cmd->add_flag("--hopb", ec.hopb,
+                "HOP-B: overlap the CP all-to-all of request i with the attention of request i+1");
+  cmd->add_option("--eplb-placement", ec.eplb_placement,
+                  "Serve with this fixed expert placement (placement.json; needs --ep)");
+  cmd->add_option(
+         "--eplb-slots", ec.eplb_slots,
+         "Physical expert slots (needs --ep): redundant replicas; re-planned with --eplb-interval")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--eplb-interval", ec.eplb_interval,
+                  "Online EPLB: re-plan every K decode steps in the background (needs --ep)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--eplb-layers-per-step", ec.eplb_layers_per_step,
+                  "Online EPLB: MoE layers switched to a new placement per step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--check-weights", ec.check_weights,
+                "Scan every weight for NaN/Inf at load (reads the whole checkpoint once)");
 }
 
 }  // namespace helix::cli

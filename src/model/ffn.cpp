@@ -10,6 +10,26 @@
 
 namespace helix {
 
+namespace {
+// The router op's arguments for `rows` tokens of one MoE layer (DeepSeek-V3 routing from config).
+MoeRouteArgs route_args(const ModelConfig& cfg, const LayerWeights& lw, int rows,
+                        const TensorView& logits, const TensorView& ids, const TensorView& w) {
+  MoeRouteArgs ra;
+  ra.num_tokens = rows;
+  ra.num_experts = cfg.n_routed_experts;
+  ra.top_k = cfg.num_experts_per_tok;
+  ra.n_group = cfg.n_group;
+  ra.topk_group = cfg.topk_group;
+  ra.norm_topk_prob = cfg.norm_topk_prob;
+  ra.routed_scaling_factor = static_cast<float>(cfg.routed_scaling_factor);
+  ra.logits = logits;
+  ra.bias = lw.router_bias.f32();
+  ra.expert_ids = ids;
+  ra.weights = w;
+  return ra;
+}
+}  // namespace
+
 void DeepseekModel::mlp_apply(const MlpWeights& m, const TensorView& x, int rows,
                               const TensorView& out, bool accumulate) {
   const int D = cfg_.hidden_size, I = m.inter;
@@ -107,19 +127,7 @@ void DeepseekModel::route(int layer, const TensorView& x, int rows, std::vector<
   }
   linear(xv, 0, lw.router, logits.view(), 0, rows, E, D);
   DTensor ids_d = ops_->alloc({rows, K}, DType::I32), w_d = ops_->alloc({rows, K}, DType::F32);
-  MoeRouteArgs ra;
-  ra.num_tokens = rows;
-  ra.num_experts = E;
-  ra.top_k = K;
-  ra.n_group = cfg_.n_group;
-  ra.topk_group = cfg_.topk_group;
-  ra.norm_topk_prob = cfg_.norm_topk_prob;
-  ra.routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor);
-  ra.logits = logits.view();
-  ra.bias = lw.router_bias.f32();
-  ra.expert_ids = ids_d.view();
-  ra.weights = w_d.view();
-  ops_->moe_route(ra);
+  ops_->moe_route(route_args(cfg_, lw, rows, logits.view(), ids_d.view(), w_d.view()));
   ids.resize(static_cast<size_t>(rows) * K);
   w.resize(static_cast<size_t>(rows) * K);
   if (rows > 0) {
@@ -142,19 +150,7 @@ void DeepseekModel::moe_device(int layer, const DTensor& h, const DTensor& out) 
   ops_->cast(x32.view(), h.view());
   linear(x32.view(), 0, lw.router, logits.view(), 0, T, E, D);
   DTensor ids = ops_->alloc({T, K}, DType::I32), w = ops_->alloc({T, K}, DType::F32);
-  MoeRouteArgs ra;
-  ra.num_tokens = T;
-  ra.num_experts = E;
-  ra.top_k = K;
-  ra.n_group = cfg_.n_group;
-  ra.topk_group = cfg_.topk_group;
-  ra.norm_topk_prob = cfg_.norm_topk_prob;
-  ra.routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor);
-  ra.logits = logits.view();
-  ra.bias = lw.router_bias.f32();
-  ra.expert_ids = ids.view();
-  ra.weights = w.view();
-  ops_->moe_route(ra);
+  ops_->moe_route(route_args(cfg_, lw, T, logits.view(), ids.view(), w.view()));
   MoeExpertsArgs ma;
   ma.num_tokens = T;
   ma.top_k = K;
