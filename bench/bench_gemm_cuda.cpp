@@ -17,41 +17,12 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench_cuda_common.h"
 #include "ops/cuda/ops_cuda.h"
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    const cudaError_t err_ = (expr);                                                              \
-    if (err_ != cudaSuccess) {                                                                    \
-      fmt::print(stderr, "{}:{}: {}: {}\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-template <typename Fn>
-double time_ms(Fn&& fn, int iters) {
-  for (int i = 0; i < 3; ++i) fn();
-  CHECK_CUDA(cudaDeviceSynchronize());
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  std::vector<double> ms;
-  for (int i = 0; i < iters; ++i) {
-    CHECK_CUDA(cudaEventRecord(a));
-    fn();
-    CHECK_CUDA(cudaEventRecord(b));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using helix::bench::time_ms;
 
 void* dev_alloc(size_t bytes, int byte) {
   void* p = nullptr;
@@ -83,8 +54,9 @@ int main(int argc, char** argv) {
   const size_t copy_bytes = size_t(2) << 30;
   void* src = dev_alloc(copy_bytes, 1);
   void* dst = dev_alloc(copy_bytes, 0);
-  const double copy_ms = time_ms(
-      [&] { CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice)); }, iters);
+  const double copy_ms =
+      time_ms([&] { CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice)); },
+              3, iters, nullptr);
   const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e6);
   cudaFree(src);
   cudaFree(dst);
@@ -127,23 +99,25 @@ int main(int argc, char** argv) {
       p.x = x, p.y = y;
       p.w_dtype = helix::CudaDType::kF8E4M3, p.w = w8, p.w_scale = sc;
       emit(fmt::format("fp8 direct {}", s.name), m,
-           time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, iters),
+           time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, 3, iters, nullptr),
            double(s.n) * s.k);
       if (m > 2 && m <= 16)
         for (int tr : {1, 2, 4, 8}) {
           p.tile_rows = tr;
           emit(fmt::format("fp8 direct tiles of {} {}", tr, s.name), m,
-               time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, iters),
+               time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, 3, iters, nullptr),
                double(s.n) * s.k);
           p.tile_rows = 0;
         }
       if (m > helix::kFp8DirectMaxRows)
         emit(fmt::format("fp8 widen+cublas {}", s.name), m,
-             time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx_widen, p, nullptr)); }, iters),
+             time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx_widen, p, nullptr)); }, 3, iters,
+                     nullptr),
              double(s.n) * s.k);
       p.w_dtype = helix::CudaDType::kBF16, p.w = w16, p.w_scale = nullptr;
       emit(fmt::format("bf16 cublas {}", s.name), m,
-           time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, iters), 2.0 * s.n * s.k);
+           time_ms([&] { CHECK_CUDA(helix::gemm_cuda(ctx, p, nullptr)); }, 3, iters, nullptr),
+           2.0 * s.n * s.k);
     }
     cudaFree(w8);
     cudaFree(sc);
@@ -191,7 +165,7 @@ int main(int argc, char** argv) {
     p.workspace_bytes = helix::grouped_gemm_cuda_workspace_bytes(E, p.max_rows);
     p.workspace = dev_alloc(p.workspace_bytes, 0);
     emit(fmt::format("fp8 grouped 256x2048x7168 ({} used)", touched), m,
-         time_ms([&] { CHECK_CUDA(helix::grouped_gemm_cuda(p, nullptr)); }, iters),
+         time_ms([&] { CHECK_CUDA(helix::grouped_gemm_cuda(p, nullptr)); }, 3, iters, nullptr),
          double(touched) * n * k);
     cudaFree(doff);
     cudaFree(const_cast<void*>(p.x));
