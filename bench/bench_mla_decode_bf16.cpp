@@ -57,8 +57,10 @@ int main(int argc, char** argv) {
   app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
   app.add_flag("--quick", quick, "a few shapes only");
   std::string kernel = "auto";
-  app.add_option("--kernel", kernel, "64-head groups: auto, mma.sync or wgmma")
-      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma"}));
+  app.add_option("--kernel", kernel, "64-head groups: auto, mma.sync, wgmma or sm90")
+      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma", "sm90"}));
+  std::vector<int> heads_list = {128, 16};
+  app.add_option("--heads", heads_list, "head counts to time (default 128 16)");
   CLI11_PARSE(app, argc, argv);
 
   int num_devices = 0;
@@ -108,7 +110,6 @@ int main(int argc, char** argv) {
   if (gemm_tflops > 0) fmt::print("bf16 GEMM (passed in): {:.0f} TFLOP/s\n", gemm_tflops);
 
   const int L = 512, R = 64, W = L + R, block = 64;
-  std::vector<int> heads_list = {128, 16};
   std::vector<int> batch_list = {1, 8, 32, 64};
   std::vector<int> ctx_list = {1024, 4096, 16384, 65536, 131072};
   if (quick) {
@@ -196,7 +197,8 @@ int main(int argc, char** argv) {
         d.num_heads = H;
         d.max_batch = B;
         d.kv_dtype = dtypes[k];
-        d.kernel = kernel == "wgmma"      ? helix::MlaKernelChoice::kWgmma
+        d.kernel = kernel == "sm90"       ? helix::MlaKernelChoice::kSm90
+                   : kernel == "wgmma"    ? helix::MlaKernelChoice::kWgmma
                    : kernel == "mma.sync" ? helix::MlaKernelChoice::kMmaSync
                                           : helix::MlaKernelChoice::kAuto;
         helix::MlaPlan plan;

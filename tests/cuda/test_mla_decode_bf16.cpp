@@ -92,6 +92,10 @@ struct Case {
   int num_ctas = 0;  // 0: planner's choice
   unsigned seed = 1;
   bool wgmma = true;  // MlaPlanDesc::kernel for 64-head groups at 512/64: wgmma or mma.sync
+  bool sm90 = false;  // MlaKernelChoice::kSm90 (overrides wgmma)
+  // Pool rows past each sequence's end in its last block hold NaN (stale cache rows may hold
+  // anything; their weight is 0 and must stay 0).
+  bool nan_tail = false;
 };
 
 std::string describe(const Case& c) {
@@ -100,7 +104,8 @@ std::string describe(const Case& c) {
                   (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") + " out " +
                   (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
                   std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-                  (c.wgmma ? " wgmma" : " mma.sync") + " lens";
+                  (c.sm90 ? " sm90" : c.wgmma ? " wgmma" : " mma.sync") +
+                  (c.nan_tail ? " nan-tail" : "") + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
 }
@@ -246,7 +251,19 @@ void run_case(const Case& c) {
   d.max_batch = B + 2;
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
-  d.kernel = c.wgmma ? MlaKernelChoice::kWgmma : MlaKernelChoice::kMmaSync;
+  d.kernel = c.sm90    ? MlaKernelChoice::kSm90
+             : c.wgmma ? MlaKernelChoice::kWgmma
+                       : MlaKernelChoice::kMmaSync;
+  if (c.nan_tail) {
+    for (int b = 0; b < B; ++b) {
+      const int nb = (c.lens[b] + c.block - 1) / c.block;
+      for (int pos = c.lens[b]; pos < nb * c.block; ++pos) {
+        const size_t row = static_cast<size_t>(table[b * max_blocks + pos / c.block]) * c.block +
+                           pos % c.block;
+        CUDA_OK(cudaMemset(pool.ptr + row * row_bytes, 0xff, row_bytes));  // bf16 0xffff: NaN
+      }
+    }
+  }
   MlaPlan plan;
   CUDA_OK(mla_plan(d, &plan));
   Dev<uint16_t> d_q(q_bf);
@@ -350,6 +367,33 @@ TEST(MlaDecodeBf16Cuda, CtaCounts) {
     for (bool wg : {true, false})
       run_case({64, 512, 64, 16, uneven(16, 1000), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, ctas,
                 kSeed + ctas, wg});
+}
+
+// The Hopper kernel for H >= 64 (kSm90): block sizes 16 / 32 / 64 / 128, uneven lengths with
+// empty and one-token sequences, lengths not a multiple of the 64-token tile, NaN in the
+// cache rows past each end, CTA counts from 1 (all sequences in one CTA) to 500, head counts
+// not a multiple of 64, and block 48 (not taken: the launch falls back to the other kernels).
+TEST(MlaDecodeBf16Cuda, Sm90ManyHeads) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  auto sm90 = [](Case c) {
+    c.sm90 = true;
+    c.nan_tail = c.block != 48;
+    run_case(c);
+  };
+  for (int block : {16, 32, 64, 128})
+    sm90({128, 512, 64, block, uneven(block, 1500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
+          kSeed + 20 + block});
+  sm90({64, 512, 64, 64, uneven(64, 1000), MlaKvDtype::kBf16, MlaOutDtype::kBf16, 0, kSeed + 21});
+  sm90({100, 512, 64, 32, {4096}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 22});
+  sm90({128, 512, 64, 64, {1, 1, 1, 2}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 23});
+  sm90({128, 512, 64, 16, {3000, 2500, 4100, 64, 65, 127, 128, 129}, MlaKvDtype::kBf16,
+        MlaOutDtype::kBf16, 0, kSeed + 24});
+  for (int ctas : {1, 3, 7, 500})
+    sm90({128, 512, 64, 16, uneven(16, 1000), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, ctas,
+          kSeed + 30 + ctas});
+  sm90({128, 512, 64, 64, {0, 0}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 25});
+  sm90({128, 512, 64, 48, uneven(48, 500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
+        kSeed + 26});
 }
 
 TEST(MlaDecodeBf16Cuda, AllEmpty) {

@@ -9,6 +9,7 @@
 
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/mla_decode_sm90.h"
 
 namespace helix {
 namespace {
@@ -28,6 +29,29 @@ cudaError_t with_entry(int L, int R, F&& f) {
   if (L == 64 && R == 16) return f(Dims<64, 16>{});  // the embedded models/tiny
   if (L == 32 && R == 16) return f(Dims<32, 16>{});
   return cudaErrorNotSupported;
+}
+
+// The sm90 kernel for H >= 64 (mla_decode_sm90.h), bf16 KV.
+bool sm90_for(const MlaPlanDesc& d) {
+  return (d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kSm90) &&
+         cuda::mla_sm90::eligible(d.num_heads, d.kv_lora_rank, d.rope_dim,
+                                  d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch);
+}
+
+// Its grid.x (0: not used) and shared memory.
+cudaError_t sm90_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
+  *ctas = 0;
+  *smem = 0;
+  if (!sm90_for(d)) return cudaSuccess;
+  int dev = 0, sms = 0, per_sm = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err == cudaSuccess) err = cuda::mla_sm90::prepare(d.max_batch, smem, &per_sm);
+  if (err != cudaSuccess) return err;
+  if (per_sm <= 0) return cudaErrorInvalidConfiguration;
+  const int groups = (d.num_heads + 63) / 64;
+  *ctas = d.num_ctas > 0 ? d.num_ctas : std::max(1, sms * per_sm / groups);
+  return cudaSuccess;
 }
 
 bool wgmma_for(const MlaPlanDesc& d) {
@@ -76,8 +100,10 @@ size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   int ctas = 0;
   size_t smem = 0;
   if (ctas_for(d, &ctas, &smem) != cudaSuccess) return 0;
+  int sm90_ctas = 0;
+  if (sm90_ctas_for(d, &sm90_ctas, &smem) != cudaSuccess) return 0;
   const int hg = head_group_for(d.num_heads);
-  return workspace_for(d, (d.num_heads + hg - 1) / hg, ctas);
+  return workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas));
 }
 
 cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
@@ -88,8 +114,11 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   p.head_group = head_group_for(d.num_heads);
   p.num_head_groups = (d.num_heads + p.head_group - 1) / p.head_group;
   cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes);
+  if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
   if (err != cudaSuccess) return err;
-  p.workspace_bytes = workspace_for(d, p.num_head_groups, p.ctas_per_group);
+  // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
+  p.workspace_bytes = workspace_for(d, p.num_head_groups,
+                                    std::max(p.ctas_per_group, p.sm90_ctas_per_group));
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {
@@ -132,9 +161,14 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   a.out_bf16 = p.out_dtype == MlaOutDtype::kBf16;
   a.lse = p.lse;
   a.part_out = static_cast<float*>(plan.workspace);
-  const size_t rows =
-      static_cast<size_t>(plan.num_head_groups) * plan.ctas_per_group * 2 * plan.head_group;
+  const size_t rows = static_cast<size_t>(plan.num_head_groups) *
+                      std::max(plan.ctas_per_group, plan.sm90_ctas_per_group) * 2 * plan.head_group;
   a.part_lse = a.part_out + rows * d.kv_lora_rank;
+  if (plan.sm90_ctas_per_group > 0 && cuda::mla_sm90::block_ok(p.block_size)) {
+    a.ctas_per_group = plan.sm90_ctas_per_group;
+    return cuda::mla_sm90::launch(a, dim3(plan.sm90_ctas_per_group, plan.num_head_groups),
+                                  plan.sm90_smem_bytes, stream);
+  }
   const dim3 grid(plan.ctas_per_group, plan.num_head_groups);
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
   return with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {

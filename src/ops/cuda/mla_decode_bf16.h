@@ -38,11 +38,16 @@ namespace helix {
 enum class MlaKvDtype : int { kBf16 = 0, kFp8E4m3 = 1 };
 enum class MlaOutDtype : int { kFloat32 = 0, kBf16 = 1 };
 // Which kernel runs 64-head groups (H > 32) at (L, R) = (512, 64); other shapes always use
-// mma.sync. Both give the same results to rounding.
+// mma.sync. All give the same results to rounding.
 enum class MlaKernelChoice : int {
-  kAuto = 0,     // the faster one measured on H200: mma.sync for bf16 KV, wgmma for FP8 KV
+  kAuto = 0,     // the faster one measured on H200: sm90 for bf16 KV at H >= 64, else mma.sync
+                 // for bf16 KV, wgmma for FP8 KV
   kMmaSync = 1,  // mma.sync m16n8k16 (sm_80 instructions), ldmatrix from padded row-major tiles
   kWgmma = 2,    // wgmma (sm_90a) from chunk-major tiles, P from registers
+  // H >= 64, bf16 KV, max_batch <= 400 (else as kAuto): TMA + wgmma, warp-specialised, 64-token
+  // tiles (mla_decode_sm90.cuh). Launches with a block size other than 16, 32 or a multiple of 64
+  // run the kAuto kernel instead.
+  kSm90 = 3,
 };
 
 // Bytes of one token's row in the pool for a cache dtype (multiple of 16).
@@ -67,6 +72,10 @@ struct MlaPlan {
   int num_head_groups = 0;    // ceil(H / head_group)
   int ctas_per_group = 0;     // grid.x of the split kernel
   size_t smem_bytes = 0;      // dynamic shared memory of the split kernel
+  // H >= 64, bf16 KV (kAuto or kSm90): the sm90 kernel's grid.x and dynamic shared memory; 0 when
+  // the plan does not use it.
+  int sm90_ctas_per_group = 0;
+  size_t sm90_smem_bytes = 0;
   void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;

@@ -1,0 +1,73 @@
+// Host side of the Hopper MLA decode kernel for H >= 64 (mla_decode_sm90.h): the KV pool's TMA
+// descriptor (encoded per launch on the host: no device call) and the two launches.
+#include <cudaTypedefs.h>
+
+#include "ops/cuda/mla_decode_sm90.cuh"
+#include "ops/cuda/mla_decode_sm90.h"
+
+namespace helix::cuda::mla_sm90 {
+namespace {
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no libcuda link).
+PFN_cuTensorMapEncodeTiled_v12000 encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      p = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+size_t smem_for(int max_batch) {
+  return kFixedBytes + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
+}
+
+}  // namespace
+
+bool eligible(int heads, int kv_lora_rank, int rope_dim, bool fp8, int max_batch) {
+  return heads >= 64 && kv_lora_rank == kL && rope_dim == kR && !fp8 && max_batch <= kMaxBatch;
+}
+
+bool block_ok(int block_size) {
+  return block_size == 16 || block_size == 32 || (block_size > 0 && block_size % 64 == 0);
+}
+
+cudaError_t prepare(int max_batch, size_t* smem, int* ctas_per_sm) {
+  if (!encoder()) return cudaErrorNotSupported;
+  *smem = smem_for(max_batch);
+  cudaError_t err = cudaFuncSetAttribute(mla_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(*smem));
+  if (err != cudaSuccess) return err;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_sm90_kernel, kThreads,
+                                                       *smem);
+}
+
+cudaError_t launch(const Args& a, dim3 grid, size_t smem, cudaStream_t stream) {
+  const auto encode = encoder();
+  if (!encode || !block_ok(a.block_size)) return cudaErrorNotSupported;
+  // The pool as a 2D bf16 tensor [rows, 576]: a box is 64 columns (128 bytes, one swizzle row) x
+  // up to 64 tokens of one block. The row count is not known here; TMA only reads the boxes the
+  // block table names, so it is set to the coordinate range.
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(kW), cuuint64_t{1} << 31};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(kW) * 2};
+  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(a.block_size < kTile ? a.block_size : kTile)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<uint8_t*>(a.kv_pool), dims,
+             strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return cudaErrorInvalidValue;
+  mla_sm90_kernel<<<grid, kThreads, smem, stream>>>(map, a);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const dim3 cgrid(a.batch, a.num_heads);
+  mla_sm90_combine_kernel<<<cgrid, kCombineThreads, 8 * static_cast<size_t>(a.ctas_per_group),
+                            stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace helix::cuda::mla_sm90

@@ -1,0 +1,684 @@
+#pragma once
+// The Hopper MLA decode kernel for many heads (H >= 64, L 512, R 64, bf16 latent KV): the
+// compute-bound case (see mla_decode_bf16.h for the contract). Included by mla_decode_sm90.cu.
+//
+// CTA = 64 query heads (one wgmma M) x a contiguous range of the batch's 64-token tiles (the
+// same even split over all SMs as the mma.sync kernels, 64-token tiles), 3 warpgroups:
+//   WG2 (producer, one thread): TMA loads of each tile, 9 column chunks of [64 tokens x 64 dims]
+//     into 128B-swizzled shared memory (one mbarrier per chunk, so the score MMAs start on the
+//     first chunk), 2 stages, a stage refilled once both consumers released it.
+//   WG0 / WG1 (consumers): tiles go in pairs (a, b). WG0 computes S_a = Q K_a^T, WG1 S_b, at the
+//     same time (wgmma m64n64k16, K over 576: latent part of Q from shared memory, rope part
+//     from registers). Online softmax in registers: WG0 first (running max m -> m0), then WG1
+//     from m0 (-> m1); each hands its P (bf16) and row max to the other through shared memory.
+//     O [64, 512] fp32 lives in registers split by columns: WG0 holds O[:, 0:256], WG1
+//     O[:, 256:512]; each does O = O * 2^(m - m0) + P_a V_a, then O = O * 2^(m0 - m1) + P_b V_b
+//     (wgmma m64n256k16, V = the first 512 columns of the same smem tile, MN-major; its own P
+//     from registers, the other's from shared memory). While one warpgroup rescales or runs its
+//     softmax the other's MMAs keep the tensor cores busy.
+// At a sequence boundary the CTA writes the finished sequence (final, or a partial for the
+// combine kernel) and loads the next query. Rows of a tile past the sequence's end are zeroed
+// in shared memory before the P.V MMAs (they may hold anything, NaN included; their P is 0).
+#include <cuda.h>  // CUtensorMap (type only; the encoder is fetched through the runtime)
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/mla_decode_bf16_args.h"
+
+namespace helix::cuda::mla_sm90 {
+
+using mla_bf16::Args;
+
+constexpr int kL = 512, kR = 64, kW = kL + kR;
+constexpr int kTile = 64;                       // tokens per KV tile
+constexpr int kHeads = 64;                      // heads per CTA
+constexpr int kChunks = kW / 64;                // 64-column chunks of a row: 8 latent + 1 rope
+constexpr int kChunkBytes = kTile * 128;        // [64 rows x 128 B], 128B-swizzled
+constexpr int kStageBytes = kChunks * kChunkBytes;
+constexpr int kStages = 2;
+constexpr int kThreads = 384;
+constexpr int kConsumerThreads = 256;
+// Shared memory carve-up (bytes from a 1024-aligned base).
+constexpr int kQOff = 0;  // Q latent part: 8 chunks [64 heads x 64 dims]
+constexpr int kKvOff = kQOff + (kL / 64) * kChunkBytes;
+constexpr int kPOff = kKvOff + kStages * kStageBytes;  // P of a pair's two tiles
+constexpr int kPBytes = kHeads * 128;                  // [64 heads x 64 tokens] bf16
+constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a / b: [2][64] f32
+constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
+constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2]
+constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages);
+constexpr int kFixedBytes = kCumOff;
+constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
+
+// Named barriers (0 is __syncthreads).
+enum : int { kBarPa = 1, kBarPb = 2, kBarP0Free = 3, kBarP1Free = 4, kBarConsumers = 5, kBarWg = 6 };
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void bar_sync(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void bar_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void fence_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// ---- mbarrier ----
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// 2D TMA tile load (coordinates: column, row) completing on an mbarrier.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int col, int row,
+                                            uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+      "%3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
+      : "memory");
+}
+// ---- wgmma ----
+// Descriptor of a 128B-swizzled operand: start, LBO, SBO in bytes (K-major: LBO unused, SBO =
+// 1024 between 8-row groups; MN-major: LBO between 64-element column blocks, SBO between 8-row
+// groups along K).
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((addr & 0x3ffffu) >> 4) |
+         (static_cast<uint64_t>((lbo & 0x3ffffu) >> 4) << 16) |
+         (static_cast<uint64_t>((sbo & 0x3ffffu) >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+#include "ops/cuda/mla_decode_sm90_wgmma.inc"
+
+// 2^x (MUFU, flush to zero); 2^-inf = 0.
+__device__ __forceinline__ float exp2_fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ int seq_tokens(const Args& a, int b) {
+  const int len = a.seq_lens[b];
+  const int cap = a.max_blocks_per_seq * a.block_size;
+  return len < 0 ? 0 : (len > cap ? cap : len);
+}
+__device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
+  return static_cast<int>(c * total / ctas);
+}
+__device__ __forceinline__ int active_ctas(int total, int ctas) {
+  const int want = (total + kMinTiles - 1) / kMinTiles;
+  return want < ctas ? (want > 0 ? want : 1) : ctas;
+}
+__device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
+  return static_cast<int>(((x + 1) * ctas - 1) / total);
+}
+
+// Zeroes rows [valid, 64) of chunks [c0, c0 + 4) of a stage (one warpgroup), then makes the
+// zeros visible to this warpgroup's MMAs.
+__device__ __forceinline__ void zero_tail(uint8_t* stage, int c0, int valid, int tw, int wg) {
+  const int n = (kTile - valid) * 8 * 4;  // 16-byte pieces
+  for (int i = tw; i < n; i += 128) {
+    const int c = c0 + i / ((kTile - valid) * 8), rem = i % ((kTile - valid) * 8);
+    const int row = valid + rem / 8;
+    *reinterpret_cast<uint4*>(stage + c * kChunkBytes + row * 128 + (rem % 8) * 16) =
+        make_uint4(0, 0, 0, 0);
+  }
+  fence_async_smem();
+  bar_sync(kBarWg + wg, 128);
+}
+
+// O[:, half] *= f (per row: elements 0, 1 row r0, 2, 3 row r1). Skipped when the warp's factors
+// are all 1 (the max did not move).
+__device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
+  if (!__any_sync(0xffffffffu, f0 != 1.f || f1 != 1.f)) return;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    o[4 * j] *= f0;
+    o[4 * j + 1] *= f0;
+    o[4 * j + 2] *= f1;
+    o[4 * j + 3] *= f1;
+  }
+}
+
+// Scores of one tile into s (scale_d 0 first): Q latent (smem) . K latent, Q rope (registers) .
+// K rope; each chunk's MMAs wait for that chunk's TMA.
+__device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
+                                           uint32_t full_bar, uint32_t parity,
+                                           const uint32_t (&qpe)[4][4]) {
+  wg_fence();
+#pragma unroll
+  for (int c = 0; c < kL / 64; ++c) {
+    mbar_wait(full_bar + 8 * c, parity);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
+                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024),
+                         (c | kk) != 0);
+  }
+  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
+                       1);
+  wg_commit();
+}
+
+// Masked, scaled scores (log2 domain) and their row maxima over the quad.
+__device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, float scale_log2,
+                                           float& mx0, float& mx1) {
+  mx0 = -INFINITY;
+  mx1 = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = 8 * j + 2 * t + (e & 1);
+      const float v = col < valid ? s[4 * j + e] * scale_log2 : -INFINITY;
+      s[4 * j + e] = v;
+      if (e < 2)
+        mx0 = fmaxf(mx0, v);
+      else
+        mx1 = fmaxf(mx1, v);
+    }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+}
+
+// P = 2^(s - m) into bf16 A fragments (registers) and the swizzled smem tile for the other
+// warpgroup; returns this thread's part of the row sums.
+__device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uint32_t (&p)[4][4],
+                                         uint8_t* sp, int r0, int t, float& sum0, float& sum1) {
+  sum0 = 0.f;
+  sum1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    s[4 * j] = exp2_fast(s[4 * j] - m0);
+    s[4 * j + 1] = exp2_fast(s[4 * j + 1] - m0);
+    s[4 * j + 2] = exp2_fast(s[4 * j + 2] - m1);
+    s[4 * j + 3] = exp2_fast(s[4 * j + 3] - m1);
+    sum0 += s[4 * j] + s[4 * j + 1];
+    sum1 += s[4 * j + 2] + s[4 * j + 3];
+    const uint32_t lo = pack_bf16(s[4 * j], s[4 * j + 1]);
+    const uint32_t hi = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
+    p[j / 2][(j & 1) * 2] = lo;
+    p[j / 2][(j & 1) * 2 + 1] = hi;
+    // K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == r1 & 7.
+    const int sw = ((j ^ (r0 & 7)) << 4) + 4 * t;
+    *reinterpret_cast<uint32_t*>(sp + r0 * 128 + sw) = lo;
+    *reinterpret_cast<uint32_t*>(sp + (r0 + 8) * 128 + sw) = hi;
+  }
+}
+
+__device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&p)[4][4], uint32_t v_base) {
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_m64n256k16_rs_tb(o, p[kk], desc_sw128(v_base + kk * 2048, kChunkBytes, 1024), 1);
+  wg_commit();
+}
+__device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t v_base) {
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_m64n256k16_ss_tb(o, desc_sw128(p_base + 32 * kk, 16, 1024),
+                           desc_sw128(v_base + kk * 2048, kChunkBytes, 1024), 1);
+  wg_commit();
+}
+
+// One consumer warpgroup's whole loop (WG 0 or 1: separate code, so no path mixes the two
+// warpgroups' in-flight MMAs).
+template <int WG>
+__device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int* s_cum,
+                                         uint32_t bar_base, int t_begin, int t_end, int n_tiles,
+                                         int cb, int ck, int cta, int group) {
+  auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
+  auto empty_bar = [&](int s) { return bar_base + 8 * (kStages * kChunks + s); };
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int tw = tid & 127, wq = tw >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int r0 = 16 * wq + g;  // rows r0, r0 + 8 of every fragment
+  uint8_t* s_q = smem + kQOff;
+  uint8_t* s_kv = smem + kKvOff;
+  uint8_t* s_p = smem + kPOff;
+  float* s_m = reinterpret_cast<float*>(smem + kMOff);
+  float* s_l = reinterpret_cast<float*>(smem + kLOff);
+  const uint32_t q_u32 = smem_u32(s_q), kv_u32 = smem_u32(s_kv), p_u32 = smem_u32(s_p);
+  const int h_base = group * kHeads;
+
+  // The P buffers start free: pre-arrive the barriers the other side syncs on first.
+  if constexpr (WG == 1) bar_arrive(kBarP0Free, kConsumerThreads);
+  if constexpr (WG == 0) bar_arrive(kBarP1Free, kConsumerThreads);
+
+  float o[128];
+  float s[32];
+  uint32_t qpe[4][4];
+  uint32_t p[4][4];
+  int pending_stage = -1;  // WG0: stage of tile b whose P.V is still in flight (released later)
+
+  auto release_pending = [&]() {  // WG0, after a wgmma wait: tile b's stage and P buffer free
+    if (pending_stage >= 0) {
+      if (lane == 0) mbar_arrive(empty_bar(pending_stage));
+      bar_arrive(kBarP1Free, kConsumerThreads);
+      pending_stage = -1;
+    }
+  };
+
+  int i = 0;  // CTA-local tile index
+  while (i < n_tiles) {
+    const int len = seq_tokens(a, cb);
+    const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
+    const int seg_n = (seq_tiles - ck) < (n_tiles - i) ? (seq_tiles - ck) : (n_tiles - i);
+    // ---- new sequence: its query (latent part to smem, rope part to registers) ----
+    if constexpr (WG == 0) {
+      wg_wait<0>();
+      release_pending();
+    }
+    bar_sync(kBarConsumers, kConsumerThreads);  // every MMA on the old query finished
+    {
+      const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
+      const int64_t qrow0 = static_cast<int64_t>(cb) * a.num_heads;
+      for (int x = tid; x < kHeads * (kL / 8); x += kConsumerThreads) {
+        const int r = x >> 6, j = x & 63;  // row, 16-byte piece
+        const int h = h_base + r;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (h < a.num_heads) v = *reinterpret_cast<const uint4*>(q + (qrow0 + h) * kW + 8 * j);
+        *reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 +
+                                  (((j & 7) ^ (r & 7)) << 4)) = v;
+      }
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+          const int r = r0 + 8 * (x & 1), col = kL + 16 * kk + 8 * (x >> 1) + 2 * t;
+          const int h = h_base + r;
+          qpe[kk][x] =
+              h < a.num_heads ? *reinterpret_cast<const uint32_t*>(q + (qrow0 + h) * kW + col) : 0u;
+        }
+    }
+    fence_async_smem();
+    bar_sync(kBarConsumers, kConsumerThreads);
+#pragma unroll
+    for (int x = 0; x < 128; ++x) o[x] = 0.f;
+    float m_0 = -INFINITY, m_1 = -INFINITY;  // running max (log2 domain), rows r0 / r0 + 8
+    float l_0 = 0.f, l_1 = 0.f;              // this thread's part of this WG's row sums
+
+    for (int jt = 0; jt < seg_n; jt += 2) {
+      const bool has_b = jt + 1 < seg_n;
+      const int ia = i + jt, ib = ia + 1;
+      const int sa = ia & 1, sb = ib & 1;
+      const uint32_t pha = (ia >> 1) & 1, phb = (ib >> 1) & 1;
+      const int va = len - (ck + jt) * kTile < kTile ? len - (ck + jt) * kTile : kTile;
+      const int vb = len - (ck + jt + 1) * kTile < kTile ? len - (ck + jt + 1) * kTile : kTile;
+      if constexpr (WG == 0) {
+        // S_a, softmax from m -> m0, P_a to registers and smem.
+        score_mmas(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe);
+        wg_wait<0>();
+        release_pending();
+        float mx0, mx1;
+        scale_mask(s, va, t, a.scale_log2, mx0, mx1);
+        const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
+        const float f0 = exp2_fast(m_0 - n0), f1 = exp2_fast(m_1 - n1);
+        bar_sync(kBarP0Free, kConsumerThreads);
+        float sum0, sum1;
+        exp_pack(s, n0, n1, p, s_p, r0, t, sum0, sum1);
+        if (t == 0) {
+          s_m[r0] = n0;
+          s_m[r0 + 8] = n1;
+        }
+        fence_async_smem();
+        bar_arrive(kBarPa, kConsumerThreads);
+        l_0 = l_0 * f0 + sum0;
+        l_1 = l_1 * f1 + sum1;
+        m_0 = n0;
+        m_1 = n1;
+        // O_L = O_L 2^(m - m0) + P_a V_a[:, 0:256]
+        rescale(o, f0, f1);
+        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 0, va, tw, WG);
+        pv_rs(o, p, kv_u32 + sa * kStageBytes);
+        if (has_b) {
+          bar_sync(kBarPb, kConsumerThreads);  // P_b and m1 in smem
+          const float b0 = s_m[kHeads + r0], b1 = s_m[kHeads + r0 + 8];
+          const float g0 = exp2_fast(m_0 - b0), g1 = exp2_fast(m_1 - b1);
+          wg_wait<0>();
+          if (lane == 0) mbar_arrive(empty_bar(sa));
+          rescale(o, g0, g1);
+          l_0 *= g0;
+          l_1 *= g1;
+          m_0 = b0;
+          m_1 = b1;
+          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
+          pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
+          pending_stage = sb;  // released after the next wait
+        } else {
+          wg_wait<0>();
+          if (lane == 0) mbar_arrive(empty_bar(sa));
+        }
+      } else {
+        float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
+        if (has_b) {
+          score_mmas(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
+          wg_wait<0>();
+          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
+        }
+        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
+        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
+        n0 = fmaxf(a0, mx0);
+        n1 = fmaxf(a1, mx1);
+        if (has_b) {
+          bar_sync(kBarP1Free, kConsumerThreads);
+          exp_pack(s, n0, n1, p, s_p + kPBytes, r0, t, sum0, sum1);
+          if (t == 0) {
+            s_m[kHeads + r0] = n0;
+            s_m[kHeads + r0 + 8] = n1;
+          }
+          fence_async_smem();
+          bar_arrive(kBarPb, kConsumerThreads);
+        }
+        const float e0 = exp2_fast(m_0 - n0), e1 = exp2_fast(m_1 - n1);
+        l_0 = l_0 * e0 + sum0;
+        l_1 = l_1 * e1 + sum1;
+        // O_R = O_R 2^(m - m0) + P_a V_a[:, 256:512]
+        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
+        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
+        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
+        wg_wait<0>();
+        if (lane == 0) mbar_arrive(empty_bar(sa));
+        bar_arrive(kBarP0Free, kConsumerThreads);
+        if (has_b) {
+          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
+          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
+          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
+          wg_wait<0>();  // tile b's stage must be released before its refill is waited on
+          if (lane == 0) mbar_arrive(empty_bar(sb));
+        }
+        m_0 = n0;
+        m_1 = n1;
+      }
+    }
+
+    // ---- end of the sequence's tiles in this CTA: row sums of both WGs, then the output ----
+    if constexpr (WG == 0) {
+      wg_wait<0>();
+      release_pending();
+    }
+    l_0 += __shfl_xor_sync(0xffffffffu, l_0, 1);
+    l_0 += __shfl_xor_sync(0xffffffffu, l_0, 2);
+    l_1 += __shfl_xor_sync(0xffffffffu, l_1, 1);
+    l_1 += __shfl_xor_sync(0xffffffffu, l_1, 2);
+    if (t == 0) {
+      s_l[WG * kHeads + r0] = l_0;
+      s_l[WG * kHeads + r0 + 8] = l_1;
+    }
+    bar_sync(kBarConsumers, kConsumerThreads);
+    const float lt0 = s_l[r0] + s_l[kHeads + r0], lt1 = s_l[r0 + 8] + s_l[kHeads + r0 + 8];
+    const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
+    const int slot = s_cum[cb] <= t_begin ? 0 : 1;  // first segment: 0, last: 1
+    const int64_t prow = ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeads;
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int r = r0 + 8 * rr, h = h_base + r;
+      if (h >= a.num_heads) continue;
+      const float l = rr ? lt1 : lt0, m = rr ? m_1 : m_0;
+      const float inv = 1.f / l;
+      const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
+      if (WG == 0 && t == 0) {
+        const float lse = (m + log2f(l)) * 0.6931471805599453f;
+        if (complete)
+          a.lse[orow] = lse;
+        else
+          a.part_lse[prow + r] = lse;
+      }
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        const int col = 256 * WG + 8 * j + 2 * t;
+        const float v0 = o[4 * j + 2 * rr] * inv, v1 = o[4 * j + 2 * rr + 1] * inv;
+        if (!complete) {
+          *reinterpret_cast<float2*>(a.part_out + (prow + r) * kL + col) = make_float2(v0, v1);
+        } else if (a.out_bf16) {
+          *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) + orow * kL + col) =
+              __floats2bfloat162_rn(v0, v1);
+        } else {
+          *reinterpret_cast<float2*>(static_cast<float*>(a.out) + orow * kL + col) =
+              make_float2(v0, v1);
+        }
+      }
+    }
+    i += seg_n;
+    ck = 0;
+    ++cb;
+    while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+  }
+  // Balance the P-buffer barriers' pre-arrivals.
+  if constexpr (WG == 0) bar_sync(kBarP0Free, kConsumerThreads);
+  if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
+  extern __shared__ __align__(1024) uint8_t smem[];
+  const int tid = threadIdx.x;
+  if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();  // swizzle atoms need 1024 B
+  int* s_cum = reinterpret_cast<int*>(smem + kCumOff);
+  const uint32_t bar_base = smem_u32(smem + kBarOff);
+  auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
+  auto empty_bar = [&](int s) { return bar_base + 8 * (kStages * kChunks + s); };
+  const int warp = tid >> 5, lane = tid & 31;
+  const int cta = blockIdx.x, group = blockIdx.y;
+
+  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step
+    int carry = 0;
+    if (lane == 0) s_cum[0] = 0;
+    for (int base = 0; base < a.batch; base += 32) {
+      const int b = base + lane;
+      int v = b < a.batch ? (seq_tokens(a, b) + kTile - 1) / kTile : 0;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += u;
+      }
+      if (b < a.batch) s_cum[b + 1] = carry + v;
+      carry += __shfl_sync(0xffffffffu, v, 31);
+    }
+  }
+  if (tid == 32) {
+    for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
+    for (int s = 0; s < kStages; ++s) mbar_init(empty_bar(s), 8);  // one arrival per consumer warp
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const int total = s_cum[a.batch];
+  if (total == 0) return;
+  const int ctas = active_ctas(total, a.ctas_per_group);
+  if (cta >= ctas) return;
+  const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
+  const int n_tiles = t_end - t_begin;
+  if (n_tiles <= 0) return;
+  int cb = 0;  // sequence of the first tile
+  while (s_cum[cb + 1] <= t_begin) ++cb;
+  int ck = t_begin - s_cum[cb];  // its tile within the sequence
+
+  if (warp >= 8) {
+    // ---------------- producer ----------------
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (warp != 8 || lane != 0) return;
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
+                 : "memory");
+    const int bs = a.block_size;
+    const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
+    const uint32_t kv_smem = smem_u32(smem + kKvOff);
+    for (int i = 0; i < n_tiles; ++i) {
+      const int s = i & 1;
+      const int len = seq_tokens(a, cb);
+      const int tok0 = ck * kTile;
+      const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+      const int nbox = (valid + box - 1) / box;
+      int rows[kTile / 16];  // block sizes >= 16
+      const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
+#pragma unroll
+      for (int x = 0; x < kTile / 16; ++x) {
+        const int tok = tok0 + x * box;
+        rows[x] = x < nbox ? table[tok / bs] * bs + tok % bs : 0;
+      }
+      if (i >= kStages) mbar_wait(empty_bar(s), ((i >> 1) - 1) & 1);
+      const uint32_t dst = kv_smem + s * kStageBytes;
+      for (int c = 0; c < kChunks; ++c) {
+        const uint32_t fb = full_bar(s) + 8 * c;
+        mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+#pragma unroll
+        for (int x = 0; x < kTile / 16; ++x)
+          if (x < nbox) tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
+      }
+      if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
+        ck = 0;
+        ++cb;
+        while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  // Through a shuffle so the compiler sees the role warp-uniform.
+  if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
+    consumer<0>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+  else
+    consumer<1>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+}
+
+// Merges the partials of sequences spanning several CTAs; writes the empty sequences. Grid
+// (B, H), 128 threads, dynamic shared memory 8 bytes per CTA of a group.
+constexpr int kCombineThreads = 128;
+
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, u) : v + u;
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = s_red[0];
+#pragma unroll
+  for (int w = 1; w < kCombineThreads / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
+  return v;
+}
+
+__global__ void __launch_bounds__(kCombineThreads) mla_sm90_combine_kernel(const Args a) {
+  extern __shared__ float s_dyn[];
+  __shared__ float s_red[kCombineThreads / 32];
+  const int b = blockIdx.x, h = blockIdx.y;
+  const int group = h / kHeads, hl = h % kHeads;
+  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
+  for (int x = threadIdx.x; x < a.batch; x += kCombineThreads) {
+    const float tiles = static_cast<float>((seq_tokens(a, x) + kTile - 1) / kTile);
+    all += tiles;
+    if (x < b) before += tiles;
+  }
+  const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
+  const int total = static_cast<int>(block_reduce(all, false, s_red));
+  const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
+  const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+  float* out_f = static_cast<float*>(a.out) + orow * kL;
+  __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * kL;
+  if (mine == 0) {
+    for (int c = threadIdx.x; c < kL; c += kCombineThreads) {
+      if (a.out_bf16)
+        out_h[c] = __float2bfloat16(0.f);
+      else
+        out_f[c] = 0.f;
+    }
+    if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
+    return;
+  }
+  const int ctas = active_ctas(total, a.ctas_per_group);
+  const int c_lo = cta_of(tiles_before, total, ctas);
+  const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
+  if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
+  const int n = c_hi - c_lo + 1;
+  float* s_w = s_dyn;                                             // [n] weights
+  int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
+  float mx = -INFINITY;
+  for (int x = threadIdx.x; x < n; x += kCombineThreads) {
+    const int c = c_lo + x;
+    float l = -INFINITY;
+    int row = 0;
+    if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
+      const int slot = (x == 0 && cta_begin(c, total, ctas) != tiles_before) ? 1 : 0;
+      row = ((group * a.ctas_per_group + c) * 2 + slot) * kHeads + hl;
+      l = a.part_lse[row];
+    }
+    s_w[x] = l;
+    s_row[x] = row;
+    mx = fmaxf(mx, l);
+  }
+  mx = block_reduce(mx, true, s_red);
+  float sum = 0.f;
+  for (int x = threadIdx.x; x < n; x += kCombineThreads) {
+    const float w = __expf(s_w[x] - mx);
+    s_w[x] = w;
+    sum += w;
+  }
+  sum = block_reduce(sum, false, s_red);
+  const float inv = 1.f / sum;
+  for (int col = 4 * threadIdx.x; col < kL; col += 4 * kCombineThreads) {
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int x = 0; x < n; ++x) {
+      const float w = s_w[x];
+      if (w == 0.f) continue;
+      const float4 v =
+          *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[x]) * kL + col);
+      acc.x += w * v.x;
+      acc.y += w * v.y;
+      acc.z += w * v.z;
+      acc.w += w * v.w;
+    }
+    acc.x *= inv;
+    acc.y *= inv;
+    acc.z *= inv;
+    acc.w *= inv;
+    if (a.out_bf16) {
+      *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(acc.x, acc.y);
+      *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(acc.z, acc.w);
+    } else {
+      *reinterpret_cast<float4*>(out_f + col) = acc;
+    }
+  }
+  if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
+}
+
+}  // namespace helix::cuda::mla_sm90
