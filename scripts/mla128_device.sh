@@ -44,3 +44,9 @@ for k in ${KERNELS:-auto}; do
     --json "$OUT/bench_mla_decode_bf16_$k.json" > "$OUT/bench_$k.log" 2>&1
   echo "== bench --kernel $k rc=$?"; grep -E "^ +[0-9]+ +[0-9]+ |device|GEMM|copy" "$OUT/bench_$k.log"
 done
+# Variants built here with other compile-time options (bench_mla_decode_bf16_<name>), bf16 rows.
+for v in "$BIN_B"/bench_mla_decode_bf16_*; do
+  [ -x "$v" ] || continue
+  "$v" $Q --heads ${HEADS:-128} > "$OUT/$(basename "$v").log" 2>&1
+  echo "== variant $(basename "$v") rc=$?"; grep -E "^ +[0-9]+ +[0-9]+ .* bf16 " "$OUT/$(basename "$v").log"
+done

@@ -47,13 +47,27 @@ constexpr int kPOff = kKvOff + kStages * kStageBytes;  // P of a pair's two tile
 constexpr int kPBytes = kHeads * 128;                  // [64 heads x 64 tokens] bf16
 constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a / b: [2][64] f32
 constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
-constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2]
-constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages);
+// full[2][9] (one per chunk), empty[2][3] (per part of a stage: rope chunk, latent columns
+// 0..255 = V_L, 256..511 = V_R; each part has its own readers and is refilled when they are done)
+constexpr int kBarOff = kLOff + 2 * kHeads * 4;
+constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);
 constexpr int kFixedBytes = kCumOff;
 constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
 
 // Named barriers (0 is __syncthreads).
-enum : int { kBarPa = 1, kBarPb = 2, kBarP0Free = 3, kBarP1Free = 4, kBarConsumers = 5, kBarWg = 6 };
+// PaMax: WG0's row max after tile a in smem. Pb: WG1's P_b and row max in smem. P0Ready: P_a
+// (rescaled to WG1's max) in smem. P0Free / P1Free: the other warpgroup's MMAs on that P buffer
+// (and its row-max slot) finished.
+enum : int {
+  kBarPaMax = 1,
+  kBarPb = 2,
+  kBarP0Free = 3,
+  kBarP1Free = 4,
+  kBarConsumers = 5,
+  kBarWg = 6,  // + warpgroup: 6, 7
+  kBarP0Ready = 8,
+};
+enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -89,12 +103,28 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 }
 // 2D TMA tile load (coordinates: column, row) completing on an mbarrier.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int col, int row,
-                                            uint32_t bar) {
+                                            uint32_t bar, uint64_t policy) {
+#ifdef HELIX_MLA_SM90_EVICT_FIRST
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "l"(policy)
+      : "memory");
+#else
+  (void)policy;
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
       "%3}], [%4];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
       : "memory");
+#endif
+}
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t p = 0;
+#ifdef HELIX_MLA_SM90_EVICT_FIRST
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+#endif
+  return p;
 }
 // ---- wgmma ----
 // Descriptor of a 128B-swizzled operand: start, LBO, SBO in bytes (K-major: LBO unused, SBO =
@@ -171,26 +201,29 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
   }
 }
 
-// Scores of one tile into s (scale_d 0 first): Q latent (smem) . K latent, Q rope (registers) .
-// K rope; each chunk's MMAs wait for that chunk's TMA.
+// Scores of one tile into s: Q rope (registers) . K rope first (the rope chunk is refilled
+// first), as its own commit group, then after_first() (e.g. wait for older MMAs), then Q latent
+// (smem) . K latent; each chunk's MMAs wait for that chunk's TMA.
+template <class F>
 __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
                                            uint32_t full_bar, uint32_t parity,
-                                           const uint32_t (&qpe)[4][4]) {
+                                           const uint32_t (&qpe)[4][4], F&& after_first) {
+  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
   wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
+                       kk != 0);
+  wg_commit();
+  after_first();
 #pragma unroll
   for (int c = 0; c < kL / 64; ++c) {
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
       wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         (c | kk) != 0);
+                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024), 1);
   }
-  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
-                       1);
   wg_commit();
 }
 
@@ -217,10 +250,9 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
 }
 
-// P = 2^(s - m) into bf16 A fragments (registers) and the swizzled smem tile for the other
-// warpgroup; returns this thread's part of the row sums.
+// P = 2^(s - m) into bf16 A fragments (registers); returns this thread's part of the row sums.
 __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uint32_t (&p)[4][4],
-                                         uint8_t* sp, int r0, int t, float& sum0, float& sum1) {
+                                         float& sum0, float& sum1) {
   sum0 = 0.f;
   sum1 = 0.f;
 #pragma unroll
@@ -231,15 +263,34 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
     s[4 * j + 3] = exp2_fast(s[4 * j + 3] - m1);
     sum0 += s[4 * j] + s[4 * j + 1];
     sum1 += s[4 * j + 2] + s[4 * j + 3];
-    const uint32_t lo = pack_bf16(s[4 * j], s[4 * j + 1]);
-    const uint32_t hi = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
-    p[j / 2][(j & 1) * 2] = lo;
-    p[j / 2][(j & 1) * 2 + 1] = hi;
-    // K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == r1 & 7.
-    const int sw = ((j ^ (r0 & 7)) << 4) + 4 * t;
-    *reinterpret_cast<uint32_t*>(sp + r0 * 128 + sw) = lo;
-    *reinterpret_cast<uint32_t*>(sp + (r0 + 8) * 128 + sw) = hi;
+    p[j / 2][(j & 1) * 2] = pack_bf16(s[4 * j], s[4 * j + 1]);
+    p[j / 2][(j & 1) * 2 + 1] = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
   }
+}
+
+// P (A fragments) -> the swizzled [64 x 64] bf16 smem tile the other warpgroup's MMAs read
+// (K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == (r0 + 8) & 7).
+__device__ __forceinline__ void store_p(const uint32_t (&p)[4][4], uint8_t* sp, int r0, int t) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int sw = ((j ^ (r0 & 7)) << 4) + 4 * t;
+    *reinterpret_cast<uint32_t*>(sp + r0 * 128 + sw) = p[j / 2][(j & 1) * 2];
+    *reinterpret_cast<uint32_t*>(sp + (r0 + 8) * 128 + sw) = p[j / 2][(j & 1) * 2 + 1];
+  }
+}
+
+// q = p f per row (in fp32, rounded once; registers 0, 2 row r0, 1, 3 row r0 + 8).
+__device__ __forceinline__ void scale_p(const uint32_t (&p)[4][4], uint32_t (&q)[4][4], float f0,
+                                        float f1) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      const float f = (x & 1) ? f1 : f0;
+      const float lo = __uint_as_float(p[kk][x] << 16) * f;
+      const float hi = __uint_as_float(p[kk][x] & 0xffff0000u) * f;
+      q[kk][x] = pack_bf16(lo, hi);
+    }
 }
 
 __device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&p)[4][4], uint32_t v_base) {
@@ -265,7 +316,9 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
                                          uint32_t bar_base, int t_begin, int t_end, int n_tiles,
                                          int cb, int ck, int cta, int group) {
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
-  auto empty_bar = [&](int s) { return bar_base + 8 * (kStages * kChunks + s); };
+  auto empty_bar = [&](int s, int part) {
+    return bar_base + 8 * (kStages * kChunks + 3 * s + part);
+  };
   const int tid = threadIdx.x, lane = tid & 31;
   const int tw = tid & 127, wq = tw >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -288,9 +341,9 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   uint32_t p[4][4];
   int pending_stage = -1;  // WG0: stage of tile b whose P.V is still in flight (released later)
 
-  auto release_pending = [&]() {  // WG0, after a wgmma wait: tile b's stage and P buffer free
+  auto release_pending = [&]() {  // WG0, after a wgmma wait: tile b's V_L and P buffer free
     if (pending_stage >= 0) {
-      if (lane == 0) mbar_arrive(empty_bar(pending_stage));
+      if (lane == 0) mbar_arrive(empty_bar(pending_stage, kPartL));
       bar_arrive(kBarP1Free, kConsumerThreads);
       pending_stage = -1;
     }
@@ -343,23 +396,28 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       const int va = len - (ck + jt) * kTile < kTile ? len - (ck + jt) * kTile : kTile;
       const int vb = len - (ck + jt + 1) * kTile < kTile ? len - (ck + jt + 1) * kTile : kTile;
       if constexpr (WG == 0) {
-        // S_a, softmax from m -> m0, P_a to registers and smem.
-        score_mmas(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe);
+        // S_a; the previous pair's P_b.V_L (in flight) completes before the latent chunks.
+        score_mmas(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
+          if (pending_stage >= 0) {
+            wg_wait<1>();
+            release_pending();
+          }
+        });
         wg_wait<0>();
-        release_pending();
+        if (lane == 0) mbar_arrive(empty_bar(sa, kPartRope));
+        // Softmax of tile a from the running max m -> n (= m0).
         float mx0, mx1;
         scale_mask(s, va, t, a.scale_log2, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
         const float f0 = exp2_fast(m_0 - n0), f1 = exp2_fast(m_1 - n1);
-        bar_sync(kBarP0Free, kConsumerThreads);
-        float sum0, sum1;
-        exp_pack(s, n0, n1, p, s_p, r0, t, sum0, sum1);
+        bar_sync(kBarP0Free, kConsumerThreads);  // WG1 done with sP0 and m0's slot
         if (t == 0) {
           s_m[r0] = n0;
           s_m[r0 + 8] = n1;
         }
-        fence_async_smem();
-        bar_arrive(kBarPa, kConsumerThreads);
+        bar_arrive(kBarPaMax, kConsumerThreads);
+        float sum0, sum1;
+        exp_pack(s, n0, n1, p, sum0, sum1);
         l_0 = l_0 * f0 + sum0;
         l_1 = l_1 * f1 + sum1;
         m_0 = n0;
@@ -372,34 +430,45 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           bar_sync(kBarPb, kConsumerThreads);  // P_b and m1 in smem
           const float b0 = s_m[kHeads + r0], b1 = s_m[kHeads + r0 + 8];
           const float g0 = exp2_fast(m_0 - b0), g1 = exp2_fast(m_1 - b1);
-          wg_wait<0>();
-          if (lane == 0) mbar_arrive(empty_bar(sa));
-          rescale(o, g0, g1);
+          // P_a relative to m1 for WG1 (its O_R is already relative to m1); a copy: p is an
+          // operand of the P_a.V_L MMAs still in flight.
+          uint32_t pa[4][4];
+          scale_p(p, pa, g0, g1);
+          store_p(pa, s_p, r0, t);
+          fence_async_smem();
+          bar_arrive(kBarP0Ready, kConsumerThreads);
           l_0 *= g0;
           l_1 *= g1;
           m_0 = b0;
           m_1 = b1;
+          wg_wait<0>();
+          if (lane == 0) mbar_arrive(empty_bar(sa, kPartL));
+          // O_L = O_L 2^(m0 - m1) + P_b V_b[:, 0:256]
+          rescale(o, g0, g1);
           if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
           pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
-          pending_stage = sb;  // released after the next wait
+          pending_stage = sb;  // released once that completes (next S_a, or the segment end)
         } else {
+          store_p(p, s_p, r0, t);
+          fence_async_smem();
+          bar_arrive(kBarP0Ready, kConsumerThreads);
           wg_wait<0>();
-          if (lane == 0) mbar_arrive(empty_bar(sa));
+          if (lane == 0) mbar_arrive(empty_bar(sa, kPartL));
         }
       } else {
-        float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
+        float sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
-          score_mmas(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
+          score_mmas(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
           wg_wait<0>();
+          if (lane == 0) mbar_arrive(empty_bar(sb, kPartRope));
           scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
         }
-        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
-        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
-        n0 = fmaxf(a0, mx0);
-        n1 = fmaxf(a1, mx1);
+        bar_sync(kBarPaMax, kConsumerThreads);  // m0 in smem
+        const float n0 = fmaxf(s_m[r0], mx0), n1 = fmaxf(s_m[r0 + 8], mx1);  // m1
         if (has_b) {
-          bar_sync(kBarP1Free, kConsumerThreads);
-          exp_pack(s, n0, n1, p, s_p + kPBytes, r0, t, sum0, sum1);
+          exp_pack(s, n0, n1, p, sum0, sum1);
+          bar_sync(kBarP1Free, kConsumerThreads);  // WG0 done with sP1 and m1's slot
+          store_p(p, s_p + kPBytes, r0, t);
           if (t == 0) {
             s_m[kHeads + r0] = n0;
             s_m[kHeads + r0 + 8] = n1;
@@ -410,22 +479,26 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         const float e0 = exp2_fast(m_0 - n0), e1 = exp2_fast(m_1 - n1);
         l_0 = l_0 * e0 + sum0;
         l_1 = l_1 * e1 + sum1;
-        // O_R = O_R 2^(m - m0) + P_a V_a[:, 256:512]
-        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
-        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
-        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
-        wg_wait<0>();
-        if (lane == 0) mbar_arrive(empty_bar(sa));
-        bar_arrive(kBarP0Free, kConsumerThreads);
-        if (has_b) {
-          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
-          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
-          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
-          wg_wait<0>();  // tile b's stage must be released before its refill is waited on
-          if (lane == 0) mbar_arrive(empty_bar(sb));
-        }
         m_0 = n0;
         m_1 = n1;
+        // O_R = O_R 2^(m - m1) + P_a' V_a[:, 256:512] + P_b V_b[:, 256:512]; P_a' = P_a 2^(m0 - m1)
+        rescale(o, e0, e1);
+        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
+        if (has_b && vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
+        bar_sync(kBarP0Ready, kConsumerThreads);
+        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
+        if (has_b) {
+          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
+          wg_wait<1>();
+          if (lane == 0) mbar_arrive(empty_bar(sa, kPartR));
+          bar_arrive(kBarP0Free, kConsumerThreads);
+          wg_wait<0>();
+          if (lane == 0) mbar_arrive(empty_bar(sb, kPartR));
+        } else {
+          wg_wait<0>();
+          if (lane == 0) mbar_arrive(empty_bar(sa, kPartR));
+          bar_arrive(kBarP0Free, kConsumerThreads);
+        }
       }
     }
 
@@ -494,7 +567,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* s_cum = reinterpret_cast<int*>(smem + kCumOff);
   const uint32_t bar_base = smem_u32(smem + kBarOff);
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
-  auto empty_bar = [&](int s) { return bar_base + 8 * (kStages * kChunks + s); };
+  auto empty_bar = [&](int s, int part) {
+    return bar_base + 8 * (kStages * kChunks + 3 * s + part);
+  };
   const int warp = tid >> 5, lane = tid & 31;
   const int cta = blockIdx.x, group = blockIdx.y;
 
@@ -515,7 +590,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   if (tid == 32) {
     for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
-    for (int s = 0; s < kStages; ++s) mbar_init(empty_bar(s), 8);  // one arrival per consumer warp
+    for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
+      mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -539,33 +615,52 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int bs = a.block_size;
     const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
     const uint32_t kv_smem = smem_u32(smem + kKvOff);
-    for (int i = 0; i < n_tiles; ++i) {
-      const int s = i & 1;
-      const int len = seq_tokens(a, cb);
-      const int tok0 = ck * kTile;
-      const int valid = len - tok0 < kTile ? len - tok0 : kTile;
-      const int nbox = (valid + box - 1) / box;
-      int rows[kTile / 16];  // block sizes >= 16
-      const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
+    const uint64_t policy = evict_first_policy();
+    // Two tiles at a time, parts in the order they are usually released: both rope chunks
+    // (free once a tile's scores are done), then V_L and V_R of the first, then of the second.
+    for (int i0 = 0; i0 < n_tiles; i0 += 2) {
+      int rows[2][kTile / 16];  // block sizes >= 16: at most 4 boxes per tile
+      int nbox[2] = {0, 0};
+      for (int u = 0; u < 2 && i0 + u < n_tiles; ++u) {
+        const int len = seq_tokens(a, cb);
+        const int tok0 = ck * kTile;
+        const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+        nbox[u] = (valid + box - 1) / box;
+        const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
 #pragma unroll
-      for (int x = 0; x < kTile / 16; ++x) {
-        const int tok = tok0 + x * box;
-        rows[x] = x < nbox ? table[tok / bs] * bs + tok % bs : 0;
+        for (int x = 0; x < kTile / 16; ++x) {
+          const int tok = tok0 + x * box;
+          rows[u][x] = x < nbox[u] ? table[tok / bs] * bs + tok % bs : 0;
+        }
+        if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
+          ck = 0;
+          ++cb;
+          while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+        }
       }
-      if (i >= kStages) mbar_wait(empty_bar(s), ((i >> 1) - 1) & 1);
-      const uint32_t dst = kv_smem + s * kStageBytes;
-      for (int c = 0; c < kChunks; ++c) {
-        const uint32_t fb = full_bar(s) + 8 * c;
-        mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+      auto issue = [&](int u, int part) {
+        const int i = i0 + u, s = i & 1;
+        if (i >= n_tiles) return;
+        if (i >= kStages) mbar_wait(empty_bar(s, part), ((i >> 1) - 1) & 1);
+        const int c_lo = part == kPartRope ? kChunks - 1 : part == kPartL ? 0 : 4;
+        const int c_hi = part == kPartRope ? kChunks : c_lo + 4;
+        const uint32_t dst = kv_smem + s * kStageBytes;
+        for (int c = c_lo; c < c_hi; ++c) {
+          const uint32_t fb = full_bar(s) + 8 * c;
+          mbar_expect_tx(fb, static_cast<uint32_t>(nbox[u] * box * 128));
 #pragma unroll
-        for (int x = 0; x < kTile / 16; ++x)
-          if (x < nbox) tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
-      }
-      if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
-        ck = 0;
-        ++cb;
-        while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
-      }
+          for (int x = 0; x < kTile / 16; ++x)
+            if (x < nbox[u])
+              tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[u][x], fb,
+                          policy);
+        }
+      };
+      issue(0, kPartRope);
+      issue(1, kPartRope);
+      issue(0, kPartL);
+      issue(0, kPartR);
+      issue(1, kPartL);
+      issue(1, kPartR);
     }
     return;
   }
