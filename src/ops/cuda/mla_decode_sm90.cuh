@@ -448,6 +448,10 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
           pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
           pending_stage = sb;  // released once that completes (next S_a, or the segment end)
+#ifdef HELIX_MLA_SM90_NO_DEFER
+          wg_wait<0>();
+          release_pending();
+#endif
         } else {
           store_p(p, s_p, r0, t);
           fence_async_smem();
@@ -655,12 +659,21 @@ __global__ void __launch_bounds__(kThreads, 1)
                           policy);
         }
       };
+#ifdef HELIX_MLA_SM90_TILE_ORDER
+      issue(0, kPartRope);
+      issue(0, kPartL);
+      issue(0, kPartR);
+      issue(1, kPartRope);
+      issue(1, kPartL);
+      issue(1, kPartR);
+#else
       issue(0, kPartRope);
       issue(1, kPartRope);
       issue(0, kPartL);
       issue(0, kPartR);
       issue(1, kPartL);
       issue(1, kPartR);
+#endif
     }
     return;
   }
