@@ -11,7 +11,8 @@ MODE=${MODE:-quick}
 BIN=${BIN:-bin}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
-if [ ! -x "$BIN/helix_cuda_tests" ] || ldd "$BIN/helix_cuda_tests" "$BIN/bench_mla_decode_bf16" | grep -q "not found"; then
+NEED="$BIN/bench_mla_decode_bf16"; [ "${TESTS:-1}" = 1 ] && NEED="$NEED $BIN/helix_cuda_tests"
+if ! ls $NEED > /dev/null 2>&1 || ldd $NEED | grep -q "not found"; then
   echo "building on the device"
   if ! pkg-config --exists libpcre2-8 2>/dev/null && ls .devdeps/*.deb > /dev/null 2>&1; then
     for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/pfx; done
