@@ -47,26 +47,16 @@ constexpr int kPOff = kKvOff + kStages * kStageBytes;  // P of a pair's two tile
 constexpr int kPBytes = kHeads * 128;                  // [64 heads x 64 tokens] bf16
 constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a / b: [2][64] f32
 constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
-// full[2][9] (one per chunk), empty[2][3] (per part of a stage: rope chunk, latent columns
-// 0..255 = V_L, 256..511 = V_R; each part has its own readers and is refilled when they are done)
-constexpr int kBarOff = kLOff + 2 * kHeads * 4;
+constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2]
 constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);
 constexpr int kFixedBytes = kCumOff;
 constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
 
 // Named barriers (0 is __syncthreads).
-// PaMax: WG0's row max after tile a in smem. Pb: WG1's P_b and row max in smem. P0Ready: P_a
-// (rescaled to WG1's max) in smem. P0Free / P1Free: the other warpgroup's MMAs on that P buffer
-// (and its row-max slot) finished.
-enum : int {
-  kBarPaMax = 1,
-  kBarPb = 2,
-  kBarP0Free = 3,
-  kBarP1Free = 4,
-  kBarConsumers = 5,
-  kBarWg = 6,  // + warpgroup: 6, 7
-  kBarP0Ready = 8,
-};
+enum : int { kBarPa = 1, kBarPb = 2, kBarP0Free = 3, kBarP1Free = 4, kBarConsumers = 5, kBarWg = 6 };
+// Parts of a stage with their own readers: the rope chunk (the scores only), latent columns
+// 0..255 (V_L) and 256..511 (V_R). With HELIX_MLA_SM90_PARTS each is refilled once its last
+// reader is done; else the stage is refilled as a whole (barrier kPartRope, 8 arrivals).
 enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -118,6 +108,13 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
       "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
       : "memory");
 #endif
+}
+// L2 prefetch of a 2D TMA box (no shared memory, no completion).
+__device__ __forceinline__ void tma_prefetch_2d(const CUtensorMap* map, int col, int row) {
+  asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(col), "r"(row)
+               : "memory");
 }
 __device__ __forceinline__ uint64_t evict_first_policy() {
   uint64_t p = 0;
@@ -201,29 +198,39 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
   }
 }
 
-// Scores of one tile into s: Q rope (registers) . K rope first (the rope chunk is refilled
-// first), as its own commit group, then after_first() (e.g. wait for older MMAs), then Q latent
-// (smem) . K latent; each chunk's MMAs wait for that chunk's TMA.
-template <class F>
+// Scores of one tile into s (scale_d 0 first): Q latent (smem) . K latent, Q rope (registers) .
+// K rope; each chunk's MMAs wait for that chunk's TMA.
 __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
                                            uint32_t full_bar, uint32_t parity,
-                                           const uint32_t (&qpe)[4][4], F&& after_first) {
-  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
+                                           const uint32_t (&qpe)[4][4]) {
   wg_fence();
+#ifdef HELIX_MLA_SM90_ROPE_FIRST
+  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
     wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
                        kk != 0);
-  wg_commit();
-  after_first();
+#endif
 #pragma unroll
   for (int c = 0; c < kL / 64; ++c) {
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
       wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024), 1);
+                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024),
+#ifdef HELIX_MLA_SM90_ROPE_FIRST
+                         1);
+#else
+                         (c | kk) != 0);
+#endif
   }
+#ifndef HELIX_MLA_SM90_ROPE_FIRST
+  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
+                       1);
+#endif
   wg_commit();
 }
 
@@ -250,9 +257,10 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
 }
 
-// P = 2^(s - m) into bf16 A fragments (registers); returns this thread's part of the row sums.
+// P = 2^(s - m) into bf16 A fragments (registers) and the swizzled smem tile for the other
+// warpgroup; returns this thread's part of the row sums.
 __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uint32_t (&p)[4][4],
-                                         float& sum0, float& sum1) {
+                                         uint8_t* sp, int r0, int t, float& sum0, float& sum1) {
   sum0 = 0.f;
   sum1 = 0.f;
 #pragma unroll
@@ -263,34 +271,15 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
     s[4 * j + 3] = exp2_fast(s[4 * j + 3] - m1);
     sum0 += s[4 * j] + s[4 * j + 1];
     sum1 += s[4 * j + 2] + s[4 * j + 3];
-    p[j / 2][(j & 1) * 2] = pack_bf16(s[4 * j], s[4 * j + 1]);
-    p[j / 2][(j & 1) * 2 + 1] = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
-  }
-}
-
-// P (A fragments) -> the swizzled [64 x 64] bf16 smem tile the other warpgroup's MMAs read
-// (K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == (r0 + 8) & 7).
-__device__ __forceinline__ void store_p(const uint32_t (&p)[4][4], uint8_t* sp, int r0, int t) {
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
+    const uint32_t lo = pack_bf16(s[4 * j], s[4 * j + 1]);
+    const uint32_t hi = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
+    p[j / 2][(j & 1) * 2] = lo;
+    p[j / 2][(j & 1) * 2 + 1] = hi;
+    // K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == r1 & 7.
     const int sw = ((j ^ (r0 & 7)) << 4) + 4 * t;
-    *reinterpret_cast<uint32_t*>(sp + r0 * 128 + sw) = p[j / 2][(j & 1) * 2];
-    *reinterpret_cast<uint32_t*>(sp + (r0 + 8) * 128 + sw) = p[j / 2][(j & 1) * 2 + 1];
+    *reinterpret_cast<uint32_t*>(sp + r0 * 128 + sw) = lo;
+    *reinterpret_cast<uint32_t*>(sp + (r0 + 8) * 128 + sw) = hi;
   }
-}
-
-// q = p f per row (in fp32, rounded once; registers 0, 2 row r0, 1, 3 row r0 + 8).
-__device__ __forceinline__ void scale_p(const uint32_t (&p)[4][4], uint32_t (&q)[4][4], float f0,
-                                        float f1) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-    for (int x = 0; x < 4; ++x) {
-      const float f = (x & 1) ? f1 : f0;
-      const float lo = __uint_as_float(p[kk][x] << 16) * f;
-      const float hi = __uint_as_float(p[kk][x] & 0xffff0000u) * f;
-      q[kk][x] = pack_bf16(lo, hi);
-    }
 }
 
 __device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&p)[4][4], uint32_t v_base) {
@@ -316,10 +305,16 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
                                          uint32_t bar_base, int t_begin, int t_end, int n_tiles,
                                          int cb, int ck, int cta, int group) {
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
-  auto empty_bar = [&](int s, int part) {
-    return bar_base + 8 * (kStages * kChunks + 3 * s + part);
+  const int lane = threadIdx.x & 31;
+  // One arrival per warp: the part of stage s this warpgroup has finished reading.
+  auto release = [&](int s, int part) {
+#ifdef HELIX_MLA_SM90_PARTS
+    if (lane == 0) mbar_arrive(bar_base + 8 * (kStages * kChunks + 3 * s + part));
+#else
+    if (part != kPartRope && lane == 0) mbar_arrive(bar_base + 8 * (kStages * kChunks + 3 * s));
+#endif
   };
-  const int tid = threadIdx.x, lane = tid & 31;
+  const int tid = threadIdx.x;
   const int tw = tid & 127, wq = tw >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int r0 = 16 * wq + g;  // rows r0, r0 + 8 of every fragment
@@ -341,9 +336,9 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   uint32_t p[4][4];
   int pending_stage = -1;  // WG0: stage of tile b whose P.V is still in flight (released later)
 
-  auto release_pending = [&]() {  // WG0, after a wgmma wait: tile b's V_L and P buffer free
+  auto release_pending = [&]() {  // WG0, after a wgmma wait: tile b's stage and P buffer free
     if (pending_stage >= 0) {
-      if (lane == 0) mbar_arrive(empty_bar(pending_stage, kPartL));
+      release(pending_stage, kPartL);
       bar_arrive(kBarP1Free, kConsumerThreads);
       pending_stage = -1;
     }
@@ -396,28 +391,24 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       const int va = len - (ck + jt) * kTile < kTile ? len - (ck + jt) * kTile : kTile;
       const int vb = len - (ck + jt + 1) * kTile < kTile ? len - (ck + jt + 1) * kTile : kTile;
       if constexpr (WG == 0) {
-        // S_a; the previous pair's P_b.V_L (in flight) completes before the latent chunks.
-        score_mmas(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
-          if (pending_stage >= 0) {
-            wg_wait<1>();
-            release_pending();
-          }
-        });
+        // S_a, softmax from m -> m0, P_a to registers and smem.
+        score_mmas(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe);
         wg_wait<0>();
-        if (lane == 0) mbar_arrive(empty_bar(sa, kPartRope));
-        // Softmax of tile a from the running max m -> n (= m0).
+        release_pending();
+        release(sa, kPartRope);
         float mx0, mx1;
         scale_mask(s, va, t, a.scale_log2, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
         const float f0 = exp2_fast(m_0 - n0), f1 = exp2_fast(m_1 - n1);
-        bar_sync(kBarP0Free, kConsumerThreads);  // WG1 done with sP0 and m0's slot
+        bar_sync(kBarP0Free, kConsumerThreads);
+        float sum0, sum1;
+        exp_pack(s, n0, n1, p, s_p, r0, t, sum0, sum1);
         if (t == 0) {
           s_m[r0] = n0;
           s_m[r0 + 8] = n1;
         }
-        bar_arrive(kBarPaMax, kConsumerThreads);
-        float sum0, sum1;
-        exp_pack(s, n0, n1, p, sum0, sum1);
+        fence_async_smem();
+        bar_arrive(kBarPa, kConsumerThreads);
         l_0 = l_0 * f0 + sum0;
         l_1 = l_1 * f1 + sum1;
         m_0 = n0;
@@ -430,49 +421,35 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           bar_sync(kBarPb, kConsumerThreads);  // P_b and m1 in smem
           const float b0 = s_m[kHeads + r0], b1 = s_m[kHeads + r0 + 8];
           const float g0 = exp2_fast(m_0 - b0), g1 = exp2_fast(m_1 - b1);
-          // P_a relative to m1 for WG1 (its O_R is already relative to m1); a copy: p is an
-          // operand of the P_a.V_L MMAs still in flight.
-          uint32_t pa[4][4];
-          scale_p(p, pa, g0, g1);
-          store_p(pa, s_p, r0, t);
-          fence_async_smem();
-          bar_arrive(kBarP0Ready, kConsumerThreads);
+          wg_wait<0>();
+          release(sa, kPartL);
+          rescale(o, g0, g1);
           l_0 *= g0;
           l_1 *= g1;
           m_0 = b0;
           m_1 = b1;
-          wg_wait<0>();
-          if (lane == 0) mbar_arrive(empty_bar(sa, kPartL));
-          // O_L = O_L 2^(m0 - m1) + P_b V_b[:, 0:256]
-          rescale(o, g0, g1);
           if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
           pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
-          pending_stage = sb;  // released once that completes (next S_a, or the segment end)
-#ifdef HELIX_MLA_SM90_NO_DEFER
-          wg_wait<0>();
-          release_pending();
-#endif
+          pending_stage = sb;  // released after the next wait
         } else {
-          store_p(p, s_p, r0, t);
-          fence_async_smem();
-          bar_arrive(kBarP0Ready, kConsumerThreads);
           wg_wait<0>();
-          if (lane == 0) mbar_arrive(empty_bar(sa, kPartL));
+          release(sa, kPartL);
         }
       } else {
-        float sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
+        float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
-          score_mmas(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
+          score_mmas(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
           wg_wait<0>();
-          if (lane == 0) mbar_arrive(empty_bar(sb, kPartRope));
+          release(sb, kPartRope);
           scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
         }
-        bar_sync(kBarPaMax, kConsumerThreads);  // m0 in smem
-        const float n0 = fmaxf(s_m[r0], mx0), n1 = fmaxf(s_m[r0 + 8], mx1);  // m1
+        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
+        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
+        n0 = fmaxf(a0, mx0);
+        n1 = fmaxf(a1, mx1);
         if (has_b) {
-          exp_pack(s, n0, n1, p, sum0, sum1);
-          bar_sync(kBarP1Free, kConsumerThreads);  // WG0 done with sP1 and m1's slot
-          store_p(p, s_p + kPBytes, r0, t);
+          bar_sync(kBarP1Free, kConsumerThreads);
+          exp_pack(s, n0, n1, p, s_p + kPBytes, r0, t, sum0, sum1);
           if (t == 0) {
             s_m[kHeads + r0] = n0;
             s_m[kHeads + r0 + 8] = n1;
@@ -483,26 +460,22 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         const float e0 = exp2_fast(m_0 - n0), e1 = exp2_fast(m_1 - n1);
         l_0 = l_0 * e0 + sum0;
         l_1 = l_1 * e1 + sum1;
+        // O_R = O_R 2^(m - m0) + P_a V_a[:, 256:512]
+        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
+        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
+        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
+        wg_wait<0>();
+        release(sa, kPartR);
+        bar_arrive(kBarP0Free, kConsumerThreads);
+        if (has_b) {
+          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
+          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
+          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
+          wg_wait<0>();  // tile b's stage must be released before its refill is waited on
+          release(sb, kPartR);
+        }
         m_0 = n0;
         m_1 = n1;
-        // O_R = O_R 2^(m - m1) + P_a' V_a[:, 256:512] + P_b V_b[:, 256:512]; P_a' = P_a 2^(m0 - m1)
-        rescale(o, e0, e1);
-        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
-        if (has_b && vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
-        bar_sync(kBarP0Ready, kConsumerThreads);
-        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
-        if (has_b) {
-          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
-          wg_wait<1>();
-          if (lane == 0) mbar_arrive(empty_bar(sa, kPartR));
-          bar_arrive(kBarP0Free, kConsumerThreads);
-          wg_wait<0>();
-          if (lane == 0) mbar_arrive(empty_bar(sb, kPartR));
-        } else {
-          wg_wait<0>();
-          if (lane == 0) mbar_arrive(empty_bar(sa, kPartR));
-          bar_arrive(kBarP0Free, kConsumerThreads);
-        }
       }
     }
 
@@ -594,8 +567,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   if (tid == 32) {
     for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
+#ifdef HELIX_MLA_SM90_PARTS
     for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
       mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
+#else
+    for (int s = 0; s < kStages; ++s) mbar_init(empty_bar(s, 0), 8);  // every consumer warp
+#endif
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -620,60 +597,70 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
     const uint32_t kv_smem = smem_u32(smem + kKvOff);
     const uint64_t policy = evict_first_policy();
-    // Two tiles at a time, parts in the order they are usually released: both rope chunks
-    // (free once a tile's scores are done), then V_L and V_R of the first, then of the second.
-    for (int i0 = 0; i0 < n_tiles; i0 += 2) {
-      int rows[2][kTile / 16];  // block sizes >= 16: at most 4 boxes per tile
-      int nbox[2] = {0, 0};
-      for (int u = 0; u < 2 && i0 + u < n_tiles; ++u) {
-        const int len = seq_tokens(a, cb);
-        const int tok0 = ck * kTile;
-        const int valid = len - tok0 < kTile ? len - tok0 : kTile;
-        nbox[u] = (valid + box - 1) / box;
-        const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
-#pragma unroll
-        for (int x = 0; x < kTile / 16; ++x) {
-          const int tok = tok0 + x * box;
-          rows[u][x] = x < nbox[u] ? table[tok / bs] * bs + tok % bs : 0;
-        }
-        if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
-          ck = 0;
-          ++cb;
-          while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
-        }
+#ifdef HELIX_MLA_SM90_PREFETCH
+    // A second cursor HELIX_MLA_SM90_PREFETCH tiles ahead: those tiles are prefetched into L2
+    // while the stages are still busy, so the loads that refill a stage hit L2.
+    int pcb = cb, pck = ck, pi = 0;
+    auto prefetch_next = [&]() {
+      if (pi >= n_tiles) return;
+      const int len = seq_tokens(a, pcb);
+      const int tok0 = pck * kTile;
+      const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+      const int32_t* table = a.block_table + static_cast<int64_t>(pcb) * a.max_blocks_per_seq;
+      for (int tok = tok0; tok < tok0 + valid; tok += box) {
+        const int row = table[tok / bs] * bs + tok % bs;
+        for (int c = 0; c < kChunks; ++c) tma_prefetch_2d(&kv_map, 64 * c, row);
       }
-      auto issue = [&](int u, int part) {
-        const int i = i0 + u, s = i & 1;
-        if (i >= n_tiles) return;
-        if (i >= kStages) mbar_wait(empty_bar(s, part), ((i >> 1) - 1) & 1);
-        const int c_lo = part == kPartRope ? kChunks - 1 : part == kPartL ? 0 : 4;
-        const int c_hi = part == kPartRope ? kChunks : c_lo + 4;
-        const uint32_t dst = kv_smem + s * kStageBytes;
-        for (int c = c_lo; c < c_hi; ++c) {
-          const uint32_t fb = full_bar(s) + 8 * c;
-          mbar_expect_tx(fb, static_cast<uint32_t>(nbox[u] * box * 128));
-#pragma unroll
-          for (int x = 0; x < kTile / 16; ++x)
-            if (x < nbox[u])
-              tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[u][x], fb,
-                          policy);
-        }
-      };
-#ifdef HELIX_MLA_SM90_TILE_ORDER
-      issue(0, kPartRope);
-      issue(0, kPartL);
-      issue(0, kPartR);
-      issue(1, kPartRope);
-      issue(1, kPartL);
-      issue(1, kPartR);
-#else
-      issue(0, kPartRope);
-      issue(1, kPartRope);
-      issue(0, kPartL);
-      issue(0, kPartR);
-      issue(1, kPartL);
-      issue(1, kPartR);
+      ++pi;
+      if (++pck >= s_cum[pcb + 1] - s_cum[pcb]) {
+        pck = 0;
+        ++pcb;
+        while (pcb < a.batch && s_cum[pcb + 1] == s_cum[pcb]) ++pcb;
+      }
+    };
+    for (int x = 0; x < HELIX_MLA_SM90_PREFETCH; ++x) prefetch_next();
 #endif
+    for (int i = 0; i < n_tiles; ++i) {
+#ifdef HELIX_MLA_SM90_PREFETCH
+      prefetch_next();
+#endif
+      const int s = i & 1;
+      const int len = seq_tokens(a, cb);
+      const int tok0 = ck * kTile;
+      const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+      const int nbox = (valid + box - 1) / box;
+      int rows[kTile / 16];  // block sizes >= 16
+      const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
+#pragma unroll
+      for (int x = 0; x < kTile / 16; ++x) {
+        const int tok = tok0 + x * box;
+        rows[x] = x < nbox ? table[tok / bs] * bs + tok % bs : 0;
+      }
+      const uint32_t dst = kv_smem + s * kStageBytes;
+      const uint32_t parity = ((i >> 1) - 1) & 1;
+#ifndef HELIX_MLA_SM90_PARTS
+      if (i >= kStages) mbar_wait(empty_bar(s, 0), parity);
+#endif
+      // Rope chunk first (free first, and read first with HELIX_MLA_SM90_ROPE_FIRST), then V_L,
+      // then V_R.
+      for (int cc = 0; cc < kChunks; ++cc) {
+        const int c = cc == 0 ? kChunks - 1 : cc - 1;
+#ifdef HELIX_MLA_SM90_PARTS
+        if (i >= kStages && (cc == 0 || cc == 1 || cc == 5))
+          mbar_wait(empty_bar(s, cc == 0 ? kPartRope : cc == 1 ? kPartL : kPartR), parity);
+#endif
+        const uint32_t fb = full_bar(s) + 8 * c;
+        mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+#pragma unroll
+        for (int x = 0; x < kTile / 16; ++x)
+          if (x < nbox)
+            tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb, policy);
+      }
+      if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
+        ck = 0;
+        ++cb;
+        while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+      }
     }
     return;
   }
