@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--json", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--heads", default="128,16", help="comma-separated head counts")
     args = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(1)
@@ -57,7 +58,7 @@ def main():
                                                                   [1024, 4096, 16384, 65536, 131072])
     shapes = [(B, c) for B in batches for c in ctxs] + ([] if args.quick else [(1, 1 << 20), (8, 1 << 20)])
     cases = []
-    for H in (128, 16):
+    for H in [int(h) for h in args.heads.split(",")]:
         for B, ctx in shapes:
             try:
                 q = torch.randn(B, H, W, device=dev, dtype=torch.bfloat16)

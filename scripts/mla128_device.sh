@@ -36,7 +36,7 @@ fi
 Q=""; [ "$MODE" = quick ] && Q="--quick"
 GEMM=0
 if [ "${TORCH:-0}" = 1 ]; then
-  python3 bench/mla_torch_baseline.py --json "$OUT/mla_torch_baseline.json" $Q > "$OUT/torch.log" 2>&1
+  python3 bench/mla_torch_baseline.py --heads ${HEADS:-128} --json "$OUT/mla_torch_baseline.json" $Q > "$OUT/torch.log" 2>&1
   GEMM=$(python3 -c "import json;print(json.load(open('$OUT/mla_torch_baseline.json'))['gemm_tflops'])" 2>/dev/null || echo 0)
   head -3 "$OUT/torch.log"
 fi

@@ -283,6 +283,9 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
 }
 
 __device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&p)[4][4], uint32_t v_base) {
+#ifdef HELIX_MLA_SM90_ABLATE_NO_PV  // timing experiment only
+  return;
+#endif
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
@@ -290,6 +293,9 @@ __device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&p)[4][4]
   wg_commit();
 }
 __device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t v_base) {
+#ifdef HELIX_MLA_SM90_ABLATE_NO_PV  // timing experiment only
+  return;
+#endif
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
@@ -650,6 +656,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbar_wait(empty_bar(s, cc == 0 ? kPartRope : cc == 1 ? kPartL : kPartR), parity);
 #endif
         const uint32_t fb = full_bar(s) + 8 * c;
+#ifdef HELIX_MLA_SM90_ABLATE_NO_LOAD  // timing experiment only: no KV loads (garbage results)
+        mbar_arrive(fb);
+        continue;
+#endif
         mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
 #pragma unroll
         for (int x = 0; x < kTile / 16; ++x)
