@@ -43,14 +43,10 @@ cudaError_t sm90_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   *ctas = 0;
   *smem = 0;
   if (!sm90_for(d)) return cudaSuccess;
-  int dev = 0, sms = 0, per_sm = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err == cudaSuccess) err = cuda::mla_sm90::prepare(d.max_batch, smem, &per_sm);
+  int per_group = 0;
+  const cudaError_t err = cuda::mla_sm90::prepare(d.num_heads, d.max_batch, smem, &per_group);
   if (err != cudaSuccess) return err;
-  if (per_sm <= 0) return cudaErrorInvalidConfiguration;
-  const int groups = (d.num_heads + 63) / 64;
-  *ctas = d.num_ctas > 0 ? d.num_ctas : std::max(1, sms * per_sm / groups);
+  *ctas = d.num_ctas > 0 ? d.num_ctas : per_group;
   return cudaSuccess;
 }
 

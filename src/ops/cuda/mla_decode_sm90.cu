@@ -36,14 +36,36 @@ bool block_ok(int block_size) {
   return block_size == 16 || block_size == 32 || (block_size > 0 && block_size % 64 == 0);
 }
 
-cudaError_t prepare(int max_batch, size_t* smem, int* ctas_per_sm) {
+cudaError_t prepare(int heads, int max_batch, size_t* smem, int* ctas_per_group) {
   if (!encoder()) return cudaErrorNotSupported;
   *smem = smem_for(max_batch);
-  cudaError_t err = cudaFuncSetAttribute(mla_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(*smem));
+  const int groups = (heads + kHeads - 1) / kHeads;
+  for (auto kernel : {mla_sm90_kernel, mla_sm90_mc_kernel}) {
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
+    if (err != cudaSuccess) return err;
+  }
+  int dev = 0, sms = 0, per_sm = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err == cudaSuccess)
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mla_sm90_kernel, kThreads, *smem);
   if (err != cudaSuccess) return err;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_sm90_kernel, kThreads,
-                                                       *smem);
+  if (per_sm <= 0) return cudaErrorInvalidConfiguration;
+  *ctas_per_group = sms * per_sm / groups;
+  if (groups == 2) {  // clusters must fit in one GPC each: ask how many run at once
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(*ctas_per_group, 2);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = *smem;
+    int clusters = 0;
+    err = cudaOccupancyMaxActiveClusters(&clusters, mla_sm90_mc_kernel, &cfg);
+    if (err != cudaSuccess) return err;
+    if (clusters <= 0) return cudaErrorInvalidConfiguration;
+    *ctas_per_group = clusters;
+  }
+  if (*ctas_per_group < 1) *ctas_per_group = 1;
+  return cudaSuccess;
 }
 
 cudaError_t launch(const Args& a, dim3 grid, size_t smem, cudaStream_t stream) {
@@ -61,7 +83,10 @@ cudaError_t launch(const Args& a, dim3 grid, size_t smem, cudaStream_t stream) {
              strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorInvalidValue;
-  mla_sm90_kernel<<<grid, kThreads, smem, stream>>>(map, a);
+  if (grid.y == 2)  // both 64-head groups: 2-CTA clusters sharing each tile's loads
+    mla_sm90_mc_kernel<<<grid, kThreads, smem, stream>>>(map, a);
+  else
+    mla_sm90_kernel<<<grid, kThreads, smem, stream>>>(map, a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const dim3 cgrid(a.batch, a.num_heads);

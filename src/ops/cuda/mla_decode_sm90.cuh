@@ -54,9 +54,8 @@ constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is
 
 // Named barriers (0 is __syncthreads).
 enum : int { kBarPa = 1, kBarPb = 2, kBarP0Free = 3, kBarP1Free = 4, kBarConsumers = 5, kBarWg = 6 };
-// Parts of a stage with their own readers: the rope chunk (the scores only), latent columns
-// 0..255 (V_L) and 256..511 (V_R). With HELIX_MLA_SM90_PARTS each is refilled once its last
-// reader is done; else the stage is refilled as a whole (barrier kPartRope, 8 arrivals).
+// Parts of a stage with their own readers, each refilled once its last reader is done: the rope
+// chunk (the scores only), latent columns 0..255 (V_L) and 256..511 (V_R).
 enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -91,37 +90,34 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
-// 2D TMA tile load (coordinates: column, row) completing on an mbarrier.
+// 2D TMA tile load (coordinates: column, row) completing on an mbarrier; with a CTA mask, the
+// box lands at the same offset in every CTA of the mask (cluster) and completes on each CTA's
+// barrier at the same offset.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int col, int row,
-                                            uint32_t bar, uint64_t policy) {
-#ifdef HELIX_MLA_SM90_EVICT_FIRST
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
-      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "l"(policy)
-      : "memory");
-#else
-  (void)policy;
+                                            uint32_t bar) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
       "%3}], [%4];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
       : "memory");
-#endif
 }
-// L2 prefetch of a 2D TMA box (no shared memory, no completion).
-__device__ __forceinline__ void tma_prefetch_2d(const CUtensorMap* map, int col, int row) {
-  asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(
-                   reinterpret_cast<uint64_t>(map)),
-               "r"(col), "r"(row)
+__device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const CUtensorMap* map, int col,
+                                               int row, uint32_t bar, uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::"
+      "cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "h"(mask)
+      : "memory");
+}
+// Arrive on the barrier at the same offset in CTA `rank` of the cluster.
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(rank));
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote)
                : "memory");
 }
-__device__ __forceinline__ uint64_t evict_first_policy() {
-  uint64_t p = 0;
-#ifdef HELIX_MLA_SM90_EVICT_FIRST
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
-#endif
-  return p;
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 }
 // ---- wgmma ----
 // Descriptor of a 128B-swizzled operand: start, LBO, SBO in bytes (K-major: LBO unused, SBO =
@@ -204,13 +200,11 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
                                            uint32_t full_bar, uint32_t parity,
                                            const uint32_t (&qpe)[4][4]) {
   wg_fence();
-#ifdef HELIX_MLA_SM90_ROPE_FIRST
   mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
     wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
                        kk != 0);
-#endif
 #pragma unroll
   for (int c = 0; c < kL / 64; ++c) {
     mbar_wait(full_bar + 8 * c, parity);
@@ -218,19 +212,8 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
     for (int kk = 0; kk < 4; ++kk)
       wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
                          desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024),
-#ifdef HELIX_MLA_SM90_ROPE_FIRST
                          1);
-#else
-                         (c | kk) != 0);
-#endif
   }
-#ifndef HELIX_MLA_SM90_ROPE_FIRST
-  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
-                       1);
-#endif
   wg_commit();
 }
 
@@ -283,9 +266,6 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
 }
 
 __device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&p)[4][4], uint32_t v_base) {
-#ifdef HELIX_MLA_SM90_ABLATE_NO_PV  // timing experiment only
-  return;
-#endif
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
@@ -293,9 +273,6 @@ __device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&p)[4][4]
   wg_commit();
 }
 __device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t v_base) {
-#ifdef HELIX_MLA_SM90_ABLATE_NO_PV  // timing experiment only
-  return;
-#endif
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
@@ -306,19 +283,20 @@ __device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t
 
 // One consumer warpgroup's whole loop (WG 0 or 1: separate code, so no path mixes the two
 // warpgroups' in-flight MMAs).
-template <int WG>
+template <int WG, bool kMc>
 __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int* s_cum,
                                          uint32_t bar_base, int t_begin, int t_end, int n_tiles,
                                          int cb, int ck, int cta, int group) {
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
   const int lane = threadIdx.x & 31;
-  // One arrival per warp: the part of stage s this warpgroup has finished reading.
+  // One arrival per warp: the part of stage s this warpgroup has finished reading (multicast:
+  // on both CTAs' barriers, since either CTA's loads write both CTAs' stages).
   auto release = [&](int s, int part) {
-#ifdef HELIX_MLA_SM90_PARTS
-    if (lane == 0) mbar_arrive(bar_base + 8 * (kStages * kChunks + 3 * s + part));
-#else
-    if (part != kPartRope && lane == 0) mbar_arrive(bar_base + 8 * (kStages * kChunks + 3 * s));
-#endif
+    if (lane == 0) {
+      const uint32_t bar = bar_base + 8 * (kStages * kChunks + 3 * s + part);
+      mbar_arrive(bar);
+      if constexpr (kMc) mbar_arrive_cluster(bar, (blockIdx.y & 1) ^ 1);
+    }
   };
   const int tid = threadIdx.x;
   const int tw = tid & 127, wq = tw >> 5;
@@ -542,8 +520,11 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
 }
 
-__global__ void __launch_bounds__(kThreads, 1)
-    mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
+// kMc: launched as clusters of 2 CTAs, the two 64-head groups of the same tile range
+// (blockIdx.y 0 and 1); each tile is read from memory once and multicast into both CTAs' shared
+// memory (CTA rank 0 loads the rope chunk and V_L, rank 1 V_R).
+template <bool kMc>
+__device__ __forceinline__ void mla_sm90_body(const CUtensorMap& kv_map, const Args& a) {
   extern __shared__ __align__(1024) uint8_t smem[];
   const int tid = threadIdx.x;
   if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();  // swizzle atoms need 1024 B
@@ -573,15 +554,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   if (tid == 32) {
     for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
-#ifdef HELIX_MLA_SM90_PARTS
-    for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
-      mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
-#else
-    for (int s = 0; s < kStages; ++s) mbar_init(empty_bar(s, 0), 8);  // every consumer warp
-#endif
+    // One arrival per warp of a part's last reader (of both CTAs with multicast).
+    for (int i = 0; i < kStages * 3; ++i)
+      mbar_init(bar_base + 8 * (kStages * kChunks + i), kMc ? 8 : 4);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __syncthreads();
+  if constexpr (kMc)
+    cluster_sync();  // the peer's barriers are initialised before any remote arrive or load
+  else
+    __syncthreads();
+  // Everything below up to the role split depends on blockIdx.x only: both CTAs of a cluster
+  // take the same early exits, before any remote operation.
   const int total = s_cum[a.batch];
   if (total == 0) return;
   const int ctas = active_ctas(total, a.ctas_per_group);
@@ -596,91 +579,74 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warp >= 8) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    if (warp != 8 || lane != 0) return;
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
-                 : "memory");
-    const int bs = a.block_size;
-    const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
-    const uint32_t kv_smem = smem_u32(smem + kKvOff);
-    const uint64_t policy = evict_first_policy();
-#ifdef HELIX_MLA_SM90_PREFETCH
-    // A second cursor HELIX_MLA_SM90_PREFETCH tiles ahead: those tiles are prefetched into L2
-    // while the stages are still busy, so the loads that refill a stage hit L2.
-    int pcb = cb, pck = ck, pi = 0;
-    auto prefetch_next = [&]() {
-      if (pi >= n_tiles) return;
-      const int len = seq_tokens(a, pcb);
-      const int tok0 = pck * kTile;
-      const int valid = len - tok0 < kTile ? len - tok0 : kTile;
-      const int32_t* table = a.block_table + static_cast<int64_t>(pcb) * a.max_blocks_per_seq;
-      for (int tok = tok0; tok < tok0 + valid; tok += box) {
-        const int row = table[tok / bs] * bs + tok % bs;
-        for (int c = 0; c < kChunks; ++c) tma_prefetch_2d(&kv_map, 64 * c, row);
-      }
-      ++pi;
-      if (++pck >= s_cum[pcb + 1] - s_cum[pcb]) {
-        pck = 0;
-        ++pcb;
-        while (pcb < a.batch && s_cum[pcb + 1] == s_cum[pcb]) ++pcb;
-      }
-    };
-    for (int x = 0; x < HELIX_MLA_SM90_PREFETCH; ++x) prefetch_next();
-#endif
-    for (int i = 0; i < n_tiles; ++i) {
-#ifdef HELIX_MLA_SM90_PREFETCH
-      prefetch_next();
-#endif
-      const int s = i & 1;
-      const int len = seq_tokens(a, cb);
-      const int tok0 = ck * kTile;
-      const int valid = len - tok0 < kTile ? len - tok0 : kTile;
-      const int nbox = (valid + box - 1) / box;
-      int rows[kTile / 16];  // block sizes >= 16
-      const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
+    if (warp == 8 && lane == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
+                   : "memory");
+      const int bs = a.block_size;
+      const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
+      const uint32_t kv_smem = smem_u32(smem + kKvOff);
+      const int rank = kMc ? (blockIdx.y & 1) : 0;
+      for (int i = 0; i < n_tiles; ++i) {
+        const int s = i & 1;
+        const int len = seq_tokens(a, cb);
+        const int tok0 = ck * kTile;
+        const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+        const int nbox = (valid + box - 1) / box;
+        int rows[kTile / 16];  // block sizes >= 16
+        const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
 #pragma unroll
-      for (int x = 0; x < kTile / 16; ++x) {
-        const int tok = tok0 + x * box;
-        rows[x] = x < nbox ? table[tok / bs] * bs + tok % bs : 0;
-      }
-      const uint32_t dst = kv_smem + s * kStageBytes;
-      const uint32_t parity = ((i >> 1) - 1) & 1;
-#ifndef HELIX_MLA_SM90_PARTS
-      if (i >= kStages) mbar_wait(empty_bar(s, 0), parity);
-#endif
-      // Rope chunk first (free first, and read first with HELIX_MLA_SM90_ROPE_FIRST), then V_L,
-      // then V_R.
-      for (int cc = 0; cc < kChunks; ++cc) {
-        const int c = cc == 0 ? kChunks - 1 : cc - 1;
-#ifdef HELIX_MLA_SM90_PARTS
-        if (i >= kStages && (cc == 0 || cc == 1 || cc == 5))
-          mbar_wait(empty_bar(s, cc == 0 ? kPartRope : cc == 1 ? kPartL : kPartR), parity);
-#endif
-        const uint32_t fb = full_bar(s) + 8 * c;
-#ifdef HELIX_MLA_SM90_ABLATE_NO_LOAD  // timing experiment only: no KV loads (garbage results)
-        mbar_arrive(fb);
-        continue;
-#endif
-        mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+        for (int x = 0; x < kTile / 16; ++x) {
+          const int tok = tok0 + x * box;
+          rows[x] = x < nbox ? table[tok / bs] * bs + tok % bs : 0;
+        }
+        const uint32_t dst = kv_smem + s * kStageBytes;
+        const uint32_t parity = ((i >> 1) - 1) & 1;
+        // Rope chunk first (free first, read first), then V_L, then V_R. A part's barrier wait
+        // also means this CTA's full barriers of those chunks are past the stage's last fill.
+        for (int cc = 0; cc < kChunks; ++cc) {
+          const int c = cc == 0 ? kChunks - 1 : cc - 1;
+          const int part = cc == 0 ? kPartRope : cc <= 4 ? kPartL : kPartR;
+          if (i >= kStages && (cc == 0 || cc == 1 || cc == 5)) mbar_wait(empty_bar(s, part), parity);
+          const uint32_t fb = full_bar(s) + 8 * c;
+          mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+          if (kMc && (part == kPartR) != (rank == 1)) continue;  // the peer loads this part
 #pragma unroll
-        for (int x = 0; x < kTile / 16; ++x)
-          if (x < nbox)
-            tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb, policy);
-      }
-      if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
-        ck = 0;
-        ++cb;
-        while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+          for (int x = 0; x < kTile / 16; ++x) {
+            if (x >= nbox) continue;
+            if constexpr (kMc)
+              tma_load_2d_mc(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb,
+                             0x3);
+            else
+              tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
+          }
+        }
+        if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
+          ck = 0;
+          ++cb;
+          while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+        }
       }
     }
-    return;
+    __syncwarp();
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    // Through a shuffle so the compiler sees the role warp-uniform.
+    if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
+      consumer<0, kMc>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+    else
+      consumer<1, kMc>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
   }
+  // Multicast: neither CTA exits while the peer may still arrive on its barriers.
+  if constexpr (kMc) cluster_sync();
+}
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-  // Through a shuffle so the compiler sees the role warp-uniform.
-  if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
-    consumer<0>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
-  else
-    consumer<1>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
+  mla_sm90_body<false>(kv_map, a);
+}
+__global__ void __cluster_dims__(1, 2, 1) __launch_bounds__(kThreads, 1)
+    mla_sm90_mc_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
+  mla_sm90_body<true>(kv_map, a);
 }
 
 // Merges the partials of sequences spanning several CTAs; writes the empty sequences. Grid
