@@ -203,6 +203,10 @@ int main(int argc, char** argv) {
                                           : helix::MlaKernelChoice::kAuto;
         helix::MlaPlan plan;
         CHECK_CUDA(helix::mla_plan(d, &plan));
+        if (&s == &shapes[0])
+          fmt::print("plan H {} {}: grid {} x {} ({} with the sm90 kernel)\n", H,
+                     k ? "fp8" : "bf16", plan.ctas_per_group, plan.num_head_groups,
+                     plan.sm90_ctas_per_group);
         helix::MlaDecodeBf16Params p;
         p.batch = B;
         p.block_size = block;

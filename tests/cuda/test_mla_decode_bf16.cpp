@@ -104,7 +104,9 @@ std::string describe(const Case& c) {
                   (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") + " out " +
                   (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
                   std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-                  (c.sm90 ? " sm90" : c.wgmma ? " wgmma" : " mma.sync") +
+                  (c.sm90    ? " sm90"
+                   : c.wgmma ? " wgmma"
+                             : " mma.sync") +
                   (c.nan_tail ? " nan-tail" : "") + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
@@ -258,8 +260,8 @@ void run_case(const Case& c) {
     for (int b = 0; b < B; ++b) {
       const int nb = (c.lens[b] + c.block - 1) / c.block;
       for (int pos = c.lens[b]; pos < nb * c.block; ++pos) {
-        const size_t row = static_cast<size_t>(table[b * max_blocks + pos / c.block]) * c.block +
-                           pos % c.block;
+        const size_t row =
+            static_cast<size_t>(table[b * max_blocks + pos / c.block]) * c.block + pos % c.block;
         CUDA_OK(cudaMemset(pool.ptr + row * row_bytes, 0xff, row_bytes));  // bf16 0xffff: NaN
       }
     }
@@ -386,14 +388,21 @@ TEST(MlaDecodeBf16Cuda, Sm90ManyHeads) {
   sm90({64, 512, 64, 64, uneven(64, 1000), MlaKvDtype::kBf16, MlaOutDtype::kBf16, 0, kSeed + 21});
   sm90({100, 512, 64, 32, {4096}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 22});
   sm90({128, 512, 64, 64, {1, 1, 1, 2}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 23});
-  sm90({128, 512, 64, 16, {3000, 2500, 4100, 64, 65, 127, 128, 129}, MlaKvDtype::kBf16,
-        MlaOutDtype::kBf16, 0, kSeed + 24});
+  sm90({128,
+        512,
+        64,
+        16,
+        {3000, 2500, 4100, 64, 65, 127, 128, 129},
+        MlaKvDtype::kBf16,
+        MlaOutDtype::kBf16,
+        0,
+        kSeed + 24});
   for (int ctas : {1, 3, 7, 500})
     sm90({128, 512, 64, 16, uneven(16, 1000), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, ctas,
           kSeed + 30 + ctas});
   sm90({128, 512, 64, 64, {0, 0}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 25});
-  sm90({128, 512, 64, 48, uneven(48, 500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
-        kSeed + 26});
+  sm90(
+      {128, 512, 64, 48, uneven(48, 500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 26});
 }
 
 TEST(MlaDecodeBf16Cuda, AllEmpty) {

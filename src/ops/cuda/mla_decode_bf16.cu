@@ -113,8 +113,8 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
   if (err != cudaSuccess) return err;
   // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
-  p.workspace_bytes = workspace_for(d, p.num_head_groups,
-                                    std::max(p.ctas_per_group, p.sm90_ctas_per_group));
+  p.workspace_bytes =
+      workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group));
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {

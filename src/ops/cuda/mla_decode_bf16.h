@@ -68,10 +68,10 @@ struct MlaPlanDesc {
 // by copies: release once).
 struct MlaPlan {
   MlaPlanDesc desc;
-  int head_group = 0;         // heads per CTA: 16, 32 or 64
-  int num_head_groups = 0;    // ceil(H / head_group)
-  int ctas_per_group = 0;     // grid.x of the split kernel
-  size_t smem_bytes = 0;      // dynamic shared memory of the split kernel
+  int head_group = 0;       // heads per CTA: 16, 32 or 64
+  int num_head_groups = 0;  // ceil(H / head_group)
+  int ctas_per_group = 0;   // grid.x of the split kernel
+  size_t smem_bytes = 0;    // dynamic shared memory of the split kernel
   // H >= 64, bf16 KV (kAuto or kSm90): the sm90 kernel's grid.x and dynamic shared memory; 0 when
   // the plan does not use it.
   int sm90_ctas_per_group = 0;

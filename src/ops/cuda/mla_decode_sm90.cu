@@ -39,32 +39,17 @@ bool block_ok(int block_size) {
 cudaError_t prepare(int heads, int max_batch, size_t* smem, int* ctas_per_group) {
   if (!encoder()) return cudaErrorNotSupported;
   *smem = smem_for(max_batch);
-  const int groups = (heads + kHeads - 1) / kHeads;
-  for (auto kernel : {mla_sm90_kernel, mla_sm90_mc_kernel}) {
-    const cudaError_t err = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
-    if (err != cudaSuccess) return err;
-  }
+  cudaError_t err = cudaFuncSetAttribute(
+      mla_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
   int dev = 0, sms = 0, per_sm = 0;
-  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (err == cudaSuccess)
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mla_sm90_kernel, kThreads, *smem);
   if (err != cudaSuccess) return err;
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
-  *ctas_per_group = sms * per_sm / groups;
-  if (groups == 2) {  // clusters must fit in one GPC each: ask how many run at once
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(*ctas_per_group, 2);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = *smem;
-    int clusters = 0;
-    err = cudaOccupancyMaxActiveClusters(&clusters, mla_sm90_mc_kernel, &cfg);
-    if (err != cudaSuccess) return err;
-    if (clusters <= 0) return cudaErrorInvalidConfiguration;
-    *ctas_per_group = clusters;
-  }
-  if (*ctas_per_group < 1) *ctas_per_group = 1;
+  const int groups = (heads + kHeads - 1) / kHeads;
+  *ctas_per_group = sms * per_sm / groups > 0 ? sms * per_sm / groups : 1;
   return cudaSuccess;
 }
 
@@ -77,16 +62,14 @@ cudaError_t launch(const Args& a, dim3 grid, size_t smem, cudaStream_t stream) {
   CUtensorMap map;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(kW), cuuint64_t{1} << 31};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(kW) * 2};
-  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(a.block_size < kTile ? a.block_size : kTile)};
+  const cuuint32_t box[2] = {64,
+                             static_cast<cuuint32_t>(a.block_size < kTile ? a.block_size : kTile)};
   const cuuint32_t elem_strides[2] = {1, 1};
   if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<uint8_t*>(a.kv_pool), dims,
              strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorInvalidValue;
-  if (grid.y == 2)  // both 64-head groups: 2-CTA clusters sharing each tile's loads
-    mla_sm90_mc_kernel<<<grid, kThreads, smem, stream>>>(map, a);
-  else
-    mla_sm90_kernel<<<grid, kThreads, smem, stream>>>(map, a);
+  mla_sm90_kernel<<<grid, kThreads, smem, stream>>>(map, a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const dim3 cgrid(a.batch, a.num_heads);

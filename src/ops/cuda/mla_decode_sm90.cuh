@@ -6,7 +6,9 @@
 // same even split over all SMs as the mma.sync kernels, 64-token tiles), 3 warpgroups:
 //   WG2 (producer, one thread): TMA loads of each tile, 9 column chunks of [64 tokens x 64 dims]
 //     into 128B-swizzled shared memory (one mbarrier per chunk, so the score MMAs start on the
-//     first chunk), 2 stages, a stage refilled once both consumers released it.
+//     first chunk that lands), 2 stages. A stage is refilled in three parts as their readers
+//     finish: the rope chunk after the tile's scores, V_L (columns 0..255) after WG0's P.V,
+//     V_R after WG1's; the rope chunk is loaded and read first.
 //   WG0 / WG1 (consumers): tiles go in pairs (a, b). WG0 computes S_a = Q K_a^T, WG1 S_b, at the
 //     same time (wgmma m64n64k16, K over 576: latent part of Q from shared memory, rope part
 //     from registers). Online softmax in registers: WG0 first (running max m -> m0), then WG1
@@ -32,10 +34,10 @@ namespace helix::cuda::mla_sm90 {
 using mla_bf16::Args;
 
 constexpr int kL = 512, kR = 64, kW = kL + kR;
-constexpr int kTile = 64;                       // tokens per KV tile
-constexpr int kHeads = 64;                      // heads per CTA
-constexpr int kChunks = kW / 64;                // 64-column chunks of a row: 8 latent + 1 rope
-constexpr int kChunkBytes = kTile * 128;        // [64 rows x 128 B], 128B-swizzled
+constexpr int kTile = 64;                 // tokens per KV tile
+constexpr int kHeads = 64;                // heads per CTA
+constexpr int kChunks = kW / 64;          // 64-column chunks of a row: 8 latent + 1 rope
+constexpr int kChunkBytes = kTile * 128;  // [64 rows x 128 B], 128B-swizzled
 constexpr int kStageBytes = kChunks * kChunkBytes;
 constexpr int kStages = 2;
 constexpr int kThreads = 384;
@@ -53,7 +55,14 @@ constexpr int kFixedBytes = kCumOff;
 constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
 
 // Named barriers (0 is __syncthreads).
-enum : int { kBarPa = 1, kBarPb = 2, kBarP0Free = 3, kBarP1Free = 4, kBarConsumers = 5, kBarWg = 6 };
+enum : int {
+  kBarPa = 1,
+  kBarPb = 2,
+  kBarP0Free = 3,
+  kBarP1Free = 4,
+  kBarConsumers = 5,
+  kBarWg = 6
+};
 // Parts of a stage with their own readers, each refilled once its last reader is done: the rope
 // chunk (the scores only), latent columns 0..255 (V_L) and 256..511 (V_R).
 enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
@@ -90,9 +99,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
-// 2D TMA tile load (coordinates: column, row) completing on an mbarrier; with a CTA mask, the
-// box lands at the same offset in every CTA of the mask (cluster) and completes on each CTA's
-// barrier at the same offset.
+// 2D TMA tile load (coordinates: column, row) completing on an mbarrier.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int col, int row,
                                             uint32_t bar) {
   asm volatile(
@@ -100,24 +107,6 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
       "%3}], [%4];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
       : "memory");
-}
-__device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const CUtensorMap* map, int col,
-                                               int row, uint32_t bar, uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::"
-      "cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "h"(mask)
-      : "memory");
-}
-// Arrive on the barrier at the same offset in CTA `rank` of the cluster.
-__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(rank));
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote)
-               : "memory");
-}
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 }
 // ---- wgmma ----
 // Descriptor of a 128B-swizzled operand: start, LBO, SBO in bytes (K-major: LBO unused, SBO =
@@ -203,16 +192,15 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
   mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
-    wgmma_m64n64k16_rs(s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
-                       kk != 0);
+    wgmma_m64n64k16_rs(
+        s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024), kk != 0);
 #pragma unroll
   for (int c = 0; c < kL / 64; ++c) {
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
       wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         1);
+                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024), 1);
   }
   wg_commit();
 }
@@ -283,20 +271,15 @@ __device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t
 
 // One consumer warpgroup's whole loop (WG 0 or 1: separate code, so no path mixes the two
 // warpgroups' in-flight MMAs).
-template <int WG, bool kMc>
+template <int WG>
 __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int* s_cum,
                                          uint32_t bar_base, int t_begin, int t_end, int n_tiles,
                                          int cb, int ck, int cta, int group) {
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
   const int lane = threadIdx.x & 31;
-  // One arrival per warp: the part of stage s this warpgroup has finished reading (multicast:
-  // on both CTAs' barriers, since either CTA's loads write both CTAs' stages).
+  // One arrival per warp: the part of stage s this warpgroup has finished reading.
   auto release = [&](int s, int part) {
-    if (lane == 0) {
-      const uint32_t bar = bar_base + 8 * (kStages * kChunks + 3 * s + part);
-      mbar_arrive(bar);
-      if constexpr (kMc) mbar_arrive_cluster(bar, (blockIdx.y & 1) ^ 1);
-    }
+    if (lane == 0) mbar_arrive(bar_base + 8 * (kStages * kChunks + 3 * s + part));
   };
   const int tid = threadIdx.x;
   const int tw = tid & 127, wq = tw >> 5;
@@ -480,7 +463,8 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     const float lt0 = s_l[r0] + s_l[kHeads + r0], lt1 = s_l[r0 + 8] + s_l[kHeads + r0 + 8];
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
     const int slot = s_cum[cb] <= t_begin ? 0 : 1;  // first segment: 0, last: 1
-    const int64_t prow = ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeads;
+    const int64_t prow =
+        ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeads;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int r = r0 + 8 * rr, h = h_base + r;
@@ -520,11 +504,8 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
 }
 
-// kMc: launched as clusters of 2 CTAs, the two 64-head groups of the same tile range
-// (blockIdx.y 0 and 1); each tile is read from memory once and multicast into both CTAs' shared
-// memory (CTA rank 0 loads the rope chunk and V_L, rank 1 V_R).
-template <bool kMc>
-__device__ __forceinline__ void mla_sm90_body(const CUtensorMap& kv_map, const Args& a) {
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
   extern __shared__ __align__(1024) uint8_t smem[];
   const int tid = threadIdx.x;
   if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();  // swizzle atoms need 1024 B
@@ -554,17 +535,11 @@ __device__ __forceinline__ void mla_sm90_body(const CUtensorMap& kv_map, const A
   }
   if (tid == 32) {
     for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
-    // One arrival per warp of a part's last reader (of both CTAs with multicast).
-    for (int i = 0; i < kStages * 3; ++i)
-      mbar_init(bar_base + 8 * (kStages * kChunks + i), kMc ? 8 : 4);
+    for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
+      mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if constexpr (kMc)
-    cluster_sync();  // the peer's barriers are initialised before any remote arrive or load
-  else
-    __syncthreads();
-  // Everything below up to the role split depends on blockIdx.x only: both CTAs of a cluster
-  // take the same early exits, before any remote operation.
+  __syncthreads();
   const int total = s_cum[a.batch];
   if (total == 0) return;
   const int ctas = active_ctas(total, a.ctas_per_group);
@@ -579,13 +554,14 @@ __device__ __forceinline__ void mla_sm90_body(const CUtensorMap& kv_map, const A
   if (warp >= 8) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    if (warp == 8 && lane == 0) {
+    // The other producer threads leave (kept waiting, they slowed the kernel by a third).
+    if (warp != 8 || lane != 0) return;
+    {
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
                    : "memory");
       const int bs = a.block_size;
       const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
       const uint32_t kv_smem = smem_u32(smem + kKvOff);
-      const int rank = kMc ? (blockIdx.y & 1) : 0;
       for (int i = 0; i < n_tiles; ++i) {
         const int s = i & 1;
         const int len = seq_tokens(a, cb);
@@ -606,19 +582,14 @@ __device__ __forceinline__ void mla_sm90_body(const CUtensorMap& kv_map, const A
         for (int cc = 0; cc < kChunks; ++cc) {
           const int c = cc == 0 ? kChunks - 1 : cc - 1;
           const int part = cc == 0 ? kPartRope : cc <= 4 ? kPartL : kPartR;
-          if (i >= kStages && (cc == 0 || cc == 1 || cc == 5)) mbar_wait(empty_bar(s, part), parity);
+          if (i >= kStages && (cc == 0 || cc == 1 || cc == 5))
+            mbar_wait(empty_bar(s, part), parity);
           const uint32_t fb = full_bar(s) + 8 * c;
           mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
-          if (kMc && (part == kPartR) != (rank == 1)) continue;  // the peer loads this part
 #pragma unroll
-          for (int x = 0; x < kTile / 16; ++x) {
-            if (x >= nbox) continue;
-            if constexpr (kMc)
-              tma_load_2d_mc(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb,
-                             0x3);
-            else
+          for (int x = 0; x < kTile / 16; ++x)
+            if (x < nbox)
               tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
-          }
         }
         if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
           ck = 0;
@@ -627,26 +598,14 @@ __device__ __forceinline__ void mla_sm90_body(const CUtensorMap& kv_map, const A
         }
       }
     }
-    __syncwarp();
-  } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-    // Through a shuffle so the compiler sees the role warp-uniform.
-    if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
-      consumer<0, kMc>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
-    else
-      consumer<1, kMc>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+    return;
   }
-  // Multicast: neither CTA exits while the peer may still arrive on its barriers.
-  if constexpr (kMc) cluster_sync();
-}
-
-__global__ void __launch_bounds__(kThreads, 1)
-    mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
-  mla_sm90_body<false>(kv_map, a);
-}
-__global__ void __cluster_dims__(1, 2, 1) __launch_bounds__(kThreads, 1)
-    mla_sm90_mc_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
-  mla_sm90_body<true>(kv_map, a);
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  // Through a shuffle so the compiler sees the role warp-uniform.
+  if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
+    consumer<0>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+  else
+    consumer<1>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
 }
 
 // Merges the partials of sequences spanning several CTAs; writes the empty sequences. Grid

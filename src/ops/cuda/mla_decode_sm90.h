@@ -16,8 +16,7 @@ bool eligible(int heads, int kv_lora_rank, int rope_dim, bool fp8, int max_batch
 // Whether a launch's block size suits its TMA boxes: 16, 32 or a multiple of 64.
 bool block_ok(int block_size);
 // Raises the kernel's shared-memory limit; reports its dynamic shared memory and the CTAs per
-// 64-head group that run at once (1 per SM; with 2 groups, 2-CTA clusters: as many clusters
-// as fit at once).
+// 64-head group that run at once (one per SM).
 cudaError_t prepare(int heads, int max_batch, size_t* smem, int* ctas_per_group);
 // Split kernel on grid (ctas, groups), then the combine kernel.
 cudaError_t launch(const mla_bf16::Args& a, dim3 grid, size_t smem, cudaStream_t stream);
