@@ -124,6 +124,35 @@ def plot_mla_bf16(d):
     fig.savefig(os.path.join(d, "mla_decode_bf16.png"), dpi=110)
 
 
+def plot_mla_sm90(d):
+    """bench_mla_decode_bf16_sm90_h128.json, the mma.sync kernel and PyTorch eager from the same
+    device command: 128 heads, bf16 KV, TFLOP/s against the measured bf16 GEMM rate."""
+    j = load(d, "bench_mla_decode_bf16_sm90_h128.json")
+    if not j:
+        return
+    m = load(d, "bench_mla_decode_bf16_mmasync_h128.json") or {"cases": []}
+    t = load(d, "mla_torch_baseline_h128.json") or {"cases": []}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for b, style in ((1, ":"), (8, "-."), (32, "-"), (64, "--")):
+        for src, mark, name, color in ((j, "o", "sm90", "C0"), (m, "s", "mma.sync", "C1"),
+                                       (t, "x", "torch eager", "gray")):
+            rows = sorted((c for c in src["cases"] if c["num_heads"] == 128 and c["batch"] == b
+                           and c.get("kv_dtype", "bf16") == "bf16"), key=lambda c: c["context"])
+            if rows:
+                ax.plot([c["context"] for c in rows], [c["tflops"] for c in rows], mark + style,
+                        color=color, label=f"{name} B={b}", ms=4)
+    g = t.get("gemm_tflops") or j.get("gemm_tflops")
+    if g:
+        ax.axhline(g, color="k", lw=0.8)
+        ax.text(1024, g * 0.97, f"measured bf16 GEMM {g:.0f}", fontsize=7, va="top")
+    ax.axhline(450, color="r", lw=0.6, ls="--")
+    ax.set(xscale="log", xlabel="context (tokens)", ylabel="TFLOP/s (2 H (576 + 512) per token)",
+           title=f"MLA decode, 128 heads, bf16 KV, {j.get('device', 'GPU')}")
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "mla_decode_sm90_h128.png"), dpi=110)
+
+
 def plot_serve(d):
     j = load(d, "bench_serve.json")
     if not j:
@@ -149,6 +178,7 @@ def main():
     plot_helix(d)
     plot_mla_cuda(d)
     plot_mla_bf16(d)
+    plot_mla_sm90(d)
     plot_serve(d)
     print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])
 
