@@ -112,11 +112,15 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   kc.cp_size = map.cp;
   kc.cp_rank = map.cp_rank();
   if (opt.kv_memory_fraction > 0 && !ops_->device().is_cpu()) {
+    // The fraction sizes the pool (the engine's admission then counts these blocks).
     const double block_bytes = static_cast<double>(kc.num_layers) * kc.tokens_per_block *
                                kc.row_width * dtype_size(opt.kv_dtype);
-    const int frac_blocks =
-        static_cast<int>(std::min(2e9, ops_->free_bytes() * opt.kv_memory_fraction / block_bytes));
-    kc.max_blocks = std::max(kc.max_blocks, frac_blocks);
+    const double free = static_cast<double>(ops_->free_bytes());
+    kc.max_blocks = static_cast<int>(std::min(1e9, free * opt.kv_memory_fraction / block_bytes));
+    HELIX_CHECK(kc.max_blocks >= 1,
+                "--gpu-memory-fraction {} of the {:.1f} GiB free leaves no room for one KV block "
+                "({:.0f} bytes)",
+                opt.kv_memory_fraction, free / 1073741824.0, block_bytes);
   }
   DTensor pool;
   if (!ops_->device().is_cpu())
@@ -134,6 +138,14 @@ DTensor DeepseekModel::up(Tensor&& t) const {
     std::fprintf(stderr, "\rloading weights: %.0f MB, %.0f MB/s   ", loaded_bytes_ / 1e6,
                  loaded_bytes_ / 1e6 / s);
   }
+  if (opt_.round_weights_bf16)  // the experiment's bf16 weights in fp32 arithmetic
+    for (float& v : t.data) {
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      if ((u & 0x7fffffffu) <= 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);
+      u &= 0xffff0000u;
+      std::memcpy(&v, &u, 4);
+    }
   return ops_->upload(std::move(t), opt_.weight_dtype);
 }
 
@@ -184,7 +196,12 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
 
   embed = up(ws.load("model.embed_tokens.weight", {c.vocab_size, D}));
   norm = up(ws.load("model.norm.weight", {D}));
-  if (ws.has("lm_head.weight")) {
+  if (opt_.lm_head_f32 && (ws.has("lm_head.weight") || c.tie_word_embeddings)) {
+    lm_head = ops_->upload(
+        ws.load(ws.has("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight",
+                {c.vocab_size, D}),
+        DType::F32);
+  } else if (ws.has("lm_head.weight")) {
     lm_head = up(ws.load("lm_head.weight", {c.vocab_size, D}));
   } else if (c.tie_word_embeddings) {
     lm_head = embed;
@@ -432,12 +449,32 @@ StepBatch DeepseekModel::make_step(const std::vector<SeqStep>& seqs, bool upload
 }
 
 Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits) {
+  Tensor logits;
+  step(seqs, all_logits, nullptr, &logits, nullptr);
+  return logits;
+}
+
+std::vector<int> DeepseekModel::forward_sample(const std::vector<SeqStep>& seqs,
+                                               const std::vector<SampleRow>& sampling,
+                                               Tensor* logits) {
+  HELIX_CHECK(sampling.size() == seqs.size(), "forward_sample: {} sampling rows for {} sequences",
+              sampling.size(), seqs.size());
+  std::vector<int> ids;
+  step(seqs, false, &sampling, logits, &ids);
+  return ids;
+}
+
+void DeepseekModel::step(const std::vector<SeqStep>& seqs, bool all_logits,
+                         const std::vector<SampleRow>* sampling, Tensor* logits,
+                         std::vector<int>* ids) {
   bool decode_only = !seqs.empty();
   for (const auto& s : seqs) decode_only = decode_only && s.start > 0 && s.tokens.size() == 1;
   // CUDA graphs need the split-KV plan of the bf16 MLA kernel (sizes read on the device).
   if (decode_only && opt_.cuda_graphs && ops_->supports_graphs() &&
-      kv_->layer_pool(0).dtype == DType::BF16)
-    return forward_graph(seqs);
+      kv_->layer_pool(0).dtype == DType::BF16) {
+    forward_graph(seqs, sampling, logits, ids);
+    return;
+  }
   const StepBatch st = make_step(seqs, true);
   std::vector<int> rows;
   if (all_logits) {
@@ -450,19 +487,40 @@ Tensor DeepseekModel::forward(const std::vector<SeqStep>& seqs, bool all_logits)
     }
   }
   const int n = static_cast<int>(rows.size());
-  DTensor logits_d = ops_->alloc({n, cfg_.vocab_size}, DType::F32);
+  DTensor logits_d = ops_->alloc({n, cfg_.vocab_size}, DType::F32), ids_d;
   run_step(seqs, st, rows, logits_d);
-  Tensor logits({n, cfg_.vocab_size});
-  ops_->to_host(logits_d.view(), logits.ptr());
-  require_finite(logits.ptr(), logits.numel(), -1, "logits");
-  return logits;
+  if (sampling) {
+    DTensor params = ops_->upload_raw(sampling->data(), {n, 5}, DType::I64);
+    ids_d = ops_->alloc({n}, DType::I32);
+    ops_->sample(logits_d.view(), params.view(), ids_d.view(), n, cfg_.vocab_size);
+  }
+  fetch(logits_d, ids_d, n, logits, ids);
 }
 
-// Decode steps on a CUDA-graph backend: the step's indices go into fixed device buffers of its
-// batch shape (batch, block-table width), then a graph recorded once per shape replays the
-// whole step. The first step of a shape runs eagerly (it makes the MLA plan and warms cuBLAS),
-// the second records the graph.
-Tensor DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs) {
+void DeepseekModel::fetch(const DTensor& logits_d, const DTensor& ids_d, int n, Tensor* logits,
+                          std::vector<int>* ids) {
+  if (logits) {
+    *logits = Tensor({n, cfg_.vocab_size});
+    ops_->to_host(logits_d.view(), logits->ptr());
+    require_finite(logits->ptr(), logits->numel(), -1, "logits");
+  }
+  if (ids) {
+    ids->assign(n, 0);
+    ops_->to_host_raw(ids_d.view(), ids->data());
+    for (int i = 0; i < n; ++i)
+      if ((*ids)[i] < 0)
+        throw NonFiniteError(fmt::format(
+            "non-finite value in the logits (row {}); check the weights with --check-weights", i));
+  }
+}
+
+// Decode steps on a CUDA-graph backend: the step's indices (and sampling rows) go into fixed
+// device buffers of its batch shape (batch, block-table width), then a graph recorded once per
+// shape replays the whole step, sampling included. The first step of a shape runs eagerly (it
+// makes the MLA plan and warms cuBLAS), the second records the graph.
+void DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs,
+                                  const std::vector<SampleRow>* sampling, Tensor* logits,
+                                  std::vector<int>* ids) {
   StepBatch st = make_step(seqs, false);
   const int B = st.T;
   int width = 16;
@@ -475,6 +533,10 @@ Tensor DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs) {
     g.block_table = ops_->alloc({B, width}, DType::I32);
     g.seq_lens = ops_->alloc({B}, DType::I32);
     g.logits = ops_->alloc({B, cfg_.vocab_size}, DType::F32);
+    g.params = ops_->alloc({B, 5}, DType::I64);
+    g.ids = ops_->alloc({B}, DType::I32);
+    // The split-KV plan of this batch shape, made before any capture.
+    ops_->mla_plan(hl_, cfg_.kv_lora_rank, cfg_.qk_rope_head_dim, B);
   }
   std::vector<int> table(static_cast<size_t>(B) * width, 0);
   for (int b = 0; b < B; ++b)
@@ -484,11 +546,14 @@ Tensor DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs) {
   st.block_table = std::move(table);
   st.max_blocks = width;
   st.max_len = width * kv_->config().tokens_per_block;
+  // Without sampling rows the graph's sampler runs greedy (its ids are not read).
+  const std::vector<SampleRow> greedy(sampling ? 0 : B);
   ops_->from_host(st.tok.data(), g.tok.view());
   ops_->from_host(st.pos.data(), g.pos.view());
   ops_->from_host(st.slots.data(), g.slots.view());
   ops_->from_host(st.block_table.data(), g.block_table.view());
   ops_->from_host(st.seq_lens.data(), g.seq_lens.view());
+  ops_->from_host(sampling ? sampling->data() : greedy.data(), g.params.view());
   st.tok_d = g.tok;
   st.pos_d = g.pos;
   st.slots_d = g.slots;
@@ -496,12 +561,16 @@ Tensor DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs) {
   st.seq_lens_d = g.seq_lens;
   std::vector<int> rows(B);
   for (int b = 0; b < B; ++b) rows[b] = b;
+  auto body = [&] {
+    run_step(seqs, st, rows, g.logits);
+    ops_->sample(g.logits.view(), g.params.view(), g.ids.view(), B, cfg_.vocab_size);
+  };
   if (g.exec) {
     ops_->graph_launch(g.exec);
   } else if (g.warm) {
     ops_->graph_begin();
     try {
-      run_step(seqs, st, rows, g.logits);
+      body();
     } catch (...) {
       ops_->graph_end();
       throw;
@@ -509,13 +578,10 @@ Tensor DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs) {
     g.exec = ops_->graph_end();
     ops_->graph_launch(g.exec);
   } else {
-    run_step(seqs, st, rows, g.logits);
+    body();
     g.warm = true;
   }
-  Tensor logits({B, cfg_.vocab_size});
-  ops_->to_host(g.logits.view(), logits.ptr());
-  require_finite(logits.ptr(), logits.numel(), -1, "logits");
-  return logits;
+  fetch(g.logits, g.ids, B, logits, ids);
 }
 
 void DeepseekModel::run_step(const std::vector<SeqStep>& seqs, const StepBatch& st,
@@ -549,7 +615,7 @@ void DeepseekModel::run_step(const std::vector<SeqStep>& seqs, const StepBatch& 
     o.add(x.view(), D, y.view(), D, T, D, false);
     norm_to(x.view(), lw.post_norm, h.view(), T);
     t0 = Clock::now();
-    ffn(l, h, y);
+    ffn(l, h, h32, y);
     stats_.ffn_ms += ms_since(t0);
     o.add(x.view(), D, y.view(), D, T, D, false);
     // Non-finite guard (issue 10) on the host; on a GPU the logits check below covers it (a
@@ -557,7 +623,7 @@ void DeepseekModel::run_step(const std::vector<SeqStep>& seqs, const StepBatch& 
     if (o.device().is_cpu()) require_finite(x.f32(), x.numel(), l, "hidden state");
   }
   const int n = static_cast<int>(rows.size());
-  DTensor hn = act({n, D});
+  DTensor hn = opt_.lm_head_f32 ? o.alloc({n, D}, DType::F32) : act({n, D});
   for (int i = 0; i < n; ++i)
     norm_to(x.view().rows(rows[i], rows[i] + 1), norm, hn.view().rows(i, i + 1), 1);
   linear(hn.view(), 0, lm_head, logits_d.view(), 0, n, c.vocab_size, D);

@@ -1,7 +1,8 @@
-// argmax_cuda and sample_cuda (ops_cuda.h): one block per row. Sampling avoids a sort: the
-// nucleus is {i : p_i >= tau} for the largest tau whose mass still reaches top_p, found by
-// bisection on tau's bit pattern (positive floats order as integers); the draw walks the kept
-// tokens in index order.
+// argmax_cuda and sample_cuda (ops_cuda.h): one block per row. Sampling avoids a sort: the kept
+// set is {i : p_i >= tau}, tau the largest threshold that still keeps top_k tokens, then the
+// largest (not below it) whose mass still reaches top_p, each found by bisection on tau's bit
+// pattern (positive floats order as integers); the draw walks the kept tokens in index order.
+// ops/cpu/sample.cpp is the same algorithm on the host (the reference of the parity test).
 #include <cmath>
 
 #include "ops/cuda/ops_common.cuh"
@@ -51,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(ArgmaxCudaParams p) {
   if (threadIdx.x == 0) p.out[blockIdx.x] = b.i;
 }
 
-// Philox-4x32-10 (Salmon et al., SC'11): counter c, key k.
+// Philox-4x32-10 (Salmon et al., SC'11): counter c, key k; ops/sample.h has the host twin.
 __device__ uint4 philox(uint4 c, uint2 k) {
   for (int r = 0; r < 10; ++r) {
     const uint32_t lo0 = 0xD2511F53u * c.x, hi0 = __umulhi(0xD2511F53u, c.x);
@@ -71,50 +72,65 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   const int r = blockIdx.x;
   const void* row = static_cast<const char*>(p.logits) +
                     static_cast<int64_t>(r) * p.vocab * opsk::dtype_bytes(p.dtype);
+  // A NaN or Inf anywhere in the row: -1 (the host raises the non-finite error).
+  int bad = 0;
+  for (int i = threadIdx.x; i < p.vocab; i += blockDim.x)
+    bad |= !isfinite(opsk::load_f(row, i, p.dtype));
+  if (__syncthreads_or(bad)) {
+    if (threadIdx.x == 0) p.out[r] = -1;
+    return;
+  }
   const Best top = block_argmax(row, p.dtype, p.vocab, shb);
-  const float temp = p.temperature[r];
-  if (!(temp > 0.0f)) {
+  const SampleRow sp = p.params[r];
+  if (!(sp.temperature > 0.0f)) {
     if (threadIdx.x == 0) p.out[r] = top.i;
     return;
   }
-  const float inv_t = 1.0f / temp;
-  auto prob = [&](int i) {
-    const float l = opsk::load_f(row, i, p.dtype);
-    return l != l ? 0.0f : expf((l - top.v) * inv_t);
-  };
-  // Mass of the tokens with p >= tau (unnormalised).
-  auto mass = [&](float tau) {
+  const float inv_t = 1.0f / sp.temperature;
+  auto prob = [&](int i) { return expf((opsk::load_f(row, i, p.dtype) - top.v) * inv_t); };
+  // Mass (or count) of the tokens with p >= tau; counts stay exact in float below 2^24.
+  auto mass = [&](float tau, bool count) {
     float s = 0.0f;
     for (int i = threadIdx.x; i < p.vocab; i += blockDim.x) {
       const float q = prob(i);
-      if (q >= tau) s += q;
+      if (q >= tau) s += count ? 1.0f : q;
     }
     return opsk::block_sum(s, red);
   };
-  const float total = mass(0.0f);
-  const float top_p = p.top_p[r];
-  float tau = 0.0f;
-  if (top_p < 1.0f) {
-    // mass(lo) >= target > mass(hi); the top token has p = 1, so hi starts just above 1.
-    const float target = top_p * total;
-    uint32_t lo = 0, hi = __float_as_uint(1.0f) + 1u;
+  // The top token has p = 1: nothing reaches the float just above 1.
+  const uint32_t above_one = __float_as_uint(1.0f) + 1u;
+  uint32_t lo = 0;
+  if (sp.top_k > 0 && sp.top_k < p.vocab) {
+    uint32_t hi = above_one;  // count(lo) >= top_k > count(hi)
+    const float k = static_cast<float>(sp.top_k);
     while (hi - lo > 1u) {
       const uint32_t mid = lo + (hi - lo) / 2u;
-      if (mass(__uint_as_float(mid)) >= target)
+      if (mass(__uint_as_float(mid), true) >= k)
         lo = mid;
       else
         hi = mid;
     }
-    tau = __uint_as_float(lo);
   }
-  const float kept = mass(tau);
-  const uint64_t seed = p.seeds[r], step = p.step[r];
+  if (sp.top_p < 1.0f) {
+    const float target = sp.top_p * mass(__uint_as_float(lo), false);
+    uint32_t hi = above_one;  // mass(lo) >= target > mass(hi)
+    while (hi - lo > 1u) {
+      const uint32_t mid = lo + (hi - lo) / 2u;
+      if (mass(__uint_as_float(mid), false) >= target)
+        lo = mid;
+      else
+        hi = mid;
+    }
+  }
+  const float tau = __uint_as_float(lo);
+  const float kept = mass(tau, false);
   const uint4 bits =
-      philox(make_uint4(static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), 0u, 0u),
-             make_uint2(static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)));
+      philox(make_uint4(static_cast<uint32_t>(sp.counter), static_cast<uint32_t>(sp.counter >> 32),
+                        static_cast<uint32_t>(sp.stream), static_cast<uint32_t>(sp.stream >> 32)),
+             make_uint2(static_cast<uint32_t>(sp.seed), static_cast<uint32_t>(sp.seed >> 32)));
   const float u = static_cast<float>(bits.x >> 8) * (1.0f / 16777216.0f) * kept;
   // Each thread owns a contiguous slice of the vocabulary; prefix sums of the slices' kept mass
-  // find the slice holding u, whose owner walks it.
+  // find the slice holding u, whose owner walks it in index order.
   const int per = (p.vocab + blockDim.x - 1) / blockDim.x;
   const int b0 = threadIdx.x * per, b1 = min(p.vocab, b0 + per);
   float own = 0.0f;
@@ -159,8 +175,7 @@ cudaError_t argmax_cuda(const ArgmaxCudaParams& p, cudaStream_t stream) {
 }
 
 cudaError_t sample_cuda(const SampleCudaParams& p, cudaStream_t stream) {
-  if (p.rows < 0 || p.vocab <= 0 || !opsk::valid_act(p.dtype) || !p.temperature || !p.top_p ||
-      !p.seeds || !p.step)
+  if (p.rows < 0 || p.vocab <= 0 || !opsk::valid_act(p.dtype) || !p.params)
     return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   sample_kernel<<<p.rows, kThreads, 0, stream>>>(p);
