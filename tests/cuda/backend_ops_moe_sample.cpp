@@ -289,6 +289,48 @@ TEST_F(BackendOpsMoe, Sample) {
   EXPECT_EQ(download<int32_t>(dout, 3), (std::vector<int32_t>{-1, -1, 0}));
 }
 
+// What sampling on the device costs at the real vocabulary (129280): greedy and top-k + top-p
+// rows, batch 1 and 64, one launch timed with events over 20 (printed for bench/RESULTS.md);
+// every id in range.
+TEST_F(BackendOpsMoe, SampleTiming) {
+  const int V = 129280;
+  for (int rows : {1, 64})
+    for (bool greedy : {true, false}) {
+      std::vector<float> logits;
+      for (int r = 0; r < rows; ++r) {
+        const auto row = randn(V, rng_, 2.0f);
+        logits.insert(logits.end(), row.begin(), row.end());
+      }
+      std::vector<SampleRow> params(rows);
+      for (int r = 0; r < rows; ++r) {
+        params[r].temperature = greedy ? 0.0f : 0.8f;
+        params[r].top_k = greedy ? 0 : 50;
+        params[r].top_p = greedy ? 1.0f : 0.9f;
+        params[r].seed = r;
+      }
+      auto dl = upload(logits), dp = upload(params);
+      Dev dout(rows * 4);
+      SampleCudaParams p;
+      p.rows = rows, p.vocab = V, p.logits = dl->ptr, p.params = dp->as<SampleRow>();
+      p.out = dout.as<int32_t>();
+      CUDA_OK(sample_cuda(p, nullptr));
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      cudaEventRecord(e0);
+      for (int i = 0; i < 20; ++i) CUDA_OK(sample_cuda(p, nullptr));
+      cudaEventRecord(e1);
+      sync();
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      for (int id : download<int32_t>(dout, rows)) ASSERT_TRUE(id >= 0 && id < V) << id;
+      std::printf("[timing] sample V%d rows %d %-18s %.1f us per launch\n", V, rows,
+                  greedy ? "greedy" : "T0.8 top-k50 top-p0.9", ms * 1000.0f / 20);
+    }
+}
+
 TEST_F(BackendOpsMoe, AttnPrefill) {
   struct Case {
     int T, H, qk, v;
