@@ -1,18 +1,22 @@
 #pragma once
 // Sampling of token ids from logits rows, the form the GPU runs it in (DESIGN.md "The GPU path":
 // argmax/sampling on the device, only the ids come back). Per row: temperature <= 0 is the
-// argmax (first on ties); else p_i = exp((l_i - max) / T), truncated to the top_k most probable
-// tokens (0: no limit; every token tied with the k-th is kept), then to the most probable ones
-// whose mass reaches top_p of what is left (again ties kept), and one token drawn from those in
-// proportion to p_i. The draw is counter-based: Philox-4x32-10 with key = seed and counter =
-// (counter, stream) (Salmon et al., SC'11), so token `counter` of stream `stream` under `seed` is
-// the same draw whatever the batch or the step it runs in. sample_row is the CPU reference of
-// the CUDA kernel (ops/cuda/sample.cu): the same thresholds and the same random bits, sums in
-// float64 instead of the GPU's float32 tree, so the two agree except where rounding moves a
+// argmax (first on ties); else p_i = exp((l_i - max) / T) (relative to the top token, p = 1),
+// with p_i < kSampleMinP = 2^-30 taken as 0 (such tokens are never drawn: at most 1.2e-4 of the
+// mass over 129280 tokens, and the rest fit in the GPU's shared memory), truncated to the top_k
+// most probable tokens (0: no limit; every token tied with the k-th is kept), then to the most
+// probable ones whose mass reaches top_p of what is left (again ties kept), and one token drawn
+// from those in proportion to p_i. The draw is counter-based: Philox-4x32-10 with key = seed and
+// counter = (counter, stream) (Salmon et al., SC'11), so token `counter` of stream `stream` under
+// `seed` is the same draw whatever the batch or the step it runs in. sample_row is the CPU
+// reference of the CUDA kernel (ops/cuda/sample.cu): the same thresholds and the same random bits,
+// sums in float64 instead of the GPU's float32 tree, so the two agree except where rounding moves a
 // threshold or the uniform across a token boundary. C++17 (included by .cu files).
 #include <cstdint>
 
 namespace helix {
+
+constexpr float kSampleMinP = 9.313225746154785e-10f;  // 2^-30
 
 struct SampleRow {
   float temperature = 0.0f;  // <= 0: greedy

@@ -32,7 +32,10 @@ int sample_row(const float* l, int vocab, const SampleRow& r, float* tau_out) {
   if (!(r.temperature > 0.0f)) return best;
   const float mx = l[best], inv_t = 1.0f / r.temperature;
   std::vector<float> p(static_cast<size_t>(vocab));
-  for (int i = 0; i < vocab; ++i) p[i] = std::exp((l[i] - mx) * inv_t);
+  for (int i = 0; i < vocab; ++i) {
+    p[i] = std::exp((l[i] - mx) * inv_t);
+    if (p[i] < kSampleMinP) p[i] = 0.0f;  // never drawn (ops/sample.h)
+  }
   auto count = [&](float tau) {
     int c = 0;
     for (float q : p) c += q >= tau;

@@ -1,7 +1,11 @@
-// argmax_cuda and sample_cuda (ops_cuda.h): one block per row. Sampling avoids a sort: the kept
-// set is {i : p_i >= tau}, tau the largest threshold that still keeps top_k tokens, then the
-// largest (not below it) whose mass still reaches top_p, each found by bisection on tau's bit
-// pattern (positive floats order as integers); the draw walks the kept tokens in index order.
+// argmax_cuda and sample_cuda (ops_cuda.h): one block per row, each thread over a contiguous
+// slice of it (a few cache-line misses per thread instead of one per pass of a strided loop).
+// Sampling avoids a sort: the kept set is {i : p_i >= tau}, tau the largest threshold that still
+// keeps top_k tokens, then the largest (not below it) whose mass still reaches top_p, each found
+// by bisection on tau's bit pattern (positive floats order as integers); the draw walks the kept
+// tokens in index order. Tokens with p < kSampleMinP never count (ops/sample.h), so the others
+// (the candidates) usually fit in shared memory: one pass computes p, the bisections then read
+// shared memory; when more than kCap are left they recompute p from the row at every pass.
 // ops/cpu/sample.cpp is the same algorithm on the host (the reference of the parity test).
 #include <cmath>
 
@@ -11,6 +15,7 @@ namespace helix {
 namespace {
 
 constexpr int kThreads = 1024;
+constexpr int kCap = 16384;  // candidates in dynamic shared memory: (p, index), 128 KiB
 
 struct Best {
   float v;
@@ -23,12 +28,24 @@ __device__ __forceinline__ Best better(Best a, Best b) {
   return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a;
 }
 
+// This thread's contiguous slice [b0, b1) of a row of n.
+__device__ __forceinline__ void slice(int n, int* b0, int* b1) {
+  const int per = (n + blockDim.x - 1) / blockDim.x;
+  *b0 = min(n, static_cast<int>(threadIdx.x) * per);
+  *b1 = min(n, *b0 + per);
+}
+
 // Argmax of one row over the block (first index on ties; NaN never wins); all threads get it.
-__device__ Best block_argmax(const void* x, CudaDType t, int n, Best* sh) {
+// *bad (optional): whether the row holds a NaN or an Inf, for every thread.
+__device__ Best block_argmax(const void* x, CudaDType t, int n, Best* sh, bool* bad = nullptr) {
   Best b{-INFINITY, -1};
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+  int nonfinite = 0;
+  int b0, b1;
+  slice(n, &b0, &b1);
+  for (int i = b0; i < b1; ++i) {
     const float v = opsk::load_f(x, i, t);
-    if (!(v != v)) b = better(b, Best{v, i});
+    nonfinite |= !isfinite(v);
+    if (!(v != v) && (b.i < 0 || v > b.v)) b = Best{v, i};
   }
   for (int o = 16; o > 0; o >>= 1) {
     Best ob{__shfl_xor_sync(0xffffffffu, b.v, o), __shfl_xor_sync(0xffffffffu, b.i, o)};
@@ -36,7 +53,8 @@ __device__ Best block_argmax(const void* x, CudaDType t, int n, Best* sh) {
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   if (lane == 0) sh[warp] = b;
-  __syncthreads();
+  const int any_bad = __syncthreads_or(nonfinite);
+  if (bad) *bad = any_bad != 0;
   Best r{-INFINITY, -1};
   for (int w = 0; w < nw; ++w) r = better(r, sh[w]);
   __syncthreads();
@@ -64,43 +82,95 @@ __device__ uint4 philox(uint4 c, uint2 k) {
   return c;
 }
 
+// Inclusive scan of v over the block in `buf` (blockDim.x entries; Hillis-Steele, fixed order, so
+// deterministic); returns this thread's inclusive prefix.
+template <typename T>
+__device__ T block_scan(T v, T* buf) {
+  buf[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = 1; o < blockDim.x; o <<= 1) {
+    const T add = threadIdx.x >= o ? buf[threadIdx.x - o] : T(0);
+    __syncthreads();
+    buf[threadIdx.x] += add;
+    __syncthreads();
+  }
+  const T r = buf[threadIdx.x];
+  __syncthreads();
+  return r;
+}
+
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
+  extern __shared__ float4 dyn[];
+  float* cand_p = reinterpret_cast<float*>(dyn);
+  int* cand_i = reinterpret_cast<int*>(cand_p + kCap);
   __shared__ Best shb[32];
   __shared__ float red[32];
-  __shared__ float pre[kThreads];
-  __shared__ int chosen;
-  const int r = blockIdx.x;
-  const void* row = static_cast<const char*>(p.logits) +
-                    static_cast<int64_t>(r) * p.vocab * opsk::dtype_bytes(p.dtype);
+  __shared__ float fscan[kThreads];
+  __shared__ int iscan[kThreads];
+  __shared__ int chosen, total;
+  const int r = blockIdx.x, V = p.vocab;
+  const void* row =
+      static_cast<const char*>(p.logits) + static_cast<int64_t>(r) * V * opsk::dtype_bytes(p.dtype);
   // A NaN or Inf anywhere in the row: -1 (the host raises the non-finite error).
-  int bad = 0;
-  for (int i = threadIdx.x; i < p.vocab; i += blockDim.x)
-    bad |= !isfinite(opsk::load_f(row, i, p.dtype));
-  if (__syncthreads_or(bad)) {
+  bool bad = false;
+  const Best top = block_argmax(row, p.dtype, V, shb, &bad);
+  if (bad) {
     if (threadIdx.x == 0) p.out[r] = -1;
     return;
   }
-  const Best top = block_argmax(row, p.dtype, p.vocab, shb);
   const SampleRow sp = p.params[r];
   if (!(sp.temperature > 0.0f)) {
     if (threadIdx.x == 0) p.out[r] = top.i;
     return;
   }
   const float inv_t = 1.0f / sp.temperature;
-  auto prob = [&](int i) { return expf((opsk::load_f(row, i, p.dtype) - top.v) * inv_t); };
-  // Mass (or count) of the tokens with p >= tau; counts stay exact in float below 2^24.
+  auto prob = [&](int i) {
+    const float q = expf((opsk::load_f(row, i, p.dtype) - top.v) * inv_t);
+    return q >= kSampleMinP ? q : 0.0f;
+  };
+  int b0, b1;
+  slice(V, &b0, &b1);
+  // The candidates (p >= kSampleMinP) in index order: count per slice, scan, then store.
+  int own_n = 0;
+  for (int i = b0; i < b1; ++i) own_n += prob(i) > 0.0f;
+  const int end_n = block_scan(own_n, iscan);
+  if (threadIdx.x == blockDim.x - 1) total = end_n;
+  __syncthreads();
+  const int n_cand = total;
+  const bool in_smem = n_cand <= kCap;
+  if (in_smem) {
+    int at = end_n - own_n;
+    for (int i = b0; i < b1; ++i) {
+      const float q = prob(i);
+      if (q > 0.0f) {
+        cand_p[at] = q;
+        cand_i[at] = i;
+        ++at;
+      }
+    }
+    __syncthreads();
+  }
+  // Mass (or count) of the candidates with p >= tau; counts stay exact in float below 2^24.
   auto mass = [&](float tau, bool count) {
     float s = 0.0f;
-    for (int i = threadIdx.x; i < p.vocab; i += blockDim.x) {
-      const float q = prob(i);
-      if (q >= tau) s += count ? 1.0f : q;
+    if (in_smem) {
+      for (int c = threadIdx.x; c < n_cand; c += blockDim.x) {
+        const float q = cand_p[c];
+        if (q >= tau) s += count ? 1.0f : q;
+      }
+    } else {
+      for (int i = b0; i < b1; ++i) {
+        const float q = prob(i);
+        if (q > 0.0f && q >= tau) s += count ? 1.0f : q;
+      }
     }
     return opsk::block_sum(s, red);
   };
-  // The top token has p = 1: nothing reaches the float just above 1.
+  // The top token has p = 1: nothing reaches the float just above 1. Thresholds are > 0, so the
+  // tokens below kSampleMinP (p = 0) never count.
   const uint32_t above_one = __float_as_uint(1.0f) + 1u;
   uint32_t lo = 0;
-  if (sp.top_k > 0 && sp.top_k < p.vocab) {
+  if (sp.top_k > 0 && sp.top_k < V) {
     uint32_t hi = above_one;  // count(lo) >= top_k > count(hi)
     const float k = static_cast<float>(sp.top_k);
     while (hi - lo > 1u) {
@@ -129,33 +199,34 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
                         static_cast<uint32_t>(sp.stream), static_cast<uint32_t>(sp.stream >> 32)),
              make_uint2(static_cast<uint32_t>(sp.seed), static_cast<uint32_t>(sp.seed >> 32)));
   const float u = static_cast<float>(bits.x >> 8) * (1.0f / 16777216.0f) * kept;
-  // Each thread owns a contiguous slice of the vocabulary; prefix sums of the slices' kept mass
-  // find the slice holding u, whose owner walks it in index order.
-  const int per = (p.vocab + blockDim.x - 1) / blockDim.x;
-  const int b0 = threadIdx.x * per, b1 = min(p.vocab, b0 + per);
+  // Each thread owns a contiguous slice (of the candidates, or of the row); prefix sums of the
+  // slices' kept mass find the slice holding u, whose owner walks it in index order.
+  int c0 = b0, c1 = b1;
+  if (in_smem) slice(n_cand, &c0, &c1);
+  auto kept_at = [&](int c, int* idx) {
+    float q;
+    if (in_smem) {
+      q = cand_p[c];
+      *idx = cand_i[c];
+    } else {
+      q = prob(c);
+      *idx = c;
+    }
+    return q > 0.0f && q >= tau ? q : 0.0f;
+  };
   float own = 0.0f;
-  for (int i = b0; i < b1; ++i) {
-    const float q = prob(i);
-    if (q >= tau) own += q;
-  }
-  pre[threadIdx.x] = own;
+  int idx = 0;
+  for (int c = c0; c < c1; ++c) own += kept_at(c, &idx);
   if (threadIdx.x == 0) chosen = top.i;  // rounding fallback: the top token is always kept
-  __syncthreads();
-  // Inclusive scan of pre (Hillis-Steele; fixed order, so deterministic).
-  for (int o = 1; o < blockDim.x; o <<= 1) {
-    const float add = threadIdx.x >= o ? pre[threadIdx.x - o] : 0.0f;
-    __syncthreads();
-    pre[threadIdx.x] += add;
-    __syncthreads();
-  }
-  const float before = pre[threadIdx.x] - own;
-  if (own > 0.0f && u >= before && u < pre[threadIdx.x]) {
+  const float incl = block_scan(own, fscan);
+  const float before = incl - own;
+  if (own > 0.0f && u >= before && u < incl) {
     float acc = before;
     int pick = -1;
-    for (int i = b0; i < b1; ++i) {
-      const float q = prob(i);
-      if (q < tau) continue;
-      pick = i;
+    for (int c = c0; c < c1; ++c) {
+      const float q = kept_at(c, &idx);
+      if (q <= 0.0f) continue;
+      pick = idx;
       acc += q;
       if (acc > u) break;
     }
@@ -178,7 +249,13 @@ cudaError_t sample_cuda(const SampleCudaParams& p, cudaStream_t stream) {
   if (p.rows < 0 || p.vocab <= 0 || !opsk::valid_act(p.dtype) || !p.params)
     return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
-  sample_kernel<<<p.rows, kThreads, 0, stream>>>(p);
+  constexpr size_t dyn = static_cast<size_t>(kCap) * (sizeof(float) + sizeof(int));
+  // Over 48 KiB of dynamic shared memory must be allowed once per process (a function
+  // attribute, not a stream operation: fine during graph capture too).
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dyn));
+  if (attr != cudaSuccess) return attr;
+  sample_kernel<<<p.rows, kThreads, dyn, stream>>>(p);
   return cudaGetLastError();
 }
 
