@@ -1,11 +1,12 @@
-// argmax_cuda and sample_cuda (ops_cuda.h): one block per row, each thread over a contiguous
-// slice of it (a few cache-line misses per thread instead of one per pass of a strided loop).
+// argmax_cuda and sample_cuda (ops_cuda.h): one block per row, strided (coalesced) passes.
 // Sampling avoids a sort: the kept set is {i : p_i >= tau}, tau the largest threshold that still
 // keeps top_k tokens, then the largest (not below it) whose mass still reaches top_p, each found
 // by bisection on tau's bit pattern (positive floats order as integers); the draw walks the kept
-// tokens in index order. Tokens with p < kSampleMinP never count (ops/sample.h), so the others
-// (the candidates) usually fit in shared memory: one pass computes p, the bisections then read
-// shared memory; when more than kCap are left they recompute p from the row at every pass.
+// tokens in index order. Tokens with p < kSampleMinP never count (ops/sample.h). One pass
+// histograms the row by octave of p; with top_k or top_p the octave of the threshold bounds the
+// tokens that can be kept (the candidates), which usually fit in shared memory: a second pass
+// stores them there and the bisections read only them. Otherwise (more than kCap, or no
+// truncation) every pass re-reads the row.
 // ops/cpu/sample.cpp is the same algorithm on the host (the reference of the parity test).
 #include <cmath>
 
@@ -16,6 +17,7 @@ namespace {
 
 constexpr int kThreads = 1024;
 constexpr int kCap = 16384;  // candidates in dynamic shared memory: (p, index), 128 KiB
+constexpr int kBins = 31;    // octaves of p in [2^-30, 1]
 
 struct Best {
   float v;
@@ -36,13 +38,13 @@ __device__ __forceinline__ void slice(int n, int* b0, int* b1) {
 }
 
 // Argmax of one row over the block (first index on ties; NaN never wins); all threads get it.
-// *bad (optional): whether the row holds a NaN or an Inf, for every thread.
+// *bad (optional): whether the row holds a NaN or an Inf, for every thread. Strided (coalesced)
+// loads, one pass.
 __device__ Best block_argmax(const void* x, CudaDType t, int n, Best* sh, bool* bad = nullptr) {
   Best b{-INFINITY, -1};
   int nonfinite = 0;
-  int b0, b1;
-  slice(n, &b0, &b1);
-  for (int i = b0; i < b1; ++i) {
+#pragma unroll 4
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
     const float v = opsk::load_f(x, i, t);
     nonfinite |= !isfinite(v);
     if (!(v != v) && (b.i < 0 || v > b.v)) b = Best{v, i};
@@ -106,9 +108,12 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   __shared__ Best shb[32];
   __shared__ float red[32];
   __shared__ float fscan[kThreads];
-  __shared__ int iscan[kThreads];
-  __shared__ int chosen, total;
+  __shared__ unsigned hcount[32][kBins];
+  __shared__ unsigned long long hmass[32][kBins];
+  __shared__ int warp_n[32];
+  __shared__ int chosen, n_cand_s, lb_e_s;
   const int r = blockIdx.x, V = p.vocab;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const void* row =
       static_cast<const char*>(p.logits) + static_cast<int64_t>(r) * V * opsk::dtype_bytes(p.dtype);
   // A NaN or Inf anywhere in the row: -1 (the host raises the non-finite error).
@@ -128,29 +133,97 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
     const float q = expf((opsk::load_f(row, i, p.dtype) - top.v) * inv_t);
     return q >= kSampleMinP ? q : 0.0f;
   };
-  int b0, b1;
-  slice(V, &b0, &b1);
-  // The candidates (p >= kSampleMinP) in index order: count per slice, scan, then store.
-  int own_n = 0;
-  for (int i = b0; i < b1; ++i) own_n += prob(i) > 0.0f;
-  const int end_n = block_scan(own_n, iscan);
-  if (threadIdx.x == blockDim.x - 1) total = end_n;
+  const bool trunc_k = sp.top_k > 0 && sp.top_k < V, trunc_p = sp.top_p < 1.0f;
+  // One pass: count and fixed-point mass of the tokens per octave of p (bin e: p in
+  // [2^-e, 2^-e+1), p = 1 in bin 0), per warp (integer atomics: deterministic), and the total.
+  for (int j = threadIdx.x; j < 32 * kBins; j += blockDim.x) {
+    hcount[j / kBins][j % kBins] = 0;
+    hmass[j / kBins][j % kBins] = 0;
+  }
   __syncthreads();
-  const int n_cand = total;
-  const bool in_smem = n_cand <= kCap;
-  if (in_smem) {
-    int at = end_n - own_n;
-    for (int i = b0; i < b1; ++i) {
-      const float q = prob(i);
-      if (q > 0.0f) {
-        cand_p[at] = q;
-        cand_i[at] = i;
-        ++at;
+  float own_total = 0.0f;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const float q = prob(i);
+    if (q <= 0.0f) continue;
+    own_total += q;
+    const int e = min(kBins - 1, 127 - static_cast<int>(__float_as_uint(q) >> 23));
+    atomicAdd(&hcount[warp][e], 1u);
+    atomicAdd(&hmass[warp][e], __float2ull_rz(q * 4294967296.0f));
+  }
+  const float total = opsk::block_sum(own_total, red);  // ends with a barrier
+  if (threadIdx.x < kBins) {
+    unsigned c = 0;
+    unsigned long long m = 0;
+    for (int w = 0; w < nw; ++w) {
+      c += hcount[w][threadIdx.x];
+      m += hmass[w][threadIdx.x];
+    }
+    hcount[0][threadIdx.x] = c;
+    hmass[0][threadIdx.x] = m;
+  }
+  __syncthreads();
+  // The lower bound 2^-lb_e of the kept tokens: the octave where the top_k-th token lies, or
+  // one below the octave where the mass reaches top_p (fixed point vs float: one octave of
+  // slack); every threshold the bisections test then lies above it or gives the same answer,
+  // so the candidates above it decide exactly as the whole row would.
+  if (threadIdx.x == 0) {
+    int e_lb = kBins - 1;
+    if (trunc_k) {
+      unsigned acc = 0;
+      for (int e = 0; e < kBins; ++e) {
+        acc += hcount[0][e];
+        if (acc >= static_cast<unsigned>(sp.top_k)) {
+          e_lb = e;
+          break;
+        }
+      }
+    } else if (trunc_p) {
+      unsigned long long all = 0, acc = 0;
+      for (int e = 0; e < kBins; ++e) all += hmass[0][e];
+      const double target = static_cast<double>(sp.top_p) * static_cast<double>(all);
+      for (int e = 0; e < kBins; ++e) {
+        acc += hmass[0][e];
+        if (static_cast<double>(acc) >= target) {
+          e_lb = min(kBins - 1, e + 1);
+          break;
+        }
       }
     }
-    __syncthreads();
+    unsigned n = 0;
+    for (int e = 0; e <= e_lb; ++e) n += hcount[0][e];
+    lb_e_s = e_lb;
+    n_cand_s = static_cast<int>(n);
   }
-  // Mass (or count) of the candidates with p >= tau; counts stay exact in float below 2^24.
+  __syncthreads();
+  const int n_cand = n_cand_s;
+  const float lb = (trunc_k || trunc_p) ? ldexpf(1.0f, -lb_e_s) : 0.0f;
+  const bool in_smem = n_cand <= kCap;
+  if (in_smem) {
+    // The candidates (p >= lb) in index order: tiles of blockDim.x tokens, placed by ballot.
+    int run = 0;
+    for (int base = 0; base < V; base += blockDim.x) {
+      const int i = base + threadIdx.x;
+      const float q = i < V ? prob(i) : 0.0f;
+      const bool keep = q > 0.0f && q >= lb;
+      const unsigned ballot = __ballot_sync(0xffffffffu, keep);
+      if (lane == 0) warp_n[warp] = __popc(ballot);
+      __syncthreads();
+      int off = run, tile = 0;
+      for (int w = 0; w < nw; ++w) {
+        off += w < warp ? warp_n[w] : 0;
+        tile += warp_n[w];
+      }
+      if (keep) {
+        const int at = off + __popc(ballot & ((1u << lane) - 1u));
+        cand_p[at] = q;
+        cand_i[at] = i;
+      }
+      run += tile;
+      __syncthreads();
+    }
+  }
+  // Mass (or count) of the tokens with p >= tau (tau > 0); counts stay exact in float below
+  // 2^24.
   auto mass = [&](float tau, bool count) {
     float s = 0.0f;
     if (in_smem) {
@@ -159,18 +232,17 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
         if (q >= tau) s += count ? 1.0f : q;
       }
     } else {
-      for (int i = b0; i < b1; ++i) {
+      for (int i = threadIdx.x; i < V; i += blockDim.x) {
         const float q = prob(i);
         if (q > 0.0f && q >= tau) s += count ? 1.0f : q;
       }
     }
     return opsk::block_sum(s, red);
   };
-  // The top token has p = 1: nothing reaches the float just above 1. Thresholds are > 0, so the
-  // tokens below kSampleMinP (p = 0) never count.
+  // The top token has p = 1: nothing reaches the float just above 1.
   const uint32_t above_one = __float_as_uint(1.0f) + 1u;
   uint32_t lo = 0;
-  if (sp.top_k > 0 && sp.top_k < V) {
+  if (trunc_k) {
     uint32_t hi = above_one;  // count(lo) >= top_k > count(hi)
     const float k = static_cast<float>(sp.top_k);
     while (hi - lo > 1u) {
@@ -181,8 +253,11 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
         hi = mid;
     }
   }
-  if (sp.top_p < 1.0f) {
-    const float target = sp.top_p * mass(__uint_as_float(lo), false);
+  if (trunc_p) {
+    // Without top_k the mass to reach is top_p of the whole row (candidates hold p >= lb only).
+    const float target =
+        sp.top_p * (trunc_k || !in_smem ? mass(__uint_as_float(lo), false) : total);
+    if (!trunc_k && in_smem) lo = __float_as_uint(lb);
     uint32_t hi = above_one;  // mass(lo) >= target > mass(hi)
     while (hi - lo > 1u) {
       const uint32_t mid = lo + (hi - lo) / 2u;
@@ -193,7 +268,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
     }
   }
   const float tau = __uint_as_float(lo);
-  const float kept = mass(tau, false);
+  const float kept = mass(tau > 0.0f ? tau : kSampleMinP, false);
   const uint4 bits =
       philox(make_uint4(static_cast<uint32_t>(sp.counter), static_cast<uint32_t>(sp.counter >> 32),
                         static_cast<uint32_t>(sp.stream), static_cast<uint32_t>(sp.stream >> 32)),
@@ -201,8 +276,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   const float u = static_cast<float>(bits.x >> 8) * (1.0f / 16777216.0f) * kept;
   // Each thread owns a contiguous slice (of the candidates, or of the row); prefix sums of the
   // slices' kept mass find the slice holding u, whose owner walks it in index order.
-  int c0 = b0, c1 = b1;
-  if (in_smem) slice(n_cand, &c0, &c1);
+  int c0, c1;
+  slice(in_smem ? n_cand : V, &c0, &c1);
   auto kept_at = [&](int c, int* idx) {
     float q;
     if (in_smem) {
