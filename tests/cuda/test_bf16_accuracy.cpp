@@ -161,7 +161,7 @@ TEST(Bf16Accuracy, Variants) {
         under[vn] += e_pre <= 2e-2 && e_dec <= 2e-2;
         no_flip[vn] += flips == 0;
         if (vn == "bf16") {
-          // The shipped mode: rows no routing flip reaches measured 0.003-0.036 (0.09 on one
+          // The shipped mode: rows no routing flip reaches measured 0.003-0.046 (0.09 on one
           // prompt of fp32_qlora_yarn_v5) on the H200; the flips move whole rows. A wrong rope,
           // norm or attention is ~1 everywhere.
           EXPECT_LT(c_pre, 0.1) << name << " prompt " << p;
