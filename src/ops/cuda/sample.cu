@@ -16,8 +16,9 @@ namespace helix {
 namespace {
 
 constexpr int kThreads = 1024;
-constexpr int kCap = 16384;  // candidates in dynamic shared memory: (p, index), 128 KiB
-constexpr int kBins = 31;    // octaves of p in [2^-30, 1]
+constexpr int kCap = 16384;      // candidates in dynamic shared memory: (p, index), 128 KiB
+constexpr int kBins = 31;        // octaves of p in [2^-30, 1]
+constexpr int kWarpCand = 4096;  // up to this many candidates one warp runs the bisections
 
 struct Best {
   float v;
@@ -43,11 +44,26 @@ __device__ __forceinline__ void slice(int n, int* b0, int* b1) {
 __device__ Best block_argmax(const void* x, CudaDType t, int n, Best* sh, bool* bad = nullptr) {
   Best b{-INFINITY, -1};
   int nonfinite = 0;
+  if (t == CudaDType::kF32 && n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    // fp32 logits (the model's): 16-byte loads, four tokens each, in index order per thread.
+    const float4* x4 = static_cast<const float4*>(x);
+#pragma unroll 2
+    for (int j = threadIdx.x; j < n / 4; j += blockDim.x) {
+      const float4 q = x4[j];
+      const float e[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        nonfinite |= !isfinite(e[k]);
+        if (!(e[k] != e[k]) && (b.i < 0 || e[k] > b.v)) b = Best{e[k], 4 * j + k};
+      }
+    }
+  } else {
 #pragma unroll 4
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = opsk::load_f(x, i, t);
-    nonfinite |= !isfinite(v);
-    if (!(v != v) && (b.i < 0 || v > b.v)) b = Best{v, i};
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const float v = opsk::load_f(x, i, t);
+      nonfinite |= !isfinite(v);
+      if (!(v != v) && (b.i < 0 || v > b.v)) b = Best{v, i};
+    }
   }
   for (int o = 16; o > 0; o >>= 1) {
     Best ob{__shfl_xor_sync(0xffffffffu, b.v, o), __shfl_xor_sync(0xffffffffu, b.i, o)};
@@ -112,6 +128,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   __shared__ unsigned long long hmass[32][kBins];
   __shared__ int warp_n[32];
   __shared__ int chosen, n_cand_s, lb_e_s;
+  __shared__ uint32_t lo_s;
   const int r = blockIdx.x, V = p.vocab;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const void* row =
@@ -241,31 +258,54 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   };
   // The top token has p = 1: nothing reaches the float just above 1.
   const uint32_t above_one = __float_as_uint(1.0f) + 1u;
-  uint32_t lo = 0;
-  if (trunc_k) {
-    uint32_t hi = above_one;  // count(lo) >= top_k > count(hi)
-    const float k = static_cast<float>(sp.top_k);
-    while (hi - lo > 1u) {
-      const uint32_t mid = lo + (hi - lo) / 2u;
-      if (mass(__uint_as_float(mid), true) >= k)
-        lo = mid;
-      else
-        hi = mid;
+  // Both bisections with mass function m (block-wide or one warp's); returns the threshold.
+  auto bisect = [&](auto&& m) {
+    uint32_t lo = 0;
+    if (trunc_k) {
+      uint32_t hi = above_one;  // count(lo) >= top_k > count(hi)
+      const float k = static_cast<float>(sp.top_k);
+      while (hi - lo > 1u) {
+        const uint32_t mid = lo + (hi - lo) / 2u;
+        if (m(__uint_as_float(mid), true) >= k)
+          lo = mid;
+        else
+          hi = mid;
+      }
     }
-  }
-  if (trunc_p) {
-    // Without top_k the mass to reach is top_p of the whole row (candidates hold p >= lb only).
-    const float target =
-        sp.top_p * (trunc_k || !in_smem ? mass(__uint_as_float(lo), false) : total);
-    if (!trunc_k && in_smem) lo = __float_as_uint(lb);
-    uint32_t hi = above_one;  // mass(lo) >= target > mass(hi)
-    while (hi - lo > 1u) {
-      const uint32_t mid = lo + (hi - lo) / 2u;
-      if (mass(__uint_as_float(mid), false) >= target)
-        lo = mid;
-      else
-        hi = mid;
+    if (trunc_p) {
+      // Without top_k the mass to reach is top_p of the whole row (candidates hold p >= lb).
+      const float target = sp.top_p * (trunc_k || !in_smem ? m(__uint_as_float(lo), false) : total);
+      if (!trunc_k && in_smem) lo = __float_as_uint(lb);
+      uint32_t hi = above_one;  // mass(lo) >= target > mass(hi)
+      while (hi - lo > 1u) {
+        const uint32_t mid = lo + (hi - lo) / 2u;
+        if (m(__uint_as_float(mid), false) >= target)
+          lo = mid;
+        else
+          hi = mid;
+      }
     }
+    return lo;
+  };
+  uint32_t lo;
+  if (in_smem && n_cand <= kWarpCand) {
+    // A small candidate set: one warp bisects (no block barrier per step), in a fixed order.
+    auto wmass = [&](float tau, bool count) {
+      float s = 0.0f;
+      for (int c = lane; c < n_cand; c += 32) {
+        const float q = cand_p[c];
+        if (q >= tau) s += count ? 1.0f : q;
+      }
+      return opsk::warp_sum(s);
+    };
+    if (warp == 0) {
+      const uint32_t l = bisect(wmass);
+      if (lane == 0) lo_s = l;
+    }
+    __syncthreads();
+    lo = lo_s;
+  } else {
+    lo = bisect(mass);
   }
   const float tau = __uint_as_float(lo);
   const float kept = mass(tau > 0.0f ? tau : kSampleMinP, false);
