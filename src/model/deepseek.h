@@ -181,7 +181,7 @@ class DeepseekModel {
   // A weight to the backend in the weight dtype; shows load progress when stderr is a terminal.
   DTensor up(Tensor&& t) const;
   DTensor act(std::vector<int64_t> shape) const { return ops_->alloc(shape, ops_->act_dtype()); }
-  // Host metadata of a step, and (upload) its device copy.
+  // model/step.cpp. Host metadata of a step, and (upload) its device copy.
   StepBatch make_step(const std::vector<SeqStep>& seqs, bool upload);
   // All layers over a step; logits of the given token rows into logits_d [rows, vocab] (fp32).
   // Nothing in it allocates host-visible memory or synchronises: it can be graph-captured.
