@@ -126,7 +126,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   __shared__ float fscan[kThreads];
   __shared__ unsigned hcount[32][kBins];
   __shared__ unsigned long long hmass[32][kBins];
-  __shared__ int warp_n[32];
+  __shared__ unsigned tot_count[kBins];
+  __shared__ unsigned long long tot_mass[kBins];
   __shared__ int chosen, n_cand_s, lb_e_s;
   __shared__ uint32_t lo_s;
   const int r = blockIdx.x, V = p.vocab;
@@ -151,21 +152,31 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
     return q >= kSampleMinP ? q : 0.0f;
   };
   const bool trunc_k = sp.top_k > 0 && sp.top_k < V, trunc_p = sp.top_p < 1.0f;
-  // One pass: count and fixed-point mass of the tokens per octave of p (bin e: p in
-  // [2^-e, 2^-e+1), p = 1 in bin 0), per warp (integer atomics: deterministic), and the total.
+  // One pass: count (and, for top_p alone, fixed-point mass) of the tokens per octave of p (bin
+  // e: p in [2^-e, 2^-e+1), p = 1 in bin 0) and warp (integer atomics: deterministic), and the
+  // total. Warp w reads its own contiguous chunk of the row, 32 tokens at a time (coalesced), so
+  // its counts also place its candidates below without a block barrier per tile.
+  const bool need_mass = trunc_p && !trunc_k;
   for (int j = threadIdx.x; j < 32 * kBins; j += blockDim.x) {
     hcount[j / kBins][j % kBins] = 0;
     hmass[j / kBins][j % kBins] = 0;
   }
   __syncthreads();
+  const int chunk = (V + nw - 1) / nw;
+  const int w0 = min(V, warp * chunk), w1 = min(V, w0 + chunk);
   float own_total = 0.0f;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float q = prob(i);
-    if (q <= 0.0f) continue;
+  for (int i0 = w0; i0 < w1; i0 += 32) {
+    const int i = i0 + lane;
+    const float q = i < w1 ? prob(i) : 0.0f;
     own_total += q;
-    const int e = min(kBins - 1, 127 - static_cast<int>(__float_as_uint(q) >> 23));
-    atomicAdd(&hcount[warp][e], 1u);
-    atomicAdd(&hmass[warp][e], __float2ull_rz(q * 4294967296.0f));
+    const int e = q > 0.0f ? min(kBins - 1, 127 - static_cast<int>(__float_as_uint(q) >> 23)) : -1;
+    // Lanes of one octave add once (their leader), the mass one by one (top_p alone).
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    if (e >= 0) {
+      if (lane == __ffs(peers) - 1)
+        atomicAdd(&hcount[warp][e], static_cast<unsigned>(__popc(peers)));
+      if (need_mass) atomicAdd(&hmass[warp][e], __float2ull_rz(q * 4294967296.0f));
+    }
   }
   const float total = opsk::block_sum(own_total, red);  // ends with a barrier
   if (threadIdx.x < kBins) {
@@ -175,8 +186,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
       c += hcount[w][threadIdx.x];
       m += hmass[w][threadIdx.x];
     }
-    hcount[0][threadIdx.x] = c;
-    hmass[0][threadIdx.x] = m;
+    tot_count[threadIdx.x] = c;
+    tot_mass[threadIdx.x] = m;
   }
   __syncthreads();
   // The lower bound 2^-lb_e of the kept tokens: the octave where the top_k-th token lies, or
@@ -188,7 +199,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
     if (trunc_k) {
       unsigned acc = 0;
       for (int e = 0; e < kBins; ++e) {
-        acc += hcount[0][e];
+        acc += tot_count[e];
         if (acc >= static_cast<unsigned>(sp.top_k)) {
           e_lb = e;
           break;
@@ -196,10 +207,10 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
       }
     } else if (trunc_p) {
       unsigned long long all = 0, acc = 0;
-      for (int e = 0; e < kBins; ++e) all += hmass[0][e];
+      for (int e = 0; e < kBins; ++e) all += tot_mass[e];
       const double target = static_cast<double>(sp.top_p) * static_cast<double>(all);
       for (int e = 0; e < kBins; ++e) {
-        acc += hmass[0][e];
+        acc += tot_mass[e];
         if (static_cast<double>(acc) >= target) {
           e_lb = min(kBins - 1, e + 1);
           break;
@@ -207,7 +218,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
       }
     }
     unsigned n = 0;
-    for (int e = 0; e <= e_lb; ++e) n += hcount[0][e];
+    for (int e = 0; e <= e_lb; ++e) n += tot_count[e];
     lb_e_s = e_lb;
     n_cand_s = static_cast<int>(n);
   }
@@ -216,28 +227,24 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleCudaParams p) {
   const float lb = (trunc_k || trunc_p) ? ldexpf(1.0f, -lb_e_s) : 0.0f;
   const bool in_smem = n_cand <= kCap;
   if (in_smem) {
-    // The candidates (p >= lb) in index order: tiles of blockDim.x tokens, placed by ballot.
-    int run = 0;
-    for (int base = 0; base < V; base += blockDim.x) {
-      const int i = base + threadIdx.x;
-      const float q = i < V ? prob(i) : 0.0f;
+    // The candidates (p >= lb, i.e. octave <= lb_e) in index order: warp w's go after those of
+    // warps 0..w-1 (its counts above), each warp placing 32 tokens at a time by ballot.
+    int at = 0;
+    for (int w = 0; w < warp; ++w)
+      for (int e = 0; e <= lb_e_s; ++e) at += hcount[w][e];
+    for (int i0 = w0; i0 < w1; i0 += 32) {
+      const int i = i0 + lane;
+      const float q = i < w1 ? prob(i) : 0.0f;
       const bool keep = q > 0.0f && q >= lb;
       const unsigned ballot = __ballot_sync(0xffffffffu, keep);
-      if (lane == 0) warp_n[warp] = __popc(ballot);
-      __syncthreads();
-      int off = run, tile = 0;
-      for (int w = 0; w < nw; ++w) {
-        off += w < warp ? warp_n[w] : 0;
-        tile += warp_n[w];
-      }
       if (keep) {
-        const int at = off + __popc(ballot & ((1u << lane) - 1u));
-        cand_p[at] = q;
-        cand_i[at] = i;
+        const int c = at + __popc(ballot & ((1u << lane) - 1u));
+        cand_p[c] = q;
+        cand_i[c] = i;
       }
-      run += tile;
-      __syncthreads();
+      at += __popc(ballot);
     }
+    __syncthreads();
   }
   // Mass (or count) of the tokens with p >= tau (tau > 0); counts stay exact in float below
   // 2^24.
