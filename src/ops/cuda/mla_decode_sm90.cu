@@ -4,6 +4,7 @@
 
 #include "ops/cuda/mla_decode_sm90.cuh"
 #include "ops/cuda/mla_decode_sm90.h"
+#include "ops/cuda/mla_decode_sm90_combine.cuh"
 
 namespace helix::cuda::mla_sm90 {
 namespace {

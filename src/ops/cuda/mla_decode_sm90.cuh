@@ -3,7 +3,7 @@
 // compute-bound case (see mla_decode_bf16.h for the contract). Included by mla_decode_sm90.cu.
 //
 // CTA = 64 query heads (one wgmma M) x a contiguous range of the batch's 64-token tiles (the
-// same even split over all SMs as the mma.sync kernels, 64-token tiles), 3 warpgroups:
+// same even split over all SMs as the mma.sync kernels), 3 warpgroups:
 //   WG2 (producer, one thread): TMA loads of each tile, 9 column chunks of [64 tokens x 64 dims]
 //     into 128B-swizzled shared memory (one mbarrier per chunk, so the score MMAs start on the
 //     first chunk that lands), 2 stages. A stage is refilled in three parts as their readers
@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/mla_decode_sm90_ptx.cuh"
 
 namespace helix::cuda::mla_sm90 {
 
@@ -49,7 +50,7 @@ constexpr int kPOff = kKvOff + kStages * kStageBytes;  // P of a pair's two tile
 constexpr int kPBytes = kHeads * 128;                  // [64 heads x 64 tokens] bf16
 constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a / b: [2][64] f32
 constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
-constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2]
+constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3]
 constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);
 constexpr int kFixedBytes = kCumOff;
 constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
@@ -66,79 +67,6 @@ enum : int {
 // Parts of a stage with their own readers, each refilled once its last reader is done: the rope
 // chunk (the scores only), latent columns 0..255 (V_L) and 256..511 (V_R).
 enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void bar_sync(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-__device__ __forceinline__ void bar_arrive(int id, int n) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-__device__ __forceinline__ void fence_async_smem() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-// ---- mbarrier ----
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-// 2D TMA tile load (coordinates: column, row) completing on an mbarrier.
-__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int col, int row,
-                                            uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
-      "%3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
-      : "memory");
-}
-// ---- wgmma ----
-// Descriptor of a 128B-swizzled operand: start, LBO, SBO in bytes (K-major: LBO unused, SBO =
-// 1024 between 8-row groups; MN-major: LBO between 64-element column blocks, SBO between 8-row
-// groups along K).
-__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return static_cast<uint64_t>((addr & 0x3ffffu) >> 4) |
-         (static_cast<uint64_t>((lbo & 0x3ffffu) >> 4) << 16) |
-         (static_cast<uint64_t>((sbo & 0x3ffffu) >> 4) << 32) | (1ull << 62);
-}
-__device__ __forceinline__ void wg_fence() {
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wg_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void wg_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-#include "ops/cuda/mla_decode_sm90_wgmma.inc"
-
-// 2^x (MUFU, flush to zero); 2^-inf = 0.
-__device__ __forceinline__ float exp2_fast(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 __device__ __forceinline__ int seq_tokens(const Args& a, int b) {
   const int len = a.seq_lens[b];
@@ -606,109 +534,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     consumer<0>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
   else
     consumer<1>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
-}
-
-// Merges the partials of sequences spanning several CTAs; writes the empty sequences. Grid
-// (B, H), 128 threads, dynamic shared memory 8 bytes per CTA of a group.
-constexpr int kCombineThreads = 128;
-
-__device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float u = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, u) : v + u;
-  }
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = s_red[0];
-#pragma unroll
-  for (int w = 1; w < kCombineThreads / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
-  return v;
-}
-
-__global__ void __launch_bounds__(kCombineThreads) mla_sm90_combine_kernel(const Args a) {
-  extern __shared__ float s_dyn[];
-  __shared__ float s_red[kCombineThreads / 32];
-  const int b = blockIdx.x, h = blockIdx.y;
-  const int group = h / kHeads, hl = h % kHeads;
-  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
-  for (int x = threadIdx.x; x < a.batch; x += kCombineThreads) {
-    const float tiles = static_cast<float>((seq_tokens(a, x) + kTile - 1) / kTile);
-    all += tiles;
-    if (x < b) before += tiles;
-  }
-  const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
-  const int total = static_cast<int>(block_reduce(all, false, s_red));
-  const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
-  const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
-  float* out_f = static_cast<float*>(a.out) + orow * kL;
-  __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * kL;
-  if (mine == 0) {
-    for (int c = threadIdx.x; c < kL; c += kCombineThreads) {
-      if (a.out_bf16)
-        out_h[c] = __float2bfloat16(0.f);
-      else
-        out_f[c] = 0.f;
-    }
-    if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
-    return;
-  }
-  const int ctas = active_ctas(total, a.ctas_per_group);
-  const int c_lo = cta_of(tiles_before, total, ctas);
-  const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
-  if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
-  const int n = c_hi - c_lo + 1;
-  float* s_w = s_dyn;                                             // [n] weights
-  int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
-  float mx = -INFINITY;
-  for (int x = threadIdx.x; x < n; x += kCombineThreads) {
-    const int c = c_lo + x;
-    float l = -INFINITY;
-    int row = 0;
-    if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
-      const int slot = (x == 0 && cta_begin(c, total, ctas) != tiles_before) ? 1 : 0;
-      row = ((group * a.ctas_per_group + c) * 2 + slot) * kHeads + hl;
-      l = a.part_lse[row];
-    }
-    s_w[x] = l;
-    s_row[x] = row;
-    mx = fmaxf(mx, l);
-  }
-  mx = block_reduce(mx, true, s_red);
-  float sum = 0.f;
-  for (int x = threadIdx.x; x < n; x += kCombineThreads) {
-    const float w = __expf(s_w[x] - mx);
-    s_w[x] = w;
-    sum += w;
-  }
-  sum = block_reduce(sum, false, s_red);
-  const float inv = 1.f / sum;
-  for (int col = 4 * threadIdx.x; col < kL; col += 4 * kCombineThreads) {
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int x = 0; x < n; ++x) {
-      const float w = s_w[x];
-      if (w == 0.f) continue;
-      const float4 v =
-          *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[x]) * kL + col);
-      acc.x += w * v.x;
-      acc.y += w * v.y;
-      acc.z += w * v.z;
-      acc.w += w * v.w;
-    }
-    acc.x *= inv;
-    acc.y *= inv;
-    acc.z *= inv;
-    acc.w *= inv;
-    if (a.out_bf16) {
-      *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(acc.x, acc.y);
-      *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(acc.z, acc.w);
-    } else {
-      *reinterpret_cast<float4*>(out_f + col) = acc;
-    }
-  }
-  if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
 }
 
 }  // namespace helix::cuda::mla_sm90
