@@ -48,6 +48,7 @@ done
 # Variants built here with other compile-time options (bench_mla_decode_bf16_<name>), bf16 rows.
 for v in "$BIN_B"/bench_mla_decode_bf16_*; do
   [ -x "$v" ] || continue
-  "$v" $Q --heads ${HEADS:-128} > "$OUT/$(basename "$v").log" 2>&1
+  "$v" $Q --heads ${HEADS:-128} --gemm-tflops "$GEMM" --json "$OUT/$(basename "$v").json" \
+    > "$OUT/$(basename "$v").log" 2>&1
   echo "== variant $(basename "$v") rc=$?"; grep -E "^ +[0-9]+ +[0-9]+ .* bf16 " "$OUT/$(basename "$v").log"
 done
