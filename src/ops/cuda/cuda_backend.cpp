@@ -3,6 +3,7 @@
 // (fp32 accumulation); weights F32 or BF16. Memory: weights with cudaMalloc, per-step tensors
 // stream-ordered (cudaMallocAsync), so a step never waits on an allocation.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <thread>
@@ -58,6 +59,12 @@ class CudaOps final : public Ops {
     ck(cudaSetDevice(index), "cudaSetDevice");
     ck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     ck(cuda_ops_context_create(&ctx_), "cuBLAS context");
+    // HELIX_GEMM=legacy|mma pins the GEMM kernels (A/B runs of the whole model); unset: auto.
+    if (const char* g = std::getenv("HELIX_GEMM")) {
+      const std::string v = g;
+      HELIX_CHECK(v == "auto" || v == "legacy" || v == "mma", "HELIX_GEMM: auto, legacy or mma");
+      algo_ = v == "legacy" ? GemmAlgo::kLegacy : v == "mma" ? GemmAlgo::kMma : GemmAlgo::kAuto;
+    }
   }
   ~CudaOps() override {
     cudaStreamSynchronize(stream_);
@@ -194,6 +201,7 @@ class CudaOps final : public Ops {
       p.y = a.y.data;
       p.ldy = static_cast<int>(ldy);
       p.beta = a.beta;
+      p.algo = algo_;
       ck(gemm_cuda(ctx_, p, stream_), "gemm");
       return;
     }
@@ -441,6 +449,7 @@ class CudaOps final : public Ops {
     g.offsets = off.view().i32();
     g.workspace = ws.view().data;
     g.workspace_bytes = wsb;
+    g.algo = algo_;
     g.n = 2 * I;
     g.k = D;
     g.x = xp.view().data;
@@ -515,6 +524,7 @@ class CudaOps final : public Ops {
 
   int index_ = 0;
   DType act_;
+  GemmAlgo algo_ = GemmAlgo::kAuto;
   cudaStream_t stream_ = nullptr;
   CudaOpsContext ctx_;
 };
