@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   std::string json_path;
   app.add_option("--iters", iters, "Timed runs per case (median reported)")->capture_default_str();
   app.add_option("--json", json_path, "Write the results here");
+  std::string filter, m_arg;
+  app.add_option("--filter", filter, "Only cases whose name contains this");
+  app.add_option("--m", m_arg, "Comma-separated row counts of the dense cases (default 1..256)");
   CLI11_PARSE(app, argc, argv);
   int ndev = 0;
   if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -64,6 +67,9 @@ int main(int argc, char** argv) {
   fmt::print("device {}: copy bandwidth {:.0f} GB/s (read + write)\n", prop.name, copy_gbs);
   fmt::print("{:<34} {:>5} {:>9} {:>9} {:>7}\n", "case", "m", "ms", "GB/s", "%copy");
   nlohmann::json rows = nlohmann::json::array();
+  auto wanted = [&](const std::string& name) {
+    return filter.empty() || name.find(filter) != std::string::npos;
+  };
   auto emit = [&](const std::string& name, int m, double ms, double bytes) {
     const double gbs = bytes / (ms * 1e6);
     fmt::print("{:<34} {:>5} {:>9.4f} {:>9.0f} {:>6.0f}%\n", name, m, ms, gbs,
@@ -78,7 +84,15 @@ int main(int argc, char** argv) {
 
   // Dense weights at the DeepSeek-V3 slice's shapes, several copies of each so the rotating
   // calls read HBM, not L2 (the small projections fit in L2).
-  const int ms_list[] = {1, 4, 8, 16, 32, 64, 128, 256};
+  std::vector<int> ms_list = {1, 4, 8, 16, 32, 64, 128, 256};
+  if (!m_arg.empty()) {
+    ms_list.clear();
+    for (size_t i = 0; i < m_arg.size();) {
+      const size_t j = std::min(m_arg.find(',', i), m_arg.size());
+      ms_list.push_back(std::stoi(m_arg.substr(i, j - i)));
+      i = j + 1;
+    }
+  }
   struct Shape {
     const char* name;
     int n, k;
@@ -96,6 +110,7 @@ int main(int argc, char** argv) {
   using helix::CudaDType;
   using helix::GemmAlgo;
   for (const Shape& s : shapes) {
+    if (!wanted(s.name)) continue;
     const size_t bytes8 = size_t(s.n) * s.k;
     const int copies = static_cast<int>(std::max<size_t>(1, (size_t(512) << 20) / (2 * bytes8)));
     const size_t nsc = size_t((s.n + 127) / 128) * ((s.k + 127) / 128);
@@ -115,12 +130,13 @@ int main(int argc, char** argv) {
       p.m = m, p.n = s.n, p.k = s.k, p.x_dtype = p.y_dtype = CudaDType::kBF16;
       p.x = x, p.y = y;
       int it = 0;
-      auto run = [&](const helix::CudaOpsContext& c, bool fp8, GemmAlgo algo) {
+      auto run = [&](const helix::CudaOpsContext& c, bool fp8, GemmAlgo algo, int splits = 0) {
         return time_ms(
             [&] {
               const int i = it++ % copies;
               helix::GemmCudaParams q = p;
               q.algo = algo;
+              q.splits = splits;
               q.w_dtype = fp8 ? CudaDType::kF8E4M3 : CudaDType::kBF16;
               q.w = fp8 ? w8[i] : w16[i];
               q.w_scale = fp8 ? sc[i] : nullptr;
@@ -129,6 +145,9 @@ int main(int argc, char** argv) {
             3, iters, nullptr);
       };
       emit(fmt::format("fp8 mma {}", s.name), m, run(ctx, true, GemmAlgo::kMma), double(bytes8));
+      if (m <= 8)
+        emit(fmt::format("fp8 mma nosplit {}", s.name), m, run(ctx, true, GemmAlgo::kMma, 1),
+             double(bytes8));
       if (m <= 64)
         emit(fmt::format("fp8 rowtile {}", s.name), m, run(ctx, true, GemmAlgo::kLegacy),
              double(bytes8));
@@ -159,6 +178,7 @@ int main(int argc, char** argv) {
   const GShape gshapes[] = {{"gate_up 4096x7168", 4096, 7168}, {"down 7168x2048", 7168, 2048}};
   std::mt19937 rng(7);
   for (const GShape& gs : gshapes) {
+    if (!wanted(gs.name)) continue;
     const int n = gs.n, k = gs.k;
     std::vector<void*> wptr(E);
     std::vector<float*> sptr(E);

@@ -10,7 +10,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
-mkdir -p "$OUT"
+mkdir -p "$OUT" /tmp/gemm-logs
+L=/tmp/gemm-logs  # logs that need not come back (at most 8 files do)
 T0=$(date +%s)
 el() { echo "[$(($(date +%s) - T0)) s] $*"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -28,9 +29,9 @@ if ! { $B/test_backend_ops --gtest_list_tests > /dev/null 2>&1 &&
     export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:$LD_LIBRARY_PATH
   fi
   cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_MPI=OFF -DHELIX_BENCH=ON \
-    -DHELIX_SANITIZE_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -20 "$OUT/cmake.log"; exit 1; }
-  ninja -C "$B" -j16 test_backend_ops bench_gemm_cuda bench_model_decode helix > "$OUT/build.log" 2>&1 ||
-    { grep -m20 -A5 error "$OUT/build.log"; exit 1; }
+    -DHELIX_SANITIZE_TESTS=OFF > "$L/cmake.log" 2>&1 || { tail -20 "$L/cmake.log"; exit 1; }
+  ninja -C "$B" -j16 test_backend_ops bench_gemm_cuda bench_model_decode helix > "$L/build.log" 2>&1 ||
+    { grep -m20 -A5 error "$L/build.log"; exit 1; }
   mkdir -p "$B/x" && cp "$B/tests/test_backend_ops" "$B/bench/bench_gemm_cuda" \
     "$B/bench/bench_model_decode" "$B/helix" "$B/x/" && B=$B/x
 fi
@@ -40,15 +41,15 @@ PARITY=$?
 el "parity rc=$PARITY: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/parity.log" | tr '\n' ' ')"
 grep -E "FAILED|Failure" "$OUT/parity.log" | head -10
 grep "\[parity\]" "$OUT/parity.log" | grep -E "mma|fp8|grouped" | sort -k5 -g -r | head -4
-timeout 200 $B/bench_gemm_cuda --iters 20 --json "$OUT/gemm.json" > "$OUT/gemm.log" 2>&1
+timeout 200 $B/bench_gemm_cuda --iters 20 --m ${GEMM_M:-1,8,64} --json "$OUT/gemm.json" > "$OUT/gemm.log" 2>&1
 el "bench_gemm rc=$?"
 grep -E "copy bandwidth" "$OUT/gemm.log"
-grep -E " (1|8|64) +[0-9.]+ +[0-9]+ +[0-9]+%" "$OUT/gemm.log" | grep -E "q_a|gate_up|grouped" | head -60
+grep -E "dense gate_up|grouped" "$OUT/gemm.log" | head -40
 [ -n "${GEMM_ONLY:-}" ] && exit 0
 
 # Whole model: the tiny FP8 slice against the CPU (same check as gpu_model_fp8.sh).
 T=/tmp/tiny-gemm
-python3 tools/make_slice.py --out $T --tiny > "$OUT/tiny.log" 2>&1
+python3 tools/make_slice.py --out $T --tiny > "$L/tiny.log" 2>&1
 P=5,17,300,42,7,99,900,23,4,8,15,16,23,42
 $B/helix score --model $T/fp8 --tokens $P --out "$OUT/fp8_kept.npy" --device cuda --dtype bfloat16 > /dev/null 2>&1
 HELIX_GEMM=legacy $B/helix score --model $T/fp8 --tokens $P --out "$OUT/fp8_legacy.npy" --device cuda --dtype bfloat16 > /dev/null 2>&1
@@ -64,17 +65,26 @@ PY
 rm -f "$OUT"/*.npy
 el tiny
 S=/tmp/slice-gemm
-timeout 120 python3 tools/make_slice.py --out $S --format fp8 > "$OUT/make_slice.log" 2>&1
+timeout 120 python3 tools/make_slice.py --out $S --format fp8 > "$L/make_slice.log" 2>&1
 el "make_slice fp8 rc=$? $(du -sh $S/fp8 2> /dev/null | cut -f1)"
 timeout 200 $B/bench_model_decode --model $S/fp8 --batches 1,8,64 --contexts 1024,8192,32768 \
-  --steps 12 --warmup 3 > "$OUT/helix_fp8.jsonl" 2> "$OUT/helix_fp8.err"
+  --steps 12 --warmup 3 > "$OUT/helix_fp8.jsonl" 2> "$L/helix_fp8.err"
 el "helix fp8 rc=$?"
 cat "$OUT/helix_fp8.jsonl"
-tail -2 "$OUT/helix_fp8.err"
-for g in legacy mma; do
-  [ $(($(date +%s) - T0)) -gt ${AB_BEFORE:-420} ] && break
-  HELIX_GEMM=$g timeout 60 $B/bench_model_decode --model $S/fp8 --batches 1,8,64 --contexts 1024 \
-    --steps 12 --warmup 3 > "$OUT/helix_fp8_$g.jsonl" 2> /dev/null
-  el "HELIX_GEMM=$g rc=$?"
-  cat "$OUT/helix_fp8_$g.jsonl"
+tail -2 "$L/helix_fp8.err"
+# Where the step goes: per-op GPU time of eager steps (HELIX_OP_TIMING, cuda_backend.cpp).
+for b in 64 8; do
+  HELIX_OP_TIMING=1 timeout 60 $B/bench_model_decode --model $S/fp8 --batches $b --contexts 1024 \
+    --steps 4 --warmup 1 --no-cuda-graph > /dev/null 2> "$L/optime_b$b.txt"
+  el "op timing batch $b rc=$?"
+  grep -A40 "op timing" "$L/optime_b$b.txt" | tee -a "$OUT/optime_fp8.txt" | head -24
 done
+[ $(($(date +%s) - T0)) -gt ${BF16_BEFORE:-150} ] && exit 0
+# bf16 slice, batch 8 and 64 at 1K (the grouped bf16 kernel changed).
+rm -rf $S/fp8
+timeout 150 python3 tools/make_slice.py --out $S --format bf16 > "$L/make_slice_bf16.log" 2>&1
+el "make_slice bf16 rc=$?"
+timeout 200 $B/bench_model_decode --model $S/bf16 --batches 8,64 --contexts 1024 \
+  --steps 12 --warmup 3 > "$OUT/helix_bf16.jsonl" 2> "$L/helix_bf16.err"
+el "helix bf16 rc=$?"
+cat "$OUT/helix_bf16.jsonl"; tail -2 "$L/helix_bf16.err"

@@ -44,6 +44,10 @@ cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes,
       return e;
     }
   }
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && sms > 0)
+    ctx->num_sms = sms;
   ctx->splitk = static_cast<float*>(splitk);
   ctx->splitk_bytes = splitk_bytes;
   ctx->fp8_scratch = scratch;

@@ -8,8 +8,10 @@
 namespace helix {
 
 namespace {
-// Warps that keep enough weight bytes in flight on an H100/H200 (132 SMs x ~16 resident warps).
-constexpr int kTargetWarps = 2048;
+// Blocks per launch to aim for: 4 waves of 4 resident blocks (48 KB rings) per SM, so the last
+// wave's idle tail stays short (one wave of 576 blocks on 528 slots ran at 63% of the copy
+// bandwidth, bench_gemm_cuda m=1 36864x7168).
+constexpr int kWaves = 4, kBlocksPerSm = 4;
 
 // y[r, f] = sum_s partial[s, r, f] (+ beta * y[r, f]).
 __global__ void mma_splitk_reduce_kernel(const float* partial, int splits, int m, int n, void* y,
@@ -36,9 +38,11 @@ bool gemm_mma_applies(const GemmCudaParams& p) {
 cudaError_t gemm_mma_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream) {
   const int nt = opsk::mma_tiles_for(p.m);
   const int tiles_m = static_cast<int>(opsk::ceil_div(p.m, 8 * nt));
-  const int warps = tiles_m * static_cast<int>(opsk::ceil_div(p.n, 16));
+  const int blocks = tiles_m * static_cast<int>(opsk::ceil_div(p.n, opsk::kMmaRowsPerBlock));
   const int kblocks = static_cast<int>(opsk::ceil_div(p.k, opsk::kMmaKBlock));
-  int splits = p.splits > 0 ? p.splits : std::max(1, kTargetWarps / std::max(warps, 1));
+  const int target = kWaves * kBlocksPerSm * ctx.num_sms;
+  int splits =
+      p.splits > 0 ? p.splits : static_cast<int>(opsk::ceil_div(target, std::max(blocks, 1)));
   splits = std::max(1, std::min(splits, kblocks));
   const size_t per_split = static_cast<size_t>(p.m) * p.n * sizeof(float);
   if (splits > 1 && (!ctx.splitk || per_split * splits > ctx.splitk_bytes))
@@ -68,9 +72,9 @@ cudaError_t gemm_mma_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cu
   cudaError_t e = opsk::launch_mma_gemm(a, p.w_dtype, nt, grid, stream);
   if (e != cudaSuccess || splits == 1) return e;
   const int64_t total = static_cast<int64_t>(p.m) * p.n;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 1024));
-  mma_splitk_reduce_kernel<<<blocks, 256, 0, stream>>>(ctx.splitk, splits, p.m, p.n, p.y, a.ldy,
-                                                       p.y_dtype, p.beta);
+  const unsigned rblocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 1024));
+  mma_splitk_reduce_kernel<<<rblocks, 256, 0, stream>>>(ctx.splitk, splits, p.m, p.n, p.y, a.ldy,
+                                                        p.y_dtype, p.beta);
   return cudaGetLastError();
 }
 

@@ -37,9 +37,10 @@ struct CudaOpsContext {
   // splits do not fit splits less.
   float* splitk = nullptr;
   size_t splitk_bytes = 0;
+  int num_sms = 132;  // multiprocessors of the device (sizes split K)
 };
 cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes = 32u << 20,
-                                    size_t fp8_scratch_bytes = 0, size_t splitk_bytes = 16u << 20);
+                                    size_t fp8_scratch_bytes = 0, size_t splitk_bytes = 64u << 20);
 void cuda_ops_context_destroy(CudaOpsContext* ctx);
 
 // Which kernel a GEMM runs (benchmarks and tests pin one; the model leaves kAuto).
