@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "core/clock.h"
+#include "core/finite.h"
 #include "model/config.h"
 #include "model/deepseek.h"
 #include "model/safetensors.h"
@@ -42,6 +43,10 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup);
   app.add_flag("--no-cuda-graph", no_graph);
   app.add_flag("--compare-graph", compare_graph, "batch 1: also time every point without graphs");
+  bool host_logits = false;
+  app.add_flag("--host-logits", host_logits,
+               "also time the host side of a step's logits per batch (a host tensor, the copy "
+               "back, the finiteness check: what forward() does after the device work)");
   CLI11_PARSE(app, argc, argv);
   try {
     const ModelConfig mc = config_load(model);
@@ -93,6 +98,26 @@ int main(int argc, char** argv) {
         }
         for (int r = 0; r < b; ++r) m.kv().free_request(r);
       }
+    if (host_logits && device == "cuda") {
+      // The tail of DeepseekModel::forward_graph on its own: [B, vocab] fp32 logits into a fresh
+      // host tensor, then require_finite; the difference to step_ms is the device step.
+      auto ops = make_cuda_ops(0, DType::BF16);
+      for (int b : bs) {
+        DTensor d = ops->alloc({b, mc.vocab_size}, DType::F32);
+        std::vector<double> ms;
+        for (int i = 0; i < 3 + steps; ++i) {
+          ops->sync();
+          auto ts = Clock::now();
+          Tensor logits({b, mc.vocab_size});
+          ops->to_host(d.view(), logits.ptr());
+          require_finite(logits.ptr(), logits.numel(), -1, "logits");
+          if (i >= 3) ms.push_back(ms_since(ts));
+        }
+        std::sort(ms.begin(), ms.end());
+        std::printf("{\"engine\": \"helix\", \"batch\": %d, \"host_logits_ms\": %.3f}\n", b,
+                    ms[ms.size() / 2]);
+      }
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -41,7 +41,7 @@ PARITY=$?
 el "parity rc=$PARITY: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/parity.log" | tr '\n' ' ')"
 grep -E "FAILED|Failure" "$OUT/parity.log" | head -10
 grep "\[parity\]" "$OUT/parity.log" | grep -E "mma|fp8|grouped" | sort -k5 -g -r | head -4
-timeout 200 $B/bench_gemm_cuda --iters 20 --m ${GEMM_M:-1,8,64} --json "$OUT/gemm.json" > "$OUT/gemm.log" 2>&1
+[ -z "${SKIP_GEMM_BENCH:-}" ] && timeout 200 $B/bench_gemm_cuda --iters 20 --m ${GEMM_M:-1,8,64} --json "$OUT/gemm.json" > "$OUT/gemm.log" 2>&1
 el "bench_gemm rc=$?"
 grep -E "copy bandwidth" "$OUT/gemm.log"
 grep -E "dense gate_up|grouped" "$OUT/gemm.log" | head -40
@@ -68,12 +68,12 @@ S=/tmp/slice-gemm
 timeout 120 python3 tools/make_slice.py --out $S --format fp8 > "$L/make_slice.log" 2>&1
 el "make_slice fp8 rc=$? $(du -sh $S/fp8 2> /dev/null | cut -f1)"
 timeout 200 $B/bench_model_decode --model $S/fp8 --batches 1,8,64 --contexts 1024,8192,32768 \
-  --steps 12 --warmup 3 > "$OUT/helix_fp8.jsonl" 2> "$L/helix_fp8.err"
+  --steps 12 --warmup 3 --host-logits > "$OUT/helix_fp8.jsonl" 2> "$L/helix_fp8.err"
 el "helix fp8 rc=$?"
 cat "$OUT/helix_fp8.jsonl"
 tail -2 "$L/helix_fp8.err"
 # Where the step goes: per-op GPU time of eager steps (HELIX_OP_TIMING, cuda_backend.cpp).
-for b in 64 8; do
+for b in ${OPTIME_BATCHES:-64 8}; do
   HELIX_OP_TIMING=1 timeout 60 $B/bench_model_decode --model $S/fp8 --batches $b --contexts 1024 \
     --steps 4 --warmup 1 --no-cuda-graph > /dev/null 2> "$L/optime_b$b.txt"
   el "op timing batch $b rc=$?"
