@@ -11,7 +11,7 @@ namespace {
 // Blocks per launch to aim for: 4 waves of 4 resident blocks (48 KB rings) per SM, so the last
 // wave's idle tail stays short (one wave of 576 blocks on 528 slots ran at 63% of the copy
 // bandwidth, bench_gemm_cuda m=1 36864x7168).
-constexpr int kWaves = 4, kBlocksPerSm = 4;
+constexpr int kWaves = 4, kBlocksPerSm = 4, kMinKBlocksPerSplit = 4;
 
 // y[r, f] = sum_s partial[s, r, f] (+ beta * y[r, f]).
 __global__ void mma_splitk_reduce_kernel(const float* partial, int splits, int m, int n, void* y,
@@ -43,6 +43,9 @@ cudaError_t gemm_mma_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cu
   const int target = kWaves * kBlocksPerSm * ctx.num_sms;
   int splits =
       p.splits > 0 ? p.splits : static_cast<int>(opsk::ceil_div(target, std::max(blocks, 1)));
+  // At least kMinKBlocksPerSplit k-blocks per split (auto): shorter ones cost more in the
+  // reduce launch than they gain (q_b 24576x1536 at m=1: 6 splits 0.0235 ms, none 0.0205 ms).
+  if (p.splits <= 0) splits = std::min(splits, std::max(1, kblocks / kMinKBlocksPerSplit));
   splits = std::max(1, std::min(splits, kblocks));
   const size_t per_split = static_cast<size_t>(p.m) * p.n * sizeof(float);
   if (splits > 1 && (!ctx.splitk || per_split * splits > ctx.splitk_bytes))
