@@ -67,11 +67,27 @@ el tiny
 S=/tmp/slice-gemm
 timeout 120 python3 tools/make_slice.py --out $S --format fp8 > "$L/make_slice.log" 2>&1
 el "make_slice fp8 rc=$? $(du -sh $S/fp8 2> /dev/null | cut -f1)"
-timeout 200 $B/bench_model_decode --model $S/fp8 --batches 1,8,64 --contexts 1024,8192,32768 \
-  --steps 12 --warmup 3 --host-logits > "$OUT/helix_fp8.jsonl" 2> "$L/helix_fp8.err"
+# HELIX_OP_TIMING with graphs on: the device time of each point's graph replay (cuda_backend.cpp),
+# next to the step time (device + the host side of the logits, --host-logits).
+HELIX_OP_TIMING=1 timeout 200 $B/bench_model_decode --model $S/fp8 --batches 1,8,64 \
+  --contexts 1024,8192,32768 --steps 12 --warmup 3 --host-logits > "$OUT/helix_fp8.jsonl" \
+  2> "$L/helix_fp8.err"
 el "helix fp8 rc=$?"
 cat "$OUT/helix_fp8.jsonl"
+grep -E "graph replay|op timing" "$L/helix_fp8.err" | tee "$OUT/graph_fp8.txt"
 tail -2 "$L/helix_fp8.err"
+[ -n "${SWEEP_ONLY:-}" ] && [ $(($(date +%s) - T0)) -gt ${BF16_BEFORE:-150} ] && exit 0
+if [ -n "${SWEEP_ONLY:-}" ]; then
+  rm -rf $S/fp8
+  timeout 150 python3 tools/make_slice.py --out $S --format bf16 > "$L/make_slice_bf16.log" 2>&1
+  el "make_slice bf16 rc=$?"
+  HELIX_OP_TIMING=1 timeout 200 $B/bench_model_decode --model $S/bf16 --batches 8,64 \
+    --contexts 1024 --steps 12 --warmup 3 > "$OUT/helix_bf16.jsonl" 2> "$L/helix_bf16.err"
+  el "helix bf16 rc=$?"
+  cat "$OUT/helix_bf16.jsonl"
+  grep -E "graph replay|op timing" "$L/helix_bf16.err" | tee "$OUT/graph_bf16.txt"
+  exit 0
+fi
 # Where the step goes: per-op GPU time of eager steps (HELIX_OP_TIMING, cuda_backend.cpp).
 for b in ${OPTIME_BATCHES:-64 8}; do
   HELIX_OP_TIMING=1 timeout 60 $B/bench_model_decode --model $S/fp8 --batches $b --contexts 1024 \
