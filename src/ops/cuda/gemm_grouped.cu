@@ -119,7 +119,9 @@ cudaError_t grouped_gemm_cuda(const GroupedGemmCudaParams& p, cudaStream_t strea
     a.offsets = p.offsets;
     a.tiles = tiles;
     a.kb_per_split = static_cast<int>(opsk::ceil_div(p.k, opsk::kMmaKBlock));
-    const dim3 grid(static_cast<unsigned>(cap), opsk::ceil_div(p.n, opsk::kMmaRowsPerBlock), 1);
+    const dim3 grid(static_cast<unsigned>(cap),
+                    opsk::ceil_div(p.n, opsk::kMmaWarps * opsk::mma_rows_per_warp(p.w_dtype, nt)),
+                    1);
     return opsk::launch_mma_gemm(a, p.w_dtype, nt, grid, stream);
   }
   const int rows = grouped_tile_rows(p.num_groups, p.max_rows);

@@ -38,7 +38,8 @@ bool gemm_mma_applies(const GemmCudaParams& p) {
 cudaError_t gemm_mma_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream) {
   const int nt = opsk::mma_tiles_for(p.m);
   const int tiles_m = static_cast<int>(opsk::ceil_div(p.m, 8 * nt));
-  const int blocks = tiles_m * static_cast<int>(opsk::ceil_div(p.n, opsk::kMmaRowsPerBlock));
+  const int block_rows = opsk::kMmaWarps * opsk::mma_rows_per_warp(p.w_dtype, nt);
+  const int blocks = tiles_m * static_cast<int>(opsk::ceil_div(p.n, block_rows));
   const int kblocks = static_cast<int>(opsk::ceil_div(p.k, opsk::kMmaKBlock));
   const int target = kWaves * kBlocksPerSm * ctx.num_sms;
   int splits =
@@ -70,7 +71,7 @@ cudaError_t gemm_mma_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cu
   a.scale = p.w_scale;
   a.kb_per_split = per;
   a.partial = splits > 1 ? ctx.splitk : nullptr;
-  const dim3 grid(static_cast<unsigned>(tiles_m), opsk::ceil_div(p.n, opsk::kMmaRowsPerBlock),
+  const dim3 grid(static_cast<unsigned>(tiles_m), opsk::ceil_div(p.n, block_rows),
                   static_cast<unsigned>(splits));
   cudaError_t e = opsk::launch_mma_gemm(a, p.w_dtype, nt, grid, stream);
   if (e != cudaSuccess || splits == 1) return e;

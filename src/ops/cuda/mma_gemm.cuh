@@ -91,11 +91,15 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// NT: token tiles of 8 per warp (1, 2 or 4).
-template <typename WT, int NT>
+// NT: token tiles of 8 per warp (1, 2 or 4). MT: 16-row weight tiles per warp (1, or 2 for FP8:
+// each activation fragment then feeds two weight tiles, halving the activation loads per weight
+// byte, which bound the 32-64-row GEMMs; the ring keeps its 48 KB with half the stages).
+template <typename WT, int NT, int MT = 1>
 __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs a) {
   constexpr bool kFp8 = sizeof(WT) == 1;
-  constexpr int P = MmaCfg<WT>::kPieces, S = MmaCfg<WT>::kStages;
+  static_assert(MT == 1 || (kFp8 && MT == 2), "two weight tiles per warp: FP8 only");
+  constexpr int kSel = 2 * MT;  // 8-row groups per warp
+  constexpr int P = MmaCfg<WT>::kPieces * MT, S = MmaCfg<WT>::kStages / MT;
   constexpr int kElems = 16 / sizeof(WT);  // weights per 16-byte piece
   __shared__ uint4 ring[kMmaWarps][S][P][32];
 
@@ -111,7 +115,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs 
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int row0 = blockIdx.y * kMmaRowsPerBlock + warp * 16;
+  const int row0 = blockIdx.y * kMmaRowsPerBlock * MT + warp * 16 * MT;
   if (r1 <= r0 || row0 >= a.n) return;
   const int k = a.k, n = a.n;
   const WT* w = static_cast<const WT*>(a.w_ptrs ? a.w_ptrs[grp] : a.w);
@@ -120,12 +124,14 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs 
   const int kb0 = blockIdx.z * a.kb_per_split, kb1 = min(kb0 + a.kb_per_split, kblocks);
   const float* srow = kFp8 ? scale + (row0 / kFp8BlockSize) * kblocks : nullptr;
 
-  // This lane's two weight rows (features row0 + g and + 8; past n clamped, never stored).
-  const WT* wr[2] = {w + static_cast<int64_t>(min(row0 + g, n - 1)) * k,
-                     w + static_cast<int64_t>(min(row0 + g + 8, n - 1)) * k};
-  // Piece p: row p & 1, k offset within the block (fp8: 64 * (p / 2) + 16t; bf16: 32 * (p / 2) +
-  // 8t).
-  auto piece_k = [&](int p) { return (kFp8 ? 64 : 32) * (p >> 1) + kElems * t; };
+  // This lane's weight rows: features row0 + g + 8i, i < 2 * MT (past n clamped, never stored;
+  // all in one 128-row scale block since row0 is a multiple of 16 * MT).
+  const WT* wr[kSel];
+#pragma unroll
+  for (int i = 0; i < kSel; ++i) wr[i] = w + static_cast<int64_t>(min(row0 + g + 8 * i, n - 1)) * k;
+  // Piece p: row group p % kSel, k offset within the block (fp8: 64 * (p / kSel) + 16t; bf16:
+  // 32 * (p / kSel) + 8t).
+  auto piece_k = [&](int p) { return (kFp8 ? 64 : 32) * (p / kSel) + kElems * t; };
   uint4(*my)[P][32] = ring[warp];
   auto issue = [&](int kb, int stage) {
     if (kb < kb1) {
@@ -133,7 +139,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs 
       for (int p = 0; p < P; ++p) {
         const int kk = kb * kMmaKBlock + piece_k(p);
         const bool ok = kk + kElems <= k;
-        cp_async16(&my[stage][p][lane], ok ? wr[p & 1] + kk : wr[0], ok ? 16 : 0);
+        cp_async16(&my[stage][p][lane], ok ? wr[p % kSel] + kk : wr[0], ok ? 16 : 0);
       }
     }
     cp_async_commit();
@@ -149,11 +155,13 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs 
     xrow[nt] = a.x + static_cast<int64_t>(xok[nt] ? r : r0) * a.ldx;
   }
 
-  float acc[NT][4];
+  float acc[MT][NT][4];
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
 
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) issue(kb0 + s, s);
@@ -174,33 +182,41 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs 
                                            : make_uint4(0, 0, 0, 0);
       }
     cp_async_wait<S - 1>();
-    float part[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) part[nt][e] = 0.0f;
     if constexpr (kFp8) {
+      float part[MT][NT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part[mt][nt][e] = 0.0f;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const uint4 wa = my[stage][2 * h][lane], wb = my[stage][2 * h + 1][lane];
+        uint4 wv[kSel];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const uint32_t ua = u4_word(wa, j), ub = u4_word(wb, j);
-          // bytes 0,1 -> (2t, 2t+1); bytes 2,3 -> (2t+8, 2t+9); rows g (a0, a2) and g+8 (a1, a3).
-          const uint32_t a0 = fp8x2_to_bf16x2<0x1404>(ua), a2 = fp8x2_to_bf16x2<0x3424>(ua);
-          const uint32_t a1 = fp8x2_to_bf16x2<0x1404>(ub), a3 = fp8x2_to_bf16x2<0x3424>(ub);
+        for (int i = 0; i < kSel; ++i) wv[i] = my[stage][kSel * h + i][lane];
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            const uint4& xv = xr[nt][2 * h + (j >> 1)];
-            mma_bf16(part[nt], a0, a1, a2, a3, u4_word(xv, 2 * (j & 1)),
-                     u4_word(xv, 2 * (j & 1) + 1));
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            const uint32_t ua = u4_word(wv[2 * mt], j), ub = u4_word(wv[2 * mt + 1], j);
+            // bytes 0,1 -> (2t, 2t+1); bytes 2,3 -> (2t+8, 2t+9); rows g (a0, a2), g+8 (a1, a3).
+            const uint32_t a0 = fp8x2_to_bf16x2<0x1404>(ua), a2 = fp8x2_to_bf16x2<0x3424>(ua);
+            const uint32_t a1 = fp8x2_to_bf16x2<0x1404>(ub), a3 = fp8x2_to_bf16x2<0x3424>(ub);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+              const uint4& xv = xr[nt][2 * h + (j >> 1)];
+              mma_bf16(part[mt][nt], a0, a1, a2, a3, u4_word(xv, 2 * (j & 1)),
+                       u4_word(xv, 2 * (j & 1) + 1));
+            }
           }
-        }
       }
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[nt][e] = fmaf(part[nt][e], s, acc[nt][e]);
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mt][nt][e] = fmaf(part[mt][nt][e], s, acc[mt][nt][e]);
     } else {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
@@ -210,7 +226,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs 
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
             const uint4& xv = xr[nt][c];
-            mma_bf16(acc[nt], u4_word(wa, 2 * j), u4_word(wb, 2 * j), u4_word(wa, 2 * j + 1),
+            mma_bf16(acc[0][nt], u4_word(wa, 2 * j), u4_word(wb, 2 * j), u4_word(wa, 2 * j + 1),
                      u4_word(wb, 2 * j + 1), u4_word(xv, 2 * j), u4_word(xv, 2 * j + 1));
           }
       }
@@ -219,21 +235,23 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mma_gemm_kernel(const MmaArgs 
   }
   cp_async_wait<0>();
 
-  // c0, c1: feature g, tokens 2t, 2t+1; c2, c3: feature g + 8.
+  // c0, c1: feature g, tokens 2t, 2t+1; c2, c3: feature g + 8 (of weight tile mt).
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int f = row0 + g + 8 * (e >> 1), r = r0 + nt * 8 + 2 * t + (e & 1);
-      if (f >= n || r >= r1) continue;
-      if (a.partial) {
-        a.partial[(static_cast<int64_t>(blockIdx.z) * a.m + r) * n + f] = acc[nt][e];
-      } else {
-        const int64_t i = static_cast<int64_t>(r) * a.ldy + f;
-        const float prev = a.beta != 0.0f ? a.beta * load_f(a.y, i, a.y_dtype) : 0.0f;
-        store_f(a.y, i, acc[nt][e] + prev, a.y_dtype);
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int f = row0 + 16 * mt + g + 8 * (e >> 1), r = r0 + nt * 8 + 2 * t + (e & 1);
+        if (f >= n || r >= r1) continue;
+        if (a.partial) {
+          a.partial[(static_cast<int64_t>(blockIdx.z) * a.m + r) * n + f] = acc[mt][nt][e];
+        } else {
+          const int64_t i = static_cast<int64_t>(r) * a.ldy + f;
+          const float prev = a.beta != 0.0f ? a.beta * load_f(a.y, i, a.y_dtype) : 0.0f;
+          store_f(a.y, i, acc[mt][nt][e] + prev, a.y_dtype);
+        }
       }
-    }
 }
 
 // Token tiles of 8 per warp for a tile of about `rows` rows: 1, 2 or 4.
@@ -241,24 +259,33 @@ inline int mma_tiles_for(int rows) {
   return rows <= 8 ? 1 : rows <= 16 ? 2 : 4;
 }
 
-template <typename WT>
-inline cudaError_t launch_mma_typed(const MmaArgs& a, int nt, dim3 grid, cudaStream_t stream) {
-  const dim3 block(kMmaWarps * 32);
-  if (nt <= 1)
-    mma_gemm_kernel<WT, 1><<<grid, block, 0, stream>>>(a);
-  else if (nt <= 2)
-    mma_gemm_kernel<WT, 2><<<grid, block, 0, stream>>>(a);
-  else
-    mma_gemm_kernel<WT, 4><<<grid, block, 0, stream>>>(a);
-  return cudaGetLastError();
+// Weight rows per warp for nt token tiles: 32 (two weight tiles) for FP8 with 2+ token tiles,
+// else 16; a block covers 4 warps' rows.
+inline int mma_rows_per_warp(CudaDType wt, int nt) {
+  return wt == CudaDType::kF8E4M3 && nt >= 2 ? 32 : 16;
 }
 
-// Weight dtype wt (bf16 or FP8), nt token tiles per warp, grid (token tiles, ceil(n / 64), splits).
+template <typename WT, int MT>
+inline void launch_mma_nt(const MmaArgs& a, int nt, dim3 grid, cudaStream_t stream) {
+  const dim3 block(kMmaWarps * 32);
+  if (nt <= 1)
+    mma_gemm_kernel<WT, 1, 1><<<grid, block, 0, stream>>>(a);
+  else if (nt <= 2)
+    mma_gemm_kernel<WT, 2, MT><<<grid, block, 0, stream>>>(a);
+  else
+    mma_gemm_kernel<WT, 4, MT><<<grid, block, 0, stream>>>(a);
+}
+
+// Weight dtype wt (bf16 or FP8), nt token tiles per warp, grid (token tiles,
+// ceil(n / (4 * mma_rows_per_warp(wt, nt))), splits).
 inline cudaError_t launch_mma_gemm(const MmaArgs& a, CudaDType wt, int nt, dim3 grid,
                                    cudaStream_t stream) {
   if (grid.x == 0 || a.n <= 0) return cudaSuccess;
-  return wt == CudaDType::kF8E4M3 ? launch_mma_typed<__nv_fp8_e4m3>(a, nt, grid, stream)
-                                  : launch_mma_typed<__nv_bfloat16>(a, nt, grid, stream);
+  if (wt == CudaDType::kF8E4M3)
+    launch_mma_nt<__nv_fp8_e4m3, 2>(a, nt, grid, stream);
+  else
+    launch_mma_nt<__nv_bfloat16, 1>(a, nt, grid, stream);
+  return cudaGetLastError();
 }
 
 // Whether the tensor-core kernel takes these operands: bf16 activations in 16-byte aligned rows,
