@@ -45,8 +45,10 @@ void cuda_ops_context_destroy(CudaOpsContext* ctx);
 
 // Which kernel a GEMM runs (benchmarks and tests pin one; the model leaves kAuto).
 //   kAuto:   bf16 activations with FP8 weights (dense or grouped) or bf16 grouped weights: the
-//            tensor-core kernel (gemm_mma.cu, mma_gemm.cuh); bf16 dense weights: cuBLAS; fp32
-//            activations: cuBLAS / the row-tile kernel (exact fp32).
+//            tensor-core kernel (gemm_mma.cu, mma_gemm.cuh), except where the row-tile kernel
+//            streams faster (bench_gemm_cuda on H200): one row against an FP8 weight of >= 4096
+//            rows, FP8 groups of <= 8 rows in all, bf16 groups under 0.5 rows per group; bf16
+//            dense weights: cuBLAS; fp32 activations: cuBLAS / the row-tile kernel (exact fp32).
 //   kLegacy: cuBLAS, the FP8 row-tile kernel (widen + cuBLAS past kFp8DirectMaxRows rows when the
 //            context has a scratch), the grouped row-tile kernel.
 //   kMma:    the tensor-core kernel where it applies (bf16 activations in 16-byte aligned rows,
