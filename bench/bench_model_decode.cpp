@@ -14,6 +14,7 @@
 #include "model/deepseek.h"
 #include "model/safetensors.h"
 #include "ops/backend.h"
+#include "ops/sample.h"
 #include "parallel/comm.h"
 
 using namespace helix;
@@ -43,7 +44,10 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup);
   app.add_flag("--no-cuda-graph", no_graph);
   app.add_flag("--compare-graph", compare_graph, "batch 1: also time every point without graphs");
-  bool host_logits = false;
+  bool host_logits = false, sample = false;
+  app.add_flag("--sample", sample,
+               "time forward_sample (greedy ids sampled on the device, only ids copied back: the "
+               "engine's decode step) instead of forward (all logits copied back)");
   app.add_flag("--host-logits", host_logits,
                "also time the host side of a step's logits per batch (a host tensor, the copy "
                "back, the finiteness check: what forward() does after the device work)");
@@ -83,7 +87,10 @@ int main(int argc, char** argv) {
             for (int r = 0; r < b; ++r) batch.push_back(SeqStep{r, {(r * 7 + s) % 1000}, len[r]});
             auto ts = Clock::now();
             m.reserve_kv(batch);
-            Tensor logits = m.forward(batch, false);
+            if (sample)
+              m.forward_sample(batch, std::vector<SampleRow>(batch.size()), nullptr);
+            else
+              m.forward(batch, false);
             if (s >= warmup) ms.push_back(ms_since(ts));
             for (int r = 0; r < b; ++r) len[r]++;
           }
@@ -91,9 +98,10 @@ int main(int argc, char** argv) {
           const double step_ms = ms[ms.size() / 2];  // median
           std::printf(
               "{\"engine\": \"helix\", \"device\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, "
-              "\"context\": %d, \"cuda_graph\": %s, \"step_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
-              device.c_str(), dtype.c_str(), b, c, graph ? "true" : "false", step_ms,
-              b * 1000.0 / step_ms);
+              "\"context\": %d, \"cuda_graph\": %s, \"sampled_on_device\": %s, \"step_ms\": %.3f, "
+              "\"tokens_per_s\": %.1f}\n",
+              device.c_str(), dtype.c_str(), b, c, graph ? "true" : "false",
+              sample ? "true" : "false", step_ms, b * 1000.0 / step_ms);
           std::fflush(stdout);
         }
         for (int r = 0; r < b; ++r) m.kv().free_request(r);

@@ -70,7 +70,8 @@ el "make_slice fp8 rc=$? $(du -sh $S/fp8 2> /dev/null | cut -f1)"
 # HELIX_OP_TIMING with graphs on: the device time of each point's graph replay (cuda_backend.cpp),
 # next to the step time (device + the host side of the logits, --host-logits).
 HELIX_OP_TIMING=1 timeout 200 $B/bench_model_decode --model $S/fp8 --batches 1,8,64 \
-  --contexts 1024,8192,32768 --steps 12 --warmup 3 --host-logits > "$OUT/helix_fp8.jsonl" \
+  --contexts 1024,8192,32768 --steps 12 --warmup 3 --host-logits ${SWEEP_ARGS:-} \
+  > "$OUT/helix_fp8.jsonl" \
   2> "$L/helix_fp8.err"
 el "helix fp8 rc=$?"
 cat "$OUT/helix_fp8.jsonl"
