@@ -49,6 +49,7 @@ grep -E "dense gate_up|grouped" "$OUT/gemm.log" | head -40
 
 # Whole model: the tiny FP8 slice against the CPU (same check as gpu_model_fp8.sh).
 T=/tmp/tiny-gemm
+if [ -z "${SKIP_TINY:-}" ]; then
 python3 tools/make_slice.py --out $T --tiny > "$L/tiny.log" 2>&1
 P=5,17,300,42,7,99,900,23,4,8,15,16,23,42
 $B/helix score --model $T/fp8 --tokens $P --out "$OUT/fp8_kept.npy" --device cuda --dtype bfloat16 > /dev/null 2>&1
@@ -64,6 +65,7 @@ print(f"tiny slice logits rel_l2 vs cpu fp32: fp8 kept (mma) {r(a, c):.3g}, fp8 
 PY
 rm -f "$OUT"/*.npy
 el tiny
+fi
 S=/tmp/slice-gemm
 timeout 120 python3 tools/make_slice.py --out $S --format fp8 > "$L/make_slice.log" 2>&1
 el "make_slice fp8 rc=$? $(du -sh $S/fp8 2> /dev/null | cut -f1)"
