@@ -1,0 +1,704 @@
+// The memory-bound MLA decode kernel (mla_decode_mem.h): one m16 tile of heads per CTA, bf16 or
+// FP8 e4m3 latent KV at (L, R) = (512, 64).
+//
+// CTA = 1 producer warp + 8 consumer warps. The producer streams the CTA's 32-token tiles (the
+// same contiguous share of the batch's tiles as the mla_bf16 kernels) into a ring of shared-memory
+// stages with one cp.async.bulk per token row (padded rows: conflict-free fragment loads),
+// completing on the stage's "full" mbarrier; consumers release a stage on its "empty" mbarrier.
+// No block-wide barrier in the main loop.
+//
+// Consumer warp w: column half ch = w & 1 (256 of the 512 latent columns), worker w >> 1 owns the
+// 16-token half (worker & 1) of every tile whose index has parity (worker >> 1). Each warp computes
+// the full scores of its 16 tokens (576-wide, mma.sync m16n8k16, Q fragments from a
+// fragment-ordered shared buffer), keeps its own online softmax, and accumulates O[16, 256] in
+// registers. At the end of a sequence the four workers' states merge through shared memory.
+//
+// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The e4m3 bytes
+// are turned into bf16 in registers by placing their bits (sign, 4-bit exponent, 3-bit mantissa)
+// into a bf16's fields: that bf16 is exactly the e4m3 value times 2^-120 (denormals too). The
+// per-token scale and the 2^120 are folded into the scores (S = acc . scale . 2^56, with the
+// latent part of q pre-scaled by 2^64) and into P (P' = P . scale . 2^64, O = acc . 2^56). For the
+// score GEMM the k order is permuted to match the byte placement (q is permuted the same way);
+// for P.V pairs of tokens are interleaved with byte permutes.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/mla_decode_mem.h"
+
+namespace helix::cuda::mla_mem {
+namespace {
+
+using mla_bf16::Args;
+
+constexpr int L = 512, R = 64, W = L + R;
+constexpr int kTile = 32;  // tokens per stage (and per unit of the CTA partition)
+constexpr int kConsumerWarps = 8;
+constexpr int kConsumers = 32 * kConsumerWarps;
+constexpr int kThreads = kConsumers + 32;
+constexpr int kMinTiles = 2;                // as mla_bf16: a split's fixed cost ~ a tile
+constexpr int kKSteps = W / 16;             // 36 k-steps of the score GEMM
+constexpr int kQFragBytes = kKSteps * 512;  // A fragments of 16 heads, [k-step][lane][4 regs]
+constexpr int kMergeRegs = 128 + 4;         // O fragments + (m, d) of two rows
+constexpr int kMergeBytes = 2 * kMergeRegs * 32 * 4;
+constexpr float kTwo56 = 72057594037927936.f;     // 2^56
+constexpr float kTwo64 = 18446744073709551616.f;  // 2^64
+
+template <bool kFp8>
+struct Cfg {
+  static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
+  static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
+  static constexpr int kScaleOff = L + 2 * R;                 // FP8: the fp32 scale after k_pe
+  static constexpr int kStages = kFp8 ? 6 : 4;
+  static constexpr int kStageBytes = kTile * kRowStride;
+  static constexpr int kQOff = kStages * kStageBytes;
+  static constexpr int kMergeOff = kQOff + kQFragBytes;
+  static constexpr int kBarOff = kMergeOff + kMergeBytes;  // full[kStages], empty[kStages]
+  static constexpr int kCumOff = kBarOff + 16 * kStages;
+  static size_t smem_bytes(int max_batch) {
+    return kCumOff + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
+  }
+  static_assert((kRowStride / 16) % 2 == 1, "odd 16-byte row stride: conflict-free fragments");
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, int bytes) {
+  asm volatile(
+      "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar),
+      "r"(bytes)
+      : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, int bytes, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
+}
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ uint32_t lds32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+// c += a . b, m16n8k16, bf16 operands, fp32 accumulators.
+__device__ __forceinline__ void mma(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+// Bytes 1 and 3 of x (e4m3) -> bf16x2 (low, high) holding e4m3 value x 2^-120, exactly: the sign
+// stays, exponent and mantissa move down 4 bits into the bf16 fields.
+__device__ __forceinline__ uint32_t e4m3_hi_to_bf16(uint32_t x) {
+  return (x & 0x80008000u) | ((x >> 4) & 0x07f007f0u);
+}
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+__device__ __forceinline__ int seq_tokens(const Args& a, int b) {
+  const int len = a.seq_lens[b];
+  const int cap = a.max_blocks_per_seq * a.block_size;
+  return len < 0 ? 0 : (len > cap ? cap : len);
+}
+__device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
+  return static_cast<int>(c * total / ctas);
+}
+__device__ __forceinline__ int active_ctas(int total, int ctas) {
+  const int want = (total + kMinTiles - 1) / kMinTiles;
+  return want < ctas ? (want > 0 ? want : 1) : ctas;
+}
+__device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
+  return static_cast<int>(((x + 1) * ctas - 1) / total);
+}
+
+// The A fragments of the query's 16 heads (rows past H zero) for all 36 k-steps, in the order the
+// consumers read them (one 16-byte load per lane and k-step). FP8: latent k-steps permuted to the
+// byte placement of e4m3_hi_to_bf16 and scaled by 2^64 (exact).
+template <bool kFp8>
+__device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_t* qbuf, int ctid) {
+  const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
+  constexpr int kWords = kKSteps * 128;
+  static_assert(kWords % kConsumers == 0, "whole rounds");
+#pragma unroll 6
+  for (int i = 0; i < kWords / kConsumers; ++i) {
+    const int idx = ctid + kConsumers * i;
+    const int ks = idx >> 7, ln = (idx >> 2) & 31, r = idx & 3;
+    const int gg = ln >> 2, tt = ln & 3;
+    const int row = gg + 8 * (r & 1), khi = r >> 1;
+    const bool perm = kFp8 && ks < L / 16;
+    int d0, d1;
+    if (perm) {  // a0/a1: dims (4j, 4j + 2), a2/a3: (4j + 1, 4j + 3) of word j of the lane's 16 B
+      d0 = 64 * (ks >> 2) + 16 * tt + 4 * (ks & 3) + khi;
+      d1 = d0 + 2;
+    } else {
+      d0 = 16 * ks + 2 * tt + 8 * khi;
+      d1 = d0 + 1;
+    }
+    const int h = group * 16 + row;
+    uint32_t v = 0;
+    if (h < a.num_heads) {
+      const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W;
+      float x0 = __bfloat162float(qh[d0]), x1 = __bfloat162float(qh[d1]);
+      if (perm) {
+        x0 *= kTwo64;
+        x1 *= kTwo64;
+      }
+      v = pack_bf16(x0, x1);
+    }
+    qbuf[idx] = v;
+  }
+}
+
+template <bool kFp8>
+__global__ void __maxnreg__(224) mla_mem_kernel(const Args a) {
+  using C = Cfg<kFp8>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  int* s_cum = reinterpret_cast<int*>(smem + C::kCumOff);
+  const uint32_t ring = smem_u32(smem);
+  const uint32_t bars = smem_u32(smem + C::kBarOff);
+  auto full_bar = [&](int s) { return bars + 8 * s; };
+  auto empty_bar = [&](int s) { return bars + 8 * (C::kStages + s); };
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int cta = blockIdx.x, group = blockIdx.y;
+
+  // The combine kernel may be scheduled now; it waits for this grid's completion and memory.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+
+  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step
+    int carry = 0;
+    if (lane == 0) s_cum[0] = 0;
+    for (int base = 0; base < a.batch; base += 32) {
+      const int b = base + lane;
+      int v = b < a.batch ? (seq_tokens(a, b) + kTile - 1) / kTile : 0;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += u;
+      }
+      if (b < a.batch) s_cum[b + 1] = carry + v;
+      carry += __shfl_sync(0xffffffffu, v, 31);
+    }
+  } else if (tid == 32) {
+    for (int s = 0; s < C::kStages; ++s) {
+      mbar_init(full_bar(s), 1);
+      mbar_init(empty_bar(s), 4);  // the 4 warps that read a tile
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const int total = s_cum[a.batch];
+  if (total == 0) return;
+  const int ctas = active_ctas(total, a.ctas_per_group);
+  if (cta >= ctas) return;
+  const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
+  const int n_tiles = t_end - t_begin;
+  if (n_tiles <= 0) return;
+  int cb = 0;
+  while (s_cum[cb + 1] <= t_begin) ++cb;
+  int ck = t_begin - s_cum[cb];
+
+  if (warp == kConsumerWarps) {
+    // ---- producer: one bulk copy per token row; the block-table lookup of the next tile is
+    // issued before waiting for a free stage.
+    auto lookup = [&](int b, int k) -> int64_t {
+      const int len = seq_tokens(a, b);
+      int pos = k * kTile + lane;
+      if (pos >= len) pos = len - 1;  // a valid row: masked in the scores, finite in P.V
+      const int blk =
+          a.block_table[static_cast<int64_t>(b) * a.max_blocks_per_seq + pos / a.block_size];
+      return static_cast<int64_t>(blk) * a.block_size + pos % a.block_size;
+    };
+    int b = cb, k = ck;
+    int64_t row = lookup(b, k);
+    for (int j = 0; j < n_tiles; ++j) {
+      const int s = j % C::kStages;
+      if (j >= C::kStages) mbar_wait(empty_bar(s), ((j / C::kStages) - 1) & 1);
+      if (lane == 0) mbar_expect_tx(full_bar(s), kTile * C::kRowBytes);
+      __syncwarp();
+      bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
+                C::kRowBytes, full_bar(s));
+      if (++k >= s_cum[b + 1] - s_cum[b]) {
+        k = 0;
+        ++b;
+        while (b < a.batch && s_cum[b + 1] == s_cum[b]) ++b;
+      }
+      if (j + 1 < n_tiles) row = lookup(b, k);
+    }
+    return;
+  }
+
+  // ---- consumers
+  const int ch = warp & 1, worker = warp >> 1, team = worker >> 1, half = worker & 1;
+  const int g = lane >> 2, t = lane & 3;
+  uint32_t* qbuf = reinterpret_cast<uint32_t*>(smem + C::kQOff);
+  float* mbuf = reinterpret_cast<float*>(smem + C::kMergeOff) + ch * kMergeRegs * 32;
+  const uint32_t q_addr = smem_u32(qbuf) + lane * 16;
+
+  float acc[32][4];
+  float m_run[2], d_run[2];
+
+  int j = 0;
+  while (j < n_tiles) {
+    const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
+    const int cnt = min(seq_tiles - ck, n_tiles - j);
+    const int len = seq_tokens(a, cb);
+    consumers_sync();  // the previous sequence is done with the query and merge buffers
+    build_q<kFp8>(a, cb, group, qbuf, tid);
+    consumers_sync();
+    m_run[0] = m_run[1] = -INFINITY;
+    d_run[0] = d_run[1] = 0.f;
+#pragma unroll
+    for (int n = 0; n < 32; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
+
+    for (int jj = j + team; jj < j + cnt; jj += 2) {
+      const int s = jj % C::kStages;
+      mbar_wait(full_bar(s), (jj / C::kStages) & 1);
+      const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
+      if (tok0 < len) {
+        const uint32_t tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
+        // 1. scores S[16 heads, 16 tokens] (two n-tiles), two accumulation chains each
+        float sc[2][4];
+        float fscale[2][2];  // FP8: per-token scales of this lane's score columns
+        {
+          float sa[2][2][4];
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int c = 0; c < 2; ++c)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) sa[n][c][e] = 0.f;
+          if constexpr (!kFp8) {
+            const uint32_t k_addr =
+                tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+#pragma unroll
+            for (int ks = 0; ks < kKSteps; ++ks) {
+              const uint4 qa = lds128(q_addr + ks * 512);
+              uint32_t kb[4];
+              ldsm_x4(kb, k_addr + ks * 32);
+              mma(sa[0][ks & 1], qa, kb[0], kb[1]);
+              mma(sa[1][ks & 1], qa, kb[2], kb[3]);
+            }
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) sc[n][e] = sa[n][0][e] + sa[n][1][e];
+          } else {
+            // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
+            const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
+#pragma unroll
+            for (int s64 = 0; s64 < L / 64; ++s64) {
+              const uint4 w0 = lds128(k_addr + 64 * s64);
+              const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
+              const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
+              const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                const uint4 qa = lds128(q_addr + (4 * s64 + i) * 512);
+                mma(sa[0][i & 1], qa, e4m3_hi_to_bf16(wa[i] << 8), e4m3_hi_to_bf16(wa[i]));
+                mma(sa[1][i & 1], qa, e4m3_hi_to_bf16(wb[i] << 8), e4m3_hi_to_bf16(wb[i]));
+              }
+            }
+            // rope (bf16) into the second chain's place, scaled separately
+            float sp[2][4];
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
+            const uint32_t r_addr =
+                tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+#pragma unroll
+            for (int kr = 0; kr < R / 16; ++kr) {
+              const uint4 qa = lds128(q_addr + (L / 16 + kr) * 512);
+              uint32_t kb[4];
+              ldsm_x4(kb, r_addr + kr * 32);
+              mma(sp[0], qa, kb[0], kb[1]);
+              mma(sp[1], qa, kb[2], kb[3]);
+            }
+#pragma unroll
+            for (int n = 0; n < 2; ++n) {
+#pragma unroll
+              for (int c = 0; c < 2; ++c)
+                fscale[n][c] = __uint_as_float(
+                    lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + C::kScaleOff));
+#pragma unroll
+              for (int e = 0; e < 4; ++e)
+                sc[n][e] = (sa[n][0][e] + sa[n][1][e]) * (fscale[n][e & 1] * kTwo56) + sp[n][e];
+            }
+          }
+        }
+        // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1)
+        uint4 pa;
+        {
+          float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int pos = tok0 + 8 * n + 2 * t + (e & 1);
+              const float v = pos < len ? sc[n][e] * a.scale_log2 : -INFINITY;
+              sc[n][e] = v;
+              mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+          float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float m_new = fmaxf(m_run[r], mx[r]);
+            m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+            alpha[r] = exp2f(m_run[r] - m_use[r]);
+            m_run[r] = m_new;
+          }
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float p = exp2f(sc[n][e] - m_use[e >> 1]);
+              rs[e >> 1] += p;
+              sc[n][e] = kFp8 ? p * (fscale[n][e & 1] * kTwo64) : p;
+            }
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
+            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
+            d_run[r] = d_run[r] * alpha[r] + rs[r];
+          }
+          pa.x = pack_bf16(sc[0][0], sc[0][1]);
+          pa.y = pack_bf16(sc[0][2], sc[0][3]);
+          pa.z = pack_bf16(sc[1][0], sc[1][1]);
+          pa.w = pack_bf16(sc[1][2], sc[1][3]);
+#pragma unroll
+          for (int n = 0; n < 32; ++n) {
+            acc[n][0] *= alpha[0];
+            acc[n][1] *= alpha[0];
+            acc[n][2] *= alpha[1];
+            acc[n][3] *= alpha[1];
+          }
+        }
+        // 3. O[16, 256 columns of half ch] += P . V
+        if constexpr (!kFp8) {
+          const uint32_t v_addr = tile + ch * (L / 2) * 2 + (lane >> 4) * 16 +
+                                  ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStride;
+#pragma unroll
+          for (int p = 0; p < 16; ++p) {
+            uint32_t vb[4];
+            ldsm_x4_t(vb, v_addr + p * 32);
+            mma(acc[2 * p], pa, vb[0], vb[1]);
+            mma(acc[2 * p + 1], pa, vb[2], vb[3]);
+          }
+        } else {
+          // Lane (g, t): tokens 2t, 2t + 1, 2t + 8, 2t + 9 (its P columns), 4 columns 4g.. of
+          // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
+          const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
+#pragma unroll
+          for (int G = 0; G < 8; ++G) {
+            const uint32_t w0 = lds32(v_addr + 32 * G);
+            const uint32_t w1 = lds32(v_addr + 32 * G + C::kRowStride);
+            const uint32_t w2 = lds32(v_addr + 32 * G + 8 * C::kRowStride);
+            const uint32_t w3 = lds32(v_addr + 32 * G + 9 * C::kRowStride);
+            const uint32_t x01 = prmt(w0, w1, 0x4501), y01 = prmt(w0, w1, 0x6723);
+            const uint32_t x23 = prmt(w2, w3, 0x4501), y23 = prmt(w2, w3, 0x6723);
+            mma(acc[4 * G + 0], pa, e4m3_hi_to_bf16(x01), e4m3_hi_to_bf16(x23));
+            mma(acc[4 * G + 1], pa, e4m3_hi_to_bf16(x01 << 8), e4m3_hi_to_bf16(x23 << 8));
+            mma(acc[4 * G + 2], pa, e4m3_hi_to_bf16(y01), e4m3_hi_to_bf16(y23));
+            mma(acc[4 * G + 3], pa, e4m3_hi_to_bf16(y01 << 8), e4m3_hi_to_bf16(y23 << 8));
+          }
+        }
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty_bar(s));
+    }
+
+    // Merge the four workers of each column half: 3 -> 2, 1 -> 0, 2 -> 0 (team 1 only when the
+    // sequence had a second tile here).
+    auto merge_round = [&](int src, int dst) {
+      if (worker == src) {
+#pragma unroll
+        for (int n = 0; n < 32; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) mbuf[(4 * n + e) * 32 + lane] = acc[n][e];
+        mbuf[128 * 32 + lane] = m_run[0];
+        mbuf[129 * 32 + lane] = m_run[1];
+        mbuf[130 * 32 + lane] = d_run[0];
+        mbuf[131 * 32 + lane] = d_run[1];
+      }
+      consumers_sync();
+      if (worker == dst) {
+        float wa[2], wb[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float mo = mbuf[(128 + r) * 32 + lane], dd = mbuf[(130 + r) * 32 + lane];
+          const float m_new = fmaxf(m_run[r], mo);
+          const float m_use = m_new == -INFINITY ? 0.f : m_new;
+          wa[r] = exp2f(m_run[r] - m_use);
+          wb[r] = exp2f(mo - m_use);
+          d_run[r] = d_run[r] * wa[r] + dd * wb[r];
+          m_run[r] = m_new;
+        }
+#pragma unroll
+        for (int n = 0; n < 32; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            acc[n][e] = acc[n][e] * wa[e >> 1] + mbuf[(4 * n + e) * 32 + lane] * wb[e >> 1];
+      }
+      consumers_sync();
+    };
+    const bool two_teams = cnt >= 2;
+    if (two_teams) merge_round(3, 2);
+    merge_round(1, 0);
+    if (two_teams) merge_round(2, 0);
+
+    if (worker == 0) {
+      const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
+      const int slot = s_cum[cb] <= t_begin ? 0 : 1;
+      const int64_t prow =
+          ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeadGroup;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int hl = g + 8 * r, h = group * kHeadGroup + hl;
+        if (h >= a.num_heads) continue;
+        const float inv = (kFp8 ? kTwo56 : 1.f) / d_run[r];
+        const float lse = (m_run[r] + log2f(d_run[r])) * 0.6931471805599453f;
+        const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
+        if (ch == 0 && t == 0) {
+          if (complete)
+            a.lse[orow] = lse;
+          else
+            a.part_lse[prow + hl] = lse;
+        }
+        float* dst_f =
+            complete ? static_cast<float*>(a.out) + orow * L : a.part_out + (prow + hl) * L;
+        __nv_bfloat16* dst_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
+        const bool to_bf16 = complete && a.out_bf16;
+#pragma unroll
+        for (int n = 0; n < 32; n += 2) {
+          // four consecutive columns per pair of n-tiles (bf16: 8 n + 2t, 8 n + 8 + 2t;
+          // FP8: 32 G + 8 t + {0..3}, + 4)
+          float v[4];
+          int c0, c1;
+          if constexpr (!kFp8) {
+            c0 = ch * 256 + 8 * n + 2 * t;
+            c1 = c0 + 8;
+            v[0] = acc[n][2 * r] * inv;
+            v[1] = acc[n][2 * r + 1] * inv;
+            v[2] = acc[n + 1][2 * r] * inv;
+            v[3] = acc[n + 1][2 * r + 1] * inv;
+          } else {
+            // n-tiles 4G + 2i, 4G + 2i + 1 (i = n/2 % 2): columns 8t + 2i, 8t + 2i + 1 (e = 0) and
+            // + 4 (e = 1)
+            const int G = n >> 2, i = (n >> 1) & 1;
+            c0 = ch * 256 + 32 * G + 8 * t + 2 * i;
+            c1 = c0 + 4;
+            v[0] = acc[n][2 * r] * inv;
+            v[1] = acc[n + 1][2 * r] * inv;
+            v[2] = acc[n][2 * r + 1] * inv;
+            v[3] = acc[n + 1][2 * r + 1] * inv;
+          }
+          if (to_bf16) {
+            *reinterpret_cast<__nv_bfloat162*>(dst_h + c0) = __floats2bfloat162_rn(v[0], v[1]);
+            *reinterpret_cast<__nv_bfloat162*>(dst_h + c1) = __floats2bfloat162_rn(v[2], v[3]);
+          } else {
+            *reinterpret_cast<float2*>(dst_f + c0) = make_float2(v[0], v[1]);
+            *reinterpret_cast<float2*>(dst_f + c1) = make_float2(v[2], v[3]);
+          }
+        }
+      }
+    }
+    j += cnt;
+    ++cb;
+    ck = 0;
+    while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+  }
+}
+
+// Merges the partials of sequences that span several CTAs and writes the empty sequences. Grid
+// (B, H); launched as a programmatic dependent of the split kernel, so it waits for it first.
+constexpr int kCombineThreads = 128;
+
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, u) : v + u;
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = s_red[0];
+#pragma unroll
+  for (int w = 1; w < kCombineThreads / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
+  return v;
+}
+
+__global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
+  extern __shared__ float s_dyn[];
+  __shared__ float s_red[kCombineThreads / 32];
+  const int b = blockIdx.x, h = blockIdx.y;
+  const int group = h / kHeadGroup, hl = h % kHeadGroup;
+  // seq_lens and the table are inputs (not written by the split kernel): read before the wait.
+  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
+  for (int i = threadIdx.x; i < a.batch; i += kCombineThreads) {
+    const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
+    all += tiles;
+    if (i < b) before += tiles;
+  }
+  const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
+  const int total = static_cast<int>(block_reduce(all, false, s_red));
+  const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
+  const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+  float* out_f = static_cast<float*>(a.out) + orow * L;
+  __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
+  const int ctas = mine == 0 ? 1 : active_ctas(total, a.ctas_per_group);
+  const int c_lo = mine == 0 ? 0 : cta_of(tiles_before, total, ctas);
+  const int c_hi = mine == 0 ? 0 : cta_of(tiles_before + mine - 1, total, ctas);
+  if (mine != 0 && c_lo == c_hi) return;  // one CTA held it all and wrote the final result
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  if (mine == 0) {
+    for (int c = threadIdx.x; c < L; c += kCombineThreads) {
+      if (a.out_bf16)
+        out_h[c] = __float2bfloat16(0.f);
+      else
+        out_f[c] = 0.f;
+    }
+    if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
+    return;
+  }
+  const int n = c_hi - c_lo + 1;
+  float* s_w = s_dyn;                                             // [n] weights
+  int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
+    const int c = c_lo + i;
+    float l = -INFINITY;
+    int row = 0;
+    if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {
+      const int slot = (i == 0 && cta_begin(c, total, ctas) != tiles_before) ? 1 : 0;
+      row = static_cast<int>(((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl);
+      l = a.part_lse[row];
+    }
+    s_w[i] = l;
+    s_row[i] = row;
+    mx = fmaxf(mx, l);
+  }
+  mx = block_reduce(mx, true, s_red);
+  float sum = 0.f;
+  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
+    const float w = __expf(s_w[i] - mx);
+    s_w[i] = w;
+    sum += w;
+  }
+  sum = block_reduce(sum, false, s_red);
+  const float inv = 1.f / sum;
+  for (int col = 4 * threadIdx.x; col < L; col += 4 * kCombineThreads) {
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int i = 0; i < n; ++i) {
+      const float w = s_w[i];
+      if (w == 0.f) continue;
+      const float4 v =
+          *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[i]) * L + col);
+      o.x += w * v.x;
+      o.y += w * v.y;
+      o.z += w * v.z;
+      o.w += w * v.w;
+    }
+    o.x *= inv;
+    o.y *= inv;
+    o.z *= inv;
+    o.w *= inv;
+    if (a.out_bf16) {
+      *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(o.x, o.y);
+      *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(o.z, o.w);
+    } else {
+      *reinterpret_cast<float4*>(out_f + col) = o;
+    }
+  }
+  if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
+}
+
+template <bool kFp8>
+cudaError_t prepare_t(int max_batch, size_t* smem, int* ctas_per_sm) {
+  *smem = Cfg<kFp8>::smem_bytes(max_batch);
+  cudaError_t err = cudaFuncSetAttribute(
+      mla_mem_kernel<kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
+  if (err != cudaSuccess) return err;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_mem_kernel<kFp8>, kThreads,
+                                                       *smem);
+}
+
+}  // namespace
+
+cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
+  return fp8 ? prepare_t<true>(max_batch, smem, ctas_per_sm)
+             : prepare_t<false>(max_batch, smem, ctas_per_sm);
+}
+
+cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
+  if (fp8)
+    mla_mem_kernel<true><<<grid, kThreads, smem, stream>>>(a);
+  else
+    mla_mem_kernel<false><<<grid, kThreads, smem, stream>>>(a);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(a.batch, a.num_heads);
+  cfg.blockDim = dim3(kCombineThreads);
+  cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, mla_mem_combine, a);
+}
+
+}  // namespace helix::cuda::mla_mem
