@@ -1,11 +1,12 @@
 // The memory-bound MLA decode kernel (mla_decode_mem.h): one m16 tile of heads per CTA, bf16 or
 // FP8 e4m3 latent KV at (L, R) = (512, 64).
 //
-// CTA = 1 producer warp + 8 consumer warps. The producer streams the CTA's 32-token tiles (the
-// same contiguous share of the batch's tiles as the mla_bf16 kernels) into a ring of shared-memory
-// stages with one cp.async.bulk per token row (padded rows: conflict-free fragment loads),
-// completing on the stage's "full" mbarrier; consumers release a stage on its "empty" mbarrier.
-// No block-wide barrier in the main loop.
+// CTA = 8 warps. The CTA's 32-token tiles (the same contiguous share of the batch's tiles as the
+// mla_bf16 kernels) stream into a ring of shared-memory stages with one cp.async.bulk per token
+// row (padded rows: conflict-free fragment loads), completing on the stage's "full" mbarrier; the
+// warps that read a stage release it on its "empty" mbarrier and their leader refills it. No
+// block-wide barrier in the main loop. (A separate producer warp would make 9 warps: 3 on one
+// SM sub-partition, which caps registers at 168 and spills the 128 accumulators.)
 //
 // Consumer warp w: column half ch = w & 1 (256 of the 512 latent columns), worker w >> 1 owns the
 // 16-token half (worker & 1) of every tile whose index has parity (worker >> 1). Each warp computes
@@ -36,7 +37,7 @@ constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;  // tokens per stage (and per unit of the CTA partition)
 constexpr int kConsumerWarps = 8;
 constexpr int kConsumers = 32 * kConsumerWarps;
-constexpr int kThreads = kConsumers + 32;
+constexpr int kThreads = kConsumers;
 constexpr int kMinTiles = 2;                // as mla_bf16: a split's fixed cost ~ a tile
 constexpr int kKSteps = W / 16;             // 36 k-steps of the score GEMM
 constexpr int kQFragBytes = kKSteps * 512;  // A fragments of 16 heads, [k-step][lane][4 regs]
@@ -196,7 +197,7 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
 }
 
 template <bool kFp8>
-__global__ void __maxnreg__(224) mla_mem_kernel(const Args a) {
+__global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   using C = Cfg<kFp8>;
   extern __shared__ __align__(128) uint8_t smem[];
   int* s_cum = reinterpret_cast<int*>(smem + C::kCumOff);
@@ -243,35 +244,37 @@ __global__ void __maxnreg__(224) mla_mem_kernel(const Args a) {
   while (s_cum[cb + 1] <= t_begin) ++cb;
   int ck = t_begin - s_cum[cb];
 
-  if (warp == kConsumerWarps) {
-    // ---- producer: one bulk copy per token row; the block-table lookup of the next tile is
-    // issued before waiting for a free stage.
-    auto lookup = [&](int b, int k) -> int64_t {
-      const int len = seq_tokens(a, b);
-      int pos = k * kTile + lane;
-      if (pos >= len) pos = len - 1;  // a valid row: masked in the scores, finite in P.V
-      const int blk =
-          a.block_table[static_cast<int64_t>(b) * a.max_blocks_per_seq + pos / a.block_size];
-      return static_cast<int64_t>(blk) * a.block_size + pos % a.block_size;
-    };
-    int b = cb, k = ck;
-    int64_t row = lookup(b, k);
-    for (int j = 0; j < n_tiles; ++j) {
-      const int s = j % C::kStages;
-      if (j >= C::kStages) mbar_wait(empty_bar(s), ((j / C::kStages) - 1) & 1);
-      if (lane == 0) mbar_expect_tx(full_bar(s), kTile * C::kRowBytes);
-      __syncwarp();
-      bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
-                C::kRowBytes, full_bar(s));
-      if (++k >= s_cum[b + 1] - s_cum[b]) {
-        k = 0;
-        ++b;
-        while (b < a.batch && s_cum[b + 1] == s_cum[b]) ++b;
-      }
-      if (j + 1 < n_tiles) row = lookup(b, k);
+  // Loads: lane l of a warp copies token l of a tile (one bulk copy per row). The first kStages
+  // tiles are issued by warps 0.. (one tile each, so their block-table lookups overlap); tile
+  // jj + kStages by the leader warp of the team that consumed tile jj, once the team released it.
+  struct Slot {
+    int blk, off;  // block id (a global load, first used at issue) and offset in the block
+  };
+  auto lookup = [&](int jt) -> Slot {
+    const int tile = t_begin + jt;
+    int lo = 0, hi = a.batch - 1;  // the last b with s_cum[b] <= tile: the tile's sequence
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (s_cum[mid] <= tile)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
-    return;
-  }
+    const int len = seq_tokens(a, lo);
+    int pos = (tile - s_cum[lo]) * kTile + lane;
+    if (pos >= len) pos = len - 1;  // a valid row: masked in the scores, finite in P.V
+    return {a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size],
+            pos % a.block_size};
+  };
+  auto issue = [&](int jt, Slot sl) {
+    const int s = jt % C::kStages;
+    if (lane == 0) mbar_expect_tx(full_bar(s), kTile * C::kRowBytes);
+    __syncwarp();
+    const int64_t row = static_cast<int64_t>(sl.blk) * a.block_size + sl.off;
+    bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
+              C::kRowBytes, full_bar(s));
+  };
+  if (warp < C::kStages && warp < n_tiles) issue(warp, lookup(warp));
 
   // ---- consumers
   const int ch = warp & 1, worker = warp >> 1, team = worker >> 1, half = worker & 1;
@@ -300,6 +303,9 @@ __global__ void __maxnreg__(224) mla_mem_kernel(const Args a) {
 
     for (int jj = j + team; jj < j + cnt; jj += 2) {
       const int s = jj % C::kStages;
+      const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
+      Slot next{0, 0};
+      if (refill) next = lookup(jj + C::kStages);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
       if (tok0 < len) {
@@ -455,6 +461,10 @@ __global__ void __maxnreg__(224) mla_mem_kernel(const Args a) {
       }
       __syncwarp();
       if (lane == 0) mbar_arrive(empty_bar(s));
+      if (refill) {
+        mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
+        issue(jj + C::kStages, next);
+      }
     }
 
     // Merge the four workers of each column half: 3 -> 2, 1 -> 0, 2 -> 0 (team 1 only when the
