@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "mma.sync", "wgmma"}));
   std::vector<int> heads_list = {128, 16};
   app.add_option("--heads", heads_list, "head counts to time (default 128 16)");
+  std::vector<int> batches_opt, contexts_opt;
+  app.add_option("--batches", batches_opt, "batch sizes to time (default 1 8 32 64)");
+  app.add_option("--contexts", contexts_opt, "contexts to time (default 1K 4K 16K 64K 128K)");
   bool skip_1m = false;
   app.add_flag("--skip-1m", skip_1m, "leave out the 1M-token contexts");
   CLI11_PARSE(app, argc, argv);
@@ -118,6 +121,8 @@ int main(int argc, char** argv) {
     batch_list = {1, 32};
     ctx_list = {4096, 65536};
   }
+  if (!batches_opt.empty()) batch_list = batches_opt;
+  if (!contexts_opt.empty()) ctx_list = contexts_opt;
   struct Shape {
     int B, ctx;
   };
