@@ -121,8 +121,7 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
 }
 // c += a . b, m16n8k16, bf16 operands, fp32 accumulators.
 __device__ __forceinline__ void mma(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
@@ -324,13 +323,22 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           if constexpr (!kFp8) {
             const uint32_t k_addr =
                 tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+            // The shared loads are volatile asm (kept in program order): issue a group's loads
+            // together, then its MMAs, so the load latency is paid once per group.
 #pragma unroll
-            for (int ks = 0; ks < kKSteps; ++ks) {
-              const uint4 qa = lds128(q_addr + ks * 512);
-              uint32_t kb[4];
-              ldsm_x4(kb, k_addr + ks * 32);
-              mma(sa[0][ks & 1], qa, kb[0], kb[1]);
-              mma(sa[1][ks & 1], qa, kb[2], kb[3]);
+            for (int k0 = 0; k0 < kKSteps; k0 += 4) {
+              uint4 qa[4];
+              uint32_t kb[4][4];
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                qa[i] = lds128(q_addr + (k0 + i) * 512);
+                ldsm_x4(kb[i], k_addr + (k0 + i) * 32);
+              }
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                mma(sa[0][i & 1], qa[i], kb[i][0], kb[i][1]);
+                mma(sa[1][i & 1], qa[i], kb[i][2], kb[i][3]);
+              }
             }
 #pragma unroll
             for (int n = 0; n < 2; ++n)
@@ -343,13 +351,15 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
             for (int s64 = 0; s64 < L / 64; ++s64) {
               const uint4 w0 = lds128(k_addr + 64 * s64);
               const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
+              uint4 qa[4];
+#pragma unroll
+              for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
               const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
               const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
               for (int i = 0; i < 4; ++i) {
-                const uint4 qa = lds128(q_addr + (4 * s64 + i) * 512);
-                mma(sa[0][i & 1], qa, e4m3_hi_to_bf16(wa[i] << 8), e4m3_hi_to_bf16(wa[i]));
-                mma(sa[1][i & 1], qa, e4m3_hi_to_bf16(wb[i] << 8), e4m3_hi_to_bf16(wb[i]));
+                mma(sa[0][i & 1], qa[i], e4m3_hi_to_bf16(wa[i] << 8), e4m3_hi_to_bf16(wa[i]));
+                mma(sa[1][i & 1], qa[i], e4m3_hi_to_bf16(wb[i] << 8), e4m3_hi_to_bf16(wb[i]));
               }
             }
             // rope (bf16) into the second chain's place, scaled separately
@@ -360,13 +370,19 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
             const uint32_t r_addr =
                 tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+            {
+              uint4 qa[R / 16];
+              uint32_t kb[R / 16][4];
 #pragma unroll
-            for (int kr = 0; kr < R / 16; ++kr) {
-              const uint4 qa = lds128(q_addr + (L / 16 + kr) * 512);
-              uint32_t kb[4];
-              ldsm_x4(kb, r_addr + kr * 32);
-              mma(sp[0], qa, kb[0], kb[1]);
-              mma(sp[1], qa, kb[2], kb[3]);
+              for (int kr = 0; kr < R / 16; ++kr) {
+                qa[kr] = lds128(q_addr + (L / 16 + kr) * 512);
+                ldsm_x4(kb[kr], r_addr + kr * 32);
+              }
+#pragma unroll
+              for (int kr = 0; kr < R / 16; ++kr) {
+                mma(sp[0], qa[kr], kb[kr][0], kb[kr][1]);
+                mma(sp[1], qa[kr], kb[kr][2], kb[kr][3]);
+              }
             }
 #pragma unroll
             for (int n = 0; n < 2; ++n) {
@@ -421,12 +437,15 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           pa.y = pack_bf16(sc[0][2], sc[0][3]);
           pa.z = pack_bf16(sc[1][0], sc[1][1]);
           pa.w = pack_bf16(sc[1][2], sc[1][3]);
+          // Rescale only when a row's max moved (rarely, once the max settles).
+          if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
-          for (int n = 0; n < 32; ++n) {
-            acc[n][0] *= alpha[0];
-            acc[n][1] *= alpha[0];
-            acc[n][2] *= alpha[1];
-            acc[n][3] *= alpha[1];
+            for (int n = 0; n < 32; ++n) {
+              acc[n][0] *= alpha[0];
+              acc[n][1] *= alpha[0];
+              acc[n][2] *= alpha[1];
+              acc[n][3] *= alpha[1];
+            }
           }
         }
         // 3. O[16, 256 columns of half ch] += P . V
@@ -434,28 +453,43 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           const uint32_t v_addr = tile + ch * (L / 2) * 2 + (lane >> 4) * 16 +
                                   ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStride;
 #pragma unroll
-          for (int p = 0; p < 16; ++p) {
-            uint32_t vb[4];
-            ldsm_x4_t(vb, v_addr + p * 32);
-            mma(acc[2 * p], pa, vb[0], vb[1]);
-            mma(acc[2 * p + 1], pa, vb[2], vb[3]);
+          for (int p0 = 0; p0 < 16; p0 += 4) {
+            uint32_t vb[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) ldsm_x4_t(vb[i], v_addr + (p0 + i) * 32);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              mma(acc[2 * (p0 + i)], pa, vb[i][0], vb[i][1]);
+              mma(acc[2 * (p0 + i) + 1], pa, vb[i][2], vb[i][3]);
+            }
           }
         } else {
           // Lane (g, t): tokens 2t, 2t + 1, 2t + 8, 2t + 9 (its P columns), 4 columns 4g.. of
           // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
           const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
 #pragma unroll
-          for (int G = 0; G < 8; ++G) {
-            const uint32_t w0 = lds32(v_addr + 32 * G);
-            const uint32_t w1 = lds32(v_addr + 32 * G + C::kRowStride);
-            const uint32_t w2 = lds32(v_addr + 32 * G + 8 * C::kRowStride);
-            const uint32_t w3 = lds32(v_addr + 32 * G + 9 * C::kRowStride);
-            const uint32_t x01 = prmt(w0, w1, 0x4501), y01 = prmt(w0, w1, 0x6723);
-            const uint32_t x23 = prmt(w2, w3, 0x4501), y23 = prmt(w2, w3, 0x6723);
-            mma(acc[4 * G + 0], pa, e4m3_hi_to_bf16(x01), e4m3_hi_to_bf16(x23));
-            mma(acc[4 * G + 1], pa, e4m3_hi_to_bf16(x01 << 8), e4m3_hi_to_bf16(x23 << 8));
-            mma(acc[4 * G + 2], pa, e4m3_hi_to_bf16(y01), e4m3_hi_to_bf16(y23));
-            mma(acc[4 * G + 3], pa, e4m3_hi_to_bf16(y01 << 8), e4m3_hi_to_bf16(y23 << 8));
+          for (int G0 = 0; G0 < 8; G0 += 4) {
+            uint32_t w[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const uint32_t va = v_addr + 32 * (G0 + i);
+              w[i][0] = lds32(va);
+              w[i][1] = lds32(va + C::kRowStride);
+              w[i][2] = lds32(va + 8 * C::kRowStride);
+              w[i][3] = lds32(va + 9 * C::kRowStride);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const int G = G0 + i;
+              const uint32_t x01 = prmt(w[i][0], w[i][1], 0x4501),
+                             y01 = prmt(w[i][0], w[i][1], 0x6723);
+              const uint32_t x23 = prmt(w[i][2], w[i][3], 0x4501),
+                             y23 = prmt(w[i][2], w[i][3], 0x6723);
+              mma(acc[4 * G + 0], pa, e4m3_hi_to_bf16(x01), e4m3_hi_to_bf16(x23));
+              mma(acc[4 * G + 1], pa, e4m3_hi_to_bf16(x01 << 8), e4m3_hi_to_bf16(x23 << 8));
+              mma(acc[4 * G + 2], pa, e4m3_hi_to_bf16(y01), e4m3_hi_to_bf16(y23));
+              mma(acc[4 * G + 3], pa, e4m3_hi_to_bf16(y01 << 8), e4m3_hi_to_bf16(y23 << 8));
+            }
           }
         }
       }
