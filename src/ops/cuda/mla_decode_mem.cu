@@ -38,11 +38,15 @@ constexpr int kTile = 32;  // tokens per stage (and per unit of the CTA partitio
 constexpr int kConsumerWarps = 8;
 constexpr int kConsumers = 32 * kConsumerWarps;
 constexpr int kThreads = kConsumers;
-constexpr int kMinTiles = 2;                // as mla_bf16: a split's fixed cost ~ a tile
-constexpr int kKSteps = W / 16;             // 36 k-steps of the score GEMM
-constexpr int kQFragBytes = kKSteps * 512;  // A fragments of 16 heads, [k-step][lane][4 regs]
-constexpr int kMergeRegs = 128 + 4;         // O fragments + (m, d) of two rows
-constexpr int kMergeBytes = 2 * kMergeRegs * 32 * 4;
+constexpr int kMinTiles = 2;                      // as mla_bf16: a split's fixed cost ~ a tile
+constexpr int kKSteps = W / 16;                   // 36 k-steps of the score GEMM
+constexpr int kQFragBytes = kKSteps * 512;        // A fragments of 16 heads, [k-step][lane][4 regs]
+constexpr int kMergeRegs = 128 + 4;               // O fragments + (m, d) of two rows
+constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state: halves merge in turn
+// Score exchange between the two column-half warps of a worker: [worker][ch][parity][8 x 32]
+// floats. Shares the merge buffer (used only at sequence ends, fenced by consumers_sync).
+constexpr int kXchgBytes = 4 * 2 * 2 * 256 * 4;
+static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
 constexpr float kTwo56 = 72057594037927936.f;     // 2^56
 constexpr float kTwo64 = 18446744073709551616.f;  // 2^64
 
@@ -51,14 +55,14 @@ struct Cfg {
   static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
   static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
   static constexpr int kScaleOff = L + 2 * R;                 // FP8: the fp32 scale after k_pe
-  static constexpr int kStages = kFp8 ? 6 : 4;
+  static constexpr int kStages = kFp8 ? 6 : 5;
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
   static constexpr int kBarOff = kMergeOff + kMergeBytes;  // full[kStages], empty[kStages]
-  static constexpr int kCumOff = kBarOff + 16 * kStages;
+  static constexpr int kCumOff = kBarOff + 16 * kStages;   // s_cum[B + 1], then s_len[B]
   static size_t smem_bytes(int max_batch) {
-    return kCumOff + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
+    return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
   }
   static_assert((kRowStride / 16) % 2 == 1, "odd 16-byte row stride: conflict-free fragments");
 };
@@ -165,8 +169,8 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
   const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
   constexpr int kWords = kKSteps * 128;
   static_assert(kWords % kConsumers == 0, "whole rounds");
-#pragma unroll 6
-  for (int i = 0; i < kWords / kConsumers; ++i) {
+#pragma unroll
+  for (int i = 0; i < kWords / kConsumers; ++i) {  // all loads in flight at once
     const int idx = ctid + kConsumers * i;
     const int ks = idx >> 7, ln = (idx >> 2) & 31, r = idx & 3;
     const int gg = ln >> 2, tt = ln & 3;
@@ -210,12 +214,15 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   // The combine kernel may be scheduled now; it waits for this grid's completion and memory.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
-  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step
+  int* s_len = s_cum + a.batch + 1;
+  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step; lengths
     int carry = 0;
     if (lane == 0) s_cum[0] = 0;
     for (int base = 0; base < a.batch; base += 32) {
       const int b = base + lane;
-      int v = b < a.batch ? (seq_tokens(a, b) + kTile - 1) / kTile : 0;
+      const int len = b < a.batch ? seq_tokens(a, b) : 0;
+      if (b < a.batch) s_len[b] = len;
+      int v = (len + kTile - 1) / kTile;
 #pragma unroll
       for (int o = 1; o < 32; o <<= 1) {
         const int u = __shfl_up_sync(0xffffffffu, v, o);
@@ -259,7 +266,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       else
         hi = mid - 1;
     }
-    const int len = seq_tokens(a, lo);
+    const int len = s_len[lo];
     int pos = (tile - s_cum[lo]) * kTile + lane;
     if (pos >= len) pos = len - 1;  // a valid row: masked in the scores, finite in P.V
     return {a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size],
@@ -279,7 +286,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   const int ch = warp & 1, worker = warp >> 1, team = worker >> 1, half = worker & 1;
   const int g = lane >> 2, t = lane & 3;
   uint32_t* qbuf = reinterpret_cast<uint32_t*>(smem + C::kQOff);
-  float* mbuf = reinterpret_cast<float*>(smem + C::kMergeOff) + ch * kMergeRegs * 32;
+  float* mbuf = reinterpret_cast<float*>(smem + C::kMergeOff);
+  float* xbuf = mbuf;
+  int xpar = 0;  // exchange buffer parity: both warps of a worker count the same chunks
   const uint32_t q_addr = smem_u32(qbuf) + lane * 16;
 
   float acc[32][4];
@@ -289,7 +298,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   while (j < n_tiles) {
     const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
     const int cnt = min(seq_tiles - ck, n_tiles - j);
-    const int len = seq_tokens(a, cb);
+    const int len = s_len[cb];
     consumers_sync();  // the previous sequence is done with the query and merge buffers
     build_q<kFp8>(a, cb, group, qbuf, tid);
     consumers_sync();
@@ -325,17 +334,19 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                 tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
             // The shared loads are volatile asm (kept in program order): issue a group's loads
             // together, then its MMAs, so the load latency is paid once per group.
+            // This warp's half of the k-steps (the partner warp does the other half).
+            const int ks0 = ch * (kKSteps / 2);
 #pragma unroll
-            for (int k0 = 0; k0 < kKSteps; k0 += 4) {
-              uint4 qa[4];
-              uint32_t kb[4][4];
+            for (int k0 = 0; k0 < kKSteps / 2; k0 += 3) {
+              uint4 qa[3];
+              uint32_t kb[3][4];
 #pragma unroll
-              for (int i = 0; i < 4; ++i) {
-                qa[i] = lds128(q_addr + (k0 + i) * 512);
-                ldsm_x4(kb[i], k_addr + (k0 + i) * 32);
+              for (int i = 0; i < 3; ++i) {
+                qa[i] = lds128(q_addr + (ks0 + k0 + i) * 512);
+                ldsm_x4(kb[i], k_addr + (ks0 + k0 + i) * 32);
               }
 #pragma unroll
-              for (int i = 0; i < 4; ++i) {
+              for (int i = 0; i < 3; ++i) {
                 mma(sa[0][i & 1], qa[i], kb[i][0], kb[i][1]);
                 mma(sa[1][i & 1], qa[i], kb[i][2], kb[i][3]);
               }
@@ -347,8 +358,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           } else {
             // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
             const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
+            // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
-            for (int s64 = 0; s64 < L / 64; ++s64) {
+            for (int s4 = 0; s4 < L / 128; ++s4) {
+              const int s64 = ch * (L / 128) + s4;
               const uint4 w0 = lds128(k_addr + 64 * s64);
               const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
               uint4 qa[4];
@@ -370,7 +383,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
             const uint32_t r_addr =
                 tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-            {
+            if (ch == 0) {
               uint4 qa[R / 16];
               uint32_t kb[R / 16][4];
 #pragma unroll
@@ -395,6 +408,22 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                 sc[n][e] = (sa[n][0][e] + sa[n][1][e]) * (fscale[n][e & 1] * kTwo56) + sp[n][e];
             }
           }
+        }
+        // Partial scores of the two column-half warps: exchange and add (the same sum in both,
+        // addition commutes).
+        {
+          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
+          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
+          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
+          xpar ^= 1;
         }
         // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1)
         uint4 pa;
@@ -501,10 +530,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       }
     }
 
-    // Merge the four workers of each column half: 3 -> 2, 1 -> 0, 2 -> 0 (team 1 only when the
-    // sequence had a second tile here).
-    auto merge_round = [&](int src, int dst) {
-      if (worker == src) {
+    // Merge the four workers of each column half (one half at a time through the buffer):
+    // 3 -> 2, 1 -> 0, 2 -> 0 (team 1 only when the sequence had a second tile here).
+    consumers_sync();  // every score exchange done: the buffer is free for the merge
+    auto merge_half = [&](int src, int dst, int c) {
+      if (worker == src && ch == c) {
 #pragma unroll
         for (int n = 0; n < 32; ++n)
 #pragma unroll
@@ -515,7 +545,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
         mbuf[131 * 32 + lane] = d_run[1];
       }
       consumers_sync();
-      if (worker == dst) {
+      if (worker == dst && ch == c) {
         float wa[2], wb[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -534,6 +564,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
             acc[n][e] = acc[n][e] * wa[e >> 1] + mbuf[(4 * n + e) * 32 + lane] * wb[e >> 1];
       }
       consumers_sync();
+    };
+    auto merge_round = [&](int src, int dst) {
+      merge_half(src, dst, 0);
+      merge_half(src, dst, 1);
     };
     const bool two_teams = cnt >= 2;
     if (two_teams) merge_round(3, 2);
@@ -605,7 +639,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 
 // Merges the partials of sequences that span several CTAs and writes the empty sequences. Grid
 // (B, H); launched as a programmatic dependent of the split kernel, so it waits for it first.
-constexpr int kCombineThreads = 128;
+// Thread = (partial group pg, 4-column chunk): each keeps 8 independent partial loads in flight,
+// the kPartGroups sums meet in shared memory.
+constexpr int kCombineThreads = 512;
+constexpr int kPartGroups = kCombineThreads / (L / 4);
+constexpr int kCombineUnroll = 8;
 
 __device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
 #pragma unroll
@@ -625,9 +663,10 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red
 __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
   extern __shared__ float s_dyn[];
   __shared__ float s_red[kCombineThreads / 32];
+  __shared__ float4 s_part[kPartGroups - 1][L / 4];
   const int b = blockIdx.x, h = blockIdx.y;
   const int group = h / kHeadGroup, hl = h % kHeadGroup;
-  // seq_lens and the table are inputs (not written by the split kernel): read before the wait.
+  // seq_lens is an input (not written by the split kernel): read before the wait.
   float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
   for (int i = threadIdx.x; i < a.batch; i += kCombineThreads) {
     const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
@@ -679,31 +718,51 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
     s_w[i] = w;
     sum += w;
   }
-  sum = block_reduce(sum, false, s_red);
+  sum = block_reduce(sum, false, s_red);  // barrier: s_w complete
+  const int cc = threadIdx.x % (L / 4), pg = threadIdx.x / (L / 4);
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int i0 = pg; i0 < n; i0 += kPartGroups * kCombineUnroll) {
+    float4 v[kCombineUnroll];
+    float w[kCombineUnroll];
+#pragma unroll
+    for (int u = 0; u < kCombineUnroll; ++u) {
+      const int i = i0 + u * kPartGroups;
+      w[u] = i < n ? s_w[i] : 0.f;
+      v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (w[u] != 0.f)  // zero weight: an empty slot, never read
+        v[u] = *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[i]) * L +
+                                                4 * cc);
+    }
+#pragma unroll
+    for (int u = 0; u < kCombineUnroll; ++u) {
+      o.x += w[u] * v[u].x;
+      o.y += w[u] * v[u].y;
+      o.z += w[u] * v[u].z;
+      o.w += w[u] * v[u].w;
+    }
+  }
+  if (pg > 0) s_part[pg - 1][cc] = o;
+  __syncthreads();
+  if (pg > 0) return;
+#pragma unroll
+  for (int k = 0; k < kPartGroups - 1; ++k) {
+    const float4 u = s_part[k][cc];
+    o.x += u.x;
+    o.y += u.y;
+    o.z += u.z;
+    o.w += u.w;
+  }
   const float inv = 1.f / sum;
-  for (int col = 4 * threadIdx.x; col < L; col += 4 * kCombineThreads) {
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int i = 0; i < n; ++i) {
-      const float w = s_w[i];
-      if (w == 0.f) continue;
-      const float4 v =
-          *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[i]) * L + col);
-      o.x += w * v.x;
-      o.y += w * v.y;
-      o.z += w * v.z;
-      o.w += w * v.w;
-    }
-    o.x *= inv;
-    o.y *= inv;
-    o.z *= inv;
-    o.w *= inv;
-    if (a.out_bf16) {
-      *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(o.x, o.y);
-      *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(o.z, o.w);
-    } else {
-      *reinterpret_cast<float4*>(out_f + col) = o;
-    }
+  o.x *= inv;
+  o.y *= inv;
+  o.z *= inv;
+  o.w *= inv;
+  const int col = 4 * cc;
+  if (a.out_bf16) {
+    *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(o.x, o.y);
+    *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(o.z, o.w);
+  } else {
+    *reinterpret_cast<float4*>(out_f + col) = o;
   }
   if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
 }
