@@ -65,6 +65,7 @@ struct Cfg {
     return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
   }
   static_assert((kRowStride / 16) % 2 == 1, "odd 16-byte row stride: conflict-free fragments");
+  static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -569,10 +570,50 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       merge_half(src, dst, 0);
       merge_half(src, dst, 1);
     };
-    const bool two_teams = cnt >= 2;
-    if (two_teams) merge_round(3, 2);
-    merge_round(1, 0);
-    if (two_teams) merge_round(2, 0);
+    if (j + cnt == n_tiles) {
+      // The CTA's last sequence: no tile in flight, the ring is free. Workers 1-3 park their
+      // states there at once (33 float4 per lane and warp), worker 0 merges them.
+      float4* park = reinterpret_cast<float4*>(smem);
+      if (worker != 0) {
+        float4* mine = park + ((worker - 1) * 2 + ch) * 33 * 32 + lane;
+#pragma unroll
+        for (int n = 0; n < 32; ++n)
+          mine[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+        mine[32 * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
+      }
+      consumers_sync();
+      if (worker == 0) {
+#pragma unroll 1
+        for (int w = 1; w < 4; ++w) {
+          const float4* other = park + ((w - 1) * 2 + ch) * 33 * 32 + lane;
+          const float4 md = other[32 * 32];
+          const float mo[2] = {md.x, md.y}, dd[2] = {md.z, md.w};
+          float wa[2], wb[2];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float m_new = fmaxf(m_run[r], mo[r]);
+            const float m_use = m_new == -INFINITY ? 0.f : m_new;
+            wa[r] = exp2f(m_run[r] - m_use);
+            wb[r] = exp2f(mo[r] - m_use);
+            d_run[r] = d_run[r] * wa[r] + dd[r] * wb[r];
+            m_run[r] = m_new;
+          }
+#pragma unroll
+          for (int n = 0; n < 32; ++n) {
+            const float4 o = other[n * 32];
+            acc[n][0] = acc[n][0] * wa[0] + o.x * wb[0];
+            acc[n][1] = acc[n][1] * wa[0] + o.y * wb[0];
+            acc[n][2] = acc[n][2] * wa[1] + o.z * wb[1];
+            acc[n][3] = acc[n][3] * wa[1] + o.w * wb[1];
+          }
+        }
+      }
+    } else {
+      const bool two_teams = cnt >= 2;
+      if (two_teams) merge_round(3, 2);
+      merge_round(1, 0);
+      if (two_teams) merge_round(2, 0);
+    }
 
     if (worker == 0) {
       const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
@@ -770,6 +811,11 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
 template <bool kFp8>
 cudaError_t prepare_t(int max_batch, size_t* smem, int* ctas_per_sm) {
   *smem = Cfg<kFp8>::smem_bytes(max_batch);
+  // Both kernels on the all-shared carveout: no L1/shared reconfiguration between them.
+  cudaError_t cerr =
+      cudaFuncSetAttribute(mla_mem_combine, cudaFuncAttributePreferredSharedMemoryCarveout,
+                           cudaSharedmemCarveoutMaxShared);
+  if (cerr != cudaSuccess) return cerr;
   cudaError_t err = cudaFuncSetAttribute(
       mla_mem_kernel<kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
   if (err != cudaSuccess) return err;
