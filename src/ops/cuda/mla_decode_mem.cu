@@ -25,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "ops/cuda/mla_decode_mem.h"
 
@@ -845,8 +846,13 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
+  // HELIX_MLA_NO_PDL=1: a plain launch (for measuring what the programmatic launch saves).
+  static const bool no_pdl = [] {
+    const char* e = std::getenv("HELIX_MLA_NO_PDL");
+    return e && e[0] == '1';
+  }();
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = no_pdl ? 0 : 1;
   return cudaLaunchKernelEx(&cfg, mla_mem_combine, a);
 }
 
