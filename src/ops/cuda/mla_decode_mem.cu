@@ -43,11 +43,12 @@ constexpr int kMinTiles = 2;                      // as mla_bf16: a split's fixe
 constexpr int kKSteps = W / 16;                   // 36 k-steps of the score GEMM
 constexpr int kQFragBytes = kKSteps * 512;        // A fragments of 16 heads, [k-step][lane][4 regs]
 constexpr int kMergeRegs = 128 + 4;               // O fragments + (m, d) of two rows
-constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state: halves merge in turn
+constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state (the other: the Q buffer)
 // Score exchange between the two column-half warps of a worker: [worker][ch][parity][8 x 32]
 // floats. Shares the merge buffer (used only at sequence ends, fenced by consumers_sync).
 constexpr int kXchgBytes = 4 * 2 * 2 * 256 * 4;
 static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
+static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
 constexpr float kTwo56 = 72057594037927936.f;     // 2^56
 constexpr float kTwo64 = 18446744073709551616.f;  // 2^64
 
@@ -532,85 +533,59 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       }
     }
 
-    // Merge the four workers of each column half (one half at a time through the buffer):
-    // 3 -> 2, 1 -> 0, 2 -> 0 (team 1 only when the sequence had a second tile here).
-    consumers_sync();  // every score exchange done: the buffer is free for the merge
-    auto merge_half = [&](int src, int dst, int c) {
-      if (worker == src && ch == c) {
+    // Merge the four workers' states per column half into worker 0. A state is parked as 33
+    // float4 per lane (the O fragments, then m and d of both rows).
+    consumers_sync();  // every score exchange done, every warp past its last tile
+    auto park = [&](float4* p) {
 #pragma unroll
-        for (int n = 0; n < 32; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) mbuf[(4 * n + e) * 32 + lane] = acc[n][e];
-        mbuf[128 * 32 + lane] = m_run[0];
-        mbuf[129 * 32 + lane] = m_run[1];
-        mbuf[130 * 32 + lane] = d_run[0];
-        mbuf[131 * 32 + lane] = d_run[1];
-      }
-      consumers_sync();
-      if (worker == dst && ch == c) {
-        float wa[2], wb[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const float mo = mbuf[(128 + r) * 32 + lane], dd = mbuf[(130 + r) * 32 + lane];
-          const float m_new = fmaxf(m_run[r], mo);
-          const float m_use = m_new == -INFINITY ? 0.f : m_new;
-          wa[r] = exp2f(m_run[r] - m_use);
-          wb[r] = exp2f(mo - m_use);
-          d_run[r] = d_run[r] * wa[r] + dd * wb[r];
-          m_run[r] = m_new;
-        }
-#pragma unroll
-        for (int n = 0; n < 32; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            acc[n][e] = acc[n][e] * wa[e >> 1] + mbuf[(4 * n + e) * 32 + lane] * wb[e >> 1];
-      }
-      consumers_sync();
+      for (int n = 0; n < 32; ++n)
+        p[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+      p[32 * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
     };
-    auto merge_round = [&](int src, int dst) {
-      merge_half(src, dst, 0);
-      merge_half(src, dst, 1);
+    auto absorb = [&](const float4* p) {
+      const float4 md = p[32 * 32];
+      const float mo[2] = {md.x, md.y}, dd[2] = {md.z, md.w};
+      float wa[2], wb[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float m_new = fmaxf(m_run[r], mo[r]);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        wa[r] = exp2f(m_run[r] - m_use);
+        wb[r] = exp2f(mo[r] - m_use);
+        d_run[r] = d_run[r] * wa[r] + dd[r] * wb[r];
+        m_run[r] = m_new;
+      }
+#pragma unroll
+      for (int n = 0; n < 32; ++n) {
+        const float4 o = p[n * 32];
+        acc[n][0] = acc[n][0] * wa[0] + o.x * wb[0];
+        acc[n][1] = acc[n][1] * wa[0] + o.y * wb[0];
+        acc[n][2] = acc[n][2] * wa[1] + o.z * wb[1];
+        acc[n][3] = acc[n][3] * wa[1] + o.w * wb[1];
+      }
     };
     if (j + cnt == n_tiles) {
       // The CTA's last sequence: no tile in flight, the ring is free. Workers 1-3 park their
-      // states there at once (33 float4 per lane and warp), worker 0 merges them.
-      float4* park = reinterpret_cast<float4*>(smem);
-      if (worker != 0) {
-        float4* mine = park + ((worker - 1) * 2 + ch) * 33 * 32 + lane;
-#pragma unroll
-        for (int n = 0; n < 32; ++n)
-          mine[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
-        mine[32 * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
-      }
+      // states there at once, worker 0 absorbs them.
+      float4* ring4 = reinterpret_cast<float4*>(smem);
+      if (worker != 0) park(ring4 + ((worker - 1) * 2 + ch) * 33 * 32 + lane);
       consumers_sync();
       if (worker == 0) {
 #pragma unroll 1
-        for (int w = 1; w < 4; ++w) {
-          const float4* other = park + ((w - 1) * 2 + ch) * 33 * 32 + lane;
-          const float4 md = other[32 * 32];
-          const float mo[2] = {md.x, md.y}, dd[2] = {md.z, md.w};
-          float wa[2], wb[2];
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const float m_new = fmaxf(m_run[r], mo[r]);
-            const float m_use = m_new == -INFINITY ? 0.f : m_new;
-            wa[r] = exp2f(m_run[r] - m_use);
-            wb[r] = exp2f(mo[r] - m_use);
-            d_run[r] = d_run[r] * wa[r] + dd[r] * wb[r];
-            m_run[r] = m_new;
-          }
-#pragma unroll
-          for (int n = 0; n < 32; ++n) {
-            const float4 o = other[n * 32];
-            acc[n][0] = acc[n][0] * wa[0] + o.x * wb[0];
-            acc[n][1] = acc[n][1] * wa[0] + o.y * wb[0];
-            acc[n][2] = acc[n][2] * wa[1] + o.z * wb[1];
-            acc[n][3] = acc[n][3] * wa[1] + o.w * wb[1];
-          }
-        }
+        for (int w = 1; w < 4; ++w) absorb(ring4 + ((w - 1) * 2 + ch) * 33 * 32 + lane);
       }
     } else {
-      const bool two_teams = cnt >= 2;
+      // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
+      // buffer (rebuilt after this), one per column half; 3 -> 2, 1 -> 0, 2 -> 0.
+      float4* buf =
+          reinterpret_cast<float4*>(ch == 0 ? smem + C::kMergeOff : smem + C::kQOff) + lane;
+      auto merge_round = [&](int src, int dst) {
+        if (worker == src) park(buf);
+        consumers_sync();
+        if (worker == dst) absorb(buf);
+        consumers_sync();
+      };
+      const bool two_teams = cnt >= 2;  // team 1 had a tile of this sequence here
       if (two_teams) merge_round(3, 2);
       merge_round(1, 0);
       if (two_teams) merge_round(2, 0);
