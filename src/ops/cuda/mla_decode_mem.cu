@@ -49,6 +49,7 @@ constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state (the other
 constexpr int kXchgBytes = 4 * 2 * 2 * 256 * 4;
 static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
 static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
+constexpr int kFp8ScaleOff = L + 2 * R;           // FP8 row: the fp32 scale after k_pe
 constexpr float kTwo56 = 72057594037927936.f;     // 2^56
 constexpr float kTwo64 = 18446744073709551616.f;  // 2^64
 
@@ -56,7 +57,6 @@ template <bool kFp8>
 struct Cfg {
   static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
   static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
-  static constexpr int kScaleOff = L + 2 * R;                 // FP8: the fp32 scale after k_pe
   static constexpr int kStages = kFp8 ? 6 : 5;
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
@@ -405,7 +405,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 #pragma unroll
               for (int c = 0; c < 2; ++c)
                 fscale[n][c] = __uint_as_float(
-                    lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + C::kScaleOff));
+                    lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
 #pragma unroll
               for (int e = 0; e < 4; ++e)
                 sc[n][e] = (sa[n][0][e] + sa[n][1][e]) * (fscale[n][e & 1] * kTwo56) + sp[n][e];
