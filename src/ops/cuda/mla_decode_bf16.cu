@@ -37,9 +37,10 @@ bool wgmma_for(const MlaPlanDesc& d) {
 }
 
 // <= 32 heads at (512, 64): the memory-bound kernel (mla_decode_mem.cu, groups of 16 heads),
-// unless mma.sync is asked for explicitly (the mla_bf16 kernels stay as the fallback).
+// unless mma.sync is asked for explicitly (the mla_bf16 kernels stay as the fallback). Its shared
+// memory holds 8 bytes per sequence next to a full ring: batches up to 1024.
 bool mem_path(const MlaPlanDesc& d) {
-  return d.kv_lora_rank == 512 && d.rope_dim == 64 && d.num_heads <= 32 &&
+  return d.kv_lora_rank == 512 && d.rope_dim == 64 && d.num_heads <= 32 && d.max_batch <= 1024 &&
          d.kernel != MlaKernelChoice::kMmaSync;
 }
 
