@@ -57,7 +57,9 @@ int main(int argc, char** argv) {
   app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
   app.add_flag("--quick", quick, "a few shapes only");
   std::string kernel = "auto";
-  app.add_option("--kernel", kernel, "64-head groups: auto, mma.sync or wgmma")
+  app.add_option("--kernel", kernel,
+                 "64-head groups: auto, mma.sync or wgmma (mma.sync also runs <= 32 heads on the "
+                 "mla_bf16 kernels instead of the memory-bound one)")
       ->check(CLI::IsMember({"auto", "mma.sync", "wgmma"}));
   std::vector<int> heads_list = {128, 16};
   app.add_option("--heads", heads_list, "head counts to time (default 128 16)");
