@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One device call for the memory-bound MLA decode (issue 8, <= 32 heads): builds only the MLA
-# test and bench with nvcc/g++ directly (no full CMake build), runs the MLA tests, the PyTorch eager
-# baseline and the bench; results under $OUT.
-#   MODE=quick|full|long (long: + 1M contexts)  TORCH=0|1  FILTER=gtest filter
+# One device call for the memory-bound MLA decode (issue 8, <= 32 heads): takes the binaries in
+# $PRE (scripts/mla_mem_prebuild.sh, built on the dev machine) when they run there, else builds only
+# the MLA test and bench with nvcc/g++ directly (no full CMake build); runs the MLA tests, the
+# PyTorch eager baseline and the bench; results under $OUT.
+#   MODE=quick|full  TORCH=0|1  FILTER=gtest filter  BQ="extra bench flags" (e.g. --heads 16)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
@@ -36,7 +37,6 @@ echo "build: $((SECONDS - t0)) s"
 timeout 300 $B/test_mla --gtest_filter="${FILTER:-*}" > "$OUT/tests.log" 2>&1
 echo "tests rc=$?"; grep -E "rel_l2|FAILED|Failure|error|PASSED|Expected|Which|actual" "$OUT/tests.log" | head -80
 Q=""; [ "${MODE:-full}" = quick ] && Q="--quick"
-[ "${MODE:-full}" = long ] && Q="--long"
 GEMM=0
 if [ "${TORCH:-1}" = 1 ]; then
   python3 bench/mla_torch_baseline.py --json "$OUT/mla_torch_baseline.json" ${TQ:-} > "$OUT/torch.log" 2>&1
