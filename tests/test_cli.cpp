@@ -353,6 +353,10 @@ TEST(Cli, DeviceFlagErrors) {
                     "bf16 on the CPU");
   expect_user_error(with({"--dtype", "float64"}), {"--dtype"}, "unknown dtype");
   expect_user_error(with({"--device", "cuda", "--tp", "2"}), {"cuda"}, "a layout on cuda");
+  for (const char* f : {"1", "1.5", "-0.1", "nan"})
+    expect_user_error(with({"--gpu-memory-fraction", f}), {"--gpu-memory-fraction"},
+                      std::string("--gpu-memory-fraction ") + f);
+  expect_user_error(with({"--top-k", "-1"}), {"--top-k"}, "negative --top-k");
   if (cuda_device_count() == 0)
     expect_user_error(with({"--device", "cuda"}), {"--device cuda"}, "cuda without a GPU");
 }

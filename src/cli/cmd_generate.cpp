@@ -140,7 +140,13 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--top-p", o->sc.top_p, "Nucleus sampling mass, in [0, 1]")
       ->capture_default_str();
-  cmd->add_option("--seed", o->sc.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--top-k", o->sc.top_k,
+                  "Sample among the k most probable tokens only (0: no limit), before --top-p")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", o->sc.seed,
+                  "Sampling seed (on a GPU, token t of request r is the draw (seed, r, t))")
+      ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->sc.ignore_eos, "Do not stop at end-of-sequence ids");
   add_engine_options(cmd, o->ec, "KV blocks per rank (0 = as needed)");
   cmd->add_option("--stats-json", o->stats_json, "Write per-rank KV and communication stats");

@@ -424,8 +424,10 @@ std::vector<std::shared_ptr<Request>> Engine::submit_batch(std::vector<RequestSp
         if (need[cp] > c.kv_blocks)
           fail(
               "KV cache out of memory on CP rank {}: a request of {} prompt + {} new tokens "
-              "needs {} blocks of {} tokens there but each rank holds {} (raise --kv-blocks)",
-              cp, s.prompt.size(), s.max_new_tokens, need[cp], c.cfg.tokens_per_block, c.kv_blocks);
+              "needs {} blocks of {} tokens there but each rank holds {} (raise {})",
+              cp, s.prompt.size(), s.max_new_tokens, need[cp], c.cfg.tokens_per_block, c.kv_blocks,
+              c.cfg.dev.gpu_memory_fraction > 0 && c.model_opt.ops ? "--gpu-memory-fraction"
+                                                                   : "--kv-blocks");
       if (s.max_new_tokens > 0) ++queued;
     }
     if (c.cfg.max_waiting > 0 && c.sched->waiting() + queued > c.cfg.max_waiting)
@@ -555,6 +557,7 @@ GenerateResult generate(const EngineConfig& cfg, const std::vector<std::vector<i
     specs[r].ignore_eos = sampling.ignore_eos;
     specs[r].keep_logits = cfg.keep_logits;
     specs[r].sampler = sampler;
+    specs[r].sample_stream = static_cast<uint64_t>(r);
   }
   auto reqs = engine.submit_batch(std::move(specs));
   for (auto& q : reqs) q->wait();

@@ -32,6 +32,9 @@ struct DeviceConfig {
   // the blocks the requests need, or --kv-blocks).
   double gpu_memory_fraction = 0;
   bool cuda_graph = true;  // capture decode steps as CUDA graphs (bfloat16 on CUDA)
+  // CUDA: sample on the GPU (ops/sample.h) and copy back only the ids; false copies every step's
+  // logits to the host and samples there with the requests' Sampler (tests compare the two).
+  bool sample_on_device = true;
 };
 
 struct EngineConfig {
@@ -119,6 +122,9 @@ struct RequestSpec {
   // Rank 0 samples with it; several requests may share one (generate() does, as before).
   // Null = greedy.
   std::shared_ptr<Sampler> sampler;
+  // CUDA (device sampling): token t of this request is the draw (seed, sample_stream, t) of
+  // ops/sample.h, whatever the batch; generate() gives request r stream r.
+  uint64_t sample_stream = 0;
 };
 
 // One request as its submitter sees it. Tokens are appended by the engine's rank-0 thread.

@@ -55,6 +55,14 @@ class RankRunner {
     }
     {
       std::lock_guard lk(core_.mu);
+      // A pool sized by --gpu-memory-fraction: admission counts its blocks (nothing is queued
+      // before every rank has loaded).
+      if (lead_ && core_.world == 1 && model_.kv().config().max_blocks != core_.kv_blocks) {
+        core_.kv_blocks = model_.kv().config().max_blocks;
+        SchedulerConfig sc = core_.sched->config();
+        sc.kv_blocks = core_.kv_blocks;
+        core_.sched = std::make_unique<Scheduler>(sc);
+      }
       core_.loaded++;
       if (lead_ && cfg_.ep > 1 &&
           (cfg_.eplb_interval > 0 || cfg_.eplb_slots > 0 || !cfg_.eplb_placement.empty())) {
@@ -120,16 +128,20 @@ class RankRunner {
   }
 
   // Rank 0 samples; everyone receives the same ids so that all ranks step in lockstep. A
-  // negative id -(t+1) means token t ended its request (length, end of sequence).
-  void pick(const Tensor& logits, const std::vector<int64_t>& reqs) {
+  // negative id -(t+1) means token t ended its request (length, end of sequence). `drawn`: the
+  // ids sampled on the device (then logits holds rows only when some request keeps them).
+  void pick(const Tensor& logits, const std::vector<int64_t>& reqs,
+            const std::vector<int>* drawn = nullptr) {
     std::vector<int32_t> ids(reqs.size());
     if (lead_) {
       for (size_t i = 0; i < reqs.size(); ++i) {
-        const float* lr = logits.ptr() + static_cast<int64_t>(i) * mc_.vocab_size;
+        const float* lr =
+            logits.numel() > 0 ? logits.ptr() + static_cast<int64_t>(i) * mc_.vocab_size : nullptr;
         auto req = core_.find(reqs[i]);
         const RequestSpec& spec = req->spec();
-        const int t =
-            spec.sampler ? spec.sampler->sample(lr, mc_.vocab_size) : argmax(lr, mc_.vocab_size);
+        const int t = drawn          ? (*drawn)[i]
+                      : spec.sampler ? spec.sampler->sample(lr, mc_.vocab_size)
+                                     : argmax(lr, mc_.vocab_size);
         req->push(t, spec.keep_logits ? lr : nullptr, mc_.vocab_size);
         const auto& eos = mc_.eos_token_ids;
         const bool is_eos = !spec.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end();
@@ -182,7 +194,36 @@ class RankRunner {
   void prefill_local(int64_t id, const std::vector<int>& prompt) {
     const std::vector<SeqStep> step = {SeqStep{id, prompt, 0}};
     model_.reserve_kv(step);
-    pick(model_.forward(step, false), {id});
+    forward_pick(step, {id});
+  }
+
+  // One forward over `step` (sequence i is request reqs[i]) and the pick of the next ids: on a
+  // GPU sampled on the device (only the ids come back, the logits too when a request keeps
+  // them), else from the host logits.
+  void forward_pick(const std::vector<SeqStep>& step, const std::vector<int64_t>& reqs) {
+    if (!device_sampling_) {
+      pick(model_.forward(step, false), reqs);
+      return;
+    }
+    std::vector<SampleRow> rows(reqs.size());
+    bool keep = false;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      auto req = core_.find(reqs[i]);
+      const RequestSpec& spec = req->spec();
+      keep = keep || spec.keep_logits;
+      if (spec.sampler) {
+        const SamplingConfig& sc = spec.sampler->config();
+        rows[i].temperature = sc.temperature;
+        rows[i].top_p = sc.top_p;
+        rows[i].top_k = sc.top_k;
+        rows[i].seed = sc.seed;
+      }
+      rows[i].stream = spec.sample_stream;
+      rows[i].counter = req->tokens().size();
+    }
+    Tensor logits;
+    const std::vector<int> drawn = model_.forward_sample(step, rows, keep ? &logits : nullptr);
+    pick(logits, reqs, &drawn);
   }
 
   void prefill_handoff(int64_t r, const std::vector<int>& prompt) {
@@ -246,7 +287,7 @@ class RankRunner {
     }
     try {
       model_.reserve_kv(batch);
-      pick(model_.forward(batch, false), running_);
+      forward_pick(batch, running_);
     } catch (const NonFiniteError& e) {
       fail("decode step {}: {}", steps_, e.what());
     }
@@ -411,6 +452,9 @@ class RankRunner {
   DeepseekModel model_;
   const bool lead_;
   const bool tty_ = core_.cfg.progress && lead_ && isatty(STDERR_FILENO);
+  // One GPU rank (the CUDA path is single-rank): sample on the device.
+  const bool device_sampling_ =
+      !model_.ops().device().is_cpu() && core_.world == 1 && cfg_.dev.sample_on_device;
   std::vector<int64_t> running_;          // the decode batch, in admission order
   std::map<int64_t, int> last_;           // last sampled id of each running request
   std::vector<int64_t> done_;             // finished by the last pick, retired after the step

@@ -14,6 +14,7 @@ void sampling_validate(const SamplingConfig& c) {
     fail("--temperature must be a finite number in [0, 1000], got {}", c.temperature);
   if (!std::isfinite(c.top_p) || c.top_p < 0 || c.top_p > 1)
     fail("--top-p must be a finite number in [0, 1], got {}", c.top_p);
+  if (c.top_k < 0) fail("--top-k must be >= 0, got {}", c.top_k);
 }
 
 int argmax(const float* x, int n) {
@@ -35,10 +36,18 @@ int Sampler::sample(const float* logits, int vocab) {
   std::vector<int> order(static_cast<size_t>(vocab));
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+  // top_k: the first top_k of that order compete, their mass renormalised (top_k 0 leaves the
+  // arithmetic as it was).
+  size_t cand = order.size();
+  if (cfg_.top_k > 0 && cfg_.top_k < vocab) {
+    cand = static_cast<size_t>(cfg_.top_k);
+    sum = 0;
+    for (size_t i = 0; i < cand; ++i) sum += p[order[i]];
+  }
   // Smallest prefix whose mass reaches top_p; always at least one token.
   double mass = 0;
   size_t keep = 0;
-  while (keep < order.size()) {
+  while (keep < cand) {
     mass += p[order[keep]] / sum;
     ++keep;
     if (mass >= cfg_.top_p) break;

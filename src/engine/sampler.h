@@ -1,6 +1,8 @@
 #pragma once
-// Token sampling from one row of logits: greedy when temperature == 0, else temperature +
-// nucleus (top-p) sampling with a seeded generator.
+// Token sampling from one row of logits on the host: greedy when temperature == 0, else
+// temperature + top-k + nucleus (top-p) sampling with a seeded generator. The CPU engine draws
+// with it (one mt19937_64 per batch, in the order the ids are sampled); the CUDA engine samples
+// on the GPU instead (ops/sample.h: the same distribution, counter-based draws per request).
 #include <cstdint>
 #include <random>
 
@@ -10,11 +12,13 @@ struct SamplingConfig {
   int max_new_tokens = 16;
   float temperature = 0.0f;
   float top_p = 1.0f;
+  int top_k = 0;  // 0: no limit; else only the top_k most probable tokens (before top_p)
   uint64_t seed = 0;
   bool ignore_eos = false;
 };
 
-// Throws helix::Error unless temperature is finite in [0, 1000] and top_p finite in [0, 1]
+// Throws helix::Error unless temperature is finite in [0, 1000], top_p finite in [0, 1] and
+// top_k >= 0
 // (a NaN would compare false everywhere and silently change what is drawn).
 void sampling_validate(const SamplingConfig& cfg);
 
@@ -25,6 +29,7 @@ class Sampler {
   }
   // logits [vocab]
   int sample(const float* logits, int vocab);
+  const SamplingConfig& config() const { return cfg_; }
 
  private:
   SamplingConfig cfg_;

@@ -146,9 +146,15 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs, const
       g.batch = Hl;
       g.rowwise = true;
       o.gemm(g);
-      o.copy2d(sub(qc.view(), L, {B * Hl, R}), W,
-               sub(q.view(), static_cast<int64_t>(r0) * Hl * QK + NOPE, {B * Hl, R}), QK, B * Hl,
-               R);
+      const TensorView q_pe = sub(q.view(), static_cast<int64_t>(r0) * Hl * QK + NOPE, {B * Hl, R});
+      if (qc.dtype() == q.dtype()) {
+        o.copy2d(sub(qc.view(), L, {B * Hl, R}), W, q_pe, QK, B * Hl, R);
+      } else {  // a pool in another dtype than the activations (the fp32-KV experiment)
+        DTensor pe = act({B * Hl, R}), pe_c = o.alloc({B * Hl, R}, qc.dtype());
+        o.copy2d(pe.view(), R, q_pe, QK, B * Hl, R);
+        o.cast(pe_c.view(), pe.view());
+        o.copy2d(sub(qc.view(), L, {B * Hl, R}), W, pe_c.view(), R, B * Hl, R);
+      }
     }
     const int cp = map_.cp;
     // Combined outputs of the owned heads [B, Ho, L]; with cp 1 the local ones are final.

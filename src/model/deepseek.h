@@ -75,6 +75,15 @@ struct ModelOptions {
   bool cuda_graphs = true;          // capture and replay decode steps (bf16 pool on CUDA)
   // GPU: the KV pool takes this fraction of the memory free after the weights (0: kv_blocks).
   double kv_memory_fraction = 0;
+  // bfloat16 mode: the MoE router reads the fp32 normed hidden state (false: its bf16 rounding,
+  // as before; kept for the accuracy experiment of tests/cuda/test_bf16_accuracy.cpp).
+  bool router_f32_input = true;
+  // Accuracy experiments (tests only): the final norm and lm_head in fp32 in bfloat16 mode;
+  // weights rounded to bf16 values in float32 mode (the error bf16 weights alone cause); the
+  // routed experts of every MoE layer copied to the host (recorded_routes()).
+  bool lm_head_f32 = false;
+  bool round_weights_bf16 = false;
+  bool record_routes = false;
 };
 
 // Host metadata of one forward step, and its copy on the backend's device (uploaded once).
@@ -122,6 +131,14 @@ class DeepseekModel {
   // every token when all_logits, else the last token of each sequence. Writes the tokens'
   // latents into the KV cache.
   Tensor forward(const std::vector<SeqStep>& seqs, bool all_logits);
+  // The same step (the last token of each sequence) with the next ids sampled on the backend:
+  // row i of `sampling` for sequence i (ops/sample.h). Only the ids come back to the host, and
+  // the logits [seqs, vocab] too when `logits` is not null. Throws NonFiniteError for a row of
+  // non-finite logits. Decode steps on a CUDA-graph backend sample inside the graph.
+  std::vector<int> forward_sample(const std::vector<SeqStep>& seqs,
+                                  const std::vector<SampleRow>& sampling, Tensor* logits);
+  // record_routes: [layer] expert ids [tokens, top_k] of every step since the last clear.
+  std::vector<std::vector<int>>& recorded_routes() { return routes_; }
 
   ~DeepseekModel();
 
@@ -164,13 +181,21 @@ class DeepseekModel {
   // A weight to the backend in the weight dtype; shows load progress when stderr is a terminal.
   DTensor up(Tensor&& t) const;
   DTensor act(std::vector<int64_t> shape) const { return ops_->alloc(shape, ops_->act_dtype()); }
-  // Host metadata of a step, and (upload) its device copy.
+  // model/step.cpp. Host metadata of a step, and (upload) its device copy.
   StepBatch make_step(const std::vector<SeqStep>& seqs, bool upload);
   // All layers over a step; logits of the given token rows into logits_d [rows, vocab] (fp32).
   // Nothing in it allocates host-visible memory or synchronises: it can be graph-captured.
   void run_step(const std::vector<SeqStep>& seqs, const StepBatch& st, const std::vector<int>& rows,
                 const DTensor& logits_d);
-  Tensor forward_graph(const std::vector<SeqStep>& seqs);
+  // forward / forward_sample: logits of every token or the last of each sequence; sampled ids
+  // when sampling is not null (*ids), host logits when logits is not null.
+  void step(const std::vector<SeqStep>& seqs, bool all_logits,
+            const std::vector<SampleRow>* sampling, Tensor* logits, std::vector<int>* ids);
+  void forward_graph(const std::vector<SeqStep>& seqs, const std::vector<SampleRow>* sampling,
+                     Tensor* logits, std::vector<int>* ids);
+  // Device logits [n, vocab] (and sampled ids [n]) to the host, with the non-finite checks.
+  void fetch(const DTensor& logits_d, const DTensor& ids_d, int n, Tensor* logits,
+             std::vector<int>* ids);
   // y[m, n] (ldy) = x[m, k] (ldx) . w^T (+ y when accumulate); ld 0: dense.
   void linear(const TensorView& x, int64_t ldx, const DTensor& w, const TensorView& y, int64_t ldy,
               int m, int n, int k, bool accumulate = false);
@@ -178,12 +203,13 @@ class DeepseekModel {
   void attention(int layer, const std::vector<SeqStep>& seqs, const StepBatch& st, const DTensor& h,
                  const DTensor& out);
   // model/ffn.cpp
-  void ffn(int layer, const DTensor& h, const DTensor& out);
+  // h32: the same rows in fp32 before their bf16 rounding (bfloat16 mode; null otherwise).
+  void ffn(int layer, const DTensor& h, const DTensor& h32, const DTensor& out);
   void moe_tp(int layer, const DTensor& h, const std::vector<int>& ids, const std::vector<float>& w,
               const DTensor& out);
   void moe_ep(int layer, const DTensor& h, const DTensor& out);
   // GPU: routing, expert permute, grouped GEMMs and unpermute all on the device.
-  void moe_device(int layer, const DTensor& h, const DTensor& out);
+  void moe_device(int layer, const DTensor& h, const DTensor& h32, const DTensor& out);
   // Router + DeepSeek routing for `rows` tokens: ids/w [rows, top_k]; counts expert_tokens.
   void route(int layer, const TensorView& x, int rows, std::vector<int>& ids,
              std::vector<float>& w);
@@ -216,7 +242,7 @@ class DeepseekModel {
   std::shared_ptr<Ops> ops_;
   // Decode graphs by (batch, block-table width), with their fixed index buffers.
   struct DecodeGraph {
-    DTensor tok, pos, slots, block_table, seq_lens, logits;
+    DTensor tok, pos, slots, block_table, seq_lens, logits, params, ids;
     bool warm = false;
     std::shared_ptr<void> exec;
   };
@@ -233,6 +259,7 @@ class DeepseekModel {
   float scale_ = 1.0f;
   std::unique_ptr<KvCache> kv_;
   ModelStats stats_;
+  std::vector<std::vector<int>> routes_;  // record_routes
 
   const WeightStore& ws_;
   std::vector<int> moe_layers_;       // layer index of each MoE layer

@@ -44,7 +44,7 @@ void DeepseekModel::mlp_apply(const MlpWeights& m, const TensorView& x, int rows
   linear(a.view(), 0, m.down, out, 0, rows, D, I, accumulate);
 }
 
-void DeepseekModel::ffn(int layer, const DTensor& h, const DTensor& out) {
+void DeepseekModel::ffn(int layer, const DTensor& h, const DTensor& h32, const DTensor& out) {
   const LayerWeights& lw = layers_[layer];
   const int T = static_cast<int>(h.dim(0));
   if (!lw.moe) {
@@ -52,7 +52,7 @@ void DeepseekModel::ffn(int layer, const DTensor& h, const DTensor& out) {
   } else if (map_.moe_ep) {
     moe_ep(layer, h, out);
   } else if (!ops_->device().is_cpu()) {
-    moe_device(layer, h, out);
+    moe_device(layer, h, h32, out);
   } else {
     std::vector<int> ids;
     std::vector<float> w;
@@ -137,7 +137,8 @@ void DeepseekModel::route(int layer, const TensorView& x, int rows, std::vector<
   for (int id : ids) stats_.expert_tokens[layer][id]++;
 }
 
-void DeepseekModel::moe_device(int layer, const DTensor& h, const DTensor& out) {
+void DeepseekModel::moe_device(int layer, const DTensor& h, const DTensor& h32,
+                               const DTensor& out) {
   const LayerWeights& lw = layers_[layer];
   const int T = static_cast<int>(h.dim(0)), D = cfg_.hidden_size, E = cfg_.n_routed_experts,
             K = cfg_.num_experts_per_tok;
@@ -145,12 +146,28 @@ void DeepseekModel::moe_device(int layer, const DTensor& h, const DTensor& out) 
     mlp_apply(lw.shared, h.view(), T, out.view(), false);
   else
     ops_->fill_zero(out.view());
-  // The router in fp32 (discrete choices), ids and weights stay on the device.
-  DTensor x32 = ops_->alloc({T, D}, DType::F32), logits = ops_->alloc({T, E}, DType::F32);
-  ops_->cast(x32.view(), h.view());
-  linear(x32.view(), 0, lw.router, logits.view(), 0, T, E, D);
+  // The router in fp32 (discrete choices: a top-k flip is a jump in the output), from the fp32
+  // normed hidden state before its bf16 rounding; ids and weights stay on the device.
+  DTensor x32, logits = ops_->alloc({T, E}, DType::F32);
+  TensorView xr = h.view();
+  if (h.dtype() != DType::F32) {
+    if (opt_.router_f32_input && !h32.empty()) {
+      xr = h32.view().rows(0, T);
+    } else {
+      x32 = ops_->alloc({T, D}, DType::F32);
+      ops_->cast(x32.view(), h.view());
+      xr = x32.view();
+    }
+  }
+  linear(xr, 0, lw.router, logits.view(), 0, T, E, D);
   DTensor ids = ops_->alloc({T, K}, DType::I32), w = ops_->alloc({T, K}, DType::F32);
   ops_->moe_route(route_args(cfg_, lw, T, logits.view(), ids.view(), w.view()));
+  if (opt_.record_routes) {
+    std::vector<int> got(static_cast<size_t>(T) * K);
+    ops_->to_host_raw(ids.view(), got.data());
+    routes_.resize(cfg_.num_hidden_layers);
+    routes_[layer].insert(routes_[layer].end(), got.begin(), got.end());
+  }
   MoeExpertsArgs ma;
   ma.num_tokens = T;
   ma.top_k = K;

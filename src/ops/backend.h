@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/sample.h"
 
 namespace helix {
 
@@ -147,6 +148,10 @@ class Ops {
   virtual void kv_write(const TensorView& pool, const TensorView& lat, int64_t ld, int num_tokens,
                         int kv_lora_rank, int rope_dim, const TensorView& slots,
                         const int64_t* slots_host) = 0;
+  // Plans the split-KV work of mla_decode for batches up to max_batch of this head layout (the
+  // engine calls it once per decode batch shape, outside graph capture; mla_decode plans on
+  // first use otherwise). No-op where the kernel needs no plan.
+  virtual void mla_plan(int num_heads, int kv_lora_rank, int rope_dim, int max_batch) {}
   virtual void mla_decode(const MlaDecodeArgs& a) = 0;
   // Exact LSE combine of num_parts partials (attn_combine in ops.h).
   virtual void attn_combine(const TensorView& parts, const TensorView& lse, const TensorView& out,
@@ -160,6 +165,11 @@ class Ops {
                                 const int* dst_host, const float* w_host, int n, int dim) = 0;
   // out[r] = argmax(x[r, :n]) (first on ties), to the host.
   virtual void argmax(const TensorView& x, int rows, int n, int* out_host) = 0;
+  // out[r] (I32) = sample_row(logits[r], vocab, params[r]) (ops/sample.h: greedy, temperature,
+  // top-k, top-p, counter-based draws; -1 for a non-finite row). logits F32 [rows, vocab];
+  // params [rows] SampleRow records (as I64 [rows, 5]); all on the device, nothing synchronises.
+  virtual void sample(const TensorView& logits, const TensorView& params, const TensorView& out,
+                      int rows, int vocab) = 0;
   virtual void attn_prefill(const AttnPrefillArgs& a) = 0;
   virtual void moe_experts(const MoeExpertsArgs& a) = 0;
 

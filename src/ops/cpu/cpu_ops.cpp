@@ -218,6 +218,12 @@ class CpuOps final : public Ops {
       out_host[r] = best;
     }
   }
+  void sample(const TensorView& logits, const TensorView& params, const TensorView& out, int rows,
+              int vocab) override {
+    const SampleRow* sp = static_cast<const SampleRow*>(params.data);
+    for (int r = 0; r < rows; ++r)
+      out.i32()[r] = sample_row(F(logits) + static_cast<int64_t>(r) * vocab, vocab, sp[r]);
+  }
   void attn_prefill(const AttnPrefillArgs& a) override {
     AttnPrefillParams pp;
     pp.num_tokens = a.num_tokens;

@@ -285,6 +285,9 @@ class CudaOps final : public Ops {
     p.pool = pool.data;
     ck(kv_write_cuda(p, stream_), "kv_write");
   }
+  void mla_plan(int num_heads, int kv_lora_rank, int rope_dim, int max_batch) override {
+    plan_for(num_heads, kv_lora_rank, rope_dim, max_batch);
+  }
   void mla_decode(const MlaDecodeArgs& a) override {
     if (a.batch == 0) return;
     if (a.pool.dtype == DType::BF16) {
@@ -394,6 +397,17 @@ class CudaOps final : public Ops {
     p.out = o.view().i32();
     ck(argmax_cuda(p, stream_), "argmax");
     to_host_raw(o.view(), out_host);
+  }
+  void sample(const TensorView& logits, const TensorView& params, const TensorView& out, int rows,
+              int vocab) override {
+    SampleCudaParams p;
+    p.rows = rows;
+    p.vocab = vocab;
+    p.dtype = cdt(logits.dtype);
+    p.logits = logits.data;
+    p.params = static_cast<const SampleRow*>(params.data);
+    p.out = out.i32();
+    ck(sample_cuda(p, stream_), "sample");
   }
   void attn_prefill(const AttnPrefillArgs& a) override {
     AttnPrefillCudaParams p;
@@ -508,7 +522,7 @@ class CudaOps final : public Ops {
     d.rope_dim = R;
     d.max_batch = std::max(max_batch, batch);
     MlaPlan plan;
-    ck(mla_plan(d, &plan), "mla_plan");
+    ck(helix::mla_plan(d, &plan), "mla_plan");
     return plans_[key] = plan;
   }
   std::map<int64_t, MlaPlan> plans_;

@@ -12,6 +12,8 @@
 
 #include <cuda_runtime.h>
 
+#include "ops/sample.h"
+
 namespace helix {
 
 // Element types of the buffers a launcher reads or writes.
@@ -264,20 +266,17 @@ struct ArgmaxCudaParams {
 };
 cudaError_t argmax_cuda(const ArgmaxCudaParams& p, cudaStream_t stream);
 
-// Sampler::sample semantics (engine/sampler.cpp) per row: temperature <= 0 is argmax; else
-// p_i ∝ exp((l_i - max) / T), keep the most probable tokens whose mass reaches top_p (found by
-// bisection on the probability threshold, so all tokens tied at the threshold are kept), and
-// draw from them with Philox-4x32-10 keyed by seed, counter (row, *step). Same distribution as
-// the CPU sampler; not the same draws (the CPU uses mt19937_64).
+// Per row, the sampling of ops/sample.h (sample_row is its CPU reference): temperature <= 0 is
+// the argmax; else softmax(l / T) truncated to top_k then top_p (ties at a threshold kept), one
+// draw with Philox-4x32-10 keyed by seed, counter (counter, stream). -1 for a row holding a NaN
+// or an Inf. Same kept tokens and random bits as the CPU reference; the CPU engine's own sampler
+// (engine/sampler.cpp, mt19937_64) draws from the same distribution, not the same draws.
 struct SampleCudaParams {
   int rows = 0, vocab = 0;
   CudaDType dtype = CudaDType::kF32;
-  const void* logits = nullptr;        // [rows, vocab]
-  const float* temperature = nullptr;  // [rows] device (per request)
-  const float* top_p = nullptr;        // [rows] device
-  const uint64_t* seeds = nullptr;     // [rows] device
-  const uint64_t* step = nullptr;      // [rows] device: draws made so far (advance per step)
-  int32_t* out = nullptr;              // [rows]
+  const void* logits = nullptr;       // [rows, vocab]
+  const SampleRow* params = nullptr;  // [rows] device
+  int32_t* out = nullptr;             // [rows]
 };
 cudaError_t sample_cuda(const SampleCudaParams& p, cudaStream_t stream);
 
