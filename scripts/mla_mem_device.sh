@@ -19,7 +19,7 @@ if [ -x $PRE/test_mla ] && $PRE/test_mla --gtest_list_tests > /dev/null 2>&1 && 
   cp $PRE/test_mla $PRE/bench_mla $B/; echo "prebuilt binaries"
 else
 pids=()
-for f in mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16 mla_decode_mem; do
+for f in mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16 mla_decode_mem mla_decode_mem_combine; do
   $NVCC $CU -c src/ops/cuda/$f.cu -o $B/$f.o > $B/$f.log 2>&1 & pids+=($!)
 done
 for f in mla_decode matmul; do g++ $CX -c src/ops/cpu/$f.cpp -o $B/$f.o > $B/$f.log 2>&1 & pids+=($!); done
@@ -27,7 +27,7 @@ g++ $CX -c tests/cuda/test_mla_decode_bf16.cpp -o $B/test.o > $B/test.log 2>&1 &
 g++ $CX -c bench/bench_mla_decode_bf16.cpp -o $B/bench.o > $B/bench.log 2>&1 & pids+=($!)
 fail=0; for p in "${pids[@]}"; do wait $p || fail=1; done
 if [ $fail = 1 ]; then cat $B/*.log | grep -B2 -A5 error | head -40; exit 1; fi
-OBJ="$B/mla_decode_bf16.o $B/mla_decode_bf16_l512_r64.o $B/mla_decode_bf16_l64_r16.o $B/mla_decode_bf16_l32_r16.o $B/mla_decode_mem.o"
+OBJ="$B/mla_decode_bf16.o $B/mla_decode_bf16_l512_r64.o $B/mla_decode_bf16_l64_r16.o $B/mla_decode_bf16_l32_r16.o $B/mla_decode_mem.o $B/mla_decode_mem_combine.o"
 LIBS="-L/usr/local/cuda/lib64 -lcudart -lpthread"
 g++ -o $B/test_mla $B/test.o $OBJ $B/mla_decode.o $B/matmul.o -lgtest -lgtest_main -lopenblas $LIBS || exit 1
 g++ -o $B/bench_mla $B/bench.o $OBJ -lfmt $LIBS || exit 1

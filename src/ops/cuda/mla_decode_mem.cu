@@ -8,11 +8,12 @@
 // block-wide barrier in the main loop. (A separate producer warp would make 9 warps: 3 on one
 // SM sub-partition, which caps registers at 168 and spills the 128 accumulators.)
 //
-// Consumer warp w: column half ch = w & 1 (256 of the 512 latent columns), worker w >> 1 owns the
-// 16-token half (worker & 1) of every tile whose index has parity (worker >> 1). Each warp computes
-// the full scores of its 16 tokens (576-wide, mma.sync m16n8k16, Q fragments from a
-// fragment-ordered shared buffer), keeps its own online softmax, and accumulates O[16, 256] in
-// registers. At the end of a sequence the four workers' states merge through shared memory.
+// Warp w: column half ch = w & 1 (256 of the 512 latent columns); worker w >> 1 owns the 16-token
+// half (worker & 1) of every other tile of a sequence (team worker >> 1). The two warps of a worker
+// each compute half of the 576-wide score k-steps (mma.sync m16n8k16, Q fragments from a
+// fragment-ordered shared buffer) and swap the partial scores (a 64-thread named barrier); each
+// keeps its own online softmax and accumulates O[16, 256] in registers. At the end of a sequence
+// the four workers' states merge through shared memory.
 //
 // FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The e4m3 bytes
 // are turned into bf16 in registers by placing their bits (sign, 4-bit exponent, 3-bit mantissa)
@@ -25,21 +26,18 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "ops/cuda/mla_decode_mem.h"
+#include "ops/cuda/mla_decode_mem_common.cuh"
 
 namespace helix::cuda::mla_mem {
 namespace {
 
-using mla_bf16::Args;
+using namespace detail;
 
-constexpr int L = 512, R = 64, W = L + R;
-constexpr int kTile = 32;  // tokens per stage (and per unit of the CTA partition)
 constexpr int kConsumerWarps = 8;
 constexpr int kConsumers = 32 * kConsumerWarps;
 constexpr int kThreads = kConsumers;
-constexpr int kMinTiles = 2;                      // as mla_bf16: a split's fixed cost ~ a tile
 constexpr int kKSteps = W / 16;                   // 36 k-steps of the score GEMM
 constexpr int kQFragBytes = kKSteps * 512;        // A fragments of 16 heads, [k-step][lane][4 regs]
 constexpr int kMergeRegs = 128 + 4;               // O fragments + (m, d) of two rows
@@ -70,100 +68,9 @@ struct Cfg {
   static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
 };
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, int bytes) {
-  asm volatile(
-      "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar),
-      "r"(bytes)
-      : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-      "@!p bra WAIT;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, int bytes, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
-      : "memory");
-}
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
 }
-__device__ __forceinline__ uint4 lds128(uint32_t addr) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(addr));
-  return v;
-}
-__device__ __forceinline__ uint32_t lds32(uint32_t addr) {
-  uint32_t v;
-  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
-  return v;
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-// c += a . b, m16n8k16, bf16 operands, fp32 accumulators.
-__device__ __forceinline__ void mma(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-// Bytes 1 and 3 of x (e4m3) -> bf16x2 (low, high) holding e4m3 value x 2^-120, exactly: the sign
-// stays, exponent and mantissa move down 4 bits into the bf16 fields.
-__device__ __forceinline__ uint32_t e4m3_hi_to_bf16(uint32_t x) {
-  return (x & 0x80008000u) | ((x >> 4) & 0x07f007f0u);
-}
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-
-__device__ __forceinline__ int seq_tokens(const Args& a, int b) {
-  const int len = a.seq_lens[b];
-  const int cap = a.max_blocks_per_seq * a.block_size;
-  return len < 0 ? 0 : (len > cap ? cap : len);
-}
-__device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
-  return static_cast<int>(c * total / ctas);
-}
-__device__ __forceinline__ int active_ctas(int total, int ctas) {
-  const int want = (total + kMinTiles - 1) / kMinTiles;
-  return want < ctas ? (want > 0 ? want : 1) : ctas;
-}
-__device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
-  return static_cast<int>(((x + 1) * ctas - 1) / total);
-}
-
 // The A fragments of the query's 16 heads (rows past H zero) for all 36 k-steps, in the order the
 // consumers read them (one 16-byte load per lane and k-step). FP8: latent k-steps permuted to the
 // byte placement of e4m3_hi_to_bf16 and scaled by 2^64 (exact).
@@ -654,143 +561,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   }
 }
 
-// Merges the partials of sequences that span several CTAs and writes the empty sequences. Grid
-// (B, H); launched as a programmatic dependent of the split kernel, so it waits for it first.
-// Thread = (partial group pg, 4-column chunk): each keeps 8 independent partial loads in flight,
-// the kPartGroups sums meet in shared memory.
-constexpr int kCombineThreads = 512;
-constexpr int kPartGroups = kCombineThreads / (L / 4);
-constexpr int kCombineUnroll = 8;
-
-__device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float u = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, u) : v + u;
-  }
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = s_red[0];
-#pragma unroll
-  for (int w = 1; w < kCombineThreads / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
-  return v;
-}
-
-__global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
-  extern __shared__ float s_dyn[];
-  __shared__ float s_red[kCombineThreads / 32];
-  __shared__ float4 s_part[kPartGroups - 1][L / 4];
-  const int b = blockIdx.x, h = blockIdx.y;
-  const int group = h / kHeadGroup, hl = h % kHeadGroup;
-  // seq_lens is an input (not written by the split kernel): read before the wait.
-  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
-  for (int i = threadIdx.x; i < a.batch; i += kCombineThreads) {
-    const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
-    all += tiles;
-    if (i < b) before += tiles;
-  }
-  const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
-  const int total = static_cast<int>(block_reduce(all, false, s_red));
-  const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
-  const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
-  float* out_f = static_cast<float*>(a.out) + orow * L;
-  __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
-  const int ctas = mine == 0 ? 1 : active_ctas(total, a.ctas_per_group);
-  const int c_lo = mine == 0 ? 0 : cta_of(tiles_before, total, ctas);
-  const int c_hi = mine == 0 ? 0 : cta_of(tiles_before + mine - 1, total, ctas);
-  if (mine != 0 && c_lo == c_hi) return;  // one CTA held it all and wrote the final result
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  if (mine == 0) {
-    for (int c = threadIdx.x; c < L; c += kCombineThreads) {
-      if (a.out_bf16)
-        out_h[c] = __float2bfloat16(0.f);
-      else
-        out_f[c] = 0.f;
-    }
-    if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
-    return;
-  }
-  const int n = c_hi - c_lo + 1;
-  float* s_w = s_dyn;                                             // [n] weights
-  int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
-  float mx = -INFINITY;
-  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
-    const int c = c_lo + i;
-    float l = -INFINITY;
-    int row = 0;
-    if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {
-      const int slot = (i == 0 && cta_begin(c, total, ctas) != tiles_before) ? 1 : 0;
-      row = static_cast<int>(((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl);
-      l = a.part_lse[row];
-    }
-    s_w[i] = l;
-    s_row[i] = row;
-    mx = fmaxf(mx, l);
-  }
-  mx = block_reduce(mx, true, s_red);
-  float sum = 0.f;
-  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
-    const float w = __expf(s_w[i] - mx);
-    s_w[i] = w;
-    sum += w;
-  }
-  sum = block_reduce(sum, false, s_red);  // barrier: s_w complete
-  const int cc = threadIdx.x % (L / 4), pg = threadIdx.x / (L / 4);
-  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int i0 = pg; i0 < n; i0 += kPartGroups * kCombineUnroll) {
-    float4 v[kCombineUnroll];
-    float w[kCombineUnroll];
-#pragma unroll
-    for (int u = 0; u < kCombineUnroll; ++u) {
-      const int i = i0 + u * kPartGroups;
-      w[u] = i < n ? s_w[i] : 0.f;
-      v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (w[u] != 0.f)  // zero weight: an empty slot, never read
-        v[u] = *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[i]) * L +
-                                                4 * cc);
-    }
-#pragma unroll
-    for (int u = 0; u < kCombineUnroll; ++u) {
-      o.x += w[u] * v[u].x;
-      o.y += w[u] * v[u].y;
-      o.z += w[u] * v[u].z;
-      o.w += w[u] * v[u].w;
-    }
-  }
-  if (pg > 0) s_part[pg - 1][cc] = o;
-  __syncthreads();
-  if (pg > 0) return;
-#pragma unroll
-  for (int k = 0; k < kPartGroups - 1; ++k) {
-    const float4 u = s_part[k][cc];
-    o.x += u.x;
-    o.y += u.y;
-    o.z += u.z;
-    o.w += u.w;
-  }
-  const float inv = 1.f / sum;
-  o.x *= inv;
-  o.y *= inv;
-  o.z *= inv;
-  o.w *= inv;
-  const int col = 4 * cc;
-  if (a.out_bf16) {
-    *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(o.x, o.y);
-    *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(o.z, o.w);
-  } else {
-    *reinterpret_cast<float4*>(out_f + col) = o;
-  }
-  if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
-}
-
 template <bool kFp8>
 cudaError_t prepare_t(int max_batch, size_t* smem, int* ctas_per_sm) {
   *smem = Cfg<kFp8>::smem_bytes(max_batch);
-  // Both kernels on the all-shared carveout: no L1/shared reconfiguration between them.
-  cudaError_t cerr =
-      cudaFuncSetAttribute(mla_mem_combine, cudaFuncAttributePreferredSharedMemoryCarveout,
-                           cudaSharedmemCarveoutMaxShared);
+  cudaError_t cerr = prepare_combine();
   if (cerr != cudaSuccess) return cerr;
   cudaError_t err = cudaFuncSetAttribute(
       mla_mem_kernel<kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
@@ -813,22 +587,7 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
     mla_mem_kernel<false><<<grid, kThreads, smem, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(a.batch, a.num_heads);
-  cfg.blockDim = dim3(kCombineThreads);
-  cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  // HELIX_MLA_NO_PDL=1: a plain launch (for measuring what the programmatic launch saves).
-  static const bool no_pdl = [] {
-    const char* e = std::getenv("HELIX_MLA_NO_PDL");
-    return e && e[0] == '1';
-  }();
-  cfg.attrs = attr;
-  cfg.numAttrs = no_pdl ? 0 : 1;
-  return cudaLaunchKernelEx(&cfg, mla_mem_combine, a);
+  return launch_combine(a, stream);
 }
 
 }  // namespace helix::cuda::mla_mem
