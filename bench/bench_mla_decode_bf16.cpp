@@ -57,10 +57,17 @@ int main(int argc, char** argv) {
   app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
   app.add_flag("--quick", quick, "a few shapes only");
   std::string kernel = "auto";
-  app.add_option("--kernel", kernel, "64-head groups: auto, mma.sync, wgmma or sm90")
+  app.add_option("--kernel", kernel,
+                 "64-head groups: auto, mma.sync, wgmma or sm90 (mma.sync also runs <= 32 heads on "
+                 "the mla_bf16 kernels instead of the memory-bound one)")
       ->check(CLI::IsMember({"auto", "mma.sync", "wgmma", "sm90"}));
   std::vector<int> heads_list = {128, 16};
   app.add_option("--heads", heads_list, "head counts to time (default 128 16)");
+  std::vector<int> batches_opt, contexts_opt;
+  app.add_option("--batches", batches_opt, "batch sizes to time (default 1 8 32 64)");
+  app.add_option("--contexts", contexts_opt, "contexts to time (default 1K 4K 16K 64K 128K)");
+  bool skip_1m = false;
+  app.add_flag("--skip-1m", skip_1m, "leave out the 1M-token contexts");
   CLI11_PARSE(app, argc, argv);
 
   int num_devices = 0;
@@ -116,14 +123,16 @@ int main(int argc, char** argv) {
     batch_list = {1, 32};
     ctx_list = {4096, 65536};
   }
+  if (!batches_opt.empty()) batch_list = batches_opt;
+  if (!contexts_opt.empty()) ctx_list = contexts_opt;
   struct Shape {
     int B, ctx;
   };
   std::vector<Shape> shapes;
   for (int B : batch_list)
     for (int ctx : ctx_list) shapes.push_back({B, ctx});
-  if (!quick) shapes.push_back({1, 1 << 20});
-  if (!quick) shapes.push_back({8, 1 << 20});
+  if (!quick && !skip_1m) shapes.push_back({1, 1 << 20});
+  if (!quick && !skip_1m) shapes.push_back({8, 1 << 20});
   size_t max_tokens = 0;
   for (const Shape& s : shapes) max_tokens = std::max(max_tokens, size_t(s.B) * s.ctx);
   const size_t max_blocks = max_tokens / block;

@@ -9,10 +9,12 @@
 #include <CLI/CLI.hpp>
 
 #include "core/clock.h"
+#include "core/finite.h"
 #include "model/config.h"
 #include "model/deepseek.h"
 #include "model/safetensors.h"
 #include "ops/backend.h"
+#include "ops/sample.h"
 #include "parallel/comm.h"
 
 using namespace helix;
@@ -42,6 +44,13 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup);
   app.add_flag("--no-cuda-graph", no_graph);
   app.add_flag("--compare-graph", compare_graph, "batch 1: also time every point without graphs");
+  bool host_logits = false, sample = false;
+  app.add_flag("--sample", sample,
+               "time forward_sample (greedy ids sampled on the device, only ids copied back: the "
+               "engine's decode step) instead of forward (all logits copied back)");
+  app.add_flag("--host-logits", host_logits,
+               "also time the host side of a step's logits per batch (a host tensor, the copy "
+               "back, the finiteness check: what forward() does after the device work)");
   CLI11_PARSE(app, argc, argv);
   try {
     const ModelConfig mc = config_load(model);
@@ -78,7 +87,10 @@ int main(int argc, char** argv) {
             for (int r = 0; r < b; ++r) batch.push_back(SeqStep{r, {(r * 7 + s) % 1000}, len[r]});
             auto ts = Clock::now();
             m.reserve_kv(batch);
-            Tensor logits = m.forward(batch, false);
+            if (sample)
+              m.forward_sample(batch, std::vector<SampleRow>(batch.size()), nullptr);
+            else
+              m.forward(batch, false);
             if (s >= warmup) ms.push_back(ms_since(ts));
             for (int r = 0; r < b; ++r) len[r]++;
           }
@@ -86,13 +98,34 @@ int main(int argc, char** argv) {
           const double step_ms = ms[ms.size() / 2];  // median
           std::printf(
               "{\"engine\": \"helix\", \"device\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, "
-              "\"context\": %d, \"cuda_graph\": %s, \"step_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
-              device.c_str(), dtype.c_str(), b, c, graph ? "true" : "false", step_ms,
-              b * 1000.0 / step_ms);
+              "\"context\": %d, \"cuda_graph\": %s, \"sampled_on_device\": %s, \"step_ms\": %.3f, "
+              "\"tokens_per_s\": %.1f}\n",
+              device.c_str(), dtype.c_str(), b, c, graph ? "true" : "false",
+              sample ? "true" : "false", step_ms, b * 1000.0 / step_ms);
           std::fflush(stdout);
         }
         for (int r = 0; r < b; ++r) m.kv().free_request(r);
       }
+    if (host_logits && device == "cuda") {
+      // The tail of DeepseekModel::forward_graph on its own: [B, vocab] fp32 logits into a fresh
+      // host tensor, then require_finite; the difference to step_ms is the device step.
+      auto ops = make_cuda_ops(0, DType::BF16);
+      for (int b : bs) {
+        DTensor d = ops->alloc({b, mc.vocab_size}, DType::F32);
+        std::vector<double> ms;
+        for (int i = 0; i < 3 + steps; ++i) {
+          ops->sync();
+          auto ts = Clock::now();
+          Tensor logits({b, mc.vocab_size});
+          ops->to_host(d.view(), logits.ptr());
+          require_finite(logits.ptr(), logits.numel(), -1, "logits");
+          if (i >= 3) ms.push_back(ms_since(ts));
+        }
+        std::sort(ms.begin(), ms.end());
+        std::printf("{\"engine\": \"helix\", \"batch\": %d, \"host_logits_ms\": %.3f}\n", b,
+                    ms[ms.size() / 2]);
+      }
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -260,8 +260,14 @@ void DeepseekModel::run_step(const std::vector<SeqStep>& seqs, const StepBatch& 
   }
   const int n = static_cast<int>(rows.size());
   DTensor hn = opt_.lm_head_f32 ? o.alloc({n, D}, DType::F32) : act({n, D});
-  for (int i = 0; i < n; ++i)
-    norm_to(x.view().rows(rows[i], rows[i] + 1), norm, hn.view().rows(i, i + 1), 1);
+  // One norm per run of consecutive rows (a decode step's rows are all consecutive): the norm
+  // is row-wise, so this is bitwise the per-row result with 2 launches instead of 2 per row.
+  for (int i = 0; i < n;) {
+    int j = i + 1;
+    while (j < n && rows[j] == rows[j - 1] + 1) ++j;
+    norm_to(x.view().rows(rows[i], rows[i] + (j - i)), norm, hn.view().rows(i, j), j - i);
+    i = j;
+  }
   linear(hn.view(), 0, lm_head, logits_d.view(), 0, n, c.vocab_size, D);
 }
 

@@ -73,27 +73,38 @@ TEST_F(BackendOps, GemmCublas) {
     int m, n, k;
     float beta;
   };
+  // cuBLAS for every case; bf16 also through the tensor-core kernel (GemmAlgo::kMma): m = 1, 7,
+  // 8, 9, 64, 200 (token tiles of 8/16/32, partial tiles), n not a multiple of 16 or 64, k a
+  // multiple of 8 but not of 128, split K (small n, long k), fp32 output accumulated (beta 1).
   for (const Case c :
-       {Case{1, 7, 5, 0}, Case{3, 64, 128, 0}, Case{17, 130, 300, 1}, Case{64, 256, 512, 0}})
-    for (CudaDType t : kActs) {
-      const auto x = rounded(randn(size_t(c.m) * c.k, rng_), t);
-      const auto w = rounded(randn(size_t(c.n) * c.k, rng_, 0.05f), t);
-      auto y0 = rounded(randn(size_t(c.m) * c.n, rng_), t);
-      std::vector<float> ref = y0;
-      matmul(x.data(), w.data(), ref.data(), c.m, c.n, c.k, c.beta != 0);
-      auto dx = upload_as(x, t), dw = upload_as(w, t), dy = upload_as(y0, t);
-      GemmCudaParams p;
-      p.m = c.m, p.n = c.n, p.k = c.k, p.x_dtype = p.w_dtype = p.y_dtype = t;
-      p.x = dx->ptr, p.w = dw->ptr, p.y = dy->ptr, p.beta = c.beta;
-      CUDA_OK(gemm_cuda(ctx_, p, nullptr));
-      sync();
-      const double e = rel_l2(download_as(*dy, ref.size(), t), ref), tol = tol_for(t);
-      const std::string name = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
-                               std::to_string(c.k) + (c.beta != 0 ? " beta1 " : " ") +
-                               dtype_name(t);
-      report("gemm", name, e, tol);
-      EXPECT_LE(e, tol) << name;
-    }
+       {Case{1, 7, 5, 0}, Case{3, 64, 128, 0}, Case{17, 130, 300, 1}, Case{64, 256, 512, 0},
+        Case{1, 300, 1032, 0}, Case{7, 130, 4096, 1}, Case{8, 64, 520, 0}, Case{9, 200, 1040, 1},
+        Case{200, 96, 256, 0}, Case{64, 33, 2056, 1}})
+    for (CudaDType t : kActs)
+      for (GemmAlgo algo : {GemmAlgo::kAuto, GemmAlgo::kMma})
+        for (CudaDType yt : {t, CudaDType::kF32}) {
+          if (t == CudaDType::kF32 && (algo == GemmAlgo::kMma || yt != t)) continue;
+          const auto x = rounded(randn(size_t(c.m) * c.k, rng_), t);
+          const auto w = rounded(randn(size_t(c.n) * c.k, rng_, 0.05f), t);
+          auto y0 = rounded(randn(size_t(c.m) * c.n, rng_), yt);
+          std::vector<float> ref = y0;
+          matmul(x.data(), w.data(), ref.data(), c.m, c.n, c.k, c.beta != 0);
+          auto dx = upload_as(x, t), dw = upload_as(w, t), dy = upload_as(y0, yt);
+          GemmCudaParams p;
+          p.m = c.m, p.n = c.n, p.k = c.k, p.x_dtype = p.w_dtype = t, p.y_dtype = yt;
+          p.x = dx->ptr, p.w = dw->ptr, p.y = dy->ptr, p.beta = c.beta, p.algo = algo;
+          CUDA_OK(gemm_cuda(ctx_, p, nullptr));
+          sync();
+          // bf16 output: its rounding (1e-2); fp32 output of bf16 operands: fp32 sums only.
+          const double tol = t == CudaDType::kBF16 && yt == CudaDType::kF32 ? 1e-5 : tol_for(t);
+          const double e = rel_l2(download_as(*dy, ref.size(), yt), ref);
+          const std::string name = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
+                                   std::to_string(c.k) + (c.beta != 0 ? " beta1 " : " ") +
+                                   dtype_name(t) + "->" + dtype_name(yt) +
+                                   (algo == GemmAlgo::kMma ? " mma" : "");
+          report("gemm", name, e, tol);
+          EXPECT_LE(e, tol) << name;
+        }
 }
 
 TEST_F(BackendOps, GemmFp8BlockScaled) {
@@ -101,33 +112,46 @@ TEST_F(BackendOps, GemmFp8BlockScaled) {
     int m, n, k;
     float beta;
   };
-  // Odd k and n take the unaligned path; up to kFp8DirectMaxRows rows the direct kernel (tiles of
-  // 1, 2, 4, 8 rows; two tiles at 16), beyond it the widen + cuBLAS path (33, 256).
+  // kLegacy: odd k and n take the unaligned path; up to kFp8DirectMaxRows rows the direct kernel
+  // (tiles of 1, 2, 4, 8 rows; two tiles at 16), beyond it the widen + cuBLAS path (33, 256).
+  // kAuto with bf16 activations: the tensor-core kernel (k a multiple of 16; 700 falls back) with
+  // m = 1, 7, 8, 9, 64, 200, k not a multiple of 128, split K, fp32 output accumulated.
   for (const Case c :
        {Case{1, 256, 512, 0}, Case{5, 300, 700, 0}, Case{16, 200, 640, 1}, Case{3, 160, 768, 0},
-        Case{33, 384, 1024, 1}, Case{256, 128, 256, 0}, Case{2, 129, 1040, 0}})
-    for (CudaDType t : kActs) {
-      const Fp8Weight w = make_fp8(c.n, c.k, rng_);
-      const auto x = rounded(randn(size_t(c.m) * c.k, rng_), t);
-      auto y0 = rounded(randn(size_t(c.m) * c.n, rng_), t);
-      std::vector<float> ref = y0;
-      matmul(x.data(), w.deq.data(), ref.data(), c.m, c.n, c.k, c.beta != 0);
-      auto dx = upload_as(x, t), dw = upload(w.q), ds = upload(w.scale), dy = upload_as(y0, t);
-      GemmCudaParams p;
-      p.m = c.m, p.n = c.n, p.k = c.k, p.x_dtype = p.y_dtype = t;
-      p.w_dtype = CudaDType::kF8E4M3;
-      p.x = dx->ptr, p.w = dw->ptr, p.w_scale = ds->as<float>(), p.y = dy->ptr, p.beta = c.beta;
-      CUDA_OK(gemm_cuda(ctx_, p, nullptr));
-      sync();
-      // fp32 activations: weights exact in fp32 on both sides, only summation order differs.
-      const double tol = t == CudaDType::kF32 ? 1e-5 : tol_for(t, true);
-      const double e = rel_l2(download_as(*dy, ref.size(), t), ref);
-      const std::string name = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
-                               std::to_string(c.k) + (c.beta != 0 ? " beta1 " : " ") +
-                               dtype_name(t) + " x fp8";
-      report("gemm_fp8", name, e, tol);
-      EXPECT_LE(e, tol) << name;
-    }
+        Case{33, 384, 1024, 1}, Case{256, 128, 256, 0}, Case{2, 129, 1040, 0}, Case{1, 64, 4096, 1},
+        Case{7, 130, 1296, 0}, Case{8, 256, 2048, 1}, Case{9, 300, 656, 0}, Case{64, 384, 1024, 1},
+        Case{200, 200, 528, 0}})
+    for (CudaDType t : kActs)
+      for (GemmAlgo algo : {GemmAlgo::kAuto, GemmAlgo::kLegacy})
+        for (CudaDType yt : {t, CudaDType::kF32}) {
+          if (t == CudaDType::kF32 && (algo == GemmAlgo::kLegacy || yt != t)) continue;
+          const Fp8Weight w = make_fp8(c.n, c.k, rng_);
+          const auto x = rounded(randn(size_t(c.m) * c.k, rng_), t);
+          auto y0 = rounded(randn(size_t(c.m) * c.n, rng_), yt);
+          std::vector<float> ref = y0;
+          matmul(x.data(), w.deq.data(), ref.data(), c.m, c.n, c.k, c.beta != 0);
+          auto dx = upload_as(x, t), dw = upload(w.q), ds = upload(w.scale);
+          auto dy = upload_as(y0, yt);
+          GemmCudaParams p;
+          p.m = c.m, p.n = c.n, p.k = c.k, p.x_dtype = t, p.y_dtype = yt;
+          p.w_dtype = CudaDType::kF8E4M3, p.algo = algo;
+          p.x = dx->ptr, p.w = dw->ptr, p.w_scale = ds->as<float>(), p.y = dy->ptr;
+          p.beta = c.beta;
+          CUDA_OK(gemm_cuda(ctx_, p, nullptr));
+          sync();
+          // fp32 activations or output: weights and bf16 products exact in fp32 on both sides,
+          // only the summation order differs; bf16 output or the legacy widen + cuBLAS path
+          // (weights rounded to bf16 after scaling): the FP8 bar.
+          const bool widened = algo == GemmAlgo::kLegacy && c.m > kFp8DirectMaxRows;
+          const double tol = yt == CudaDType::kF32 && !widened ? 1e-5 : tol_for(t, true);
+          const double e = rel_l2(download_as(*dy, ref.size(), yt), ref);
+          const std::string name = std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
+                                   std::to_string(c.k) + (c.beta != 0 ? " beta1 " : " ") +
+                                   dtype_name(t) + " x fp8 ->" + dtype_name(yt) +
+                                   (algo == GemmAlgo::kLegacy ? " legacy" : "");
+          report("gemm_fp8", name, e, tol);
+          EXPECT_LE(e, tol) << name;
+        }
 }
 
 TEST_F(BackendOps, GemmBatched) {
@@ -163,63 +187,74 @@ TEST_F(BackendOps, GroupedGemm) {
     std::vector<int> rows;
     int max_rows, n, k;
   };
+  // Empty groups, groups of 1, 7, 8, 9, 64 and 200 rows (token tiles of 8, 16, 32 and partial
+  // ones), k not a multiple of 128 (656, 1040), n not a multiple of 16 (33, 130, 300), a host
+  // bound above the real row count; bf16 activations through the tensor-core kernel (kMma)
+  // and the row-tile kernel (kLegacy).
   const Case cases[] = {{{0, 3, 17, 1, 0, 40, 2, 5}, 80, 96, 160},
                         {{1, 1, 0, 2, 1, 0, 0, 3, 1, 1, 0, 0, 2, 0, 1, 3}, 16, 256, 512},
                         {{7}, 7, 33, 1000},
-                        {{3, 0, 5, 4}, 12, 130, 512}};
+                        {{3, 0, 5, 4}, 12, 130, 512},
+                        {{0, 8, 9, 0, 1, 7, 0, 0}, 40, 300, 656},
+                        {{64, 0, 200, 1}, 270, 130, 1040},
+                        {{2, 3, 1, 0, 2, 1, 4, 3, 0, 2, 1, 1}, 24, 192, 1024}};
   for (const Case& c : cases)
     for (CudaDType wt : {CudaDType::kF32, CudaDType::kBF16, CudaDType::kF8E4M3})
-      for (CudaDType t : kActs) {
-        const int G = static_cast<int>(c.rows.size());
-        std::vector<int32_t> off(G + 1, 0);
-        for (int g = 0; g < G; ++g) off[g + 1] = off[g] + c.rows[g];
-        const int total = off[G];
-        const auto x = rounded(randn(size_t(c.max_rows) * c.k, rng_), t);
-        std::vector<float> ref(size_t(total) * c.n);
-        std::vector<std::unique_ptr<Dev>> wd, sd;
-        std::vector<const void*> wp;
-        std::vector<const float*> sp;
-        for (int g = 0; g < G; ++g) {
-          std::vector<float> deq;
-          if (wt == CudaDType::kF8E4M3) {
-            Fp8Weight w = make_fp8(c.n, c.k, rng_);
-            wd.push_back(upload(w.q));
-            sd.push_back(upload(w.scale));
-            sp.push_back(sd.back()->as<float>());
-            deq = std::move(w.deq);
-          } else {
-            deq = rounded(randn(size_t(c.n) * c.k, rng_, 0.05f), wt);
-            wd.push_back(upload_as(deq, wt));
+      for (CudaDType t : kActs)
+        for (GemmAlgo algo : {GemmAlgo::kMma, GemmAlgo::kLegacy}) {
+          if (t == CudaDType::kF32 && algo == GemmAlgo::kLegacy) continue;
+          if (wt == CudaDType::kF32 && algo == GemmAlgo::kLegacy) continue;
+          const int G = static_cast<int>(c.rows.size());
+          std::vector<int32_t> off(G + 1, 0);
+          for (int g = 0; g < G; ++g) off[g + 1] = off[g] + c.rows[g];
+          const int total = off[G];
+          const auto x = rounded(randn(size_t(c.max_rows) * c.k, rng_), t);
+          std::vector<float> ref(size_t(total) * c.n);
+          std::vector<std::unique_ptr<Dev>> wd, sd;
+          std::vector<const void*> wp;
+          std::vector<const float*> sp;
+          for (int g = 0; g < G; ++g) {
+            std::vector<float> deq;
+            if (wt == CudaDType::kF8E4M3) {
+              Fp8Weight w = make_fp8(c.n, c.k, rng_);
+              wd.push_back(upload(w.q));
+              sd.push_back(upload(w.scale));
+              sp.push_back(sd.back()->as<float>());
+              deq = std::move(w.deq);
+            } else {
+              deq = rounded(randn(size_t(c.n) * c.k, rng_, 0.05f), wt);
+              wd.push_back(upload_as(deq, wt));
+            }
+            wp.push_back(wd.back()->ptr);
+            if (c.rows[g])
+              matmul(x.data() + size_t(off[g]) * c.k, deq.data(), ref.data() + size_t(off[g]) * c.n,
+                     c.rows[g], c.n, c.k);
           }
-          wp.push_back(wd.back()->ptr);
-          if (c.rows[g])
-            matmul(x.data() + size_t(off[g]) * c.k, deq.data(), ref.data() + size_t(off[g]) * c.n,
-                   c.rows[g], c.n, c.k);
+          auto dx = upload_as(x, t), doff = upload(off), dwp = upload(wp);
+          std::unique_ptr<Dev> dsp = sp.empty() ? nullptr : upload(sp);
+          Dev dy(size_t(c.max_rows) * c.n * dtype_size(t));
+          dy.poison();
+          const size_t ws = grouped_gemm_cuda_workspace_bytes(G, c.max_rows);
+          Dev dws(ws);
+          GroupedGemmCudaParams p;
+          p.num_groups = G, p.max_rows = c.max_rows, p.n = c.n, p.k = c.k;
+          p.x_dtype = p.y_dtype = t, p.w_dtype = wt;
+          p.x = dx->ptr, p.offsets = doff->as<int32_t>(), p.w_ptrs = dwp->as<const void*>();
+          p.scale_ptrs = dsp ? dsp->as<const float*>() : nullptr;
+          p.y = dy.ptr, p.workspace = dws.ptr, p.workspace_bytes = ws, p.algo = algo;
+          CUDA_OK(grouped_gemm_cuda(p, nullptr));
+          sync();
+          // fp32 x: weights exact in fp32 (the CPU uses the same dequantised values), only the
+          // summation order differs; bf16 x: bf16 output rounding (fp8 weights: their bar).
+          const double tol = t == CudaDType::kF32 ? 1e-5 : tol_for(t, wt == CudaDType::kF8E4M3);
+          const double e = rel_l2(download_as(dy, ref.size(), t), ref);
+          const std::string name = "G" + std::to_string(G) + " rows" + std::to_string(total) + " " +
+                                   std::to_string(c.n) + "x" + std::to_string(c.k) + " " +
+                                   dtype_name(t) + " x " + dtype_name(wt) +
+                                   (algo == GemmAlgo::kLegacy ? " legacy" : "");
+          report("grouped_gemm", name, e, tol);
+          EXPECT_LE(e, tol) << name;
         }
-        auto dx = upload_as(x, t), doff = upload(off), dwp = upload(wp);
-        std::unique_ptr<Dev> dsp = sp.empty() ? nullptr : upload(sp);
-        Dev dy(size_t(c.max_rows) * c.n * dtype_size(t));
-        dy.poison();
-        const size_t ws = grouped_gemm_cuda_workspace_bytes(G, c.max_rows);
-        Dev dws(ws);
-        GroupedGemmCudaParams p;
-        p.num_groups = G, p.max_rows = c.max_rows, p.n = c.n, p.k = c.k;
-        p.x_dtype = p.y_dtype = t, p.w_dtype = wt;
-        p.x = dx->ptr, p.offsets = doff->as<int32_t>(), p.w_ptrs = dwp->as<const void*>();
-        p.scale_ptrs = dsp ? dsp->as<const float*>() : nullptr;
-        p.y = dy.ptr, p.workspace = dws.ptr, p.workspace_bytes = ws;
-        CUDA_OK(grouped_gemm_cuda(p, nullptr));
-        sync();
-        // fp32 x: weights exact in fp32 (the CPU uses the same dequantised values), only the
-        // summation order differs; bf16 x: bf16 output rounding (fp8 weights: their bar).
-        const double tol = t == CudaDType::kF32 ? 1e-5 : tol_for(t, wt == CudaDType::kF8E4M3);
-        const double e = rel_l2(download_as(dy, ref.size(), t), ref);
-        const std::string name = "G" + std::to_string(G) + " rows" + std::to_string(total) + " " +
-                                 std::to_string(c.n) + "x" + std::to_string(c.k) + " " +
-                                 dtype_name(t) + " x " + dtype_name(wt);
-        report("grouped_gemm", name, e, tol);
-        EXPECT_LE(e, tol) << name;
-      }
 }
 
 // ---- norms and elementwise ------------------------------------------------------------------

@@ -351,6 +351,9 @@ TEST(MlaDecodeBf16Cuda, Heads16BlockSizes) {
   for (int block : {16, 32, 64})
     run_case({16, 512, 64, block, uneven(block, 2100), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
               kSeed + block});
+  // kMmaSync at <= 32 heads: the mla_bf16 kernels (the fallback) instead of the memory-bound one
+  for (MlaKvDtype kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
+    run_case({16, 512, 64, 64, uneven(64, 2100), kv, MlaOutDtype::kFloat32, 0, kSeed + 5, false});
 }
 
 TEST(MlaDecodeBf16Cuda, OddHeadsAndBlocks) {
@@ -428,6 +431,47 @@ TEST(MlaDecodeBf16Cuda, Fp8Kv) {
               kSeed + 11, wg});
   run_case({16, 512, 64, 16, uneven(16, 900), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 5,
             kSeed + 12});
+}
+
+// The memory-bound kernel (<= 32 heads at 512/64, groups of 16 heads): every head count of the
+// shape, both cache dtypes, the block sizes, both output dtypes.
+TEST(MlaDecodeBf16Cuda, MemKernelHeads) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 100;
+  for (int heads : {1, 8, 16, 32})
+    for (MlaKvDtype kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
+      for (int block : {16, 32, 64})
+        run_case({heads, 512, 64, block, uneven(block, 1300), kv,
+                  block == 32 ? MlaOutDtype::kBf16 : MlaOutDtype::kFloat32, 0, ++seed});
+}
+
+// One CTA holding every sequence (many sequence ends inside a CTA, the workers' merge), a few,
+// and many (most holding one tile, long sequences split over many CTAs).
+TEST(MlaDecodeBf16Cuda, MemKernelCtaCounts) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (int ctas : {1, 3, 7, 500})
+    for (MlaKvDtype kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
+      run_case(
+          {16, 512, 64, 16, uneven(16, 1000), kv, MlaOutDtype::kFloat32, ctas, kSeed + 200 + ctas});
+}
+
+TEST(MlaDecodeBf16Cuda, MemKernelEdges) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (MlaKvDtype kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3}) {
+    run_case({16, 512, 64, 64, {1, 1, 1, 1, 1}, kv, MlaOutDtype::kFloat32, 0, kSeed + 300});
+    run_case({16, 512, 64, 64, {0}, kv, MlaOutDtype::kFloat32, 0, kSeed + 301});
+    run_case({16,
+              512,
+              64,
+              32,
+              {31, 32, 33, 0, 64, 65, 16, 17},
+              kv,
+              MlaOutDtype::kFloat32,
+              0,
+              kSeed + 302});
+    run_case({16, 512, 64, 64, {9000}, kv, MlaOutDtype::kBf16, 0, kSeed + 303});
+    run_case({8, 512, 64, 7, {4100, 3, 0, 777}, kv, MlaOutDtype::kFloat32, 0, kSeed + 304});
+  }
 }
 
 TEST(MlaDecodeBf16Cuda, BadInput) {

@@ -6,7 +6,7 @@
 namespace helix {
 
 cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes,
-                                    size_t fp8_scratch_bytes) {
+                                    size_t fp8_scratch_bytes, size_t splitk_bytes) {
   if (!ctx) return cudaErrorInvalidValue;
   *ctx = CudaOpsContext{};
   cublasHandle_t h = nullptr;
@@ -34,6 +34,22 @@ cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes,
       return e;
     }
   }
+  void* splitk = nullptr;
+  if (splitk_bytes) {
+    const cudaError_t e = cudaMalloc(&splitk, splitk_bytes);
+    if (e != cudaSuccess) {
+      cudaFree(scratch);
+      cudaFree(ws);
+      cublasDestroy(h);
+      return e;
+    }
+  }
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && sms > 0)
+    ctx->num_sms = sms;
+  ctx->splitk = static_cast<float*>(splitk);
+  ctx->splitk_bytes = splitk_bytes;
   ctx->fp8_scratch = scratch;
   ctx->fp8_scratch_bytes = fp8_scratch_bytes;
   ctx->cublas = h;
@@ -47,6 +63,7 @@ void cuda_ops_context_destroy(CudaOpsContext* ctx) {
   if (ctx->cublas) cublasDestroy(static_cast<cublasHandle_t>(ctx->cublas));
   if (ctx->workspace) cudaFree(ctx->workspace);
   if (ctx->fp8_scratch) cudaFree(ctx->fp8_scratch);
+  if (ctx->splitk) cudaFree(ctx->splitk);
   *ctx = CudaOpsContext{};
 }
 

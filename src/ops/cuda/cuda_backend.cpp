@@ -3,6 +3,7 @@
 // (fp32 accumulation); weights F32 or BF16. Memory: weights with cudaMalloc, per-step tensors
 // stream-ordered (cudaMallocAsync), so a step never waits on an allocation.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/mla_decode_bf16.h"
+#include "ops/cuda/op_timer.h"
 #include "ops/cuda/ops_cuda.h"
 
 namespace helix {
@@ -58,6 +60,12 @@ class CudaOps final : public Ops {
     ck(cudaSetDevice(index), "cudaSetDevice");
     ck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     ck(cuda_ops_context_create(&ctx_), "cuBLAS context");
+    // HELIX_GEMM=legacy|mma pins the GEMM kernels (A/B runs of the whole model); unset: auto.
+    if (const char* g = std::getenv("HELIX_GEMM")) {
+      const std::string v = g;
+      HELIX_CHECK(v == "auto" || v == "legacy" || v == "mma", "HELIX_GEMM: auto, legacy or mma");
+      algo_ = v == "legacy" ? GemmAlgo::kLegacy : v == "mma" ? GemmAlgo::kMma : GemmAlgo::kAuto;
+    }
   }
   ~CudaOps() override {
     cudaStreamSynchronize(stream_);
@@ -70,6 +78,7 @@ class CudaOps final : public Ops {
   std::string name() const override { return "cuda"; }
 
   DTensor alloc(const std::vector<int64_t>& shape, DType dtype) override {
+    OpScope ts(timer_, stream_, "alloc+memset");
     const size_t bytes = static_cast<size_t>(Tensor::numel_of(shape)) * dtype_size(dtype);
     auto buf = std::make_shared<Buffer>();
     buf->bytes = bytes;
@@ -149,6 +158,7 @@ class CudaOps final : public Ops {
   }
   void copy2d(const TensorView& dst, int64_t ld_dst, const TensorView& src, int64_t ld_src,
               int64_t rows, int64_t cols) override {
+    OpScope ts(timer_, stream_, "copy2d");
     if (rows <= 0 || cols <= 0) return;
     const size_t es = dtype_size(src.dtype);
     ck(cudaMemcpy2DAsync(dst.data, ld_dst * es, src.data, ld_src * es, cols * es, rows,
@@ -156,9 +166,11 @@ class CudaOps final : public Ops {
        "copy2d");
   }
   void fill_zero(const TensorView& t) override {
+    OpScope ts(timer_, stream_, "fill_zero");
     if (t.bytes()) ck(cudaMemsetAsync(t.data, 0, t.bytes(), stream_), "fill_zero");
   }
   void cast(const TensorView& dst, const TensorView& src) override {
+    OpScope ts(timer_, stream_, "cast");
     CastCudaParams p;
     p.n = src.numel();
     p.in_dtype = cdt(src.dtype);
@@ -176,6 +188,11 @@ class CudaOps final : public Ops {
   }
 
   void gemm(const GemmArgs& a) override {
+    OpScope ts(timer_, stream_,
+               timer_.on() ? "gemm " + std::string(dtype_name(a.w.dtype)) + " " +
+                                 std::to_string(a.batch) + "x" + std::to_string(a.m) + "x" +
+                                 std::to_string(a.n) + "x" + std::to_string(a.k)
+                           : std::string());
     if (a.m == 0 || a.n == 0) return;
     const int64_t ldx = a.ldx ? a.ldx : a.k, ldy = a.ldy ? a.ldy : a.n;
     const int64_t ldw = a.ldw ? a.ldw : (a.trans_w ? a.k : a.n);
@@ -194,6 +211,7 @@ class CudaOps final : public Ops {
       p.y = a.y.data;
       p.ldy = static_cast<int>(ldy);
       p.beta = a.beta;
+      p.algo = algo_;
       ck(gemm_cuda(ctx_, p, stream_), "gemm");
       return;
     }
@@ -220,6 +238,7 @@ class CudaOps final : public Ops {
   }
   void rms_norm(const TensorView& x, int64_t ldx, const TensorView& w, const TensorView& y,
                 int64_t ldy, int rows, int dim, float eps) override {
+    OpScope ts(timer_, stream_, "rms_norm");
     RmsNormCudaParams p;
     p.rows = rows;
     p.dim = dim;
@@ -235,12 +254,14 @@ class CudaOps final : public Ops {
   }
   void add(const TensorView& y, int64_t ldy, const TensorView& x, int64_t ldx, int rows, int cols,
            bool bias_row) override {
+    OpScope ts(timer_, stream_, "add");
     ck(add_rows_cuda(y.data, ldy ? ldy : cols, y.dtype == DType::BF16, x.data, ldx ? ldx : cols,
                      x.dtype == DType::BF16, rows, cols, bias_row, stream_),
        "add");
   }
   void embed(const TensorView& table, const TensorView& ids, const int*, const TensorView& out,
              int num_tokens) override {
+    OpScope ts(timer_, stream_, "embed");
     EmbedCudaParams p;
     p.num_tokens = num_tokens;
     p.dim = static_cast<int>(table.dim(1));
@@ -253,6 +274,7 @@ class CudaOps final : public Ops {
     ck(embed_cuda(p, stream_), "embed");
   }
   void rope(const RopeArgs& a) override {
+    OpScope ts(timer_, stream_, "rope");
     RopeCudaParams p;
     p.num_tokens = a.num_tokens;
     p.num_vecs = a.num_vecs;
@@ -269,6 +291,7 @@ class CudaOps final : public Ops {
   }
   void kv_write(const TensorView& pool, const TensorView& lat, int64_t ld, int num_tokens,
                 int kv_lora_rank, int rope_dim, const TensorView& slots, const int64_t*) override {
+    OpScope ts(timer_, stream_, "kv_write");
     const int R = rope_dim, width = kv_lora_rank + rope_dim;
     if (num_tokens == 0) return;
     KvWriteCudaParams p;
@@ -289,6 +312,7 @@ class CudaOps final : public Ops {
     plan_for(num_heads, kv_lora_rank, rope_dim, max_batch);
   }
   void mla_decode(const MlaDecodeArgs& a) override {
+    OpScope ts(timer_, stream_, "mla_decode");
     if (a.batch == 0) return;
     if (a.pool.dtype == DType::BF16) {
       HELIX_CHECK(a.q.dtype == DType::BF16, "bf16 MLA decode: q must be bf16");
@@ -329,11 +353,13 @@ class CudaOps final : public Ops {
   }
   void attn_combine(const TensorView& parts, const TensorView& lse, const TensorView& out,
                     const TensorView& out_lse, int num_parts, int rows, int dim) override {
+    OpScope ts(timer_, stream_, "attn_combine");
     ck(attn_combine_cuda(parts.f32(), lse.f32(), out.f32(), out_lse.data ? out_lse.f32() : nullptr,
                          num_parts, rows, dim, stream_),
        "attn_combine");
   }
   void moe_route(const MoeRouteArgs& a) override {
+    OpScope ts(timer_, stream_, "moe_route");
     MoeRouteCudaParams p;
     p.num_tokens = a.num_tokens;
     p.num_experts = a.num_experts;
@@ -350,6 +376,7 @@ class CudaOps final : public Ops {
     if (a.num_tokens > 0) ck(moe_route_cuda(p, stream_), "moe_route");
   }
   void silu_mul(const TensorView& gu, const TensorView& out, int rows, int dim) override {
+    OpScope ts(timer_, stream_, "silu_mul");
     SiluMulCudaParams p;
     p.rows = rows;
     p.dim = dim;
@@ -388,6 +415,7 @@ class CudaOps final : public Ops {
        "scatter_add_rows");
   }
   void argmax(const TensorView& x, int rows, int n, int* out_host) override {
+    OpScope ts(timer_, stream_, "argmax");
     DTensor o = alloc({rows}, DType::I32);
     ArgmaxCudaParams p;
     p.rows = rows;
@@ -443,7 +471,10 @@ class CudaOps final : public Ops {
     pp.offsets = off.view().i32();
     pp.row_of_pair = rop.view().i32();
     pp.pair_of_row = por.view().i32();
-    ck(moe_permute_cuda(pp, stream_), "moe_permute");
+    {
+      OpScope ts(timer_, stream_, "moe.permute");
+      ck(moe_permute_cuda(pp, stream_), "moe_permute");
+    }
     const size_t wsb = grouped_gemm_cuda_workspace_bytes(E, rows);
     DTensor ws = alloc({static_cast<int64_t>(wsb)}, DType::F8E4M3);  // bytes
     DTensor gu = alloc({rows, 2 * I}, ad), act = alloc({rows, I}, ad), yp = alloc({rows, D}, ad);
@@ -455,13 +486,17 @@ class CudaOps final : public Ops {
     g.offsets = off.view().i32();
     g.workspace = ws.view().data;
     g.workspace_bytes = wsb;
+    g.algo = algo_;
     g.n = 2 * I;
     g.k = D;
     g.x = xp.view().data;
     g.w_ptrs = static_cast<const void* const*>(a.gate_up_ptrs.data);
     g.scale_ptrs = static_cast<const float* const*>(a.gate_up_scale_ptrs.data);
     g.y = gu.view().data;
-    ck(grouped_gemm_cuda(g, stream_), "grouped_gemm gate_up");
+    {
+      OpScope ts(timer_, stream_, "moe.grouped gate_up " + std::string(dtype_name(a.w_dtype)));
+      ck(grouped_gemm_cuda(g, stream_), "grouped_gemm gate_up");
+    }
     silu_mul(gu.view(), act.view(), rows, I);
     g.n = D;
     g.k = I;
@@ -469,7 +504,10 @@ class CudaOps final : public Ops {
     g.w_ptrs = static_cast<const void* const*>(a.down_ptrs.data);
     g.scale_ptrs = static_cast<const float* const*>(a.down_scale_ptrs.data);
     g.y = yp.view().data;
-    ck(grouped_gemm_cuda(g, stream_), "grouped_gemm down");
+    {
+      OpScope ts(timer_, stream_, "moe.grouped down " + std::string(dtype_name(a.w_dtype)));
+      ck(grouped_gemm_cuda(g, stream_), "grouped_gemm down");
+    }
     MoeUnpermuteCudaParams up;
     up.num_tokens = T;
     up.top_k = K;
@@ -480,16 +518,21 @@ class CudaOps final : public Ops {
     up.weights = a.weights.f32();
     up.out = a.out.data;
     up.accumulate = true;
-    ck(moe_unpermute_cuda(up, stream_), "moe_unpermute");
+    {
+      OpScope ts(timer_, stream_, "moe.unpermute");
+      ck(moe_unpermute_cuda(up, stream_), "moe_unpermute");
+    }
   }
 
   bool supports_graphs() const override { return true; }
   void graph_begin() override {
+    timer_.set_capturing(true);
     ck(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
   }
   std::shared_ptr<void> graph_end() override {
     cudaGraph_t g = nullptr;
     ck(cudaStreamEndCapture(stream_, &g), "graph capture");
+    timer_.set_capturing(false);
     cudaGraphExec_t exec = nullptr;
     cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
     cudaGraphDestroy(g);
@@ -498,6 +541,15 @@ class CudaOps final : public Ops {
         exec, [](void* p) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(p)); });
   }
   void graph_launch(const std::shared_ptr<void>& g) override {
+    // Timed as one op per graph (its device time, without the host side of the step), named by
+    // the order graphs were first replayed: with bench_model_decode, one per (batch, context).
+    std::string name;
+    if (timer_.on()) {
+      auto it = graph_ids_.find(g.get());
+      if (it == graph_ids_.end()) it = graph_ids_.emplace(g.get(), graph_ids_.size()).first;
+      name = "graph replay #" + std::to_string(it->second);
+    }
+    OpScope ts(timer_, stream_, name);
     ck(cudaGraphLaunch(static_cast<cudaGraphExec_t>(g.get()), stream_), "graph launch");
   }
 
@@ -529,6 +581,9 @@ class CudaOps final : public Ops {
 
   int index_ = 0;
   DType act_;
+  GemmAlgo algo_ = GemmAlgo::kAuto;
+  OpTimer timer_;
+  std::map<const void*, size_t> graph_ids_;
   cudaStream_t stream_ = nullptr;
   CudaOpsContext ctx_;
 };

@@ -1,14 +1,16 @@
-// Dense GEMMs through cuBLAS: gemm_cuda (f32/bf16 weights; FP8 goes to gemm_fp8.cu) and the
-// strided batched form (ops_cuda.h). Row-major y = x·w^T is column-major y^T = w·x^T, so w is
-// cuBLAS's A (transposed) and x its B.
+// Dense GEMMs through cuBLAS: gemm_cuda (f32/bf16 weights; FP8 goes to gemm_fp8.cu, GemmAlgo::kMma
+// to the tensor-core kernel of gemm_mma.cu) and the strided batched form (ops_cuda.h). Row-major y
+// = x·w^T is column-major y^T = w·x^T, so w is cuBLAS's A (transposed) and x its B.
 #include <cublas_v2.h>
 
 #include "ops/cuda/ops_cuda.h"
 
 namespace helix {
 
-// gemm_fp8.cu
+// gemm_fp8.cu, gemm_mma.cu
 cudaError_t gemm_fp8_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream);
+bool gemm_mma_applies(const GemmCudaParams& p);
+cudaError_t gemm_mma_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream);
 
 namespace {
 
@@ -40,7 +42,9 @@ cudaError_t gemm_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaSt
     return cudaErrorInvalidValue;
   if (p.m == 0 || p.n == 0) return cudaSuccess;
   if (p.w_dtype == CudaDType::kF8E4M3) return gemm_fp8_cuda(ctx, p, stream);
-  if (p.w_dtype != p.x_dtype || !ctx.cublas) return cudaErrorInvalidValue;
+  if (p.w_dtype != p.x_dtype) return cudaErrorInvalidValue;
+  if (p.algo == GemmAlgo::kMma && gemm_mma_applies(p)) return gemm_mma_cuda(ctx, p, stream);
+  if (!ctx.cublas) return cudaErrorInvalidValue;
   auto h = static_cast<cublasHandle_t>(ctx.cublas);
   cublasStatus_t s = cublasSetStream(h, stream);
   if (s != CUBLAS_STATUS_SUCCESS) return from_cublas(s);

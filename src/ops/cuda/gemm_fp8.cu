@@ -1,7 +1,8 @@
 // y = x · w^T with FP8 E4M3 weights and their 128x128 block scales (the FP8 branch of gemm_cuda,
-// ops_cuda.h). Decode-sized row counts stream the FP8 bytes through the row-tile kernel with the
-// scales applied on load; larger ones widen the weight into the context's scratch and use
-// cuBLAS, where tensor cores pay for the extra pass.
+// ops_cuda.h). bf16 activations go to the tensor-core kernel (gemm_mma.cu). Otherwise (fp32
+// activations, GemmAlgo::kLegacy) decode-sized row counts stream the FP8 bytes through the row-tile
+// kernel with the scales applied on load; larger ones widen the weight into the context's scratch
+// and use cuBLAS, where tensor cores pay for the extra pass.
 #include <algorithm>
 
 #include "ops/cuda/rowtile_gemm.cuh"
@@ -26,10 +27,23 @@ __global__ void fp8_widen_kernel(const __nv_fp8_e4m3* w, const float* scale, int
 
 }  // namespace
 
+bool gemm_mma_applies(const GemmCudaParams& p);
+cudaError_t gemm_mma_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream);
+
 cudaError_t gemm_fp8_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream) {
   if (!p.w_scale) return cudaErrorInvalidValue;
   const size_t widened = static_cast<size_t>(p.n) * p.k * opsk::dtype_bytes(p.x_dtype);
-  if (p.m > kFp8DirectMaxRows && ctx.fp8_scratch && ctx.fp8_scratch_bytes >= widened) {
+  const bool can_widen = ctx.fp8_scratch && ctx.fp8_scratch_bytes >= widened;
+  // bf16 activations: tensor cores straight on the FP8 bytes (prefill-sized m keeps the widen +
+  // cuBLAS path when a scratch exists: its GEMM is compute-bound there).
+  // One row against a wide weight (batch-1 decode): the row-tile kernel streams FP8 faster (76%
+  // of the copy bandwidth against 66% at 36864x7168, bench_gemm_cuda); narrow weights (q_a, kv_a)
+  // fill the GPU better with the split-K tensor-core kernel.
+  const bool one_row_wide = p.m == 1 && p.n >= 4096;
+  if (p.algo != GemmAlgo::kLegacy && gemm_mma_applies(p) &&
+      (p.algo == GemmAlgo::kMma || (!one_row_wide && (p.m <= kMmaMaxRows || !can_widen))))
+    return gemm_mma_cuda(ctx, p, stream);
+  if (p.m > kFp8DirectMaxRows && can_widen) {
     const int64_t total = static_cast<int64_t>(p.n) * p.k;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 8192));
     const auto* w = static_cast<const __nv_fp8_e4m3*>(p.w);

@@ -9,6 +9,7 @@
 
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_sm90.h"
 
 namespace helix {
@@ -59,13 +60,22 @@ bool wgmma_for(const MlaPlanDesc& d) {
   return d.kernel == MlaKernelChoice::kWgmma;
 }
 
-int head_group_for(int heads) {
-  return heads <= 16 ? 16 : heads <= 32 ? 32 : 64;
+// <= 32 heads at (512, 64): the memory-bound kernel (mla_decode_mem.cu, groups of 16 heads),
+// unless mma.sync is asked for explicitly (the mla_bf16 kernels stay as the fallback). Its shared
+// memory holds 8 bytes per sequence next to a full ring: batches up to 1024.
+bool mem_path(const MlaPlanDesc& d) {
+  return d.kv_lora_rank == 512 && d.rope_dim == 64 && d.num_heads <= 32 && d.max_batch <= 1024 &&
+         d.kernel != MlaKernelChoice::kMmaSync;
+}
+
+int head_group_for(const MlaPlanDesc& d) {
+  if (mem_path(d)) return cuda::mla_mem::kHeadGroup;
+  return d.num_heads <= 16 ? 16 : d.num_heads <= 32 ? 32 : 64;
 }
 
 // Per (group, CTA): two partial slots of head_group rows, L outputs + 1 lse each.
 size_t workspace_for(const MlaPlanDesc& d, int groups, int ctas) {
-  const size_t rows = static_cast<size_t>(groups) * ctas * 2 * head_group_for(d.num_heads);
+  const size_t rows = static_cast<size_t>(groups) * ctas * 2 * head_group_for(d);
   return sizeof(float) * rows * (static_cast<size_t>(d.kv_lora_rank) + 1);
 }
 
@@ -75,12 +85,15 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   cudaError_t err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (err != cudaSuccess) return err;
-  const int hg = head_group_for(d.num_heads);
-  err = with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
-    using D = decltype(e);
-    return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3, wgmma_for(d),
-                                               d.max_batch, smem, &per_sm);
-  });
+  const int hg = head_group_for(d);
+  if (mem_path(d))
+    err = cuda::mla_mem::prepare(d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch, smem, &per_sm);
+  else
+    err = with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
+      using D = decltype(e);
+      return cuda::mla_bf16::prepare<D::L, D::R>(hg, d.kv_dtype == MlaKvDtype::kFp8E4m3,
+                                                 wgmma_for(d), d.max_batch, smem, &per_sm);
+    });
   if (err != cudaSuccess) return err;
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
   const int groups = (d.num_heads + hg - 1) / hg;
@@ -102,7 +115,7 @@ size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   if (ctas_for(d, &ctas, &smem) != cudaSuccess) return 0;
   int sm90_ctas = 0;
   if (sm90_ctas_for(d, &sm90_ctas, &smem) != cudaSuccess) return 0;
-  const int hg = head_group_for(d.num_heads);
+  const int hg = head_group_for(d);
   return workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas));
 }
 
@@ -111,7 +124,7 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   if (!supported(d.kv_lora_rank, d.rope_dim)) return cudaErrorNotSupported;
   MlaPlan p;
   p.desc = d;
-  p.head_group = head_group_for(d.num_heads);
+  p.head_group = head_group_for(d);
   p.num_head_groups = (d.num_heads + p.head_group - 1) / p.head_group;
   cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes);
   if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
@@ -171,6 +184,7 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   }
   const dim3 grid(plan.ctas_per_group, plan.num_head_groups);
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  if (mem_path(d)) return cuda::mla_mem::launch(a, fp8, grid, plan.smem_bytes, stream);
   return with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
     return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, wgmma_for(d), grid,

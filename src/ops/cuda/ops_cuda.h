@@ -35,10 +35,27 @@ struct CudaOpsContext {
   // (tensor cores), the rest read FP8 directly. 0: always the direct kernel.
   void* fp8_scratch = nullptr;
   size_t fp8_scratch_bytes = 0;
+  // fp32 partial sums of the tensor-core GEMM when it splits K (gemm_mma.cu); a GEMM whose
+  // splits do not fit splits less.
+  float* splitk = nullptr;
+  size_t splitk_bytes = 0;
+  int num_sms = 132;  // multiprocessors of the device (sizes split K)
 };
 cudaError_t cuda_ops_context_create(CudaOpsContext* ctx, size_t workspace_bytes = 32u << 20,
-                                    size_t fp8_scratch_bytes = 0);
+                                    size_t fp8_scratch_bytes = 0, size_t splitk_bytes = 64u << 20);
 void cuda_ops_context_destroy(CudaOpsContext* ctx);
+
+// Which kernel a GEMM runs (benchmarks and tests pin one; the model leaves kAuto).
+//   kAuto:   bf16 activations with FP8 weights (dense or grouped) or bf16 grouped weights: the
+//            tensor-core kernel (gemm_mma.cu, mma_gemm.cuh), except where the row-tile kernel
+//            streams faster (bench_gemm_cuda on H200): one row against an FP8 weight of >= 4096
+//            rows, FP8 groups of <= 8 rows in all, bf16 groups under 0.5 rows per group; bf16
+//            dense weights: cuBLAS; fp32 activations: cuBLAS / the row-tile kernel (exact fp32).
+//   kLegacy: cuBLAS, the FP8 row-tile kernel (widen + cuBLAS past kFp8DirectMaxRows rows when the
+//            context has a scratch), the grouped row-tile kernel.
+//   kMma:    the tensor-core kernel where it applies (bf16 activations in 16-byte aligned rows,
+//            k a multiple of 8 for bf16 / 16 for FP8 weights), else as kAuto.
+enum class GemmAlgo : int { kAuto = 0, kLegacy = 1, kMma = 2 };
 
 // ---- gemm.cu ---------------------------------------------------------------------------------
 // y = x · w^T (+ beta·y), the nn.Linear layout. f32 or bf16 weights: cuBLAS (x must have the
@@ -46,8 +63,11 @@ void cuda_ops_context_destroy(CudaOpsContext* ctx);
 // to kFp8DirectMaxRows rows a kernel that applies the block scales while it streams the FP8
 // bytes (once per tile of up to 8 rows); more rows (prefill, large batches) widen the weight
 // into ctx.fp8_scratch and run cuBLAS, when the scratch is large enough (measured crossover on
-// H200 between 8 and 64 rows; bench/bench_gemm_cuda).
+// H200 between 8 and 64 rows; bench/bench_gemm_cuda). With bf16 activations (GemmAlgo::kAuto)
+// FP8 weights go to the tensor-core kernel instead, up to kMmaMaxRows rows or at any row count
+// when the context has no FP8 scratch.
 constexpr int kFp8DirectMaxRows = 16;
+constexpr int kMmaMaxRows = 256;
 struct GemmCudaParams {
   int m = 0, n = 0, k = 0;
   CudaDType x_dtype = CudaDType::kF32;
@@ -61,6 +81,8 @@ struct GemmCudaParams {
   int ldy = 0;
   float beta = 0.0f;  // 1: accumulate into y
   int tile_rows = 0;  // FP8 direct kernel: rows per tile, 0 auto, else 1, 2, 4 or 8 (tuning)
+  GemmAlgo algo = GemmAlgo::kAuto;
+  int splits = 0;  // tensor-core kernel: K splits, 0 auto (tuning)
 };
 cudaError_t gemm_cuda(const CudaOpsContext& ctx, const GemmCudaParams& p, cudaStream_t stream);
 
@@ -108,6 +130,7 @@ struct GroupedGemmCudaParams {
   // Tile list the launcher builds on the stream: grouped_gemm_cuda_workspace_bytes() bytes.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  GemmAlgo algo = GemmAlgo::kAuto;
 };
 size_t grouped_gemm_cuda_workspace_bytes(int num_groups, int max_rows);
 cudaError_t grouped_gemm_cuda(const GroupedGemmCudaParams& p, cudaStream_t stream);

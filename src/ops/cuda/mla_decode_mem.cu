@@ -1,0 +1,593 @@
+// The memory-bound MLA decode kernel (mla_decode_mem.h): one m16 tile of heads per CTA, bf16 or
+// FP8 e4m3 latent KV at (L, R) = (512, 64).
+//
+// CTA = 8 warps. The CTA's 32-token tiles (the same contiguous share of the batch's tiles as the
+// mla_bf16 kernels) stream into a ring of shared-memory stages with one cp.async.bulk per token
+// row (padded rows: conflict-free fragment loads), completing on the stage's "full" mbarrier; the
+// warps that read a stage release it on its "empty" mbarrier and their leader refills it. No
+// block-wide barrier in the main loop. (A separate producer warp would make 9 warps: 3 on one
+// SM sub-partition, which caps registers at 168 and spills the 128 accumulators.)
+//
+// Warp w: column half ch = w & 1 (256 of the 512 latent columns); worker w >> 1 owns the 16-token
+// half (worker & 1) of every other tile of a sequence (team worker >> 1). The two warps of a worker
+// each compute half of the 576-wide score k-steps (mma.sync m16n8k16, Q fragments from a
+// fragment-ordered shared buffer) and swap the partial scores (a 64-thread named barrier); each
+// keeps its own online softmax and accumulates O[16, 256] in registers. At the end of a sequence
+// the four workers' states merge through shared memory.
+//
+// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The e4m3 bytes
+// are turned into bf16 in registers by placing their bits (sign, 4-bit exponent, 3-bit mantissa)
+// into a bf16's fields: that bf16 is exactly the e4m3 value times 2^-120 (denormals too). The
+// per-token scale and the 2^120 are folded into the scores (S = acc . scale . 2^56, with the
+// latent part of q pre-scaled by 2^64) and into P (P' = P . scale . 2^64, O = acc . 2^56). For the
+// score GEMM the k order is permuted to match the byte placement (q is permuted the same way);
+// for P.V pairs of tokens are interleaved with byte permutes.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/mla_decode_mem.h"
+#include "ops/cuda/mla_decode_mem_common.cuh"
+
+namespace helix::cuda::mla_mem {
+namespace {
+
+using namespace detail;
+
+constexpr int kConsumerWarps = 8;
+constexpr int kConsumers = 32 * kConsumerWarps;
+constexpr int kThreads = kConsumers;
+constexpr int kKSteps = W / 16;                   // 36 k-steps of the score GEMM
+constexpr int kQFragBytes = kKSteps * 512;        // A fragments of 16 heads, [k-step][lane][4 regs]
+constexpr int kMergeRegs = 128 + 4;               // O fragments + (m, d) of two rows
+constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state (the other: the Q buffer)
+// Score exchange between the two column-half warps of a worker: [worker][ch][parity][8 x 32]
+// floats. Shares the merge buffer (used only at sequence ends, fenced by consumers_sync).
+constexpr int kXchgBytes = 4 * 2 * 2 * 256 * 4;
+static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
+static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
+constexpr int kFp8ScaleOff = L + 2 * R;           // FP8 row: the fp32 scale after k_pe
+constexpr float kTwo56 = 72057594037927936.f;     // 2^56
+constexpr float kTwo64 = 18446744073709551616.f;  // 2^64
+
+template <bool kFp8>
+struct Cfg {
+  static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
+  static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
+  static constexpr int kStages = kFp8 ? 6 : 5;
+  static constexpr int kStageBytes = kTile * kRowStride;
+  static constexpr int kQOff = kStages * kStageBytes;
+  static constexpr int kMergeOff = kQOff + kQFragBytes;
+  static constexpr int kBarOff = kMergeOff + kMergeBytes;  // full[kStages], empty[kStages]
+  static constexpr int kCumOff = kBarOff + 16 * kStages;   // s_cum[B + 1], then s_len[B]
+  static size_t smem_bytes(int max_batch) {
+    return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
+  }
+  static_assert((kRowStride / 16) % 2 == 1, "odd 16-byte row stride: conflict-free fragments");
+  static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
+};
+
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
+}
+// The A fragments of the query's 16 heads (rows past H zero) for all 36 k-steps, in the order the
+// consumers read them (one 16-byte load per lane and k-step). FP8: latent k-steps permuted to the
+// byte placement of e4m3_hi_to_bf16 and scaled by 2^64 (exact).
+template <bool kFp8>
+__device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_t* qbuf, int ctid) {
+  const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
+  constexpr int kWords = kKSteps * 128;
+  static_assert(kWords % kConsumers == 0, "whole rounds");
+#pragma unroll
+  for (int i = 0; i < kWords / kConsumers; ++i) {  // all loads in flight at once
+    const int idx = ctid + kConsumers * i;
+    const int ks = idx >> 7, ln = (idx >> 2) & 31, r = idx & 3;
+    const int gg = ln >> 2, tt = ln & 3;
+    const int row = gg + 8 * (r & 1), khi = r >> 1;
+    const bool perm = kFp8 && ks < L / 16;
+    int d0, d1;
+    if (perm) {  // a0/a1: dims (4j, 4j + 2), a2/a3: (4j + 1, 4j + 3) of word j of the lane's 16 B
+      d0 = 64 * (ks >> 2) + 16 * tt + 4 * (ks & 3) + khi;
+      d1 = d0 + 2;
+    } else {
+      d0 = 16 * ks + 2 * tt + 8 * khi;
+      d1 = d0 + 1;
+    }
+    const int h = group * 16 + row;
+    uint32_t v = 0;
+    if (h < a.num_heads) {
+      const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W;
+      float x0 = __bfloat162float(qh[d0]), x1 = __bfloat162float(qh[d1]);
+      if (perm) {
+        x0 *= kTwo64;
+        x1 *= kTwo64;
+      }
+      v = pack_bf16(x0, x1);
+    }
+    qbuf[idx] = v;
+  }
+}
+
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
+  using C = Cfg<kFp8>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  int* s_cum = reinterpret_cast<int*>(smem + C::kCumOff);
+  const uint32_t ring = smem_u32(smem);
+  const uint32_t bars = smem_u32(smem + C::kBarOff);
+  auto full_bar = [&](int s) { return bars + 8 * s; };
+  auto empty_bar = [&](int s) { return bars + 8 * (C::kStages + s); };
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int cta = blockIdx.x, group = blockIdx.y;
+
+  // The combine kernel may be scheduled now; it waits for this grid's completion and memory.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+
+  int* s_len = s_cum + a.batch + 1;
+  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step; lengths
+    int carry = 0;
+    if (lane == 0) s_cum[0] = 0;
+    for (int base = 0; base < a.batch; base += 32) {
+      const int b = base + lane;
+      const int len = b < a.batch ? seq_tokens(a, b) : 0;
+      if (b < a.batch) s_len[b] = len;
+      int v = (len + kTile - 1) / kTile;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += u;
+      }
+      if (b < a.batch) s_cum[b + 1] = carry + v;
+      carry += __shfl_sync(0xffffffffu, v, 31);
+    }
+  } else if (tid == 32) {
+    for (int s = 0; s < C::kStages; ++s) {
+      mbar_init(full_bar(s), 1);
+      mbar_init(empty_bar(s), 4);  // the 4 warps that read a tile
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const int total = s_cum[a.batch];
+  if (total == 0) return;
+  const int ctas = active_ctas(total, a.ctas_per_group);
+  if (cta >= ctas) return;
+  const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
+  const int n_tiles = t_end - t_begin;
+  if (n_tiles <= 0) return;
+  int cb = 0;
+  while (s_cum[cb + 1] <= t_begin) ++cb;
+  int ck = t_begin - s_cum[cb];
+
+  // Loads: lane l of a warp copies token l of a tile (one bulk copy per row). The first kStages
+  // tiles are issued by warps 0.. (one tile each, so their block-table lookups overlap); tile
+  // jj + kStages by the leader warp of the team that consumed tile jj, once the team released it.
+  struct Slot {
+    int blk, off;  // block id (a global load, first used at issue) and offset in the block
+  };
+  auto lookup = [&](int jt) -> Slot {
+    const int tile = t_begin + jt;
+    int lo = 0, hi = a.batch - 1;  // the last b with s_cum[b] <= tile: the tile's sequence
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (s_cum[mid] <= tile)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    const int len = s_len[lo];
+    int pos = (tile - s_cum[lo]) * kTile + lane;
+    if (pos >= len) pos = len - 1;  // a valid row: masked in the scores, finite in P.V
+    return {a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size],
+            pos % a.block_size};
+  };
+  auto issue = [&](int jt, Slot sl) {
+    const int s = jt % C::kStages;
+    if (lane == 0) mbar_expect_tx(full_bar(s), kTile * C::kRowBytes);
+    __syncwarp();
+    const int64_t row = static_cast<int64_t>(sl.blk) * a.block_size + sl.off;
+    bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
+              C::kRowBytes, full_bar(s));
+  };
+  if (warp < C::kStages && warp < n_tiles) issue(warp, lookup(warp));
+
+  // ---- consumers
+  const int ch = warp & 1, worker = warp >> 1, team = worker >> 1, half = worker & 1;
+  const int g = lane >> 2, t = lane & 3;
+  uint32_t* qbuf = reinterpret_cast<uint32_t*>(smem + C::kQOff);
+  float* mbuf = reinterpret_cast<float*>(smem + C::kMergeOff);
+  float* xbuf = mbuf;
+  int xpar = 0;  // exchange buffer parity: both warps of a worker count the same chunks
+  const uint32_t q_addr = smem_u32(qbuf) + lane * 16;
+
+  float acc[32][4];
+  float m_run[2], d_run[2];
+
+  int j = 0;
+  while (j < n_tiles) {
+    const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
+    const int cnt = min(seq_tiles - ck, n_tiles - j);
+    const int len = s_len[cb];
+    consumers_sync();  // the previous sequence is done with the query and merge buffers
+    build_q<kFp8>(a, cb, group, qbuf, tid);
+    consumers_sync();
+    m_run[0] = m_run[1] = -INFINITY;
+    d_run[0] = d_run[1] = 0.f;
+#pragma unroll
+    for (int n = 0; n < 32; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
+
+    for (int jj = j + team; jj < j + cnt; jj += 2) {
+      const int s = jj % C::kStages;
+      const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
+      Slot next{0, 0};
+      if (refill) next = lookup(jj + C::kStages);
+      mbar_wait(full_bar(s), (jj / C::kStages) & 1);
+      const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
+      if (tok0 < len) {
+        const uint32_t tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
+        // 1. scores S[16 heads, 16 tokens] (two n-tiles), two accumulation chains each
+        float sc[2][4];
+        float fscale[2][2];  // FP8: per-token scales of this lane's score columns
+        {
+          float sa[2][2][4];
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int c = 0; c < 2; ++c)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) sa[n][c][e] = 0.f;
+          if constexpr (!kFp8) {
+            const uint32_t k_addr =
+                tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+            // The shared loads are volatile asm (kept in program order): issue a group's loads
+            // together, then its MMAs, so the load latency is paid once per group.
+            // This warp's half of the k-steps (the partner warp does the other half).
+            const int ks0 = ch * (kKSteps / 2);
+#pragma unroll
+            for (int k0 = 0; k0 < kKSteps / 2; k0 += 3) {
+              uint4 qa[3];
+              uint32_t kb[3][4];
+#pragma unroll
+              for (int i = 0; i < 3; ++i) {
+                qa[i] = lds128(q_addr + (ks0 + k0 + i) * 512);
+                ldsm_x4(kb[i], k_addr + (ks0 + k0 + i) * 32);
+              }
+#pragma unroll
+              for (int i = 0; i < 3; ++i) {
+                mma(sa[0][i & 1], qa[i], kb[i][0], kb[i][1]);
+                mma(sa[1][i & 1], qa[i], kb[i][2], kb[i][3]);
+              }
+            }
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) sc[n][e] = sa[n][0][e] + sa[n][1][e];
+          } else {
+            // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
+            const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
+            // This warp's half of the latent dims; column half 0 also takes the rope part.
+#pragma unroll
+            for (int s4 = 0; s4 < L / 128; ++s4) {
+              const int s64 = ch * (L / 128) + s4;
+              const uint4 w0 = lds128(k_addr + 64 * s64);
+              const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
+              uint4 qa[4];
+#pragma unroll
+              for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
+              const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
+              const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                mma(sa[0][i & 1], qa[i], e4m3_hi_to_bf16(wa[i] << 8), e4m3_hi_to_bf16(wa[i]));
+                mma(sa[1][i & 1], qa[i], e4m3_hi_to_bf16(wb[i] << 8), e4m3_hi_to_bf16(wb[i]));
+              }
+            }
+            // rope (bf16) into the second chain's place, scaled separately
+            float sp[2][4];
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
+            const uint32_t r_addr =
+                tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+            if (ch == 0) {
+              uint4 qa[R / 16];
+              uint32_t kb[R / 16][4];
+#pragma unroll
+              for (int kr = 0; kr < R / 16; ++kr) {
+                qa[kr] = lds128(q_addr + (L / 16 + kr) * 512);
+                ldsm_x4(kb[kr], r_addr + kr * 32);
+              }
+#pragma unroll
+              for (int kr = 0; kr < R / 16; ++kr) {
+                mma(sp[0], qa[kr], kb[kr][0], kb[kr][1]);
+                mma(sp[1], qa[kr], kb[kr][2], kb[kr][3]);
+              }
+            }
+#pragma unroll
+            for (int n = 0; n < 2; ++n) {
+#pragma unroll
+              for (int c = 0; c < 2; ++c)
+                fscale[n][c] = __uint_as_float(
+                    lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
+#pragma unroll
+              for (int e = 0; e < 4; ++e)
+                sc[n][e] = (sa[n][0][e] + sa[n][1][e]) * (fscale[n][e & 1] * kTwo56) + sp[n][e];
+            }
+          }
+        }
+        // Partial scores of the two column-half warps: exchange and add (the same sum in both,
+        // addition commutes).
+        {
+          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
+          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
+          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
+          xpar ^= 1;
+        }
+        // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1)
+        uint4 pa;
+        {
+          float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int pos = tok0 + 8 * n + 2 * t + (e & 1);
+              const float v = pos < len ? sc[n][e] * a.scale_log2 : -INFINITY;
+              sc[n][e] = v;
+              mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+          float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float m_new = fmaxf(m_run[r], mx[r]);
+            m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+            alpha[r] = exp2f(m_run[r] - m_use[r]);
+            m_run[r] = m_new;
+          }
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float p = exp2f(sc[n][e] - m_use[e >> 1]);
+              rs[e >> 1] += p;
+              sc[n][e] = kFp8 ? p * (fscale[n][e & 1] * kTwo64) : p;
+            }
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
+            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
+            d_run[r] = d_run[r] * alpha[r] + rs[r];
+          }
+          pa.x = pack_bf16(sc[0][0], sc[0][1]);
+          pa.y = pack_bf16(sc[0][2], sc[0][3]);
+          pa.z = pack_bf16(sc[1][0], sc[1][1]);
+          pa.w = pack_bf16(sc[1][2], sc[1][3]);
+          // Rescale only when a row's max moved (rarely, once the max settles).
+          if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+#pragma unroll
+            for (int n = 0; n < 32; ++n) {
+              acc[n][0] *= alpha[0];
+              acc[n][1] *= alpha[0];
+              acc[n][2] *= alpha[1];
+              acc[n][3] *= alpha[1];
+            }
+          }
+        }
+        // 3. O[16, 256 columns of half ch] += P . V
+        if constexpr (!kFp8) {
+          const uint32_t v_addr = tile + ch * (L / 2) * 2 + (lane >> 4) * 16 +
+                                  ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStride;
+#pragma unroll
+          for (int p0 = 0; p0 < 16; p0 += 4) {
+            uint32_t vb[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) ldsm_x4_t(vb[i], v_addr + (p0 + i) * 32);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              mma(acc[2 * (p0 + i)], pa, vb[i][0], vb[i][1]);
+              mma(acc[2 * (p0 + i) + 1], pa, vb[i][2], vb[i][3]);
+            }
+          }
+        } else {
+          // Lane (g, t): tokens 2t, 2t + 1, 2t + 8, 2t + 9 (its P columns), 4 columns 4g.. of
+          // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
+          const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
+#pragma unroll
+          for (int G0 = 0; G0 < 8; G0 += 4) {
+            uint32_t w[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const uint32_t va = v_addr + 32 * (G0 + i);
+              w[i][0] = lds32(va);
+              w[i][1] = lds32(va + C::kRowStride);
+              w[i][2] = lds32(va + 8 * C::kRowStride);
+              w[i][3] = lds32(va + 9 * C::kRowStride);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const int G = G0 + i;
+              const uint32_t x01 = prmt(w[i][0], w[i][1], 0x4501),
+                             y01 = prmt(w[i][0], w[i][1], 0x6723);
+              const uint32_t x23 = prmt(w[i][2], w[i][3], 0x4501),
+                             y23 = prmt(w[i][2], w[i][3], 0x6723);
+              mma(acc[4 * G + 0], pa, e4m3_hi_to_bf16(x01), e4m3_hi_to_bf16(x23));
+              mma(acc[4 * G + 1], pa, e4m3_hi_to_bf16(x01 << 8), e4m3_hi_to_bf16(x23 << 8));
+              mma(acc[4 * G + 2], pa, e4m3_hi_to_bf16(y01), e4m3_hi_to_bf16(y23));
+              mma(acc[4 * G + 3], pa, e4m3_hi_to_bf16(y01 << 8), e4m3_hi_to_bf16(y23 << 8));
+            }
+          }
+        }
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty_bar(s));
+      if (refill) {
+        mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
+        issue(jj + C::kStages, next);
+      }
+    }
+
+    // Merge the four workers' states per column half into worker 0. A state is parked as 33
+    // float4 per lane (the O fragments, then m and d of both rows).
+    consumers_sync();  // every score exchange done, every warp past its last tile
+    auto park = [&](float4* p) {
+#pragma unroll
+      for (int n = 0; n < 32; ++n)
+        p[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+      p[32 * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
+    };
+    auto absorb = [&](const float4* p) {
+      const float4 md = p[32 * 32];
+      const float mo[2] = {md.x, md.y}, dd[2] = {md.z, md.w};
+      float wa[2], wb[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float m_new = fmaxf(m_run[r], mo[r]);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        wa[r] = exp2f(m_run[r] - m_use);
+        wb[r] = exp2f(mo[r] - m_use);
+        d_run[r] = d_run[r] * wa[r] + dd[r] * wb[r];
+        m_run[r] = m_new;
+      }
+#pragma unroll
+      for (int n = 0; n < 32; ++n) {
+        const float4 o = p[n * 32];
+        acc[n][0] = acc[n][0] * wa[0] + o.x * wb[0];
+        acc[n][1] = acc[n][1] * wa[0] + o.y * wb[0];
+        acc[n][2] = acc[n][2] * wa[1] + o.z * wb[1];
+        acc[n][3] = acc[n][3] * wa[1] + o.w * wb[1];
+      }
+    };
+    if (j + cnt == n_tiles) {
+      // The CTA's last sequence: no tile in flight, the ring is free. Workers 1-3 park their
+      // states there at once, worker 0 absorbs them.
+      float4* ring4 = reinterpret_cast<float4*>(smem);
+      if (worker != 0) park(ring4 + ((worker - 1) * 2 + ch) * 33 * 32 + lane);
+      consumers_sync();
+      if (worker == 0) {
+#pragma unroll 1
+        for (int w = 1; w < 4; ++w) absorb(ring4 + ((w - 1) * 2 + ch) * 33 * 32 + lane);
+      }
+    } else {
+      // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
+      // buffer (rebuilt after this), one per column half; 3 -> 2, 1 -> 0, 2 -> 0.
+      float4* buf =
+          reinterpret_cast<float4*>(ch == 0 ? smem + C::kMergeOff : smem + C::kQOff) + lane;
+      auto merge_round = [&](int src, int dst) {
+        if (worker == src) park(buf);
+        consumers_sync();
+        if (worker == dst) absorb(buf);
+        consumers_sync();
+      };
+      const bool two_teams = cnt >= 2;  // team 1 had a tile of this sequence here
+      if (two_teams) merge_round(3, 2);
+      merge_round(1, 0);
+      if (two_teams) merge_round(2, 0);
+    }
+
+    if (worker == 0) {
+      const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
+      const int slot = s_cum[cb] <= t_begin ? 0 : 1;
+      const int64_t prow =
+          ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeadGroup;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int hl = g + 8 * r, h = group * kHeadGroup + hl;
+        if (h >= a.num_heads) continue;
+        const float inv = (kFp8 ? kTwo56 : 1.f) / d_run[r];
+        const float lse = (m_run[r] + log2f(d_run[r])) * 0.6931471805599453f;
+        const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
+        if (ch == 0 && t == 0) {
+          if (complete)
+            a.lse[orow] = lse;
+          else
+            a.part_lse[prow + hl] = lse;
+        }
+        float* dst_f =
+            complete ? static_cast<float*>(a.out) + orow * L : a.part_out + (prow + hl) * L;
+        __nv_bfloat16* dst_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
+        const bool to_bf16 = complete && a.out_bf16;
+#pragma unroll
+        for (int n = 0; n < 32; n += 2) {
+          // four consecutive columns per pair of n-tiles (bf16: 8 n + 2t, 8 n + 8 + 2t;
+          // FP8: 32 G + 8 t + {0..3}, + 4)
+          float v[4];
+          int c0, c1;
+          if constexpr (!kFp8) {
+            c0 = ch * 256 + 8 * n + 2 * t;
+            c1 = c0 + 8;
+            v[0] = acc[n][2 * r] * inv;
+            v[1] = acc[n][2 * r + 1] * inv;
+            v[2] = acc[n + 1][2 * r] * inv;
+            v[3] = acc[n + 1][2 * r + 1] * inv;
+          } else {
+            // n-tiles 4G + 2i, 4G + 2i + 1 (i = n/2 % 2): columns 8t + 2i, 8t + 2i + 1 (e = 0) and
+            // + 4 (e = 1)
+            const int G = n >> 2, i = (n >> 1) & 1;
+            c0 = ch * 256 + 32 * G + 8 * t + 2 * i;
+            c1 = c0 + 4;
+            v[0] = acc[n][2 * r] * inv;
+            v[1] = acc[n + 1][2 * r] * inv;
+            v[2] = acc[n][2 * r + 1] * inv;
+            v[3] = acc[n + 1][2 * r + 1] * inv;
+          }
+          if (to_bf16) {
+            *reinterpret_cast<__nv_bfloat162*>(dst_h + c0) = __floats2bfloat162_rn(v[0], v[1]);
+            *reinterpret_cast<__nv_bfloat162*>(dst_h + c1) = __floats2bfloat162_rn(v[2], v[3]);
+          } else {
+            *reinterpret_cast<float2*>(dst_f + c0) = make_float2(v[0], v[1]);
+            *reinterpret_cast<float2*>(dst_f + c1) = make_float2(v[2], v[3]);
+          }
+        }
+      }
+    }
+    j += cnt;
+    ++cb;
+    ck = 0;
+    while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+  }
+}
+
+template <bool kFp8>
+cudaError_t prepare_t(int max_batch, size_t* smem, int* ctas_per_sm) {
+  *smem = Cfg<kFp8>::smem_bytes(max_batch);
+  cudaError_t cerr = prepare_combine();
+  if (cerr != cudaSuccess) return cerr;
+  cudaError_t err = cudaFuncSetAttribute(
+      mla_mem_kernel<kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
+  if (err != cudaSuccess) return err;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_mem_kernel<kFp8>, kThreads,
+                                                       *smem);
+}
+
+}  // namespace
+
+cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
+  return fp8 ? prepare_t<true>(max_batch, smem, ctas_per_sm)
+             : prepare_t<false>(max_batch, smem, ctas_per_sm);
+}
+
+cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
+  if (fp8)
+    mla_mem_kernel<true><<<grid, kThreads, smem, stream>>>(a);
+  else
+    mla_mem_kernel<false><<<grid, kThreads, smem, stream>>>(a);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  return launch_combine(a, stream);
+}
+
+}  // namespace helix::cuda::mla_mem
