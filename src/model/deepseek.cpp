@@ -83,7 +83,7 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   loading_ = true;
   load_weights(ws);
   loading_ = false;
-  if (loaded_bytes_ > 0) std::fprintf(stderr, "\n");
+  if (loaded_bytes_ > 0 && map_.rank == 0 && isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
   stats_.expert_tokens.assign(cfg.num_hidden_layers,
                               std::vector<int64_t>(std::max(cfg.n_routed_experts, 0), 0));
   stats_.dispatch_sent = stats_.dispatch_recv = stats_.expert_tokens;
@@ -129,15 +129,19 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   kv_ = std::make_unique<KvCache>(kc, std::move(pool));
 }
 
-DTensor DeepseekModel::up(Tensor&& t) const {
+void DeepseekModel::note_loaded(uint64_t bytes) const {
   static const bool tty = isatty(STDERR_FILENO);
+  if (loaded_bytes_ == 0) load_t0_ = Clock::now();
+  loaded_bytes_ += bytes;
   if (tty && loading_ && map_.rank == 0) {
-    if (loaded_bytes_ == 0) load_t0_ = Clock::now();
-    loaded_bytes_ += static_cast<uint64_t>(t.numel()) * sizeof(float);
     const double s = std::max(1e-3, ms_since(load_t0_) / 1000.0);
     std::fprintf(stderr, "\rloading weights: %.0f MB, %.0f MB/s   ", loaded_bytes_ / 1e6,
                  loaded_bytes_ / 1e6 / s);
   }
+}
+
+DTensor DeepseekModel::up(Tensor&& t) const {
+  note_loaded(static_cast<uint64_t>(t.numel()) * sizeof(float));
   if (opt_.round_weights_bf16)  // the experiment's bf16 weights in fp32 arithmetic
     for (float& v : t.data) {
       uint32_t u;
@@ -182,8 +186,42 @@ DTensor DeepseekModel::fp8_weight(const WeightStore& ws,
   st.data = std::move(scales);
   DTensor sc = ops_->upload(std::move(st), DType::F32);
   ops_->sync();  // the staging vectors go out of scope
-  loaded_bytes_ += bytes.size();
+  note_loaded(bytes.size());
   return w.with_scale(std::move(sc));
+}
+
+bool DeepseekModel::keep_bf16(const WeightStore& ws, const std::vector<NamedShape>& parts) const {
+  if (ops_->device().is_cpu() || opt_.weight_dtype != DType::BF16 || map_.world_size != 1)
+    return false;
+  for (const auto& [name, shape] : parts)
+    if (!ws.has(name) || ws.view(name).dtype != StDType::BF16 || shape.size() != 2) return false;
+  return true;
+}
+
+DTensor DeepseekModel::bf16_weight(const WeightStore& ws,
+                                   const std::vector<NamedShape>& parts) const {
+  int64_t rows = 0;
+  const int64_t cols = parts[0].second[1];
+  for (const auto& [name, shape] : parts) {
+    expect_shape(ws, name, shape);
+    HELIX_CHECK(shape[1] == cols, "bf16 weight '{}': stacked parts differ in width", name);
+    rows += shape[0];
+  }
+  DTensor w;
+  if (parts.size() == 1) {
+    w = ops_->upload_raw(ws.view(parts[0].first).data, {rows, cols}, DType::BF16);
+  } else {
+    std::vector<uint8_t> bytes;
+    bytes.reserve(static_cast<size_t>(rows * cols) * 2);
+    for (const auto& p : parts) {
+      const StView& v = ws.view(p.first);
+      bytes.insert(bytes.end(), v.data, v.data + v.nbytes);
+    }
+    w = ops_->upload_raw(bytes.data(), {rows, cols}, DType::BF16);
+  }
+  ops_->sync();  // the staging vector goes out of scope
+  note_loaded(static_cast<uint64_t>(rows * cols) * 2);
+  return w;
 }
 
 void DeepseekModel::load_weights(const WeightStore& ws) {
@@ -194,7 +232,9 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
   const int N = map_.ffn_size(), r = map_.ffn_rank();
   const int64_t h0 = static_cast<int64_t>(map_.tp_rank()) * hl_;  // first global head of my group
 
-  embed = up(ws.load("model.embed_tokens.weight", {c.vocab_size, D}));
+  const std::vector<NamedShape> embed_w = {{"model.embed_tokens.weight", {c.vocab_size, D}}};
+  embed = keep_bf16(ws, embed_w) ? bf16_weight(ws, embed_w)
+                                 : up(ws.load("model.embed_tokens.weight", {c.vocab_size, D}));
   norm = up(ws.load("model.norm.weight", {D}));
   if (opt_.lm_head_f32 && (ws.has("lm_head.weight") || c.tie_word_embeddings)) {
     lm_head = ops_->upload(
@@ -202,7 +242,9 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
                 {c.vocab_size, D}),
         DType::F32);
   } else if (ws.has("lm_head.weight")) {
-    lm_head = up(ws.load("lm_head.weight", {c.vocab_size, D}));
+    const std::vector<NamedShape> w = {{"lm_head.weight", {c.vocab_size, D}}};
+    lm_head =
+        keep_bf16(ws, w) ? bf16_weight(ws, w) : up(ws.load("lm_head.weight", {c.vocab_size, D}));
   } else if (c.tie_word_embeddings) {
     lm_head = embed;
   } else {
@@ -219,6 +261,14 @@ void DeepseekModel::load_weights(const WeightStore& ws) {
       expect_shape(ws, p + "down_proj.weight", {D, inter});
       m.gate_up = fp8_weight(ws, {p + "gate_proj.weight", p + "up_proj.weight"});
       m.down = fp8_weight(ws, {p + "down_proj.weight"});
+      return m;
+    }
+    const std::vector<NamedShape> gu = {{p + "gate_proj.weight", {inter, D}},
+                                        {p + "up_proj.weight", {inter, D}}},
+                                  dn = {{p + "down_proj.weight", {D, inter}}};
+    if (parts == 1 && keep_bf16(ws, gu) && keep_bf16(ws, dn)) {
+      m.gate_up = bf16_weight(ws, gu);
+      m.down = bf16_weight(ws, dn);
       return m;
     }
     Tensor g = load_rows_checked(ws, p + "gate_proj.weight", {inter, D}, a, b);
@@ -339,6 +389,14 @@ MlpWeights DeepseekModel::load_expert(const WeightStore& ws, int layer, int e, b
       expect_shape(ws, ep + "down_proj.weight", {D, IE});
       m.gate_up = fp8_weight(ws, {ep + "gate_proj.weight", ep + "up_proj.weight"});
       m.down = fp8_weight(ws, {ep + "down_proj.weight"});
+      return m;
+    }
+    const std::vector<NamedShape> gu = {{ep + "gate_proj.weight", {IE, D}},
+                                        {ep + "up_proj.weight", {IE, D}}},
+                                  dn = {{ep + "down_proj.weight", {D, IE}}};
+    if (a0 == 0 && a1 == IE && keep_bf16(ws, gu) && keep_bf16(ws, dn)) {
+      m.gate_up = bf16_weight(ws, gu);
+      m.down = bf16_weight(ws, dn);
       return m;
     }
     Tensor g = load_rows_checked(ws, ep + "gate_proj.weight", {IE, D}, a0, a1);
