@@ -5,9 +5,10 @@
 # carry its Debian packages in .devdeps/ (`cd .devdeps && apt-get download libpcre2-dev
 # libpcre2-8-0`); they are unpacked into /tmp/pfx when pkg-config cannot find libpcre2-8.
 #   OUT=dir bash scripts/device_verify.sh [build-dir]
-# Knobs: SKIP_CPU=1 leaves out the CPU suite; SLICE=bf16|fp8 also writes the DeepSeek-V3 slice in
-# that format (in the background, while building) and times whole-model decode on it with ids
-# sampled on the device (bench_model_decode --sample) at SLICE_BATCHES x SLICE_CONTEXTS.
+# Knobs: SKIP_CPU=1 leaves out the CPU suite; BENCH=1 also builds bench_model_decode;
+# SLICE=bf16|fp8 also writes the DeepSeek-V3 slice in that format (in the background, while
+# building) and times whole-model decode on it with ids sampled on the device
+# (bench_model_decode --sample) at SLICE_BATCHES x SLICE_CONTEXTS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
@@ -15,6 +16,7 @@ B=${1:-/tmp/b-verify}
 mkdir -p "$OUT"
 T0=$SECONDS
 SLICE=${SLICE:-}
+BENCH=${BENCH:-}
 if [ -n "$SLICE" ]; then
   python3 tools/make_slice.py --out /tmp/slice-verify --format "$SLICE" > "$OUT/make_slice.log" 2>&1 &
   SLICE_PID=$!
@@ -29,11 +31,11 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # What `helix serve` would need here (cpp-httplib's pkg-config requires these dev packages).
 echo "serve deps: $(for m in cpp-httplib openssl zlib libbrotlidec; do pkg-config --exists $m 2> /dev/null && printf '%s ' "$m:yes" || printf '%s ' "$m:no"; done)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH=$([ -n "$SLICE" ] && echo ON || echo OFF) \
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH=$([ -n "$SLICE$BENCH" ] && echo ON || echo OFF) \
   -DHELIX_SANITIZE_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 t0=$SECONDS
 TARGETS=""
-[ -n "${SKIP_CPU:-}" ] && TARGETS="helix helix_cuda_tests test_backend_ops $([ -n "$SLICE" ] && echo bench_model_decode)"
+[ -n "${SKIP_CPU:-}" ] && TARGETS="helix helix_cuda_tests test_backend_ops $([ -n "$SLICE$BENCH" ] && echo bench_model_decode)"
 # shellcheck disable=SC2086
 ninja -C "$B" -j16 $TARGETS > "$OUT/build.log" 2>&1 || { grep -m20 -B2 -A10 "error" "$OUT/build.log"; exit 1; }
 echo "build: $((SECONDS - t0)) s"
@@ -50,9 +52,11 @@ for dev in "cpu" "cuda --dtype float32" "cuda --dtype bfloat16" "cuda --dtype bf
   echo "models/tiny $dev: $("$B/helix" generate --model models/tiny --prompt "In the beginning" \
     --max-new-tokens 24 --device $dev 2>"$OUT/tiny.err" | tr '\n' ' ') $(grep -m1 'tokens/s' "$OUT/tiny.err")"
 done
-[ -z "${SKIP_CPU:-}" ] && timeout 420 ctest --test-dir "$B" -j12 -E '^cuda\.|serve_|tokenizer_exactness' --output-on-failure \
-  > "$OUT/ctest_cpu.log" 2>&1 || status=1
-grep -E "tests passed|tests failed|Failed|\(Failed\)|Timeout" "$OUT/ctest_cpu.log" | head -20
+if [ -z "${SKIP_CPU:-}" ]; then
+  timeout 420 ctest --test-dir "$B" -j12 -E '^cuda\.|serve_|tokenizer_exactness' --output-on-failure \
+    > "$OUT/ctest_cpu.log" 2>&1 || status=1
+  grep -E "tests passed|tests failed|Failed|\(Failed\)|Timeout" "$OUT/ctest_cpu.log" | head -20
+fi
 if [ -n "$SLICE" ]; then
   wait "$SLICE_PID"
   echo "make_slice $SLICE: rc=$? at $((SECONDS - T0)) s $(du -sh /tmp/slice-verify/$SLICE 2> /dev/null | cut -f1)"
