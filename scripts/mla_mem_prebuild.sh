@@ -10,8 +10,8 @@ mkdir -p "$B" mla16bin
 CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc"
 CX="-std=c++20 -O2 -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/local/cuda/include -DHELIX_HAVE_CUDA=1"
 CU_SRC="mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16 mla_decode_mem
-  mla_decode_mem_combine"
-for f in $CU_SRC; do nvcc $CU -c src/ops/cuda/$f.cu -o "$B/$f.o"; done
+  mla_decode_mem_combine mla_decode_sm90"
+for f in $CU_SRC; do [ -n "${KEEP_OBJ:-}" ] && [ -f "$B/$f.o" ] && [ "$B/$f.o" -nt src/ops/cuda/$f.cu ] && continue; nvcc $CU -c src/ops/cuda/$f.cu -o "$B/$f.o"; done
 for f in mla_decode matmul; do g++ $CX -c src/ops/cpu/$f.cpp -o "$B/$f.o"; done
 g++ $CX -c tests/cuda/test_mla_decode_bf16.cpp -o "$B/test.o"
 g++ $CX -DFMT_HEADER_ONLY -c bench/bench_mla_decode_bf16.cpp -o "$B/bench.o"

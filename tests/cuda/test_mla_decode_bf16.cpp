@@ -96,18 +96,23 @@ struct Case {
   // Pool rows past each sequence's end in its last block hold NaN (stale cache rows may hold
   // anything; their weight is 0 and must stay 0).
   bool nan_tail = false;
+  // q drawn as N(0, 1) x q_mag; each cache row (latent and rope) x 2^k, k uniform in
+  // [row_exp_lo, row_exp_hi] (FP8: per-token scales far from 1 and far apart).
+  float q_mag = 1.f;
+  int row_exp_lo = 0, row_exp_hi = 0;
 };
 
 std::string describe(const Case& c) {
-  std::string s = "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " +
-                  std::to_string(c.R) + " block " + std::to_string(c.block) + " kv " +
-                  (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") + " out " +
-                  (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
-                  std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-                  (c.sm90    ? " sm90"
-                   : c.wgmma ? " wgmma"
-                             : " mma.sync") +
-                  (c.nan_tail ? " nan-tail" : "") + " lens";
+  std::string s =
+      "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " + std::to_string(c.R) +
+      " block " + std::to_string(c.block) + " kv " + (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") +
+      " out " + (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
+      std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
+      (c.sm90    ? " sm90"
+       : c.wgmma ? " wgmma"
+                 : " mma.sync") +
+      (c.nan_tail ? " nan-tail" : "") + " q_mag " + std::to_string(c.q_mag) + " row_exp " +
+      std::to_string(c.row_exp_lo) + ".." + std::to_string(c.row_exp_hi) + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
 }
@@ -158,6 +163,14 @@ void run_case(const Case& c) {
   // Latent rows for every slot (fp32, as the model produces them), written by kv_write.
   std::vector<float> rows(pool_rows * W);
   for (auto& x : rows) x = normal(rng);
+  std::vector<float> row_mag(pool_rows, 1.f);
+  if (c.row_exp_lo != 0 || c.row_exp_hi != 0) {
+    std::uniform_int_distribution<int> ex(c.row_exp_lo, c.row_exp_hi);
+    for (size_t r = 0; r < pool_rows; ++r) {
+      row_mag[r] = std::ldexp(1.f, ex(rng));
+      for (int i = 0; i < W; ++i) rows[r * W + i] *= row_mag[r];
+    }
+  }
   std::vector<int64_t> slots(pool_rows);
   std::iota(slots.begin(), slots.end(), 0);
   std::shuffle(slots.begin(), slots.end(), rng);
@@ -221,7 +234,8 @@ void run_case(const Case& c) {
       if (exact) {
         ASSERT_EQ(got[i], from_bf16(to_bf16(want[i]))) << "slot " << r << " elem " << i;
       } else {
-        write_err = std::max(write_err, std::fabs(static_cast<double>(got[i]) - want[i]));
+        write_err =
+            std::max(write_err, std::fabs(static_cast<double>(got[i]) - want[i]) / row_mag[r]);
       }
     }
     if (!written[r]) std::fill_n(rows.data() + r * W, W, 0.f);  // reference sees zeros too
@@ -239,7 +253,7 @@ void run_case(const Case& c) {
   std::vector<float> q(static_cast<size_t>(B) * H * W);
   std::vector<uint16_t> q_bf(q.size());
   for (size_t i = 0; i < q.size(); ++i) {
-    q_bf[i] = to_bf16(normal(rng));
+    q_bf[i] = to_bf16(normal(rng) * c.q_mag);
     q[i] = from_bf16(q_bf[i]);
   }
   std::vector<float> ref_out, ref_lse, ref32_out, ref32_lse;
@@ -431,6 +445,32 @@ TEST(MlaDecodeBf16Cuda, Fp8Kv) {
               kSeed + 11, wg});
   run_case({16, 512, 64, 16, uneven(16, 900), MlaKvDtype::kFp8E4m3, MlaOutDtype::kFloat32, 5,
             kSeed + 12});
+}
+
+// FP8 on the memory-bound kernel's fp16 MMAs: q past fp16's range (per-head power-of-two scaling)
+// with tiny per-token scales (p . s_t would underflow fp16 without the running 2^c), and per-token
+// scales spread over 2^-24..2^8 (the running 2^c moves down mid-sequence); bf16 KV on the same
+// data.
+TEST(MlaDecodeBf16Cuda, MemKernelFp8Ranges) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (MlaKvDtype kv : {MlaKvDtype::kFp8E4m3, MlaKvDtype::kBf16}) {
+    for (int heads : {16, 8}) {
+      Case big_q{heads, 512, 64, 64, uneven(64, 3000), kv, MlaOutDtype::kFloat32, 0, kSeed + 400};
+      big_q.q_mag = 65536.f;
+      big_q.row_exp_lo = big_q.row_exp_hi = -17;
+      run_case(big_q);
+      Case spread{heads, 512, 64, 32, uneven(32, 3000), kv, MlaOutDtype::kFloat32, 0, kSeed + 401};
+      spread.q_mag = 1.f / 16;
+      spread.row_exp_lo = -24;
+      spread.row_exp_hi = 8;
+      run_case(spread);
+      Case small_q{heads, 512, 64, 16, {5000, 70, 1}, kv, MlaOutDtype::kBf16, 7, kSeed + 402};
+      small_q.q_mag = 1.f / 65536;
+      small_q.row_exp_lo = 10;
+      small_q.row_exp_hi = 14;
+      run_case(small_q);
+    }
+  }
 }
 
 // The memory-bound kernel (<= 32 heads at 512/64, groups of 16 heads): every head count of the

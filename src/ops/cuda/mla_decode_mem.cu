@@ -15,13 +15,20 @@
 // keeps its own online softmax and accumulates O[16, 256] in registers. At the end of a sequence
 // the four workers' states merge through shared memory.
 //
-// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The e4m3 bytes
-// are turned into bf16 in registers by placing their bits (sign, 4-bit exponent, 3-bit mantissa)
-// into a bf16's fields: that bf16 is exactly the e4m3 value times 2^-120 (denormals too). The
-// per-token scale and the 2^120 are folded into the scores (S = acc . scale . 2^56, with the
-// latent part of q pre-scaled by 2^64) and into P (P' = P . scale . 2^64, O = acc . 2^56). For the
-// score GEMM the k order is permuted to match the byte placement (q is permuted the same way);
-// for P.V pairs of tokens are interleaved with byte permutes.
+// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The latent
+// GEMMs run in fp16 (every e4m3 value is an fp16 value): one cvt.rn.f16x2.e4m3x2 turns two bytes
+// into the B operand's f16x2, and the per-token scale s_t never touches K/V elements:
+// - scores: S = s_t . (q . k_t), one multiply per score after the MMA. q's latent part goes to fp16
+//   scaled per (token, head) by a power of two 2^e with max |q| . 2^e in [2^13, 2^14) (absorbed q
+//   may exceed fp16's range; exact in binary), undone on the scores (2^-e per row). The rope part
+//   stays bf16 (its own bf16 MMA, q unscaled).
+// - P.V: s_t is folded into P: P' = p_t . s_t . 2^c in fp16, with 2^c a running power of two per
+//   warp: each 16-token tile asks for c_tile = 14 - ceil(log2 max s_t) (largest P' < 2^14); c only
+//   ever decreases (like the running max: the accumulator is rescaled by 2^(c_new - c_old)), so
+//   a tile with smaller scales keeps the current c and its P' stays normal in fp16 unless its
+//   scales are ~2^-29 below the largest seen. At the sequence end O is brought back by 2^-c (fp32).
+// The score k order is permuted to the byte pairs the cvt takes (q is permuted the same way); for
+// P.V pairs of tokens are interleaved with byte permutes.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -47,9 +54,7 @@ constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state (the other
 constexpr int kXchgBytes = 4 * 2 * 2 * 256 * 4;
 static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
 static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
-constexpr int kFp8ScaleOff = L + 2 * R;           // FP8 row: the fp32 scale after k_pe
-constexpr float kTwo56 = 72057594037927936.f;     // 2^56
-constexpr float kTwo64 = 18446744073709551616.f;  // 2^64
+constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 
 template <bool kFp8>
 struct Cfg {
@@ -59,8 +64,9 @@ struct Cfg {
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
-  static constexpr int kBarOff = kMergeOff + kMergeBytes;  // full[kStages], empty[kStages]
-  static constexpr int kCumOff = kBarOff + 16 * kStages;   // s_cum[B + 1], then s_len[B]
+  static constexpr int kQinvOff = kMergeOff + kMergeBytes;  // FP8: 2^-e per head row (16 floats)
+  static constexpr int kBarOff = kQinvOff + 64;             // full[kStages], empty[kStages]
+  static constexpr int kCumOff = kBarOff + 16 * kStages;    // s_cum[B + 1], then s_len[B]
   static size_t smem_bytes(int max_batch) {
     return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
   }
@@ -68,15 +74,46 @@ struct Cfg {
   static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
 };
 
+// 2^e, exactly, for e in [-126, 127].
+__device__ __forceinline__ float pow2i(int e) {
+  return __int_as_float((127 + e) << 23);
+}
+// ex with x < 2^ex <= 2 x for a normal x > 0 (frexp's exponent); subnormals: -126.
+__device__ __forceinline__ int exp_above(float x) {
+  return ((__float_as_int(x) >> 23) & 0xff) - 126;
+}
+
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
 }
 // The A fragments of the query's 16 heads (rows past H zero) for all 36 k-steps, in the order the
-// consumers read them (one 16-byte load per lane and k-step). FP8: latent k-steps permuted to the
-// byte placement of e4m3_hi_to_bf16 and scaled by 2^64 (exact).
+// consumers read them (one 16-byte load per lane and k-step). FP8: latent k-steps in fp16,
+// permuted to the byte pairs of the cvt (k-step 4 j + i, k 2t + u / 2t + 8 + u: dim
+// 64 j + 16 t + 4 i + u / + 2), each head scaled by 2^e (qinv[head] = 2^-e); needs a
+// consumers_sync between the exponents and their use (the caller's sync after it covers qinv).
 template <bool kFp8>
-__device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_t* qbuf, int ctid) {
+__device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_t* qbuf,
+                                        float* qinv, int ctid) {
   const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
+  if constexpr (kFp8) {
+    // max |q latent| per head: 16 threads per head, 32 dims each
+    const int hl = ctid >> 4, part = ctid & 15, h = group * 16 + hl;
+    float mx = 0.f;
+    if (h < a.num_heads) {
+      const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W + part * 32;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) mx = fmaxf(mx, fabsf(__bfloat162float(qh[i])));
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (part == 0) {
+      // max in [2^13, 2^14) after scaling; 0 or not finite: unscaled
+      const int e = mx > 0.f && mx <= 3.4e38f ? min(max(14 - exp_above(mx), -120), 120) : 0;
+      qinv[hl] = pow2i(-e);
+      qinv[16 + hl] = pow2i(e);
+    }
+    consumers_sync();
+  }
   constexpr int kWords = kKSteps * 128;
   static_assert(kWords % kConsumers == 0, "whole rounds");
 #pragma unroll
@@ -87,9 +124,9 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
     const int row = gg + 8 * (r & 1), khi = r >> 1;
     const bool perm = kFp8 && ks < L / 16;
     int d0, d1;
-    if (perm) {  // a0/a1: dims (4j, 4j + 2), a2/a3: (4j + 1, 4j + 3) of word j of the lane's 16 B
-      d0 = 64 * (ks >> 2) + 16 * tt + 4 * (ks & 3) + khi;
-      d1 = d0 + 2;
+    if (perm) {  // a0/a1: bytes 0, 1; a2/a3: bytes 2, 3 of word ks & 3 of the lane's 16 B
+      d0 = 64 * (ks >> 2) + 16 * tt + 4 * (ks & 3) + 2 * khi;
+      d1 = d0 + 1;
     } else {
       d0 = 16 * ks + 2 * tt + 8 * khi;
       d1 = d0 + 1;
@@ -98,12 +135,13 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
     uint32_t v = 0;
     if (h < a.num_heads) {
       const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W;
-      float x0 = __bfloat162float(qh[d0]), x1 = __bfloat162float(qh[d1]);
+      const float x0 = __bfloat162float(qh[d0]), x1 = __bfloat162float(qh[d1]);
       if (perm) {
-        x0 *= kTwo64;
-        x1 *= kTwo64;
+        const float sc = qinv[16 + row];
+        v = pack_f16(x0 * sc, x1 * sc);
+      } else {
+        v = pack_bf16(x0, x1);
       }
-      v = pack_bf16(x0, x1);
     }
     qbuf[idx] = v;
   }
@@ -198,11 +236,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   uint32_t* qbuf = reinterpret_cast<uint32_t*>(smem + C::kQOff);
   float* mbuf = reinterpret_cast<float*>(smem + C::kMergeOff);
   float* xbuf = mbuf;
+  float* qinv = reinterpret_cast<float*>(smem + C::kQinvOff);
   int xpar = 0;  // exchange buffer parity: both warps of a worker count the same chunks
   const uint32_t q_addr = smem_u32(qbuf) + lane * 16;
 
   float acc[32][4];
   float m_run[2], d_run[2];
+  float qi[2];  // FP8: 2^-e of rows g, g + 8
+  int c_run;    // FP8: P' = p . s_t . 2^c_run (starts "unset": the first tile sets it)
 
   int j = 0;
   while (j < n_tiles) {
@@ -210,8 +251,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     const int cnt = min(seq_tiles - ck, n_tiles - j);
     const int len = s_len[cb];
     consumers_sync();  // the previous sequence is done with the query and merge buffers
-    build_q<kFp8>(a, cb, group, qbuf, tid);
+    build_q<kFp8>(a, cb, group, qbuf, qinv, tid);
     consumers_sync();
+    if constexpr (kFp8) {
+      qi[0] = qinv[g];
+      qi[1] = qinv[g + 8];
+    }
+    c_run = 1000;
     m_run[0] = m_run[1] = -INFINITY;
     d_run[0] = d_run[1] = 0.f;
 #pragma unroll
@@ -281,8 +327,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
               for (int i = 0; i < 4; ++i) {
-                mma(sa[0][i & 1], qa[i], e4m3_hi_to_bf16(wa[i] << 8), e4m3_hi_to_bf16(wa[i]));
-                mma(sa[1][i & 1], qa[i], e4m3_hi_to_bf16(wb[i] << 8), e4m3_hi_to_bf16(wb[i]));
+                mma_f16(sa[0][i & 1], qa[i], e4m3x2_lo_to_f16(wa[i]), e4m3x2_hi_to_f16(wa[i]));
+                mma_f16(sa[1][i & 1], qa[i], e4m3x2_lo_to_f16(wb[i]), e4m3x2_hi_to_f16(wb[i]));
               }
             }
             // rope (bf16) into the second chain's place, scaled separately
@@ -315,7 +361,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                     lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
 #pragma unroll
               for (int e = 0; e < 4; ++e)
-                sc[n][e] = (sa[n][0][e] + sa[n][1][e]) * (fscale[n][e & 1] * kTwo56) + sp[n][e];
+                sc[n][e] =
+                    fmaf((sa[n][0][e] + sa[n][1][e]) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
             }
           }
         }
@@ -349,13 +396,42 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               mx[e >> 1] = fmaxf(mx[e >> 1], v);
             }
           float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
+          float pmul[2][2];  // FP8: s_t . 2^c of this lane's columns
+          if constexpr (kFp8) {
+            // c_tile from the largest scale of the 16 tokens (4 per lane, 4 lanes per row group)
+            float smax =
+                fmaxf(fmaxf(fscale[0][0], fscale[0][1]), fmaxf(fscale[1][0], fscale[1][1]));
+            smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 1));
+            smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 2));
+            const int ex = smax > 0.f && smax <= 3.4e38f ? exp_above(smax) : 0;  // smax < 2^ex
+            // lanes of one row group agree already; the warp minimum serves the whole accumulator
+            int c_new = min(c_run, min(max(14 - ex, -126), 126));
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1)
+              c_new = min(c_new, __shfl_xor_sync(0xffffffffu, c_new, o));
+            const float cf = c_new == c_run  ? 1.f
+                             : c_run == 1000 ? 0.f  // first tile: acc is 0
+                                             : pow2i(max(c_new - c_run, -126));
+            c_run = c_new;
+            const float two_c = pow2i(c_new);
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int c = 0; c < 2; ++c) pmul[n][c] = fscale[n][c] * two_c;
+            alpha[0] = cf;  // multiplied by the softmax factors below
+            alpha[1] = cf;
+          } else {
+            alpha[0] = alpha[1] = 1.f;
+          }
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
             const float m_new = fmaxf(m_run[r], mx[r]);
             m_use[r] = m_new == -INFINITY ? 0.f : m_new;
-            alpha[r] = exp2f(m_run[r] - m_use[r]);
+            const float al = exp2f(m_run[r] - m_use[r]);
+            d_run[r] *= al;  // the denominator: plain p, no 2^c
+            alpha[r] *= al;
             m_run[r] = m_new;
           }
 #pragma unroll
@@ -364,18 +440,28 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
             for (int e = 0; e < 4; ++e) {
               const float p = exp2f(sc[n][e] - m_use[e >> 1]);
               rs[e >> 1] += p;
-              sc[n][e] = kFp8 ? p * (fscale[n][e & 1] * kTwo64) : p;
+              if constexpr (kFp8)
+                sc[n][e] = p * pmul[n][e & 1];
+              else
+                sc[n][e] = p;
             }
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
             rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
-            d_run[r] = d_run[r] * alpha[r] + rs[r];
+            d_run[r] += rs[r];
           }
-          pa.x = pack_bf16(sc[0][0], sc[0][1]);
-          pa.y = pack_bf16(sc[0][2], sc[0][3]);
-          pa.z = pack_bf16(sc[1][0], sc[1][1]);
-          pa.w = pack_bf16(sc[1][2], sc[1][3]);
+          if constexpr (kFp8) {
+            pa.x = pack_f16(sc[0][0], sc[0][1]);
+            pa.y = pack_f16(sc[0][2], sc[0][3]);
+            pa.z = pack_f16(sc[1][0], sc[1][1]);
+            pa.w = pack_f16(sc[1][2], sc[1][3]);
+          } else {
+            pa.x = pack_bf16(sc[0][0], sc[0][1]);
+            pa.y = pack_bf16(sc[0][2], sc[0][3]);
+            pa.z = pack_bf16(sc[1][0], sc[1][1]);
+            pa.w = pack_bf16(sc[1][2], sc[1][3]);
+          }
           // Rescale only when a row's max moved (rarely, once the max settles).
           if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
@@ -420,14 +506,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
               const int G = G0 + i;
-              const uint32_t x01 = prmt(w[i][0], w[i][1], 0x4501),
-                             y01 = prmt(w[i][0], w[i][1], 0x6723);
-              const uint32_t x23 = prmt(w[i][2], w[i][3], 0x4501),
-                             y23 = prmt(w[i][2], w[i][3], 0x6723);
-              mma(acc[4 * G + 0], pa, e4m3_hi_to_bf16(x01), e4m3_hi_to_bf16(x23));
-              mma(acc[4 * G + 1], pa, e4m3_hi_to_bf16(x01 << 8), e4m3_hi_to_bf16(x23 << 8));
-              mma(acc[4 * G + 2], pa, e4m3_hi_to_bf16(y01), e4m3_hi_to_bf16(y23));
-              mma(acc[4 * G + 3], pa, e4m3_hi_to_bf16(y01 << 8), e4m3_hi_to_bf16(y23 << 8));
+              // x: (token 2t, 2t + 1) of byte 0 | of byte 1; y: bytes 2 | 3 (rows 2t + 8, 2t + 9:
+              // _23)
+              const uint32_t x01 = prmt(w[i][0], w[i][1], 0x5140),
+                             y01 = prmt(w[i][0], w[i][1], 0x7362);
+              const uint32_t x23 = prmt(w[i][2], w[i][3], 0x5140),
+                             y23 = prmt(w[i][2], w[i][3], 0x7362);
+              mma_f16(acc[4 * G + 0], pa, e4m3x2_lo_to_f16(x01), e4m3x2_lo_to_f16(x23));
+              mma_f16(acc[4 * G + 1], pa, e4m3x2_hi_to_f16(x01), e4m3x2_hi_to_f16(x23));
+              mma_f16(acc[4 * G + 2], pa, e4m3x2_lo_to_f16(y01), e4m3x2_lo_to_f16(y23));
+              mma_f16(acc[4 * G + 3], pa, e4m3x2_hi_to_f16(y01), e4m3x2_hi_to_f16(y23));
             }
           }
         }
@@ -443,6 +531,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     // Merge the four workers' states per column half into worker 0. A state is parked as 33
     // float4 per lane (the O fragments, then m and d of both rows).
     consumers_sync();  // every score exchange done, every warp past its last tile
+    if constexpr (kFp8) {
+      // O back from units of 2^c (fp32, exact); a warp with no tile here has acc = 0
+      if (c_run != 1000) {
+        const float u = pow2i(-c_run);
+#pragma unroll
+        for (int n = 0; n < 32; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[n][e] *= u;
+      }
+    }
     auto park = [&](float4* p) {
 #pragma unroll
       for (int n = 0; n < 32; ++n)
@@ -507,7 +605,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       for (int r = 0; r < 2; ++r) {
         const int hl = g + 8 * r, h = group * kHeadGroup + hl;
         if (h >= a.num_heads) continue;
-        const float inv = (kFp8 ? kTwo56 : 1.f) / d_run[r];
+        const float inv = 1.f / d_run[r];
         const float lse = (m_run[r] + log2f(d_run[r])) * 0.6931471805599453f;
         const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
         if (ch == 0 && t == 0) {
