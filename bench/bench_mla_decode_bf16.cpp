@@ -133,7 +133,8 @@ int main(int argc, char** argv) {
     for (int ctx : ctx_list) shapes.push_back({B, ctx});
   if (!quick && !skip_1m) shapes.push_back({1, 1 << 20});
   if (!quick && !skip_1m) shapes.push_back({8, 1 << 20});
-  size_t max_tokens = 0;
+  // At least the 64K-token pattern written below (a small shape set must not overrun the pool).
+  size_t max_tokens = 65536;
   for (const Shape& s : shapes) max_tokens = std::max(max_tokens, size_t(s.B) * s.ctx);
   const size_t max_blocks = max_tokens / block;
 
