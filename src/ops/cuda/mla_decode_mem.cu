@@ -33,7 +33,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
@@ -57,11 +56,11 @@ static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
 static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
 constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 
-template <bool kFp8, int kSt>
+template <bool kFp8>
 struct Cfg {
   static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
   static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
-  static constexpr int kStages = kSt;
+  static constexpr int kStages = kFp8 ? 6 : 5;
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
@@ -73,7 +72,6 @@ struct Cfg {
   }
   static_assert((kRowStride / 16) % 2 == 1, "odd 16-byte row stride: conflict-free fragments");
   static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
-  static_assert(kCumOff + 4 * (2 * 1024 + 1) <= 227 * 1024, "max_batch 1024 fits (sm_90: 227 KiB)");
 };
 
 // 2^e, exactly, for e in [-126, 127].
@@ -149,9 +147,9 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
   }
 }
 
-template <bool kFp8, int kSt>
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
-  using C = Cfg<kFp8, kSt>;
+  using C = Cfg<kFp8>;
   extern __shared__ __align__(128) uint8_t smem[];
   int* s_cum = reinterpret_cast<int*>(smem + C::kCumOff);
   const uint32_t ring = smem_u32(smem);
@@ -661,44 +659,30 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   }
 }
 
-// Ring stages: bf16 5; FP8 8 (HELIX_MLA_FP8_STAGES=6: the previous ring, for comparison; read
-// once).
-int fp8_stages() {
-  static const int n = [] {
-    const char* e = std::getenv("HELIX_MLA_FP8_STAGES");
-    return e && std::atoi(e) == 6 ? 6 : 8;
-  }();
-  return n;
-}
-
-template <bool kFp8, int kSt>
+template <bool kFp8>
 cudaError_t prepare_t(int max_batch, size_t* smem, int* ctas_per_sm) {
-  *smem = Cfg<kFp8, kSt>::smem_bytes(max_batch);
+  *smem = Cfg<kFp8>::smem_bytes(max_batch);
   cudaError_t cerr = prepare_combine();
   if (cerr != cudaSuccess) return cerr;
-  cudaError_t err =
-      cudaFuncSetAttribute(mla_mem_kernel<kFp8, kSt>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(*smem));
+  cudaError_t err = cudaFuncSetAttribute(
+      mla_mem_kernel<kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
   if (err != cudaSuccess) return err;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_mem_kernel<kFp8, kSt>,
-                                                       kThreads, *smem);
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_mem_kernel<kFp8>, kThreads,
+                                                       *smem);
 }
 
 }  // namespace
 
 cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
-  if (!fp8) return prepare_t<false, 5>(max_batch, smem, ctas_per_sm);
-  return fp8_stages() == 6 ? prepare_t<true, 6>(max_batch, smem, ctas_per_sm)
-                           : prepare_t<true, 8>(max_batch, smem, ctas_per_sm);
+  return fp8 ? prepare_t<true>(max_batch, smem, ctas_per_sm)
+             : prepare_t<false>(max_batch, smem, ctas_per_sm);
 }
 
 cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
-  if (!fp8)
-    mla_mem_kernel<false, 5><<<grid, kThreads, smem, stream>>>(a);
-  else if (fp8_stages() == 6)
-    mla_mem_kernel<true, 6><<<grid, kThreads, smem, stream>>>(a);
+  if (fp8)
+    mla_mem_kernel<true><<<grid, kThreads, smem, stream>>>(a);
   else
-    mla_mem_kernel<true, 8><<<grid, kThreads, smem, stream>>>(a);
+    mla_mem_kernel<false><<<grid, kThreads, smem, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   return launch_combine(a, stream);
