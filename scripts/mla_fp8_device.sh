@@ -18,9 +18,6 @@ echo "bench rc=$? ($((SECONDS - t0)) s)"; cat "$OUT/bench.log"
 "$BIN/bench_mla" --heads 16 --batches 1 --contexts 4096 --skip-1m --json "$OUT/bench_b1.json" \
   > "$OUT/bench_b1.log" 2>&1
 echo "bench b1 rc=$?"; cat "$OUT/bench_b1.log"
-echo "== FP8 with the previous 6-stage ring (HELIX_MLA_FP8_STAGES=6)"
-HELIX_MLA_FP8_STAGES=6 "$BIN/bench_mla" --heads 16 --batches 8 32 --contexts 16384 131072 --skip-1m \
-  2>&1 | grep -E " fp8 "
 if command -v cuobjdump > /dev/null; then
   cuobjdump -sass "$BIN/bench_mla" > "$OUT/sass.txt" 2>/dev/null
   for v in 0 1; do

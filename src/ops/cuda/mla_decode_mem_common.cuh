@@ -109,11 +109,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
 }
-// Bytes 1 and 3 of x (e4m3) -> bf16x2 (low, high) holding e4m3 value x 2^-120, exactly: the sign
-// stays, exponent and mantissa move down 4 bits into the bf16 fields.
-__device__ __forceinline__ uint32_t e4m3_hi_to_bf16(uint32_t x) {
-  return (x & 0x80008000u) | ((x >> 4) & 0x07f007f0u);
-}
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t r;
   asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
