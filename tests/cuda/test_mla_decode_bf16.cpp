@@ -343,7 +343,9 @@ void run_case(const Case& c) {
     std::printf(" | vs fp32 rows: out %.2e", err32);
     // Rows of very different magnitudes (row_exp spread) make the softmax sharp, which amplifies
     // the e4m3 rounding of the scores: only the dequantised-rows bound above applies there.
-    if (c.row_exp_lo == c.row_exp_hi) EXPECT_LT(err32, 5e-2);
+    if (c.row_exp_lo == c.row_exp_hi) {
+      EXPECT_LT(err32, 5e-2);
+    }
   }
   std::printf("\n");
 }
