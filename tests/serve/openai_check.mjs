@@ -158,5 +158,13 @@ const badSeen = m['helix_requests_total{endpoint="completions",outcome="bad_requ
 check(badSeen === bad, `metrics bad_request ${badSeen} != ${bad}`);
 check(m['helix_requests_total{endpoint="completions",outcome="unauthorized"}'] === 1, 'metrics unauthorized');
 check(m['helix_time_to_first_token_seconds_count'] === ok, 'TTFT histogram counts every answered request');
-check(m['helix_requests_running'] === 0 && m['helix_requests_waiting'] === 0, 'idle at the end');
+// The running/waiting gauges are the engine's step-boundary snapshot: the last request's reply can
+// reach the client before the engine retires it, so wait (as load_check.mjs does) for the drain.
+let idle = m;
+for (const t0 = Date.now(); Date.now() - t0 < 10000; await new Promise((r) => setTimeout(r, 50))) {
+  if (idle['helix_requests_running'] === 0 && idle['helix_requests_waiting'] === 0) break;
+  idle = await metrics();
+}
+check(idle['helix_requests_running'] === 0 && idle['helix_requests_waiting'] === 0,
+      `idle at the end: running ${idle['helix_requests_running']}, waiting ${idle['helix_requests_waiting']}`);
 finish();
