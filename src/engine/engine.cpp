@@ -174,6 +174,9 @@ ModelOptions model_options(const DeviceConfig& dev, int world) {
               "--device '{}': auto, cpu or cuda", dev.device);
   HELIX_CHECK(dev.dtype.empty() || dev.dtype == "float32" || dev.dtype == "bfloat16",
               "--dtype '{}': float32 or bfloat16", dev.dtype);
+  const std::string& kvd = dev.kv_cache_dtype;
+  HELIX_CHECK(kvd == "auto" || kvd == "float32" || kvd == "bfloat16" || kvd == "fp8",
+              "--kv-cache-dtype '{}': auto, float32, bfloat16 or fp8", printable(kvd));
   HELIX_CHECK(dev.gpu_memory_fraction >= 0 && dev.gpu_memory_fraction < 1,
               "--gpu-memory-fraction must be in [0, 1), got {}", dev.gpu_memory_fraction);
   const bool cuda =
@@ -183,6 +186,9 @@ ModelOptions model_options(const DeviceConfig& dev, int world) {
     HELIX_CHECK(dev.dtype != "bfloat16",
                 "--dtype bfloat16 needs --device cuda (the CPU computes "
                 "in float32)");
+    HELIX_CHECK(kvd != "bfloat16",
+                "--kv-cache-dtype bfloat16 needs --device cuda (the CPU pool is float32 or fp8)");
+    if (kvd == "fp8") o.kv_dtype = DType::F8E4M3;
     return o;
   }
   HELIX_CHECK(world == 1,
@@ -192,8 +198,14 @@ ModelOptions model_options(const DeviceConfig& dev, int world) {
   const DType act = dev.dtype == "float32" ? DType::F32 : DType::BF16;
   o.ops = make_cuda_ops(0, act);
   o.weight_dtype = act;
-  // The latent pool in the activation dtype: bf16 (the bf16 MLA kernel) or fp32.
-  o.kv_dtype = act;
+  // The latent pool: by default in the activation dtype, bf16 (the bf16 MLA kernel) or fp32 (the
+  // fp32 kernel). fp8 runs the bf16/FP8 MLA kernel in either mode (float32 activations: q is
+  // cast to bf16 for it, as the bf16 pool does); a float32 pool under bf16 activations is the
+  // fp32-KV accuracy experiment.
+  o.kv_dtype = kvd == "fp8"        ? DType::F8E4M3
+               : kvd == "float32"  ? DType::F32
+               : kvd == "bfloat16" ? DType::BF16
+                                   : act;
   o.kv_memory_fraction = dev.gpu_memory_fraction;
   o.cuda_graphs = dev.cuda_graph;
   return o;

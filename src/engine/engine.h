@@ -28,6 +28,11 @@ namespace helix {
 struct DeviceConfig {
   std::string device = "cpu";  // the CLI's default is "auto"
   std::string dtype;
+  // Latent KV pool: "auto" (the activation dtype: float32 on the CPU, the --dtype on CUDA),
+  // "float32", "bfloat16" (CUDA) or "fp8" (e4m3 latent with a scale per token, bf16 rope part:
+  // ops.h kv_fp8.cpp; 656 bytes per token and layer at DeepSeek-V3's 512/64 against bf16's 1152).
+  // Prompts attend over their unquantised latents; decode steps read the pool.
+  std::string kv_cache_dtype = "auto";
   // CUDA: fraction of the GPU memory free after the weights that the KV pool takes (0: just
   // the blocks the requests need, or --kv-blocks).
   double gpu_memory_fraction = 0;

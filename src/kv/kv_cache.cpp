@@ -104,10 +104,10 @@ int64_t KvBlockManager::slot(int64_t id, int pos) const {
 }
 
 TensorView KvPool::layer(int layer) const {
-  const int64_t shape[3] = {cfg_.max_blocks, cfg_.tokens_per_block, cfg_.row_width};
+  const int64_t shape[3] = {cfg_.max_blocks, cfg_.tokens_per_block, cfg_.stride()};
   const TensorView& v = pool_.view();
   char* base = static_cast<char*>(v.data) + static_cast<int64_t>(layer) * cfg_.max_blocks *
-                                                cfg_.tokens_per_block * cfg_.row_width *
+                                                cfg_.tokens_per_block * cfg_.stride() *
                                                 static_cast<int64_t>(dtype_size(v.dtype));
   return TensorView::make(base, v.dtype, v.device, shape, 3);
 }

@@ -4,7 +4,8 @@
 // rank's share grows evenly. One physical block holds the same token range for every layer.
 // Row layout per token: [c (kv_lora_rank, normalised latent), k_pe (rope dim, roped)].
 // Bookkeeping (ownership, free lists, lengths) lives on the host; the rows live in a storage
-// tensor on the backend's device (host fp32 by default; bf16 or fp32 GPU memory on CUDA).
+// tensor on the backend's device (host fp32 by default; bf16 or fp32 GPU memory on CUDA; FP8
+// rows of config.stride() bytes on either with --kv-cache-dtype fp8).
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -17,6 +18,10 @@ namespace helix {
 struct KvCacheConfig {
   int num_layers = 0;
   int row_width = 0;  // kv_lora_rank + qk_rope_head_dim
+  // Elements of the storage dtype per token row; 0: row_width. An FP8 pool (F8E4M3 storage,
+  // --kv-cache-dtype fp8) stores kv_fp8_row_bytes() bytes per row (ops.h, kv_fp8.cpp).
+  int row_stride = 0;
+  int stride() const { return row_stride > 0 ? row_stride : row_width; }
   int tokens_per_block = 64;
   int max_blocks = 0;  // physical blocks on this rank
   int cp_size = 1;
@@ -73,13 +78,13 @@ class KvBlockManager {
   std::map<int64_t, Seq> seqs_;
 };
 
-// Storage of the latent rows: [num_layers, max_blocks, tokens_per_block, row_width] on the
+// Storage of the latent rows: [num_layers, max_blocks, tokens_per_block, stride()] on the
 // backend's device (host fp32 by default; bf16 or fp32 GPU memory on CUDA), zero-filled.
 class KvPool {
  public:
   // storage empty: a host fp32 pool.
   KvPool(const KvCacheConfig& cfg, DTensor storage);
-  // One layer's rows: [max_blocks, tokens_per_block, row_width].
+  // One layer's rows: [max_blocks, tokens_per_block, stride()].
   TensorView layer(int layer) const;
   // Row `slot` of a layer (host fp32 pool only).
   float* host_row(int layer, int64_t slot) const;

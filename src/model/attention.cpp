@@ -127,7 +127,11 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs, const
     // Absorbed decode over the local KV shard, all Hl heads: O_r [B, Hl, L], lse_r [B, Hl].
     DTensor ot = o.alloc({B, Hl, L}, DType::F32), lse = o.alloc({B, Hl}, DType::F32);
     // qc = [W_UK^T q_nope, q_pe] per head: [B, Hl, W]
-    DTensor qc = o.alloc({B, Hl, W}, o.device().is_cpu() ? DType::F32 : kv_->layer_pool(0).dtype);
+    // (bf16 for an FP8 pool on CUDA: the FP8 MLA kernel takes a bf16 query)
+    const DType pool_dt = kv_->layer_pool(0).dtype;
+    DTensor qc = o.alloc({B, Hl, W}, o.device().is_cpu()        ? DType::F32
+                                     : pool_dt == DType::F8E4M3 ? DType::BF16
+                                                                : pool_dt);
     {
       GemmArgs g;
       g.x = sub(q.view(), static_cast<int64_t>(r0) * Hl * QK, {B, Hl, QK});
@@ -149,7 +153,7 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs, const
       const TensorView q_pe = sub(q.view(), static_cast<int64_t>(r0) * Hl * QK + NOPE, {B * Hl, R});
       if (qc.dtype() == q.dtype()) {
         o.copy2d(sub(qc.view(), L, {B * Hl, R}), W, q_pe, QK, B * Hl, R);
-      } else {  // a pool in another dtype than the activations (the fp32-KV experiment)
+      } else {  // q in another dtype than the activations (fp32-KV experiment, fp32 + FP8 KV)
         DTensor pe = act({B * Hl, R}), pe_c = o.alloc({B * Hl, R}, qc.dtype());
         o.copy2d(pe.view(), R, q_pe, QK, B * Hl, R);
         o.cast(pe_c.view(), pe.view());

@@ -111,10 +111,16 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
   kc.max_blocks = kv_blocks;
   kc.cp_size = map.cp;
   kc.cp_rank = map.cp_rank();
+  // FP8 rows (e4m3 latent, bf16 rope part, fp32 scale): kv_fp8_row_bytes bytes per token.
+  const bool fp8 = opt.kv_dtype == DType::F8E4M3;
+  if (fp8)
+    kc.row_stride = static_cast<int>(kv_fp8_row_bytes(cfg.kv_lora_rank, cfg.qk_rope_head_dim));
   if (opt.kv_memory_fraction > 0 && !ops_->device().is_cpu()) {
-    // The fraction sizes the pool (the engine's admission then counts these blocks).
+    // The fraction sizes the pool by its row bytes (the engine's admission then counts these
+    // blocks): an FP8 pool holds 2 (L + R) / kv_fp8_row_bytes (1.76 at 512/64) as many tokens
+    // as a bf16 one.
     const double block_bytes = static_cast<double>(kc.num_layers) * kc.tokens_per_block *
-                               kc.row_width * dtype_size(opt.kv_dtype);
+                               kc.stride() * dtype_size(opt.kv_dtype);
     const double free = static_cast<double>(ops_->free_bytes());
     kc.max_blocks = static_cast<int>(std::min(1e9, free * opt.kv_memory_fraction / block_bytes));
     HELIX_CHECK(kc.max_blocks >= 1,
@@ -123,9 +129,15 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
                 opt.kv_memory_fraction, free / 1073741824.0, block_bytes);
   }
   DTensor pool;
-  if (!ops_->device().is_cpu())
-    pool = ops_->alloc({kc.num_layers, kc.max_blocks, kc.tokens_per_block, kc.row_width},
-                       opt.kv_dtype);
+  if (!ops_->device().is_cpu() || fp8) {
+    try {
+      pool = ops_->alloc({kc.num_layers, kc.max_blocks, kc.tokens_per_block, kc.stride()},
+                         opt.kv_dtype);
+    } catch (const std::bad_alloc&) {
+      fail("cannot allocate the FP8 KV cache: {} blocks x {} layers x {} tokens x {} bytes",
+           kc.max_blocks, kc.num_layers, kc.tokens_per_block, kc.stride());
+    }
+  }
   kv_ = std::make_unique<KvCache>(kc, std::move(pool));
 }
 

@@ -105,9 +105,10 @@ void DeepseekModel::step(const std::vector<SeqStep>& seqs, bool all_logits,
                          std::vector<int>* ids) {
   bool decode_only = !seqs.empty();
   for (const auto& s : seqs) decode_only = decode_only && s.start > 0 && s.tokens.size() == 1;
-  // CUDA graphs need the split-KV plan of the bf16 MLA kernel (sizes read on the device).
+  // CUDA graphs need the split-KV plan of the bf16/FP8 MLA kernel (sizes read on the device).
+  const DType kv_dt = kv_->layer_pool(0).dtype;
   if (decode_only && opt_.cuda_graphs && ops_->supports_graphs() &&
-      kv_->layer_pool(0).dtype == DType::BF16) {
+      (kv_dt == DType::BF16 || kv_dt == DType::F8E4M3)) {
     forward_graph(seqs, sampling, logits, ids);
     return;
   }
@@ -172,7 +173,7 @@ void DeepseekModel::forward_graph(const std::vector<SeqStep>& seqs,
     g.params = ops_->alloc({B, 5}, DType::I64);
     g.ids = ops_->alloc({B}, DType::I32);
     // The split-KV plan of this batch shape, made before any capture.
-    ops_->mla_plan(hl_, cfg_.kv_lora_rank, cfg_.qk_rope_head_dim, B);
+    ops_->mla_plan(hl_, cfg_.kv_lora_rank, cfg_.qk_rope_head_dim, B, kv_->layer_pool(0).dtype);
   }
   std::vector<int> table(static_cast<size_t>(B) * width, 0);
   for (int b = 0; b < B; ++b)

@@ -58,8 +58,8 @@ struct MlaDecodeArgs {
   int max_blocks_per_seq = 0;  // columns of block_table
   int max_seq_len = 0;         // host upper bound of seq_lens (plans the KV split)
   float scale = 1.0f;
-  TensorView q;                           // [B, H, L + R]
-  TensorView pool;                        // [num_blocks, block_size, L + R] of this layer
+  TensorView q;     // [B, H, L + R]
+  TensorView pool;  // [num_blocks, block_size, L + R] of this layer (F8E4M3: row bytes, not L + R)
   TensorView block_table;                 // [B, max_blocks_per_seq] I32
   TensorView seq_lens;                    // [B] I32 valid local tokens
   const int* block_table_host = nullptr;  // host copies (the CPU reference walks the blocks)
@@ -145,13 +145,16 @@ class Ops {
                      const TensorView& out, int num_tokens) = 0;
   virtual void rope(const RopeArgs& a) = 0;
   // pool[slots[t]] = lat[t] = [c (L), k_pe (R)] (lat row stride ld); slots I64 (-1: skip).
+  // An F8E4M3 pool holds FP8 rows of kv_fp8_row_bytes(L, R) bytes (ops.h, kv_fp8.cpp), quantised
+  // here; mla_decode dequantises them.
   virtual void kv_write(const TensorView& pool, const TensorView& lat, int64_t ld, int num_tokens,
                         int kv_lora_rank, int rope_dim, const TensorView& slots,
                         const int64_t* slots_host) = 0;
-  // Plans the split-KV work of mla_decode for batches up to max_batch of this head layout (the
-  // engine calls it once per decode batch shape, outside graph capture; mla_decode plans on
-  // first use otherwise). No-op where the kernel needs no plan.
-  virtual void mla_plan(int num_heads, int kv_lora_rank, int rope_dim, int max_batch) {}
+  // Plans the split-KV work of mla_decode for batches up to max_batch of this head layout and
+  // pool dtype (the engine calls it once per decode batch shape, outside graph capture;
+  // mla_decode plans on first use otherwise). No-op where the kernel needs no plan.
+  virtual void mla_plan(int num_heads, int kv_lora_rank, int rope_dim, int max_batch,
+                        DType kv_dtype = DType::BF16) {}
   virtual void mla_decode(const MlaDecodeArgs& a) = 0;
   // Exact LSE combine of num_parts partials (attn_combine in ops.h).
   virtual void attn_combine(const TensorView& parts, const TensorView& lse, const TensorView& out,

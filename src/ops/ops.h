@@ -2,6 +2,7 @@
 // CPU reference of every op (one op per file in ops/cpu/). fp32 in, fp32 out, row-major.
 // CUDA versions in ops/cuda/ are tested against these.
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 
@@ -83,6 +84,27 @@ struct MlaDecodeParams {
 };
 // Absorbed MLA decode attention for one query token over a paged latent cache.
 void mla_decode(const MlaDecodeParams& p);
+
+// ---- kv_fp8.cpp ------------------------------------------------------------------------------
+// FP8 latent KV rows (--kv-cache-dtype fp8), the layout the CUDA writer (mla_kv_write_cuda in
+// ops/cuda/mla_decode_bf16.h) produces, byte for byte:
+//   [c (L e4m3), k_pe (R bf16), scale (fp32), zero pad to a multiple of 16 bytes]
+// c ~= e4m3 * scale with scale = max|c| / 448 per token (1 when c is all zero); each c is
+// encoded from c * (1 / scale), round-to-nearest-even, saturated to +-448; k_pe is rounded to
+// bf16 (nearest even).
+// float -> e4m3 (1-4-3, bias 7, no infinities): round-to-nearest-even, finite values and +-inf
+// saturate to +-448 (0x7e / 0xfe), NaN -> 0x7f with the sign bit of the input.
+uint8_t fp8_e4m3_from_float(float x);
+// e4m3 -> float, exact; 0x7f / 0xff are NaN.
+float fp8_e4m3_to_float(uint8_t v);
+// float -> bf16 bits, round-to-nearest-even (NaN stays NaN, quiet).
+uint16_t bf16_from_float(float x);
+// Bytes of one FP8 row for (L, R) (656 at 512/64; bf16 rows take 2 (L + R) = 1152).
+size_t kv_fp8_row_bytes(int kv_lora_rank, int rope_dim);
+// Quantises one latent row src [L + R] (fp32) into row [kv_fp8_row_bytes(L, R)].
+void kv_fp8_write_row(const float* src, int kv_lora_rank, int rope_dim, uint8_t* row);
+// Dequantises one row back to fp32: dst [L + R] = [e4m3 * scale (fp32 product), k_pe].
+void kv_fp8_read_row(const uint8_t* row, int kv_lora_rank, int rope_dim, float* dst);
 
 // ---- attn_combine.cpp ------------------------------------------------------------------------
 // Online-softmax state of one (token, head) row: lse = log sum exp(scores).

@@ -130,23 +130,48 @@ class CpuOps final : public Ops {
                 int kv_lora_rank, int rope_dim, const TensorView&,
                 const int64_t* slots_host) override {
     const int width = kv_lora_rank + rope_dim;
+    if (pool.dtype == DType::F8E4M3) {  // FP8 rows (kv_fp8.cpp), quantised as the CUDA writer
+      const size_t rb = kv_fp8_row_bytes(kv_lora_rank, rope_dim);
+      for (int t = 0; t < num_tokens; ++t)
+        if (slots_host[t] >= 0)
+          kv_fp8_write_row(F(lat) + t * ld, kv_lora_rank, rope_dim,
+                           static_cast<uint8_t*>(pool.data) + slots_host[t] * rb);
+      return;
+    }
     for (int t = 0; t < num_tokens; ++t)
       if (slots_host[t] >= 0)
         std::memcpy(F(pool) + slots_host[t] * width, F(lat) + t * ld, width * sizeof(float));
   }
   void mla_decode(const MlaDecodeArgs& a) override {
     const int W = a.kv_lora_rank + a.rope_dim;
+    const bool fp8 = a.pool.dtype == DType::F8E4M3;
+    HELIX_CHECK(fp8 || (a.pool.dtype == DType::F32 && a.pool.device.is_cpu()),
+                "CpuOps: the KV pool must be host float32 or FP8, got {}",
+                dtype_name(a.pool.dtype));
+    const size_t rb = fp8 ? kv_fp8_row_bytes(a.kv_lora_rank, a.rope_dim) : 0;
     std::vector<const float*> ptrs;
     std::vector<int> lens;
+    std::vector<float> deq;  // FP8: the sequence's rows dequantised to fp32, block after block
     for (int b = 0; b < a.batch; ++b) {
       const int len = a.seq_lens_host[b];
       const int nb = (len + a.block_size - 1) / a.block_size;
       ptrs.clear();
       lens.clear();
+      if (fp8) deq.resize(static_cast<size_t>(nb) * a.block_size * W);
       for (int i = 0; i < nb; ++i) {
         const int blk = a.block_table_host[static_cast<int64_t>(b) * a.max_blocks_per_seq + i];
-        ptrs.push_back(F(a.pool) + static_cast<int64_t>(blk) * a.block_size * W);
-        lens.push_back(std::min(a.block_size, len - i * a.block_size));
+        const int n = std::min(a.block_size, len - i * a.block_size);
+        if (fp8) {
+          float* d = deq.data() + static_cast<int64_t>(i) * a.block_size * W;
+          const uint8_t* rows = static_cast<const uint8_t*>(a.pool.data) +
+                                static_cast<int64_t>(blk) * a.block_size * rb;
+          for (int t = 0; t < n; ++t)
+            kv_fp8_read_row(rows + t * rb, a.kv_lora_rank, a.rope_dim, d + t * W);
+          ptrs.push_back(d);
+        } else {
+          ptrs.push_back(F(a.pool) + static_cast<int64_t>(blk) * a.block_size * W);
+        }
+        lens.push_back(n);
       }
       MlaDecodeParams mp;
       mp.num_heads = a.num_heads;

@@ -294,6 +294,22 @@ class CudaOps final : public Ops {
     OpScope ts(timer_, stream_, "kv_write");
     const int R = rope_dim, width = kv_lora_rank + rope_dim;
     if (num_tokens == 0) return;
+    if (pool.dtype == DType::F8E4M3) {  // FP8 rows: quantised per token (mla_decode_bf16.h)
+      HELIX_CHECK(lat.dtype == DType::F32 || lat.dtype == DType::BF16,
+                  "kv_write: latent rows must be float32 or bfloat16");
+      MlaKvWriteParams w;
+      w.num_tokens = num_tokens;
+      w.kv_lora_rank = kv_lora_rank;
+      w.rope_dim = rope_dim;
+      w.kv_dtype = MlaKvDtype::kFp8E4m3;
+      w.src = lat.data;
+      w.src_bf16 = lat.dtype == DType::BF16;
+      w.src_stride = ld;
+      w.slot_mapping = static_cast<const int64_t*>(slots.data);
+      w.kv_pool = pool.data;
+      ck(mla_kv_write_cuda(w, stream_), "kv_write (fp8)");
+      return;
+    }
     KvWriteCudaParams p;
     p.num_tokens = num_tokens;
     p.kv_lora_rank = width - R;
@@ -308,14 +324,15 @@ class CudaOps final : public Ops {
     p.pool = pool.data;
     ck(kv_write_cuda(p, stream_), "kv_write");
   }
-  void mla_plan(int num_heads, int kv_lora_rank, int rope_dim, int max_batch) override {
-    plan_for(num_heads, kv_lora_rank, rope_dim, max_batch);
+  void mla_plan(int num_heads, int kv_lora_rank, int rope_dim, int max_batch,
+                DType kv_dtype) override {
+    plan_for(num_heads, kv_lora_rank, rope_dim, max_batch, kv_dtype);
   }
   void mla_decode(const MlaDecodeArgs& a) override {
     OpScope ts(timer_, stream_, "mla_decode");
     if (a.batch == 0) return;
-    if (a.pool.dtype == DType::BF16) {
-      HELIX_CHECK(a.q.dtype == DType::BF16, "bf16 MLA decode: q must be bf16");
+    if (a.pool.dtype == DType::BF16 || a.pool.dtype == DType::F8E4M3) {
+      HELIX_CHECK(a.q.dtype == DType::BF16, "bf16/FP8 MLA decode: q must be bf16");
       MlaDecodeBf16Params p;
       p.batch = a.batch;
       p.block_size = a.block_size;
@@ -328,12 +345,13 @@ class CudaOps final : public Ops {
       p.out = a.out.data;
       p.out_dtype = a.out.dtype == DType::BF16 ? MlaOutDtype::kBf16 : MlaOutDtype::kFloat32;
       p.lse = a.lse.f32();
-      const MlaPlan& plan = plan_for(a.num_heads, a.kv_lora_rank, a.rope_dim, a.batch);
-      ck(mla_decode_bf16_cuda(p, plan, stream_), "mla_decode (bf16)");
+      const MlaPlan& plan =
+          plan_for(a.num_heads, a.kv_lora_rank, a.rope_dim, a.batch, a.pool.dtype);
+      ck(mla_decode_bf16_cuda(p, plan, stream_), "mla_decode (bf16/fp8)");
       return;
     }
     HELIX_CHECK(a.q.dtype == DType::F32 && a.pool.dtype == DType::F32,
-                "the CUDA MLA decode kernel reads a float32 or bfloat16 pool");
+                "the CUDA MLA decode kernel reads a float32, bfloat16 or fp8 pool");
     MlaDecodeCudaParams p;
     p.batch = a.batch;
     p.num_heads = a.num_heads;
@@ -556,9 +574,11 @@ class CudaOps final : public Ops {
   cudaStream_t stream() const { return stream_; }
 
  private:
-  // Split-KV plan per (heads, L, R), made once and again only when a larger batch comes.
-  const MlaPlan& plan_for(int heads, int L, int R, int batch) {
-    const int64_t key = (static_cast<int64_t>(heads) * 4096 + L) * 4096 + R;
+  // Split-KV plan per (heads, L, R, pool dtype), made once and again only when a larger batch
+  // comes.
+  const MlaPlan& plan_for(int heads, int L, int R, int batch, DType kv_dtype) {
+    const bool fp8 = kv_dtype == DType::F8E4M3;
+    const int64_t key = ((static_cast<int64_t>(heads) * 4096 + L) * 4096 + R) * 2 + (fp8 ? 1 : 0);
     auto it = plans_.find(key);
     if (it != plans_.end() && it->second.desc.max_batch >= batch) return it->second;
     int max_batch = 64;
@@ -573,6 +593,7 @@ class CudaOps final : public Ops {
     d.kv_lora_rank = L;
     d.rope_dim = R;
     d.max_batch = std::max(max_batch, batch);
+    d.kv_dtype = fp8 ? MlaKvDtype::kFp8E4m3 : MlaKvDtype::kBf16;
     MlaPlan plan;
     ck(helix::mla_plan(d, &plan), "mla_plan");
     return plans_[key] = plan;
