@@ -32,9 +32,10 @@ echo "helix_cuda_tests (FP8 KV, engine, FP8 MLA) rc=$? $(grep -E '^\[  (PASSED|F
 grep -E "^\[  FAILED|Failure|\[cuda kv fp8\]|\[cuda\] --gpu" "$OUT/cuda_tests.log" | head -60
 # The embedded model: text with a bf16 and an fp8 cache (bf16 activations, graphs), then decode
 # tokens/s over 400 new tokens (one request), and the same in float32 activations.
-for kv in bfloat16 fp8; do
-  echo "models/tiny cuda bf16 kv=$kv: $("$B/helix" generate --model models/tiny --prompt "In the beginning" \
-    --max-new-tokens 40 --device cuda --kv-cache-dtype $kv 2>"$OUT/tiny.err" | tr '\n' ' ')"
+for dk in "bfloat16 bfloat16" "bfloat16 fp8" "float32 float32" "float32 fp8"; do
+  set -- $dk
+  echo "models/tiny cuda dtype=$1 kv=$2: $("$B/helix" generate --model models/tiny --prompt "In the beginning" \
+    --max-new-tokens 40 --device cuda --dtype $1 --kv-cache-dtype $2 2>"$OUT/tiny.err" | tr '\n' ' ') $(grep error "$OUT/tiny.err")"
 done
 for dt in bfloat16 float32; do
   for kv in $([ $dt = float32 ] && echo "float32 fp8" || echo "bfloat16 fp8"); do

@@ -3,10 +3,12 @@
 // the CUDA writer; mla_decode over an FP8 pool against the same op on the dequantised fp32 rows
 // (exact) and on the unquantised rows (bounded); the engine on the fixtures against the fp32
 // pool; the CLI's errors.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -179,10 +181,11 @@ void run_decode(Ops& o, const DecodeCase& c, DType pool_dt, const std::vector<fl
   total_blocks = B * max_blocks + 3;
   const int64_t stride = pool_dt == DType::F8E4M3 ? kv_fp8_row_bytes(c.L, c.R) : W;
   DTensor pool = o.alloc({total_blocks, c.block, stride}, pool_dt);
-  // Blocks in a scrambled order: request b's block i is physical (b * max_blocks + i) * 5 % N.
-  std::vector<int> table(static_cast<size_t>(B) * max_blocks);
-  for (size_t i = 0; i < table.size(); ++i)
-    table[i] = static_cast<int>((i * 5 + 2) % static_cast<size_t>(total_blocks));
+  // Blocks in a scrambled order, each used once.
+  std::vector<int> table(total_blocks);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(total_blocks));
+  table.resize(static_cast<size_t>(B) * max_blocks);
   std::vector<int64_t> slots;
   int tok = 0;
   for (int b = 0; b < B; ++b)

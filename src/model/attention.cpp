@@ -126,12 +126,15 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs, const
       HELIX_CHECK(st.decode_rows[b] == r0 + b, "a step mixes prompt and decode rows");
     // Absorbed decode over the local KV shard, all Hl heads: O_r [B, Hl, L], lse_r [B, Hl].
     DTensor ot = o.alloc({B, Hl, L}, DType::F32), lse = o.alloc({B, Hl}, DType::F32);
-    // qc = [W_UK^T q_nope, q_pe] per head: [B, Hl, W]
-    // (bf16 for an FP8 pool on CUDA: the FP8 MLA kernel takes a bf16 query)
+    // qc = [W_UK^T q_nope, q_pe] per head: [B, Hl, W] in the dtype the MLA kernel takes (bf16
+    // for an FP8 pool on CUDA). float32 activations over a bf16 or FP8 pool: built in float32
+    // (the GEMMs give no bf16 output of fp32 operands), then cast.
     const DType pool_dt = kv_->layer_pool(0).dtype;
-    DTensor qc = o.alloc({B, Hl, W}, o.device().is_cpu()        ? DType::F32
-                                     : pool_dt == DType::F8E4M3 ? DType::BF16
-                                                                : pool_dt);
+    const DType q_dt = o.device().is_cpu()        ? DType::F32
+                       : pool_dt == DType::F8E4M3 ? DType::BF16
+                                                  : pool_dt;
+    const bool via_f32 = o.act_dtype() == DType::F32 && q_dt == DType::BF16;
+    DTensor qc = o.alloc({B, Hl, W}, via_f32 ? DType::F32 : q_dt);
     {
       GemmArgs g;
       g.x = sub(q.view(), static_cast<int64_t>(r0) * Hl * QK, {B, Hl, QK});
@@ -153,11 +156,16 @@ void DeepseekModel::attention(int layer, const std::vector<SeqStep>& seqs, const
       const TensorView q_pe = sub(q.view(), static_cast<int64_t>(r0) * Hl * QK + NOPE, {B * Hl, R});
       if (qc.dtype() == q.dtype()) {
         o.copy2d(sub(qc.view(), L, {B * Hl, R}), W, q_pe, QK, B * Hl, R);
-      } else {  // q in another dtype than the activations (fp32-KV experiment, fp32 + FP8 KV)
+      } else {  // q in another dtype than the activations (the fp32-KV experiment)
         DTensor pe = act({B * Hl, R}), pe_c = o.alloc({B * Hl, R}, qc.dtype());
         o.copy2d(pe.view(), R, q_pe, QK, B * Hl, R);
         o.cast(pe_c.view(), pe.view());
         o.copy2d(sub(qc.view(), L, {B * Hl, R}), W, pe_c.view(), R, B * Hl, R);
+      }
+      if (via_f32) {
+        DTensor qb = o.alloc({B, Hl, W}, q_dt);
+        o.cast(qb.view(), qc.view());
+        qc = qb;
       }
     }
     const int cp = map_.cp;
