@@ -53,10 +53,16 @@ TEST(CudaKvFp8, PoolHoldsMoreTokensInTheSameMemory) {
 }
 
 // float32 activations with the FP8 pool on the GPU against the CPU engine with the FP8 pool: the
-// prompt's logits are the float32 path's (1e-4, the fixtures' bar); the decode steps add the FP8
-// kernel's bf16 arithmetic (q, P and the dequantised tile in bf16) to the same FP8 rows.
+// prompt's logits are the float32 path's (1e-4, the fixtures' bar); the first decode step adds
+// the FP8 kernel's bf16 arithmetic (q, P and the dequantised tile in bf16) over the same FP8
+// rows. On the trained tiny_kjv that moves the logits by <= 1.7e-3 (H200) and the ids stay. The
+// random fixtures' MoE top-k choices can flip under that rounding (a flip moves a token's whole
+// output, as test_model_cuda.cpp says of bf16): of the 36 prompts, 34 moved by <= 2.6e-2, two
+// random ones by 0.32 and 0.94 (H200, bench/RESULTS.md). Bound: 1e-2 and the same ids on
+// tiny_kjv; 3e-2 on at least 30 of the 36 prompts.
 TEST(CudaKvFp8, Float32ActivationsMatchTheCpuFp8Engine) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  int within = 0, total = 0;
   for (const std::string& name : test::all_fixtures()) {
     const auto ref = test::fixture_ref(name);
     SamplingConfig sc;
@@ -73,23 +79,26 @@ TEST(CudaKvFp8, Float32ActivationsMatchTheCpuFp8Engine) {
       const std::vector<float> c0(cpu.logits[0].begin(), cpu.logits[0].begin() + V),
           g0(gpu.logits[0].begin(), gpu.logits[0].begin() + V);
       const double e0 = test::rel_l2(g0, c0);
-      double e1 = -1;
-      if (gpu.outputs[0][0] == cpu.outputs[0][0]) {
-        const std::vector<float> c1(cpu.logits[0].begin() + V, cpu.logits[0].begin() + 2 * V),
-            g1(gpu.logits[0].begin() + V, gpu.logits[0].begin() + 2 * V);
-        e1 = test::rel_l2(g1, c1);
-        EXPECT_LT(e1, 0.1) << name << " prompt " << i;
-      }
+      EXPECT_LT(e0, 1e-4) << name << " prompt " << i;
+      ASSERT_EQ(gpu.outputs[0][0], cpu.outputs[0][0]) << name << " prompt " << i;
+      const std::vector<float> c1(cpu.logits[0].begin() + V, cpu.logits[0].begin() + 2 * V),
+          g1(gpu.logits[0].begin() + V, gpu.logits[0].begin() + 2 * V);
+      const double e1 = test::rel_l2(g1, c1);
+      ++total;
+      within += e1 <= 3e-2;
       std::printf(
           "[cuda kv fp8] %-26s prompt %zu: float32+fp8 vs CPU fp8: prefill %.2e, "
           "decode step 1 %.2e, ids %s\n",
           name.c_str(), i, e0, e1, gpu.outputs == cpu.outputs ? "same" : "differ");
-      EXPECT_LT(e0, 1e-4) << name << " prompt " << i;
       if (name == "tiny_kjv") {
+        EXPECT_LE(e1, 1e-2) << name << " prompt " << i;
         EXPECT_EQ(gpu.outputs, cpu.outputs) << name << " prompt " << i;
       }
     }
   }
+  std::printf("[cuda kv fp8] float32+fp8 vs CPU fp8: %d of %d prompts within 3e-2 at step 1\n",
+              within, total);
+  EXPECT_GE(within, total - 6);
 }
 
 // Decode steps replayed as CUDA graphs read the FP8 pool as the eager steps do (the same kernels;
