@@ -64,7 +64,8 @@ void add_device_options(App* cmd, Dev& d) {
   cmd->add_option("--kv-cache-dtype", d.kv_cache_dtype,
                   "latent KV cache: auto (the --dtype), float32, bfloat16 (cuda) or fp8 (e4m3 "
                   "latent + a scale per token, bf16 rope part: 1.76x the tokens of bfloat16 in "
-                  "the same memory; prompts attend unquantised, decode reads the cache)")
+                  "the same memory at DeepSeek-V3's shapes; prompts attend unquantised, decode "
+                  "reads the cache)")
       ->capture_default_str();
   cmd->add_option("--gpu-memory-fraction", d.gpu_memory_fraction,
                   "CUDA: fraction of the GPU memory free after the weights for the KV pool (0: as "
