@@ -70,13 +70,27 @@ cudaError_t launch(const Args& a, dim3 grid, size_t smem, cudaStream_t stream) {
              strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorInvalidValue;
-  mla_sm90_kernel<<<grid, kThreads, smem, stream>>>(map, a);
-  cudaError_t err = cudaGetLastError();
+  // Both launches with programmatic dependent launch (graph-capturable): each kernel's launch
+  // overlaps the tail of the one before, and waits for it (griddepcontrol.wait) before it reads
+  // global memory.
+  cudaLaunchAttribute pdl[1];
+  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = pdl;
+#ifndef HELIX_SM90_NO_PDL  // ablation builds only
+  cfg.numAttrs = 1;
+#endif
+  cudaError_t err = cudaLaunchKernelEx(&cfg, mla_sm90_kernel, map, a);
   if (err != cudaSuccess) return err;
-  const dim3 cgrid(a.batch, a.num_heads);
-  mla_sm90_combine_kernel<<<cgrid, kCombineThreads, 8 * static_cast<size_t>(a.ctas_per_group),
-                            stream>>>(a);
-  return cudaGetLastError();
+  cfg.gridDim = dim3(a.batch, a.num_heads);
+  cfg.blockDim = dim3(kCombineThreads);
+  cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
+  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel, a);
 }
 
 }  // namespace helix::cuda::mla_sm90

@@ -257,13 +257,14 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     {
       const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
       const int64_t qrow0 = static_cast<int64_t>(cb) * a.num_heads;
+      // Asynchronous copies: all 16 pieces of a thread in flight at once (rows past the heads
+      // zero-filled from a valid address).
       for (int x = tid; x < kHeads * (kL / 8); x += kConsumerThreads) {
         const int r = x >> 6, j = x & 63;  // row, 16-byte piece
         const int h = h_base + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (h < a.num_heads) v = *reinterpret_cast<const uint4*>(q + (qrow0 + h) * kW + 8 * j);
-        *reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 +
-                                  (((j & 7) ^ (r & 7)) << 4)) = v;
+        const bool ok = h < a.num_heads;
+        cp_async16(smem_u32(s_q + (j >> 3) * kChunkBytes + r * 128 + (((j & 7) ^ (r & 7)) << 4)),
+                   q + (qrow0 + (ok ? h : 0)) * kW + 8 * j, ok ? 16u : 0u);
       }
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
@@ -275,6 +276,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
               h < a.num_heads ? *reinterpret_cast<const uint32_t*>(q + (qrow0 + h) * kW + col) : 0u;
         }
     }
+    cp_async_wait_all();
     fence_async_smem();
     bar_sync(kBarConsumers, kConsumerThreads);
 #pragma unroll
@@ -457,6 +459,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = tid >> 5, lane = tid & 31;
   const int cta = blockIdx.x, group = blockIdx.y;
 
+  if (tid == 32) {
+    for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
+    for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
+      mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if (tid == 256)
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
+                 : "memory");
+  // Launched with programmatic dependent launch: the kernel before may still run until here
+  // (nothing above reads global memory). Then the combine kernel may be scheduled: it waits for
+  // this grid to finish before it reads the partials.
+  grid_dep_wait();
+  grid_dep_launch();
   if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step
     int carry = 0;
     if (lane == 0) s_cum[0] = 0;
@@ -471,12 +487,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (b < a.batch) s_cum[b + 1] = carry + v;
       carry += __shfl_sync(0xffffffffu, v, 31);
     }
-  }
-  if (tid == 32) {
-    for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
-    for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
-      mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
   const int total = s_cum[a.batch];
@@ -496,8 +506,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     // The other producer threads leave (kept waiting, they slowed the kernel by a third).
     if (warp != 8 || lane != 0) return;
     {
-      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
-                   : "memory");
       const int bs = a.block_size;
       const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
       const uint32_t kv_smem = smem_u32(smem + kKvOff);

@@ -37,6 +37,9 @@ __global__ void __launch_bounds__(kCombineThreads) mla_sm90_combine_kernel(const
   const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
   const int total = static_cast<int>(block_reduce(all, false, s_red));
   const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
+  // Launched with programmatic dependent launch: the split kernel may still run until here
+  // (seq_lens was complete before it let this grid start).
+  grid_dep_wait();
   const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
   float* out_f = static_cast<float*>(a.out) + orow * kL;
   __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * kL;

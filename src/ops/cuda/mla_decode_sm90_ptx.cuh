@@ -82,3 +82,24 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 }  // namespace helix::cuda::mla_sm90
+
+namespace helix::cuda::mla_sm90 {
+// ---- cp.async (16 bytes, zero-filled when src_bytes is 0) ----
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+// ---- programmatic dependent launch ----
+// Waits for the grids this one depends on (complete, memory visible); a no-op without PDL.
+__device__ __forceinline__ void grid_dep_wait() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+// Lets the dependent grid be scheduled (it still waits in grid_dep_wait for this one to finish).
+__device__ __forceinline__ void grid_dep_launch() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+}  // namespace helix::cuda::mla_sm90
