@@ -100,6 +100,9 @@ struct Case {
   // [row_exp_lo, row_exp_hi] (FP8: per-token scales far from 1 and far apart).
   float q_mag = 1.f;
   int row_exp_lo = 0, row_exp_hi = 0;
+  // Launch through a captured CUDA graph, replayed twice with the outputs poisoned in between
+  // (graph-stable launches: programmatic dependent launch, no state left between replays).
+  bool graph = false;
 };
 
 std::string describe(const Case& c) {
@@ -304,7 +307,29 @@ void run_case(const Case& c) {
   p.out = out_bf ? static_cast<void*>(d_out16.ptr) : static_cast<void*>(d_out32.ptr);
   p.out_dtype = c.out;
   p.lse = d_lse.ptr;
-  CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
+  if (c.graph) {
+    cudaStream_t st;
+    CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    CUDA_OK(mla_decode_bf16_cuda(p, plan, st));
+    CUDA_OK(cudaStreamEndCapture(st, &g));
+    CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
+    CUDA_OK(cudaGraphLaunch(ge, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    d_out32.poison();
+    d_out16.poison();
+    d_lse.poison();
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaGraphLaunch(ge, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    CUDA_OK(cudaGraphExecDestroy(ge));
+    CUDA_OK(cudaGraphDestroy(g));
+    CUDA_OK(cudaStreamDestroy(st));
+  } else {
+    CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
+  }
   CUDA_OK(cudaDeviceSynchronize());
   std::vector<float> out(out_n);
   if (out_bf) {
@@ -422,8 +447,46 @@ TEST(MlaDecodeBf16Cuda, Sm90ManyHeads) {
     sm90({128, 512, 64, 16, uneven(16, 1000), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, ctas,
           kSeed + 30 + ctas});
   sm90({128, 512, 64, 64, {0, 0}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 25});
+  {  // graph replays, uneven lengths, several CTAs per sequence
+    Case c{128, 512, 64, 64, uneven(64, 3000), MlaKvDtype::kBf16, MlaOutDtype::kBf16, 0,
+           kSeed + 27};
+    c.graph = true;
+    sm90(c);
+  }
   sm90(
       {128, 512, 64, 48, uneven(48, 500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 26});
+}
+
+// FP8 (e4m3 + per-token scale) KV through the Hopper kernel: the same edge cases (NaN bytes in
+// the rows past each end: e4m3 0xff and a NaN scale), per-token scales 2^-6..2^6, CTA counts,
+// empty batches and graph replays.
+TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  auto sm90 = [](Case c) {
+    c.sm90 = true;
+    c.nan_tail = true;
+    run_case(c);
+  };
+  const auto fp8 = MlaKvDtype::kFp8E4m3;
+  for (int block : {16, 32, 64, 128})
+    sm90({128, 512, 64, block, uneven(block, 1500), fp8, MlaOutDtype::kFloat32, 0,
+          kSeed + 40 + block});
+  {
+    Case c{128, 512, 64, 64, uneven(64, 2000), fp8, MlaOutDtype::kBf16, 0, kSeed + 41};
+    c.row_exp_lo = -6;
+    c.row_exp_hi = 6;
+    sm90(c);
+  }
+  sm90({100, 512, 64, 32, {4096}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 42});
+  sm90({64, 512, 64, 64, {1, 1, 1, 2}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 43});
+  for (int ctas : {1, 7, 500})
+    sm90({128, 512, 64, 16, uneven(16, 1000), fp8, MlaOutDtype::kFloat32, ctas, kSeed + 50 + ctas});
+  sm90({128, 512, 64, 64, {0, 0}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 44});
+  {
+    Case c{128, 512, 64, 64, uneven(64, 3000), fp8, MlaOutDtype::kBf16, 0, kSeed + 45};
+    c.graph = true;
+    sm90(c);
+  }
 }
 
 TEST(MlaDecodeBf16Cuda, AllEmpty) {

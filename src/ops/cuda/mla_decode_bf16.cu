@@ -45,7 +45,8 @@ cudaError_t sm90_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   *smem = 0;
   if (!sm90_for(d)) return cudaSuccess;
   int per_group = 0;
-  const cudaError_t err = cuda::mla_sm90::prepare(d.num_heads, d.max_batch, smem, &per_group);
+  const cudaError_t err = cuda::mla_sm90::prepare(
+      d.num_heads, d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch, smem, &per_group);
   if (err == cudaErrorNotSupported) {  // no TMA encoder in this driver: the other kernels run
     *smem = 0;
     return cudaSuccess;
@@ -179,7 +180,8 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   a.part_lse = a.part_out + rows * d.kv_lora_rank;
   if (plan.sm90_ctas_per_group > 0 && cuda::mla_sm90::block_ok(p.block_size)) {
     a.ctas_per_group = plan.sm90_ctas_per_group;
-    return cuda::mla_sm90::launch(a, dim3(plan.sm90_ctas_per_group, plan.num_head_groups),
+    return cuda::mla_sm90::launch(a, d.kv_dtype == MlaKvDtype::kFp8E4m3,
+                                  dim3(plan.sm90_ctas_per_group, plan.num_head_groups),
                                   plan.sm90_smem_bytes, stream);
   }
   const dim3 grid(plan.ctas_per_group, plan.num_head_groups);

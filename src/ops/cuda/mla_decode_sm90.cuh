@@ -50,8 +50,9 @@ constexpr int kPOff = kKvOff + kStages * kStageBytes;  // P of a pair's two tile
 constexpr int kPBytes = kHeads * 128;                  // [64 heads x 64 tokens] bf16
 constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a / b: [2][64] f32
 constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
-constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3]
-constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);
+constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3], raw[2][4]
+constexpr int kRawBarOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);  // FP8 raw chunks
+constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;
 constexpr int kFixedBytes = kCumOff;
 constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
 
@@ -67,6 +68,10 @@ enum : int {
 // Parts of a stage with their own readers, each refilled once its last reader is done: the rope
 // chunk (the scores only), latent columns 0..255 (V_L) and 256..511 (V_R).
 enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
+
+}  // namespace helix::cuda::mla_sm90
+#include "ops/cuda/mla_decode_sm90_fp8.cuh"  // uses the constants above
+namespace helix::cuda::mla_sm90 {
 
 __device__ __forceinline__ int seq_tokens(const Args& a, int b) {
   const int len = a.seq_lens[b];
@@ -114,7 +119,7 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
 // Scores of one tile into s: Q rope (registers) . K rope first (that chunk is refilled and read
 // first; scale_d 0 starts the sum), committed as its own group, then after_rope(), then Q latent
 // (smem) . K latent; each chunk's MMAs wait for that chunk's TMA.
-template <class F>
+template <bool kDescending, class F>
 __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
                                            uint32_t full_bar, uint32_t parity,
                                            const uint32_t (&qpe)[4][4], F&& after_rope) {
@@ -127,7 +132,8 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
   wg_commit();
   after_rope();
 #pragma unroll
-  for (int c = 0; c < kL / 64; ++c) {
+  for (int cc = 0; cc < kL / 64; ++cc) {
+    const int c = kDescending ? kL / 64 - 1 - cc : cc;  // FP8: the order the chunks are widened
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
@@ -203,7 +209,7 @@ __device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t
 
 // One consumer warpgroup's whole loop (WG 0 or 1: separate code, so no path mixes the two
 // warpgroups' in-flight MMAs).
-template <int WG>
+template <int WG, bool kFp8>
 __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int* s_cum,
                                          uint32_t bar_base, int t_begin, int t_end, int n_tiles,
                                          int cb, int ck, int cta, int group) {
@@ -295,7 +301,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
         // V_L part there, not after the whole S_a (+2-4% at 64K).
-        score_mmas(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
+        score_mmas<kFp8>(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
           if (pending_stage >= 0) {
             wg_wait<1>();
             release_pending();
@@ -346,7 +352,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
-          score_mmas(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
+          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
           wg_wait<0>();
           release(sb, kPartRope);
           scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
@@ -445,6 +451,49 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
 }
 
+// FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's): the
+// scales of its rows (block table -> pool row -> fp32 at byte 640), then convert_tile.
+__device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
+                                              uint32_t bar_base, uint32_t raw_base, int cw,
+                                              int lane, int n_tiles, int cb, int ck) {
+  const int bs = a.block_size;
+  for (int i = 0; i < n_tiles; ++i) {
+    const int s = i & 1;
+    const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
+    const int len = seq_tokens(a, cb);
+    const int tok0 = ck * kTile;
+    const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+    const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
+    float sc[6];
+#pragma unroll
+    for (int k = 0; k < 6; ++k) {
+      const int r = 4 * (cw + kConvWarps * k) + (lane >> 3);
+      sc[k] = 0.f;
+      if (r < valid) {
+        const int tok = tok0 + r;
+        const int64_t row = static_cast<int64_t>(table[tok / bs]) * bs + tok % bs;
+        sc[k] = *reinterpret_cast<const float*>(a.kv_pool + row * kFp8RowBytes + kFp8ScaleOff);
+      }
+    }
+    convert_tile(
+        smem + kKvOff + s * kStageBytes, cw, lane, sc, valid,
+        [&](int c) { mbar_wait(raw_base + 8 * (4 * s + c), full_par); },
+        [&] {
+          if (i >= kStages) mbar_wait(bar_base + 8 * (kStages * kChunks + 3 * s + kPartR), empty_par);
+        },
+        [&](int c) {
+          mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c));
+          mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c + 1));
+        });
+    if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
+      ck = 0;
+      ++cb;
+      while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+    }
+  }
+}
+
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1)
     mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
   extern __shared__ __align__(1024) uint8_t smem[];
@@ -456,11 +505,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto empty_bar = [&](int s, int part) {
     return bar_base + 8 * (kStages * kChunks + 3 * s + part);
   };
+  const uint32_t raw_base = smem_u32(smem + kRawBarOff);  // FP8: raw chunk c of stage s: + 8 (4 s + c)
   const int warp = tid >> 5, lane = tid & 31;
   const int cta = blockIdx.x, group = blockIdx.y;
 
   if (tid == 32) {
-    for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
+    // FP8: a latent chunk is full when the converter warps have widened it.
+    for (int i = 0; i < kStages * kChunks; ++i)
+      mbar_init(bar_base + 8 * i, kFp8 && i % kChunks != kChunks - 1 ? kConvWarps : 1);
+    for (int i = 0; i < kStages * 4; ++i) mbar_init(raw_base + 8 * i, 1);
     for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
       mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -503,6 +556,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warp >= 8) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if constexpr (kFp8) {
+      if (warp >= 9) {
+        fp8_converter(a, smem, s_cum, bar_base, raw_base, warp - 9, lane, n_tiles, cb, ck);
+        return;
+      }
+    }
     // The other producer threads leave (kept waiting, they slowed the kernel by a third).
     if (warp != 8 || lane != 0) return;
     {
@@ -524,19 +583,35 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         const uint32_t dst = kv_smem + s * kStageBytes;
         const uint32_t parity = ((i >> 1) - 1) & 1;
-        // Rope chunk first (free first, read first), then V_L, then V_R. A part's barrier wait
-        // also means this CTA's full barriers of those chunks are past the stage's last fill.
-        for (int cc = 0; cc < kChunks; ++cc) {
-          const int c = cc == 0 ? kChunks - 1 : cc - 1;
-          const int part = cc == 0 ? kPartRope : cc <= 4 ? kPartL : kPartR;
-          if (i >= kStages && (cc == 0 || cc == 1 || cc == 5))
-            mbar_wait(empty_bar(s, part), parity);
-          const uint32_t fb = full_bar(s) + 8 * c;
-          mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+        if constexpr (kFp8) {
+          // k_pe (bytes 512..639) into the rope slot, then the 4 raw e4m3 chunks into slots 0..3
+          // (the V_L part; the converters widen them, see mla_decode_sm90_fp8.cuh).
+          for (int cc = 0; cc < 5; ++cc) {
+            if (i >= kStages && cc < 2) mbar_wait(empty_bar(s, cc == 0 ? kPartRope : kPartL), parity);
+            const int slot = cc == 0 ? kChunks - 1 : cc - 1;
+            const uint32_t fb = cc == 0 ? full_bar(s) + 8 * (kChunks - 1) : raw_base + 8 * (4 * s + cc - 1);
+            mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
 #pragma unroll
-          for (int x = 0; x < kTile / 16; ++x)
-            if (x < nbox)
-              tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
+            for (int x = 0; x < kTile / 16; ++x)
+              if (x < nbox)
+                tma_load_2d(dst + slot * kChunkBytes + x * box * 128, &kv_map,
+                            cc == 0 ? kL : 128 * (cc - 1), rows[x], fb);
+          }
+        } else {
+          // Rope chunk first (free first, read first), then V_L, then V_R. A part's barrier wait
+          // also means this CTA's full barriers of those chunks are past the stage's last fill.
+          for (int cc = 0; cc < kChunks; ++cc) {
+            const int c = cc == 0 ? kChunks - 1 : cc - 1;
+            const int part = cc == 0 ? kPartRope : cc <= 4 ? kPartL : kPartR;
+            if (i >= kStages && (cc == 0 || cc == 1 || cc == 5))
+              mbar_wait(empty_bar(s, part), parity);
+            const uint32_t fb = full_bar(s) + 8 * c;
+            mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+#pragma unroll
+            for (int x = 0; x < kTile / 16; ++x)
+              if (x < nbox)
+                tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
+          }
         }
         if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
           ck = 0;
@@ -550,9 +625,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   // Through a shuffle so the compiler sees the role warp-uniform.
   if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
-    consumer<0>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+    consumer<0, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
   else
-    consumer<1>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+    consumer<1, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
 }
 
 }  // namespace helix::cuda::mla_sm90
