@@ -13,7 +13,7 @@ for f in sm90bin/*.gz; do gunzip -c "$f" > /tmp/sb/$(basename "$f" .gz); chmod +
 if [ "${TESTS:-1}" = 1 ]; then
   timeout 300 /tmp/sb/test_mla --gtest_filter="${FILTER:-MlaDecodeBf16*}" > "$OUT/tests.log" 2>&1
   echo "tests rc=$?"; grep -E "FAILED|Failure|PASSED|error" "$OUT/tests.log" | head -30
-  grep -E "sm90|rel_l2" "$OUT/tests.log" | tail -12
+  grep -B3 -A3 "Failure" "$OUT/tests.log" | head -60
 fi
 GEMM=0
 if [ "${TORCH:-0}" = 1 ]; then
@@ -23,12 +23,13 @@ if [ "${TORCH:-0}" = 1 ]; then
 fi
 for b in /tmp/sb/bench_mla*; do
   n=$(basename "$b")
-  timeout ${BT:-300} "$b" ${BQ:-} --gemm-tflops "$GEMM" --json "$OUT/$n.json" > "$OUT/$n.log" 2>&1
+  J=""; [ "$n" = bench_mla ] && J="--json $OUT/$n.json"  # at most 8 files come back
+  timeout ${BT:-300} "$b" ${BQ:-} --gemm-tflops "$GEMM" $J > "$OUT/$n.log" 2>&1
   echo "== $n rc=$?"; grep -E "^ +[0-9]+ +[0-9]+ |latency|floor" "$OUT/$n.log"
 done
 if [ -n "${NCU:-}" ]; then
   for ctx in ${NCU_CTX:-4096 16384}; do
-    ncu --clock-control none --print-units base --metrics gpu__time_duration.sum,launch__grid_size \
+    ncu --clock-control none --cache-control none --print-units base --metrics gpu__time_duration.sum,launch__grid_size \
       --csv -k regex:mla_sm90 /tmp/sb/bench_mla $NCU --contexts $ctx > "$OUT/ncu_$ctx.csv" 2> "$OUT/ncu.err"
     echo "ncu context $ctx rc=$?"; tail -2 "$OUT/ncu.err"
     python3 - "$OUT/ncu_$ctx.csv" <<'PY'
@@ -43,13 +44,16 @@ for r in rows:
 seq = list(by.values())
 groups = []  # runs of (main, combine) pairs with the same combine grid
 for a, b in zip(seq[0::2], seq[1::2]):
-    g = b["launch__grid_size"]
-    t = (float(a["gpu__time_duration.sum"]) / 1e3, float(b["gpu__time_duration.sum"]) / 1e3)
+    g = b["launch__grid_size"].replace(",", "")
+    f = lambda x: float(x.replace(",", ""))
+    t = (f(a["gpu__time_duration.sum"]) / 1e3, f(b["gpu__time_duration.sum"]) / 1e3)
     if groups and groups[-1][0] == g: groups[-1][1].append(t)
     else: groups.append((g, [t]))
 for g, ts in groups:
     m = statistics.median(x[0] for x in ts); c = statistics.median(x[1] for x in ts)
     print(f"  combine grid {g:>6} (batch {int(g)//128}): main {m:8.1f} us, combine {c:6.1f} us ({len(ts)} launches)")
 PY
+    rm -f "$OUT/ncu_$ctx.csv"
   done
+  rm -f "$OUT/ncu.err"
 fi

@@ -23,15 +23,15 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
   return fn;
 }
 
-size_t smem_for(int max_batch) {
-  return kFixedBytes + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
+size_t smem_for(int max_batch, bool fp8) {
+  return kFixedBytes + (fp8 ? kScaleBytes : 0) + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
 }
 
 }  // namespace
 
 bool eligible(int heads, int kv_lora_rank, int rope_dim, bool fp8, int max_batch) {
-  (void)fp8;  // bf16 and FP8 (e4m3 + per-token scale) latent KV
-  return heads >= 64 && kv_lora_rank == kL && rope_dim == kR && max_batch <= kMaxBatch;
+  return heads >= 64 && kv_lora_rank == kL && rope_dim == kR &&
+         max_batch <= (fp8 ? kMaxBatchFp8 : kMaxBatch);
 }
 
 bool block_ok(int block_size) {
@@ -40,7 +40,7 @@ bool block_ok(int block_size) {
 
 cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_per_group) {
   if (!encoder()) return cudaErrorNotSupported;
-  *smem = smem_for(max_batch);
+  *smem = smem_for(max_batch, fp8);
   const auto kernel = fp8 ? mla_sm90_kernel<true> : mla_sm90_kernel<false>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(*smem));

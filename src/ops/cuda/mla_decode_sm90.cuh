@@ -52,9 +52,15 @@ constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a /
 constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
 constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3], raw[2][4]
 constexpr int kRawBarOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);  // FP8 raw chunks
-constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;
+constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;  // bf16: s_cum[B + 1]
+constexpr int kScaleOff = kCumOff;                      // FP8: scales [2][64] f32, then s_cum
+constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
-constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
+#ifndef HELIX_SM90_MIN_TILES  // ablation builds only
+#define HELIX_SM90_MIN_TILES 2
+#endif
+// Tiles per CTA at least (a split's fixed cost is about a tile).
+constexpr int kMinTiles = HELIX_SM90_MIN_TILES;
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -143,9 +149,11 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
   wg_commit();
 }
 
-// Masked, scaled scores (log2 domain) and their row maxima over the quad.
+// Masked, scaled scores (log2 domain) and their row maxima over the quad. FP8: times the
+// column's token scale (sc: the tile's [64] scales in shared memory).
+template <bool kFp8>
 __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, float scale_log2,
-                                           float& mx0, float& mx1) {
+                                           const float* sc, float& mx0, float& mx1) {
   mx0 = -INFINITY;
   mx1 = -INFINITY;
 #pragma unroll
@@ -153,7 +161,8 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int col = 8 * j + 2 * t + (e & 1);
-      const float v = col < valid ? s[4 * j + e] * scale_log2 : -INFINITY;
+      const float f = kFp8 ? sc[col] * scale_log2 : scale_log2;
+      const float v = col < valid ? s[4 * j + e] * f : -INFINITY;
       s[4 * j + e] = v;
       if (e < 2)
         mx0 = fmaxf(mx0, v);
@@ -167,9 +176,12 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
 }
 
 // P = 2^(s - m) into bf16 A fragments (registers) and the swizzled smem tile for the other
-// warpgroup; returns this thread's part of the row sums.
+// warpgroup; returns this thread's part of the row sums. FP8: the fragments hold P times the
+// column's token scale (the sums do not).
+template <bool kFp8>
 __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uint32_t (&p)[4][4],
-                                         uint8_t* sp, int r0, int t, float& sum0, float& sum1) {
+                                         uint8_t* sp, int r0, int t, const float* sc, float& sum0,
+                                         float& sum1) {
   sum0 = 0.f;
   sum1 = 0.f;
 #pragma unroll
@@ -180,8 +192,14 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
     s[4 * j + 3] = exp2_fast(s[4 * j + 3] - m1);
     sum0 += s[4 * j] + s[4 * j + 1];
     sum1 += s[4 * j + 2] + s[4 * j + 3];
-    const uint32_t lo = pack_bf16(s[4 * j], s[4 * j + 1]);
-    const uint32_t hi = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
+    float c0 = 1.f, c1 = 1.f;
+    if constexpr (kFp8) {
+      const float2 c = *reinterpret_cast<const float2*>(sc + 8 * j + 2 * t);
+      c0 = c.x;
+      c1 = c.y;
+    }
+    const uint32_t lo = pack_bf16(s[4 * j] * c0, s[4 * j + 1] * c1);
+    const uint32_t hi = pack_bf16(s[4 * j + 2] * c0, s[4 * j + 3] * c1);
     p[j / 2][(j & 1) * 2] = lo;
     p[j / 2][(j & 1) * 2 + 1] = hi;
     // K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == r1 & 7.
@@ -228,6 +246,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   uint8_t* s_p = smem + kPOff;
   float* s_m = reinterpret_cast<float*>(smem + kMOff);
   float* s_l = reinterpret_cast<float*>(smem + kLOff);
+  const float* s_sc = reinterpret_cast<const float*>(smem + kScaleOff);  // FP8 only
   const uint32_t q_u32 = smem_u32(s_q), kv_u32 = smem_u32(s_kv), p_u32 = smem_u32(s_p);
   const int h_base = group * kHeads;
 
@@ -311,12 +330,12 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         release_pending();
         release(sa, kPartRope);
         float mx0, mx1;
-        scale_mask(s, va, t, a.scale_log2, mx0, mx1);
+        scale_mask<kFp8>(s, va, t, a.scale_log2, s_sc + sa * kTile, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
         const float f0 = exp2_fast(m_0 - n0), f1 = exp2_fast(m_1 - n1);
         bar_sync(kBarP0Free, kConsumerThreads);
         float sum0, sum1;
-        exp_pack(s, n0, n1, p, s_p, r0, t, sum0, sum1);
+        exp_pack<kFp8>(s, n0, n1, p, s_p, r0, t, s_sc + sa * kTile, sum0, sum1);
         if (t == 0) {
           s_m[r0] = n0;
           s_m[r0 + 8] = n1;
@@ -355,7 +374,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
           wg_wait<0>();
           release(sb, kPartRope);
-          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
+          scale_mask<kFp8>(s, vb, t, a.scale_log2, s_sc + sb * kTile, mx0, mx1);
         }
         bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
         const float a0 = s_m[r0], a1 = s_m[r0 + 8];
@@ -363,7 +382,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         n1 = fmaxf(a1, mx1);
         if (has_b) {
           bar_sync(kBarP1Free, kConsumerThreads);
-          exp_pack(s, n0, n1, p, s_p + kPBytes, r0, t, sum0, sum1);
+          exp_pack<kFp8>(s, n0, n1, p, s_p + kPBytes, r0, t, s_sc + sb * kTile, sum0, sum1);
           if (t == 0) {
             s_m[kHeads + r0] = n0;
             s_m[kHeads + r0 + 8] = n1;
@@ -476,7 +495,8 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
       }
     }
     convert_tile(
-        smem + kKvOff + s * kStageBytes, cw, lane, sc, valid,
+        smem + kKvOff + s * kStageBytes, reinterpret_cast<float*>(smem + kScaleOff) + s * kTile, cw,
+        lane, sc, valid,
         [&](int c) { mbar_wait(raw_base + 8 * (4 * s + c), full_par); },
         [&] {
           if (i >= kStages) mbar_wait(bar_base + 8 * (kStages * kChunks + 3 * s + kPartR), empty_par);
@@ -499,7 +519,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ __align__(1024) uint8_t smem[];
   const int tid = threadIdx.x;
   if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();  // swizzle atoms need 1024 B
-  int* s_cum = reinterpret_cast<int*>(smem + kCumOff);
+  int* s_cum = reinterpret_cast<int*>(smem + kCumOff + (kFp8 ? kScaleBytes : 0));
   const uint32_t bar_base = smem_u32(smem + kBarOff);
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
   auto empty_bar = [&](int s, int part) {

@@ -11,6 +11,7 @@ namespace helix::cuda::mla_sm90 {
 
 // Largest max_batch the kernel's shared memory (per-sequence tile prefix sums) takes.
 constexpr int kMaxBatch = 400;
+constexpr int kMaxBatchFp8 = 300;  // FP8: the tiles' token scales take 512 bytes of it
 // Whether the kernel takes these sizes at all: L 512, R 64, H >= 64 (bf16 or FP8 KV).
 bool eligible(int heads, int kv_lora_rank, int rope_dim, bool fp8, int max_batch);
 // Whether a launch's block size suits its TMA boxes: 16, 32 or a multiple of 64.

@@ -5,8 +5,11 @@
 namespace helix::cuda::mla_sm90 {
 
 // Merges the partials of sequences spanning several CTAs; writes the empty sequences. Grid
-// (B, H), 128 threads, dynamic shared memory 8 bytes per CTA of a group.
-constexpr int kCombineThreads = 128;
+// (B, H), 512 threads, dynamic shared memory 8 bytes per CTA of a group. The threads form 4
+// slices of 128 (4 columns each); slice k sums partials k, k + 4, ... with 8 loads in flight, so
+// a sequence split 32 ways costs one round of L2 latency instead of 8.
+constexpr int kCombineSlices = 4;
+constexpr int kCombineThreads = 128 * kCombineSlices;
 
 __device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
 #pragma unroll
@@ -83,18 +86,30 @@ __global__ void __launch_bounds__(kCombineThreads) mla_sm90_combine_kernel(const
   }
   sum = block_reduce(sum, false, s_red);
   const float inv = 1.f / sum;
-  for (int col = 4 * threadIdx.x; col < kL; col += 4 * kCombineThreads) {
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int x = 0; x < n; ++x) {
-      const float w = s_w[x];
-      if (w == 0.f) continue;
-      const float4 v =
-          *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[x]) * kL + col);
-      acc.x += w * v.x;
-      acc.y += w * v.y;
-      acc.z += w * v.z;
-      acc.w += w * v.w;
+  static_assert(kL == 4 * 128, "one float4 column group per thread of a slice");
+  __shared__ float4 s_acc[kCombineSlices - 1][kL / 4];
+  const int slice = threadIdx.x / 128, col = 4 * (threadIdx.x % 128);
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+  for (int x = slice; x < n; x += kCombineSlices) {
+    const float w = s_w[x];  // 0 for a CTA without tiles: its row is never read into the sum
+    const float4 v =
+        *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[x]) * kL + col);
+    acc.x += w != 0.f ? w * v.x : 0.f;
+    acc.y += w != 0.f ? w * v.y : 0.f;
+    acc.z += w != 0.f ? w * v.z : 0.f;
+    acc.w += w != 0.f ? w * v.w : 0.f;
+  }
+  if (slice > 0) s_acc[slice - 1][col / 4] = acc;
+  __syncthreads();
+  if (slice == 0) {
+#pragma unroll
+    for (int k = 0; k < kCombineSlices - 1; ++k) {
+      const float4 u = s_acc[k][col / 4];
+      acc.x += u.x;
+      acc.y += u.y;
+      acc.z += u.z;
+      acc.w += u.w;
     }
     acc.x *= inv;
     acc.y *= inv;
