@@ -93,9 +93,13 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
                         : cudaLaunchKernelEx(&cfg, mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;
   cfg.gridDim = dim3(a.batch, a.num_heads);
-  cfg.blockDim = dim3(kCombineThreads);
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
-  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel, a);
+  if (a.batch <= kCombineSmallBatch) {
+    cfg.blockDim = dim3(128 * kCombineSlicesSmallBatch);
+    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<kCombineSlicesSmallBatch>, a);
+  }
+  cfg.blockDim = dim3(128);
+  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<1>, a);
 }
 
 }  // namespace helix::cuda::mla_sm90

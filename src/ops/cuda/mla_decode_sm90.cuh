@@ -124,36 +124,45 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
 
 // Scores of one tile into s: Q rope (registers) . K rope first (that chunk is refilled and read
 // first; scale_d 0 starts the sum), committed as its own group, then after_rope(), then Q latent
-// (smem) . K latent; each chunk's MMAs wait for that chunk's TMA.
-template <bool kDescending, class F>
-__device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
-                                           uint32_t full_bar, uint32_t parity,
+// (smem) . K latent; each chunk's MMAs wait for that chunk's TMA. FP8: the rope part goes to sr
+// (it is not scaled by the token's scale; scale_mask adds it), the latent chunks are read in
+// the order the converters widen them (highest first).
+template <bool kFp8, class F>
+__device__ __forceinline__ void score_mmas(float (&s)[32], float (&sr)[32], uint32_t q_base,
+                                           uint32_t k_base, uint32_t full_bar, uint32_t parity,
                                            const uint32_t (&qpe)[4][4], F&& after_rope) {
   wg_fence();
   mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    wgmma_m64n64k16_rs(
-        s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024), kk != 0);
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t db = desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024);
+    if constexpr (kFp8)
+      wgmma_m64n64k16_rs(sr, qpe[kk], db, kk != 0);
+    else
+      wgmma_m64n64k16_rs(s, qpe[kk], db, kk != 0);
+  }
   wg_commit();
   after_rope();
 #pragma unroll
   for (int cc = 0; cc < kL / 64; ++cc) {
-    const int c = kDescending ? kL / 64 - 1 - cc : cc;  // FP8: the order the chunks are widened
+    const int c = kFp8 ? kL / 64 - 1 - cc : cc;
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
       wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024), 1);
+                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024),
+                         kFp8 && cc == 0 && kk == 0 ? 0 : 1);
   }
   wg_commit();
 }
 
-// Masked, scaled scores (log2 domain) and their row maxima over the quad. FP8: times the
-// column's token scale (sc: the tile's [64] scales in shared memory).
+// Masked, scaled scores (log2 domain) and their row maxima over the quad. FP8: the latent part
+// times the column's token scale (sc: the tile's [64] scales in shared memory) plus the rope
+// part sr.
 template <bool kFp8>
-__device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, float scale_log2,
-                                           const float* sc, float& mx0, float& mx1) {
+__device__ __forceinline__ void scale_mask(float (&s)[32], const float (&sr)[32], int valid, int t,
+                                           float scale_log2, const float* sc, float& mx0,
+                                           float& mx1) {
   mx0 = -INFINITY;
   mx1 = -INFINITY;
 #pragma unroll
@@ -161,8 +170,8 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int col = 8 * j + 2 * t + (e & 1);
-      const float f = kFp8 ? sc[col] * scale_log2 : scale_log2;
-      const float v = col < valid ? s[4 * j + e] * f : -INFINITY;
+      const float x = kFp8 ? s[4 * j + e] * sc[col] + sr[4 * j + e] : s[4 * j + e];
+      const float v = col < valid ? x * scale_log2 : -INFINITY;
       s[4 * j + e] = v;
       if (e < 2)
         mx0 = fmaxf(mx0, v);
@@ -256,6 +265,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
 
   float o[128];
   float s[32];
+  float sr[32];  // FP8: the rope part of the scores
   uint32_t qpe[4][4];
   uint32_t p[4][4];
   int pending_stage = -1;  // WG0: stage of tile b whose P.V is still in flight (released later)
@@ -320,7 +330,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
         // V_L part there, not after the whole S_a (+2-4% at 64K).
-        score_mmas<kFp8>(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
+        score_mmas<kFp8>(s, sr, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
           if (pending_stage >= 0) {
             wg_wait<1>();
             release_pending();
@@ -330,7 +340,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         release_pending();
         release(sa, kPartRope);
         float mx0, mx1;
-        scale_mask<kFp8>(s, va, t, a.scale_log2, s_sc + sa * kTile, mx0, mx1);
+        scale_mask<kFp8>(s, sr, va, t, a.scale_log2, s_sc + sa * kTile, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
         const float f0 = exp2_fast(m_0 - n0), f1 = exp2_fast(m_1 - n1);
         bar_sync(kBarP0Free, kConsumerThreads);
@@ -364,6 +374,12 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
           pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
           pending_stage = sb;  // released after the next wait
+          if constexpr (kFp8) {
+            // FP8: the next tile b's raw chunks land in this V_L part; free it now rather than
+            // one score MMA later (the widening after the load is on the critical path).
+            wg_wait<0>();
+            release_pending();
+          }
         } else {
           wg_wait<0>();
           release(sa, kPartL);
@@ -371,10 +387,10 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
-          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
+          score_mmas<kFp8>(s, sr, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
           wg_wait<0>();
           release(sb, kPartRope);
-          scale_mask<kFp8>(s, vb, t, a.scale_log2, s_sc + sb * kTile, mx0, mx1);
+          scale_mask<kFp8>(s, sr, vb, t, a.scale_log2, s_sc + sb * kTile, mx0, mx1);
         }
         bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
         const float a0 = s_m[r0], a1 = s_m[r0 + 8];

@@ -5,12 +5,14 @@
 namespace helix::cuda::mla_sm90 {
 
 // Merges the partials of sequences spanning several CTAs; writes the empty sequences. Grid
-// (B, H), 512 threads, dynamic shared memory 8 bytes per CTA of a group. The threads form 4
-// slices of 128 (4 columns each); slice k sums partials k, k + 4, ... with 8 loads in flight, so
-// a sequence split 32 ways costs one round of L2 latency instead of 8.
-constexpr int kCombineSlices = 4;
-constexpr int kCombineThreads = 128 * kCombineSlices;
+// (B, H), 128 x S threads, dynamic shared memory 8 bytes per CTA of a group. The threads form S
+// slices of 128 (4 columns each); slice k sums partials k, k + S, ... with 8 loads in flight.
+// Small batches (a sequence split 16-66 ways) take S = 4: one or two rounds of L2 latency
+// instead of up to 8; larger ones S = 1 (more CTAs per SM).
+constexpr int kCombineSlicesSmallBatch = 4;
+constexpr int kCombineSmallBatch = 4;  // batches up to this take the 4-slice combine
 
+template <int kThreadsT>
 __device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -22,11 +24,13 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red
   __syncthreads();
   v = s_red[0];
 #pragma unroll
-  for (int w = 1; w < kCombineThreads / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
+  for (int w = 1; w < kThreadsT / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
   return v;
 }
 
-__global__ void __launch_bounds__(kCombineThreads) mla_sm90_combine_kernel(const Args a) {
+template <int kCombineSlices>
+__global__ void __launch_bounds__(128 * kCombineSlices) mla_sm90_combine_kernel(const Args a) {
+  constexpr int kCombineThreads = 128 * kCombineSlices;
   extern __shared__ float s_dyn[];
   __shared__ float s_red[kCombineThreads / 32];
   const int b = blockIdx.x, h = blockIdx.y;
@@ -37,8 +41,8 @@ __global__ void __launch_bounds__(kCombineThreads) mla_sm90_combine_kernel(const
     all += tiles;
     if (x < b) before += tiles;
   }
-  const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
-  const int total = static_cast<int>(block_reduce(all, false, s_red));
+  const int tiles_before = static_cast<int>(block_reduce<kCombineThreads>(before, false, s_red));
+  const int total = static_cast<int>(block_reduce<kCombineThreads>(all, false, s_red));
   const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
   // Launched with programmatic dependent launch: the split kernel may still run until here
   // (seq_lens was complete before it let this grid start).
@@ -77,17 +81,17 @@ __global__ void __launch_bounds__(kCombineThreads) mla_sm90_combine_kernel(const
     s_row[x] = row;
     mx = fmaxf(mx, l);
   }
-  mx = block_reduce(mx, true, s_red);
+  mx = block_reduce<kCombineThreads>(mx, true, s_red);
   float sum = 0.f;
   for (int x = threadIdx.x; x < n; x += kCombineThreads) {
     const float w = __expf(s_w[x] - mx);
     s_w[x] = w;
     sum += w;
   }
-  sum = block_reduce(sum, false, s_red);
+  sum = block_reduce<kCombineThreads>(sum, false, s_red);
   const float inv = 1.f / sum;
   static_assert(kL == 4 * 128, "one float4 column group per thread of a slice");
-  __shared__ float4 s_acc[kCombineSlices - 1][kL / 4];
+  __shared__ float4 s_acc[kCombineSlices > 1 ? kCombineSlices - 1 : 1][kL / 4];
   const int slice = threadIdx.x / 128, col = 4 * (threadIdx.x % 128);
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
