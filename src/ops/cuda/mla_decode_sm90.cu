@@ -92,6 +92,9 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cudaError_t err = fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_kernel<true>, map, a)
                         : cudaLaunchKernelEx(&cfg, mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;
+#ifdef HELIX_SM90_NO_COMBINE  // ablation builds only (timing; results incomplete)
+  return cudaSuccess;
+#endif
   cfg.gridDim = dim3(a.batch, a.num_heads);
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
   if (a.batch <= kCombineSmallBatch) {

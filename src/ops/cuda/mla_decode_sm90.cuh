@@ -486,33 +486,18 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
 }
 
-// FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's): the
-// scales of its rows (block table -> pool row -> fp32 at byte 640), then convert_tile.
+// FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's).
 __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
                                               uint32_t bar_base, uint32_t raw_base, int cw,
                                               int lane, int n_tiles, int cb, int ck) {
-  const int bs = a.block_size;
   for (int i = 0; i < n_tiles; ++i) {
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
     const int len = seq_tokens(a, cb);
     const int tok0 = ck * kTile;
     const int valid = len - tok0 < kTile ? len - tok0 : kTile;
-    const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
-    float sc[6];
-#pragma unroll
-    for (int k = 0; k < 6; ++k) {
-      const int r = 4 * (cw + kConvWarps * k) + (lane >> 3);
-      sc[k] = 0.f;
-      if (r < valid) {
-        const int tok = tok0 + r;
-        const int64_t row = static_cast<int64_t>(table[tok / bs]) * bs + tok % bs;
-        sc[k] = *reinterpret_cast<const float*>(a.kv_pool + row * kFp8RowBytes + kFp8ScaleOff);
-      }
-    }
     convert_tile(
-        smem + kKvOff + s * kStageBytes, reinterpret_cast<float*>(smem + kScaleOff) + s * kTile, cw,
-        lane, sc, valid,
+        smem + kKvOff + s * kStageBytes, cw, lane, valid,
         [&](int c) { mbar_wait(raw_base + 8 * (4 * s + c), full_par); },
         [&] {
           if (i >= kStages) mbar_wait(bar_base + 8 * (kStages * kChunks + 3 * s + kPartR), empty_par);
@@ -624,6 +609,23 @@ __global__ void __launch_bounds__(kThreads, 1)
           // (the V_L part; the converters widen them, see mla_decode_sm90_fp8.cuh).
           for (int cc = 0; cc < 5; ++cc) {
             if (i >= kStages && cc < 2) mbar_wait(empty_bar(s, cc == 0 ? kPartRope : kPartL), parity);
+            if (cc == 1) {
+              // The tile's token scales (0 past the end) into this stage's slot (last read
+              // before the V_L part was released); raw chunk 3's barrier also waits for them, so
+              // the arrive goes before that barrier's expect_tx.
+              const uint32_t sc_dst = smem_u32(smem + kScaleOff) + s * kTile * 4;
+#pragma unroll
+              for (int x = 0; x < kTile / 16; ++x) {
+                if (x * box >= kTile) break;
+                for (int rr = 0; rr < box; ++rr) {
+                  const int r = x * box + rr;
+                  const int64_t prow = r < valid ? static_cast<int64_t>(rows[x]) + rr : 0;
+                  cp_async4(sc_dst + 4 * r, a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff,
+                            r < valid ? 4u : 0u);
+                }
+              }
+              cp_async_mbar_arrive(raw_base + 8 * (4 * s + 3));
+            }
             const int slot = cc == 0 ? kChunks - 1 : cc - 1;
             const uint32_t fb = cc == 0 ? full_bar(s) + 8 * (kChunks - 1) : raw_base + 8 * (4 * s + cc - 1);
             mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));

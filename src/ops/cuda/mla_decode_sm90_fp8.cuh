@@ -13,7 +13,9 @@
 // __syncwarp) before any of that row is written, and the in-place step is safe. Each bf16
 // slot's full barrier completes when the three converter warps arrive; the consumers then read
 // the slots exactly as in the bf16 path (latent chunks highest first, the order they appear).
-// The per-token scales go to shared memory ([2 stages][64] fp32, 0 past the end); the consumers
+// The per-token scales go to shared memory ([2 stages][64] fp32, 0 past the end; the producer
+// copies them with cp.async, completing on raw chunk 3's barrier, which the converters wait on
+// first); the consumers
 // apply them per score column (S = scale_t * q.c_t) and fold them into P for the P.V MMAs
 // (O = sum_t (P_t scale_t) c_t; the row sums take P unscaled), so the kernel's only roundings
 // are those of the bf16 path (P to bf16), not a second one of c.
@@ -44,23 +46,14 @@ __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
   hi = make_uint4(o[4], o[5], o[6], o[7]);
 }
 
-// Converter warp cw (0..2) over one tile in `stage` (raw chunks in slots 0..3): stores the
-// scales of the rows it owns (sc, by row group) to s_sc, widens those rows, raw chunk 3 first,
-// arriving on the bf16 slots' full barriers as each chunk is done. Rows at or past `valid` are
-// written as zeros (they may hold anything).
+// Converter warp cw (0..2) over one tile in `stage` (raw chunks in slots 0..3): widens the rows
+// it owns, raw chunk 3 first, arriving on the bf16 slots' full barriers as each chunk is done.
+// Rows at or past `valid` are written as zeros (they may hold anything).
 template <class WaitRaw, class WaitR, class Arrive>
-__device__ __forceinline__ void convert_tile(uint8_t* stage, float* s_sc, int cw, int lane,
-                                             const float (&sc)[6], int valid, WaitRaw&& wait_raw,
-                                             WaitR&& wait_r, Arrive&& arrive) {
+__device__ __forceinline__ void convert_tile(uint8_t* stage, int cw, int lane, int valid,
+                                             WaitRaw&& wait_raw, WaitR&& wait_r, Arrive&& arrive) {
   for (int c = 3; c >= 0; --c) {
-    if (c == 3) {
-      wait_r();  // slots 6, 7 are the V_R part; the stage's scales were last read before it
-#pragma unroll
-      for (int k = 0; k < 6; ++k) {
-        const int g = cw + kConvWarps * k;
-        if (g < 16 && (lane & 7) == 0) s_sc[4 * g + (lane >> 3)] = sc[k];
-      }
-    }
+    if (c == 3) wait_r();  // slots 6, 7 are the V_R part
     wait_raw(c);
 #pragma unroll
     for (int k = 0; k < 6; ++k) {
