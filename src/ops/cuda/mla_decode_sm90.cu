@@ -98,11 +98,11 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cfg.gridDim = dim3(a.batch, a.num_heads);
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
   if (a.batch <= kCombineSmallBatch) {
-    cfg.blockDim = dim3(128 * kCombineSlicesSmallBatch);
-    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<kCombineSlicesSmallBatch>, a);
+    cfg.blockDim = dim3(512);
+    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512>, a);
   }
   cfg.blockDim = dim3(128);
-  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<1>, a);
+  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128>, a);
 }
 
 }  // namespace helix::cuda::mla_sm90

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 
+#include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_bf16_args.h"
 #include "ops/cuda/mla_decode_sm90_ptx.cuh"
 
@@ -56,11 +57,6 @@ constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;  // bf16: s_cum[B + 1]
 constexpr int kScaleOff = kCumOff;                      // FP8: scales [2][64] f32, then s_cum
 constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
-#ifndef HELIX_SM90_MIN_TILES  // ablation builds only
-#define HELIX_SM90_MIN_TILES 2
-#endif
-// Tiles per CTA at least (a split's fixed cost is about a tile).
-constexpr int kMinTiles = HELIX_SM90_MIN_TILES;
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -79,20 +75,10 @@ enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
 #include "ops/cuda/mla_decode_sm90_fp8.cuh"  // uses the constants above
 namespace helix::cuda::mla_sm90 {
 
-__device__ __forceinline__ int seq_tokens(const Args& a, int b) {
-  const int len = a.seq_lens[b];
-  const int cap = a.max_blocks_per_seq * a.block_size;
-  return len < 0 ? 0 : (len > cap ? cap : len);
-}
-__device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
-  return static_cast<int>(c * total / ctas);
-}
-__device__ __forceinline__ int active_ctas(int total, int ctas) {
-  const int want = (total + kMinTiles - 1) / kMinTiles;
-  return want < ctas ? (want > 0 ? want : 1) : ctas;
-}
-__device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
-  return static_cast<int>(((x + 1) * ctas - 1) / total);
+using mla_combine::seq_tokens;
+// Tokens of the tile at tok0 (kTile, fewer at a sequence's tail).
+__device__ __forceinline__ int tile_valid(int len, int tok0) {
+  return ptx::tile_valid<kTile>(len, tok0);
 }
 
 // Zeroes rows [valid, 64) of chunks [c0, c0 + 4) of a stage (one warpgroup), then makes the
@@ -171,7 +157,7 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], const float (&sr)[32]
     for (int e = 0; e < 4; ++e) {
       const int col = 8 * j + 2 * t + (e & 1);
       const float x = kFp8 ? s[4 * j + e] * sc[col] + sr[4 * j + e] : s[4 * j + e];
-      const float v = col < valid ? x * scale_log2 : -INFINITY;
+      const float v = tail_score(col, valid, x, scale_log2);
       s[4 * j + e] = v;
       if (e < 2)
         mx0 = fmaxf(mx0, v);
@@ -211,8 +197,8 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
     const uint32_t hi = pack_bf16(s[4 * j + 2] * c0, s[4 * j + 3] * c1);
     p[j / 2][(j & 1) * 2] = lo;
     p[j / 2][(j & 1) * 2 + 1] = hi;
-    // K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == r1 & 7.
-    const int sw = ((j ^ (r0 & 7)) << 4) + 4 * t;
+    // K-major 128B swizzle; r0 & 7 == (r0 + 8) & 7.
+    const int sw = sw128(r0, j) + 4 * t;
     *reinterpret_cast<uint32_t*>(sp + r0 * 128 + sw) = lo;
     *reinterpret_cast<uint32_t*>(sp + (r0 + 8) * 128 + sw) = hi;
   }
@@ -298,7 +284,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         const int r = x >> 6, j = x & 63;  // row, 16-byte piece
         const int h = h_base + r;
         const bool ok = h < a.num_heads;
-        cp_async16(smem_u32(s_q + (j >> 3) * kChunkBytes + r * 128 + (((j & 7) ^ (r & 7)) << 4)),
+        cp_async16(smem_u32(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7)),
                    q + (qrow0 + (ok ? h : 0)) * kW + 8 * j, ok ? 16u : 0u);
       }
 #pragma unroll
@@ -324,8 +310,8 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       const int ia = i + jt, ib = ia + 1;
       const int sa = ia & 1, sb = ib & 1;
       const uint32_t pha = (ia >> 1) & 1, phb = (ib >> 1) & 1;
-      const int va = len - (ck + jt) * kTile < kTile ? len - (ck + jt) * kTile : kTile;
-      const int vb = len - (ck + jt + 1) * kTile < kTile ? len - (ck + jt + 1) * kTile : kTile;
+      const int va = tile_valid(len, (ck + jt) * kTile);
+      const int vb = tile_valid(len, (ck + jt + 1) * kTile);
       if constexpr (WG == 0) {
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
@@ -547,32 +533,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   // this grid to finish before it reads the partials.
   grid_dep_wait();
   grid_dep_launch();
-  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step
-    int carry = 0;
-    if (lane == 0) s_cum[0] = 0;
-    for (int base = 0; base < a.batch; base += 32) {
-      const int b = base + lane;
-      int v = b < a.batch ? (seq_tokens(a, b) + kTile - 1) / kTile : 0;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += u;
-      }
-      if (b < a.batch) s_cum[b + 1] = carry + v;
-      carry += __shfl_sync(0xffffffffu, v, 31);
-    }
-  }
+  if (warp == 0) mla_combine::tile_prefix_sums<kTile>(a, s_cum, nullptr, lane);
   __syncthreads();
-  const int total = s_cum[a.batch];
-  if (total == 0) return;
-  const int ctas = active_ctas(total, a.ctas_per_group);
-  if (cta >= ctas) return;
-  const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
-  const int n_tiles = t_end - t_begin;
-  if (n_tiles <= 0) return;
-  int cb = 0;  // sequence of the first tile
-  while (s_cum[cb + 1] <= t_begin) ++cb;
-  int ck = t_begin - s_cum[cb];  // its tile within the sequence
+  mla_combine::TileRange tr;
+  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
+  int cb = tr.cb, ck = tr.ck;  // the first tile: sequence, tile within it
 
   if (warp >= 8) {
     // ---------------- producer ----------------
@@ -593,7 +559,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = i & 1;
         const int len = seq_tokens(a, cb);
         const int tok0 = ck * kTile;
-        const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+        const int valid = tile_valid(len, tok0);
         const int nbox = (valid + box - 1) / box;
         int rows[kTile / 16];  // block sizes >= 16
         const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
