@@ -448,8 +448,8 @@ TEST(MlaDecodeBf16Cuda, Sm90ManyHeads) {
           kSeed + 30 + ctas});
   sm90({128, 512, 64, 64, {0, 0}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 25});
   {  // graph replays, uneven lengths, several CTAs per sequence
-    Case c{128, 512, 64, 64, uneven(64, 3000), MlaKvDtype::kBf16, MlaOutDtype::kBf16, 0,
-           kSeed + 27};
+    Case c{128, 512,       64, 64, uneven(64, 3000), MlaKvDtype::kBf16, MlaOutDtype::kBf16,
+           0,   kSeed + 27};
     c.graph = true;
     sm90(c);
   }

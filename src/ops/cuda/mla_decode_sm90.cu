@@ -70,8 +70,8 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
                              static_cast<cuuint32_t>(a.block_size < kTile ? a.block_size : kTile)};
   const cuuint32_t elem_strides[2] = {1, 1};
   if (encode(&map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
-             const_cast<uint8_t*>(a.kv_pool), dims,
-             strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             const_cast<uint8_t*>(a.kv_pool), dims, strides, box, elem_strides,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorInvalidValue;
   // Both launches with programmatic dependent launch (graph-capturable): each kernel's launch
@@ -92,9 +92,6 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cudaError_t err = fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_kernel<true>, map, a)
                         : cudaLaunchKernelEx(&cfg, mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;
-#ifdef HELIX_SM90_NO_COMBINE  // ablation builds only (timing; results incomplete)
-  return cudaSuccess;
-#endif
   cfg.gridDim = dim3(a.batch, a.num_heads);
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
   if (a.batch <= kCombineSmallBatch) {

@@ -20,7 +20,6 @@ bool block_ok(int block_size);
 // 64-head group that run at once (one per SM).
 cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_per_group);
 // Split kernel on grid (ctas, groups), then the combine kernel.
-cudaError_t launch(const mla_bf16::Args& a, bool fp8, dim3 grid, size_t smem,
-                   cudaStream_t stream);
+cudaError_t launch(const mla_bf16::Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream);
 
 }  // namespace helix::cuda::mla_sm90

@@ -47,7 +47,6 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
-
 // ---- bulk copies completing on an mbarrier ----
 // Contiguous global -> shared copy (bytes a multiple of 16, both ends 16-byte aligned).
 __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, int bytes, uint32_t bar) {
@@ -131,8 +130,7 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32
 }
 // 4 bytes (zero-filled when src_bytes is 0).
 __device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, uint32_t src_bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
                : "memory");
 }
 // Arrives on the mbarrier once this thread's earlier cp.async copies have landed (the pending
