@@ -40,7 +40,11 @@ namespace helix::cuda::mla_sm90 {
 using mla_bf16::Args;
 
 constexpr int kL = 512, kR = 64, kW = kL + kR;
-constexpr int kTile = 64;                 // tokens per KV tile
+constexpr int kTile = 64;  // tokens per KV tile
+// The split over CTAs cuts the batch into units of two tiles (a consumer pair), at least one per
+// CTA: a CTA whose range crosses a sequence boundary then gets even-sized pieces (only a
+// sequence's last tile can be alone), not a half-idle pair on each side of the boundary.
+constexpr int kUnit = 2 * kTile;
 constexpr int kHeads = 64;                // heads per CTA
 constexpr int kChunks = kW / 64;          // 64-column chunks of a row: 8 latent + 1 rope
 constexpr int kChunkBytes = kTile * 128;  // [64 rows x 128 B], 128B-swizzled
@@ -271,7 +275,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   int i = 0;  // CTA-local tile index
   while (i < n_tiles) {
     const int len = seq_tokens(a, cb);
-    const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
+    const int seq_tiles = (len + kTile - 1) / kTile;
     const int seg_n = (seq_tiles - ck) < (n_tiles - i) ? (seq_tiles - ck) : (n_tiles - i);
     // ---- new sequence: its query (latent part to smem, rope part to registers) ----
     if constexpr (WG == 0) {
@@ -509,12 +513,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   // this grid to finish before it reads the partials.
   grid_dep_wait();
   grid_dep_launch();
-  if (warp == 0) mla_combine::tile_prefix_sums<kTile>(a, s_cum, nullptr, lane);
+  if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
   __syncthreads();
   mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
-  const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
-  int cb = tr.cb, ck = tr.ck;  // the first tile: sequence, tile within it
+  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
+  int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
+  // Tiles of the range: every piece but the last ends with its sequence.
+  int n_tiles = 0;
+  for (int b = cb, k = tr.ck, u = t_begin; u < t_end; ++b, k = 0) {
+    const int take =
+        s_cum[b + 1] - s_cum[b] - k < t_end - u ? s_cum[b + 1] - s_cum[b] - k : t_end - u;
+    const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
+    n_tiles += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
+    u += take;
+  }
 
   if (warp >= 8) {
     // ---------------- producer ----------------

@@ -26,7 +26,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
           mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c));
           mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c + 1));
         });
-    if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
+    if (++ck >= (len + kTile - 1) / kTile) {
       ck = 0;
       ++cb;
       while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
@@ -110,7 +110,7 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
             tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
       }
     }
-    if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
+    if (++ck >= (len + kTile - 1) / kTile) {
       ck = 0;
       ++cb;
       while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
