@@ -24,7 +24,8 @@ fi
 for b in /tmp/sb/bench_mla*; do
   n=$(basename "$b")
   J=""; [ "$n" = bench_mla ] && J="--json $OUT/$n.json"  # at most 8 files come back
-  timeout ${BT:-300} "$b" ${BQ:-} --gemm-tflops "$GEMM" $J > "$OUT/$n.log" 2>&1
+  K=""; case "$n" in *_sm90) K="--kernel sm90" ;; esac   # a copy of bench_mla forcing the kernel
+  timeout ${BT:-300} "$b" ${BQ:-} $K --gemm-tflops "$GEMM" $J > "$OUT/$n.log" 2>&1
   echo "== $n rc=$?"; grep -E "^ +[0-9]+ +[0-9]+ |latency|floor" "$OUT/$n.log"
 done
 if [ -n "${NCU:-}" ]; then
