@@ -56,11 +56,34 @@ static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
 static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
 constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 
+// Measurement knobs (bench builds only; the defaults are the kernel). MLA_MEM_ABLATE leaves one
+// part of the tile's work out to time it by difference (results are then wrong): 1 the e4m3 ->
+// f16 cvts (raw bytes into the MMAs), 2 P.V, 3 all compute (wait + release only), 4 the score
+// MMAs, 5 the score exchange barrier.
+#ifndef MLA_MEM_ABLATE
+#define MLA_MEM_ABLATE 0
+#endif
+#ifndef MLA_MEM_FP8_STAGES
+#define MLA_MEM_FP8_STAGES 6
+#endif
+#ifndef MLA_MEM_BF16_STAGES
+#define MLA_MEM_BF16_STAGES 5
+#endif
+constexpr int kAblate = MLA_MEM_ABLATE;
+__device__ __forceinline__ uint32_t cvt_lo(uint32_t x) {
+  if constexpr (kAblate == 1) return x;
+  return e4m3x2_lo_to_f16(x);
+}
+__device__ __forceinline__ uint32_t cvt_hi(uint32_t x) {
+  if constexpr (kAblate == 1) return x;
+  return e4m3x2_hi_to_f16(x);
+}
+
 template <bool kFp8>
 struct Cfg {
   static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
   static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
-  static constexpr int kStages = kFp8 ? 6 : 5;
+  static constexpr int kStages = kFp8 ? MLA_MEM_FP8_STAGES : MLA_MEM_BF16_STAGES;
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
@@ -272,7 +295,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       if (refill) next = lookup(jj + C::kStages);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
-      if (tok0 < len) {
+      if (kAblate != 3 && tok0 < len) {
         const uint32_t tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
         // 1. scores S[16 heads, 16 tokens] (two n-tiles), two accumulation chains each
         float sc[2][4];
@@ -293,7 +316,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
             // This warp's half of the k-steps (the partner warp does the other half).
             const int ks0 = ch * (kKSteps / 2);
 #pragma unroll
-            for (int k0 = 0; k0 < kKSteps / 2; k0 += 3) {
+            for (int k0 = 0; k0 < (kAblate == 4 ? 0 : kKSteps / 2); k0 += 3) {
               uint4 qa[3];
               uint32_t kb[3][4];
 #pragma unroll
@@ -316,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
             const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
             // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
-            for (int s4 = 0; s4 < L / 128; ++s4) {
+            for (int s4 = 0; s4 < (kAblate == 4 ? 0 : L / 128); ++s4) {
               const int s64 = ch * (L / 128) + s4;
               const uint4 w0 = lds128(k_addr + 64 * s64);
               const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
@@ -327,8 +350,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
               for (int i = 0; i < 4; ++i) {
-                mma_f16(sa[0][i & 1], qa[i], e4m3x2_lo_to_f16(wa[i]), e4m3x2_hi_to_f16(wa[i]));
-                mma_f16(sa[1][i & 1], qa[i], e4m3x2_lo_to_f16(wb[i]), e4m3x2_hi_to_f16(wb[i]));
+                mma_f16(sa[0][i & 1], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
+                mma_f16(sa[1][i & 1], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
               }
             }
             // rope (bf16) into the second chain's place, scaled separately
@@ -375,7 +398,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           for (int n = 0; n < 2; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+          if constexpr (kAblate != 5) asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
 #pragma unroll
           for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -474,7 +497,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           }
         }
         // 3. O[16, 256 columns of half ch] += P . V
-        if constexpr (!kFp8) {
+        if constexpr (kAblate == 2) {
+          acc[0][0] += __uint_as_float(pa.x & 1);  // keep pa live
+        } else if constexpr (!kFp8) {
           const uint32_t v_addr = tile + ch * (L / 2) * 2 + (lane >> 4) * 16 +
                                   ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStride;
 #pragma unroll
@@ -512,10 +537,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                              y01 = prmt(w[i][0], w[i][1], 0x7362);
               const uint32_t x23 = prmt(w[i][2], w[i][3], 0x5140),
                              y23 = prmt(w[i][2], w[i][3], 0x7362);
-              mma_f16(acc[4 * G + 0], pa, e4m3x2_lo_to_f16(x01), e4m3x2_lo_to_f16(x23));
-              mma_f16(acc[4 * G + 1], pa, e4m3x2_hi_to_f16(x01), e4m3x2_hi_to_f16(x23));
-              mma_f16(acc[4 * G + 2], pa, e4m3x2_lo_to_f16(y01), e4m3x2_lo_to_f16(y23));
-              mma_f16(acc[4 * G + 3], pa, e4m3x2_hi_to_f16(y01), e4m3x2_hi_to_f16(y23));
+              mma_f16(acc[4 * G + 0], pa, cvt_lo(x01), cvt_lo(x23));
+              mma_f16(acc[4 * G + 1], pa, cvt_hi(x01), cvt_hi(x23));
+              mma_f16(acc[4 * G + 2], pa, cvt_lo(y01), cvt_lo(y23));
+              mma_f16(acc[4 * G + 3], pa, cvt_hi(y01), cvt_hi(y23));
             }
           }
         }
