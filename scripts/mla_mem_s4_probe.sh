@@ -11,23 +11,29 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,nohe
 V=/tmp/mla-var; mkdir -p $V
 for f in mla16bin/var/*.gz; do n=$(basename "$f" .gz); gunzip -c "$f" > $V/$n; chmod +x $V/$n; done
 t0=$SECONDS
+if [ -f mla16bin/test_mla.gz ] && [ -n "${TESTS:-1}" ]; then
+  gunzip -c mla16bin/test_mla.gz > $V/test_mla; chmod +x $V/test_mla
+  timeout 200 $V/test_mla ${GTEST:+--gtest_filter=$GTEST} > "$OUT/tests.log" 2>&1
+  echo "tests rc=$? ($((SECONDS - t0)) s)"
+  grep -E "^\[  (PASSED|FAILED)|Failure|FAILED" "$OUT/tests.log" | head -20
+fi
 VARS=${VARS:-$(cd $V && ls | sed 's/bench_//')}
 SHAPE=${SHAPE:---batches 8 32 --contexts 16384 65536}
 for v in $VARS; do
-  $V/bench_$v --heads 16 $SHAPE --skip-1m > "$OUT/b_$v.log" 2>&1
+  timeout 60 $V/bench_$v --heads 16 $SHAPE --skip-1m > "$OUT/b_$v.log" 2>&1
   echo "== $v rc=$? ($((SECONDS - t0)) s)"
   grep -E "^ +16 " "$OUT/b_$v.log" | awk '{print "  " $2 " x " $3 " " $4 " " $5 " us  of_copy " $8 "  " $11}'
   if [ -n "${B1:-1}" ]; then
-    $V/bench_$v --heads 16 --batches 1 --contexts 1024 4096 --skip-1m > "$OUT/b1_$v.log" 2>&1
+    timeout 30 $V/bench_$v --heads 16 --batches 1 --contexts 1024 4096 --skip-1m > "$OUT/b1_$v.log" 2>&1
     grep -E "batch-1|^ +16 " "$OUT/b1_$v.log" | sed 's/^/  /' | grep -v " 1 +1024 .*fp8"
   fi
 done
 cat "$OUT"/b_*.log "$OUT"/b1_*.log > "$OUT/bench_all.log"; rm -f "$OUT"/b_*.log "$OUT"/b1_*.log
 [ -n "${NCU:-1}" ] || exit 0
-BIN=$V/bench_v0
+BIN=$V/bench_${NCUVAR:-v0}
 M="gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,sm__inst_executed.avg.per_cycle_active,smsp__warps_eligible.avg.per_cycle_active,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active"
-for k in 1 0; do
-  ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem_kernelILb$k" --launch-skip 2 \
+for k in ${NCUK:-1 0}; do
+  timeout 120 ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem_kernelILb$k" --launch-skip 2 \
     --launch-count 1 --metrics "$M" $BIN --heads 16 --batches 32 --contexts 65536 --skip-1m --iters 1 \
     > "$OUT/ncu_fp8$k.txt" 2>&1
   echo "== ncu fp8=$k rc=$? ($((SECONDS - t0)) s)"
@@ -35,7 +41,7 @@ for k in 1 0; do
   grep -E "stalled_.*ratio" "$OUT/ncu_fp8$k.txt" | awk '$NF+0 > 0.05 {print " " $1 " " $NF}' | sed 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//'
   grep -E "pipe_.*pct" "$OUT/ncu_fp8$k.txt" | awk '$NF+0 > 3 {print " " $1 " " $NF}'
 done
-ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem" --launch-skip 6 --launch-count 4 \
+timeout 60 ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem" --launch-skip 6 --launch-count 4 \
   --metrics gpu__time_duration.sum,sm__cycles_active.max,smsp__inst_executed.sum,launch__grid_size \
   $BIN --heads 16 --batches 1 --contexts 4096 --skip-1m --iters 2 > "$OUT/ncu_b1.txt" 2>&1
 echo "== ncu b1 rc=$? ($((SECONDS - t0)) s)"

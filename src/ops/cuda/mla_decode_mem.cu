@@ -66,6 +66,9 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 #ifndef MLA_MEM_FP8_STAGES
 #define MLA_MEM_FP8_STAGES 6
 #endif
+#ifndef MLA_MEM_RUNS
+#define MLA_MEM_RUNS 1
+#endif
 #ifndef MLA_MEM_BF16_STAGES
 #define MLA_MEM_BF16_STAGES 5
 #endif
@@ -224,8 +227,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   // Loads: lane l of a warp copies token l of a tile (one bulk copy per row). The first kStages
   // tiles are issued by warps 0.. (one tile each, so their block-table lookups overlap); tile
   // jj + kStages by the leader warp of the team that consumed tile jj, once the team released it.
+  // Unpadded rows (FP8: 656 bytes, an odd number of 16-byte units) land in one bulk copy per run
+  // of a tile's rows that are contiguous in the pool (within one block: a whole 32-token tile at
+  // block 64); a copy per row costs the copy engine ~40 ns per request whatever its size, which
+  // capped the 656-byte rows at ~0.45 of copy bandwidth. Padded rows (bf16): a copy per row.
+  constexpr bool kRuns = MLA_MEM_RUNS && C::kRowStride == C::kRowBytes;
   struct Slot {
     int blk, off;  // block id (a global load, first used at issue) and offset in the block
+    int n;         // rows this lane copies from there (0: a later row of a run another lane copies)
   };
   auto lookup = [&](int jt) -> Slot {
     const int tile = t_begin + jt;
@@ -239,17 +248,26 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     }
     const int len = s_len[lo];
     int pos = (tile - s_cum[lo]) * kTile + lane;
-    if (pos >= len) pos = len - 1;  // a valid row: masked in the scores, finite in P.V
-    return {a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size],
-            pos % a.block_size};
+    int n = 1;
+    if (pos >= len) {
+      pos = len - 1;  // a valid row: masked in the scores, finite in P.V
+    } else if constexpr (kRuns) {
+      const int off = pos % a.block_size;
+      n = lane == 0 || off == 0 ? min(min(kTile - lane, a.block_size - off), len - pos) : 0;
+    }
+    const int blk =
+        n > 0 ? a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size]
+              : 0;
+    return {blk, pos % a.block_size, n};
   };
   auto issue = [&](int jt, Slot sl) {
     const int s = jt % C::kStages;
     if (lane == 0) mbar_expect_tx(full_bar(s), kTile * C::kRowBytes);
     __syncwarp();
     const int64_t row = static_cast<int64_t>(sl.blk) * a.block_size + sl.off;
-    bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
-              C::kRowBytes, full_bar(s));
+    if (sl.n > 0)
+      bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
+                sl.n * C::kRowBytes, full_bar(s));
   };
   if (warp < C::kStages && warp < n_tiles) issue(warp, lookup(warp));
 
@@ -291,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     for (int jj = j + team; jj < j + cnt; jj += 2) {
       const int s = jj % C::kStages;
       const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
-      Slot next{0, 0};
+      Slot next{0, 0, 0};
       if (refill) next = lookup(jj + C::kStages);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
