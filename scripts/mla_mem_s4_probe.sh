@@ -41,8 +41,10 @@ for k in ${NCUK:-1 0}; do
   grep -E "stalled_.*ratio" "$OUT/ncu_fp8$k.txt" | awk '$NF+0 > 0.05 {print " " $1 " " $NF}' | sed 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//'
   grep -E "pipe_.*pct" "$OUT/ncu_fp8$k.txt" | awk '$NF+0 > 3 {print " " $1 " " $NF}'
 done
-timeout 60 ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem" --launch-skip 6 --launch-count 4 \
-  --metrics gpu__time_duration.sum,sm__cycles_active.max,smsp__inst_executed.sum,launch__grid_size \
+timeout 90 ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem" --launch-skip 6 --launch-count 2 \
+  --metrics "$M,sm__cycles_active.max,launch__grid_size" \
   $BIN --heads 16 --batches 1 --contexts 4096 --skip-1m --iters 2 > "$OUT/ncu_b1.txt" 2>&1
 echo "== ncu b1 rc=$? ($((SECONDS - t0)) s)"
-grep -E "mla_mem|gpu__time|cycles_active|inst_executed|grid_size" "$OUT/ncu_b1.txt" | sed 's/  */ /g' | cut -c1-150
+grep -E "mla_mem|gpu__time|cycles_active.max|inst_executed.sum|stalled_.*ratio" "$OUT/ncu_b1.txt" | \
+  awk '/stalled/ {if ($NF+0 > 0.3) print " " $1 " " $NF; next} {print}' | \
+  sed 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//; s/  */ /g' | cut -c1-120

@@ -11,14 +11,16 @@ mkdir -p "$B/var" mla16bin/var
 CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc"
 OBJ=""
 for f in mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16 \
-  mla_decode_mem_combine mla_decode_sm90; do OBJ="$OBJ $B/$f.o"; done
+  mla_decode_sm90; do OBJ="$OBJ $B/$f.o"; done
 for v in "$@"; do
   name=${v%%:*}; flags=${v#*:}
   # shellcheck disable=SC2086
   nvcc $CU $flags -c src/ops/cuda/mla_decode_mem.cu -o "$B/var/mem_$name.o"
   # shellcheck disable=SC2086
+  nvcc $CU $flags -c src/ops/cuda/mla_decode_mem_combine.cu -o "$B/var/comb_$name.o"
+  # shellcheck disable=SC2086
   g++ -static-libstdc++ -static-libgcc -o "$B/var/bench_$name" "$B/bench.o" $OBJ \
-    "$B/var/mem_$name.o" -L/usr/local/cuda/lib64 -lcudart_static -ldl -lrt -lpthread
+    "$B/var/mem_$name.o" "$B/var/comb_$name.o" -L/usr/local/cuda/lib64 -lcudart_static -ldl -lrt -lpthread
   strip "$B/var/bench_$name"
   gzip -c "$B/var/bench_$name" > "mla16bin/var/bench_$name.gz"
   echo "built $name ($flags)"

@@ -69,6 +69,12 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 #ifndef MLA_MEM_RUNS
 #define MLA_MEM_RUNS 1
 #endif
+#ifndef MLA_MEM_ROPE_SPLIT
+#define MLA_MEM_ROPE_SPLIT 1
+#endif
+#ifndef MLA_MEM_LAST_REFILL
+#define MLA_MEM_LAST_REFILL 1
+#endif
 #ifndef MLA_MEM_BF16_STAGES
 #define MLA_MEM_BF16_STAGES 5
 #endif
@@ -92,7 +98,8 @@ struct Cfg {
   static constexpr int kMergeOff = kQOff + kQFragBytes;
   static constexpr int kQinvOff = kMergeOff + kMergeBytes;  // FP8: 2^-e per head row (16 floats)
   static constexpr int kBarOff = kQinvOff + 64;             // full[kStages], empty[kStages]
-  static constexpr int kCumOff = kBarOff + 16 * kStages;    // s_cum[B + 1], then s_len[B]
+  static constexpr int kRelOff = kBarOff + 16 * kStages;    // release counts [kStages]
+  static constexpr int kCumOff = kRelOff + 16 * ((kStages + 3) / 4);  // s_cum[B + 1], s_len[B]
   static size_t smem_bytes(int max_batch) {
     return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
   }
@@ -178,6 +185,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   using C = Cfg<kFp8>;
   extern __shared__ __align__(128) uint8_t smem[];
   int* s_cum = reinterpret_cast<int*>(smem + C::kCumOff);
+  int* s_rel = reinterpret_cast<int*>(smem + C::kRelOff);
   const uint32_t ring = smem_u32(smem);
   const uint32_t bars = smem_u32(smem + C::kBarOff);
   auto full_bar = [&](int s) { return bars + 8 * s; };
@@ -207,6 +215,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     }
   } else if (tid == 32) {
     for (int s = 0; s < C::kStages; ++s) {
+      s_rel[s] = 0;
       mbar_init(full_bar(s), 1);
       mbar_init(empty_bar(s), 4);  // the 4 warps that read a tile
     }
@@ -308,7 +317,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 
     for (int jj = j + team; jj < j + cnt; jj += 2) {
       const int s = jj % C::kStages;
+#if MLA_MEM_LAST_REFILL
+      // The last of the team's 4 warps to release the stage refills it (no warp waits for the
+      // slowest): each looks the next tile up before its compute, so the block-table load is done.
+      const bool refill = jj + C::kStages < n_tiles;
+#else
       const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
+#endif
       Slot next{0, 0, 0};
       if (refill) next = lookup(jj + C::kStages);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
@@ -380,6 +395,24 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
             const uint32_t r_addr =
                 tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+#if MLA_MEM_ROPE_SPLIT
+            {  // half of the rope k-steps each (the exchange sums the halves)
+              constexpr int kR = R / 32;
+              uint4 qa[kR];
+              uint32_t kb[kR][4];
+#pragma unroll
+              for (int i = 0; i < kR; ++i) {
+                const int kr = ch * kR + i;
+                qa[i] = lds128(q_addr + (L / 16 + kr) * 512);
+                ldsm_x4(kb[i], r_addr + kr * 32);
+              }
+#pragma unroll
+              for (int i = 0; i < kR; ++i) {
+                mma(sp[0], qa[i], kb[i][0], kb[i][1]);
+                mma(sp[1], qa[i], kb[i][2], kb[i][3]);
+              }
+            }
+#else
             if (ch == 0) {
               uint4 qa[R / 16];
               uint32_t kb[R / 16][4];
@@ -394,6 +427,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                 mma(sp[1], qa[kr], kb[kr][2], kb[kr][3]);
               }
             }
+#endif
 #pragma unroll
             for (int n = 0; n < 2; ++n) {
 #pragma unroll
@@ -564,11 +598,24 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
         }
       }
       __syncwarp();
+#if MLA_MEM_LAST_REFILL
+      int last = 0;
+      if (lane == 0) {
+        mbar_arrive(empty_bar(s));
+        // 4 adds per refilled tile: the 4th (mod 4) is the last warp
+        if (refill) last = (atomicAdd(s_rel + s, 1) & 3) == 3;
+      }
+      if (__shfl_sync(0xffffffffu, last, 0)) {
+        mbar_wait(empty_bar(s), (jj / C::kStages) & 1);  // all 4 arrived: done at once
+        issue(jj + C::kStages, next);
+      }
+#else
       if (lane == 0) mbar_arrive(empty_bar(s));
       if (refill) {
         mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
         issue(jj + C::kStages, next);
       }
+#endif
     }
 
     // Merge the four workers' states per column half into worker 0. A state is parked as 33

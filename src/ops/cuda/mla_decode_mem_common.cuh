@@ -16,7 +16,10 @@ using mla_bf16::Args;
 
 constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;     // tokens per stage (and per unit of the CTA partition)
-constexpr int kMinTiles = 2;  // as mla_bf16: a split's fixed cost ~ a tile
+#ifndef MLA_MEM_MIN_TILES
+#define MLA_MEM_MIN_TILES 2
+#endif
+constexpr int kMinTiles = MLA_MEM_MIN_TILES;  // as mla_bf16: a split's fixed cost ~ a tile
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
