@@ -73,7 +73,7 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 #define MLA_MEM_ROPE_SPLIT 1
 #endif
 #ifndef MLA_MEM_LAST_REFILL
-#define MLA_MEM_LAST_REFILL 1
+#define MLA_MEM_LAST_REFILL 0
 #endif
 #ifndef MLA_MEM_BF16_STAGES
 #define MLA_MEM_BF16_STAGES 5
@@ -134,8 +134,17 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
     float mx = 0.f;
     if (h < a.num_heads) {
       const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W + part * 32;
+      uint4 w[4];  // 32 bf16: all loads in flight
 #pragma unroll
-      for (int i = 0; i < 32; ++i) mx = fmaxf(mx, fabsf(__bfloat162float(qh[i])));
+      for (int i = 0; i < 4; ++i) w[i] = __ldg(reinterpret_cast<const uint4*>(qh) + i);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t u[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          mx = fmaxf(mx, fmaxf(fabsf(__uint_as_float(u[k] << 16)),
+                               fabsf(__uint_as_float(u[k] & 0xffff0000u))));
+      }
     }
 #pragma unroll
     for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -148,33 +157,35 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
     consumers_sync();
   }
   constexpr int kWords = kKSteps * 128;
+  constexpr int kRounds = kWords / kConsumers;
   static_assert(kWords % kConsumers == 0, "whole rounds");
+  // All loads first (one 4-byte pair each), then the stores: interleaved, the shared stores (may
+  // alias q for the compiler) serialised the loads, 18 global round trips (~7 us per sequence).
+  uint32_t raw[kRounds];
 #pragma unroll
-  for (int i = 0; i < kWords / kConsumers; ++i) {  // all loads in flight at once
+  for (int i = 0; i < kRounds; ++i) {
     const int idx = ctid + kConsumers * i;
     const int ks = idx >> 7, ln = (idx >> 2) & 31, r = idx & 3;
     const int gg = ln >> 2, tt = ln & 3;
     const int row = gg + 8 * (r & 1), khi = r >> 1;
-    const bool perm = kFp8 && ks < L / 16;
-    int d0, d1;
-    if (perm) {  // a0/a1: bytes 0, 1; a2/a3: bytes 2, 3 of word ks & 3 of the lane's 16 B
-      d0 = 64 * (ks >> 2) + 16 * tt + 4 * (ks & 3) + 2 * khi;
-      d1 = d0 + 1;
-    } else {
-      d0 = 16 * ks + 2 * tt + 8 * khi;
-      d1 = d0 + 1;
-    }
+    // FP8, latent k-steps: a0/a1 = bytes 0, 1; a2/a3 = bytes 2, 3 of word ks & 3 of the lane's 16 B
+    const int d0 = kFp8 && ks < L / 16 ? 64 * (ks >> 2) + 16 * tt + 4 * (ks & 3) + 2 * khi
+                                       : 16 * ks + 2 * tt + 8 * khi;
     const int h = group * 16 + row;
-    uint32_t v = 0;
-    if (h < a.num_heads) {
-      const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W;
-      const float x0 = __bfloat162float(qh[d0]), x1 = __bfloat162float(qh[d1]);
-      if (perm) {
-        const float sc = qinv[16 + row];
-        v = pack_f16(x0 * sc, x1 * sc);
-      } else {
-        v = pack_bf16(x0, x1);
-      }
+    raw[i] = h < a.num_heads
+                 ? __ldg(reinterpret_cast<const unsigned int*>(
+                       q + (static_cast<int64_t>(b) * a.num_heads + h) * W + d0))
+                 : 0u;
+  }
+#pragma unroll
+  for (int i = 0; i < kRounds; ++i) {
+    const int idx = ctid + kConsumers * i;
+    const int ks = idx >> 7, ln = (idx >> 2) & 31, r = idx & 3;
+    const int row = (ln >> 2) + 8 * (r & 1);
+    uint32_t v = raw[i];  // bf16 pair: as is
+    if (kFp8 && ks < L / 16) {
+      const float sc = qinv[16 + row];
+      v = pack_f16(__uint_as_float(v << 16) * sc, __uint_as_float(v & 0xffff0000u) * sc);
     }
     qbuf[idx] = v;
   }
