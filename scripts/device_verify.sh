@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU machine check of a whole tree, in one device call: builds helix with -Werror (CUDA on),
 # runs every CUDA test (ops vs CPU, backend parity, bf16 MLA, the HF fixtures through the GPU
-# model) and then the CPU suite on that machine. The GPU machine has no registry and lacks PCRE2:
-# carry its Debian packages in .devdeps/ (`cd .devdeps && apt-get download libpcre2-dev
-# libpcre2-8-0`); they are unpacked into /tmp/pfx when pkg-config cannot find libpcre2-8.
+# model), `helix serve` on the GPU, and then the CPU suite on that machine. The GPU machine has no
+# registry and lacks PCRE2 and cpp-httplib: carry their Debian packages in .devdeps/ (`cd .devdeps
+# && apt-get download libpcre2-dev libpcre2-8-0 libcpp-httplib-dev libcpp-httplib0.11
+# libbrotli-dev libbrotli1`); they are unpacked into /tmp/pfx when pkg-config cannot find them.
 #   OUT=dir bash scripts/device_verify.sh [build-dir]
 # Knobs: SKIP_CPU=1 leaves out the CPU suite; BENCH=1 also builds bench_model_decode;
 # SLICE=bf16|fp8 also writes the DeepSeek-V3 slice in that format (in the background, while
@@ -21,7 +22,7 @@ if [ -n "$SLICE" ]; then
   python3 tools/make_slice.py --out /tmp/slice-verify --format "$SLICE" > "$OUT/make_slice.log" 2>&1 &
   SLICE_PID=$!
 fi
-if ! pkg-config --exists libpcre2-8 2>/dev/null; then
+if ! pkg-config --exists libpcre2-8 2>/dev/null || ! pkg-config --exists cpp-httplib 2>/dev/null; then
   for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/pfx; done
   export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx
   export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
@@ -52,6 +53,34 @@ for dev in "cpu" "cuda --dtype float32" "cuda --dtype bfloat16" "cuda --dtype bf
   echo "models/tiny $dev: $("$B/helix" generate --model models/tiny --prompt "In the beginning" \
     --max-new-tokens 24 --device $dev 2>"$OUT/tiny.err" | tr '\n' ' ') $(grep -m1 'tokens/s' "$OUT/tiny.err")"
 done
+# helix serve on the GPU (when built: cpp-httplib found): a greedy completion must equal `helix
+# generate` of the same prompt on the same device; then eight concurrent requests (batched by the
+# engine) must all finish with their 24 tokens.
+if "$B/helix" serve --help 2>&1 | grep -q -- --port; then
+  "$B/helix" serve --model models/tiny --device cuda --port 18093 > "$OUT/serve.log" 2>&1 &
+  SP=$!
+  for _ in $(seq 300); do curl -sf localhost:18093/health > /dev/null && break; sleep 0.2; done
+  req() { curl -s localhost:18093/v1/completions -H 'Content-Type: application/json' \
+    -d "{\"prompt\":\"$1\",\"max_tokens\":24,\"temperature\":0}"; }
+  field() { python3 -c "import json,sys; c=json.load(sys.stdin)['choices'][0]; print($1)" 2>&1; }
+  for p in "In the beginning" "And Jesus answered"; do
+    want=$("$B/helix" generate --model models/tiny --prompt "$p" --max-new-tokens 24 --device cuda 2> /dev/null)
+    got=$(req "$p" | field "c['text']")
+    if [ "$got" = "$want" ]; then echo "serve cuda '$p': same text as generate"; else
+      echo "serve cuda '$p': DIFFERS: got '$got' want '$want'"; status=1; fi
+  done
+  pids=""
+  for i in $(seq 8); do req "prompt number $i" > "/tmp/serve_c$i.json" & pids="$pids $!"; done
+  # shellcheck disable=SC2086
+  wait $pids
+  n=$(for i in $(seq 8); do field "len(c['token_ids'])" < "/tmp/serve_c$i.json"; done | grep -c '^24$')
+  echo "serve cuda concurrent: $n of 8 requests returned 24 tokens"
+  [ "$n" = 8 ] || status=1
+  curl -s localhost:18093/metrics | grep -E '^helix_requests_total' | head -4
+  kill $SP; wait $SP 2> /dev/null
+else
+  echo "serve cuda: not built (no cpp-httplib)"
+fi
 if [ -z "${SKIP_CPU:-}" ]; then
   timeout 420 ctest --test-dir "$B" -j12 -E '^cuda\.|serve_|tokenizer_exactness' --output-on-failure \
     > "$OUT/ctest_cpu.log" 2>&1 || status=1

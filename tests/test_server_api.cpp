@@ -32,7 +32,7 @@ int status_of(const std::string& body, bool chat = false) {
 
 TEST(ServerApi, AcceptsThePromptShapesOfTheApi) {
   auto r = parse_completion(R"({"model":"tiny","prompt":[1,2,3],"max_tokens":5,"temperature":0,
-                               "top_p":0.5,"seed":9,"stop":"\n","stream":true,
+                               "top_p":0.5,"top_k":40,"seed":9,"stop":"\n","stream":true,
                                "stream_options":{"include_usage":true}})",
                             false, limits());
   EXPECT_EQ(r.prompt_ids, (std::vector<int>{1, 2, 3}));
@@ -40,6 +40,9 @@ TEST(ServerApi, AcceptsThePromptShapesOfTheApi) {
   EXPECT_EQ(*r.max_tokens, 5);
   EXPECT_EQ(r.temperature, 0.0f);
   EXPECT_EQ(r.top_p, 0.5f);
+  EXPECT_EQ(r.top_k, 40);
+  EXPECT_EQ(parse_completion(R"({"prompt":[1],"top_k":-1})", false, limits()).top_k, 0);
+  EXPECT_EQ(parse_completion(R"({"prompt":[1]})", false, limits()).top_k, 0);
   EXPECT_EQ(*r.seed, 9u);
   EXPECT_EQ(r.stop, (std::vector<std::string>{"\n"}));
   EXPECT_TRUE(r.stream && r.include_usage);
@@ -81,6 +84,9 @@ TEST(ServerApi, BadInputGetsTheRightStatus) {
   EXPECT_EQ(status_of(R"({"prompt":["a","b"]})"), 422);  // batches: one prompt per request
   EXPECT_EQ(status_of(R"({"prompt":[1],"temperature":2.5})"), 422);
   EXPECT_EQ(status_of(R"({"prompt":[1],"top_p":0})"), 422);
+  EXPECT_EQ(status_of(R"({"prompt":[1],"top_k":-2})"), 422);
+  EXPECT_EQ(status_of(R"({"prompt":[1],"top_k":2.5})"), 400);
+  EXPECT_EQ(status_of(R"({"prompt":[1],"top_k":"5"})"), 400);
   EXPECT_EQ(status_of(R"({"prompt":[1],"n":2})"), 422);
   EXPECT_EQ(status_of(R"({"prompt":[1],"stop":["a","b","c","d","e"]})"), 422);
   EXPECT_EQ(status_of(R"({"messages":[{"role":"god","content":"x"}]})", true), 422);

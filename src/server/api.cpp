@@ -1,6 +1,8 @@
 #include "server/api.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -190,6 +192,16 @@ CompletionRequest parse_completion(const std::string& body, bool chat, const Api
   if (o.contains("top_p") && !o["top_p"].is_null()) {
     r.top_p = static_cast<float>(number(o, "top_p", 0.0, 1.0));
     if (r.top_p <= 0.0f) bad("top_p", "'top_p' must be > 0", 422);
+  }
+  if (o.contains("top_k") && !o["top_k"].is_null()) {
+    const json& v = o["top_k"];
+    if (!v.is_number_integer())
+      bad("top_k", fmt::format("'top_k' must be an integer, got {}", kind(v)));
+    const int64_t k = v.get<int64_t>();
+    if (k < -1)
+      bad("top_k", fmt::format("'top_k' must be >= -1 (-1 or 0: no limit), got {}", k), 422);
+    // More than the vocabulary keeps every token: the same as no limit.
+    r.top_k = k <= 0 ? 0 : static_cast<int>(std::min<int64_t>(k, std::numeric_limits<int>::max()));
   }
   if (o.contains("seed") && !o["seed"].is_null()) {
     if (!o["seed"].is_number_integer())

@@ -43,6 +43,7 @@ struct CompletionRequest {
   std::optional<int> max_tokens;  // absent: as many as the context allows (chat) or 16
   float temperature = 1.0f;
   float top_p = 1.0f;
+  int top_k = 0;  // 0: no limit (-1 in the request means the same, as vLLM takes it)
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
   bool stream = false;

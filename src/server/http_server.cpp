@@ -145,6 +145,7 @@ class Service {
         SamplingConfig s;
         s.temperature = call->in.temperature;
         s.top_p = call->in.top_p;
+        s.top_k = call->in.top_k;
         s.seed = call->in.seed ? *call->in.seed : std::random_device{}();
         spec.sampler = std::make_shared<Sampler>(s);
       }

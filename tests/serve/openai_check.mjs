@@ -103,6 +103,11 @@ const a = await client.completions.create({ model, prompt: [1, 2, 3], max_tokens
 const b = await client.completions.create({ model, prompt: [1, 2, 3], max_tokens: 8, temperature: 0.9, top_p: 0.9, seed: 7 });
 ok += 2;
 check(sameIds(a.choices[0].token_ids, b.choices[0].token_ids), 'same seed, same sample');
+// top_k 1 leaves only the most probable token: hot sampling gives the greedy ids.
+const g = await client.completions.create({ model, prompt: [1, 2, 3], max_tokens: 8, temperature: 0 });
+const k1 = await client.completions.create({ model, prompt: [1, 2, 3], max_tokens: 8, temperature: 1.9, top_k: 1, seed: 5 });
+ok += 2;
+check(sameIds(k1.choices[0].token_ids, g.choices[0].token_ids), `top_k 1 ${JSON.stringify(k1.choices[0].token_ids)} != greedy ${JSON.stringify(g.choices[0].token_ids)}`);
 const one = await client.completions.create({ model, prompt: [4, 5], max_tokens: 1, temperature: 0 });
 ok++;
 check(one.choices[0].token_ids.length === 1 && one.choices[0].finish_reason === 'length', 'max_tokens 1');

@@ -22,9 +22,14 @@
 
 #include <cstdint>
 
+#include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/ptx_common.cuh"
 
 namespace helix::cuda::mla_bf16 {
+
+using mla_combine::seq_tokens;
+using namespace ptx;  // ptx_common.cuh
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -86,9 +91,6 @@ struct Cfg {
   static_assert(MT * TW == kWarps, "head group of 16, 32 or 64");
 };
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
@@ -99,16 +101,6 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
 }
 // c += a . b, m16n8k16, bf16 operands, fp32 accumulators.
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -127,43 +119,7 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint3
          (static_cast<uint64_t>((lbo & 0x3ffffu) >> 4) << 16) |
          (static_cast<uint64_t>((sbo & 0x3ffffu) >> 4) << 32);
 }
-__device__ __forceinline__ void wg_fence() {
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wg_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void wg_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
 #include "ops/cuda/mla_decode_bf16_wgmma.inc"
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// Tiles of sequence b, and the partition of all tiles over the CTAs of a head group.
-__device__ __forceinline__ int seq_tokens(const Args& a, int b) {
-  const int len = a.seq_lens[b];
-  const int cap = a.max_blocks_per_seq * a.block_size;
-  return len < 0 ? 0 : (len > cap ? cap : len);
-}
-__device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
-  return static_cast<int>(c * total / ctas);
-}
-// CTAs that get work: all of them, but at least kMinTiles tiles each (a split's fixed cost, the
-// query load and the partial write, is about a tile's work).
-constexpr int kMinTiles = 2;
-__device__ __forceinline__ int active_ctas(int total, int ctas) {
-  const int want = (total + kMinTiles - 1) / kMinTiles;
-  return want < ctas ? (want > 0 ? want : 1) : ctas;
-}
-// The CTA whose range holds tile x (the last c with cta_begin(c) <= x); total > 0.
-__device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
-  return static_cast<int>(((x + 1) * ctas - 1) / total);
-}
 
 // Per-thread tile loader: thread tid copies token tid / 8 of a tile, chunks tid % 8 + 8 j. The
 // token's pool row is looked up one tile ahead (fetch), so the block-table read never stalls the
@@ -268,35 +224,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
   const int mt = warp % C::MT, th = warp / C::MT;
   const int cta = blockIdx.x, group = blockIdx.y;
 
-  // Prefix sums of tiles per sequence (warp 0, 32 sequences per step).
-  if (warp == 0) {
-    int carry = 0;
-    if (lane == 0) s_cum[0] = 0;
-    for (int base = 0; base < a.batch; base += 32) {
-      const int b = base + lane;
-      int v = b < a.batch ? (seq_tokens(a, b) + kTile - 1) / kTile : 0;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += u;
-      }
-      if (b < a.batch) s_cum[b + 1] = carry + v;
-      carry += __shfl_sync(0xffffffffu, v, 31);
-    }
-  }
+  if (warp == 0) mla_combine::tile_prefix_sums<kTile>(a, s_cum, nullptr, lane);
   __syncthreads();
-  const int total = s_cum[a.batch];
-  if (total == 0) return;
-  const int ctas = active_ctas(total, a.ctas_per_group);
-  if (cta >= ctas) return;
-  const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
-  const int n_tiles = t_end - t_begin;
-  if (n_tiles <= 0) return;
-
-  // Cursor of the first tile.
-  int cb = 0;
-  while (s_cum[cb + 1] <= t_begin) ++cb;
-  int ck = t_begin - s_cum[cb];
+  mla_combine::TileRange tr;
+  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
+  int cb = tr.cb, ck = tr.ck;  // cursor of the first tile
 
   Loader<C> ld{&a, s_cum, cb, ck};
   ld.lookup();
@@ -468,7 +401,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int pos = pos0 + 16 * kk + (e & 1) + 8 * (e >> 1);
-            const float v = pos < len ? x[kk][r][e] * a.scale_log2 : -INFINITY;
+            const float v = tail_score(pos, len, x[kk][r][e], a.scale_log2);
             x[kk][r][e] = v;
             mx[r] = fmaxf(mx[r], v);
           }
@@ -593,108 +526,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
 }
 
 // Merges the partials of sequences that span several CTAs, and writes the empty sequences.
-// Grid (B, H), kCombineThreads threads, dynamic shared memory 8 bytes per CTA of a group: the
-// partials' weights are computed in parallel first, so the column loop issues independent loads.
+// Grid (B, H), kCombineThreads threads, dynamic shared memory 8 bytes per CTA of a group.
 constexpr int kCombineThreads = 128;
-
-__device__ __forceinline__ float block_reduce(float v, bool is_max, float* s_red) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float u = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, u) : v + u;
-  }
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = s_red[0];
-#pragma unroll
-  for (int w = 1; w < kCombineThreads / 32; ++w) v = is_max ? fmaxf(v, s_red[w]) : v + s_red[w];
-  return v;
-}
 
 template <int L, int HG>
 __global__ void __launch_bounds__(kCombineThreads) mla_combine_kernel(const Args a) {
-  extern __shared__ float s_dyn[];
-  __shared__ float s_red[kCombineThreads / 32];
-  const int b = blockIdx.x, h = blockIdx.y;
-  const int group = h / HG, hl = h % HG;
-  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
-  for (int i = threadIdx.x; i < a.batch; i += kCombineThreads) {
-    const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
-    all += tiles;
-    if (i < b) before += tiles;
-  }
-  const int tiles_before = static_cast<int>(block_reduce(before, false, s_red));
-  const int total = static_cast<int>(block_reduce(all, false, s_red));
-  const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
-  const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
-  float* out_f = static_cast<float*>(a.out) + orow * L;
-  __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
-  if (mine == 0) {
-    for (int c = threadIdx.x; c < L; c += kCombineThreads) {
-      if (a.out_bf16)
-        out_h[c] = __float2bfloat16(0.f);
-      else
-        out_f[c] = 0.f;
-    }
-    if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
-    return;
-  }
-  const int ctas = active_ctas(total, a.ctas_per_group);
-  const int c_lo = cta_of(tiles_before, total, ctas);
-  const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
-  if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
-  const int n = c_hi - c_lo + 1;
-  float* s_w = s_dyn;                                             // [n] weights
-  int* s_row = reinterpret_cast<int*>(s_dyn + a.ctas_per_group);  // [n] partial rows
-  float mx = -INFINITY;
-  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
-    const int c = c_lo + i;
-    float l = -INFINITY;
-    int row = 0;
-    if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
-      const int slot = (i == 0 && cta_begin(c, total, ctas) != tiles_before) ? 1 : 0;
-      row = static_cast<int>(((group * a.ctas_per_group + c) * 2 + slot) * HG + hl);
-      l = a.part_lse[row];
-    }
-    s_w[i] = l;
-    s_row[i] = row;
-    mx = fmaxf(mx, l);
-  }
-  mx = block_reduce(mx, true, s_red);
-  float sum = 0.f;
-  for (int i = threadIdx.x; i < n; i += kCombineThreads) {
-    const float w = __expf(s_w[i] - mx);  // 0 for -inf
-    s_w[i] = w;
-    sum += w;
-  }
-  sum = block_reduce(sum, false, s_red);  // barrier: s_w complete
-  const float inv = 1.f / sum;
-  for (int col = 4 * threadIdx.x; col < L; col += 4 * kCombineThreads) {
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int i = 0; i < n; ++i) {
-      const float w = s_w[i];
-      if (w == 0.f) continue;
-      const float4 v =
-          *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(s_row[i]) * L + col);
-      o.x += w * v.x;
-      o.y += w * v.y;
-      o.z += w * v.z;
-      o.w += w * v.w;
-    }
-    o.x *= inv;
-    o.y *= inv;
-    o.z *= inv;
-    o.w *= inv;
-    if (a.out_bf16) {
-      *reinterpret_cast<__nv_bfloat162*>(out_h + col) = __floats2bfloat162_rn(o.x, o.y);
-      *reinterpret_cast<__nv_bfloat162*>(out_h + col + 2) = __floats2bfloat162_rn(o.z, o.w);
-    } else {
-      *reinterpret_cast<float4*>(out_f + col) = o;
-    }
-  }
-  if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
+  mla_combine::combine_partials<kCombineThreads, L, HG, kTile, 0, false>(a);
 }
 
 }  // namespace helix::cuda::mla_bf16

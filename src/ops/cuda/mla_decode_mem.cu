@@ -208,22 +208,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   int* s_len = s_cum + a.batch + 1;
-  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step; lengths
-    int carry = 0;
-    if (lane == 0) s_cum[0] = 0;
-    for (int base = 0; base < a.batch; base += 32) {
-      const int b = base + lane;
-      const int len = b < a.batch ? seq_tokens(a, b) : 0;
-      if (b < a.batch) s_len[b] = len;
-      int v = (len + kTile - 1) / kTile;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += u;
-      }
-      if (b < a.batch) s_cum[b + 1] = carry + v;
-      carry += __shfl_sync(0xffffffffu, v, 31);
-    }
+  if (warp == 0) {
+    mla_combine::tile_prefix_sums<kTile, true>(a, s_cum, s_len, lane);
   } else if (tid == 32) {
     for (int s = 0; s < C::kStages; ++s) {
       s_rel[s] = 0;
@@ -233,16 +219,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  const int total = s_cum[a.batch];
-  if (total == 0) return;
-  const int ctas = active_ctas(total, a.ctas_per_group);
-  if (cta >= ctas) return;
-  const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
-  const int n_tiles = t_end - t_begin;
-  if (n_tiles <= 0) return;
-  int cb = 0;
-  while (s_cum[cb + 1] <= t_begin) ++cb;
-  int ck = t_begin - s_cum[cb];
+  mla_combine::TileRange tr;
+  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
+  int cb = tr.cb, ck = tr.ck;
 
   // Loads: lane l of a warp copies token l of a tile (one bulk copy per row). The first kStages
   // tiles are issued by warps 0.. (one tile each, so their block-table lookups overlap); tile
@@ -477,7 +457,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const int pos = tok0 + 8 * n + 2 * t + (e & 1);
-              const float v = pos < len ? sc[n][e] * a.scale_log2 : -INFINITY;
+              const float v = tail_score(pos, len, sc[n][e], a.scale_log2);
               sc[n][e] = v;
               mx[e >> 1] = fmaxf(mx[e >> 1], v);
             }

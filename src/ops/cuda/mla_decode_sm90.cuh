@@ -27,6 +27,7 @@
 
 #include <cstdint>
 
+#include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_bf16_args.h"
 #include "ops/cuda/mla_decode_sm90_ptx.cuh"
 
@@ -53,7 +54,6 @@ constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1:
 constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3]
 constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);
 constexpr int kFixedBytes = kCumOff;
-constexpr int kMinTiles = 2;  // tiles per CTA at least (a split's fixed cost is about a tile)
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -68,20 +68,10 @@ enum : int {
 // chunk (the scores only), latent columns 0..255 (V_L) and 256..511 (V_R).
 enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
 
-__device__ __forceinline__ int seq_tokens(const Args& a, int b) {
-  const int len = a.seq_lens[b];
-  const int cap = a.max_blocks_per_seq * a.block_size;
-  return len < 0 ? 0 : (len > cap ? cap : len);
-}
-__device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
-  return static_cast<int>(c * total / ctas);
-}
-__device__ __forceinline__ int active_ctas(int total, int ctas) {
-  const int want = (total + kMinTiles - 1) / kMinTiles;
-  return want < ctas ? (want > 0 ? want : 1) : ctas;
-}
-__device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
-  return static_cast<int>(((x + 1) * ctas - 1) / total);
+using mla_combine::seq_tokens;
+// Tokens of the tile at tok0 (kTile, fewer at a sequence's tail).
+__device__ __forceinline__ int tile_valid(int len, int tok0) {
+  return ptx::tile_valid<kTile>(len, tok0);
 }
 
 // Zeroes rows [valid, 64) of chunks [c0, c0 + 4) of a stage (one warpgroup), then makes the
@@ -147,7 +137,7 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int col = 8 * j + 2 * t + (e & 1);
-      const float v = col < valid ? s[4 * j + e] * scale_log2 : -INFINITY;
+      const float v = tail_score(col, valid, s[4 * j + e], scale_log2);
       s[4 * j + e] = v;
       if (e < 2)
         mx0 = fmaxf(mx0, v);
@@ -178,8 +168,8 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
     const uint32_t hi = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
     p[j / 2][(j & 1) * 2] = lo;
     p[j / 2][(j & 1) * 2 + 1] = hi;
-    // K-major 128B swizzle: 16-byte chunk j of row r at chunk j ^ (r & 7); r0 & 7 == r1 & 7.
-    const int sw = ((j ^ (r0 & 7)) << 4) + 4 * t;
+    // K-major 128B swizzle; r0 & 7 == (r0 + 8) & 7.
+    const int sw = sw128(r0, j) + 4 * t;
     *reinterpret_cast<uint32_t*>(sp + r0 * 128 + sw) = lo;
     *reinterpret_cast<uint32_t*>(sp + (r0 + 8) * 128 + sw) = hi;
   }
@@ -262,8 +252,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         const int h = h_base + r;
         uint4 v = make_uint4(0, 0, 0, 0);
         if (h < a.num_heads) v = *reinterpret_cast<const uint4*>(q + (qrow0 + h) * kW + 8 * j);
-        *reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 +
-                                  (((j & 7) ^ (r & 7)) << 4)) = v;
+        *reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7)) = v;
       }
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
@@ -287,8 +276,8 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       const int ia = i + jt, ib = ia + 1;
       const int sa = ia & 1, sb = ib & 1;
       const uint32_t pha = (ia >> 1) & 1, phb = (ib >> 1) & 1;
-      const int va = len - (ck + jt) * kTile < kTile ? len - (ck + jt) * kTile : kTile;
-      const int vb = len - (ck + jt + 1) * kTile < kTile ? len - (ck + jt + 1) * kTile : kTile;
+      const int va = tile_valid(len, (ck + jt) * kTile);
+      const int vb = tile_valid(len, (ck + jt + 1) * kTile);
       if constexpr (WG == 0) {
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
@@ -457,21 +446,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = tid >> 5, lane = tid & 31;
   const int cta = blockIdx.x, group = blockIdx.y;
 
-  if (warp == 0) {  // prefix sums of tiles per sequence, 32 sequences per step
-    int carry = 0;
-    if (lane == 0) s_cum[0] = 0;
-    for (int base = 0; base < a.batch; base += 32) {
-      const int b = base + lane;
-      int v = b < a.batch ? (seq_tokens(a, b) + kTile - 1) / kTile : 0;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += u;
-      }
-      if (b < a.batch) s_cum[b + 1] = carry + v;
-      carry += __shfl_sync(0xffffffffu, v, 31);
-    }
-  }
+  if (warp == 0) mla_combine::tile_prefix_sums<kTile>(a, s_cum, nullptr, lane);
   if (tid == 32) {
     for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
     for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
@@ -479,16 +454,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  const int total = s_cum[a.batch];
-  if (total == 0) return;
-  const int ctas = active_ctas(total, a.ctas_per_group);
-  if (cta >= ctas) return;
-  const int t_begin = cta_begin(cta, total, ctas), t_end = cta_begin(cta + 1, total, ctas);
-  const int n_tiles = t_end - t_begin;
-  if (n_tiles <= 0) return;
-  int cb = 0;  // sequence of the first tile
-  while (s_cum[cb + 1] <= t_begin) ++cb;
-  int ck = t_begin - s_cum[cb];  // its tile within the sequence
+  mla_combine::TileRange tr;
+  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
+  int cb = tr.cb, ck = tr.ck;  // the first tile: sequence, tile within it
 
   if (warp >= 8) {
     // ---------------- producer ----------------
@@ -505,7 +474,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = i & 1;
         const int len = seq_tokens(a, cb);
         const int tok0 = ck * kTile;
-        const int valid = len - tok0 < kTile ? len - tok0 : kTile;
+        const int valid = tile_valid(len, tok0);
         const int nbox = (valid + box - 1) / box;
         int rows[kTile / 16];  // block sizes >= 16
         const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# One device call for a refactor of shared CUDA helpers (e.g. the MLA combine / PTX dedupe): the
+# SASS of two prebuilt bench_mla binaries (this tree's and the base tree's, each from
+# scripts/mla_mem_prebuild.sh) compared function by function, both benches timed interleaved at a
+# few shapes while this tree's CUDA tests build, then helix_cuda_tests and test_backend_ops.
+#   NEW=path/bench_mla BASE=path/bench_mla OUT=dir bash scripts/dedupe_device.sh [build-dir]
+# Knobs: BQ="bench flags" (default: 16 and 128 heads, batch 1 and 8, 4K and 64K tokens);
+# ROUNDS (default 2) runs of each bench, alternating; DEVDEPS (default .devdeps): PCRE2 packages.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-./out}
+B=${1:-/tmp/b-dedupe}
+NEW=${NEW:?NEW=path of this tree\'s bench_mla}
+BASE=${BASE:?BASE=path of the base tree\'s bench_mla}
+BQ=${BQ:---heads 128 16 --batches 1 8 --contexts 4096 65536 --iters 20 --skip-1m}
+DEVDEPS=${DEVDEPS:-.devdeps}
+mkdir -p "$OUT" "$B"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader
+if ! pkg-config --exists libpcre2-8 2> /dev/null; then
+  for f in "$DEVDEPS"/*.deb; do dpkg -x "$f" /tmp/pfx; done
+  export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx
+  export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
+  export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+fi
+
+# Build the tests in the background (nice: the benches below alternate, so both see the same load).
+t0=$SECONDS
+(cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH=OFF \
+  -DHELIX_SANITIZE_TESTS=OFF > "$OUT/cmake.log" 2>&1 &&
+  nice -n 19 ninja -C "$B" -j14 helix_cuda_tests test_backend_ops > "$OUT/build.log" 2>&1) &
+BUILD_PID=$!
+
+# SASS, function by function, register numbers and addresses folded.
+for t in NEW BASE; do cuobjdump --dump-sass "${!t}" > "/tmp/sass_$t.txt" 2> /dev/null; done
+python3 - << 'EOF' | tee "$OUT/sass_diff.txt"
+import re
+def funcs(path):
+    fs, cur = {}, None
+    for line in open(path):
+        m = re.match(r'\s*Function : (\S+)', line)
+        if m:
+            cur = m.group(1); fs[cur] = []; continue
+        m = re.match(r'\s*/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;', line)
+        if cur and m:
+            fs[cur].append(re.sub(r'0x[0-9a-f]+', 'X', m.group(1)))
+    return fs
+a, b = funcs('/tmp/sass_BASE.txt'), funcs('/tmp/sass_NEW.txt')
+strip = lambda k: re.sub(r'_GLOBAL__N__[0-9a-f_]+', 'ANON', k)
+a = {strip(k): v for k, v in a.items()}; b = {strip(k): v for k, v in b.items()}
+same = 0
+for k in sorted(set(a) | set(b)):
+    if a.get(k) == b.get(k):
+        same += 1; continue
+    na = len(a.get(k) or []); nb = len(b.get(k) or [])
+    print(f'differs: {k[:110]}: {na} -> {nb} instructions')
+print(f'SASS identical: {same} of {len(set(a) | set(b))} functions')
+EOF
+
+for r in $(seq "${ROUNDS:-2}"); do
+  for t in NEW BASE; do
+    timeout 240 "${!t}" $BQ > "$OUT/bench_${t}_$r.log" 2>&1 || echo "bench $t round $r failed"
+  done
+done
+python3 - "$OUT" "${ROUNDS:-2}" << 'EOF' | tee "$OUT/bench_compare.txt"
+import re, sys, statistics
+out, rounds = sys.argv[1], int(sys.argv[2])
+def rows(path):
+    r = {}
+    for line in open(path):
+        f = line.split()
+        if len(f) >= 5 and f[0].isdigit() and f[3] in ('bf16', 'fp8'):
+            r[(int(f[0]), int(f[1]), int(f[2]), f[3])] = float(f[4])
+    return r
+runs = {t: [rows(f'{out}/bench_{t}_{i}.log') for i in range(1, rounds + 1)] for t in ('NEW', 'BASE')}
+print(f'{"heads":>5} {"batch":>5} {"ctx":>6} {"kv":>4} {"base us":>9} {"new us":>9} {"new/base":>8}')
+for k in sorted(runs['NEW'][0]):
+    nb = statistics.median(r[k] for r in runs['BASE'] if k in r)
+    nn = statistics.median(r[k] for r in runs['NEW'] if k in r)
+    print(f'{k[0]:>5} {k[1]:>5} {k[2]:>6} {k[3]:>4} {nb:>9.1f} {nn:>9.1f} {nn / nb:>8.3f}')
+EOF
+
+wait $BUILD_PID || { grep -m20 -B2 -A10 "error" "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
+echo "build: $((SECONDS - t0)) s (from the start of the benches)"
+status=0
+for t in helix_cuda_tests test_backend_ops; do
+  timeout 300 "$B/tests/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && status=1
+  echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
+  grep -E "^\[  FAILED" "$OUT/$t.log" | head -20
+done
+"$B/tests/helix_cuda_tests" --gtest_list_tests 2> /dev/null | grep -ci mla | sed 's/^/MLA tests listed: /'
+exit $status
