@@ -79,6 +79,14 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 #define MLA_MEM_BF16_STAGES 5
 #endif
 constexpr int kAblate = MLA_MEM_ABLATE;
+#ifndef MLA_MEM_PV_BATCH
+#define MLA_MEM_PV_BATCH 4
+#endif
+#ifndef MLA_MEM_SCORE_CHAINS
+#define MLA_MEM_SCORE_CHAINS 2
+#endif
+constexpr int kPvBatch = MLA_MEM_PV_BATCH;      // FP8 P.V: 32-column groups per batch of loads
+constexpr int kChains = MLA_MEM_SCORE_CHAINS;  // FP8 scores: accumulator chains per n-tile
 __device__ __forceinline__ uint32_t cvt_lo(uint32_t x) {
   if constexpr (kAblate == 1) return x;
   return e4m3x2_lo_to_f16(x);
@@ -107,6 +115,13 @@ struct Cfg {
   static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
 };
 
+template <int N>
+__device__ __forceinline__ float chain_sum(const float (&c)[N][4], int e) {
+  float v = c[0][e];
+#pragma unroll
+  for (int i = 1; i < N; ++i) v += c[i][e];
+  return v;
+}
 // 2^e, exactly, for e in [-126, 127].
 __device__ __forceinline__ float pow2i(int e) {
   return __int_as_float((127 + e) << 23);
@@ -361,6 +376,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           } else {
             // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
             const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
+            float sf[2][kChains][4];
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int c = 0; c < kChains; ++c)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
             // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
             for (int s4 = 0; s4 < (kAblate == 4 ? 0 : L / 128); ++s4) {
@@ -374,8 +396,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
               for (int i = 0; i < 4; ++i) {
-                mma_f16(sa[0][i & 1], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
-                mma_f16(sa[1][i & 1], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
+                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
+                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
               }
             }
             // rope (bf16) into the second chain's place, scaled separately
@@ -428,7 +450,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 #pragma unroll
               for (int e = 0; e < 4; ++e)
                 sc[n][e] =
-                    fmaf((sa[n][0][e] + sa[n][1][e]) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
+                    fmaf(chain_sum(sf[n], e) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
             }
           }
         }
@@ -561,10 +583,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
           const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
 #pragma unroll
-          for (int G0 = 0; G0 < 8; G0 += 4) {
-            uint32_t w[4][4];
+          for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
+            uint32_t w[kPvBatch][4];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < kPvBatch; ++i) {
               const uint32_t va = v_addr + 32 * (G0 + i);
               w[i][0] = lds32(va);
               w[i][1] = lds32(va + C::kRowStride);
@@ -572,7 +594,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               w[i][3] = lds32(va + 9 * C::kRowStride);
             }
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < kPvBatch; ++i) {
               const int G = G0 + i;
               // x: (token 2t, 2t + 1) of byte 0 | of byte 1; y: bytes 2 | 3 (rows 2t + 8, 2t + 9:
               // _23)
