@@ -518,6 +518,26 @@ TEST(MlaDecodeBf16Cuda, MemKernelEdges) {
   }
 }
 
+// The memory-bound kernel's loads: FP8 rows land in one bulk copy per run of a tile's rows inside
+// one block, which must stop at block edges (blocks smaller and larger than the 32-token tile, odd
+// sizes) and at the sequence end (the rows past it hold NaN); bf16 rows (a copy per row) alike.
+// Many CTAs: most hold one or two tiles, every sequence spans several (the combine's merge).
+TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 500;
+  for (MlaKvDtype kv : {MlaKvDtype::kFp8E4m3, MlaKvDtype::kBf16})
+    for (int block : {5, 33, 64, 100, 128}) {
+      Case c{16, 512, 64, block, uneven(block, 1500), kv, MlaOutDtype::kFloat32, 0, ++seed};
+      c.nan_tail = true;
+      run_case(c);
+    }
+  for (MlaKvDtype kv : {MlaKvDtype::kFp8E4m3, MlaKvDtype::kBf16}) {
+    Case c{16, 512, 64, 100, {4000, 1, 0, 2500, 33}, kv, MlaOutDtype::kBf16, 300, ++seed};
+    c.nan_tail = true;
+    run_case(c);
+  }
+}
+
 TEST(MlaDecodeBf16Cuda, BadInput) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   MlaPlanDesc d;
