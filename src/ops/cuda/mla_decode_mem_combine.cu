@@ -94,7 +94,8 @@ __device__ __forceinline__ void combine_one_pass(const Args& a) {
       v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
       if (row >= 0) {
         l[u] = a.part_lse[row];
-        v[u] = *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(row) * L + 4 * cc);
+        v[u] =
+            *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(row) * L + 4 * cc);
       }
     }
     float mb = m;
