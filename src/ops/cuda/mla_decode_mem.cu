@@ -163,6 +163,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
       Slot next{0, 0, 0};
       if (refill) next = lookup(jj + C::kStages);
+      // A parity wait only tells the last two phases apart: first make sure the stage's previous
+      // tile was released (so this full phase is the next one), else a warp running ahead of a
+      // load that lands late would pass on the previous tile's phase parity.
+      if (MLA_MEM_PHASE_GUARD && jj >= C::kStages)
+        mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
       if (kAblate != 3 && tok0 < len) {
