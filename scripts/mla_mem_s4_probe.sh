@@ -29,7 +29,7 @@ for v in $VARS; do
   fi
 done
 cat "$OUT"/b_*.log "$OUT"/b1_*.log > "$OUT/bench_all.log"; rm -f "$OUT"/b_*.log "$OUT"/b1_*.log
-[ -n "${NCU:-1}" ] || exit 0
+[ "${NCU:-1}" = 1 ] || exit 0
 BIN=$V/bench_${NCUVAR:-v0}
 M="gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,sm__inst_executed.avg.per_cycle_active,smsp__warps_eligible.avg.per_cycle_active,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active"
 for k in ${NCUK:-1 0}; do
