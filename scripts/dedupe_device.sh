@@ -82,12 +82,5 @@ EOF
 wait $BUILD_PID || { grep -m20 -B2 -A10 "error" "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
 echo "build: $((SECONDS - t0)) s (from the start of the benches)"
 status=0
-for t in helix_cuda_tests test_backend_ops; do
-  timeout 300 "$B/tests/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1
-  rc=$?
-  [ $rc -ne 0 ] && status=1
-  echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
-  grep -E "^\[  FAILED" "$OUT/$t.log" | head -20
-done
-"$B/tests/helix_cuda_tests" --gtest_list_tests 2> /dev/null | grep -ci mla | sed 's/^/MLA tests listed: /'
+OUT="$OUT" bash scripts/cuda_tests.sh "$B" || status=1
 exit $status

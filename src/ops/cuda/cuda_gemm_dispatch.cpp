@@ -107,27 +107,23 @@ void moe_experts(Ops& ops, GemmAlgo algo, OpTimer& timer, const MoeExpertsArgs& 
   g.workspace = ws.view().data;
   g.workspace_bytes = wsb;
   g.algo = algo;
-  g.n = 2 * I;
-  g.k = D;
-  g.x = xp.view().data;
-  g.w_ptrs = static_cast<const void* const*>(a.gate_up_ptrs.data);
-  g.scale_ptrs = static_cast<const float* const*>(a.gate_up_scale_ptrs.data);
-  g.y = gu.view().data;
-  {
-    OpScope ts(timer, stream, "moe.grouped gate_up " + std::string(dtype_name(a.w_dtype)));
-    ck(grouped_gemm_cuda(g, stream), "grouped_gemm gate_up");
-  }
+  // y[rows, n] = x[rows, k] . W_e^T per expert e, as one grouped GEMM.
+  auto grouped = [&](const char* name, int n, int k, const void* x, const TensorView& w_ptrs,
+                     const TensorView& scale_ptrs, void* y) {
+    g.n = n;
+    g.k = k;
+    g.x = x;
+    g.w_ptrs = static_cast<const void* const*>(w_ptrs.data);
+    g.scale_ptrs = static_cast<const float* const*>(scale_ptrs.data);
+    g.y = y;
+    OpScope ts(timer, stream,
+               "moe.grouped " + std::string(name) + " " + std::string(dtype_name(a.w_dtype)));
+    ck(grouped_gemm_cuda(g, stream), ("grouped_gemm " + std::string(name)).c_str());
+  };
+  grouped("gate_up", 2 * I, D, xp.view().data, a.gate_up_ptrs, a.gate_up_scale_ptrs,
+          gu.view().data);
   ops.silu_mul(gu.view(), act.view(), rows, I);
-  g.n = D;
-  g.k = I;
-  g.x = act.view().data;
-  g.w_ptrs = static_cast<const void* const*>(a.down_ptrs.data);
-  g.scale_ptrs = static_cast<const float* const*>(a.down_scale_ptrs.data);
-  g.y = yp.view().data;
-  {
-    OpScope ts(timer, stream, "moe.grouped down " + std::string(dtype_name(a.w_dtype)));
-    ck(grouped_gemm_cuda(g, stream), "grouped_gemm down");
-  }
+  grouped("down", D, I, act.view().data, a.down_ptrs, a.down_scale_ptrs, yp.view().data);
   MoeUnpermuteCudaParams up;
   up.num_tokens = T;
   up.top_k = K;
