@@ -1,5 +1,5 @@
 #pragma once
-// Helpers shared by the CUDA benchmarks: a checked CUDA call and event timing.
+// Helpers shared by the CUDA benchmarks: a checked CUDA call, event timing and the copy roofline.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -43,6 +43,24 @@ double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   CHECK_CUDA(cudaEventDestroy(stop));
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+// Read + write GB/s of a kCopyBytes device-to-device copy on `stream` (median of `iters`): the
+// memory roofline the bandwidth-bound ops are measured against.
+constexpr size_t kCopyBytes = size_t{2} << 30;
+inline double copy_bandwidth_gbs(int warmup, int iters, cudaStream_t stream) {
+  const size_t bytes = kCopyBytes;
+  void *src = nullptr, *dst = nullptr;
+  CHECK_CUDA(cudaMalloc(&src, bytes));
+  CHECK_CUDA(cudaMalloc(&dst, bytes));
+  CHECK_CUDA(cudaMemset(src, 1, bytes));
+  CHECK_CUDA(cudaMemset(dst, 0, bytes));
+  const double ms = time_ms(
+      [&] { CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream)); },
+      warmup, iters, stream);
+  CHECK_CUDA(cudaFree(src));
+  CHECK_CUDA(cudaFree(dst));
+  return 2.0 * bytes / (ms * 1e-3) / 1e9;
 }
 
 }  // namespace helix::bench

@@ -82,22 +82,7 @@ int main(int argc, char** argv) {
   const int warmup = 3;
 
   // Roofline: device-to-device copy of 2 GiB, read + write bytes.
-  const size_t copy_bytes = size_t{2} << 30;
-  double copy_gbs = 0;
-  {
-    void *src = nullptr, *dst = nullptr;
-    CHECK_CUDA(cudaMalloc(&src, copy_bytes));
-    CHECK_CUDA(cudaMalloc(&dst, copy_bytes));
-    CHECK_CUDA(cudaMemset(src, 1, copy_bytes));
-    const double ms = time_ms(
-        [&] {
-          CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, stream));
-        },
-        warmup, 20, stream);
-    copy_gbs = 2.0 * copy_bytes / (ms * 1e-3) / 1e9;
-    CHECK_CUDA(cudaFree(src));
-    CHECK_CUDA(cudaFree(dst));
-  }
+  const double copy_gbs = helix::bench::copy_bandwidth_gbs(warmup, 20, stream);
   // Launch floor: two dependent launches doing (almost) nothing.
   double floor_us = 0;
   {
