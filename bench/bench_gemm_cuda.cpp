@@ -233,10 +233,7 @@ int main(int argc, char** argv) {
     cudaFree(dwp);
     cudaFree(dsp);
   }
-  if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    f << rows.dump(2) << "\n";
-  }
+  if (!json_path.empty() && !helix::bench::write_json(json_path, rows)) return 1;
   helix::cuda_ops_context_destroy(&ctx);
   helix::cuda_ops_context_destroy(&ctx_widen);
   return 0;

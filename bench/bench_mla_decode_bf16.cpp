@@ -270,22 +270,13 @@ int main(int argc, char** argv) {
     }
   CHECK_CUDA(cudaStreamDestroy(stream));
   if (!json_path.empty()) {
-    nlohmann::json j = {{"bench", "mla_decode_bf16"},
-                        {"device", prop.name},
-                        {"sm_count", prop.multiProcessorCount},
-                        {"iters", iters},
-                        {"warmup", warmup},
-                        {"copy_gb_per_s", copy_gbs},
-                        {"launch_floor_us", floor_us},
-                        {"gemm_tflops", gemm_tflops},
-                        {"kernel_64_heads", kernel},
-                        {"cases", cases}};
-    std::ofstream f(json_path);
-    if (!f) {
-      fmt::print(stderr, "cannot write {}\n", json_path);
-      return 1;
-    }
-    f << j.dump(2) << "\n";
+    nlohmann::json j = helix::bench::json_header("mla_decode_bf16", prop, iters, warmup);
+    j["copy_gb_per_s"] = copy_gbs;
+    j["launch_floor_us"] = floor_us;
+    j["gemm_tflops"] = gemm_tflops;
+    j["kernel_64_heads"] = kernel;
+    j["cases"] = cases;
+    if (!helix::bench::write_json(json_path, j)) return 1;
   }
   return 0;
 }

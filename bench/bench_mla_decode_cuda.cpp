@@ -177,21 +177,12 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaStreamDestroy(stream));
 
   if (!json_path.empty()) {
-    nlohmann::json j = {{"bench", "mla_decode_cuda"},
-                        {"device", prop.name},
-                        {"sm_count", prop.multiProcessorCount},
-                        {"iters", iters},
-                        {"warmup", warmup},
-                        {"dtype", "float32"},
-                        {"copy_bytes", helix::bench::kCopyBytes},
-                        {"copy_gb_per_s", copy_gbs},
-                        {"cases", cases}};
-    std::ofstream f(json_path);
-    if (!f) {
-      fmt::print(stderr, "cannot write {}\n", json_path);
-      return 1;
-    }
-    f << j.dump(2) << "\n";
+    nlohmann::json j = helix::bench::json_header("mla_decode_cuda", prop, iters, warmup);
+    j["dtype"] = "float32";
+    j["copy_bytes"] = helix::bench::kCopyBytes;
+    j["copy_gb_per_s"] = copy_gbs;
+    j["cases"] = cases;
+    if (!helix::bench::write_json(json_path, j)) return 1;
   }
   return 0;
 }
