@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   // of a tile's rows that are contiguous in the pool (within one block: a whole 32-token tile at
   // block 64); a copy per row costs the copy engine ~40 ns per request whatever its size, which
   // capped the 656-byte rows at ~0.45 of copy bandwidth. Padded rows (bf16): a copy per row.
-  constexpr bool kRuns = MLA_MEM_RUNS && C::kRowStride == C::kRowBytes;
+  constexpr bool kRuns = C::kRowStride == C::kRowBytes;
   struct Slot {
     int blk, off;  // block id (a global load, first used at issue) and offset in the block
     int n;         // rows this lane copies from there (0: a later row of a run another lane copies)
@@ -166,7 +166,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       // A parity wait only tells the last two phases apart: first make sure the stage's previous
       // tile was released (so this full phase is the next one), else a warp running ahead of a
       // load that lands late would pass on the previous tile's phase parity.
-      if (MLA_MEM_PHASE_GUARD && jj >= C::kStages)
+      if (jj >= C::kStages)
         mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
@@ -244,7 +244,6 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
             const uint32_t r_addr =
                 tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-#if MLA_MEM_ROPE_SPLIT
             {  // half of the rope k-steps each (the exchange sums the halves)
               constexpr int kR = R / 32;
               uint4 qa[kR];
@@ -261,22 +260,6 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                 mma(sp[1], qa[i], kb[i][2], kb[i][3]);
               }
             }
-#else
-            if (ch == 0) {
-              uint4 qa[R / 16];
-              uint32_t kb[R / 16][4];
-#pragma unroll
-              for (int kr = 0; kr < R / 16; ++kr) {
-                qa[kr] = lds128(q_addr + (L / 16 + kr) * 512);
-                ldsm_x4(kb[kr], r_addr + kr * 32);
-              }
-#pragma unroll
-              for (int kr = 0; kr < R / 16; ++kr) {
-                mma(sp[0], qa[kr], kb[kr][0], kb[kr][1]);
-                mma(sp[1], qa[kr], kb[kr][2], kb[kr][3]);
-              }
-            }
-#endif
 #pragma unroll
             for (int n = 0; n < 2; ++n) {
 #pragma unroll

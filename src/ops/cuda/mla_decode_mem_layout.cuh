@@ -37,15 +37,6 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 #ifndef MLA_MEM_FP8_STAGES
 #define MLA_MEM_FP8_STAGES 8  // 6: the same within noise (+1.5% and -0.4% in two runs)
 #endif
-#ifndef MLA_MEM_PHASE_GUARD
-#define MLA_MEM_PHASE_GUARD 1
-#endif
-#ifndef MLA_MEM_RUNS
-#define MLA_MEM_RUNS 1
-#endif
-#ifndef MLA_MEM_ROPE_SPLIT
-#define MLA_MEM_ROPE_SPLIT 1
-#endif
 #ifndef MLA_MEM_BF16_STAGES
 #define MLA_MEM_BF16_STAGES 5
 #endif
