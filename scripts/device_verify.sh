@@ -41,13 +41,7 @@ TARGETS=""
 ninja -C "$B" -j16 $TARGETS > "$OUT/build.log" 2>&1 || { grep -m20 -B2 -A10 "error" "$OUT/build.log"; exit 1; }
 echo "build: $((SECONDS - t0)) s"
 status=0
-for t in helix_cuda_tests test_backend_ops; do
-  timeout 300 "$B/tests/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1
-  rc=$?
-  [ $rc -ne 0 ] && status=1
-  echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
-  grep -E "^\[  FAILED" "$OUT/$t.log" | head -20
-done
+OUT="$OUT" bash scripts/cuda_tests.sh "$B" || status=1
 # The embedded model on every device: the README's first command's prompt.
 for dev in "cpu" "cuda --dtype float32" "cuda --dtype bfloat16" "cuda --dtype bfloat16 --no-cuda-graph"; do
   echo "models/tiny $dev: $("$B/helix" generate --model models/tiny --prompt "In the beginning" \
