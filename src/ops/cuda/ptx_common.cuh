@@ -47,6 +47,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+
 // ---- bulk copies completing on an mbarrier ----
 // Contiguous global -> shared copy (bytes a multiple of 16, both ends 16-byte aligned).
 __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, int bytes, uint32_t bar) {
