@@ -1,12 +1,16 @@
 #pragma once
-// Helpers shared by the CUDA benchmarks: a checked CUDA call and event timing.
+// Helpers shared by the CUDA benchmarks: a checked CUDA call, event timing, the copy roofline and
+// the JSON results file.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 // Any CUDA error ends the benchmark with the failing call and its message.
 #define CHECK_CUDA(expr)                                                                          \
@@ -43,6 +47,42 @@ double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   CHECK_CUDA(cudaEventDestroy(stop));
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+// Read + write GB/s of a kCopyBytes device-to-device copy on `stream` (median of `iters`): the
+// memory roofline the bandwidth-bound ops are measured against.
+constexpr size_t kCopyBytes = size_t{2} << 30;
+inline double copy_bandwidth_gbs(int warmup, int iters, cudaStream_t stream) {
+  const size_t bytes = kCopyBytes;
+  void *src = nullptr, *dst = nullptr;
+  CHECK_CUDA(cudaMalloc(&src, bytes));
+  CHECK_CUDA(cudaMalloc(&dst, bytes));
+  CHECK_CUDA(cudaMemset(src, 1, bytes));
+  CHECK_CUDA(cudaMemset(dst, 0, bytes));
+  const double ms = time_ms(
+      [&] { CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream)); },
+      warmup, iters, stream);
+  CHECK_CUDA(cudaFree(src));
+  CHECK_CUDA(cudaFree(dst));
+  return 2.0 * bytes / (ms * 1e-3) / 1e9;
+}
+
+// The fields every CUDA bench's JSON starts with; the bench adds its own.
+inline nlohmann::json json_header(const char* bench, const cudaDeviceProp& prop, int iters,
+                                  int warmup) {
+  return {{"bench", bench},
+          {"device", prop.name},
+          {"sm_count", prop.multiProcessorCount},
+          {"iters", iters},
+          {"warmup", warmup}};
+}
+// Writes j (indented) to path; false, with a line on stderr, when that fails.
+inline bool write_json(const std::string& path, const nlohmann::json& j) {
+  std::ofstream f(path);
+  if (f) f << j.dump(2) << "\n";
+  f.close();
+  if (!f) fmt::print(stderr, "error: cannot write {}\n", path);
+  return static_cast<bool>(f);
 }
 
 }  // namespace helix::bench

@@ -55,15 +55,7 @@ int main(int argc, char** argv) {
   CHECK_CUDA(helix::cuda_ops_context_create(&ctx));
   CHECK_CUDA(helix::cuda_ops_context_create(&ctx_widen, 32u << 20, size_t(36864) * 7168 * 2));
 
-  const size_t copy_bytes = size_t(2) << 30;
-  void* src = dev_alloc(copy_bytes, 1);
-  void* dst = dev_alloc(copy_bytes, 0);
-  const double copy_ms =
-      time_ms([&] { CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice)); },
-              3, iters, nullptr);
-  const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e6);
-  cudaFree(src);
-  cudaFree(dst);
+  const double copy_gbs = helix::bench::copy_bandwidth_gbs(3, iters, nullptr);
   fmt::print("device {}: copy bandwidth {:.0f} GB/s (read + write)\n", prop.name, copy_gbs);
   fmt::print("{:<34} {:>5} {:>9} {:>9} {:>7}\n", "case", "m", "ms", "GB/s", "%copy");
   nlohmann::json rows = nlohmann::json::array();
@@ -241,10 +233,7 @@ int main(int argc, char** argv) {
     cudaFree(dwp);
     cudaFree(dsp);
   }
-  if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    f << rows.dump(2) << "\n";
-  }
+  if (!json_path.empty() && !helix::bench::write_json(json_path, rows)) return 1;
   helix::cuda_ops_context_destroy(&ctx);
   helix::cuda_ops_context_destroy(&ctx_widen);
   return 0;

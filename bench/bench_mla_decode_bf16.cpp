@@ -82,22 +82,7 @@ int main(int argc, char** argv) {
   const int warmup = 3;
 
   // Roofline: device-to-device copy of 2 GiB, read + write bytes.
-  const size_t copy_bytes = size_t{2} << 30;
-  double copy_gbs = 0;
-  {
-    void *src = nullptr, *dst = nullptr;
-    CHECK_CUDA(cudaMalloc(&src, copy_bytes));
-    CHECK_CUDA(cudaMalloc(&dst, copy_bytes));
-    CHECK_CUDA(cudaMemset(src, 1, copy_bytes));
-    const double ms = time_ms(
-        [&] {
-          CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, stream));
-        },
-        warmup, 20, stream);
-    copy_gbs = 2.0 * copy_bytes / (ms * 1e-3) / 1e9;
-    CHECK_CUDA(cudaFree(src));
-    CHECK_CUDA(cudaFree(dst));
-  }
+  const double copy_gbs = helix::bench::copy_bandwidth_gbs(warmup, 20, stream);
   // Launch floor: two dependent launches doing (almost) nothing.
   double floor_us = 0;
   {
@@ -285,22 +270,13 @@ int main(int argc, char** argv) {
     }
   CHECK_CUDA(cudaStreamDestroy(stream));
   if (!json_path.empty()) {
-    nlohmann::json j = {{"bench", "mla_decode_bf16"},
-                        {"device", prop.name},
-                        {"sm_count", prop.multiProcessorCount},
-                        {"iters", iters},
-                        {"warmup", warmup},
-                        {"copy_gb_per_s", copy_gbs},
-                        {"launch_floor_us", floor_us},
-                        {"gemm_tflops", gemm_tflops},
-                        {"kernel_64_heads", kernel},
-                        {"cases", cases}};
-    std::ofstream f(json_path);
-    if (!f) {
-      fmt::print(stderr, "cannot write {}\n", json_path);
-      return 1;
-    }
-    f << j.dump(2) << "\n";
+    nlohmann::json j = helix::bench::json_header("mla_decode_bf16", prop, iters, warmup);
+    j["copy_gb_per_s"] = copy_gbs;
+    j["launch_floor_us"] = floor_us;
+    j["gemm_tflops"] = gemm_tflops;
+    j["kernel_64_heads"] = kernel;
+    j["cases"] = cases;
+    if (!helix::bench::write_json(json_path, j)) return 1;
   }
   return 0;
 }

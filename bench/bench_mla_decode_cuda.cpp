@@ -62,22 +62,7 @@ int main(int argc, char** argv) {
   const int warmup = 3;
 
   // (a) roofline: device-to-device copy of 2 GiB, read + write bytes.
-  const size_t copy_bytes = size_t{2} << 30;
-  double copy_gbs = 0;
-  {
-    void *src = nullptr, *dst = nullptr;
-    CHECK_CUDA(cudaMalloc(&src, copy_bytes));
-    CHECK_CUDA(cudaMalloc(&dst, copy_bytes));
-    CHECK_CUDA(cudaMemset(src, 1, copy_bytes));
-    const double ms = time_ms(
-        [&] {
-          CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, stream));
-        },
-        warmup, iters, stream);
-    copy_gbs = 2.0 * copy_bytes / (ms * 1e-3) / 1e9;
-    CHECK_CUDA(cudaFree(src));
-    CHECK_CUDA(cudaFree(dst));
-  }
+  const double copy_gbs = helix::bench::copy_bandwidth_gbs(warmup, iters, stream);
   fmt::print("device: {} ({} SMs)\n", prop.name, prop.multiProcessorCount);
   fmt::print("D2D copy, 2 GiB: {:.0f} GB/s (read + write)\n\n", copy_gbs);
 
@@ -192,21 +177,12 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaStreamDestroy(stream));
 
   if (!json_path.empty()) {
-    nlohmann::json j = {{"bench", "mla_decode_cuda"},
-                        {"device", prop.name},
-                        {"sm_count", prop.multiProcessorCount},
-                        {"iters", iters},
-                        {"warmup", warmup},
-                        {"dtype", "float32"},
-                        {"copy_bytes", copy_bytes},
-                        {"copy_gb_per_s", copy_gbs},
-                        {"cases", cases}};
-    std::ofstream f(json_path);
-    if (!f) {
-      fmt::print(stderr, "cannot write {}\n", json_path);
-      return 1;
-    }
-    f << j.dump(2) << "\n";
+    nlohmann::json j = helix::bench::json_header("mla_decode_cuda", prop, iters, warmup);
+    j["dtype"] = "float32";
+    j["copy_bytes"] = helix::bench::kCopyBytes;
+    j["copy_gb_per_s"] = copy_gbs;
+    j["cases"] = cases;
+    if (!helix::bench::write_json(json_path, j)) return 1;
   }
   return 0;
 }

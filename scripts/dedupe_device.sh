@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# One device call for a refactor of shared CUDA helpers (e.g. the MLA combine / PTX dedupe): the
-# SASS of two prebuilt bench_mla binaries (this tree's and the base tree's, each from
-# scripts/mla_mem_prebuild.sh) compared function by function, both benches timed interleaved at a
-# few shapes while this tree's CUDA tests build, then helix_cuda_tests and test_backend_ops.
-#   NEW=path/bench_mla BASE=path/bench_mla OUT=dir bash scripts/dedupe_device.sh [build-dir]
-# Knobs: BQ="bench flags" (default: 16 and 128 heads, batch 1 and 8, 4K and 64K tokens);
-# ROUNDS (default 2) runs of each bench, alternating; DEVDEPS (default .devdeps): PCRE2 packages.
+# One device call for a refactor that must cost nothing: this tree's CUDA tests, and a bench of
+# this tree against the same bench of a base tree (SASS compared function by function, then both
+# timed, alternating, ROUNDS times each).
+#   Prebuilt benches (e.g. scripts/mla_mem_prebuild.sh in each tree): the tests build in the
+#   background while they run:
+#     NEW=path/bench BASE=path/bench OUT=dir bash scripts/dedupe_device.sh [build-dir]
+#   A CMake bench target, built in this tree and in BASE_TREE (HELIX_BENCH=ON) before timing:
+#     BENCH=bench_gemm_cuda BASE_TREE=dir OUT=dir bash scripts/dedupe_device.sh [build-dir]
+# Knobs: BQ="bench flags" (defaults: bench_mla_decode_bf16 at 16 and 128 heads, batch 1 and 8,
+# 4K and 64K tokens; bench_gemm_cuda: the down projections at m 1 and 8); ROUNDS (default 2);
+# DEVDEPS (default .devdeps): PCRE2 packages for a machine without them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-dedupe}
-NEW=${NEW:?NEW=path of this tree\'s bench_mla}
-BASE=${BASE:?BASE=path of the base tree\'s bench_mla}
-BQ=${BQ:---heads 128 16 --batches 1 8 --contexts 4096 65536 --iters 20 --skip-1m}
+BENCH=${BENCH:-}
 DEVDEPS=${DEVDEPS:-.devdeps}
 mkdir -p "$OUT" "$B"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader
@@ -22,13 +24,36 @@ if ! pkg-config --exists libpcre2-8 2> /dev/null; then
   export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
   export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 fi
-
-# Build the tests in the background (nice: the benches below alternate, so both see the same load).
+# configure TREE BUILD BENCH_ON
+configure() {
+  cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH="$3" \
+    -DHELIX_SANITIZE_TESTS=OFF
+}
 t0=$SECONDS
-(cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH=OFF \
-  -DHELIX_SANITIZE_TESTS=OFF > "$OUT/cmake.log" 2>&1 &&
-  nice -n 19 ninja -C "$B" -j14 helix_cuda_tests test_backend_ops > "$OUT/build.log" 2>&1) &
-BUILD_PID=$!
+if [ -n "$BENCH" ]; then
+  BASE_TREE=${BASE_TREE:?BASE_TREE=the base tree}
+  BB=$B-base
+  (configure . "$B" ON > "$OUT/cmake.log" 2>&1 &&
+    ninja -C "$B" -j10 helix_cuda_tests test_backend_ops "$BENCH" > "$OUT/build.log" 2>&1) &
+  p1=$!
+  (configure "$BASE_TREE" "$BB" ON > "$OUT/cmake_base.log" 2>&1 &&
+    ninja -C "$BB" -j6 "$BENCH" > "$OUT/build_base.log" 2>&1) &
+  p2=$!
+  wait $p1 || { grep -m20 -B2 -A10 "error" "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
+  wait $p2 || { grep -m20 -B2 -A10 "error" "$OUT/build_base.log" "$OUT/cmake_base.log"; exit 1; }
+  echo "builds: $((SECONDS - t0)) s"
+  NEW=$B/bench/$BENCH BASE=$BB/bench/$BENCH
+  BQ=${BQ:---filter down --m 1,8 --iters 20}
+  BUILD_PID=
+else
+  NEW=${NEW:?NEW=path of this tree\'s bench}
+  BASE=${BASE:?BASE=path of the base tree\'s bench}
+  BQ=${BQ:---heads 128 16 --batches 1 8 --contexts 4096 65536 --iters 20 --skip-1m}
+  # The tests build in the background (nice; the benches alternate, so both see the same load).
+  (configure . "$B" OFF > "$OUT/cmake.log" 2>&1 &&
+    nice -n 19 ninja -C "$B" -j14 helix_cuda_tests test_backend_ops > "$OUT/build.log" 2>&1) &
+  BUILD_PID=$!
+fi
 
 # SASS, function by function, register numbers and addresses folded.
 for t in NEW BASE; do cuobjdump --dump-sass "${!t}" > "/tmp/sass_$t.txt" 2> /dev/null; done
@@ -68,26 +93,25 @@ def rows(path):
     r = {}
     for line in open(path):
         f = line.split()
-        if len(f) >= 5 and f[0].isdigit() and f[3] in ('bf16', 'fp8'):
-            r[(int(f[0]), int(f[1]), int(f[2]), f[3])] = float(f[4])
+        if len(f) >= 5 and f[0].isdigit() and f[3] in ('bf16', 'fp8'):  # bench_mla_decode_bf16
+            r[(f'{f[0]} heads, batch {f[1]}, {f[2]} tokens', f[3])] = float(f[4])
+            continue
+        m = re.match(r'^(.*?)\s+(\d+)\s+([\d.]+)\s+\d+\s+\d+%$', line.rstrip())  # bench_gemm_cuda
+        if m:
+            r[(m.group(1), 'm ' + m.group(2))] = 1e3 * float(m.group(3))
     return r
 runs = {t: [rows(f'{out}/bench_{t}_{i}.log') for i in range(1, rounds + 1)] for t in ('NEW', 'BASE')}
-print(f'{"heads":>5} {"batch":>5} {"ctx":>6} {"kv":>4} {"base us":>9} {"new us":>9} {"new/base":>8}')
+print(f'{"case":<48} {"":>6} {"base us":>9} {"new us":>9} {"new/base":>8}')
 for k in sorted(runs['NEW'][0]):
     nb = statistics.median(r[k] for r in runs['BASE'] if k in r)
     nn = statistics.median(r[k] for r in runs['NEW'] if k in r)
-    print(f'{k[0]:>5} {k[1]:>5} {k[2]:>6} {k[3]:>4} {nb:>9.1f} {nn:>9.1f} {nn / nb:>8.3f}')
+    print(f'{k[0]:<48} {k[1]:>6} {nb:>9.1f} {nn:>9.1f} {nn / nb:>8.3f}')
 EOF
 
-wait $BUILD_PID || { grep -m20 -B2 -A10 "error" "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
-echo "build: $((SECONDS - t0)) s (from the start of the benches)"
+if [ -n "$BUILD_PID" ]; then
+  wait $BUILD_PID || { grep -m20 -B2 -A10 "error" "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
+  echo "build: $((SECONDS - t0)) s (from the start of the benches)"
+fi
 status=0
-for t in helix_cuda_tests test_backend_ops; do
-  timeout 300 "$B/tests/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1
-  rc=$?
-  [ $rc -ne 0 ] && status=1
-  echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
-  grep -E "^\[  FAILED" "$OUT/$t.log" | head -20
-done
-"$B/tests/helix_cuda_tests" --gtest_list_tests 2> /dev/null | grep -ci mla | sed 's/^/MLA tests listed: /'
+OUT="$OUT" bash scripts/cuda_tests.sh "$B" || status=1
 exit $status

@@ -6,7 +6,8 @@
 # && apt-get download libpcre2-dev libpcre2-8-0 libcpp-httplib-dev libcpp-httplib0.11
 # libbrotli-dev libbrotli1`); they are unpacked into /tmp/pfx when pkg-config cannot find them.
 #   OUT=dir bash scripts/device_verify.sh [build-dir]
-# Knobs: SKIP_CPU=1 leaves out the CPU suite; BENCH=1 also builds bench_model_decode;
+# Knobs: SKIP_CPU=1 leaves out the CPU suite (EXTRA_TARGETS="..." builds more than the CUDA
+# tests and helix then); BENCH=1 also builds bench_model_decode;
 # SLICE=bf16|fp8 also writes the DeepSeek-V3 slice in that format (in the background, while
 # building) and times whole-model decode on it with ids sampled on the device
 # (bench_model_decode --sample) at SLICE_BATCHES x SLICE_CONTEXTS.
@@ -36,18 +37,12 @@ cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX
   -DHELIX_SANITIZE_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 t0=$SECONDS
 TARGETS=""
-[ -n "${SKIP_CPU:-}" ] && TARGETS="helix helix_cuda_tests test_backend_ops $([ -n "$SLICE$BENCH" ] && echo bench_model_decode)"
+[ -n "${SKIP_CPU:-}" ] && TARGETS="helix helix_cuda_tests test_backend_ops $([ -n "$SLICE$BENCH" ] && echo bench_model_decode) ${EXTRA_TARGETS:-}"
 # shellcheck disable=SC2086
 ninja -C "$B" -j16 $TARGETS > "$OUT/build.log" 2>&1 || { grep -m20 -B2 -A10 "error" "$OUT/build.log"; exit 1; }
 echo "build: $((SECONDS - t0)) s"
 status=0
-for t in helix_cuda_tests test_backend_ops; do
-  timeout 300 "$B/tests/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1
-  rc=$?
-  [ $rc -ne 0 ] && status=1
-  echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
-  grep -E "^\[  FAILED" "$OUT/$t.log" | head -20
-done
+OUT="$OUT" bash scripts/cuda_tests.sh "$B" || status=1
 # The embedded model on every device: the README's first command's prompt.
 for dev in "cpu" "cuda --dtype float32" "cuda --dtype bfloat16" "cuda --dtype bfloat16 --no-cuda-graph"; do
   echo "models/tiny $dev: $("$B/helix" generate --model models/tiny --prompt "In the beginning" \

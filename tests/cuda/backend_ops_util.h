@@ -1,6 +1,6 @@
 #pragma once
-// Helpers of test_backend_ops.cpp: device buffers in any op dtype, host bf16 / FP8 E4M3 codecs,
-// fixed-seed random data and the relative L2 error used as the parity measure.
+// Helpers of test_backend_ops.cpp: device buffers in any op dtype, fixed-seed random data, the
+// tolerances (GPU check, codecs and rel_l2: cuda_test_util.h).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -12,45 +12,16 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_test_util.h"
 #include "ops/cuda/ops_cuda.h"
 
 namespace helix::testing {
-
-inline bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
 
 inline const char* dtype_name(CudaDType t) {
   return t == CudaDType::kF32 ? "f32" : t == CudaDType::kBF16 ? "bf16" : "fp8";
 }
 inline size_t dtype_size(CudaDType t) {
   return t == CudaDType::kF32 ? 4 : t == CudaDType::kBF16 ? 2 : 1;
-}
-
-// Round to nearest even (finite inputs), as __float2bfloat16_rn.
-inline uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-inline float bf16_value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-// E4M3 (bias 7, no infinities, 0x7f/0xff NaN) to float.
-inline float fp8_value(uint8_t b) {
-  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
-  const float v =
-      e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(1.0f + m / 8.0f, e - 7);
-  return s ? -v : v;
 }
 
 // Values representable in t (fp8: callers build bytes themselves).
@@ -116,18 +87,6 @@ inline std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f)
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
-}
-
-// ||a - b|| / ||b|| (absolute when b is zero); NaN anywhere gives +inf.
-inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 // Parity tolerance per activation dtype (fp8 weights: 2e-2 against the dequantised weights).

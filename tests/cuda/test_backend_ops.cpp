@@ -19,12 +19,6 @@ namespace {
 
 using namespace helix::testing;
 
-#define CUDA_OK(expr)                                                          \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
 class BackendOps : public ::testing::Test {
  protected:
   void SetUp() override {

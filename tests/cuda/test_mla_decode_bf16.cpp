@@ -16,73 +16,16 @@
 
 #include <gtest/gtest.h>
 
+#include "cuda_test_util.h"
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/ops.h"
 
 namespace helix {
 namespace {
 
-#define CUDA_OK(expr)                                                          \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-
+using namespace helix::testing;
 template <typename T>
-struct Dev {
-  T* ptr = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t count) : n(count) { cudaMalloc(&ptr, sizeof(T) * (n ? n : 1)); }
-  explicit Dev(const std::vector<T>& v) : Dev(v.size()) {
-    if (n) cudaMemcpy(ptr, v.data(), sizeof(T) * n, cudaMemcpyHostToDevice);
-  }
-  ~Dev() { cudaFree(ptr); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  void poison() { cudaMemset(ptr, 0xff, sizeof(T) * n); }
-  std::vector<T> host() const {
-    std::vector<T> v(n);
-    if (n) cudaMemcpy(v.data(), ptr, sizeof(T) * n, cudaMemcpyDeviceToHost);
-    return v;
-  }
-};
-
-uint16_t to_bf16(float f) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-float from_bf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-float from_e4m3(uint8_t v) {
-  const int s = v >> 7, e = (v >> 3) & 15, m = v & 7;
-  float x = e == 0 ? std::ldexp(m / 8.f, -6) : std::ldexp(1.f + m / 8.f, e - 7);
-  if (e == 15 && m == 7) x = std::numeric_limits<float>::quiet_NaN();
-  return s ? -x : x;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
+using Dev = DeviceArray<T>;
 
 struct Case {
   int heads, L, R, block;
@@ -100,6 +43,9 @@ struct Case {
   // [row_exp_lo, row_exp_hi] (FP8: per-token scales far from 1 and far apart).
   float q_mag = 1.f;
   int row_exp_lo = 0, row_exp_hi = 0;
+  // Launch through a captured CUDA graph, replayed twice with the outputs poisoned in between
+  // (graph-stable launches: programmatic dependent launch, no state left between replays).
+  bool graph = false;
 };
 
 std::string describe(const Case& c) {
@@ -205,16 +151,16 @@ void run_case(const Case& c) {
       for (int i = 0; i < W; ++i) {
         uint16_t h;
         std::memcpy(&h, row + 2 * i, 2);
-        dst[i] = from_bf16(h);
+        dst[i] = bf16_value(h);
       }
     } else {
       float scale;
       std::memcpy(&scale, row + L + 2 * c.R, 4);
-      for (int i = 0; i < L; ++i) dst[i] = from_e4m3(row[i]) * scale;
+      for (int i = 0; i < L; ++i) dst[i] = fp8_value(row[i]) * scale;
       for (int i = 0; i < c.R; ++i) {
         uint16_t h;
         std::memcpy(&h, row + L + 2 * i, 2);
-        dst[L + i] = from_bf16(h);
+        dst[L + i] = bf16_value(h);
       }
     }
   }
@@ -232,7 +178,7 @@ void run_case(const Case& c) {
       }
       const bool exact = !fp8 || i >= L;
       if (exact) {
-        ASSERT_EQ(got[i], from_bf16(to_bf16(want[i]))) << "slot " << r << " elem " << i;
+        ASSERT_EQ(got[i], bf16_value(bf16_bits(want[i]))) << "slot " << r << " elem " << i;
       } else {
         write_err =
             std::max(write_err, std::fabs(static_cast<double>(got[i]) - want[i]) / row_mag[r]);
@@ -253,8 +199,8 @@ void run_case(const Case& c) {
   std::vector<float> q(static_cast<size_t>(B) * H * W);
   std::vector<uint16_t> q_bf(q.size());
   for (size_t i = 0; i < q.size(); ++i) {
-    q_bf[i] = to_bf16(normal(rng) * c.q_mag);
-    q[i] = from_bf16(q_bf[i]);
+    q_bf[i] = bf16_bits(normal(rng) * c.q_mag);
+    q[i] = bf16_value(q_bf[i]);
   }
   std::vector<float> ref_out, ref_lse, ref32_out, ref32_lse;
   reference(c, q, stored, table, max_blocks, ref_out, ref_lse);
@@ -304,12 +250,34 @@ void run_case(const Case& c) {
   p.out = out_bf ? static_cast<void*>(d_out16.ptr) : static_cast<void*>(d_out32.ptr);
   p.out_dtype = c.out;
   p.lse = d_lse.ptr;
-  CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
+  if (c.graph) {
+    cudaStream_t st;
+    CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    CUDA_OK(mla_decode_bf16_cuda(p, plan, st));
+    CUDA_OK(cudaStreamEndCapture(st, &g));
+    CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
+    CUDA_OK(cudaGraphLaunch(ge, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    d_out32.poison();
+    d_out16.poison();
+    d_lse.poison();
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaGraphLaunch(ge, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    CUDA_OK(cudaGraphExecDestroy(ge));
+    CUDA_OK(cudaGraphDestroy(g));
+    CUDA_OK(cudaStreamDestroy(st));
+  } else {
+    CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
+  }
   CUDA_OK(cudaDeviceSynchronize());
   std::vector<float> out(out_n);
   if (out_bf) {
     const auto h = d_out16.host();
-    for (size_t i = 0; i < out_n; ++i) out[i] = from_bf16(h[i]);
+    for (size_t i = 0; i < out_n; ++i) out[i] = bf16_value(h[i]);
   } else {
     out = d_out32.host();
   }
@@ -422,8 +390,46 @@ TEST(MlaDecodeBf16Cuda, Sm90ManyHeads) {
     sm90({128, 512, 64, 16, uneven(16, 1000), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, ctas,
           kSeed + 30 + ctas});
   sm90({128, 512, 64, 64, {0, 0}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 25});
+  {  // graph replays, uneven lengths, several CTAs per sequence
+    Case c{128, 512,       64, 64, uneven(64, 3000), MlaKvDtype::kBf16, MlaOutDtype::kBf16,
+           0,   kSeed + 27};
+    c.graph = true;
+    sm90(c);
+  }
   sm90(
       {128, 512, 64, 48, uneven(48, 500), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 26});
+}
+
+// FP8 (e4m3 + per-token scale) KV through the Hopper kernel: the same edge cases (NaN bytes in
+// the rows past each end: e4m3 0xff and a NaN scale), per-token scales 2^-6..2^6, CTA counts,
+// empty batches and graph replays.
+TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  auto sm90 = [](Case c) {
+    c.sm90 = true;
+    c.nan_tail = true;
+    run_case(c);
+  };
+  const auto fp8 = MlaKvDtype::kFp8E4m3;
+  for (int block : {16, 32, 64, 128})
+    sm90({128, 512, 64, block, uneven(block, 1500), fp8, MlaOutDtype::kFloat32, 0,
+          kSeed + 40 + block});
+  {
+    Case c{128, 512, 64, 64, uneven(64, 2000), fp8, MlaOutDtype::kBf16, 0, kSeed + 41};
+    c.row_exp_lo = -6;
+    c.row_exp_hi = 6;
+    sm90(c);
+  }
+  sm90({100, 512, 64, 32, {4096}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 42});
+  sm90({64, 512, 64, 64, {1, 1, 1, 2}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 43});
+  for (int ctas : {1, 7, 500})
+    sm90({128, 512, 64, 16, uneven(16, 1000), fp8, MlaOutDtype::kFloat32, ctas, kSeed + 50 + ctas});
+  sm90({128, 512, 64, 64, {0, 0}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 44});
+  {
+    Case c{128, 512, 64, 64, uneven(64, 3000), fp8, MlaOutDtype::kBf16, 0, kSeed + 45};
+    c.graph = true;
+    sm90(c);
+  }
 }
 
 TEST(MlaDecodeBf16Cuda, AllEmpty) {
@@ -515,6 +521,26 @@ TEST(MlaDecodeBf16Cuda, MemKernelEdges) {
               kSeed + 302});
     run_case({16, 512, 64, 64, {9000}, kv, MlaOutDtype::kBf16, 0, kSeed + 303});
     run_case({8, 512, 64, 7, {4100, 3, 0, 777}, kv, MlaOutDtype::kFloat32, 0, kSeed + 304});
+  }
+}
+
+// The memory-bound kernel's loads: FP8 rows land in one bulk copy per run of a tile's rows inside
+// one block, which must stop at block edges (blocks smaller and larger than the 32-token tile, odd
+// sizes) and at the sequence end (the rows past it hold NaN); bf16 rows (a copy per row) alike.
+// Many CTAs: most hold one or two tiles, every sequence spans several (the combine's merge).
+TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 500;
+  for (MlaKvDtype kv : {MlaKvDtype::kFp8E4m3, MlaKvDtype::kBf16})
+    for (int block : {5, 33, 64, 100, 128}) {
+      Case c{16, 512, 64, block, uneven(block, 1500), kv, MlaOutDtype::kFloat32, 0, ++seed};
+      c.nan_tail = true;
+      run_case(c);
+    }
+  for (MlaKvDtype kv : {MlaKvDtype::kFp8E4m3, MlaKvDtype::kBf16}) {
+    Case c{16, 512, 64, 100, {4000, 1, 0, 2500, 33}, kv, MlaOutDtype::kBf16, 300, ++seed};
+    c.nan_tail = true;
+    run_case(c);
   }
 }
 

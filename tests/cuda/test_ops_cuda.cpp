@@ -13,50 +13,16 @@
 
 #include <gtest/gtest.h>
 
+#include "cuda_test_util.h"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/ops.h"
 
 namespace helix {
 namespace {
 
+using namespace helix::testing;
+
 constexpr float kNinf = -std::numeric_limits<float>::infinity();
-
-#define CUDA_OK(expr)                                                          \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-
-// Owns a device array; copies to and from std::vector.
-template <typename T>
-struct DeviceArray {
-  T* ptr = nullptr;
-  size_t n = 0;
-  explicit DeviceArray(size_t count) : n(count) {
-    if (cudaMalloc(&ptr, sizeof(T) * (n ? n : 1)) != cudaSuccess) ptr = nullptr;
-  }
-  explicit DeviceArray(const std::vector<T>& v) : DeviceArray(v.size()) {
-    if (ptr && n) cudaMemcpy(ptr, v.data(), sizeof(T) * n, cudaMemcpyHostToDevice);
-  }
-  ~DeviceArray() { cudaFree(ptr); }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  void poison() { cudaMemset(ptr, 0xff, sizeof(T) * n); }  // all-ones bits: a NaN float
-  std::vector<T> host() const {
-    std::vector<T> v(n);
-    if (n) cudaMemcpy(v.data(), ptr, sizeof(T) * n, cudaMemcpyDeviceToHost);
-    return v;
-  }
-};
 
 // Deterministic seeds: each case's seed is a hash of its description mixed with a base that
 // HELIX_TEST_SEED may override to explore; the seed is printed with every failure and does not
@@ -69,17 +35,6 @@ unsigned case_seed(const std::string& what) {
   unsigned h = 2166136261u;  // FNV-1a
   for (unsigned char ch : what) h = (h ^ ch) * 16777619u;
   return h ^ base;
-}
-
-// ||a - b|| / ||b|| in double; 0 when both are 0.
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
 // Every element finite, -inf exactly where the reference is -inf, the finite ones within tol.

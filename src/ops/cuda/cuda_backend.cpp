@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "ops/backend.h"
 #include "ops/cuda/backend_kernels.h"
+#include "ops/cuda/cuda_gemm_dispatch.h"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/op_timer.h"
@@ -22,22 +23,8 @@ namespace helix {
 
 namespace {
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("CUDA error in {}: {}", what, cudaGetErrorString(e));
-}
-
-CudaDType cdt(DType t) {
-  switch (t) {
-    case DType::F32:
-      return CudaDType::kF32;
-    case DType::BF16:
-      return CudaDType::kBF16;
-    case DType::F8E4M3:
-      return CudaDType::kF8E4M3;
-    default:
-      fail("CudaOps: no CUDA kernel dtype for {}", dtype_name(t));
-  }
-}
+using cudaops::cdt;
+using cudaops::ck;
 
 uint16_t to_bf16(float f) {
   uint32_t u;
@@ -193,48 +180,7 @@ class CudaOps final : public Ops {
                                  std::to_string(a.batch) + "x" + std::to_string(a.m) + "x" +
                                  std::to_string(a.n) + "x" + std::to_string(a.k)
                            : std::string());
-    if (a.m == 0 || a.n == 0) return;
-    const int64_t ldx = a.ldx ? a.ldx : a.k, ldy = a.ldy ? a.ldy : a.n;
-    const int64_t ldw = a.ldw ? a.ldw : (a.trans_w ? a.k : a.n);
-    if (a.batch == 1 && a.trans_w && ldw == a.k) {
-      GemmCudaParams p;
-      p.m = a.m;
-      p.n = a.n;
-      p.k = a.k;
-      p.x_dtype = cdt(a.x.dtype);
-      p.w_dtype = cdt(a.w.dtype);
-      p.y_dtype = cdt(a.y.dtype);
-      p.x = a.x.data;
-      p.ldx = static_cast<int>(ldx);
-      p.w = a.w.data;
-      p.w_scale = a.w_scale;
-      p.y = a.y.data;
-      p.ldy = static_cast<int>(ldy);
-      p.beta = a.beta;
-      p.algo = algo_;
-      ck(gemm_cuda(ctx_, p, stream_), "gemm");
-      return;
-    }
-    GemmBatchedCudaParams p;
-    p.batch = a.batch;
-    p.m = a.m;
-    p.n = a.n;
-    p.k = a.k;
-    HELIX_CHECK(a.x.dtype == a.w.dtype, "batched gemm: x and w share a dtype");
-    p.x_dtype = cdt(a.x.dtype);
-    p.y_dtype = cdt(a.y.dtype);
-    p.x = a.x.data;
-    p.ldx = static_cast<int>(ldx);
-    p.stride_x = a.stride_x;
-    p.w = a.w.data;
-    p.ldw = static_cast<int>(ldw);
-    p.stride_w = a.stride_w;
-    p.trans_w = a.trans_w;
-    p.y = a.y.data;
-    p.ldy = static_cast<int>(ldy);
-    p.stride_y = a.stride_y;
-    p.beta = a.beta;
-    ck(gemm_batched_cuda(ctx_, p, stream_), "gemm_batched");
+    cudaops::gemm(ctx_, algo_, a, stream_);
   }
   void rms_norm(const TensorView& x, int64_t ldx, const TensorView& w, const TensorView& y,
                 int64_t ldy, int rows, int dim, float eps) override {
@@ -471,75 +417,7 @@ class CudaOps final : public Ops {
   }
 
   void moe_experts(const MoeExpertsArgs& a) override {
-    const int T = a.num_tokens, K = a.top_k, E = a.num_experts, D = a.dim, I = a.inter;
-    const int rows = T * K;
-    if (rows == 0) return;
-    const DType ad = a.x.dtype;
-    DTensor xp = alloc({rows, D}, ad), off = alloc({E + 1}, DType::I32),
-            rop = alloc({rows}, DType::I32), por = alloc({rows}, DType::I32);
-    MoePermuteCudaParams pp;
-    pp.num_tokens = T;
-    pp.top_k = K;
-    pp.num_experts = E;
-    pp.dim = D;
-    pp.dtype = cdt(ad);
-    pp.expert_ids = a.expert_ids.i32();
-    pp.x = a.x.data;
-    pp.x_perm = xp.view().data;
-    pp.offsets = off.view().i32();
-    pp.row_of_pair = rop.view().i32();
-    pp.pair_of_row = por.view().i32();
-    {
-      OpScope ts(timer_, stream_, "moe.permute");
-      ck(moe_permute_cuda(pp, stream_), "moe_permute");
-    }
-    const size_t wsb = grouped_gemm_cuda_workspace_bytes(E, rows);
-    DTensor ws = alloc({static_cast<int64_t>(wsb)}, DType::F8E4M3);  // bytes
-    DTensor gu = alloc({rows, 2 * I}, ad), act = alloc({rows, I}, ad), yp = alloc({rows, D}, ad);
-    GroupedGemmCudaParams g;
-    g.num_groups = E;
-    g.max_rows = rows;
-    g.x_dtype = g.y_dtype = cdt(ad);
-    g.w_dtype = cdt(a.w_dtype);
-    g.offsets = off.view().i32();
-    g.workspace = ws.view().data;
-    g.workspace_bytes = wsb;
-    g.algo = algo_;
-    g.n = 2 * I;
-    g.k = D;
-    g.x = xp.view().data;
-    g.w_ptrs = static_cast<const void* const*>(a.gate_up_ptrs.data);
-    g.scale_ptrs = static_cast<const float* const*>(a.gate_up_scale_ptrs.data);
-    g.y = gu.view().data;
-    {
-      OpScope ts(timer_, stream_, "moe.grouped gate_up " + std::string(dtype_name(a.w_dtype)));
-      ck(grouped_gemm_cuda(g, stream_), "grouped_gemm gate_up");
-    }
-    silu_mul(gu.view(), act.view(), rows, I);
-    g.n = D;
-    g.k = I;
-    g.x = act.view().data;
-    g.w_ptrs = static_cast<const void* const*>(a.down_ptrs.data);
-    g.scale_ptrs = static_cast<const float* const*>(a.down_scale_ptrs.data);
-    g.y = yp.view().data;
-    {
-      OpScope ts(timer_, stream_, "moe.grouped down " + std::string(dtype_name(a.w_dtype)));
-      ck(grouped_gemm_cuda(g, stream_), "grouped_gemm down");
-    }
-    MoeUnpermuteCudaParams up;
-    up.num_tokens = T;
-    up.top_k = K;
-    up.dim = D;
-    up.dtype = cdt(ad);
-    up.y_perm = yp.view().data;
-    up.row_of_pair = rop.view().i32();
-    up.weights = a.weights.f32();
-    up.out = a.out.data;
-    up.accumulate = true;
-    {
-      OpScope ts(timer_, stream_, "moe.unpermute");
-      ck(moe_unpermute_cuda(up, stream_), "moe_unpermute");
-    }
+    cudaops::moe_experts(*this, algo_, timer_, a, stream_);
   }
 
   bool supports_graphs() const override { return true; }

@@ -14,10 +14,14 @@ int max_tiles(int num_groups, int max_rows, int tile_rows) {
   return static_cast<int>(opsk::ceil_div(max_rows, tile_rows)) + groups;
 }
 
-// Rows per tile from the average rows of a non-empty group.
-int grouped_tile_rows(int num_groups, int max_rows) {
+// The average rows of a non-empty group (at most max_rows groups are non-empty).
+int avg_group_rows(int num_groups, int max_rows) {
   const int groups = num_groups < max_rows ? num_groups : max_rows;
-  return opsk::tile_rows_for(static_cast<int>(opsk::ceil_div(max_rows, groups > 0 ? groups : 1)));
+  return static_cast<int>(opsk::ceil_div(max_rows, groups > 0 ? groups : 1));
+}
+// Rows per row-tile GEMM tile.
+int grouped_tile_rows(int num_groups, int max_rows) {
+  return opsk::tile_rows_for(avg_group_rows(num_groups, max_rows));
 }
 
 constexpr int kPlanThreads = 1024;
@@ -68,6 +72,29 @@ __global__ void __launch_bounds__(kPlanThreads)
   if (threadIdx.x == 0) tiles[0] = min(carry, cap);
 }
 
+// Plans the tiles of tile_rows rows (at most cap) into `tiles`, then fills the grouped-GEMM
+// arguments both kernels share (MmaArgs / RowTileArgs).
+template <class GemmArgs>
+cudaError_t plan_grouped(const GroupedGemmCudaParams& p, int tile_rows, int cap, int32_t* tiles,
+                         GemmArgs& a, cudaStream_t stream) {
+  grouped_plan_kernel<<<1, kPlanThreads, 0, stream>>>(p.offsets, p.num_groups, tile_rows, cap,
+                                                      tiles);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  a.m = p.max_rows;
+  a.n = p.n;
+  a.k = p.k;
+  a.ldx = p.k;
+  a.ldy = p.n;
+  a.y = p.y;
+  a.y_dtype = p.y_dtype;
+  a.w_ptrs = p.w_ptrs;
+  a.scale_ptrs = p.w_dtype == CudaDType::kF8E4M3 ? p.scale_ptrs : nullptr;
+  a.offsets = p.offsets;
+  a.tiles = tiles;
+  return cudaSuccess;
+}
+
 }  // namespace
 
 size_t grouped_gemm_cuda_workspace_bytes(int num_groups, int max_rows) {
@@ -97,27 +124,12 @@ cudaError_t grouped_gemm_cuda(const GroupedGemmCudaParams& p, cudaStream_t strea
       opsk::mma_gemm_supported(p.x_dtype, p.w_dtype, p.k, p.k, p.x)) {
     // Tensor cores: token tiles of 8, 16 or 32 rows by the average rows of a non-empty group (at
     // most as many tiles as the row-tile plan, so the workspace bound holds).
-    const int groups = p.num_groups < p.max_rows ? p.num_groups : p.max_rows;
-    const int nt =
-        opsk::mma_tiles_for(static_cast<int>(opsk::ceil_div(p.max_rows, groups > 0 ? groups : 1)));
+    const int nt = opsk::mma_tiles_for(avg_group_rows(p.num_groups, p.max_rows));
     const int cap = max_tiles(p.num_groups, p.max_rows, 8 * nt);
-    grouped_plan_kernel<<<1, kPlanThreads, 0, stream>>>(p.offsets, p.num_groups, 8 * nt, cap,
-                                                        tiles);
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess) return e;
     opsk::MmaArgs a;
-    a.m = p.max_rows;
-    a.n = p.n;
-    a.k = p.k;
-    a.ldx = p.k;
-    a.ldy = p.n;
     a.x = static_cast<const __nv_bfloat16*>(p.x);
-    a.y = p.y;
-    a.y_dtype = p.y_dtype;
-    a.w_ptrs = p.w_ptrs;
-    a.scale_ptrs = p.w_dtype == CudaDType::kF8E4M3 ? p.scale_ptrs : nullptr;
-    a.offsets = p.offsets;
-    a.tiles = tiles;
+    const cudaError_t e = plan_grouped(p, 8 * nt, cap, tiles, a, stream);
+    if (e != cudaSuccess) return e;
     a.kb_per_split = static_cast<int>(opsk::ceil_div(p.k, opsk::kMmaKBlock));
     const dim3 grid(static_cast<unsigned>(cap),
                     opsk::ceil_div(p.n, opsk::kMmaWarps * opsk::mma_rows_per_warp(p.w_dtype, nt)),
@@ -126,23 +138,11 @@ cudaError_t grouped_gemm_cuda(const GroupedGemmCudaParams& p, cudaStream_t strea
   }
   const int rows = grouped_tile_rows(p.num_groups, p.max_rows);
   const int cap = max_tiles(p.num_groups, p.max_rows, rows);
-  grouped_plan_kernel<<<1, kPlanThreads, 0, stream>>>(p.offsets, p.num_groups, rows, cap, tiles);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
   opsk::RowTileArgs a;
-  a.m = p.max_rows;
-  a.n = p.n;
-  a.k = p.k;
-  a.ldx = p.k;
-  a.ldy = p.n;
   a.x_dtype = p.x_dtype;
-  a.y_dtype = p.y_dtype;
   a.x = p.x;
-  a.y = p.y;
-  a.w_ptrs = p.w_ptrs;
-  a.scale_ptrs = p.w_dtype == CudaDType::kF8E4M3 ? p.scale_ptrs : nullptr;
-  a.offsets = p.offsets;
-  a.tiles = tiles;
+  const cudaError_t e = plan_grouped(p, rows, cap, tiles, a, stream);
+  if (e != cudaSuccess) return e;
   // Per-group pointers are only known on the device: the vector path needs every weight
   // 16-byte aligned (cudaMalloc and safetensors-offset-aligned buffers are; the caller promises).
   return opsk::launch_rowtile_gemm(a, p.w_dtype, true, rows, cap, stream);

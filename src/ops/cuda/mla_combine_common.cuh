@@ -26,9 +26,11 @@ __device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
 }
 // CTAs that get work: all of them, but at least kMinTiles tiles each (a split's fixed cost, the
 // query load and the partial write, is about a tile's work).
+// (kMin: the sm90 kernel partitions 128-token units, kMin 1.)
 constexpr int kMinTiles = 2;
+template <int kMin = kMinTiles>
 __device__ __forceinline__ int active_ctas(int total, int ctas) {
-  const int want = (total + kMinTiles - 1) / kMinTiles;
+  const int want = (total + kMin - 1) / kMin;
   return want < ctas ? (want > 0 ? want : 1) : ctas;
 }
 // The CTA whose range holds tile x (the last c with cta_begin(c) <= x); total > 0.
@@ -62,11 +64,12 @@ struct TileRange {
   int t_begin = 0, t_end = 0, cb = 0, ck = 0;
 };
 // The range of CTA cta once s_cum is complete; false when it has no tiles.
+template <int kMin = kMinTiles>
 __device__ __forceinline__ bool cta_tile_range(const Args& a, const int* s_cum, int cta,
                                                TileRange& r) {
   const int total = s_cum[a.batch];
   if (total == 0) return false;
-  const int ctas = active_ctas(total, a.ctas_per_group);
+  const int ctas = active_ctas<kMin>(total, a.ctas_per_group);
   if (cta >= ctas) return false;
   r.t_begin = cta_begin(cta, total, ctas);
   r.t_end = cta_begin(cta + 1, total, ctas);
@@ -127,7 +130,7 @@ __device__ __forceinline__ void scale4(float4& o, float s) {
 //   loads in flight, the groups' sums meeting in shared memory (needs kThreads a multiple of L/4).
 // - kPdl: launched as a programmatic dependent of the split kernel: reads seq_lens (an input, not
 //   the split kernel's) before waiting for it, and a sequence one CTA held returns without waiting.
-template <int kThreads, int L, int HG, int kTile, int kBatch, bool kPdl>
+template <int kThreads, int L, int HG, int kTile, int kBatch, bool kPdl, int kMin = kMinTiles>
 __device__ __forceinline__ void combine_partials(const Args& a) {
   extern __shared__ float mla_combine_dyn[];
   __shared__ float s_red[kThreads / 32];
@@ -156,7 +159,7 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
     if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
     return;
   }
-  const int ctas = active_ctas(total, a.ctas_per_group);
+  const int ctas = active_ctas<kMin>(total, a.ctas_per_group);
   const int c_lo = cta_of(tiles_before, total, ctas);
   const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
   if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result

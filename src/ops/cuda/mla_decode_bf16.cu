@@ -32,11 +32,14 @@ cudaError_t with_entry(int L, int R, F&& f) {
   return cudaErrorNotSupported;
 }
 
-// The sm90 kernel for H >= 64 (mla_decode_sm90.h), bf16 KV.
+// The sm90 kernel for H >= 64 (mla_decode_sm90.h). FP8 KV under kAuto only up to batch 16: on
+// H200 it is 1.0-1.6x the wgmma kernel there, but 0.89-0.97x at batch 32-64 with >= 64K contexts
+// (bench/RESULTS.md, "sm90 MLA kernel (session 4)").
 bool sm90_for(const MlaPlanDesc& d) {
+  const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  if (d.kernel == MlaKernelChoice::kAuto && fp8 && d.max_batch > 16) return false;
   return (d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kSm90) &&
-         cuda::mla_sm90::eligible(d.num_heads, d.kv_lora_rank, d.rope_dim,
-                                  d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch);
+         cuda::mla_sm90::eligible(d.num_heads, d.kv_lora_rank, d.rope_dim, fp8, d.max_batch);
 }
 
 // Its grid.x (0: not used) and shared memory.
@@ -45,7 +48,8 @@ cudaError_t sm90_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   *smem = 0;
   if (!sm90_for(d)) return cudaSuccess;
   int per_group = 0;
-  const cudaError_t err = cuda::mla_sm90::prepare(d.num_heads, d.max_batch, smem, &per_group);
+  const cudaError_t err = cuda::mla_sm90::prepare(d.num_heads, d.kv_dtype == MlaKvDtype::kFp8E4m3,
+                                                  d.max_batch, smem, &per_group);
   if (err == cudaErrorNotSupported) {  // no TMA encoder in this driver: the other kernels run
     *smem = 0;
     return cudaSuccess;
@@ -179,7 +183,8 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   a.part_lse = a.part_out + rows * d.kv_lora_rank;
   if (plan.sm90_ctas_per_group > 0 && cuda::mla_sm90::block_ok(p.block_size)) {
     a.ctas_per_group = plan.sm90_ctas_per_group;
-    return cuda::mla_sm90::launch(a, dim3(plan.sm90_ctas_per_group, plan.num_head_groups),
+    return cuda::mla_sm90::launch(a, d.kv_dtype == MlaKvDtype::kFp8E4m3,
+                                  dim3(plan.sm90_ctas_per_group, plan.num_head_groups),
                                   plan.sm90_smem_bytes, stream);
   }
   const dim3 grid(plan.ctas_per_group, plan.num_head_groups);

@@ -40,15 +40,15 @@ enum class MlaOutDtype : int { kFloat32 = 0, kBf16 = 1 };
 // Which kernel runs 64-head groups (H > 32) at (L, R) = (512, 64); other shapes always use
 // mma.sync. All give the same results to rounding.
 enum class MlaKernelChoice : int {
-  kAuto = 0,     // the faster one measured on H200: sm90 for bf16 KV at H >= 64, else mma.sync
-                 // for bf16 KV, wgmma for FP8 KV
+  kAuto = 0,     // the faster one measured on H200: sm90 for bf16 KV at H >= 64 and for FP8 KV
+                 // at H >= 64 with max_batch <= 16, else mma.sync for bf16 KV, wgmma for FP8 KV
   kMmaSync = 1,  // mma.sync m16n8k16 (sm_80 instructions), ldmatrix from padded row-major tiles;
                  // at <= 32 heads also the mla_bf16 kernels instead of the memory-bound one
                  // (mla_decode_mem.cu, every other choice at (512, 64))
   kWgmma = 2,    // wgmma (sm_90a) from chunk-major tiles, P from registers
-  // H >= 64, bf16 KV, max_batch <= 400 (else as kAuto): TMA + wgmma, warp-specialised, 64-token
-  // tiles (mla_decode_sm90.cuh). Launches with a block size other than 16, 32 or a multiple of 64
-  // run the kAuto kernel instead.
+  // H >= 64, max_batch <= 400 for bf16 KV, <= 300 for FP8 (else as kAuto): TMA + wgmma,
+  // warp-specialised, 64-token tiles (mla_decode_sm90.cuh). Launches with a block size other than
+  // 16, 32 or a multiple of 64 run the kAuto kernel instead.
   kSm90 = 3,
 };
 

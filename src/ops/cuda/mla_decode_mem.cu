@@ -2,8 +2,9 @@
 // FP8 e4m3 latent KV at (L, R) = (512, 64).
 //
 // CTA = 8 warps. The CTA's 32-token tiles (the same contiguous share of the batch's tiles as the
-// mla_bf16 kernels) stream into a ring of shared-memory stages with one cp.async.bulk per token
-// row (padded rows: conflict-free fragment loads), completing on the stage's "full" mbarrier; the
+// mla_bf16 kernels) stream into a ring of shared-memory stages by cp.async.bulk (bf16: one per
+// token row, padded rows for conflict-free fragment loads; FP8: one per run of rows contiguous in
+// the pool, 656-byte rows need no padding), completing on the stage's "full" mbarrier; the
 // warps that read a stage release it on its "empty" mbarrier and their leader refills it. No
 // block-wide barrier in the main loop. (A separate producer warp would make 9 warps: 3 on one
 // SM sub-partition, which caps registers at 168 and spills the 128 accumulators.)
@@ -36,116 +37,13 @@
 
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
+#include "ops/cuda/mla_decode_mem_layout.cuh"
 
 namespace helix::cuda::mla_mem {
 namespace {
 
 using namespace detail;
-
-constexpr int kConsumerWarps = 8;
-constexpr int kConsumers = 32 * kConsumerWarps;
-constexpr int kThreads = kConsumers;
-constexpr int kKSteps = W / 16;                   // 36 k-steps of the score GEMM
-constexpr int kQFragBytes = kKSteps * 512;        // A fragments of 16 heads, [k-step][lane][4 regs]
-constexpr int kMergeRegs = 128 + 4;               // O fragments + (m, d) of two rows
-constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state (the other: the Q buffer)
-// Score exchange between the two column-half warps of a worker: [worker][ch][parity][8 x 32]
-// floats. Shares the merge buffer (used only at sequence ends, fenced by consumers_sync).
-constexpr int kXchgBytes = 4 * 2 * 2 * 256 * 4;
-static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
-static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
-constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
-
-template <bool kFp8>
-struct Cfg {
-  static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
-  static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
-  static constexpr int kStages = kFp8 ? 6 : 5;
-  static constexpr int kStageBytes = kTile * kRowStride;
-  static constexpr int kQOff = kStages * kStageBytes;
-  static constexpr int kMergeOff = kQOff + kQFragBytes;
-  static constexpr int kQinvOff = kMergeOff + kMergeBytes;  // FP8: 2^-e per head row (16 floats)
-  static constexpr int kBarOff = kQinvOff + 64;             // full[kStages], empty[kStages]
-  static constexpr int kCumOff = kBarOff + 16 * kStages;    // s_cum[B + 1], then s_len[B]
-  static size_t smem_bytes(int max_batch) {
-    return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
-  }
-  static_assert((kRowStride / 16) % 2 == 1, "odd 16-byte row stride: conflict-free fragments");
-  static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
-};
-
-// 2^e, exactly, for e in [-126, 127].
-__device__ __forceinline__ float pow2i(int e) {
-  return __int_as_float((127 + e) << 23);
-}
-// ex with x < 2^ex <= 2 x for a normal x > 0 (frexp's exponent); subnormals: -126.
-__device__ __forceinline__ int exp_above(float x) {
-  return ((__float_as_int(x) >> 23) & 0xff) - 126;
-}
-
-__device__ __forceinline__ void consumers_sync() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
-}
-// The A fragments of the query's 16 heads (rows past H zero) for all 36 k-steps, in the order the
-// consumers read them (one 16-byte load per lane and k-step). FP8: latent k-steps in fp16,
-// permuted to the byte pairs of the cvt (k-step 4 j + i, k 2t + u / 2t + 8 + u: dim
-// 64 j + 16 t + 4 i + u / + 2), each head scaled by 2^e (qinv[head] = 2^-e); needs a
-// consumers_sync between the exponents and their use (the caller's sync after it covers qinv).
-template <bool kFp8>
-__device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_t* qbuf,
-                                        float* qinv, int ctid) {
-  const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
-  if constexpr (kFp8) {
-    // max |q latent| per head: 16 threads per head, 32 dims each
-    const int hl = ctid >> 4, part = ctid & 15, h = group * 16 + hl;
-    float mx = 0.f;
-    if (h < a.num_heads) {
-      const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W + part * 32;
-#pragma unroll
-      for (int i = 0; i < 32; ++i) mx = fmaxf(mx, fabsf(__bfloat162float(qh[i])));
-    }
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (part == 0) {
-      // max in [2^13, 2^14) after scaling; 0 or not finite: unscaled
-      const int e = mx > 0.f && mx <= 3.4e38f ? min(max(14 - exp_above(mx), -120), 120) : 0;
-      qinv[hl] = pow2i(-e);
-      qinv[16 + hl] = pow2i(e);
-    }
-    consumers_sync();
-  }
-  constexpr int kWords = kKSteps * 128;
-  static_assert(kWords % kConsumers == 0, "whole rounds");
-#pragma unroll
-  for (int i = 0; i < kWords / kConsumers; ++i) {  // all loads in flight at once
-    const int idx = ctid + kConsumers * i;
-    const int ks = idx >> 7, ln = (idx >> 2) & 31, r = idx & 3;
-    const int gg = ln >> 2, tt = ln & 3;
-    const int row = gg + 8 * (r & 1), khi = r >> 1;
-    const bool perm = kFp8 && ks < L / 16;
-    int d0, d1;
-    if (perm) {  // a0/a1: bytes 0, 1; a2/a3: bytes 2, 3 of word ks & 3 of the lane's 16 B
-      d0 = 64 * (ks >> 2) + 16 * tt + 4 * (ks & 3) + 2 * khi;
-      d1 = d0 + 1;
-    } else {
-      d0 = 16 * ks + 2 * tt + 8 * khi;
-      d1 = d0 + 1;
-    }
-    const int h = group * 16 + row;
-    uint32_t v = 0;
-    if (h < a.num_heads) {
-      const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W;
-      const float x0 = __bfloat162float(qh[d0]), x1 = __bfloat162float(qh[d1]);
-      if (perm) {
-        const float sc = qinv[16 + row];
-        v = pack_f16(x0 * sc, x1 * sc);
-      } else {
-        v = pack_bf16(x0, x1);
-      }
-    }
-    qbuf[idx] = v;
-  }
-}
+using namespace split;
 
 template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
@@ -181,8 +79,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   // Loads: lane l of a warp copies token l of a tile (one bulk copy per row). The first kStages
   // tiles are issued by warps 0.. (one tile each, so their block-table lookups overlap); tile
   // jj + kStages by the leader warp of the team that consumed tile jj, once the team released it.
+  // Unpadded rows (FP8: 656 bytes, an odd number of 16-byte units) land in one bulk copy per run
+  // of a tile's rows that are contiguous in the pool (within one block: a whole 32-token tile at
+  // block 64); a copy per row costs the copy engine ~40 ns per request whatever its size, which
+  // capped the 656-byte rows at ~0.45 of copy bandwidth. Padded rows (bf16): a copy per row.
+  constexpr bool kRuns = C::kRowStride == C::kRowBytes;
   struct Slot {
     int blk, off;  // block id (a global load, first used at issue) and offset in the block
+    int n;         // rows this lane copies from there (0: a later row of a run another lane copies)
   };
   auto lookup = [&](int jt) -> Slot {
     const int tile = t_begin + jt;
@@ -196,17 +100,26 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     }
     const int len = s_len[lo];
     int pos = (tile - s_cum[lo]) * kTile + lane;
-    if (pos >= len) pos = len - 1;  // a valid row: masked in the scores, finite in P.V
-    return {a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size],
-            pos % a.block_size};
+    int n = 1;
+    if (pos >= len) {
+      pos = len - 1;  // a valid row: masked in the scores, finite in P.V
+    } else if constexpr (kRuns) {
+      const int off = pos % a.block_size;
+      n = lane == 0 || off == 0 ? min(min(kTile - lane, a.block_size - off), len - pos) : 0;
+    }
+    const int blk =
+        n > 0 ? a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size]
+              : 0;
+    return {blk, pos % a.block_size, n};
   };
   auto issue = [&](int jt, Slot sl) {
     const int s = jt % C::kStages;
     if (lane == 0) mbar_expect_tx(full_bar(s), kTile * C::kRowBytes);
     __syncwarp();
     const int64_t row = static_cast<int64_t>(sl.blk) * a.block_size + sl.off;
-    bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
-              C::kRowBytes, full_bar(s));
+    if (sl.n > 0)
+      bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
+                sl.n * C::kRowBytes, full_bar(s));
   };
   if (warp < C::kStages && warp < n_tiles) issue(warp, lookup(warp));
 
@@ -248,11 +161,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     for (int jj = j + team; jj < j + cnt; jj += 2) {
       const int s = jj % C::kStages;
       const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
-      Slot next{0, 0};
+      Slot next{0, 0, 0};
       if (refill) next = lookup(jj + C::kStages);
+      // A parity wait only tells the last two phases apart: first make sure the stage's previous
+      // tile was released (so this full phase is the next one), else a warp running ahead of a
+      // load that lands late would pass on the previous tile's phase parity.
+      if (jj >= C::kStages)
+        mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
-      if (tok0 < len) {
+      if (kAblate != 3 && tok0 < len) {
         const uint32_t tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
         // 1. scores S[16 heads, 16 tokens] (two n-tiles), two accumulation chains each
         float sc[2][4];
@@ -273,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
             // This warp's half of the k-steps (the partner warp does the other half).
             const int ks0 = ch * (kKSteps / 2);
 #pragma unroll
-            for (int k0 = 0; k0 < kKSteps / 2; k0 += 3) {
+            for (int k0 = 0; k0 < (kAblate == 4 ? 0 : kKSteps / 2); k0 += 3) {
               uint4 qa[3];
               uint32_t kb[3][4];
 #pragma unroll
@@ -294,9 +212,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           } else {
             // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
             const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
-            // This warp's half of the latent dims; column half 0 also takes the rope part.
+            float sf[2][kChains][4];
 #pragma unroll
-            for (int s4 = 0; s4 < L / 128; ++s4) {
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int c = 0; c < kChains; ++c)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
+                  // This warp's half of the latent dims; column half 0 also takes the rope part.
+#pragma unroll
+            for (int s4 = 0; s4 < (kAblate == 4 ? 0 : L / 128); ++s4) {
               const int s64 = ch * (L / 128) + s4;
               const uint4 w0 = lds128(k_addr + 64 * s64);
               const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
@@ -307,8 +232,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
               for (int i = 0; i < 4; ++i) {
-                mma_f16(sa[0][i & 1], qa[i], e4m3x2_lo_to_f16(wa[i]), e4m3x2_hi_to_f16(wa[i]));
-                mma_f16(sa[1][i & 1], qa[i], e4m3x2_lo_to_f16(wb[i]), e4m3x2_hi_to_f16(wb[i]));
+                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
+                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
               }
             }
             // rope (bf16) into the second chain's place, scaled separately
@@ -319,18 +244,20 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
             const uint32_t r_addr =
                 tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-            if (ch == 0) {
-              uint4 qa[R / 16];
-              uint32_t kb[R / 16][4];
+            {  // half of the rope k-steps each (the exchange sums the halves)
+              constexpr int kR = R / 32;
+              uint4 qa[kR];
+              uint32_t kb[kR][4];
 #pragma unroll
-              for (int kr = 0; kr < R / 16; ++kr) {
-                qa[kr] = lds128(q_addr + (L / 16 + kr) * 512);
-                ldsm_x4(kb[kr], r_addr + kr * 32);
+              for (int i = 0; i < kR; ++i) {
+                const int kr = ch * kR + i;
+                qa[i] = lds128(q_addr + (L / 16 + kr) * 512);
+                ldsm_x4(kb[i], r_addr + kr * 32);
               }
 #pragma unroll
-              for (int kr = 0; kr < R / 16; ++kr) {
-                mma(sp[0], qa[kr], kb[kr][0], kb[kr][1]);
-                mma(sp[1], qa[kr], kb[kr][2], kb[kr][3]);
+              for (int i = 0; i < kR; ++i) {
+                mma(sp[0], qa[i], kb[i][0], kb[i][1]);
+                mma(sp[1], qa[i], kb[i][2], kb[i][3]);
               }
             }
 #pragma unroll
@@ -341,8 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                     lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
 #pragma unroll
               for (int e = 0; e < 4; ++e)
-                sc[n][e] =
-                    fmaf((sa[n][0][e] + sa[n][1][e]) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
+                sc[n][e] = fmaf(chain_sum(sf[n], e) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
             }
           }
         }
@@ -355,7 +281,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           for (int n = 0; n < 2; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+          if constexpr (kAblate != 5)
+            asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
 #pragma unroll
           for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -454,7 +381,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           }
         }
         // 3. O[16, 256 columns of half ch] += P . V
-        if constexpr (!kFp8) {
+        if constexpr (kAblate == 2) {
+          acc[0][0] += __uint_as_float(pa.x & 1);  // keep pa live
+        } else if constexpr (!kFp8) {
           const uint32_t v_addr = tile + ch * (L / 2) * 2 + (lane >> 4) * 16 +
                                   ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStride;
 #pragma unroll
@@ -473,10 +402,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
           // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
           const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
 #pragma unroll
-          for (int G0 = 0; G0 < 8; G0 += 4) {
-            uint32_t w[4][4];
+          for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
+            uint32_t w[kPvBatch][4];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < kPvBatch; ++i) {
               const uint32_t va = v_addr + 32 * (G0 + i);
               w[i][0] = lds32(va);
               w[i][1] = lds32(va + C::kRowStride);
@@ -484,7 +413,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
               w[i][3] = lds32(va + 9 * C::kRowStride);
             }
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < kPvBatch; ++i) {
               const int G = G0 + i;
               // x: (token 2t, 2t + 1) of byte 0 | of byte 1; y: bytes 2 | 3 (rows 2t + 8, 2t + 9:
               // _23)
@@ -492,10 +421,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
                              y01 = prmt(w[i][0], w[i][1], 0x7362);
               const uint32_t x23 = prmt(w[i][2], w[i][3], 0x5140),
                              y23 = prmt(w[i][2], w[i][3], 0x7362);
-              mma_f16(acc[4 * G + 0], pa, e4m3x2_lo_to_f16(x01), e4m3x2_lo_to_f16(x23));
-              mma_f16(acc[4 * G + 1], pa, e4m3x2_hi_to_f16(x01), e4m3x2_hi_to_f16(x23));
-              mma_f16(acc[4 * G + 2], pa, e4m3x2_lo_to_f16(y01), e4m3x2_lo_to_f16(y23));
-              mma_f16(acc[4 * G + 3], pa, e4m3x2_hi_to_f16(y01), e4m3x2_hi_to_f16(y23));
+              mma_f16(acc[4 * G + 0], pa, cvt_lo(x01), cvt_lo(x23));
+              mma_f16(acc[4 * G + 1], pa, cvt_hi(x01), cvt_hi(x23));
+              mma_f16(acc[4 * G + 2], pa, cvt_lo(y01), cvt_lo(y23));
+              mma_f16(acc[4 * G + 3], pa, cvt_hi(y01), cvt_hi(y23));
             }
           }
         }

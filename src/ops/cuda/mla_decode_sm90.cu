@@ -23,30 +23,32 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
   return fn;
 }
 
-size_t smem_for(int max_batch) {
-  return kFixedBytes + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
+size_t smem_for(int max_batch, bool fp8) {
+  return kFixedBytes + (fp8 ? kScaleBytes : 0) + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
 }
 
 }  // namespace
 
 bool eligible(int heads, int kv_lora_rank, int rope_dim, bool fp8, int max_batch) {
-  return heads >= 64 && kv_lora_rank == kL && rope_dim == kR && !fp8 && max_batch <= kMaxBatch;
+  return heads >= 64 && kv_lora_rank == kL && rope_dim == kR &&
+         max_batch <= (fp8 ? kMaxBatchFp8 : kMaxBatch);
 }
 
 bool block_ok(int block_size) {
   return block_size == 16 || block_size == 32 || (block_size > 0 && block_size % 64 == 0);
 }
 
-cudaError_t prepare(int heads, int max_batch, size_t* smem, int* ctas_per_group) {
+cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_per_group) {
   if (!encoder()) return cudaErrorNotSupported;
-  *smem = smem_for(max_batch);
-  cudaError_t err = cudaFuncSetAttribute(
-      mla_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
+  *smem = smem_for(max_batch, fp8);
+  const auto kernel = fp8 ? mla_sm90_kernel<true> : mla_sm90_kernel<false>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(*smem));
   int dev = 0, sms = 0, per_sm = 0;
   if (err == cudaSuccess) err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (err == cudaSuccess)
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mla_sm90_kernel, kThreads, *smem);
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, *smem);
   if (err != cudaSuccess) return err;
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
   const int groups = (heads + kHeads - 1) / kHeads;
@@ -54,29 +56,50 @@ cudaError_t prepare(int heads, int max_batch, size_t* smem, int* ctas_per_group)
   return cudaSuccess;
 }
 
-cudaError_t launch(const Args& a, dim3 grid, size_t smem, cudaStream_t stream) {
+cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
   const auto encode = encoder();
   if (!encode || !block_ok(a.block_size)) return cudaErrorNotSupported;
-  // The pool as a 2D bf16 tensor [rows, 576]: a box is 64 columns (128 bytes, one swizzle row) x
-  // up to 64 tokens of one block. The row count is not known here; TMA only reads the boxes the
-  // block table names, so it is set to the coordinate range.
+  // The pool as a 2D tensor [rows, 576] of bf16 (FP8: [rows, 656] of bytes): a box is 128 bytes
+  // of a row (one swizzle row) x up to 64 tokens of one block. The row count is not known here;
+  // TMA only reads the boxes the block table names, so it is set to the coordinate range.
   CUtensorMap map;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(kW), cuuint64_t{1} << 31};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(kW) * 2};
-  const cuuint32_t box[2] = {64,
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(fp8 ? kFp8RowBytes : kW),
+                              cuuint64_t{1} << 31};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(fp8 ? kFp8RowBytes : kW * 2)};
+  const cuuint32_t box[2] = {fp8 ? 128u : 64u,
                              static_cast<cuuint32_t>(a.block_size < kTile ? a.block_size : kTile)};
   const cuuint32_t elem_strides[2] = {1, 1};
-  if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<uint8_t*>(a.kv_pool), dims,
-             strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+  if (encode(&map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+             const_cast<uint8_t*>(a.kv_pool), dims, strides, box, elem_strides,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorInvalidValue;
-  mla_sm90_kernel<<<grid, kThreads, smem, stream>>>(map, a);
-  cudaError_t err = cudaGetLastError();
+  // Both launches with programmatic dependent launch (graph-capturable): each kernel's launch
+  // overlaps the tail of the one before, and waits for it (griddepcontrol.wait) before it reads
+  // global memory.
+  cudaLaunchAttribute pdl[1];
+  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = pdl;
+#ifndef HELIX_SM90_NO_PDL  // ablation builds only
+  cfg.numAttrs = 1;
+#endif
+  cudaError_t err = fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_kernel<true>, map, a)
+                        : cudaLaunchKernelEx(&cfg, mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;
-  const dim3 cgrid(a.batch, a.num_heads);
-  mla_sm90_combine_kernel<<<cgrid, kCombineThreads, 8 * static_cast<size_t>(a.ctas_per_group),
-                            stream>>>(a);
-  return cudaGetLastError();
+  cfg.gridDim = dim3(a.batch, a.num_heads);
+  cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
+  if (a.batch <= kCombineSmallBatch) {
+    cfg.blockDim = dim3(512);
+    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512>, a);
+  }
+  cfg.blockDim = dim3(128);
+  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128>, a);
 }
 
 }  // namespace helix::cuda::mla_sm90

@@ -1,5 +1,5 @@
 #pragma once
-// The Hopper MLA decode kernel for many heads (H >= 64, L 512, R 64, bf16 latent KV): the
+// The Hopper MLA decode kernel for many heads (H >= 64, L 512, R 64, bf16 or FP8 latent KV): the
 // compute-bound case (see mla_decode_bf16.h for the contract). Included by mla_decode_sm90.cu.
 //
 // CTA = 64 query heads (one wgmma M) x a contiguous range of the batch's 64-token tiles (the
@@ -19,8 +19,12 @@
 //     from registers, the other's from shared memory). While one warpgroup rescales or runs its
 //     softmax the other's MMAs keep the tensor cores busy.
 // At a sequence boundary the CTA writes the finished sequence (final, or a partial for the
-// combine kernel) and loads the next query. Rows of a tile past the sequence's end are zeroed
-// in shared memory before the P.V MMAs (they may hold anything, NaN included; their P is 0).
+// combine kernel) and loads the next query (cp.async, all pieces in flight). FP8 KV
+// (mla_decode_sm90_fp8.cuh): the raw e4m3 chunks are widened to this same bf16 layout in shared
+// memory by three more producer warps, the token scales applied per score column and folded
+// into P. Both kernels go out with programmatic dependent launch (mla_decode_sm90.cu). Rows of a
+// tile past the sequence's end are zeroed in shared memory before the P.V MMAs (they may hold
+// anything, NaN included; their P is 0).
 #include <cuda.h>  // CUtensorMap (type only; the encoder is fetched through the runtime)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -36,7 +40,11 @@ namespace helix::cuda::mla_sm90 {
 using mla_bf16::Args;
 
 constexpr int kL = 512, kR = 64, kW = kL + kR;
-constexpr int kTile = 64;                 // tokens per KV tile
+constexpr int kTile = 64;  // tokens per KV tile
+// The split over CTAs cuts the batch into units of two tiles (a consumer pair), at least one per
+// CTA: a CTA whose range crosses a sequence boundary then gets even-sized pieces (only a
+// sequence's last tile can be alone), not a half-idle pair on each side of the boundary.
+constexpr int kUnit = 2 * kTile;
 constexpr int kHeads = 64;                // heads per CTA
 constexpr int kChunks = kW / 64;          // 64-column chunks of a row: 8 latent + 1 rope
 constexpr int kChunkBytes = kTile * 128;  // [64 rows x 128 B], 128B-swizzled
@@ -51,8 +59,11 @@ constexpr int kPOff = kKvOff + kStages * kStageBytes;  // P of a pair's two tile
 constexpr int kPBytes = kHeads * 128;                  // [64 heads x 64 tokens] bf16
 constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a / b: [2][64] f32
 constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
-constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3]
-constexpr int kCumOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);
+constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3], raw[2][4]
+constexpr int kRawBarOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);  // FP8 raw chunks
+constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;                        // bf16: s_cum[B + 1]
+constexpr int kScaleOff = kCumOff;  // FP8: scales [2][64] f32, then s_cum
+constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
 
 // Named barriers (0 is __syncthreads).
@@ -67,6 +78,10 @@ enum : int {
 // Parts of a stage with their own readers, each refilled once its last reader is done: the rope
 // chunk (the scores only), latent columns 0..255 (V_L) and 256..511 (V_R).
 enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
+
+}  // namespace helix::cuda::mla_sm90
+#include "ops/cuda/mla_decode_sm90_fp8.cuh"  // uses the constants above
+namespace helix::cuda::mla_sm90 {
 
 using mla_combine::seq_tokens;
 // Tokens of the tile at tok0 (kTile, fewer at a sequence's tail).
@@ -103,33 +118,45 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
 
 // Scores of one tile into s: Q rope (registers) . K rope first (that chunk is refilled and read
 // first; scale_d 0 starts the sum), committed as its own group, then after_rope(), then Q latent
-// (smem) . K latent; each chunk's MMAs wait for that chunk's TMA.
-template <class F>
-__device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
-                                           uint32_t full_bar, uint32_t parity,
+// (smem) . K latent; each chunk's MMAs wait for that chunk's TMA. FP8: the rope part goes to sr
+// (it is not scaled by the token's scale; scale_mask adds it), the latent chunks are read in
+// the order the converters widen them (highest first).
+template <bool kFp8, class F>
+__device__ __forceinline__ void score_mmas(float (&s)[32], float (&sr)[32], uint32_t q_base,
+                                           uint32_t k_base, uint32_t full_bar, uint32_t parity,
                                            const uint32_t (&qpe)[4][4], F&& after_rope) {
   wg_fence();
   mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    wgmma_m64n64k16_rs(
-        s, qpe[kk], desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024), kk != 0);
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t db = desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024);
+    if constexpr (kFp8)
+      wgmma_m64n64k16_rs(sr, qpe[kk], db, kk != 0);
+    else
+      wgmma_m64n64k16_rs(s, qpe[kk], db, kk != 0);
+  }
   wg_commit();
   after_rope();
 #pragma unroll
-  for (int c = 0; c < kL / 64; ++c) {
+  for (int cc = 0; cc < kL / 64; ++cc) {
+    const int c = kFp8 ? kL / 64 - 1 - cc : cc;
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
       wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024), 1);
+                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024),
+                         kFp8 && cc == 0 && kk == 0 ? 0 : 1);
   }
   wg_commit();
 }
 
-// Masked, scaled scores (log2 domain) and their row maxima over the quad.
-__device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, float scale_log2,
-                                           float& mx0, float& mx1) {
+// Masked, scaled scores (log2 domain) and their row maxima over the quad. FP8: the latent part
+// times the column's token scale (sc: the tile's [64] scales in shared memory) plus the rope
+// part sr.
+template <bool kFp8>
+__device__ __forceinline__ void scale_mask(float (&s)[32], const float (&sr)[32], int valid, int t,
+                                           float scale_log2, const float* sc, float& mx0,
+                                           float& mx1) {
   mx0 = -INFINITY;
   mx1 = -INFINITY;
 #pragma unroll
@@ -137,7 +164,8 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int col = 8 * j + 2 * t + (e & 1);
-      const float v = tail_score(col, valid, s[4 * j + e], scale_log2);
+      const float x = kFp8 ? s[4 * j + e] * sc[col] + sr[4 * j + e] : s[4 * j + e];
+      const float v = tail_score(col, valid, x, scale_log2);
       s[4 * j + e] = v;
       if (e < 2)
         mx0 = fmaxf(mx0, v);
@@ -151,9 +179,12 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, flo
 }
 
 // P = 2^(s - m) into bf16 A fragments (registers) and the swizzled smem tile for the other
-// warpgroup; returns this thread's part of the row sums.
+// warpgroup; returns this thread's part of the row sums. FP8: the fragments hold P times the
+// column's token scale (the sums do not).
+template <bool kFp8>
 __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uint32_t (&p)[4][4],
-                                         uint8_t* sp, int r0, int t, float& sum0, float& sum1) {
+                                         uint8_t* sp, int r0, int t, const float* sc, float& sum0,
+                                         float& sum1) {
   sum0 = 0.f;
   sum1 = 0.f;
 #pragma unroll
@@ -164,8 +195,14 @@ __device__ __forceinline__ void exp_pack(float (&s)[32], float m0, float m1, uin
     s[4 * j + 3] = exp2_fast(s[4 * j + 3] - m1);
     sum0 += s[4 * j] + s[4 * j + 1];
     sum1 += s[4 * j + 2] + s[4 * j + 3];
-    const uint32_t lo = pack_bf16(s[4 * j], s[4 * j + 1]);
-    const uint32_t hi = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
+    float c0 = 1.f, c1 = 1.f;
+    if constexpr (kFp8) {
+      const float2 c = *reinterpret_cast<const float2*>(sc + 8 * j + 2 * t);
+      c0 = c.x;
+      c1 = c.y;
+    }
+    const uint32_t lo = pack_bf16(s[4 * j] * c0, s[4 * j + 1] * c1);
+    const uint32_t hi = pack_bf16(s[4 * j + 2] * c0, s[4 * j + 3] * c1);
     p[j / 2][(j & 1) * 2] = lo;
     p[j / 2][(j & 1) * 2 + 1] = hi;
     // K-major 128B swizzle; r0 & 7 == (r0 + 8) & 7.
@@ -193,7 +230,7 @@ __device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t
 
 // One consumer warpgroup's whole loop (WG 0 or 1: separate code, so no path mixes the two
 // warpgroups' in-flight MMAs).
-template <int WG>
+template <int WG, bool kFp8>
 __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int* s_cum,
                                          uint32_t bar_base, int t_begin, int t_end, int n_tiles,
                                          int cb, int ck, int cta, int group) {
@@ -212,6 +249,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   uint8_t* s_p = smem + kPOff;
   float* s_m = reinterpret_cast<float*>(smem + kMOff);
   float* s_l = reinterpret_cast<float*>(smem + kLOff);
+  const float* s_sc = reinterpret_cast<const float*>(smem + kScaleOff);  // FP8 only
   const uint32_t q_u32 = smem_u32(s_q), kv_u32 = smem_u32(s_kv), p_u32 = smem_u32(s_p);
   const int h_base = group * kHeads;
 
@@ -221,6 +259,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
 
   float o[128];
   float s[32];
+  float sr[32];  // FP8: the rope part of the scores
   uint32_t qpe[4][4];
   uint32_t p[4][4];
   int pending_stage = -1;  // WG0: stage of tile b whose P.V is still in flight (released later)
@@ -236,7 +275,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   int i = 0;  // CTA-local tile index
   while (i < n_tiles) {
     const int len = seq_tokens(a, cb);
-    const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
+    const int seq_tiles = (len + kTile - 1) / kTile;
     const int seg_n = (seq_tiles - ck) < (n_tiles - i) ? (seq_tiles - ck) : (n_tiles - i);
     // ---- new sequence: its query (latent part to smem, rope part to registers) ----
     if constexpr (WG == 0) {
@@ -247,12 +286,14 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     {
       const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
       const int64_t qrow0 = static_cast<int64_t>(cb) * a.num_heads;
+      // Asynchronous copies: all 16 pieces of a thread in flight at once (rows past the heads
+      // zero-filled from a valid address).
       for (int x = tid; x < kHeads * (kL / 8); x += kConsumerThreads) {
         const int r = x >> 6, j = x & 63;  // row, 16-byte piece
         const int h = h_base + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (h < a.num_heads) v = *reinterpret_cast<const uint4*>(q + (qrow0 + h) * kW + 8 * j);
-        *reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7)) = v;
+        const bool ok = h < a.num_heads;
+        cp_async16(smem_u32(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7)),
+                   q + (qrow0 + (ok ? h : 0)) * kW + 8 * j, ok ? 16u : 0u);
       }
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
@@ -264,6 +305,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
               h < a.num_heads ? *reinterpret_cast<const uint32_t*>(q + (qrow0 + h) * kW + col) : 0u;
         }
     }
+    cp_async_wait_all();
     fence_async_smem();
     bar_sync(kBarConsumers, kConsumerThreads);
 #pragma unroll
@@ -282,7 +324,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
         // V_L part there, not after the whole S_a (+2-4% at 64K).
-        score_mmas(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
+        score_mmas<kFp8>(s, sr, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
           if (pending_stage >= 0) {
             wg_wait<1>();
             release_pending();
@@ -292,12 +334,12 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         release_pending();
         release(sa, kPartRope);
         float mx0, mx1;
-        scale_mask(s, va, t, a.scale_log2, mx0, mx1);
+        scale_mask<kFp8>(s, sr, va, t, a.scale_log2, s_sc + sa * kTile, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
         const float f0 = exp2_fast(m_0 - n0), f1 = exp2_fast(m_1 - n1);
         bar_sync(kBarP0Free, kConsumerThreads);
         float sum0, sum1;
-        exp_pack(s, n0, n1, p, s_p, r0, t, sum0, sum1);
+        exp_pack<kFp8>(s, n0, n1, p, s_p, r0, t, s_sc + sa * kTile, sum0, sum1);
         if (t == 0) {
           s_m[r0] = n0;
           s_m[r0 + 8] = n1;
@@ -326,6 +368,12 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
           pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
           pending_stage = sb;  // released after the next wait
+          if constexpr (kFp8) {
+            // FP8: the next tile b's raw chunks land in this V_L part; free it now rather than
+            // one score MMA later (the widening after the load is on the critical path).
+            wg_wait<0>();
+            release_pending();
+          }
         } else {
           wg_wait<0>();
           release(sa, kPartL);
@@ -333,10 +381,10 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
-          score_mmas(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
+          score_mmas<kFp8>(s, sr, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
           wg_wait<0>();
           release(sb, kPartRope);
-          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
+          scale_mask<kFp8>(s, sr, vb, t, a.scale_log2, s_sc + sb * kTile, mx0, mx1);
         }
         bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
         const float a0 = s_m[r0], a1 = s_m[r0 + 8];
@@ -344,7 +392,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         n1 = fmaxf(a1, mx1);
         if (has_b) {
           bar_sync(kBarP1Free, kConsumerThreads);
-          exp_pack(s, n0, n1, p, s_p + kPBytes, r0, t, sum0, sum1);
+          exp_pack<kFp8>(s, n0, n1, p, s_p + kPBytes, r0, t, s_sc + sb * kTile, sum0, sum1);
           if (t == 0) {
             s_m[kHeads + r0] = n0;
             s_m[kHeads + r0 + 8] = n1;
@@ -432,88 +480,75 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
 }
 
+}  // namespace helix::cuda::mla_sm90
+#include "ops/cuda/mla_decode_sm90_producer.cuh"
+namespace helix::cuda::mla_sm90 {
+
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1)
     mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
   extern __shared__ __align__(1024) uint8_t smem[];
   const int tid = threadIdx.x;
   if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();  // swizzle atoms need 1024 B
-  int* s_cum = reinterpret_cast<int*>(smem + kCumOff);
-  const uint32_t bar_base = smem_u32(smem + kBarOff);
-  auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
-  auto empty_bar = [&](int s, int part) {
-    return bar_base + 8 * (kStages * kChunks + 3 * s + part);
-  };
+  int* s_cum = reinterpret_cast<int*>(smem + kCumOff + (kFp8 ? kScaleBytes : 0));
+  // full[2][9], empty[2][3] (see the producer), FP8 raw chunk c of stage s: raw_base + 8 (4 s + c)
+  const uint32_t bar_base = smem_u32(smem + kBarOff), raw_base = smem_u32(smem + kRawBarOff);
   const int warp = tid >> 5, lane = tid & 31;
   const int cta = blockIdx.x, group = blockIdx.y;
 
-  if (warp == 0) mla_combine::tile_prefix_sums<kTile>(a, s_cum, nullptr, lane);
   if (tid == 32) {
-    for (int i = 0; i < kStages * kChunks; ++i) mbar_init(bar_base + 8 * i, 1);
+    // FP8: a latent chunk is full when the converter warps have widened it.
+    for (int i = 0; i < kStages * kChunks; ++i)
+      mbar_init(bar_base + 8 * i, kFp8 && i % kChunks != kChunks - 1 ? kConvWarps : 1);
+    for (int i = 0; i < kStages * 4; ++i) mbar_init(raw_base + 8 * i, 1);
     for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
       mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
+  if (tid == 256)
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
+                 : "memory");
+  // Launched with programmatic dependent launch: the kernel before may still run until here
+  // (nothing above reads global memory). Then the combine kernel may be scheduled: it waits for
+  // this grid to finish before it reads the partials.
+  grid_dep_wait();
+  grid_dep_launch();
+  if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
   __syncthreads();
   mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
-  const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
-  int cb = tr.cb, ck = tr.ck;  // the first tile: sequence, tile within it
+  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
+  int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
+  // Tiles of the range: every piece but the last ends with its sequence.
+  int n_tiles = 0;
+  for (int b = cb, k = tr.ck, u = t_begin; u < t_end; ++b, k = 0) {
+    const int take =
+        s_cum[b + 1] - s_cum[b] - k < t_end - u ? s_cum[b + 1] - s_cum[b] - k : t_end - u;
+    const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
+    n_tiles += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
+    u += take;
+  }
 
   if (warp >= 8) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    // The other producer threads leave (kept waiting, they slowed the kernel by a third).
-    if (warp != 8 || lane != 0) return;
-    {
-      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
-                   : "memory");
-      const int bs = a.block_size;
-      const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
-      const uint32_t kv_smem = smem_u32(smem + kKvOff);
-      for (int i = 0; i < n_tiles; ++i) {
-        const int s = i & 1;
-        const int len = seq_tokens(a, cb);
-        const int tok0 = ck * kTile;
-        const int valid = tile_valid(len, tok0);
-        const int nbox = (valid + box - 1) / box;
-        int rows[kTile / 16];  // block sizes >= 16
-        const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
-#pragma unroll
-        for (int x = 0; x < kTile / 16; ++x) {
-          const int tok = tok0 + x * box;
-          rows[x] = x < nbox ? table[tok / bs] * bs + tok % bs : 0;
-        }
-        const uint32_t dst = kv_smem + s * kStageBytes;
-        const uint32_t parity = ((i >> 1) - 1) & 1;
-        // Rope chunk first (free first, read first), then V_L, then V_R. A part's barrier wait
-        // also means this CTA's full barriers of those chunks are past the stage's last fill.
-        for (int cc = 0; cc < kChunks; ++cc) {
-          const int c = cc == 0 ? kChunks - 1 : cc - 1;
-          const int part = cc == 0 ? kPartRope : cc <= 4 ? kPartL : kPartR;
-          if (i >= kStages && (cc == 0 || cc == 1 || cc == 5))
-            mbar_wait(empty_bar(s, part), parity);
-          const uint32_t fb = full_bar(s) + 8 * c;
-          mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
-#pragma unroll
-          for (int x = 0; x < kTile / 16; ++x)
-            if (x < nbox)
-              tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
-        }
-        if (++ck >= s_cum[cb + 1] - s_cum[cb]) {
-          ck = 0;
-          ++cb;
-          while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
-        }
+    if constexpr (kFp8) {
+      if (warp >= 9) {
+        fp8_converter(a, smem, s_cum, bar_base, raw_base, warp - 9, lane, n_tiles, cb, ck);
+        return;
       }
     }
+    // The other producer threads leave (kept waiting, they slowed the kernel by a third).
+    if (warp != 8 || lane != 0) return;
+    producer<kFp8>(kv_map, a, smem, s_cum, bar_base, raw_base, n_tiles, cb, ck);
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   // Through a shuffle so the compiler sees the role warp-uniform.
   if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
-    consumer<0>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+    consumer<0, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
   else
-    consumer<1>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+    consumer<1, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
 }
 
 }  // namespace helix::cuda::mla_sm90

@@ -123,4 +123,33 @@ __device__ __forceinline__ float tail_score(int pos, int len, float s, float sca
   return pos < len ? s * scale_log2 : -INFINITY;
 }
 
+// ---- cp.async (16 bytes, zero-filled when src_bytes is 0) ----
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+// 4 bytes (zero-filled when src_bytes is 0).
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, uint32_t src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
+               : "memory");
+}
+// Arrives on the mbarrier once this thread's earlier cp.async copies have landed (the pending
+// count is raised first, so the barrier's phase waits for them).
+__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+// ---- programmatic dependent launch ----
+// Waits for the grids this one depends on (complete, memory visible); a no-op without PDL.
+__device__ __forceinline__ void grid_dep_wait() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+// Lets the dependent grid be scheduled (it still waits in grid_dep_wait for this one to finish).
+__device__ __forceinline__ void grid_dep_launch() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
 }  // namespace helix::cuda::ptx

@@ -1,0 +1,121 @@
+#pragma once
+// The producer side of the sm90 MLA decode kernel (mla_decode_sm90.cuh): the TMA thread's loop
+// over a CTA's tiles and, for FP8 KV, the converter warps' loop (mla_decode_sm90_fp8.cuh). Both
+// walk the tiles as the consumers do: tile i in stage i & 1, sequences in order, empty ones
+// skipped.
+namespace helix::cuda::mla_sm90 {
+
+// FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's).
+__device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
+                                              uint32_t bar_base, uint32_t raw_base, int cw,
+                                              int lane, int n_tiles, int cb, int ck) {
+  for (int i = 0; i < n_tiles; ++i) {
+    const int s = i & 1;
+    const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
+    const int len = seq_tokens(a, cb);
+    const int tok0 = ck * kTile;
+    const int valid = tile_valid(len, tok0);
+    convert_tile(
+        smem + kKvOff + s * kStageBytes, cw, lane, valid,
+        [&](int c) { mbar_wait(raw_base + 8 * (4 * s + c), full_par); },
+        [&] {
+          if (i >= kStages)
+            mbar_wait(bar_base + 8 * (kStages * kChunks + 3 * s + kPartR), empty_par);
+        },
+        [&](int c) {
+          mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c));
+          mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c + 1));
+        });
+    if (++ck >= (len + kTile - 1) / kTile) {
+      ck = 0;
+      ++cb;
+      while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+    }
+  }
+}
+
+// The TMA thread (warp 8, lane 0): each tile's pool rows from the block table (one box per
+// block piece of up to 64 tokens), then its chunks, each part of a stage once its readers
+// released it (parities of the stage's previous fill).
+template <bool kFp8>
+__device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& a, uint8_t* smem,
+                                         const int* s_cum, uint32_t bar_base, uint32_t raw_base,
+                                         int n_tiles, int cb, int ck) {
+  auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
+  auto empty_bar = [&](int s, int part) {
+    return bar_base + 8 * (kStages * kChunks + 3 * s + part);
+  };
+  const int bs = a.block_size;
+  const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
+  const uint32_t kv_smem = smem_u32(smem + kKvOff);
+  for (int i = 0; i < n_tiles; ++i) {
+    const int s = i & 1;
+    const int len = seq_tokens(a, cb);
+    const int tok0 = ck * kTile;
+    const int valid = tile_valid(len, tok0);
+    const int nbox = (valid + box - 1) / box;
+    int rows[kTile / 16];  // block sizes >= 16
+    const int32_t* table = a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq;
+#pragma unroll
+    for (int x = 0; x < kTile / 16; ++x) {
+      const int tok = tok0 + x * box;
+      rows[x] = x < nbox ? table[tok / bs] * bs + tok % bs : 0;
+    }
+    const uint32_t dst = kv_smem + s * kStageBytes;
+    const uint32_t parity = ((i >> 1) - 1) & 1;
+    if constexpr (kFp8) {
+      // k_pe (bytes 512..639) into the rope slot, then the 4 raw e4m3 chunks into slots 0..3
+      // (the V_L part; the converters widen them, see mla_decode_sm90_fp8.cuh).
+      for (int cc = 0; cc < 5; ++cc) {
+        if (i >= kStages && cc < 2) mbar_wait(empty_bar(s, cc == 0 ? kPartRope : kPartL), parity);
+        if (cc == 1) {
+          // The tile's token scales (0 past the end) into this stage's slot (last read
+          // before the V_L part was released); raw chunk 3's barrier also waits for them, so
+          // the arrive goes before that barrier's expect_tx.
+          const uint32_t sc_dst = smem_u32(smem + kScaleOff) + s * kTile * 4;
+#pragma unroll
+          for (int x = 0; x < kTile / 16; ++x) {
+            if (x * box >= kTile) break;
+            for (int rr = 0; rr < box; ++rr) {
+              const int r = x * box + rr;
+              const int64_t prow = r < valid ? static_cast<int64_t>(rows[x]) + rr : 0;
+              cp_async4(sc_dst + 4 * r, a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff,
+                        r < valid ? 4u : 0u);
+            }
+          }
+          cp_async_mbar_arrive(raw_base + 8 * (4 * s + 3));
+        }
+        const int slot = cc == 0 ? kChunks - 1 : cc - 1;
+        const uint32_t fb =
+            cc == 0 ? full_bar(s) + 8 * (kChunks - 1) : raw_base + 8 * (4 * s + cc - 1);
+        mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+#pragma unroll
+        for (int x = 0; x < kTile / 16; ++x)
+          if (x < nbox)
+            tma_load_2d(dst + slot * kChunkBytes + x * box * 128, &kv_map,
+                        cc == 0 ? kL : 128 * (cc - 1), rows[x], fb);
+      }
+    } else {
+      // Rope chunk first (free first, read first), then V_L, then V_R. A part's barrier wait
+      // also means this CTA's full barriers of those chunks are past the stage's last fill.
+      for (int cc = 0; cc < kChunks; ++cc) {
+        const int c = cc == 0 ? kChunks - 1 : cc - 1;
+        const int part = cc == 0 ? kPartRope : cc <= 4 ? kPartL : kPartR;
+        if (i >= kStages && (cc == 0 || cc == 1 || cc == 5)) mbar_wait(empty_bar(s, part), parity);
+        const uint32_t fb = full_bar(s) + 8 * c;
+        mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
+#pragma unroll
+        for (int x = 0; x < kTile / 16; ++x)
+          if (x < nbox)
+            tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
+      }
+    }
+    if (++ck >= (len + kTile - 1) / kTile) {
+      ck = 0;
+      ++cb;
+      while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+    }
+  }
+}
+
+}  // namespace helix::cuda::mla_sm90
