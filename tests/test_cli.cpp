@@ -260,6 +260,21 @@ TEST(CliErrors, BadFlags) {
                     {"KV cache out of memory"}, "--kv-blocks 1");
 }
 
+// An engine that fails at start (here a bad --dtype, found when the engine loads, after the port
+// is bound) must end the server with exit 2 and the error, not leave its listener running: it once
+// hung whenever the failure beat the listener thread to its start. Repeated to catch that race.
+TEST(CliErrors, ServeExitsWhenTheEngineFailsAtStart) {
+  for (int i = 0; i < 5; ++i) {
+    Result r = run_helix({"serve", "--model", "models/tiny", "--dtype", "float64", "--host",
+                          "127.0.0.1", "--port", "0"});
+    EXPECT_EQ(r.signal, 0) << r.err;
+    ASSERT_EQ(r.exit_code, 2) << "attempt " << i << " (124: it hung)\n" << r.err;
+    auto lines = lines_of(r.err);
+    ASSERT_FALSE(lines.empty());
+    EXPECT_EQ(lines.back().rfind("error: ", 0), 0u) << lines.back();
+  }
+}
+
 // ---- text: tokenize, detokenize, generate --prompt --------------------------------------------
 
 // The fixture's texts: [prompt, HF tokenizers' decode of transformers' greedy ids].

@@ -1,5 +1,7 @@
 #include "server/http_server.h"
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -366,7 +368,11 @@ void serve(const ServeConfig& sc, const EngineConfig& ec) {
   }
   std::printf("helix serve: listening on http://%s:%d\n", sc.host.c_str(), port);
   std::fflush(stdout);
-  std::thread http([&] { svr.listen_after_bind(); });
+  std::atomic<bool> http_done{false};
+  std::thread http([&] {
+    svr.listen_after_bind();
+    http_done = true;
+  });
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::exception_ptr err;
@@ -377,6 +383,9 @@ void serve(const ServeConfig& sc, const EngineConfig& ec) {
     err = std::current_exception();
   }
   while (!err && !g_signalled) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // stop() does nothing before the listener runs (an engine that fails at once got here first and
+  // the listener then accepted forever): wait for it to run, or to have ended, then stop it.
+  while (!svr.is_running() && !http_done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   svr.stop();
   http.join();
   if (err) std::rethrow_exception(err);
