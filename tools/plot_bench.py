@@ -81,15 +81,17 @@ def plot_mla_cuda(d):
     fig.savefig(os.path.join(d, "mla_decode_cuda.png"), dpi=110)
 
 
-def plot_mla_bf16(d):
-    """bench_mla_decode_bf16.json (+ mla_torch_baseline.json from the same device command):
-    left, 128 heads in TFLOP/s against the measured bf16 GEMM rate; right, 16 heads as a fraction
-    of the measured copy bandwidth, bf16 and FP8 KV."""
-    j = load(d, "bench_mla_decode_bf16.json")
-    if not j:
+def plot_mla_bf16(d, benches=("bench_mla_decode_bf16.json",), torch="mla_torch_baseline.json",
+                  png="mla_decode_bf16.png"):
+    """bench_mla_decode_bf16 JSON files of one device command (+ the PyTorch baseline of the same
+    command): left, 128 heads in TFLOP/s against the measured bf16 GEMM rate; right, 16 heads as a
+    fraction of the measured copy bandwidth, bf16 and FP8 KV."""
+    js = [x for x in (load(d, f) for f in benches) if x]
+    if not js:
         return
-    t = load(d, "mla_torch_baseline.json") or {"cases": []}
-    cases = j["cases"]
+    j = js[0]
+    t = load(d, torch) or {"cases": []}
+    cases = [c for x in js for c in x["cases"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for b, style in ((1, ":"), (8, "-."), (32, "-"), (64, "--")):
         for kv, mark in (("bf16", "o"), ("fp8_e4m3", "s")):
@@ -121,7 +123,7 @@ def plot_mla_bf16(d):
     a1.legend(fontsize=6, ncol=2)
     a2.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(os.path.join(d, "mla_decode_bf16.png"), dpi=110)
+    fig.savefig(os.path.join(d, png), dpi=110)
 
 
 def plot_mla_sm90(d):
@@ -178,6 +180,10 @@ def main():
     plot_helix(d)
     plot_mla_cuda(d)
     plot_mla_bf16(d)
+    # Session 4's acceptance run of the merged tree (scripts/mla_accept.sh, one device call).
+    plot_mla_bf16(d, ("bench_mla_decode_bf16_s4_accept_h128.json",
+                      "bench_mla_decode_bf16_s4_accept_h16.json"),
+                  "mla_torch_baseline_s4_accept_h128.json", "mla_decode_s4_accept.png")
     plot_mla_sm90(d)
     plot_serve(d)
     print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])
