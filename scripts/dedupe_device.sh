@@ -18,12 +18,7 @@ BENCH=${BENCH:-}
 DEVDEPS=${DEVDEPS:-.devdeps}
 mkdir -p "$OUT" "$B"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader
-if ! pkg-config --exists libpcre2-8 2> /dev/null; then
-  for f in "$DEVDEPS"/*.deb; do dpkg -x "$f" /tmp/pfx; done
-  export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx
-  export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
-  export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-fi
+. scripts/devdeps_env.sh "$DEVDEPS"
 # configure TREE BUILD BENCH_ON
 configure() {
   cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH="$3" \

@@ -23,12 +23,7 @@ if [ -n "$SLICE" ]; then
   python3 tools/make_slice.py --out /tmp/slice-verify --format "$SLICE" > "$OUT/make_slice.log" 2>&1 &
   SLICE_PID=$!
 fi
-if ! pkg-config --exists libpcre2-8 2>/dev/null || ! pkg-config --exists cpp-httplib 2>/dev/null; then
-  for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/pfx; done
-  export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx
-  export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
-  export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-fi
+. scripts/devdeps_env.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # What `helix serve` would need here (cpp-httplib's pkg-config requires these dev packages).
 echo "serve deps: $(for m in cpp-httplib openssl zlib libbrotlidec; do pkg-config --exists $m 2> /dev/null && printf '%s ' "$m:yes" || printf '%s ' "$m:no"; done)"

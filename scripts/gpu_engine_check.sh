@@ -10,12 +10,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-engine}
 mkdir -p "$OUT"
-if ! pkg-config --exists libpcre2-8 2>/dev/null && ls .devdeps/*.deb > /dev/null 2>&1; then
-  for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/pfx; done
-  export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx
-  export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
-  export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-fi
+. scripts/devdeps_env.sh
 FIX="fp32_qnull fp32_qlora_yarn_legacy fp32_qlora_yarn_v5 bf16_qlora bf16_qnull_legacy fp32_skewed
 fp16_bias_noshared_legacy fp32_wide tiny_kjv"
 drift=

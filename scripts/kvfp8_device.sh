@@ -10,12 +10,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-kvfp8}
 mkdir -p "$OUT"
-if ! pkg-config --exists libpcre2-8 2>/dev/null && ls .devdeps/*.deb > /dev/null 2>&1; then
-  for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/pfx; done
-  export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx
-  export PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
-  export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-fi
+. scripts/devdeps_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_WERROR=ON -DHELIX_BENCH=OFF \
   -DHELIX_MPI=OFF -DHELIX_SANITIZE_TESTS=OFF > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }

@@ -14,11 +14,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu -
 NEED="$BIN/bench_mla_decode_bf16"; [ "${TESTS:-1}" = 1 ] && NEED="$NEED $BIN/helix_cuda_tests"
 if ! ls $NEED > /dev/null 2>&1 || ldd $NEED | grep -q "not found"; then
   echo "building on the device"
-  if ! pkg-config --exists libpcre2-8 2>/dev/null && ls .devdeps/*.deb > /dev/null 2>&1; then
-    for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/pfx; done
-    export PKG_CONFIG_SYSROOT_DIR=/tmp/pfx PKG_CONFIG_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu/pkgconfig
-    export LD_LIBRARY_PATH=/tmp/pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  fi
+  . scripts/devdeps_env.sh
   BIN=/tmp/b-mla128
   cmake -S . -B "$BIN" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_MPI=OFF > "$OUT/cmake.log" 2>&1
   ninja -C "$BIN" -j16 helix_cuda_tests bench_mla_decode_bf16 > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
