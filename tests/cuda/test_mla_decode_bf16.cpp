@@ -526,13 +526,14 @@ TEST(MlaDecodeBf16Cuda, MemKernelEdges) {
 
 // The memory-bound kernel's loads: FP8 rows land in one bulk copy per run of a tile's rows inside
 // one block, which must stop at block edges (blocks smaller and larger than the 32-token tile, odd
-// sizes) and at the sequence end (the rows past it hold NaN); bf16 rows (a copy per row) alike.
+// sizes) and at the sequence end (the rows past it hold NaN); bf16 rows alike (a copy per row;
+// at blocks of 32, 64, 128 whole tiles by TMA, NaN rows included, zeroed before P.V).
 // Many CTAs: most hold one or two tiles, every sequence spans several (the combine's merge).
 TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   unsigned seed = kSeed + 500;
   for (MlaKvDtype kv : {MlaKvDtype::kFp8E4m3, MlaKvDtype::kBf16})
-    for (int block : {5, 33, 64, 100, 128}) {
+    for (int block : {5, 32, 33, 64, 100, 128}) {
       Case c{16, 512, 64, block, uneven(block, 1500), kv, MlaOutDtype::kFloat32, 0, ++seed};
       c.nan_tail = true;
       run_case(c);
@@ -542,6 +543,11 @@ TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
     c.nan_tail = true;
     run_case(c);
   }
+  // bf16 tiles by TMA (the tensor map passed by value) through graph replays
+  Case g{16, 512, 64, 64, uneven(64, 3000), MlaKvDtype::kBf16, MlaOutDtype::kBf16, 0, ++seed};
+  g.nan_tail = true;
+  g.graph = true;
+  run_case(g);
 }
 
 TEST(MlaDecodeBf16Cuda, BadInput) {

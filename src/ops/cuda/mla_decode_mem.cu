@@ -38,6 +38,7 @@
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
 #include "ops/cuda/mla_decode_mem_layout.cuh"
+#include "ops/cuda/mla_decode_sm90.h"
 
 namespace helix::cuda::mla_mem {
 namespace {
@@ -45,10 +46,13 @@ namespace {
 using namespace detail;
 using namespace split;
 
-template <bool kFp8>
-__global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
-  using C = Cfg<kFp8>;
-  extern __shared__ __align__(128) uint8_t smem[];
+// kTma (bf16, block_size % 32 == 0: a tile's rows are contiguous): tiles by TMA over kv_map
+// (unused otherwise).
+template <bool kFp8, bool kTma>
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_mem_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
+  using C = Cfg<kFp8, kTma>;
+  extern __shared__ __align__(1024) uint8_t smem[];
   int* s_cum = reinterpret_cast<int*>(smem + C::kCumOff);
   const uint32_t ring = smem_u32(smem);
   const uint32_t bars = smem_u32(smem + C::kBarOff);
@@ -56,6 +60,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   auto empty_bar = [&](int s) { return bars + 8 * (C::kStages + s); };
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int cta = blockIdx.x, group = blockIdx.y;
+  if constexpr (kTma) {
+    if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();  // swizzle atoms need 1024 B
+    if (tid == 64)
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
+                   : "memory");
+  }
 
   // The combine kernel may be scheduled now; it waits for this grid's completion and memory.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
@@ -82,8 +92,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   // Unpadded rows (FP8: 656 bytes, an odd number of 16-byte units) land in one bulk copy per run
   // of a tile's rows that are contiguous in the pool (within one block: a whole 32-token tile at
   // block 64); a copy per row costs the copy engine ~40 ns per request whatever its size, which
-  // capped the 656-byte rows at ~0.45 of copy bandwidth. Padded rows (bf16): a copy per row.
-  constexpr bool kRuns = C::kRowStride == C::kRowBytes;
+  // capped the 656-byte rows at ~0.45 of copy bandwidth. bf16 at block sizes that are multiples
+  // of 32 (kTma): 9 TMA boxes of [32 rows x 128 bytes] per tile, lane k < 9 loading box k, with the
+  // 128-byte swizzle (conflict-free fragments, no padding). Other bf16 blocks: a copy per padded
+  // row.
+  constexpr bool kRuns = !kTma && C::kRowStride == C::kRowBytes;
   struct Slot {
     int blk, off;  // block id (a global load, first used at issue) and offset in the block
     int n;         // rows this lane copies from there (0: a later row of a run another lane copies)
@@ -99,9 +112,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
         hi = mid - 1;
     }
     const int len = s_len[lo];
-    int pos = (tile - s_cum[lo]) * kTile + lane;
+    int pos = (tile - s_cum[lo]) * kTile + (kTma ? 0 : lane);
     int n = 1;
-    if (pos >= len) {
+    if constexpr (kTma) {
+      n = lane < C::kBoxes;  // rows past the end are read too (zeroed in P.V's part below)
+    } else if (pos >= len) {
       pos = len - 1;  // a valid row: masked in the scores, finite in P.V
     } else if constexpr (kRuns) {
       const int off = pos % a.block_size;
@@ -117,7 +132,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
     if (lane == 0) mbar_expect_tx(full_bar(s), kTile * C::kRowBytes);
     __syncwarp();
     const int64_t row = static_cast<int64_t>(sl.blk) * a.block_size + sl.off;
-    if (sl.n > 0)
+    if (kTma && sl.n > 0)
+      tma_load_2d(ring + s * C::kStageBytes + lane * C::kBoxBytes, &kv_map, 64 * lane,
+                  static_cast<int>(row), full_bar(s));
+    else if (sl.n > 0)
       bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
                 sl.n * C::kRowBytes, full_bar(s));
   };
@@ -132,6 +150,23 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
   float* qinv = reinterpret_cast<float*>(smem + C::kQinvOff);
   int xpar = 0;  // exchange buffer parity: both warps of a worker count the same chunks
   const uint32_t q_addr = smem_u32(qbuf) + lane * 16;
+  // bf16 fragments: warp (worker, ch) reads 16-byte chunks 4 ch .. 4 ch + 3 of every 128 bytes of
+  // its 16 token rows (K: k-steps 4 m + 2 ch + u; V: columns 64 m + 32 ch ..): offsets in the
+  // stage of box m = 0 for u = 0, 1 (+ m * kBox). kTma: chunk j of row r at (j ^ (r & 7)) * 16 of
+  // the row's 128 bytes.
+  constexpr int kBox = kTma ? C::kBoxBytes : 128;
+  auto frag = [&](int r, int jc) -> uint32_t {
+    return kTma ? r * 128 + sw128(r, jc) : r * C::kRowStride + 16 * jc;
+  };
+  uint32_t k_off[2], v_off[2];
+  {
+    const int kr = 16 * (worker & 1) + (lane >> 4) * 8 + (lane & 7);
+    const int vr = 16 * (worker & 1) + (lane & 7) + ((lane >> 3) & 1) * 8;
+    for (int u = 0; u < 2; ++u) {
+      k_off[u] = frag(kr, 4 * ch + 2 * u + ((lane >> 3) & 1));
+      v_off[u] = frag(vr, 4 * ch + 2 * u + (lane >> 4));
+    }
+  }
 
   float acc[32][4];
   float m_run[2], d_run[2];
@@ -166,12 +201,24 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
       // A parity wait only tells the last two phases apart: first make sure the stage's previous
       // tile was released (so this full phase is the next one), else a warp running ahead of a
       // load that lands late would pass on the previous tile's phase parity.
-      if (jj >= C::kStages)
-        mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
+      if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
       if (kAblate != 3 && tok0 < len) {
-        const uint32_t tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
+        const uint32_t stage = ring + s * C::kStageBytes;
+        [[maybe_unused]] const uint32_t tile = stage + 16 * half * C::kRowStride;  // FP8
+        if constexpr (kTma) {
+          if (tok0 + 16 > len) {
+            // TMA read the rows past the end too (anything, NaN): P is 0 there but 0 . NaN is
+            // not, so zero them in this warp's V chunks (read by no other warp), then order
+            // that before the stage's next TMA fill.
+            for (int r = 16 * half + len - tok0; r < 16 * half + 16; ++r)
+              sts_zero16(stage + (lane >> 2) * C::kBoxBytes + r * 128 +
+                         sw128(r, 4 * ch + (lane & 3)));
+            fence_async_smem();
+            __syncwarp();
+          }
+        }
         // 1. scores S[16 heads, 16 tokens] (two n-tiles), two accumulation chains each
         float sc[2][4];
         float fscale[2][2];  // FP8: per-token scales of this lane's score columns
@@ -184,20 +231,19 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 #pragma unroll
               for (int e = 0; e < 4; ++e) sa[n][c][e] = 0.f;
           if constexpr (!kFp8) {
-            const uint32_t k_addr =
-                tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
             // The shared loads are volatile asm (kept in program order): issue a group's loads
             // together, then its MMAs, so the load latency is paid once per group.
-            // This warp's half of the k-steps (the partner warp does the other half).
-            const int ks0 = ch * (kKSteps / 2);
+            // This warp's half of the k-steps, 4 m + 2 ch + u (the partner warp does the rest).
+            const uint32_t q_ch = q_addr + ch * 2 * 512;
 #pragma unroll
             for (int k0 = 0; k0 < (kAblate == 4 ? 0 : kKSteps / 2); k0 += 3) {
               uint4 qa[3];
               uint32_t kb[3][4];
 #pragma unroll
               for (int i = 0; i < 3; ++i) {
-                qa[i] = lds128(q_addr + (ks0 + k0 + i) * 512);
-                ldsm_x4(kb[i], k_addr + (ks0 + k0 + i) * 32);
+                const int m = (k0 + i) >> 1, u = (k0 + i) & 1;
+                qa[i] = lds128(q_ch + (4 * m + u) * 512);
+                ldsm_x4(kb[i], stage + k_off[u] + m * kBox);
               }
 #pragma unroll
               for (int i = 0; i < 3; ++i) {
@@ -384,13 +430,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
         if constexpr (kAblate == 2) {
           acc[0][0] += __uint_as_float(pa.x & 1);  // keep pa live
         } else if constexpr (!kFp8) {
-          const uint32_t v_addr = tile + ch * (L / 2) * 2 + (lane >> 4) * 16 +
-                                  ((lane & 7) + ((lane >> 3) & 1) * 8) * C::kRowStride;
+          // n-tiles 2p, 2p + 1: chunks 8 (p >> 1) + 4 ch + 2 (p & 1), + 1
 #pragma unroll
           for (int p0 = 0; p0 < 16; p0 += 4) {
             uint32_t vb[4][4];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) ldsm_x4_t(vb[i], v_addr + (p0 + i) * 32);
+            for (int i = 0; i < 4; ++i)
+              ldsm_x4_t(vb[i], stage + v_off[(p0 + i) & 1] + ((p0 + i) >> 1) * kBox);
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
               mma(acc[2 * (p0 + i)], pa, vb[i][0], vb[i][1]);
@@ -529,12 +575,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
         const bool to_bf16 = complete && a.out_bf16;
 #pragma unroll
         for (int n = 0; n < 32; n += 2) {
-          // four consecutive columns per pair of n-tiles (bf16: 8 n + 2t, 8 n + 8 + 2t;
-          // FP8: 32 G + 8 t + {0..3}, + 4)
+          // four consecutive columns per pair of n-tiles (bf16: chunk 8 (n >> 2) + 4 ch + (n & 3)
+          // of 8 columns: 2t, + 8; FP8: 32 G + 8 t + {0..3}, + 4)
           float v[4];
           int c0, c1;
           if constexpr (!kFp8) {
-            c0 = ch * 256 + 8 * n + 2 * t;
+            c0 = 64 * (n >> 2) + 32 * ch + 8 * (n & 3) + 2 * t;
             c1 = c0 + 8;
             v[0] = acc[n][2 * r] * inv;
             v[1] = acc[n][2 * r + 1] * inv;
@@ -570,14 +616,21 @@ __global__ void __launch_bounds__(kThreads, 1) mla_mem_kernel(const Args a) {
 
 template <bool kFp8>
 cudaError_t prepare_t(int max_batch, size_t* smem, int* ctas_per_sm) {
+  static_assert(Cfg<false, true>::kCumOff <= Cfg<false>::kCumOff,
+                "one size fits both bf16 kernels");
   *smem = Cfg<kFp8>::smem_bytes(max_batch);
   cudaError_t cerr = prepare_combine();
   if (cerr != cudaSuccess) return cerr;
-  cudaError_t err = cudaFuncSetAttribute(
-      mla_mem_kernel<kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
+  cudaError_t err =
+      cudaFuncSetAttribute(mla_mem_kernel<kFp8, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(*smem));
+  if (!kFp8 && err == cudaSuccess)
+    err =
+        cudaFuncSetAttribute(mla_mem_kernel<false, true>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
   if (err != cudaSuccess) return err;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_mem_kernel<kFp8>, kThreads,
-                                                       *smem);
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_mem_kernel<kFp8, false>,
+                                                       kThreads, *smem);
 }
 
 }  // namespace
@@ -588,10 +641,21 @@ cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
 }
 
 cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
+  // bf16 tiles by TMA when a tile's 32 rows are contiguous in the pool; the map is encoded on the
+  // host per launch and passed by value, as the sm90 kernel's (graph replays reuse the copy).
+  CUtensorMap map{};
+  bool tma = false;
+  if (!fp8 && a.block_size % kTile == 0) {
+    const cudaError_t err = mla_sm90::encode_kv_map(&map, a.kv_pool, false, kTile);
+    if (err != cudaSuccess && err != cudaErrorNotSupported) return err;
+    tma = err == cudaSuccess;  // no encoder in this driver: padded rows by bulk copies
+  }
   if (fp8)
-    mla_mem_kernel<true><<<grid, kThreads, smem, stream>>>(a);
+    mla_mem_kernel<true, false><<<grid, kThreads, smem, stream>>>(map, a);
+  else if (tma)
+    mla_mem_kernel<false, true><<<grid, kThreads, smem, stream>>>(map, a);
   else
-    mla_mem_kernel<false><<<grid, kThreads, smem, stream>>>(a);
+    mla_mem_kernel<false, false><<<grid, kThreads, smem, stream>>>(map, a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   return launch_combine(a, stream);

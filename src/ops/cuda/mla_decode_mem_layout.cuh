@@ -52,10 +52,16 @@ __device__ __forceinline__ uint32_t cvt_hi(uint32_t x) {
   return e4m3x2_hi_to_f16(x);
 }
 
-template <bool kFp8>
+// kTma (bf16 only): a tile is 9 TMA boxes of [32 rows x 128 bytes] (128-byte swizzle), box k at
+// k * 4096 bytes of the stage; else rows at kRowStride.
+template <bool kFp8, bool kTma = false>
 struct Cfg {
-  static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;        // pool row
-  static constexpr int kRowStride = kFp8 ? 656 : 2 * W + 16;  // odd number of 16-byte units
+  static_assert(!(kFp8 && kTma), "TMA tiles are bf16 only");
+  static constexpr int kRowBytes = kFp8 ? 656 : 2 * W;  // pool row
+  static constexpr int kBoxBytes = kTile * 128;         // kTma: one 128-byte column box
+  static constexpr int kBoxes = 2 * W / 128;            // kTma: 9
+  // by row copies: an odd number of 16-byte units (conflict-free fragments); swizzled: unpadded
+  static constexpr int kRowStride = kFp8 || kTma ? kRowBytes : 2 * W + 16;
   static constexpr int kStages = kFp8 ? MLA_MEM_FP8_STAGES : MLA_MEM_BF16_STAGES;
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
@@ -66,7 +72,10 @@ struct Cfg {
   static size_t smem_bytes(int max_batch) {
     return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
   }
-  static_assert((kRowStride / 16) % 2 == 1, "odd 16-byte row stride: conflict-free fragments");
+  static_assert(kTma || (kRowStride / 16) % 2 == 1,
+                "odd 16-byte row stride: conflict-free fragments");
+  static_assert(!kTma || (kStageBytes % 1024 == 0 && kStageBytes == kBoxes * kBoxBytes),
+                "swizzle atoms of 1024 bytes");
   static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
 };
 

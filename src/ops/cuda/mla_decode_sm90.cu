@@ -56,24 +56,31 @@ cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_
   return cudaSuccess;
 }
 
-cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
+cudaError_t encode_kv_map(CUtensorMap* map, const uint8_t* kv_pool, bool fp8, int box_rows) {
   const auto encode = encoder();
-  if (!encode || !block_ok(a.block_size)) return cudaErrorNotSupported;
-  // The pool as a 2D tensor [rows, 576] of bf16 (FP8: [rows, 656] of bytes): a box is 128 bytes
-  // of a row (one swizzle row) x up to 64 tokens of one block. The row count is not known here;
-  // TMA only reads the boxes the block table names, so it is set to the coordinate range.
-  CUtensorMap map;
+  if (!encode) return cudaErrorNotSupported;
+  // A box is 128 bytes of a row (one swizzle row) x box_rows tokens of one block. The row count is
+  // not known here; TMA only reads the boxes the block table names, so it is set to the coordinate
+  // range.
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(fp8 ? kFp8RowBytes : kW),
                               cuuint64_t{1} << 31};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(fp8 ? kFp8RowBytes : kW * 2)};
-  const cuuint32_t box[2] = {fp8 ? 128u : 64u,
-                             static_cast<cuuint32_t>(a.block_size < kTile ? a.block_size : kTile)};
+  const cuuint32_t box[2] = {fp8 ? 128u : 64u, static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t elem_strides[2] = {1, 1};
-  if (encode(&map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
-             const_cast<uint8_t*>(a.kv_pool), dims, strides, box, elem_strides,
+  if (encode(map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+             const_cast<uint8_t*>(kv_pool), dims, strides, box, elem_strides,
              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
+  if (!block_ok(a.block_size)) return cudaErrorNotSupported;
+  CUtensorMap map;
+  const cudaError_t merr =
+      encode_kv_map(&map, a.kv_pool, fp8, a.block_size < kTile ? a.block_size : kTile);
+  if (merr != cudaSuccess) return merr;
   // Both launches with programmatic dependent launch (graph-capturable): each kernel's launch
   // overlaps the tail of the one before, and waits for it (griddepcontrol.wait) before it reads
   // global memory.
