@@ -25,13 +25,13 @@ wait $P1 || { grep -m20 -B2 -A10 "error" "$OUT/build_new.log"; tail -20 "$OUT/bu
 wait $P2 || { grep -m20 -B2 -A10 "error" "$OUT/build_base.log"; echo "base build failed"; }
 echo "builds: $((SECONDS - t0)) s"
 t0=$SECONDS
-/tmp/b-memtma/helix_cuda_tests --gtest_filter='MlaDecodeBf16Cuda.*' > "$OUT/tests.log" 2>&1
+/tmp/b-memtma/tests/helix_cuda_tests --gtest_filter='MlaDecodeBf16Cuda.*' > "$OUT/tests.log" 2>&1
 echo "MLA tests rc $? ($((SECONDS - t0)) s)"
 grep -E "^\[ *(OK|FAILED|PASSED) *\]|tests ran" "$OUT/tests.log" | tail -25
 echo "worst rel_l2 out: $(grep -o 'rel_l2 out [^ ]*' "$OUT/tests.log" | awk '{print $3}' | sort -g | tail -1)"
 for round in 1 2; do
   for v in base new; do
-    bin=/tmp/b-memtma$([ $v = base ] && echo -base)/bench_mla_decode_bf16
+    bin=/tmp/b-memtma$([ $v = base ] && echo -base)/bench/bench_mla_decode_bf16
     [ -x "$bin" ] || continue
     echo "== $v round $round"
     "$bin" --heads 16 --batches 8 32 64 --contexts 16384 65536 131072 --skip-1m \

@@ -2,12 +2,14 @@
 // FP8 e4m3 latent KV at (L, R) = (512, 64).
 //
 // CTA = 8 warps. The CTA's 32-token tiles (the same contiguous share of the batch's tiles as the
-// mla_bf16 kernels) stream into a ring of shared-memory stages by cp.async.bulk (bf16: one per
-// token row, padded rows for conflict-free fragment loads; FP8: one per run of rows contiguous in
-// the pool, 656-byte rows need no padding), completing on the stage's "full" mbarrier; the
-// warps that read a stage release it on its "empty" mbarrier and their leader refills it. No
-// block-wide barrier in the main loop. (A separate producer warp would make 9 warps: 3 on one
-// SM sub-partition, which caps registers at 168 and spills the 128 accumulators.)
+// mla_bf16 kernels) stream into a ring of shared-memory stages by cp.async.bulk (bf16 at block
+// sizes that are multiples of 32: 9 2D TMA boxes of [32 rows x 128 bytes] per tile, 128-byte
+// swizzle; other bf16 blocks: one copy per token row, padded rows for conflict-free fragment loads;
+// FP8: one per run of rows contiguous in the pool, 656-byte rows need no padding), completing on
+// the stage's "full" mbarrier; the warps that read a stage release it on its "empty" mbarrier and
+// their leader refills it. No block-wide barrier in the main loop. (A separate producer warp would
+// make 9 warps: 3 on one SM sub-partition, which caps registers at 168 and spills the 128
+// accumulators.)
 //
 // Warp w: column half ch = w & 1 (256 of the 512 latent columns); worker w >> 1 owns the 16-token
 // half (worker & 1) of every other tile of a sequence (team worker >> 1). The two warps of a worker
@@ -37,6 +39,7 @@
 
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
+#include "ops/cuda/mla_decode_mem_epilogue.cuh"
 #include "ops/cuda/mla_decode_mem_layout.cuh"
 #include "ops/cuda/mla_decode_sm90.h"
 
@@ -496,34 +499,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int e = 0; e < 4; ++e) acc[n][e] *= u;
       }
     }
-    auto park = [&](float4* p) {
-#pragma unroll
-      for (int n = 0; n < 32; ++n)
-        p[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
-      p[32 * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
-    };
-    auto absorb = [&](const float4* p) {
-      const float4 md = p[32 * 32];
-      const float mo[2] = {md.x, md.y}, dd[2] = {md.z, md.w};
-      float wa[2], wb[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float m_new = fmaxf(m_run[r], mo[r]);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
-        wa[r] = exp2f(m_run[r] - m_use);
-        wb[r] = exp2f(mo[r] - m_use);
-        d_run[r] = d_run[r] * wa[r] + dd[r] * wb[r];
-        m_run[r] = m_new;
-      }
-#pragma unroll
-      for (int n = 0; n < 32; ++n) {
-        const float4 o = p[n * 32];
-        acc[n][0] = acc[n][0] * wa[0] + o.x * wb[0];
-        acc[n][1] = acc[n][1] * wa[0] + o.y * wb[0];
-        acc[n][2] = acc[n][2] * wa[1] + o.z * wb[1];
-        acc[n][3] = acc[n][3] * wa[1] + o.w * wb[1];
-      }
-    };
+    auto park = [&](float4* p) { park_state(p, acc, m_run, d_run); };
+    auto absorb = [&](const float4* p) { absorb_state(p, acc, m_run, d_run); };
     if (j + cnt == n_tiles) {
       // The CTA's last sequence: no tile in flight, the ring is free. Workers 1-3 park their
       // states there at once, worker 0 absorbs them.
@@ -553,59 +530,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     if (worker == 0) {
       const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
-      const int slot = s_cum[cb] <= t_begin ? 0 : 1;
-      const int64_t prow =
-          ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeadGroup;
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int hl = g + 8 * r, h = group * kHeadGroup + hl;
-        if (h >= a.num_heads) continue;
-        const float inv = 1.f / d_run[r];
-        const float lse = (m_run[r] + log2f(d_run[r])) * 0.6931471805599453f;
-        const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
-        if (ch == 0 && t == 0) {
-          if (complete)
-            a.lse[orow] = lse;
-          else
-            a.part_lse[prow + hl] = lse;
-        }
-        float* dst_f =
-            complete ? static_cast<float*>(a.out) + orow * L : a.part_out + (prow + hl) * L;
-        __nv_bfloat16* dst_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
-        const bool to_bf16 = complete && a.out_bf16;
-#pragma unroll
-        for (int n = 0; n < 32; n += 2) {
-          // four consecutive columns per pair of n-tiles (bf16: chunk 8 (n >> 2) + 4 ch + (n & 3)
-          // of 8 columns: 2t, + 8; FP8: 32 G + 8 t + {0..3}, + 4)
-          float v[4];
-          int c0, c1;
-          if constexpr (!kFp8) {
-            c0 = 64 * (n >> 2) + 32 * ch + 8 * (n & 3) + 2 * t;
-            c1 = c0 + 8;
-            v[0] = acc[n][2 * r] * inv;
-            v[1] = acc[n][2 * r + 1] * inv;
-            v[2] = acc[n + 1][2 * r] * inv;
-            v[3] = acc[n + 1][2 * r + 1] * inv;
-          } else {
-            // n-tiles 4G + 2i, 4G + 2i + 1 (i = n/2 % 2): columns 8t + 2i, 8t + 2i + 1 (e = 0) and
-            // + 4 (e = 1)
-            const int G = n >> 2, i = (n >> 1) & 1;
-            c0 = ch * 256 + 32 * G + 8 * t + 2 * i;
-            c1 = c0 + 4;
-            v[0] = acc[n][2 * r] * inv;
-            v[1] = acc[n + 1][2 * r] * inv;
-            v[2] = acc[n][2 * r + 1] * inv;
-            v[3] = acc[n + 1][2 * r + 1] * inv;
-          }
-          if (to_bf16) {
-            *reinterpret_cast<__nv_bfloat162*>(dst_h + c0) = __floats2bfloat162_rn(v[0], v[1]);
-            *reinterpret_cast<__nv_bfloat162*>(dst_h + c1) = __floats2bfloat162_rn(v[2], v[3]);
-          } else {
-            *reinterpret_cast<float2*>(dst_f + c0) = make_float2(v[0], v[1]);
-            *reinterpret_cast<float2*>(dst_f + c1) = make_float2(v[2], v[3]);
-          }
-        }
-      }
+      write_state<kFp8>(a, acc, m_run, d_run, complete, s_cum[cb] <= t_begin ? 0 : 1, cb, group,
+                        cta, ch, g, t);
     }
     j += cnt;
     ++cb;
