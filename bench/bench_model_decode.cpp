@@ -32,12 +32,15 @@ std::vector<int> parse_list(const std::string& s) {
 int main(int argc, char** argv) {
   CLI::App app("Whole-model decode throughput (reserved KV context, timed steps)");
   std::string model, device = "cuda", dtype = "bfloat16", batches = "1,8,64",
-                     contexts = "1024,8192,32768";
+                     contexts = "1024,8192,32768", kv_cache_dtype = "auto";
   int steps = 16, warmup = 3, tpb = 64;
   bool no_graph = false, compare_graph = false;
   app.add_option("--model", model)->required();
   app.add_option("--device", device);
   app.add_option("--dtype", dtype);
+  app.add_option("--kv-cache-dtype", kv_cache_dtype,
+                 "latent KV pool on cuda: auto (the --dtype) or fp8")
+      ->check(CLI::IsMember({"auto", "fp8"}));
   app.add_option("--batches", batches);
   app.add_option("--contexts", contexts);
   app.add_option("--steps", steps);
@@ -61,6 +64,7 @@ int main(int argc, char** argv) {
       const DType act = dtype == "float32" ? DType::F32 : DType::BF16;
       opt.ops = make_cuda_ops(0, act);
       opt.weight_dtype = opt.kv_dtype = act;
+      if (kv_cache_dtype == "fp8") opt.kv_dtype = DType::F8E4M3;
       opt.cuda_graphs = !no_graph;
     }
     const std::vector<int> bs = parse_list(batches), cs = parse_list(contexts);
@@ -97,11 +101,13 @@ int main(int argc, char** argv) {
           std::sort(ms.begin(), ms.end());
           const double step_ms = ms[ms.size() / 2];  // median
           std::printf(
-              "{\"engine\": \"helix\", \"device\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, "
+              "{\"engine\": \"helix\", \"device\": \"%s\", \"dtype\": \"%s\", \"kv_cache\": "
+              "\"%s\", "
+              "\"batch\": %d, "
               "\"context\": %d, \"cuda_graph\": %s, \"sampled_on_device\": %s, \"step_ms\": %.3f, "
               "\"tokens_per_s\": %.1f}\n",
-              device.c_str(), dtype.c_str(), b, c, graph ? "true" : "false",
-              sample ? "true" : "false", step_ms, b * 1000.0 / step_ms);
+              device.c_str(), dtype.c_str(), kv_cache_dtype == "fp8" ? "fp8" : dtype.c_str(), b, c,
+              graph ? "true" : "false", sample ? "true" : "false", step_ms, b * 1000.0 / step_ms);
           std::fflush(stdout);
         }
         for (int r = 0; r < b; ++r) m.kv().free_request(r);
