@@ -1,5 +1,6 @@
 #include "model/deepseek.h"
 
+#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -155,13 +156,8 @@ void DeepseekModel::note_loaded(uint64_t bytes) const {
 DTensor DeepseekModel::up(Tensor&& t) const {
   note_loaded(static_cast<uint64_t>(t.numel()) * sizeof(float));
   if (opt_.round_weights_bf16)  // the experiment's bf16 weights in fp32 arithmetic
-    for (float& v : t.data) {
-      uint32_t u;
-      std::memcpy(&u, &v, 4);
-      if ((u & 0x7fffffffu) <= 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);
-      u &= 0xffff0000u;
-      std::memcpy(&v, &u, 4);
-    }
+    for (float& v : t.data)
+      v = std::bit_cast<float>(static_cast<uint32_t>(bf16_from_float(v)) << 16);
   return ops_->upload(std::move(t), opt_.weight_dtype);
 }
 

@@ -2,6 +2,7 @@
 // Shared by the CUDA tests (test_ops_cuda, test_mla_decode_bf16, test_backend_ops): GPU presence,
 // a checked-call macro, a typed device array, the host bf16 / FP8 E4M3 codecs and the relative L2
 // error every parity check uses.
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -10,6 +11,8 @@
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+
+#include "ops/ops.h"
 
 // A CUDA call that must succeed (fails the test, naming the call and the error).
 #define CUDA_OK(expr)                                                          \
@@ -52,26 +55,16 @@ struct DeviceArray {
   }
 };
 
-// Round to nearest even (finite inputs), as __float2bfloat16_rn.
+// bf16 and E4M3 on the host: the CPU reference's codecs (ops.h, kv_fp8.cpp).
 inline uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
+  return bf16_from_float(f);
+}  // nearest even, as __float2bfloat16_rn
 inline float bf16_value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
 }
-// E4M3 (bias 7, no infinities, 0x7f/0xff NaN) to float.
 inline float fp8_value(uint8_t b) {
-  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
-  float v = e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(1.0f + m / 8.0f, e - 7);
-  if (e == 15 && m == 7) v = std::numeric_limits<float>::quiet_NaN();
-  return s ? -v : v;
-}
+  return fp8_e4m3_to_float(b);
+}  // 0x7f / 0xff: NaN
 
 // ||a - b|| / ||b|| in double (absolute when b is zero); NaN or inf anywhere gives +inf.
 inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
