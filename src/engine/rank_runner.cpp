@@ -254,26 +254,17 @@ class RankRunner {
     std::vector<float> recv(rc[0]);
     comm_.all_to_all_v(send.data(), sc, recv.data(), rc);
     for (int p = 0; p < n; ++p) model_.kv().append(r, p);
-    size_t off = 0;
-    if (model_.kv().layer_pool(0).dtype == DType::F8E4M3) {
-      // An FP8 pool: the context model's fp32 rows go through kv_write, which quantises them
-      // as a decode rank's own prefill would.
-      std::vector<int64_t> slots;
-      for (int p : mine) slots.push_back(model_.kv().slot(r, p));
-      const int L = mc_.kv_lora_rank, R = mc_.qk_rope_head_dim, m = static_cast<int>(mine.size());
-      for (int l = 0; l < NL && m > 0; ++l, off += static_cast<size_t>(m) * W) {
-        const int64_t shape[2] = {m, W};
-        const TensorView rows =
-            TensorView::make(recv.data() + off, DType::F32, Device::cpu(), shape, 2);
-        model_.ops().kv_write(model_.kv().layer_pool(l), rows, W, m, L, R, TensorView{},
-                              slots.data());
-      }
-    } else {
-      for (int l = 0; l < NL; ++l)
-        for (int p : mine) {
-          std::copy(recv.begin() + off, recv.begin() + off + W, model_.kv().row(l, r, p));
-          off += W;
-        }
+    // The context model's fp32 rows go in through kv_write at this rank's slots: copied into an
+    // fp32 pool, quantised into an FP8 one as a decode rank's own prefill would.
+    std::vector<int64_t> slots;
+    for (int p : mine) slots.push_back(model_.kv().slot(r, p));
+    const int L = mc_.kv_lora_rank, R = mc_.qk_rope_head_dim, m = static_cast<int>(mine.size());
+    for (int l = 0; l < NL && m > 0; ++l) {
+      const int64_t shape[2] = {m, W};
+      const TensorView rows = TensorView::make(recv.data() + static_cast<size_t>(l) * m * W,
+                                               DType::F32, Device::cpu(), shape, 2);
+      model_.ops().kv_write(model_.kv().layer_pool(l), rows, W, m, L, R, TensorView{},
+                            slots.data());
     }
     pick(logits, {r});
   }
