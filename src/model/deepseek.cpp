@@ -135,8 +135,9 @@ DeepseekModel::DeepseekModel(const ModelConfig& cfg, const WeightStore& ws, cons
       pool = ops_->alloc({kc.num_layers, kc.max_blocks, kc.tokens_per_block, kc.stride()},
                          opt.kv_dtype);
     } catch (const std::bad_alloc&) {
-      fail("cannot allocate the FP8 KV cache: {} blocks x {} layers x {} tokens x {} bytes",
-           kc.max_blocks, kc.num_layers, kc.tokens_per_block, kc.stride());
+      fail("cannot allocate the {} KV cache: {} blocks x {} layers x {} tokens x {} x {} bytes",
+           dtype_name(opt.kv_dtype), kc.max_blocks, kc.num_layers, kc.tokens_per_block, kc.stride(),
+           dtype_size(opt.kv_dtype));
     }
   }
   kv_ = std::make_unique<KvCache>(kc, std::move(pool));
