@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for the sm90 MLA kernel, session 5: unpacks binaries built on the dev machine
-# (scripts/sm90_prebuild.sh, gzipped into sm90bin/ by scripts/device/sm90_stage.sh), then, as asked:
+# (scripts/sm90_prebuild.sh, gzipped into sm90bin/ by scripts/device/sm90_s5_stage.sh), then, as asked:
 #   TESTS=1  the MLA kernel tests (test_mla, gtest filter $FILTER)
 #   GEMM=1   the bf16 GEMM rate (bench/mla_torch_baseline.py --quick; for the of-GEMM column)
 #   BENCH="bench flags"  every bench_mla* binary with these flags (bench_mla_base = main's build)
