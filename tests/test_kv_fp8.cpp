@@ -63,6 +63,36 @@ TEST(KvFp8Codec, DecodesEveryCode) {
   EXPECT_EQ(fp8_e4m3_to_float(0x01), std::ldexp(1.0f, -9));
 }
 
+// The loader's decode (e4m3 weights, bf16 weights) and the FP8 KV row's decode are one codec
+// (core/float_codec.h): every e4m3 code as a row's latent byte at scale 1 and every bf16 code as
+// its rope part read back with the loader's bits (NaN codes: NaN of the same sign).
+TEST(KvFp8Codec, TheLoaderAndTheKvRowsDecodeEveryCodeAlike) {
+  const int L = 256, R = 65536;
+  std::vector<uint8_t> row(kv_fp8_row_bytes(L, R), 0);
+  for (int c = 0; c < L; ++c) row[c] = static_cast<uint8_t>(c);
+  for (int b = 0; b < R; ++b) {
+    const uint16_t v = static_cast<uint16_t>(b);
+    std::memcpy(row.data() + L + 2 * b, &v, 2);
+  }
+  const float one = 1.0f;
+  std::memcpy(row.data() + L + 2 * R, &one, 4);
+  std::vector<float> back(L + R);
+  kv_fp8_read_row(row.data(), L, R, back.data());
+  auto same = [](float got, float want) {
+    if (std::isnan(want)) return std::isnan(got) && std::signbit(got) == std::signbit(want);
+    return std::bit_cast<uint32_t>(got) == std::bit_cast<uint32_t>(want);
+  };
+  for (int c = 0; c < L; ++c) {
+    const float want = f8e4m3_to_f32(static_cast<uint8_t>(c));
+    EXPECT_TRUE(same(back[c], want)) << "e4m3 code " << c;
+    EXPECT_TRUE(same(fp8_e4m3_to_float(static_cast<uint8_t>(c)), want)) << "e4m3 code " << c;
+    EXPECT_TRUE(same(fp8_e4m3_table()[c], want)) << "e4m3 code " << c;
+  }
+  EXPECT_EQ(std::isnan(f8e4m3_to_f32(0x7f)) + std::isnan(f8e4m3_to_f32(0xff)), 2);
+  for (int b = 0; b < R; ++b)
+    ASSERT_TRUE(same(back[L + b], bf16_to_f32(static_cast<uint16_t>(b)))) << "bf16 code " << b;
+}
+
 TEST(KvFp8Codec, EncodesCodesTiesAndSaturation) {
   int checked = 0;
   auto check = [&](float x) {
