@@ -19,6 +19,7 @@
 #include "model/safetensors.h"
 #include "ops/backend.h"
 #include "ops/ops.h"
+#include "paged_kv_fixture.h"
 
 namespace helix {
 namespace {
@@ -206,42 +207,21 @@ struct DecodeCase {
 void run_decode(Ops& o, const DecodeCase& c, DType pool_dt, const std::vector<float>& lat,
                 const std::vector<float>& q, std::vector<float>* out, std::vector<float>* lse) {
   const int W = c.L + c.R, B = static_cast<int>(c.lens.size());
-  int max_blocks = 1, total_blocks = 0;
-  for (int n : c.lens) max_blocks = std::max(max_blocks, (n + c.block - 1) / c.block);
-  total_blocks = B * max_blocks + 3;
+  std::mt19937 rng(B * 1000 + c.block);  // the physical block order: any, each block used once
+  const test::PagedKv kv = test::paged_kv(c.lens, c.block, 3, rng);
   const int64_t stride = pool_dt == DType::F8E4M3 ? kv_fp8_row_bytes(c.L, c.R) : W;
-  DTensor pool = o.alloc({total_blocks, c.block, stride}, pool_dt);
-  // Blocks in a scrambled order, each used once.
-  std::vector<int> table(total_blocks);
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937(total_blocks));
-  table.resize(static_cast<size_t>(B) * max_blocks);
-  std::vector<int64_t> slots;
-  int tok = 0;
-  for (int b = 0; b < B; ++b)
-    for (int p = 0; p < c.lens[b]; ++p, ++tok)
-      slots.push_back(static_cast<int64_t>(table[b * max_blocks + p / c.block]) * c.block +
-                      p % c.block);
-  slots.push_back(-1);  // a padding token is skipped
-  const int64_t lshape[2] = {tok + 1, W};
+  DTensor pool = o.alloc({kv.num_blocks, c.block, stride}, pool_dt);
+  const int T = static_cast<int>(kv.slots.size());  // with one padding token, which is skipped
+  const int64_t lshape[2] = {T, W};
   const TensorView lv =
       TensorView::make(const_cast<float*>(lat.data()), DType::F32, Device::cpu(), lshape, 2);
-  o.kv_write(pool.view(), lv, W, tok + 1, c.L, c.R, TensorView{}, slots.data());
+  o.kv_write(pool.view(), lv, W, T, c.L, c.R, TensorView{}, kv.slots.data());
   out->assign(static_cast<size_t>(B) * c.heads * c.L, NAN);
   lse->assign(static_cast<size_t>(B) * c.heads, NAN);
   const int64_t qs[3] = {B, c.heads, W}, os[3] = {B, c.heads, c.L}, ls[2] = {B, c.heads};
-  MlaDecodeArgs a;
-  a.batch = B;
-  a.num_heads = c.heads;
-  a.kv_lora_rank = c.L;
-  a.rope_dim = c.R;
-  a.block_size = c.block;
-  a.max_blocks_per_seq = max_blocks;
-  a.scale = 0.125f;
+  MlaDecodeArgs a = test::mla_decode_args(kv, c.lens, c.heads, c.L, c.R, c.block, 0.125f);
   a.q = TensorView::make(const_cast<float*>(q.data()), DType::F32, Device::cpu(), qs, 3);
   a.pool = pool.view();
-  a.block_table_host = table.data();
-  a.seq_lens_host = c.lens.data();
   a.out = TensorView::make(out->data(), DType::F32, Device::cpu(), os, 3);
   a.lse = TensorView::make(lse->data(), DType::F32, Device::cpu(), ls, 2);
   o.mla_decode(a);
