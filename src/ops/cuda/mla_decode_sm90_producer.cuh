@@ -8,8 +8,15 @@ namespace helix::cuda::mla_sm90 {
 // FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's).
 __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
                                               uint32_t bar_base, uint32_t raw_base, int cw,
-                                              int lane, int n_tiles, int cb, int ck) {
-  for (int i = 0; i < n_tiles; ++i) {
+                                              int lane) {
+  int cb = 0, ck = 0, nt = 0;  // the unit's sequence, its tile and tiles left in the unit
+  for (int i = 0, w = 0;; ++i) {
+    if (nt == 0) {
+      const int u = read_unit(smem, w++);
+      if (u < 0) break;
+      cb = seq_of(s_cum, u, cb);
+      nt = unit_tiles(a, s_cum, u, cb, ck);
+    }
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
     const int len = seq_tokens(a, cb);
@@ -26,11 +33,8 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
           mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c));
           mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c + 1));
         });
-    if (++ck >= (len + kTile - 1) / kTile) {
-      ck = 0;
-      ++cb;
-      while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
-    }
+    ++ck;
+    --nt;
   }
 }
 
@@ -40,7 +44,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
 template <bool kFp8>
 __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& a, uint8_t* smem,
                                          const int* s_cum, uint32_t bar_base, uint32_t raw_base,
-                                         int n_tiles, int cb, int ck) {
+                                         const Role& role, int group) {
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
   auto empty_bar = [&](int s, int part) {
     return bar_base + 8 * (kStages * kChunks + 3 * s + part);
@@ -48,7 +52,18 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
   const int bs = a.block_size;
   const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
   const uint32_t kv_smem = smem_u32(smem + kKvOff);
-  for (int i = 0; i < n_tiles; ++i) {
+  int cb = 0, ck = 0, nt = 0;  // as in fp8_converter
+  // Each unit is claimed one step ahead (the atomic's latency hidden behind the loads).
+  int next = claim_unit(a, role, group, 0);
+  for (int i = 0, w = 0;; ++i) {
+    if (nt == 0) {
+      const int u = next;
+      publish_unit(smem, w, u);
+      if (u < 0) break;
+      next = claim_unit(a, role, group, ++w);
+      cb = seq_of(s_cum, u, cb);
+      nt = unit_tiles(a, s_cum, u, cb, ck);
+    }
     const int s = i & 1;
     const int len = seq_tokens(a, cb);
     const int tok0 = ck * kTile;
@@ -110,11 +125,8 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
             tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
       }
     }
-    if (++ck >= (len + kTile - 1) / kTile) {
-      ck = 0;
-      ++cb;
-      while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
-    }
+    ++ck;
+    --nt;
   }
 }
 
