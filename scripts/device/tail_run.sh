@@ -17,15 +17,16 @@ if [ ! -x /tmp/tb/helix_cuda_tests ]; then  # the same MLA tests, without the cm
   echo "test_mla *Mla* rc=$?"; grep -E "^\[  (PASSED|FAILED)|^\[==========\]|Failure" "$OUT/test_mla.log" | head -20
 else
   ldd /tmp/tb/helix_cuda_tests /tmp/tb/test_backend_ops | grep "not found"
-  timeout 240 /tmp/tb/helix_cuda_tests --gtest_filter='*Mla*' > "$OUT/cuda_tests_mla.log" 2>&1
-  echo "helix_cuda_tests *Mla* rc=$?"; grep -E "^\[  (PASSED|FAILED)|^\[==========\]|Failure" "$OUT/cuda_tests_mla.log" | head -20
+  timeout 180 /tmp/tb/helix_cuda_tests --gtest_filter='*Mla*' > "$OUT/cuda_tests_mla.log" 2>&1
+  rc=$?; echo "helix_cuda_tests *Mla* rc=$rc"; [ $rc = 124 ] && { tail -5 "$OUT/cuda_tests_mla.log"; exit 1; }
+  grep -E "^\[  (PASSED|FAILED)|^\[==========\]|Failure" "$OUT/cuda_tests_mla.log" | head -20
   timeout 200 /tmp/tb/test_backend_ops > "$OUT/backend_ops.log" 2>&1
   echo "test_backend_ops rc=$?"; tail -3 "$OUT/backend_ops.log"
 fi
 BENCH=${BENCH:---heads 128 --batches 8 32 64 --contexts 16384 65536 --skip-1m}
 for rep in $(seq 1 ${REPS:-2}); do
   for n in bench_mla_base bench_mla; do
-    timeout 150 /tmp/tb/$n $BENCH --json "$OUT/$n.$rep.json" > "$OUT/$n.$rep.log" 2>&1
+    timeout 90 /tmp/tb/$n $BENCH --json "$OUT/$n.$rep.json" > "$OUT/$n.$rep.log" 2>&1
     echo "== $n rep $rep rc=$?"; grep -E "^ +[0-9]+ +[0-9]+ " "$OUT/$n.$rep.log" | cut -c1-200
   done
 done
