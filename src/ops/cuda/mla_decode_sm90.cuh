@@ -98,6 +98,15 @@ using mla_combine::seq_tokens;
 // stays contiguous (no more sequence boundaries than the static split) and a pair ends together.
 // The pair's second failing claim writes the meet point (for the combine) and zeroes the word
 // for the next launch: graph-stable, no host reset (the plan zeroes it once).
+// Pairs of an active CTA count (the rest walk solo shares); HELIX_SM90_NO_PAIRS (measurement
+// build): none, a static split through the same walk.
+__device__ __forceinline__ int pair_count(int ctas) {
+#ifdef HELIX_SM90_NO_PAIRS
+  return 0 * ctas;
+#else
+  return ctas / 2;
+#endif
+}
 struct Role {
   int mode = 0;  // 0: solo share (static, forward), 1: forward, 2: backward
   int lo = 0, hi = 0, pair = 0;
@@ -107,21 +116,23 @@ __device__ __forceinline__ bool cta_role(const Args& a, const int* s_cum, int ct
   const int total = s_cum[a.batch];
   if (total == 0) return false;
   const int ctas = mla_combine::active_ctas<1>(total, a.ctas_per_group);
-  const int pairs = ctas / 2;
+  const int pairs = pair_count(ctas);
   if (cta < pairs) {
     r.mode = 1;
     r.pair = cta;
   } else if (cta < 2 * pairs) {
     r.mode = 2;
     r.pair = cta - pairs;
-  } else if (cta == 2 * pairs && (ctas & 1)) {
+  } else if (cta < ctas) {  // a solo share: share index = cta
     r.mode = 0;
-    r.pair = pairs;
+    r.lo = mla_combine::cta_begin(cta, total, ctas);
+    r.hi = mla_combine::cta_begin(cta + 1, total, ctas);
+    return true;
   } else {
     return false;
   }
   r.lo = mla_combine::cta_begin(2 * r.pair, total, ctas);
-  r.hi = r.mode == 0 ? total : mla_combine::cta_begin(2 * r.pair + 2, total, ctas);
+  r.hi = mla_combine::cta_begin(2 * r.pair + 2, total, ctas);
   return true;
 }
 // The pairs' claim words [groups][ctas_per_group] (u64), then their meet points (int, same index).
@@ -162,10 +173,10 @@ __device__ __forceinline__ int seq_of(const int* s_cum, int u, int cb) {
   while (s_cum[cb] > u) --cb;
   return cb;
 }
-// Tiles of unit u of sequence cb: the first (within the sequence) and how many (1 or 2).
-__device__ __forceinline__ int unit_tiles(const Args& a, const int* s_cum, int u, int cb,
-                                          int& first) {
-  const int seq_tiles = (seq_tokens(a, cb) + kTile - 1) / kTile;
+// Tiles of unit u of sequence cb (len tokens): the first (within the sequence) and how many (1 or
+// 2). len from the caller: a global load here would sit on the consumers' path every unit.
+__device__ __forceinline__ int unit_tiles(int len, const int* s_cum, int u, int cb, int& first) {
+  const int seq_tiles = (len + kTile - 1) / kTile;
   first = 2 * (u - s_cum[cb]);
   return seq_tiles - first < 2 ? seq_tiles - first : 2;
 }
@@ -416,7 +427,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
 
     for (;;) {  // one unit (a pair of tiles, or a sequence's last tile) per step
       int t0;
-      const bool has_b = unit_tiles(a, s_cum, u, cb, t0) == 2;
+      const bool has_b = unit_tiles(len, s_cum, u, cb, t0) == 2;
       const int ia = i, ib = ia + 1;
       const int sa = ia & 1, sb = ib & 1;
       const uint32_t pha = (ia >> 1) & 1, phb = (ib >> 1) & 1;

@@ -46,12 +46,12 @@ __global__ void __launch_bounds__(kThreads) mla_sm90_combine_kernel(const Args a
     if (threadIdx.x == 0) a.lse[orow] = -INFINITY;
     return;
   }
-  const int ctas = active_ctas<1>(total, a.ctas_per_group), pairs = ctas / 2;
+  const int ctas = active_ctas<1>(total, a.ctas_per_group), pairs = pair_count(ctas);
   const int j_lo = cta_of(s_b, total, ctas), j_hi = cta_of(e_b - 1, total, ctas);  // shares
   const int p_lo = j_lo / 2, p_hi = j_hi / 2 < pairs - 1 ? j_hi / 2 : pairs - 1;
   const int n_pairs = p_hi >= p_lo ? p_hi - p_lo + 1 : 0;
-  const bool solo = (ctas & 1) && j_hi == 2 * pairs;
-  const int n = 2 * n_pairs + (solo ? 1 : 0);  // candidate pieces (<= ctas)
+  const int solo_lo = j_lo > 2 * pairs ? j_lo : 2 * pairs;  // solo shares solo_lo..j_hi
+  const int n = 2 * n_pairs + (j_hi >= solo_lo ? j_hi - solo_lo + 1 : 0);  // pieces (<= ctas)
   const int* meets = meet_points(a);
   float* s_w = mla_combine_dyn;                                             // [n] weights
   int* s_row = reinterpret_cast<int*>(mla_combine_dyn + a.ctas_per_group);  // [n] partial rows
@@ -74,9 +74,9 @@ __global__ void __launch_bounds__(kThreads) mla_sm90_combine_kernel(const Args a
         slot = s_b <= r_lo ? 0 : 1;
       }
     } else {
-      lo = cta_begin(2 * pairs, total, ctas);
-      hi = total;
-      cta = 2 * pairs;
+      cta = solo_lo + i - 2 * n_pairs;  // share = cta
+      lo = cta_begin(cta, total, ctas);
+      hi = cta_begin(cta + 1, total, ctas);
       slot = s_b <= lo ? 0 : 1;
     }
     float l = -INFINITY;

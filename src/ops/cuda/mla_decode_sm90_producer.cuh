@@ -9,17 +9,17 @@ namespace helix::cuda::mla_sm90 {
 __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
                                               uint32_t bar_base, uint32_t raw_base, int cw,
                                               int lane) {
-  int cb = 0, ck = 0, nt = 0;  // the unit's sequence, its tile and tiles left in the unit
+  int cb = 0, ck = 0, nt = 0, len = 0;  // the unit's sequence, its tile, tiles left, tokens
   for (int i = 0, w = 0;; ++i) {
     if (nt == 0) {
       const int u = read_unit(smem, w++);
       if (u < 0) break;
       cb = seq_of(s_cum, u, cb);
-      nt = unit_tiles(a, s_cum, u, cb, ck);
+      len = seq_tokens(a, cb);
+      nt = unit_tiles(len, s_cum, u, cb, ck);
     }
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
-    const int len = seq_tokens(a, cb);
     const int tok0 = ck * kTile;
     const int valid = tile_valid(len, tok0);
     convert_tile(
@@ -52,7 +52,7 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
   const int bs = a.block_size;
   const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
   const uint32_t kv_smem = smem_u32(smem + kKvOff);
-  int cb = 0, ck = 0, nt = 0;  // as in fp8_converter
+  int cb = 0, ck = 0, nt = 0, len = 0;  // as in fp8_converter
   // Each unit is claimed one step ahead (the atomic's latency hidden behind the loads).
   int next = claim_unit(a, role, group, 0);
   for (int i = 0, w = 0;; ++i) {
@@ -62,10 +62,10 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
       if (u < 0) break;
       next = claim_unit(a, role, group, ++w);
       cb = seq_of(s_cum, u, cb);
-      nt = unit_tiles(a, s_cum, u, cb, ck);
+      len = seq_tokens(a, cb);
+      nt = unit_tiles(len, s_cum, u, cb, ck);
     }
     const int s = i & 1;
-    const int len = seq_tokens(a, cb);
     const int tok0 = ck * kTile;
     const int valid = tile_valid(len, tok0);
     const int nbox = (valid + box - 1) / box;
