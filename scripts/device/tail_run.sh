@@ -4,7 +4,7 @@
 # bench_mla_decode_bf16 by scripts/device/sm90_prebuild.sh on a clean export of main; bench_mla,
 # test_mla: this branch's, same script; helix_cuda_tests, test_backend_ops: this branch's cmake
 # build, optional), runs the MLA tests, then main's bench and the branch's, alternating, REPS times.
-#   OUT=dir [REPS=2] [BENCH="flags"] bash scripts/device/tail_run.sh
+#   OUT=dir [REPS=2] [BENCH="flags"] [BINS="bench_mla_base bench_mla ..."] bash scripts/device/tail_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
@@ -25,7 +25,7 @@ else
 fi
 BENCH=${BENCH:---heads 128 --batches 8 32 64 --contexts 16384 65536 --skip-1m}
 for rep in $(seq 1 ${REPS:-2}); do
-  for n in bench_mla_base bench_mla; do
+  for n in ${BINS:-bench_mla_base bench_mla}; do
     timeout 90 /tmp/tb/$n $BENCH --json "$OUT/$n.$rep.json" > "$OUT/$n.$rep.log" 2>&1
     echo "== $n rep $rep rc=$?"; grep -E "^ +[0-9]+ +[0-9]+ " "$OUT/$n.$rep.log" | cut -c1-200
   done
