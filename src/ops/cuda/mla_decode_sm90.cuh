@@ -163,7 +163,10 @@ __device__ __forceinline__ void publish_unit(uint8_t* smem, int w, int u) {
   reinterpret_cast<volatile int*>(smem + kUnitOff)[w & 3] = u;
   mbar_arrive(smem_u32(smem + kUnitBarOff) + 8 * (w & 3));
 }
-__device__ __forceinline__ int read_unit(const uint8_t* smem, int w) {
+__device__ __forceinline__ int read_unit(const uint8_t* smem, int w, const Role& r) {
+#ifdef HELIX_SM90_LOCAL_WALK  // measurement build (with HELIX_SM90_NO_PAIRS): no ring
+  if (smem != nullptr) return r.lo + w < r.hi ? r.lo + w : -1;
+#endif
   mbar_wait(smem_u32(smem + kUnitBarOff) + 8 * (w & 3), (w >> 2) & 1);
   return reinterpret_cast<const volatile int*>(smem + kUnitOff)[w & 3];
 }
@@ -384,7 +387,10 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
   int i = 0;   // CTA-local tile index
   int w = 0;   // the walk's unit index
   int cb = 0;  // the sequence of the current piece
-  int u = read_unit(smem, w);
+  int u = read_unit(smem, w, role);
+#ifdef HELIX_SM90_UNROLL1
+#pragma unroll 1
+#endif
   while (u >= 0) {
     cb = seq_of(s_cum, u, cb);
     const int len = seq_tokens(a, cb);
@@ -425,6 +431,9 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     float m_0 = -INFINITY, m_1 = -INFINITY;  // running max (log2 domain), rows r0 / r0 + 8
     float l_0 = 0.f, l_1 = 0.f;              // this thread's part of this WG's row sums
 
+#ifdef HELIX_SM90_UNROLL1
+#pragma unroll 1
+#endif
     for (;;) {  // one unit (a pair of tiles, or a sequence's last tile) per step
       int t0;
       const bool has_b = unit_tiles(len, s_cum, u, cb, t0) == 2;
@@ -536,7 +545,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         m_1 = n1;
       }
       i += has_b ? 2 : 1;
-      u = read_unit(smem, ++w);
+      u = read_unit(smem, ++w, role);
       if (u < s_cum[cb] || u >= s_cum[cb + 1]) break;  // the piece ends (u < 0: the walk ends)
       seg_lo = u < seg_lo ? u : seg_lo;
       seg_hi = u > seg_hi ? u : seg_hi;
@@ -642,7 +651,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if constexpr (kFp8) {
       if (warp >= 9) {
-        fp8_converter(a, smem, s_cum, bar_base, raw_base, warp - 9, lane);
+        fp8_converter(a, smem, s_cum, bar_base, raw_base, warp - 9, lane, role);
         return;
       }
     }

@@ -8,11 +8,11 @@ namespace helix::cuda::mla_sm90 {
 // FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's).
 __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
                                               uint32_t bar_base, uint32_t raw_base, int cw,
-                                              int lane) {
+                                              int lane, const Role& role) {
   int cb = 0, ck = 0, nt = 0, len = 0;  // the unit's sequence, its tile, tiles left, tokens
   for (int i = 0, w = 0;; ++i) {
     if (nt == 0) {
-      const int u = read_unit(smem, w++);
+      const int u = read_unit(smem, w++, role);
       if (u < 0) break;
       cb = seq_of(s_cum, u, cb);
       len = seq_tokens(a, cb);
