@@ -157,8 +157,8 @@ __device__ __forceinline__ int claim_unit(const Args& a, const Role& r, int grou
   return -1;
 }
 // The walk's units pass from the producer to the consumer and converter warps through a ring of
-// 4 in shared memory (safe: the producer publishes unit w + 4 after loading unit w + 3, whose
-// stages the readers released after they read unit w + 1).
+// 4 in shared memory (safe: the producer publishes unit w + 4 when unit w + 3's loads start, after
+// unit w + 2's loads, which waited for stages the readers released after they had read unit w).
 __device__ __forceinline__ void publish_unit(uint8_t* smem, int w, int u) {
   reinterpret_cast<volatile int*>(smem + kUnitOff)[w & 3] = u;
   mbar_arrive(smem_u32(smem + kUnitBarOff) + 8 * (w & 3));

@@ -53,6 +53,7 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
   const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
   const uint32_t kv_smem = smem_u32(smem + kKvOff);
   int cb = 0, ck = 0, nt = 0, len = 0;  // as in fp8_converter
+#ifdef HELIX_SM90_LATE_PUBLISH          // measurement build: unit w published at its own loads
   // Each unit is claimed one step ahead (the atomic's latency hidden behind the loads).
   int next = claim_unit(a, role, group, 0);
   for (int i = 0, w = 0;; ++i) {
@@ -61,6 +62,22 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
       publish_unit(smem, w, u);
       if (u < 0) break;
       next = claim_unit(a, role, group, ++w);
+#else
+  // Unit w + 1 is published when unit w's loads start (the readers never wait for it), claimed
+  // one unit before that (the atomic's latency hidden behind the loads); a CTA stops claiming
+  // after its first failing claim.
+  int u = claim_unit(a, role, group, 0);  // always a unit
+  publish_unit(smem, 0, u);
+  int pend = claim_unit(a, role, group, 1), published = -1;
+  for (int i = 0, w = 0;; ++i) {
+    if (nt == 0) {
+      if (w > 0) u = published;
+      if (u < 0) break;
+      publish_unit(smem, w + 1, pend);
+      published = pend;
+      pend = pend >= 0 ? claim_unit(a, role, group, w + 2) : -1;
+      ++w;
+#endif
       cb = seq_of(s_cum, u, cb);
       len = seq_tokens(a, cb);
       nt = unit_tiles(len, s_cum, u, cb, ck);
