@@ -77,17 +77,10 @@ int head_group_for(const MlaPlanDesc& d) {
   return d.num_heads <= 16 ? 16 : d.num_heads <= 32 ? 32 : 64;
 }
 
-// Per (group, CTA): two partial slots of head_group rows, L outputs + 1 lse each; then the sm90
-// walk's claim word and meet point (16 bytes), zeroed by the plan.
-size_t partials_bytes(const MlaPlanDesc& d, int groups, int ctas) {
-  const size_t rows = static_cast<size_t>(groups) * ctas * 2 * head_group_for(d);
-  return (sizeof(float) * rows * (static_cast<size_t>(d.kv_lora_rank) + 1) + 15) / 16 * 16;
-}
-size_t sched_bytes(int groups, int ctas) {
-  return 16 * static_cast<size_t>(groups) * ctas;
-}
+// Per (group, CTA): two partial slots of head_group rows, L outputs + 1 lse each.
 size_t workspace_for(const MlaPlanDesc& d, int groups, int ctas) {
-  return partials_bytes(d, groups, ctas) + sched_bytes(groups, ctas);
+  const size_t rows = static_cast<size_t>(groups) * ctas * 2 * head_group_for(d);
+  return sizeof(float) * rows * (static_cast<size_t>(d.kv_lora_rank) + 1);
 }
 
 // CTAs per head group: enough to fill every SM (and as many as fit per SM), at least one.
@@ -150,15 +143,6 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
     if (err != cudaSuccess) return err;
     p.owns_workspace = true;
   }
-  // The sm90 walk's claim words start at zero (each launch leaves them so).
-  const int ws_ctas = std::max(p.ctas_per_group, p.sm90_ctas_per_group);
-  err =
-      cudaMemset(static_cast<uint8_t*>(p.workspace) + partials_bytes(d, p.num_head_groups, ws_ctas),
-                 0, sched_bytes(p.num_head_groups, ws_ctas));
-  if (err != cudaSuccess) {
-    if (p.owns_workspace) cudaFree(p.workspace);
-    return err;
-  }
   *plan = p;
   return cudaSuccess;
 }
@@ -194,11 +178,9 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   a.out_bf16 = p.out_dtype == MlaOutDtype::kBf16;
   a.lse = p.lse;
   a.part_out = static_cast<float*>(plan.workspace);
-  const int ws_ctas = std::max(plan.ctas_per_group, plan.sm90_ctas_per_group);
-  const size_t rows = static_cast<size_t>(plan.num_head_groups) * ws_ctas * 2 * plan.head_group;
+  const size_t rows = static_cast<size_t>(plan.num_head_groups) *
+                      std::max(plan.ctas_per_group, plan.sm90_ctas_per_group) * 2 * plan.head_group;
   a.part_lse = a.part_out + rows * d.kv_lora_rank;
-  a.sched = reinterpret_cast<unsigned long long*>(static_cast<uint8_t*>(plan.workspace) +
-                                                  partials_bytes(d, plan.num_head_groups, ws_ctas));
   if (plan.sm90_ctas_per_group > 0 && cuda::mla_sm90::block_ok(p.block_size)) {
     a.ctas_per_group = plan.sm90_ctas_per_group;
     return cuda::mla_sm90::launch(a, d.kv_dtype == MlaKvDtype::kFp8E4m3,

@@ -78,8 +78,7 @@ struct MlaPlan {
   // the plan does not use it.
   int sm90_ctas_per_group = 0;
   size_t sm90_smem_bytes = 0;
-  void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32,
-                              // then the sm90 walk's claim words [groups, ctas] (16 bytes each)
+  void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;
 };

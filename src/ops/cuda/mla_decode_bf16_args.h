@@ -20,9 +20,6 @@ struct Args {
   float* lse = nullptr;       // [B, H]
   float* part_out = nullptr;  // [groups, ctas, 2, HG, L] split partials (normalised)
   float* part_lse = nullptr;  // [groups, ctas, 2, HG]
-  // sm90: the pairs' claim words [groups, ctas] then their meet points (int [groups, ctas]);
-  // zeroed by the plan, left zeroed by each launch (mla_decode_sm90.cuh, "the walk").
-  unsigned long long* sched = nullptr;
 };
 
 // Raises the split kernel's shared-memory limit for (hg, fp8, wgmma, max_batch); reports its

@@ -61,10 +61,8 @@ constexpr int kMOff = kPOff + 2 * kPBytes;             // row max after tile a /
 constexpr int kLOff = kMOff + 2 * kHeads * 4;          // row sums of WG0 / WG1: [2][64] f32
 constexpr int kBarOff = kLOff + 2 * kHeads * 4;        // full[2][9], empty[2][3], raw[2][4]
 constexpr int kRawBarOff = kBarOff + 8 * (kStages * kChunks + kStages * 3);  // FP8 raw chunks
-constexpr int kUnitOff = kRawBarOff + 8 * kStages * 4;  // the walk's units: ring of 4 ints
-constexpr int kUnitBarOff = kUnitOff + 4 * 4;           // their mbarriers [4]
-constexpr int kCumOff = kUnitBarOff + 8 * 4;            // bf16: s_cum[B + 1]
-constexpr int kScaleOff = kCumOff;                      // FP8: scales [2][64] f32, then s_cum
+constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;                        // bf16: s_cum[B + 1]
+constexpr int kScaleOff = kCumOff;  // FP8: scales [2][64] f32, then s_cum
 constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
 
@@ -86,103 +84,6 @@ enum : int { kPartRope = 0, kPartL = 1, kPartR = 2 };
 namespace helix::cuda::mla_sm90 {
 
 using mla_combine::seq_tokens;
-
-// ---- the walk: which units (kUnit tokens) a CTA takes ----
-// A static split cannot follow the per-CTA speed, which varies by 10-40% from call to call (the
-// slowest CTA ends 10-17% after the median at 16K contexts). So the group's units are cut into
-// 2P shares (+1 solo share when the active CTA count is odd); shares 2p, 2p + 1 form pair p's
-// range [lo, hi), walked from both ends at once, by CTA p forwards and CTA p + P backwards (far
-// apart in blockIdx: the slow CTAs come in pairs on one TPC). Each owns the unit at its end and
-// claims the others one at a time from a shared 64-bit word (low half: forward claims, high
-// half: backward claims; a claim is good while the two counts sum below n - 2). Each CTA's work
-// stays contiguous (no more sequence boundaries than the static split) and a pair ends together.
-// The pair's second failing claim writes the meet point (for the combine) and zeroes the word
-// for the next launch: graph-stable, no host reset (the plan zeroes it once).
-// Pairs of an active CTA count (the rest walk solo shares); HELIX_SM90_NO_PAIRS (measurement
-// build): none, a static split through the same walk.
-__device__ __forceinline__ int pair_count(int ctas) {
-#ifdef HELIX_SM90_NO_PAIRS
-  return 0 * ctas;
-#else
-  return ctas / 2;
-#endif
-}
-struct Role {
-  int mode = 0;  // 0: solo share (static, forward), 1: forward, 2: backward
-  int lo = 0, hi = 0, pair = 0;
-};
-// The CTA's role once s_cum is complete; false when it has no work. The combine uses the same.
-__device__ __forceinline__ bool cta_role(const Args& a, const int* s_cum, int cta, Role& r) {
-  const int total = s_cum[a.batch];
-  if (total == 0) return false;
-  const int ctas = mla_combine::active_ctas<1>(total, a.ctas_per_group);
-  const int pairs = pair_count(ctas);
-  if (cta < pairs) {
-    r.mode = 1;
-    r.pair = cta;
-  } else if (cta < 2 * pairs) {
-    r.mode = 2;
-    r.pair = cta - pairs;
-  } else if (cta < ctas) {  // a solo share: share index = cta
-    r.mode = 0;
-    r.lo = mla_combine::cta_begin(cta, total, ctas);
-    r.hi = mla_combine::cta_begin(cta + 1, total, ctas);
-    return true;
-  } else {
-    return false;
-  }
-  r.lo = mla_combine::cta_begin(2 * r.pair, total, ctas);
-  r.hi = mla_combine::cta_begin(2 * r.pair + 2, total, ctas);
-  return true;
-}
-// The pairs' claim words [groups][ctas_per_group] (u64), then their meet points (int, same index).
-__device__ __forceinline__ int* meet_points(const Args& a) {
-  const int groups = (a.num_heads + kHeads - 1) / kHeads;
-  return reinterpret_cast<int*>(a.sched + static_cast<int64_t>(groups) * a.ctas_per_group);
-}
-// The producer's w-th unit (-1: none left). Pairs: the forward CTA takes [lo, meet), the
-// backward one [meet, hi), n = hi - lo >= 2.
-__device__ __forceinline__ int claim_unit(const Args& a, const Role& r, int group, int w) {
-  if (r.mode == 0) return r.lo + w < r.hi ? r.lo + w : -1;
-  if (w == 0) return r.mode == 1 ? r.lo : r.hi - 1;
-  const int64_t idx = static_cast<int64_t>(group) * a.ctas_per_group + r.pair;
-  const unsigned long long old = atomicAdd(a.sched + idx, r.mode == 1 ? 1ull : (1ull << 32));
-  const int f = static_cast<int>(old & 0xffffffffu), b = static_cast<int>(old >> 32);
-  const int n = r.hi - r.lo - 2;
-  if (f + b < n) return r.mode == 1 ? r.lo + 1 + f : r.hi - 2 - b;
-  if (f + b == n + 1) {  // both CTAs have made their one failing claim
-    meet_points(a)[idx] = r.lo + 1 + (r.mode == 1 ? f : f - 1);
-    atomicExch(a.sched + idx, 0ull);
-  }
-  return -1;
-}
-// The walk's units pass from the producer to the consumer and converter warps through a ring of
-// 4 in shared memory (safe: the producer publishes unit w + 4 when unit w + 3's loads start, after
-// unit w + 2's loads, which waited for stages the readers released after they had read unit w).
-__device__ __forceinline__ void publish_unit(uint8_t* smem, int w, int u) {
-  reinterpret_cast<volatile int*>(smem + kUnitOff)[w & 3] = u;
-  mbar_arrive(smem_u32(smem + kUnitBarOff) + 8 * (w & 3));
-}
-__device__ __forceinline__ int read_unit(const uint8_t* smem, int w, const Role& r) {
-#ifdef HELIX_SM90_LOCAL_WALK  // measurement build (with HELIX_SM90_NO_PAIRS): no ring
-  if (smem != nullptr) return r.lo + w < r.hi ? r.lo + w : -1;
-#endif
-  mbar_wait(smem_u32(smem + kUnitBarOff) + 8 * (w & 3), (w >> 2) & 1);
-  return reinterpret_cast<const volatile int*>(smem + kUnitOff)[w & 3];
-}
-// The sequence holding unit u (s_cum counts units), from a guess cb (either side of it).
-__device__ __forceinline__ int seq_of(const int* s_cum, int u, int cb) {
-  while (s_cum[cb + 1] <= u) ++cb;
-  while (s_cum[cb] > u) --cb;
-  return cb;
-}
-// Tiles of unit u of sequence cb (len tokens): the first (within the sequence) and how many (1 or
-// 2). len from the caller: a global load here would sit on the consumers' path every unit.
-__device__ __forceinline__ int unit_tiles(int len, const int* s_cum, int u, int cb, int& first) {
-  const int seq_tiles = (len + kTile - 1) / kTile;
-  first = 2 * (u - s_cum[cb]);
-  return seq_tiles - first < 2 ? seq_tiles - first : 2;
-}
 // Tokens of the tile at tok0 (kTile, fewer at a sequence's tail).
 __device__ __forceinline__ int tile_valid(int len, int tok0) {
   return ptx::tile_valid<kTile>(len, tok0);
@@ -346,7 +247,8 @@ __device__ __forceinline__ void pv_ss(float (&o)[128], uint32_t p_base, uint32_t
 // warpgroups' in-flight MMAs).
 template <int WG, bool kFp8>
 __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int* s_cum,
-                                         uint32_t bar_base, const Role& role, int cta, int group) {
+                                         uint32_t bar_base, int t_begin, int t_end, int n_tiles,
+                                         int cb, int ck, int cta, int group) {
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
   const int lane = threadIdx.x & 31;
   // One arrival per warp: the part of stage s this warpgroup has finished reading.
@@ -384,17 +286,11 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     }
   };
 
-  int i = 0;   // CTA-local tile index
-  int w = 0;   // the walk's unit index
-  int cb = 0;  // the sequence of the current piece
-  int u = read_unit(smem, w, role);
-#ifdef HELIX_SM90_UNROLL1
-#pragma unroll 1
-#endif
-  while (u >= 0) {
-    cb = seq_of(s_cum, u, cb);
+  int i = 0;  // CTA-local tile index
+  while (i < n_tiles) {
     const int len = seq_tokens(a, cb);
-    int seg_lo = u, seg_hi = u;  // the piece's units (the walk may go either way)
+    const int seq_tiles = (len + kTile - 1) / kTile;
+    const int seg_n = (seq_tiles - ck) < (n_tiles - i) ? (seq_tiles - ck) : (n_tiles - i);
     // ---- new sequence: its query (latent part to smem, rope part to registers) ----
     if constexpr (WG == 0) {
       wg_wait<0>();
@@ -431,17 +327,13 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     float m_0 = -INFINITY, m_1 = -INFINITY;  // running max (log2 domain), rows r0 / r0 + 8
     float l_0 = 0.f, l_1 = 0.f;              // this thread's part of this WG's row sums
 
-#ifdef HELIX_SM90_UNROLL1
-#pragma unroll 1
-#endif
-    for (;;) {  // one unit (a pair of tiles, or a sequence's last tile) per step
-      int t0;
-      const bool has_b = unit_tiles(len, s_cum, u, cb, t0) == 2;
-      const int ia = i, ib = ia + 1;
+    for (int jt = 0; jt < seg_n; jt += 2) {
+      const bool has_b = jt + 1 < seg_n;
+      const int ia = i + jt, ib = ia + 1;
       const int sa = ia & 1, sb = ib & 1;
       const uint32_t pha = (ia >> 1) & 1, phb = (ib >> 1) & 1;
-      const int va = tile_valid(len, t0 * kTile);
-      const int vb = tile_valid(len, (t0 + 1) * kTile);
+      const int va = tile_valid(len, (ck + jt) * kTile);
+      const int vb = tile_valid(len, (ck + jt + 1) * kTile);
       if constexpr (WG == 0) {
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
@@ -544,11 +436,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         m_0 = n0;
         m_1 = n1;
       }
-      i += has_b ? 2 : 1;
-      u = read_unit(smem, ++w, role);
-      if (u < s_cum[cb] || u >= s_cum[cb + 1]) break;  // the piece ends (u < 0: the walk ends)
-      seg_lo = u < seg_lo ? u : seg_lo;
-      seg_hi = u > seg_hi ? u : seg_hi;
     }
 
     // ---- end of the sequence's tiles in this CTA: row sums of both WGs, then the output ----
@@ -566,10 +453,8 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     }
     bar_sync(kBarConsumers, kConsumerThreads);
     const float lt0 = s_l[r0] + s_l[kHeads + r0], lt1 = s_l[r0 + 8] + s_l[kHeads + r0 + 8];
-    const bool complete = seg_lo == s_cum[cb] && seg_hi + 1 == s_cum[cb + 1];
-    // The piece at the range's low end: slot 0, at its high end: 1 (only those two can be partial;
-    // for the forward walk the low end is fixed, for the backward one the high end).
-    const int slot = role.mode == 2 ? (seg_hi + 1 == role.hi ? 1 : 0) : (seg_lo == role.lo ? 0 : 1);
+    const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
+    const int slot = s_cum[cb] <= t_begin ? 0 : 1;  // first segment: 0, last: 1
     const int64_t prow =
         ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeads;
 #pragma unroll
@@ -601,6 +486,10 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         }
       }
     }
+    i += seg_n;
+    ck = 0;
+    ++cb;
+    while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
   }
   // Balance the P-buffer barriers' pre-arrivals.
   if constexpr (WG == 0) bar_sync(kBarP0Free, kConsumerThreads);
@@ -630,7 +519,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < kStages * 4; ++i) mbar_init(raw_base + 8 * i, 1);
     for (int i = 0; i < kStages * 3; ++i)  // one arrival per warp of the part's last reader
       mbar_init(bar_base + 8 * (kStages * kChunks + i), 4);
-    for (int i = 0; i < 4; ++i) mbar_init(smem_u32(smem + kUnitBarOff) + 8 * i, 1);  // the walk
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   if (tid == 256)
@@ -643,29 +531,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   grid_dep_launch();
   if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
   __syncthreads();
-  Role role;
-  if (!cta_role(a, s_cum, cta, role)) return;
+  mla_combine::TileRange tr;
+  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
+  int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
+  // Tiles of the range: every piece but the last ends with its sequence.
+  int n_tiles = 0;
+  for (int b = cb, k = tr.ck, u = t_begin; u < t_end; ++b, k = 0) {
+    const int take =
+        s_cum[b + 1] - s_cum[b] - k < t_end - u ? s_cum[b + 1] - s_cum[b] - k : t_end - u;
+    const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
+    n_tiles += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
+    u += take;
+  }
 
   if (warp >= 8) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if constexpr (kFp8) {
       if (warp >= 9) {
-        fp8_converter(a, smem, s_cum, bar_base, raw_base, warp - 9, lane, role);
+        fp8_converter(a, smem, s_cum, bar_base, raw_base, warp - 9, lane, n_tiles, cb, ck);
         return;
       }
     }
     // The other producer threads leave (kept waiting, they slowed the kernel by a third).
     if (warp != 8 || lane != 0) return;
-    producer<kFp8>(kv_map, a, smem, s_cum, bar_base, raw_base, role, group);
+    producer<kFp8>(kv_map, a, smem, s_cum, bar_base, raw_base, n_tiles, cb, ck);
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   // Through a shuffle so the compiler sees the role warp-uniform.
   if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
-    consumer<0, kFp8>(a, smem, s_cum, bar_base, role, cta, group);
+    consumer<0, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
   else
-    consumer<1, kFp8>(a, smem, s_cum, bar_base, role, cta, group);
+    consumer<1, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
 }
 
 }  // namespace helix::cuda::mla_sm90

@@ -8,18 +8,11 @@ namespace helix::cuda::mla_sm90 {
 // FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's).
 __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
                                               uint32_t bar_base, uint32_t raw_base, int cw,
-                                              int lane, const Role& role) {
-  int cb = 0, ck = 0, nt = 0, len = 0;  // the unit's sequence, its tile, tiles left, tokens
-  for (int i = 0, w = 0;; ++i) {
-    if (nt == 0) {
-      const int u = read_unit(smem, w++, role);
-      if (u < 0) break;
-      cb = seq_of(s_cum, u, cb);
-      len = seq_tokens(a, cb);
-      nt = unit_tiles(len, s_cum, u, cb, ck);
-    }
+                                              int lane, int n_tiles, int cb, int ck) {
+  for (int i = 0; i < n_tiles; ++i) {
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
+    const int len = seq_tokens(a, cb);
     const int tok0 = ck * kTile;
     const int valid = tile_valid(len, tok0);
     convert_tile(
@@ -33,8 +26,11 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
           mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c));
           mbar_arrive(bar_base + 8 * (s * kChunks + 2 * c + 1));
         });
-    ++ck;
-    --nt;
+    if (++ck >= (len + kTile - 1) / kTile) {
+      ck = 0;
+      ++cb;
+      while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+    }
   }
 }
 
@@ -44,7 +40,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
 template <bool kFp8>
 __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& a, uint8_t* smem,
                                          const int* s_cum, uint32_t bar_base, uint32_t raw_base,
-                                         const Role& role, int group) {
+                                         int n_tiles, int cb, int ck) {
   auto full_bar = [&](int s) { return bar_base + 8 * (s * kChunks); };  // + 8 c
   auto empty_bar = [&](int s, int part) {
     return bar_base + 8 * (kStages * kChunks + 3 * s + part);
@@ -52,37 +48,9 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
   const int bs = a.block_size;
   const int box = bs < kTile ? bs : kTile;  // rows per TMA box (the map's box height)
   const uint32_t kv_smem = smem_u32(smem + kKvOff);
-  int cb = 0, ck = 0, nt = 0, len = 0;  // as in fp8_converter
-#ifdef HELIX_SM90_LATE_PUBLISH          // measurement build: unit w published at its own loads
-  // Each unit is claimed one step ahead (the atomic's latency hidden behind the loads).
-  int next = claim_unit(a, role, group, 0);
-  for (int i = 0, w = 0;; ++i) {
-    if (nt == 0) {
-      const int u = next;
-      publish_unit(smem, w, u);
-      if (u < 0) break;
-      next = claim_unit(a, role, group, ++w);
-#else
-  // Unit w + 1 is published when unit w's loads start (the readers never wait for it), claimed
-  // one unit before that (the atomic's latency hidden behind the loads); a CTA stops claiming
-  // after its first failing claim.
-  int u = claim_unit(a, role, group, 0);  // always a unit
-  publish_unit(smem, 0, u);
-  int pend = claim_unit(a, role, group, 1), published = -1;
-  for (int i = 0, w = 0;; ++i) {
-    if (nt == 0) {
-      if (w > 0) u = published;
-      if (u < 0) break;
-      publish_unit(smem, w + 1, pend);
-      published = pend;
-      pend = pend >= 0 ? claim_unit(a, role, group, w + 2) : -1;
-      ++w;
-#endif
-      cb = seq_of(s_cum, u, cb);
-      len = seq_tokens(a, cb);
-      nt = unit_tiles(len, s_cum, u, cb, ck);
-    }
+  for (int i = 0; i < n_tiles; ++i) {
     const int s = i & 1;
+    const int len = seq_tokens(a, cb);
     const int tok0 = ck * kTile;
     const int valid = tile_valid(len, tok0);
     const int nbox = (valid + box - 1) / box;
@@ -142,8 +110,11 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
             tma_load_2d(dst + c * kChunkBytes + x * box * 128, &kv_map, 64 * c, rows[x], fb);
       }
     }
-    ++ck;
-    --nt;
+    if (++ck >= (len + kTile - 1) / kTile) {
+      ck = 0;
+      ++cb;
+      while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+    }
   }
 }
 
