@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call for the memory-bound MLA kernel (session 5): unpacks the binaries that
+# scripts/device/mla_mem_build.sh made (build-bin/*.gz, carried), then
+# - TESTS=1: the MLA kernel tests (test_mla, this tree);
+# - each bench variant in VARS at SHAPE (16 heads), ROUNDS times alternating;
+# - STAMPS: the stamps variants (st, st3) at batch 8 x 16K, summarised per phase;
+# - NCU=1: ncu durations of both kernels at 8 x 16K (v0).
+# Logs under $OUT; the key lines on stdout.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-./out}; mkdir -p "$OUT"
+V=/tmp/mla-mem; mkdir -p $V
+for f in build-bin/*.gz; do n=$(basename "$f" .gz); gunzip -c "$f" > $V/$n; chmod +x $V/$n; done
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
+t0=$SECONDS
+if [ "${TESTS:-0}" = 1 ]; then
+  timeout 300 $V/test_mla > "$OUT/tests.log" 2>&1; echo "tests rc=$? ($((SECONDS - t0)) s)"
+  grep -E "^\[  (PASSED|FAILED)|Failure|FAILED|max rel" "$OUT/tests.log" | head -30
+fi
+SHAPE=${SHAPE:---batches 8 32 64 --contexts 16384 65536 131072}
+for r in $(seq 1 "${ROUNDS:-1}"); do
+  for v in ${VARS:-v0}; do
+    timeout 120 $V/bench_$v --heads 16 $SHAPE --skip-1m --iters ${ITERS:-10} > "$OUT/b_${v}_$r.log" 2>&1
+    echo "== $v round $r rc=$? ($((SECONDS - t0)) s)"
+    grep -E "^ +16 " "$OUT/b_${v}_$r.log" | awk '{printf "  %3s x %7s %4s %9s us of_copy %s %s\n", $2, $3, $4, $5, $8, $11}'
+  done
+done
+cat "$OUT"/b_*.log > "$OUT/bench_all.log" 2>/dev/null; rm -f "$OUT"/b_*.log
+for v in ${STAMPS:-}; do
+  for shp in "8 16384" ${STAMP_SHAPES:-}; do
+    set -- $shp
+    timeout 60 $V/bench_$v --heads 16 --batches $1 --contexts $2 --skip-1m --iters 10 > "$OUT/st_tmp.log" 2>&1
+    echo "== stamps $v $1 x $2 rc=$? ($((SECONDS - t0)) s)"
+    grep -E "^ +16 " "$OUT/st_tmp.log" | awk '{printf "  %3s x %7s %4s %9s us of_copy %s\n", $2, $3, $4, $5, $8}'
+    python3 scripts/device/mla_mem_stamps.py "$OUT/st_tmp.log"
+    cat "$OUT/st_tmp.log" >> "$OUT/stamps.log"
+  done
+done
+if [ "${NCU:-0}" = 1 ]; then
+  timeout 120 ncu --clock-control none -k regex:mla_mem --launch-skip 6 --launch-count 4 \
+    --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size,launch__registers_per_thread \
+    $V/bench_v0 --heads 16 --batches 8 --contexts 16384 --skip-1m --iters 2 > "$OUT/ncu.txt" 2>&1
+  echo "== ncu rc=$? ($((SECONDS - t0)) s)"
+  grep -E "mla_mem|duration|dram__|grid_size|registers" "$OUT/ncu.txt" | sed 's/  */ /g' | cut -c1-110
+fi
+echo "total $((SECONDS - t0)) s"
