@@ -3,7 +3,7 @@
 # scripts/device/mla_mem_build.sh made (build-bin/*.gz, carried), then
 # - TESTS=1: the MLA kernel tests (test_mla, this tree);
 # - each bench variant in VARS at SHAPE (16 heads), ROUNDS times alternating;
-# - STAMPS: the stamps variants (st, st3) at batch 8 x 16K, summarised per phase;
+# - STAMPS: the stamps variants (e.g. st) at STAMP_SHAPES (default 8x16384), summarised per phase;
 # - NCU=1: ncu durations of both kernels at 8 x 16K (v0).
 # Logs under $OUT; the key lines on stdout.
 set -uo pipefail
@@ -27,10 +27,10 @@ for r in $(seq 1 "${ROUNDS:-1}"); do
 done
 cat "$OUT"/b_*.log > "$OUT/bench_all.log" 2>/dev/null; rm -f "$OUT"/b_*.log
 for v in ${STAMPS:-}; do
-  for shp in "8 16384" ${STAMP_SHAPES:-}; do
-    set -- $shp
-    timeout 60 $V/bench_$v --heads 16 --batches $1 --contexts $2 --skip-1m --iters 10 > "$OUT/st_tmp.log" 2>&1
-    echo "== stamps $v $1 x $2 rc=$? ($((SECONDS - t0)) s)"
+  for shp in ${STAMP_SHAPES:-8x16384}; do
+    sb=${shp%x*}; sc=${shp#*x}
+    timeout 60 $V/bench_$v --heads 16 --batches $sb --contexts $sc --skip-1m --iters 10 > "$OUT/st_tmp.log" 2>&1
+    echo "== stamps $v $sb x $sc rc=$? ($((SECONDS - t0)) s)"
     grep -E "^ +16 " "$OUT/st_tmp.log" | awk '{printf "  %3s x %7s %4s %9s us of_copy %s\n", $2, $3, $4, $5, $8}'
     python3 scripts/device/mla_mem_stamps.py "$OUT/st_tmp.log"
     cat "$OUT/st_tmp.log" >> "$OUT/stamps.log"

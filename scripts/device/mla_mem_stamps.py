@@ -11,10 +11,13 @@ for line in open(sys.argv[1]):
     f = line.split()
     if not f:
         continue
-    if f[0] == "S" and len(f) == 12:
-        S[int(f[1])].append([int(x) for x in f[2:]])
-    elif f[0] == "C" and len(f) == 6:
-        C[int(f[1])].append([int(x) for x in f[2:]])
+    if f[0] == "S" and len(f) == 13:
+        v = [int(x) for x in f[2:]]
+        # cta, tiles, nseq, then stamps: entry, setup, first tile, 1st loop end, 1st written,
+        # next q ready, last loop end, end
+        S[int(f[1])].append([v[0], v[1] >> 8, v[1] & 255] + v[3:])
+    elif f[0] == "C" and len(f) == 5:
+        C[int(f[1])].append([0, 0] + [int(x) for x in f[3:]])
 
 
 def pct(v):
@@ -33,16 +36,21 @@ for call in sorted(S):
     print("  CTA start        ", pct([us(r[3]) for r in rows]))
     print("  setup done       ", pct([us(r[4]) for r in rows]))
     print("  first tile in    ", pct([us(r[5]) for r in rows]))
-    print("  1st seq loop end ", pct([us(r[6]) for r in rows]))
-    print("  1st seq written  ", pct([us(r[7]) for r in rows]))
-    print("  last loop end    ", pct([us(r[8]) for r in rows]))
-    print("  CTA end          ", pct([us(r[9]) for r in rows]))
-    print("  end - last loop  ", pct([(r[9] - r[8]) / 1e3 for r in rows]))
+    print("  last loop end    ", pct([us(r[9]) for r in rows]))
+    print("  CTA end          ", pct([us(r[10]) for r in rows]))
+    print("  end - last loop  ", pct([(r[10] - r[9]) / 1e3 for r in rows]))
     two = [r for r in rows if r[2] > 1]
     if two:
-        print(f"  seq boundary (write + next q), {len(two)} CTAs:", pct([(r[7] - r[6]) / 1e3 for r in two]))
+        print(f"  {len(two)} CTAs with >1 sequence: tiles", pct([r[1] for r in two]))
+        print("    1st loop end   ", pct([us(r[6]) for r in two]))
+        print("    merge+write    ", pct([(r[7] - r[6]) / 1e3 for r in two]))
+        print("    next q built   ", pct([(r[8] - r[7]) / 1e3 for r in two]))
+        print("    CTA end        ", pct([us(r[10]) for r in two]))
+    one = [r for r in rows if r[2] == 1]
+    if one:
+        print(f"  {len(one)} CTAs with 1 sequence: CTA end", pct([us(r[10]) for r in one]))
     if call in C:
         c = C[call]
         print(f"  combine CTAs {len(c)}: entry", pct([us(r[2]) for r in c]))
         print("  combine end      ", pct([us(r[3]) for r in c]))
-        print(f"  split end -> combine end: {(max(r[3] for r in c) - max(r[9] for r in rows)) / 1e3:.2f} us")
+        print(f"  split end -> combine end: {(max(r[3] for r in c) - max(r[10] for r in rows)) / 1e3:.2f} us")
