@@ -74,8 +74,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   int* s_len = s_cum + a.batch + 1;
+  // s_vcum (the partition's virtual prefix sums) is read only by cta_tile_range: it borrows the
+  // query buffer, written after the consumers' first barrier.
+  int* s_vcum = reinterpret_cast<int*>(smem + C::kQOff);
+  static_assert(C::kQOff % 4 == 0 && kQFragBytes >= 4 * 1025, "s_vcum for batches up to 1024");
   if (warp == 0) {
-    mla_combine::tile_prefix_sums<kTile, true>(a, s_cum, s_len, lane);
+    mla_combine::tile_prefix_sums<kTile, true, kSeqCost>(a, s_cum, s_len, lane, s_vcum);
   } else if (tid == 32) {
     for (int s = 0; s < C::kStages; ++s) {
       mbar_init(full_bar(s), 1);
@@ -85,7 +89,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
   mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
+  if (!mla_combine::cta_tile_range<mla_combine::kMinTiles, kSeqCost>(a, s_cum, cta, tr, s_vcum))
+    return;
   const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
   int cb = tr.cb, ck = tr.ck;
 
@@ -196,8 +201,20 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
 
+    // The next sequence's query goes into L2 a few tiles before this one ends (earlier, the KV
+    // stream would evict it): its build at the sequence end then skips a DRAM round trip.
+    bool q_next = tid != 0 || j + cnt == n_tiles;
     for (int jj = j + team; jj < j + cnt; jj += 2) {
       const int s = jj % C::kStages;
+      if (!q_next && jj + kQAhead >= j + cnt) {
+        q_next = true;
+        int nb = cb + 1;
+        while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
+        const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
+        prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
+                        (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
+                    static_cast<uint32_t>(nh) * W * 2);
+      }
       const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
       Slot next{0, 0, 0};
       if (refill) next = lookup(jj + C::kStages);
@@ -486,8 +503,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
 
-    // Merge the four workers' states per column half into worker 0. A state is parked as 33
-    // float4 per lane (the O fragments, then m and d of both rows).
+    // Merge the four workers' states per column half. A state is parked as 33 float4 per lane
+    // (the O fragments, then m and d of both rows).
     consumers_sync();  // every score exchange done, every warp past its last tile
     if constexpr (kFp8) {
       // O back from units of 2^c (fp32, exact); a warp with no tile here has acc = 0
@@ -501,16 +518,57 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     auto park = [&](float4* p) { park_state(p, acc, m_run, d_run); };
     auto absorb = [&](const float4* p) { absorb_state(p, acc, m_run, d_run); };
+    const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
+    const int slot = s_cum[cb] <= t_begin ? 0 : 1;
     if (j + cnt == n_tiles) {
-      // The CTA's last sequence: no tile in flight, the ring is free. Workers 1-3 park their
-      // states there at once, worker 0 absorbs them.
+      // The CTA's last sequence: no tile in flight, the ring is free. Every warp parks its state
+      // there; worker w then merges n-tiles 8 w .. 8 w + 7 of its column half from all four and
+      // writes them (the merge and the write spread over all eight warps).
       float4* ring4 = reinterpret_cast<float4*>(smem);
-      if (worker != 0) park(ring4 + ((worker - 1) * 2 + ch) * 33 * 32 + lane);
+      auto state = [&](int w) { return ring4 + (w * 2 + ch) * 33 * 32 + lane; };
+      park(state(worker));
       consumers_sync();
-      if (worker == 0) {
-#pragma unroll 1
-        for (int w = 1; w < 4; ++w) absorb(ring4 + ((w - 1) * 2 + ch) * 33 * 32 + lane);
+      float wk[4][2], m_fin[2], d_fin[2];
+      {
+        float mk[4][2], dk[4][2];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float4 md = state(k)[32 * 32];
+          mk[k][0] = md.x;
+          mk[k][1] = md.y;
+          dk[k][0] = md.z;
+          dk[k][1] = md.w;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          m_fin[r] = fmaxf(fmaxf(mk[0][r], mk[1][r]), fmaxf(mk[2][r], mk[3][r]));
+          const float m_use = m_fin[r] == -INFINITY ? 0.f : m_fin[r];
+          d_fin[r] = 0.f;
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            wk[k][r] = exp2f(mk[k][r] - m_use);  // 0 for a worker with no tokens here
+            d_fin[r] += dk[k][r] * wk[k][r];
+          }
+        }
       }
+      float o[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        float4 v[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[k] = state(k)[(8 * worker + i) * 32];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[i][e] = 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          o[i][0] += v[k].x * wk[k][0];
+          o[i][1] += v[k].y * wk[k][0];
+          o[i][2] += v[k].z * wk[k][1];
+          o[i][3] += v[k].w * wk[k][1];
+        }
+      }
+      write_state<kFp8>(a, o, 8 * worker, m_fin, d_fin, complete, slot, worker == 0, cb, group,
+                        cta, ch, g, t);
     } else {
       // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
       // buffer (rebuilt after this), one per column half; 3 -> 2, 1 -> 0, 2 -> 0.
@@ -526,12 +584,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (two_teams) merge_round(3, 2);
       merge_round(1, 0);
       if (two_teams) merge_round(2, 0);
-    }
-
-    if (worker == 0) {
-      const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
-      write_state<kFp8>(a, acc, m_run, d_run, complete, s_cum[cb] <= t_begin ? 0 : 1, cb, group,
-                        cta, ch, g, t);
+      if (worker == 0)
+        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g,
+                          t);
     }
     j += cnt;
     ++cb;
@@ -569,12 +624,26 @@ cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
 cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
   // bf16 tiles by TMA when a tile's 32 rows are contiguous in the pool; the map is encoded on the
   // host per launch and passed by value, as the sm90 kernel's (graph replays reuse the copy).
+  // The map depends only on the pool's address: the last one is kept per host thread (encoding
+  // costs host time that a decode step's launch sequence would otherwise wait for).
+  struct MapCache {
+    const uint8_t* pool = nullptr;
+    cudaError_t err = cudaSuccess;
+    CUtensorMap map{};
+  };
+  thread_local MapCache cache;
   CUtensorMap map{};
   bool tma = false;
   if (!fp8 && a.block_size % kTile == 0) {
-    const cudaError_t err = mla_sm90::encode_kv_map(&map, a.kv_pool, false, kTile);
+    if (cache.pool != a.kv_pool) {
+      cache.err = mla_sm90::encode_kv_map(&cache.map, a.kv_pool, false, kTile);
+      cache.pool = cache.err == cudaSuccess || cache.err == cudaErrorNotSupported ? a.kv_pool
+                                                                                   : nullptr;
+    }
+    const cudaError_t err = cache.err;
     if (err != cudaSuccess && err != cudaErrorNotSupported) return err;
     tma = err == cudaSuccess;  // no encoder in this driver: padded rows by bulk copies
+    if (tma) map = cache.map;
   }
   if (fp8)
     mla_mem_kernel<true, false><<<grid, kThreads, smem, stream>>>(map, a);

@@ -76,7 +76,7 @@ struct Cfg {
                 "odd 16-byte row stride: conflict-free fragments");
   static_assert(!kTma || (kStageBytes % 1024 == 0 && kStageBytes == kBoxes * kBoxBytes),
                 "swizzle atoms of 1024 bytes");
-  static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
+  static_assert(8 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 8 warps' states");
 };
 
 template <int N>
