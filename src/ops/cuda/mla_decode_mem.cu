@@ -52,11 +52,9 @@ using namespace split;
 // kTma (bf16, block_size % 32 == 0: a tile's rows are contiguous): tiles by TMA over kv_map
 // (unused otherwise).
 template <bool kFp8, bool kTma>
-__global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
+__global__ void __launch_bounds__(kThreads, 1)
     mla_mem_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
   using C = Cfg<kFp8, kTma>;
-  constexpr int kCh = C::kCh, kN = C::kN;
-  auto consumers_sync = [] { split::consumers_sync<C::kThreads>(); };
   extern __shared__ __align__(1024) uint8_t smem[];
   int* s_cum = reinterpret_cast<int*>(smem + C::kCumOff);
   const uint32_t ring = smem_u32(smem);
@@ -85,7 +83,7 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
   } else if (tid == 32) {
     for (int s = 0; s < C::kStages; ++s) {
       mbar_init(full_bar(s), 1);
-      mbar_init(empty_bar(s), 2 * kCh);  // the warps that read a tile
+      mbar_init(empty_bar(s), 4);  // the 4 warps that read a tile
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -152,21 +150,18 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
   if (warp < C::kStages && warp < n_tiles) issue(warp, lookup(warp));
 
   // ---- consumers
-  const int ch = warp % kCh, worker = warp / kCh, team = worker >> 1, half = worker & 1;
+  const int ch = warp & 1, worker = warp >> 1, team = worker >> 1, half = worker & 1;
   const int g = lane >> 2, t = lane & 3;
   uint32_t* qbuf = reinterpret_cast<uint32_t*>(smem + C::kQOff);
   float* mbuf = reinterpret_cast<float*>(smem + C::kMergeOff);
   float* xbuf = mbuf;
   float* qinv = reinterpret_cast<float*>(smem + C::kQinvOff);
-  int xpar = 0;  // exchange buffer parity: the warps of a worker count the same chunks
+  int xpar = 0;  // exchange buffer parity: both warps of a worker count the same chunks
   const uint32_t q_addr = smem_u32(qbuf) + lane * 16;
-  // bf16 fragments: warp (worker, ch) reads 16-byte chunks kCb ch .. kCb ch + kCb - 1 of every 128
-  // bytes of its 16 token rows (K: k-steps 4 m + kUpb ch + u; V: columns 64 m + 64 / kCh ch ..):
-  // offsets in the stage of box m = 0 for u < kUpb (+ m * kBox). kTma: chunk j of row r at
-  // (j ^ (r & 7)) * 16 of the row's 128 bytes.
-  constexpr int kCb = 8 / kCh;    // 16-byte chunks per 128-byte box row
-  constexpr int kUpb = kCb / 2;   // 16-wide k-steps (and V ldmatrix loads) per box
-  constexpr int kKpw = kKSteps / kCh;  // score k-steps per warp
+  // bf16 fragments: warp (worker, ch) reads 16-byte chunks 4 ch .. 4 ch + 3 of every 128 bytes of
+  // its 16 token rows (K: k-steps 4 m + 2 ch + u; V: columns 64 m + 32 ch ..): offsets in the
+  // stage of box m = 0 for u = 0, 1 (+ m * kBox). kTma: chunk j of row r at (j ^ (r & 7)) * 16 of
+  // the row's 128 bytes.
   constexpr int kBox = kTma ? C::kBoxBytes : 128;
   auto frag = [&](int r, int jc) -> uint32_t {
     return kTma ? r * 128 + sw128(r, jc) : r * C::kRowStride + 16 * jc;
@@ -176,12 +171,12 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
     const int kr = 16 * (worker & 1) + (lane >> 4) * 8 + (lane & 7);
     const int vr = 16 * (worker & 1) + (lane & 7) + ((lane >> 3) & 1) * 8;
     for (int u = 0; u < 2; ++u) {
-      k_off[u] = frag(kr, kCb * ch + 2 * (u % kUpb) + ((lane >> 3) & 1));
-      v_off[u] = frag(vr, kCb * ch + 2 * (u % kUpb) + (lane >> 4));
+      k_off[u] = frag(kr, 4 * ch + 2 * u + ((lane >> 3) & 1));
+      v_off[u] = frag(vr, 4 * ch + 2 * u + (lane >> 4));
     }
   }
 
-  float acc[kN][4];
+  float acc[32][4];
   float m_run[2], d_run[2];
   float qi[2];  // FP8: 2^-e of rows g, g + 8
   int c_run;    // FP8: P' = p . s_t . 2^c_run (starts "unset": the first tile sets it)
@@ -192,7 +187,7 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
     const int cnt = min(seq_tiles - ck, n_tiles - j);
     const int len = s_len[cb];
     consumers_sync();  // the previous sequence is done with the query and merge buffers
-    build_q<kFp8, C::kThreads>(a, cb, group, qbuf, qinv, tid);
+    build_q<kFp8>(a, cb, group, qbuf, qinv, tid);
     consumers_sync();
     if constexpr (kFp8) {
       qi[0] = qinv[g];
@@ -202,7 +197,7 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
     m_run[0] = m_run[1] = -INFINITY;
     d_run[0] = d_run[1] = 0.f;
 #pragma unroll
-    for (int n = 0; n < kN; ++n)
+    for (int n = 0; n < 32; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
 
@@ -220,7 +215,7 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
                         (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
                     static_cast<uint32_t>(nh) * W * 2);
       }
-      const bool refill = warp == 2 * kCh * team && jj + C::kStages < n_tiles;
+      const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
       Slot next{0, 0, 0};
       if (refill) next = lookup(jj + C::kStages);
       // A parity wait only tells the last two phases apart: first make sure the stage's previous
@@ -237,10 +232,9 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
             // TMA read the rows past the end too (anything, NaN): P is 0 there but 0 . NaN is
             // not, so zero them in this warp's V chunks (read by no other warp), then order
             // that before the stage's next TMA fill.
-            if (lane < 8 * kCb)
-              for (int r = 16 * half + len - tok0; r < 16 * half + 16; ++r)
-                sts_zero16(stage + (lane / kCb) * C::kBoxBytes + r * 128 +
-                           sw128(r, kCb * ch + lane % kCb));
+            for (int r = 16 * half + len - tok0; r < 16 * half + 16; ++r)
+              sts_zero16(stage + (lane >> 2) * C::kBoxBytes + r * 128 +
+                         sw128(r, 4 * ch + (lane & 3)));
             fence_async_smem();
             __syncwarp();
           }
@@ -259,15 +253,15 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
           if constexpr (!kFp8) {
             // The shared loads are volatile asm (kept in program order): issue a group's loads
             // together, then its MMAs, so the load latency is paid once per group.
-            // This warp's share of the k-steps, 4 m + kUpb ch + u (its partners do the rest).
-            const uint32_t q_ch = q_addr + ch * kUpb * 512;
+            // This warp's half of the k-steps, 4 m + 2 ch + u (the partner warp does the rest).
+            const uint32_t q_ch = q_addr + ch * 2 * 512;
 #pragma unroll
-            for (int k0 = 0; k0 < (kAblate == 4 ? 0 : kKpw); k0 += 3) {
+            for (int k0 = 0; k0 < (kAblate == 4 ? 0 : kKSteps / 2); k0 += 3) {
               uint4 qa[3];
               uint32_t kb[3][4];
 #pragma unroll
               for (int i = 0; i < 3; ++i) {
-                const int m = (k0 + i) / kUpb, u = (k0 + i) % kUpb;
+                const int m = (k0 + i) >> 1, u = (k0 + i) & 1;
                 qa[i] = lds128(q_ch + (4 * m + u) * 512);
                 ldsm_x4(kb[i], stage + k_off[u] + m * kBox);
               }
@@ -284,18 +278,17 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
           } else {
             // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
             const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
-            constexpr int kCn = kCh == 4 ? 1 : kChains;  // 16 warps: 128 registers
-            float sf[2][kCn][4];
+            float sf[2][kChains][4];
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll
-              for (int c = 0; c < kCn; ++c)
+              for (int c = 0; c < kChains; ++c)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
-            // This warp's 1 / kCh of the latent dims and of the rope k-steps.
+                  // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
-            for (int s4 = 0; s4 < (kAblate == 4 ? 0 : L / 64 / kCh); ++s4) {
-              const int s64 = ch * (L / 64 / kCh) + s4;
+            for (int s4 = 0; s4 < (kAblate == 4 ? 0 : L / 128); ++s4) {
+              const int s64 = ch * (L / 128) + s4;
               const uint4 w0 = lds128(k_addr + 64 * s64);
               const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
               uint4 qa[4];
@@ -305,8 +298,8 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
               const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
 #pragma unroll
               for (int i = 0; i < 4; ++i) {
-                mma_f16(sf[0][i % kCn], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
-                mma_f16(sf[1][i % kCn], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
+                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
+                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
               }
             }
             // rope (bf16) into the second chain's place, scaled separately
@@ -317,8 +310,8 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
               for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
             const uint32_t r_addr =
                 tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-            {  // 1 / kCh of the rope k-steps each (the exchange sums the shares)
-              constexpr int kR = R / 16 / kCh;
+            {  // half of the rope k-steps each (the exchange sums the halves)
+              constexpr int kR = R / 32;
               uint4 qa[kR];
               uint32_t kb[kR][4];
 #pragma unroll
@@ -345,34 +338,21 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
             }
           }
         }
-        // Partial scores of a worker's kCh warps: exchange and add (the same sum in all: two
-        // terms commute, four are added in ch order).
+        // Partial scores of the two column-half warps: exchange and add (the same sum in both,
+        // addition commutes).
         {
-          auto xb = [&](int c) { return xbuf + ((worker * kCh + c) * 2 + xpar) * 256 + lane; };
-          float* mine = xb(ch);
+          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
+          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
 #pragma unroll
           for (int n = 0; n < 2; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32] = sc[n][e];
+            for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
           if constexpr (kAblate != 5)
-            asm volatile("bar.sync %0, %1;\n" ::"r"(2 + worker), "n"(32 * kCh) : "memory");
-          if constexpr (kCh == 2) {
-            const float* other = xb(ch ^ 1);
+            asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
 #pragma unroll
-            for (int n = 0; n < 2; ++n)
+          for (int n = 0; n < 2; ++n)
 #pragma unroll
-              for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32];
-          } else {
-#pragma unroll
-            for (int n = 0; n < 2; ++n)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                float v = xb(0)[(4 * n + e) * 32];
-#pragma unroll
-                for (int c = 1; c < kCh; ++c) v += xb(c)[(4 * n + e) * 32];
-                sc[n][e] = v;
-              }
-          }
+            for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
           xpar ^= 1;
         }
         // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1)
@@ -458,7 +438,7 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
           // Rescale only when a row's max moved (rarely, once the max settles).
           if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
-            for (int n = 0; n < kN; ++n) {
+            for (int n = 0; n < 32; ++n) {
               acc[n][0] *= alpha[0];
               acc[n][1] *= alpha[0];
               acc[n][2] *= alpha[1];
@@ -470,13 +450,13 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
         if constexpr (kAblate == 2) {
           acc[0][0] += __uint_as_float(pa.x & 1);  // keep pa live
         } else if constexpr (!kFp8) {
-          // n-tiles 2p, 2p + 1: chunks 8 (p / kUpb) + kCb ch + 2 (p % kUpb), + 1
+          // n-tiles 2p, 2p + 1: chunks 8 (p >> 1) + 4 ch + 2 (p & 1), + 1
 #pragma unroll
-          for (int p0 = 0; p0 < kN / 2; p0 += 4) {
+          for (int p0 = 0; p0 < 16; p0 += 4) {
             uint32_t vb[4][4];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
-              ldsm_x4_t(vb[i], stage + v_off[(p0 + i) % kUpb] + ((p0 + i) / kUpb) * kBox);
+              ldsm_x4_t(vb[i], stage + v_off[(p0 + i) & 1] + ((p0 + i) >> 1) * kBox);
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
               mma(acc[2 * (p0 + i)], pa, vb[i][0], vb[i][1]);
@@ -486,9 +466,9 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
         } else {
           // Lane (g, t): tokens 2t, 2t + 1, 2t + 8, 2t + 9 (its P columns), 4 columns 4g.. of
           // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
-          const uint32_t v_addr = tile + ch * (L / kCh) + 4 * g + 2 * t * C::kRowStride;
+          const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
 #pragma unroll
-          for (int G0 = 0; G0 < kN / 4; G0 += kPvBatch) {
+          for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
             uint32_t w[kPvBatch][4];
 #pragma unroll
             for (int i = 0; i < kPvBatch; ++i) {
@@ -531,7 +511,7 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
       if (c_run != 1000) {
         const float u = pow2i(-c_run);
 #pragma unroll
-        for (int n = 0; n < kN; ++n)
+        for (int n = 0; n < 32; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[n][e] *= u;
       }
@@ -542,10 +522,10 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
     const int slot = s_cum[cb] <= t_begin ? 0 : 1;
     if (j + cnt == n_tiles) {
       // The CTA's last sequence: no tile in flight, the ring is free. Every warp parks its state
-      // there; worker w then merges n-tiles kN / 4 w .. of its column split from all four and
-      // writes them (the merge and the write spread over all the warps).
+      // there; worker w then merges n-tiles 8 w .. 8 w + 7 of its column half from all four and
+      // writes them (the merge and the write spread over all eight warps).
       float4* ring4 = reinterpret_cast<float4*>(smem);
-      auto state = [&](int w) { return ring4 + (w * kCh + ch) * (kN + 1) * 32 + lane; };
+      auto state = [&](int w) { return ring4 + (w * 2 + ch) * 33 * 32 + lane; };
       park(state(worker));
       consumers_sync();
       float wk[4][2], m_fin[2], d_fin[2];
@@ -553,7 +533,7 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
         float mk[4][2], dk[4][2];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const float4 md = state(k)[kN * 32];
+          const float4 md = state(k)[32 * 32];
           mk[k][0] = md.x;
           mk[k][1] = md.y;
           dk[k][0] = md.z;
@@ -571,13 +551,12 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
           }
         }
       }
-      constexpr int kQ = kN / 4;  // n-tiles each worker merges and writes
-      float o[kQ][4];
+      float o[8][4];
 #pragma unroll
-      for (int i = 0; i < kQ; ++i) {
+      for (int i = 0; i < 8; ++i) {
         float4 v[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) v[k] = state(k)[(kQ * worker + i) * 32];
+        for (int k = 0; k < 4; ++k) v[k] = state(k)[(8 * worker + i) * 32];
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[i][e] = 0.f;
 #pragma unroll
@@ -588,15 +567,13 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
           o[i][3] += v[k].w * wk[k][1];
         }
       }
-      write_state<kFp8, kCh>(a, o, kQ * worker, m_fin, d_fin, complete, slot, worker == 0, cb,
-                             group, cta, ch, g, t);
+      write_state<kFp8>(a, o, 8 * worker, m_fin, d_fin, complete, slot, worker == 0, cb, group,
+                        cta, ch, g, t);
     } else {
-      // Tiles of the next sequence are in flight: the query buffer (rebuilt after this) and the
-      // merge buffer hold one worker's states, one per column split; 3 -> 2, 1 -> 0, 2 -> 0.
-      float4* buf = reinterpret_cast<float4*>(
-                        ch < C::kQStates ? smem + C::kQOff + ch * C::kStateBytes
-                                         : smem + C::kMergeOff + (ch - C::kQStates) * C::kStateBytes) +
-                    lane;
+      // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
+      // buffer (rebuilt after this), one per column half; 3 -> 2, 1 -> 0, 2 -> 0.
+      float4* buf =
+          reinterpret_cast<float4*>(ch == 0 ? smem + C::kMergeOff : smem + C::kQOff) + lane;
       auto merge_round = [&](int src, int dst) {
         if (worker == src) park(buf);
         consumers_sync();
@@ -608,8 +585,8 @@ __global__ void __launch_bounds__(Cfg<kFp8, kTma>::kThreads, 1)
       merge_round(1, 0);
       if (two_teams) merge_round(2, 0);
       if (worker == 0)
-        write_state<kFp8, kCh>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch,
-                               g, t);
+        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g,
+                          t);
     }
     j += cnt;
     ++cb;
@@ -634,7 +611,7 @@ cudaError_t prepare_t(int max_batch, size_t* smem, int* ctas_per_sm) {
                              cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
   if (err != cudaSuccess) return err;
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas_per_sm, mla_mem_kernel<kFp8, false>,
-                                                       Cfg<kFp8>::kThreads, *smem);
+                                                       kThreads, *smem);
 }
 
 }  // namespace
@@ -669,11 +646,11 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
     if (tma) map = cache.map;
   }
   if (fp8)
-    mla_mem_kernel<true, false><<<grid, Cfg<true>::kThreads, smem, stream>>>(map, a);
+    mla_mem_kernel<true, false><<<grid, kThreads, smem, stream>>>(map, a);
   else if (tma)
-    mla_mem_kernel<false, true><<<grid, Cfg<false, true>::kThreads, smem, stream>>>(map, a);
+    mla_mem_kernel<false, true><<<grid, kThreads, smem, stream>>>(map, a);
   else
-    mla_mem_kernel<false, false><<<grid, Cfg<false>::kThreads, smem, stream>>>(map, a);
+    mla_mem_kernel<false, false><<<grid, kThreads, smem, stream>>>(map, a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   return launch_combine(a, stream);

@@ -14,19 +14,17 @@ namespace helix::cuda::mla_mem::split {
 
 using namespace detail;
 
-// As kN + 1 float4 per lane at p, p + 32, ...: the O fragments, then m and d of both rows.
-template <int kN>
-__device__ __forceinline__ void park_state(float4* p, const float (&acc)[kN][4],
+// As 33 float4 per lane at p, p + 32, ...: the O fragments, then m and d of both rows.
+__device__ __forceinline__ void park_state(float4* p, const float (&acc)[32][4],
                                            const float (&m_run)[2], const float (&d_run)[2]) {
 #pragma unroll
-  for (int n = 0; n < kN; ++n) p[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
-  p[kN * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
+  for (int n = 0; n < 32; ++n) p[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+  p[32 * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
 }
 
-template <int kN>
-__device__ __forceinline__ void absorb_state(const float4* p, float (&acc)[kN][4],
+__device__ __forceinline__ void absorb_state(const float4* p, float (&acc)[32][4],
                                              float (&m_run)[2], float (&d_run)[2]) {
-  const float4 md = p[kN * 32];
+  const float4 md = p[32 * 32];
   const float mo[2] = {md.x, md.y}, dd[2] = {md.z, md.w};
   float wa[2], wb[2];
 #pragma unroll
@@ -39,7 +37,7 @@ __device__ __forceinline__ void absorb_state(const float4* p, float (&acc)[kN][4
     m_run[r] = m_new;
   }
 #pragma unroll
-  for (int n = 0; n < kN; ++n) {
+  for (int n = 0; n < 32; ++n) {
     const float4 o = p[n * 32];
     acc[n][0] = acc[n][0] * wa[0] + o.x * wb[0];
     acc[n][1] = acc[n][1] * wa[0] + o.y * wb[0];
@@ -48,10 +46,10 @@ __device__ __forceinline__ void absorb_state(const float4* p, float (&acc)[kN][4
   }
 }
 
-// A warp of column split ch (of kCh), lane (g, t), holding n-tiles n0 .. n0 + kN - 1 of the merged state
+// A warp of column half ch, lane (g, t), holding n-tiles n0 .. n0 + kN - 1 of the merged state
 // (rows g, g + 8 of sequence cb's head group): writes them into out (complete) or partial slot
 // `slot` of this CTA; with lse_writer, the rows' lse too.
-template <bool kFp8, int kCh, int kN>
+template <bool kFp8, int kN>
 __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[kN][4], int n0,
                                             const float (&m_run)[2], const float (&d_run)[2],
                                             bool complete, int slot, bool lse_writer, int cb,
@@ -77,13 +75,12 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[kN
 #pragma unroll
     for (int i = 0; i < kN; i += 2) {
       const int n = n0 + i;
-      // four consecutive columns per pair of n-tiles (bf16: of 64-column box n / kNb, the warp's
-      // 64 / kCh columns, 8 per n-tile: 2t, + 8; FP8: 32 G + 8 t + {0..3}, + 4)
+      // four consecutive columns per pair of n-tiles (bf16: chunk 8 (n >> 2) + 4 ch + (n & 3)
+      // of 8 columns: 2t, + 8; FP8: 32 G + 8 t + {0..3}, + 4)
       float v[4];
       int c0, c1;
       if constexpr (!kFp8) {
-        constexpr int kNb = 8 / kCh;  // n-tiles per box
-        c0 = 64 * (n / kNb) + (64 / kCh) * ch + 8 * (n % kNb) + 2 * t;
+        c0 = 64 * (n >> 2) + 32 * ch + 8 * (n & 3) + 2 * t;
         c1 = c0 + 8;
         v[0] = acc[i][2 * r] * inv;
         v[1] = acc[i][2 * r + 1] * inv;
@@ -93,7 +90,7 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[kN
         // n-tiles 4G + 2u, 4G + 2u + 1 (u = n/2 % 2): columns 8t + 2u, 8t + 2u + 1 (e = 0) and
         // + 4 (e = 1)
         const int G = n >> 2, u = (n >> 1) & 1;
-        c0 = ch * (L / kCh) + 32 * G + 8 * t + 2 * u;
+        c0 = ch * 256 + 32 * G + 8 * t + 2 * u;
         c1 = c0 + 4;
         v[0] = acc[i][2 * r] * inv;
         v[1] = acc[i + 1][2 * r] * inv;

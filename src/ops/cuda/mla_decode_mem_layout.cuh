@@ -13,8 +13,18 @@ namespace helix::cuda::mla_mem::split {
 
 using namespace detail;
 
-constexpr int kKSteps = W / 16;             // 36 k-steps of the score GEMM
-constexpr int kQFragBytes = kKSteps * 512;  // A fragments of 16 heads, [k-step][lane][4 regs]
+constexpr int kConsumerWarps = 8;
+constexpr int kConsumers = 32 * kConsumerWarps;
+constexpr int kThreads = kConsumers;
+constexpr int kKSteps = W / 16;                   // 36 k-steps of the score GEMM
+constexpr int kQFragBytes = kKSteps * 512;        // A fragments of 16 heads, [k-step][lane][4 regs]
+constexpr int kMergeRegs = 128 + 4;               // O fragments + (m, d) of two rows
+constexpr int kMergeBytes = kMergeRegs * 32 * 4;  // one warp's state (the other: the Q buffer)
+// Score exchange between the two column-half warps of a worker: [worker][ch][parity][8 x 32]
+// floats. Shares the merge buffer (used only at sequence ends, fenced by consumers_sync).
+constexpr int kXchgBytes = 4 * 2 * 2 * 256 * 4;
+static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
+static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
 constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 
 // Measurement knobs (bench builds only; the defaults are the kernel). MLA_MEM_ABLATE leaves one
@@ -29,14 +39,6 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 #endif
 #ifndef MLA_MEM_BF16_STAGES
 #define MLA_MEM_BF16_STAGES 5
-#endif
-// Column splits per worker (warps = 4 x this): FP8's tile chain is compute-bound, so it runs 16
-// warps of 128 columns each.
-#ifndef MLA_MEM_FP8_CH
-#define MLA_MEM_FP8_CH 4
-#endif
-#ifndef MLA_MEM_BF16_CH
-#define MLA_MEM_BF16_CH 2
 #endif
 constexpr int kAblate = MLA_MEM_ABLATE;
 constexpr int kPvBatch = 4;  // FP8 P.V: 32-column groups per batch of loads (8: no faster)
@@ -61,23 +63,6 @@ struct Cfg {
   // by row copies: an odd number of 16-byte units (conflict-free fragments); swizzled: unpadded
   static constexpr int kRowStride = kFp8 || kTma ? kRowBytes : 2 * W + 16;
   static constexpr int kStages = kFp8 ? MLA_MEM_FP8_STAGES : MLA_MEM_BF16_STAGES;
-  // A worker (16 tokens of a tile) is kCh warps, each with L / kCh latent columns (kN n-tiles of
-  // 8) and 1 / kCh of the score k-steps; four workers (two teams of two tile halves).
-  static constexpr int kCh = kFp8 ? MLA_MEM_FP8_CH : MLA_MEM_BF16_CH;
-  static_assert(kCh == 2 || kCh == 4, "two or four column splits");
-  static constexpr int kWarps = 4 * kCh;
-  static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kN = L / 8 / kCh;
-  static constexpr int kStateBytes = (kN + 1) * 32 * 16;  // a parked state: O, then m and d
-  // At a sequence end with tiles in flight, the states of one worker park in the query buffer
-  // (kQStates of them) and the merge buffer (the rest).
-  static constexpr int kQStates = kQFragBytes / kStateBytes < kCh ? kQFragBytes / kStateBytes : kCh;
-  // Score exchange between a worker's warps: [worker][ch][parity][8 x 32] floats, in the merge
-  // buffer (used only at sequence ends, fenced by consumers_sync).
-  static constexpr int kXchgBytes = 4 * kCh * 2 * 256 * 4;
-  static constexpr int kMergeBytes = kXchgBytes > (kCh - kQStates) * kStateBytes
-                                         ? kXchgBytes
-                                         : (kCh - kQStates) * kStateBytes;
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
@@ -91,8 +76,7 @@ struct Cfg {
                 "odd 16-byte row stride: conflict-free fragments");
   static_assert(!kTma || (kStageBytes % 1024 == 0 && kStageBytes == kBoxes * kBoxBytes),
                 "swizzle atoms of 1024 bytes");
-  static_assert(kWarps * kStateBytes <= kStages * kStageBytes,
-                "the last merge parks every warp's state in the ring");
+  static_assert(8 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 8 warps' states");
 };
 
 template <int N>
@@ -111,16 +95,15 @@ __device__ __forceinline__ int exp_above(float x) {
   return ((__float_as_int(x) >> 23) & 0xff) - 126;
 }
 
-template <int kThreads>
 __device__ __forceinline__ void consumers_sync() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory");
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
 }
 // The A fragments of the query's 16 heads (rows past H zero) for all 36 k-steps, in the order the
 // consumers read them (one 16-byte load per lane and k-step). FP8: latent k-steps in fp16,
 // permuted to the byte pairs of the cvt (k-step 4 j + i, k 2t + u / 2t + 8 + u: dim
 // 64 j + 16 t + 4 i + u / + 2), each head scaled by 2^e (qinv[head] = 2^-e); needs a
 // consumers_sync between the exponents and their use (the caller's sync after it covers qinv).
-template <bool kFp8, int kConsumers>
+template <bool kFp8>
 __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_t* qbuf,
                                         float* qinv, int ctid) {
   const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
@@ -128,7 +111,7 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
     // max |q latent| per head: 16 threads per head, 32 dims each
     const int hl = ctid >> 4, part = ctid & 15, h = group * 16 + hl;
     float mx = 0.f;
-    if (hl < 16 && h < a.num_heads) {  // threads 0..255 (whole warps)
+    if (h < a.num_heads) {
       const __nv_bfloat16* qh = q + (static_cast<int64_t>(b) * a.num_heads + h) * W + part * 32;
       uint4 w[4];  // 32 bf16: all loads in flight
 #pragma unroll
@@ -144,13 +127,13 @@ __device__ __forceinline__ void build_q(const Args& a, int b, int group, uint32_
     }
 #pragma unroll
     for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (part == 0 && hl < 16) {
+    if (part == 0) {
       // max in [2^13, 2^14) after scaling; 0 or not finite: unscaled
       const int e = mx > 0.f && mx <= 3.4e38f ? min(max(14 - exp_above(mx), -120), 120) : 0;
       qinv[hl] = pow2i(-e);
       qinv[16 + hl] = pow2i(e);
     }
-    consumers_sync<kConsumers>();
+    consumers_sync();
   }
   constexpr int kWords = kKSteps * 128;
   constexpr int kRounds = kWords / kConsumers;
