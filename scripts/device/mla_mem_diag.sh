@@ -44,3 +44,20 @@ if [ "${NCU:-0}" = 1 ]; then
   grep -E "mla_mem|duration|dram__|grid_size|registers" "$OUT/ncu.txt" | sed 's/  */ /g' | cut -c1-110
 fi
 echo "total $((SECONDS - t0)) s"
+# NCUP=variant: per-pipe use, stall reasons and shared-memory traffic of both split kernels at
+# batch 32 x 64K (the FP8 compute question).
+if [ -n "${NCUP:-}" ]; then
+  M="gpu__time_duration.sum,sm__inst_executed.avg.per_cycle_active,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__warps_eligible.avg.per_cycle_active,smsp__warps_active.avg.per_cycle_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
+  for k in 1 0; do
+    timeout 150 ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem_kernelILb$k" --launch-skip 2 \
+      --launch-count 1 --metrics "$M" $V/bench_$NCUP --heads 16 --batches 32 --contexts 65536 --skip-1m --iters 1 \
+      > "$OUT/ncu_p$k.txt" 2>&1
+    echo "== ncu fp8=$k rc=$? ($((SECONDS - t0)) s)"
+    grep -E "gpu__time|per_cycle_active|issue_active|wavefronts|bank_conf|inst_executed.sum" "$OUT/ncu_p$k.txt" | sed 's/  */ /g'
+    grep -E "stalled_.*ratio" "$OUT/ncu_p$k.txt" | awk '$NF+0 > 0.04 {print " " $1 " " $NF}' | sed 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//'
+    grep -E "pipe_.*pct" "$OUT/ncu_p$k.txt" | awk '$NF+0 > 2 {print " " $1 " " $NF}'
+  done
+  cuobjdump -sass $V/bench_$NCUP 2>/dev/null | awk '/Function : .*mla_mem_kernelILb1ELb0/{f=1;next} /Function :/{f=0} f' > /tmp/fp8.sass
+  echo "== FP8 kernel SASS opcodes (static): $(grep -cE '^\s+/\*[0-9a-f]{4}\*/' /tmp/fp8.sass) instructions"
+  grep -oE '^\s+/\*[0-9a-f]{4}\*/\s+(@!?U?P[0-9T] )?[A-Z0-9_]+' /tmp/fp8.sass | awk '{print $NF}' | sort | uniq -c | sort -rn | head -25 | tr '\n' ' '; echo
+fi

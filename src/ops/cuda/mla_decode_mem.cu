@@ -1,22 +1,24 @@
 // The memory-bound MLA decode kernel (mla_decode_mem.h): one m16 tile of heads per CTA, bf16 or
 // FP8 e4m3 latent KV at (L, R) = (512, 64).
 //
-// CTA = 8 warps. The CTA's 32-token tiles (the same contiguous share of the batch's tiles as the
-// mla_bf16 kernels) stream into a ring of shared-memory stages by cp.async.bulk (bf16 at block
-// sizes that are multiples of 32: 9 2D TMA boxes of [32 rows x 128 bytes] per tile, 128-byte
-// swizzle; other bf16 blocks: one copy per token row, padded rows for conflict-free fragment loads;
-// FP8: one per run of rows contiguous in the pool, 656-byte rows need no padding), completing on
-// the stage's "full" mbarrier; the warps that read a stage release it on its "empty" mbarrier and
-// their leader refills it. No block-wide barrier in the main loop. (A separate producer warp would
-// make 9 warps: 3 on one SM sub-partition, which caps registers at 168 and spills the 128
-// accumulators.)
+// CTA = 8 warps. The CTA's 32-token tiles (a contiguous share of the batch's tiles, cut so that
+// each sequence piece counts kSeqCost tiles more: a piece's fixed cost) stream into a ring of
+// shared-memory stages by cp.async.bulk (bf16 at block sizes that are multiples of 32: 9 2D TMA
+// boxes of [32 rows x 128 bytes] per tile, 128-byte swizzle; other bf16 blocks: one copy per token
+// row, padded rows for conflict-free fragment loads; FP8: one per run of rows contiguous in the
+// pool, 656-byte rows need no padding), completing on the stage's "full" mbarrier; the warps that
+// read a stage release it on its "empty" mbarrier and their leader refills it. No block-wide
+// barrier in the main loop. (A separate producer warp would make 9 warps: 3 on one SM
+// sub-partition, which caps registers at 168 and spills the 128 accumulators.)
 //
 // Warp w: column half ch = w & 1 (256 of the 512 latent columns); worker w >> 1 owns the 16-token
 // half (worker & 1) of every other tile of a sequence (team worker >> 1). The two warps of a worker
 // each compute half of the 576-wide score k-steps (mma.sync m16n8k16, Q fragments from a
 // fragment-ordered shared buffer) and swap the partial scores (a 64-thread named barrier); each
 // keeps its own online softmax and accumulates O[16, 256] in registers. At the end of a sequence
-// the four workers' states merge through shared memory.
+// the four workers' states merge through shared memory (at the CTA's last sequence every warp
+// merges and writes a quarter of its columns); the next sequence's query is prefetched into L2 a
+// few tiles before.
 //
 // FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The latent
 // GEMMs run in fp16 (every e4m3 value is an fp16 value): one cvt.rn.f16x2.e4m3x2 turns two bytes
@@ -224,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
-      if (kAblate != 3 && tok0 < len) {
+      if (tok0 < len) {
         const uint32_t stage = ring + s * C::kStageBytes;
         [[maybe_unused]] const uint32_t tile = stage + 16 * half * C::kRowStride;  // FP8
         if constexpr (kTma) {
@@ -256,7 +258,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             // This warp's half of the k-steps, 4 m + 2 ch + u (the partner warp does the rest).
             const uint32_t q_ch = q_addr + ch * 2 * 512;
 #pragma unroll
-            for (int k0 = 0; k0 < (kAblate == 4 ? 0 : kKSteps / 2); k0 += 3) {
+            for (int k0 = 0; k0 < kKSteps / 2; k0 += 3) {
               uint4 qa[3];
               uint32_t kb[3][4];
 #pragma unroll
@@ -287,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
                   // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
-            for (int s4 = 0; s4 < (kAblate == 4 ? 0 : L / 128); ++s4) {
+            for (int s4 = 0; s4 < L / 128; ++s4) {
               const int s64 = ch * (L / 128) + s4;
               const uint4 w0 = lds128(k_addr + 64 * s64);
               const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
@@ -347,8 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int n = 0; n < 2; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-          if constexpr (kAblate != 5)
-            asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
 #pragma unroll
           for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -447,9 +448,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
         // 3. O[16, 256 columns of half ch] += P . V
-        if constexpr (kAblate == 2) {
-          acc[0][0] += __uint_as_float(pa.x & 1);  // keep pa live
-        } else if constexpr (!kFp8) {
+        if constexpr (!kFp8) {
           // n-tiles 2p, 2p + 1: chunks 8 (p >> 1) + 4 ch + 2 (p & 1), + 1
 #pragma unroll
           for (int p0 = 0; p0 < 16; p0 += 4) {
@@ -567,8 +566,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           o[i][3] += v[k].w * wk[k][1];
         }
       }
-      write_state<kFp8>(a, o, 8 * worker, m_fin, d_fin, complete, slot, worker == 0, cb, group,
-                        cta, ch, g, t);
+      write_state<kFp8>(a, o, 8 * worker, m_fin, d_fin, complete, slot, worker == 0, cb, group, cta,
+                        ch, g, t);
     } else {
       // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
       // buffer (rebuilt after this), one per column half; 3 -> 2, 1 -> 0, 2 -> 0.
@@ -585,8 +584,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       merge_round(1, 0);
       if (two_teams) merge_round(2, 0);
       if (worker == 0)
-        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g,
-                          t);
+        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g, t);
     }
     j += cnt;
     ++cb;
@@ -637,8 +635,8 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   if (!fp8 && a.block_size % kTile == 0) {
     if (cache.pool != a.kv_pool) {
       cache.err = mla_sm90::encode_kv_map(&cache.map, a.kv_pool, false, kTile);
-      cache.pool = cache.err == cudaSuccess || cache.err == cudaErrorNotSupported ? a.kv_pool
-                                                                                   : nullptr;
+      cache.pool =
+          cache.err == cudaSuccess || cache.err == cudaErrorNotSupported ? a.kv_pool : nullptr;
     }
     const cudaError_t err = cache.err;
     if (err != cudaSuccess && err != cudaErrorNotSupported) return err;
