@@ -6,7 +6,8 @@
 # 2. bench_mla_decode_bf16 --heads 16, main's build (bench_v0) and this tree's (bench_f2)
 #    alternating ROUNDS times: batch 8 / 32 / 64 x 16K / 64K / 128K and 8 x 1M, bf16 and FP8;
 #    batch 1 x 4K; 32 heads at two shapes;
-# 3. STAMPS: the stamps variants (st: this tree; stn: bf16 by padded rows, no tensor map) at 8 x 16K.
+# 3. STAMPS: the stamps variants (st: this tree; stn: bf16 by padded rows, no tensor map) at
+#    STAMP_SHAPES (default 8 x 16K and 32 x 64K).
 # Logs under $OUT (JSON of the last round of each build); the tables on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,8 +43,14 @@ for v in v0 f2; do
 done
 rm -f "$OUT/b.log"
 for v in ${STAMPS:-}; do
-  timeout 60 $V/bench_$v --heads 16 --batches 8 --contexts 16384 --skip-1m --iters 10 > "$OUT/st_$v.log" 2>&1
-  echo "== stamps $v 8 x 16K rc=$? ($((SECONDS - t0)) s)"; row 16 "$OUT/st_$v.log"
-  python3 scripts/device/mla_mem_stamps.py "$OUT/st_$v.log" | grep -E "call|CTA end|combine end|first tile|split end"
+  for shp in ${STAMP_SHAPES:-8x16384 32x65536}; do
+    sb=${shp%x*}; sc=${shp#*x}
+    timeout 60 $V/bench_$v --heads 16 --batches $sb --contexts $sc --skip-1m --iters 10 > "$OUT/st.log" 2>&1
+    echo "== stamps $v $sb x $sc rc=$? ($((SECONDS - t0)) s)"; row 16 "$OUT/st.log"
+    python3 scripts/device/mla_mem_stamps.py "$OUT/st.log" | \
+      grep -E "call|CTA end|combine end|first tile|split end|waiting|per tile"
+    cat "$OUT/st.log" >> "$OUT/stamps_all.log"
+  done
 done
+rm -f "$OUT/st.log"
 echo "total $((SECONDS - t0)) s"

@@ -11,10 +11,10 @@ for line in open(sys.argv[1]):
     f = line.split()
     if not f:
         continue
-    if f[0] == "S" and len(f) == 13:
+    if f[0] == "S" and len(f) == 15:
         v = [int(x) for x in f[2:]]
         # cta, tiles, nseq, then stamps: entry, setup, first tile, 1st loop end, 1st written,
-        # next q ready, last loop end, end
+        # next q ready, last loop end, end; then warp 0's cycles in full-barrier waits and in all
         S[int(f[1])].append([v[0], v[1] >> 8, v[1] & 255] + v[3:])
     elif f[0] == "C" and len(f) == 5:
         C[int(f[1])].append([0, 0] + [int(x) for x in f[3:]])
@@ -39,6 +39,8 @@ for call in sorted(S):
     print("  last loop end    ", pct([us(r[9]) for r in rows]))
     print("  CTA end          ", pct([us(r[10]) for r in rows]))
     print("  end - last loop  ", pct([(r[10] - r[9]) / 1e3 for r in rows]))
+    print("  warp 0 waiting for data, % of its cycles", pct([100.0 * r[11] / max(1, r[12]) for r in rows]))
+    print("  first tile -> last loop end, us per tile", pct([(r[9] - r[5]) / 1e3 / max(1, r[1] - 1) for r in rows]))
     two = [r for r in rows if r[2] > 1]
     if two:
         print(f"  {len(two)} CTAs with >1 sequence: tiles", pct([r[1] for r in two]))
