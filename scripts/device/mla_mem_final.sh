@@ -14,6 +14,10 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 t0=$SECONDS
 if [ "${VERIFY:-1}" = 1 ]; then
+  # The Debian packages the build needs here (PCRE2, cpp-httplib): this copy's .devdeps, else the
+  # checkout's (carry it too).
+  ls .devdeps/*.deb > /dev/null 2>&1 || { rm -rf .devdeps; ln -s ../../.devdeps .devdeps; }
+  echo "devdeps: $(ls .devdeps/ 2>/dev/null | wc -l) packages"
   OUT=/tmp/vout SKIP_CPU=1 bash scripts/device_verify.sh /tmp/b-mem 2>&1 | tee "$OUT/verify.log" | \
     grep -vE "^\s*$" | tail -25
   grep -ho "rel_l2 out [0-9.e+-]*" /tmp/vout/helix_cuda_tests.log 2>/dev/null | sort -k3 -g | tail -1 | \
@@ -35,9 +39,15 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
     row 16 "$OUT/b.log"; cat "$OUT/b.log" >> "$OUT/bench_all.log"
   done
 done
+# small shapes (batch-1 latency: stream and graph), B1VARS alternating twice
+for r in 1 2; do
+  for v in ${B1VARS:-v0 f2}; do
+    timeout 60 $V/bench_$v --heads 16 --batches 1 8 --contexts 1024 4096 --skip-1m > "$OUT/b.log" 2>&1
+    echo "== $v small shapes round $r"; row 16 "$OUT/b.log"; grep -E "batch-1" "$OUT/b.log" | sed 's/^ */  /'
+    cat "$OUT/b.log" >> "$OUT/bench_all.log"
+  done
+done
 for v in v0 f2; do
-  timeout 60 $V/bench_$v --heads 16 --batches 1 --contexts 4096 --skip-1m > "$OUT/b.log" 2>&1
-  echo "== $v batch 1"; grep -E "batch-1|graph|^ +16 " "$OUT/b.log" | head -4; cat "$OUT/b.log" >> "$OUT/bench_all.log"
   timeout 60 $V/bench_$v --heads 32 --batches 8 32 --contexts 16384 131072 --skip-1m > "$OUT/b.log" 2>&1
   echo "== $v 32 heads"; row 32 "$OUT/b.log"; cat "$OUT/b.log" >> "$OUT/bench_all.log"
 done
