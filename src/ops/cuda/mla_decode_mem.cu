@@ -16,9 +16,9 @@
 // each compute half of the 576-wide score k-steps (mma.sync m16n8k16, Q fragments from a
 // fragment-ordered shared buffer) and swap the partial scores (a 64-thread named barrier); each
 // keeps its own online softmax and accumulates O[16, 256] in registers. At the end of a sequence
-// the four workers' states merge through shared memory (at the CTA's last sequence every warp
-// merges and writes a quarter of its columns); the next sequence's query is prefetched into L2 a
-// few tiles before.
+// the four workers' states merge through shared memory (bf16, at the CTA's last sequence: every
+// warp merges and writes a quarter of its columns); the next sequence's query is prefetched into
+// L2 a few tiles before.
 //
 // FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The latent
 // GEMMs run in fp16 (every e4m3 value is an fp16 value): one cvt.rn.f16x2.e4m3x2 turns two bytes
@@ -519,10 +519,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto absorb = [&](const float4* p) { absorb_state(p, acc, m_run, d_run); };
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
     const int slot = s_cum[cb] <= t_begin ? 0 : 1;
-    if (j + cnt == n_tiles) {
+    if (j + cnt == n_tiles && !kFp8) {
       // The CTA's last sequence: no tile in flight, the ring is free. Every warp parks its state
       // there; worker w then merges n-tiles 8 w .. 8 w + 7 of its column half from all four and
-      // writes them (the merge and the write spread over all eight warps).
+      // writes them (the merge and the write spread over all eight warps). bf16 only: the FP8
+      // kernel measured 2-4 us slower with it at batch 1-8 x 1K-4K (H200; cause not found), so
+      // it keeps the serial merge below.
       float4* ring4 = reinterpret_cast<float4*>(smem);
       auto state = [&](int w) { return ring4 + (w * 2 + ch) * 33 * 32 + lane; };
       park(state(worker));
@@ -568,6 +570,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       write_state<kFp8>(a, o, 8 * worker, m_fin, d_fin, complete, slot, worker == 0, cb, group, cta,
                         ch, g, t);
+    } else if (j + cnt == n_tiles) {
+      // FP8, the CTA's last sequence: workers 1-3 park their states in the (free) ring, worker 0
+      // absorbs them and writes.
+      float4* ring4 = reinterpret_cast<float4*>(smem);
+      if (worker != 0) park(ring4 + ((worker - 1) * 2 + ch) * 33 * 32 + lane);
+      consumers_sync();
+      if (worker == 0) {
+#pragma unroll 1
+        for (int w = 1; w < 4; ++w) absorb(ring4 + ((w - 1) * 2 + ch) * 33 * 32 + lane);
+        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g, t);
+      }
     } else {
       // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
       // buffer (rebuilt after this), one per column half; 3 -> 2, 1 -> 0, 2 -> 0.
