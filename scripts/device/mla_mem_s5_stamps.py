@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Summarises the stamps that scripts/device/mla_mem_stamps.patch prints (one launch of the
+"""Summarises the stamps that scripts/device/mla_mem_s5_stamps.patch prints (one launch of the
 memory-bound MLA split kernel and its combine): per-CTA phases relative to the first CTA's start.
-  python3 scripts/device/mla_mem_stamps.py log.txt"""
+  python3 scripts/device/mla_mem_s5_stamps.py log.txt"""
 import sys
 from collections import defaultdict
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for the memory-bound MLA kernel (session 5): unpacks the binaries that
-# scripts/device/mla_mem_build.sh made (build-bin/*.gz, carried), then
+# scripts/device/mla_mem_s5_build.sh made (build-bin/*.gz, carried), then
 # - TESTS=1: the MLA kernel tests (test_mla, this tree);
 # - each bench variant in VARS at SHAPE (16 heads), ROUNDS times alternating;
 # - STAMPS: the stamps variants (e.g. st) at STAMP_SHAPES (default 8x16384), summarised per phase;
@@ -32,7 +32,7 @@ for v in ${STAMPS:-}; do
     timeout 60 $V/bench_$v --heads 16 --batches $sb --contexts $sc --skip-1m --iters 10 > "$OUT/st_tmp.log" 2>&1
     echo "== stamps $v $sb x $sc rc=$? ($((SECONDS - t0)) s)"
     grep -E "^ +16 " "$OUT/st_tmp.log" | awk '{printf "  %3s x %7s %4s %9s us of_copy %s\n", $2, $3, $4, $5, $8}'
-    python3 scripts/device/mla_mem_stamps.py "$OUT/st_tmp.log"
+    python3 scripts/device/mla_mem_s5_stamps.py "$OUT/st_tmp.log"
     cat "$OUT/st_tmp.log" >> "$OUT/stamps.log"
   done
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 5's closing device call for the memory-bound MLA kernel (run from a copy of this tree
-# that carries .devdeps and the binaries scripts/device/mla_mem_build.sh made in build-bin/):
+# that carries .devdeps and the binaries scripts/device/mla_mem_s5_build.sh made in build-bin/):
 # 1. scripts/device_verify.sh with SKIP_CPU=1: -Werror build of this tree, helix_cuda_tests (the
 #    MLA kernel cases against the CPU op) and test_backend_ops, the embedded model, serve on cuda;
 # 2. bench_mla_decode_bf16 --heads 16, main's build (bench_v0) and this tree's (bench_$NEW, default f3)
@@ -59,7 +59,7 @@ for v in ${STAMPS:-}; do
     sb=${shp%x*}; sc=${shp#*x}
     timeout 60 $V/bench_$v --heads 16 --batches $sb --contexts $sc --skip-1m --iters 10 > "$OUT/st.log" 2>&1
     echo "== stamps $v $sb x $sc rc=$? ($((SECONDS - t0)) s)"; row 16 "$OUT/st.log"
-    python3 scripts/device/mla_mem_stamps.py "$OUT/st.log" | \
+    python3 scripts/device/mla_mem_s5_stamps.py "$OUT/st.log" | \
       grep -E "call|CTA end|combine end|first tile|split end|waiting|per tile"
     cat "$OUT/st.log" >> "$OUT/stamps_all.log"
   done

@@ -2,7 +2,7 @@
 # Builds, on the dev machine, the memory-bound MLA kernel's test binary and bench variants for one
 # device call (static libstdc++/cudart/OpenBLAS: they need only the device's glibc), so the device
 # spends no time compiling. Objects of the other MLA kernels are built once into $B.
-#   B=build-pre OUTB=build-bin bash scripts/device/mla_mem_build.sh [name:nvcc-flags ...]
+#   B=build-pre OUTB=build-bin bash scripts/device/mla_mem_s5_build.sh [name:nvcc-flags ...]
 # A variant's flags may name a patch to apply first: "st:PATCH=scripts/device/x.patch -DFOO".
 # Output: $OUTB/test_mla.gz (this tree), $OUTB/bench_<name>.gz per variant.
 set -euo pipefail
@@ -12,10 +12,18 @@ mkdir -p "$B" "$OUTB"
 CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc"
 CX="-std=c++20 -O2 -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/local/cuda/include -DHELIX_HAVE_CUDA=1"
 OTHER="mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16 mla_decode_sm90"
+[ -f src/ops/cuda/mla_kv_write.cu ] && OTHER="$OTHER mla_kv_write"  # its own file since session 5
 for f in $OTHER; do
   [ -f "$B/$f.o" ] && [ "$B/$f.o" -nt src/ops/cuda/$f.cu ] || nvcc $CU -c src/ops/cuda/$f.cu -o "$B/$f.o"
 done
-for f in mla_decode matmul kv_fp8; do [ -f "$B/$f.o" ] || g++ $CX -c src/ops/cpu/$f.cpp -o "$B/$f.o"; done
+# the CPU reference (the test's ground truth) and the bf16 / e4m3 codec it uses
+CPU_SRC="src/ops/cpu/mla_decode.cpp src/ops/cpu/matmul.cpp"
+for f in src/ops/cpu/kv_fp8.cpp src/core/float_codec.cpp; do [ -f $f ] && CPU_SRC="$CPU_SRC $f"; done
+CPU_OBJ=""
+for f in $CPU_SRC; do
+  o="$B/$(basename "$f" .cpp).o"; CPU_OBJ="$CPU_OBJ $o"
+  [ -f "$o" ] || g++ $CX -c "$f" -o "$o"
+done
 [ -f "$B/bench.o" ] || g++ $CX -DFMT_HEADER_ONLY -c bench/bench_mla_decode_bf16.cpp -o "$B/bench.o"
 OBJ=""; for f in $OTHER; do OBJ="$OBJ $B/$f.o"; done
 LNK="-L/usr/local/cuda/lib64 -lcudart_static -ldl -lrt -lpthread"
@@ -26,7 +34,7 @@ if [ "${TEST:-1}" = 1 ]; then
   L=/usr/lib/x86_64-linux-gnu
   # shellcheck disable=SC2086
   g++ -static-libstdc++ -static-libgcc -o "$B/test_mla" "$B/test.o" $OBJ "$B/mem.o" "$B/comb.o" \
-    "$B/mla_decode.o" "$B/matmul.o" "$B/kv_fp8.o" $L/libgtest.a $L/libgtest_main.a $L/libopenblas.a -lgfortran $LNK
+    $CPU_OBJ $L/libgtest.a $L/libgtest_main.a $L/libopenblas.a -lgfortran $LNK
   strip "$B/test_mla"; gzip -c "$B/test_mla" > "$OUTB/test_mla.gz"; echo "built test_mla"
 fi
 for v in "$@"; do
