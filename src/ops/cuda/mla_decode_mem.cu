@@ -183,20 +183,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   float qi[2];  // FP8: 2^-e of rows g, g + 8
   int c_run;    // FP8: P' = p . s_t . 2^c_run (starts "unset": the first tile sets it)
 
-  // FP8 (compute-bound): the leader refills the stage of its team's previous tile, one tile late,
-  // instead of waiting at the end of each tile for its three partners to release the current one
-  // (which held the team in lock step). A pending refill is issued by the end of the sequence.
-  constexpr bool kDefer = kDeferRefill && kFp8;
-  int pend = -1;  // the tile whose stage this leader still has to refill
-  Slot pend_slot{0, 0, 0};
-  auto flush = [&] {
-    if (pend >= 0) {
-      mbar_wait(empty_bar(pend % C::kStages), (pend / C::kStages) & 1);
-      issue(pend + C::kStages, pend_slot);
-      pend = -1;
-    }
-  };
-
   int j = 0;
   while (j < n_tiles) {
     const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
@@ -510,18 +496,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       __syncwarp();
       if (lane == 0) mbar_arrive(empty_bar(s));
-      if constexpr (kDefer) {
-        flush();
-        if (refill) {
-          pend = jj;
-          pend_slot = next;
-        }
-      } else if (refill) {
+      if (refill) {
         mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
         issue(jj + C::kStages, next);
       }
     }
-    if constexpr (kDefer) flush();  // before the sequence end's barriers
 
     // Merge the four workers' states per column half. A state is parked as 33 float4 per lane
     // (the O fragments, then m and d of both rows).

@@ -29,9 +29,8 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 
 // Ring depth: FP8 8 stages (6 measured the same within noise), bf16 5 (the most that fits).
 constexpr int kFp8Stages = 8, kBf16Stages = 5;
-constexpr int kPvBatch = 4;          // FP8 P.V: 32-column groups per batch of loads (8: no faster)
-constexpr int kChains = 2;           // FP8 scores: accumulator chains per n-tile (4: no faster)
-constexpr bool kDeferRefill = true;  // FP8: refills one tile late (mla_decode_mem.cu)
+constexpr int kPvBatch = 4;  // FP8 P.V: 32-column groups per batch of loads (8: no faster)
+constexpr int kChains = 2;   // FP8 scores: accumulator chains per n-tile (4: no faster)
 __device__ __forceinline__ uint32_t cvt_lo(uint32_t x) {
   return e4m3x2_lo_to_f16(x);
 }
