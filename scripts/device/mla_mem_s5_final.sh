@@ -27,6 +27,7 @@ if [ "${VERIFY:-1}" = 1 ]; then
   grep -h -A3 -i "mla" /tmp/vout/helix_cuda_tests.log | grep -E "^\[" | head -3
   echo "verify done ($((SECONDS - t0)) s)"
 fi
+[ "${BENCH:-1}" = 1 ] || exit 0  # BENCH=0: the verify step only
 V=/tmp/mla-mem; mkdir -p $V
 for f in build-bin/bench_*.gz; do n=$(basename "$f" .gz); gunzip -c "$f" > $V/$n; chmod +x $V/$n; done
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
