@@ -634,9 +634,9 @@ cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
 
 cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
   // bf16 tiles by TMA when a tile's 32 rows are contiguous in the pool; the map is encoded on the
-  // host per launch and passed by value, as the sm90 kernel's (graph replays reuse the copy).
-  // The map depends only on the pool's address: the last one is kept per host thread (encoding
-  // costs host time that a decode step's launch sequence would otherwise wait for).
+  // host and passed by value, as the sm90 kernel's (graph replays reuse the copy). It depends only
+  // on the pool's address: the last one is kept per host thread (encoding costs host time that a
+  // decode step's launch sequence would otherwise wait for).
   struct MapCache {
     const uint8_t* pool = nullptr;
     cudaError_t err = cudaSuccess;
