@@ -1,0 +1,465 @@
+// The small-batch MLA decode kernel (mla_decode_lat.h): bf16 latent KV, (L, R) = (512, 64), 16
+// heads per CTA, one launch.
+//
+// At batch 1 the split kernels spend their time in fixed costs, not in the KV read (4.7 MB at 4K
+// tokens is ~1 us of copy): two launches (~5.5 us each on the stream here), per-CTA prologues
+// and a combine kernel of 16-128 CTAs each reading 64-128 KB of partials. This kernel:
+// - phase 1: the same even split of all sequences' 32-token tiles over the CTAs of a head group
+//   as the split kernels (one tile per CTA and up: at 4K, 128 CTAs), tiles streamed by cp.async
+//   (16 bytes a thread, any block size, no tensor map to encode on the host) into a ring of
+//   padded rows; the query's A fragments live in registers for a whole sequence;
+// - a grid-wide barrier (an atomic counter in the workspace; the plan makes every CTA resident),
+//   skipped when no sequence spans two CTAs;
+// - phase 2: every CTA merges a share of the split sequences' partials (a 64-column slice of one
+//   head a step, 16 partial groups in flight at once), writes the empty sequences.
+//
+// Per tile (8 warps): warp w computes the scores of tokens 8 (w & 3).. + 7 over half the 576 dims
+// (k-half w >> 2; mma.sync m16n8k16, two accumulation chains), the halves meet in shared memory;
+// every warp then runs the same online softmax on the tile's 16 x 32 scores and accumulates
+// O[16, 64 columns 64 w..] += P V (ldmatrix.trans from the same tile).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/mla_combine_common.cuh"
+#include "ops/cuda/mla_decode_lat.h"
+#include "ops/cuda/ptx_common.cuh"
+
+namespace helix::cuda::mla_lat {
+namespace {
+
+using mla_bf16::Args;
+using namespace ptx;
+namespace mc = mla_combine;
+
+constexpr int L = 512, R = 64, W = L + R;
+constexpr int kTile = 32;
+constexpr int kThreads = 256;
+constexpr int kStages = 4;
+constexpr int kRowBytes = 2 * W;                          // 1152: a pool row
+constexpr int kRowStride = kRowBytes + 16;                // 73 x 16 B: conflict-free ldmatrix rows
+constexpr int kStageBytes = kTile * kRowStride;           // 37376
+constexpr int kScStride = 40;                             // floats per score row in shared memory
+constexpr int kScOff = kStages * kStageBytes;             // scores [2 k-halves][16][kScStride]
+constexpr int kCumOff = kScOff + 2 * 16 * kScStride * 4;  // s_cum[B + 1], s_len[B]
+constexpr int kKHalf = W / 16 / 2;                        // 18 k-steps per warp
+constexpr int kCols = 64;                                 // output columns per warp (and per slice)
+static_assert(kStageBytes % 16 == 0 && kCumOff % 16 == 0, "16-byte aligned regions");
+
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                    uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void cp_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Every CTA of the grid arrives once; returns when all have. The counter only grows (64 bits):
+// launch k waits for it to reach (k + 1) x grid size.
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned long long n = static_cast<unsigned long long>(gridDim.x) * gridDim.y;
+    const unsigned long long target = (atomicAdd(counter, 1ull) / n + 1) * n;
+    unsigned long long v;
+    while (true) {
+      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];\n" : "=l"(v) : "l"(counter) : "memory");
+      if (v >= target) break;
+      __nanosleep(20);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// Phase 1: this CTA's tiles [t_begin, t_end) of head group `group`.
+__device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const int* s_cum,
+                                            const int* s_len, const mc::TileRange& tr, int cta,
+                                            int group) {
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
+  const uint32_t ring = smem_u32(smem);
+  float* s_sc = reinterpret_cast<float*>(smem + kScOff);
+
+  // Tile jt of the range into stage jt % kStages: thread = (row tid / 8, 16-byte chunks
+  // tid % 8 + 8 j); rows past the sequence's end are zero-filled. The row's address (a block-table
+  // load) is looked up one tile before its copies are issued, so no load latency sits between a
+  // tile's barrier and its MMAs. issue() always commits a group (maybe empty): uniform wait counts.
+  auto lookup = [&](int jt) -> const uint8_t* {
+    if (jt >= n_tiles) return nullptr;
+    const int tile = t_begin + jt;
+    int lo = 0, hi = a.batch - 1;  // the last b with s_cum[b] <= tile
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (s_cum[mid] <= tile)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    const int pos = (tile - s_cum[lo]) * kTile + (tid >> 3);
+    if (pos >= s_len[lo]) return nullptr;
+    const int blk =
+        a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size];
+    return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
+  };
+  auto issue = [&](int jt, const uint8_t* src) {
+    if (jt < n_tiles) {
+      const uint32_t dst = ring + (jt % kStages) * kStageBytes + (tid >> 3) * kRowStride;
+#pragma unroll
+      for (int j = 0; j < kRowBytes / 16 / 8; ++j) {
+        const int c = (tid & 7) + 8 * j;
+        cp_async16(dst + 16 * c, src ? src + 16 * c : a.kv_pool, src ? 16u : 0u);
+      }
+    }
+    cp_commit();
+  };
+  const uint8_t* pend[kStages];
+#pragma unroll
+  for (int s = 0; s < kStages; ++s) pend[s] = lookup(s);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) issue(s, pend[s]);
+  const uint8_t* next_src = pend[kStages - 1];  // tile kStages - 1's, issued in iteration 0
+
+  const int nt = warp & 3, kh = warp >> 2;  // score n-tile (8 tokens), k-half
+  const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
+  int cb = tr.cb, ck = tr.ck, j = 0;
+  while (j < n_tiles) {
+    const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
+    const int cnt = min(seq_tiles - ck, n_tiles - j);
+    const int len = s_len[cb];
+    // The query's A fragments for this warp's 18 k-steps (rows past the heads 0).
+    uint32_t qf[kKHalf][4];
+    {
+      const int h0 = group * kHeadGroup + g, h1 = h0 + 8;
+      const int64_t base = static_cast<int64_t>(cb) * a.num_heads;
+      const uint32_t* q0 = reinterpret_cast<const uint32_t*>(q + (base + h0) * W);
+      const uint32_t* q1 = reinterpret_cast<const uint32_t*>(q + (base + h1) * W);
+      const bool ok0 = h0 < a.num_heads, ok1 = h1 < a.num_heads;
+#pragma unroll
+      for (int i = 0; i < kKHalf; ++i) {
+        const int d = (16 * (kh * kKHalf + i) + 2 * t) >> 1;  // in bf16 pairs
+        qf[i][0] = ok0 ? __ldg(q0 + d) : 0u;
+        qf[i][1] = ok1 ? __ldg(q1 + d) : 0u;
+        qf[i][2] = ok0 ? __ldg(q0 + d + 4) : 0u;
+        qf[i][3] = ok1 ? __ldg(q1 + d + 4) : 0u;
+      }
+    }
+    float acc[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
+    float m_run[2] = {-INFINITY, -INFINITY}, d_run[2] = {0.f, 0.f};
+
+    for (int jj = j; jj < j + cnt; ++jj) {
+      cp_wait<kStages - 2>();
+      __syncthreads();  // tile jj landed for every thread; tile jj - 1 fully consumed
+      issue(jj + kStages - 1, next_src);
+      next_src = lookup(jj + kStages);
+      const uint32_t stage = ring + (jj % kStages) * kStageBytes;
+      // 1. scores of tokens 8 nt.. over k-steps 18 kh.. (two chains)
+      {
+        float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
+        const uint32_t kaddr =
+            stage + (8 * nt + (lane & 7)) * kRowStride + (16 * kh * kKHalf + 8 * (lane >> 3)) * 2;
+#pragma unroll
+        for (int kp = 0; kp < kKHalf / 2; ++kp) {
+          uint32_t kb[4];
+          ldsm_x4(kb, kaddr + kp * 64);
+          mma(s0, qf[2 * kp], kb[0], kb[1]);
+          mma(s1, qf[2 * kp + 1], kb[2], kb[3]);
+        }
+        float* dst = s_sc + kh * 16 * kScStride + 8 * nt + 2 * t;
+        *reinterpret_cast<float2*>(dst + g * kScStride) = make_float2(s0[0] + s1[0], s0[1] + s1[1]);
+        *reinterpret_cast<float2*>(dst + (g + 8) * kScStride) =
+            make_float2(s0[2] + s1[2], s0[3] + s1[3]);
+      }
+      __syncthreads();  // both k-halves of all 32 tokens written
+      // 2. online softmax of rows g, g + 8 (every warp the same), P as A fragments of 2 k-steps
+      const int tok0 = (ck + jj - j) * kTile;
+      float sv[2][2][2][2];  // [k-step][row][col half][pair element]
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            const int col = 16 * ks + 8 * hh + 2 * t;
+            const int row = g + 8 * rr;
+            const float2 x = *reinterpret_cast<const float2*>(s_sc + row * kScStride + col);
+            const float2 y = *reinterpret_cast<const float2*>(s_sc + (16 + row) * kScStride + col);
+            sv[ks][rr][hh][0] = tail_score(tok0 + col, len, x.x + y.x, a.scale_log2);
+            sv[ks][rr][hh][1] = tail_score(tok0 + col + 1, len, x.y + y.y, a.scale_log2);
+            mx[rr] = fmaxf(mx[rr], fmaxf(sv[ks][rr][hh][0], sv[ks][rr][hh][1]));
+          }
+      float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+        const float m_new = fmaxf(m_run[rr], mx[rr]);
+        m_use[rr] = m_new == -INFINITY ? 0.f : m_new;
+        alpha[rr] = exp2f(m_run[rr] - m_use[rr]);
+        m_run[rr] = m_new;
+      }
+      uint32_t pa[2][4];
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        float p[2][2][2];
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              p[rr][hh][e] = exp2f(sv[ks][rr][hh][e] - m_use[rr]);
+              rs[rr] += p[rr][hh][e];
+            }
+        pa[ks][0] = pack_bf16(p[0][0][0], p[0][0][1]);
+        pa[ks][1] = pack_bf16(p[1][0][0], p[1][0][1]);
+        pa[ks][2] = pack_bf16(p[0][1][0], p[0][1][1]);
+        pa[ks][3] = pack_bf16(p[1][1][0], p[1][1][1]);
+      }
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
+        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
+        d_run[rr] = d_run[rr] * alpha[rr] + rs[rr];
+      }
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        acc[n][0] *= alpha[0];
+        acc[n][1] *= alpha[0];
+        acc[n][2] *= alpha[1];
+        acc[n][3] *= alpha[1];
+      }
+      // 3. O[16, columns 64 warp..] += P V
+      const uint32_t vaddr = stage + ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
+                             (kCols * warp + 8 * (lane >> 4)) * 2;
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          uint32_t vb[4];
+          ldsm_x4_t(vb, vaddr + 16 * ks * kRowStride + np * 32);
+          mma(acc[2 * np], pa[ks], vb[0], vb[1]);
+          mma(acc[2 * np + 1], pa[ks], vb[2], vb[3]);
+        }
+    }
+
+    // The sequence's part in this CTA: final (all its tiles here) or a partial slot (0: the
+    // range's first sequence, 1: its last), as the split kernels write them.
+    const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
+    const int slot = s_cum[cb] <= t_begin ? 0 : 1;
+    const int64_t prow =
+        ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeadGroup;
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int hl = g + 8 * rr, h = group * kHeadGroup + hl;
+      if (h >= a.num_heads) continue;
+      const float inv = 1.f / d_run[rr];
+      const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
+      if (warp == 0 && t == 0) {
+        const float lse = (m_run[rr] + log2f(d_run[rr])) * 0.6931471805599453f;
+        if (complete)
+          a.lse[orow] = lse;
+        else
+          a.part_lse[prow + hl] = lse;
+      }
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        const int col = kCols * warp + 8 * n + 2 * t;
+        const float v0 = acc[n][2 * rr] * inv, v1 = acc[n][2 * rr + 1] * inv;
+        if (!complete)
+          *reinterpret_cast<float2*>(a.part_out + (prow + hl) * L + col) = make_float2(v0, v1);
+        else if (a.out_bf16)
+          *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) + orow * L + col) =
+              __floats2bfloat162_rn(v0, v1);
+        else
+          *reinterpret_cast<float2*>(static_cast<float*>(a.out) + orow * L + col) =
+              make_float2(v0, v1);
+      }
+    }
+    j += cnt;
+    ++cb;
+    ck = 0;
+    while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
+  }
+  cp_wait<0>();  // no copy may land in shared memory phase 2 reuses
+}
+
+// Phase 2: item = (sequence, head, 64-column slice). A pass of the CTA takes kIp items; thread =
+// (item ii, partial group pg of kPg, 4-column chunk cl): kPg is the fewest groups that keep at most
+// 8 partial loads per thread (all in flight at once: one L2 round trip per pass). Each thread
+// merges its partials online, the groups meet in shared memory. Empty sequences get out 0 and lse
+// -inf; sequences one CTA held are final already.
+__device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, const int* s_cum) {
+  const int tid = threadIdx.x;
+  const int total = s_cum[a.batch];
+  const int ctas = total > 0 ? mc::active_ctas<1>(total, a.ctas_per_group) : 1;
+  int n_max = 1;  // the most partials of one sequence
+  for (int b = 0; b < a.batch; ++b)
+    if (s_cum[b + 1] > s_cum[b])
+      n_max = max(
+          n_max, mc::cta_of(s_cum[b + 1] - 1, total, ctas) - mc::cta_of(s_cum[b], total, ctas) + 1);
+  int pg_n = 1;
+  while (pg_n < 16 && pg_n * 8 < n_max) pg_n *= 2;
+  const int ip = 16 / pg_n;
+  const int cl = tid & 15, pg = (tid >> 4) % pg_n, ii = tid / (16 * pg_n);
+  constexpr int kSlices = L / kCols;
+  const int items = a.batch * a.num_heads * kSlices;
+  const int n_grid = gridDim.x * gridDim.y;
+  float* s_m = reinterpret_cast<float*>(smem);                   // [kThreads]
+  float* s_d = s_m + kThreads;                                   // [kThreads]
+  float4* s_o = reinterpret_cast<float4*>(smem + 8 * kThreads);  // [kThreads]
+  for (int base = (blockIdx.y * gridDim.x + blockIdx.x) * ip; base < items; base += n_grid * ip) {
+    const int item = base + ii;
+    bool active = false;
+    float m = -INFINITY, d = 0.f;
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+    int64_t orow = 0;
+    int col = 0;
+    if (item < items) {
+      const int b = item / (a.num_heads * kSlices), h = (item / kSlices) % a.num_heads;
+      col = (item % kSlices) * kCols + 4 * cl;
+      const int before = s_cum[b], mine = s_cum[b + 1] - before;
+      orow = static_cast<int64_t>(b) * a.num_heads + h;
+      if (mine == 0) {
+        if (pg == 0)
+          mc::store4(static_cast<float*>(a.out) + orow * L,
+                     static_cast<__nv_bfloat16*>(a.out) + orow * L, a.out_bf16, col,
+                     make_float4(0.f, 0.f, 0.f, 0.f));
+        if (pg == 0 && col == 0) a.lse[orow] = -INFINITY;
+      } else {
+        const int c_lo = mc::cta_of(before, total, ctas);
+        const int c_hi = mc::cta_of(before + mine - 1, total, ctas);
+        active = c_lo != c_hi;
+        const int group = h / kHeadGroup, hl = h % kHeadGroup;
+        for (int i0 = c_lo + pg; active && i0 <= c_hi; i0 += 8 * pg_n) {
+          float l[8];
+          float4 v[8] = {};
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const int c = i0 + pg_n * u;
+            l[u] = -INFINITY;
+            if (c <= c_hi && mc::cta_begin(c, total, ctas) < mc::cta_begin(c + 1, total, ctas)) {
+              const int slot = (c == c_lo && mc::cta_begin(c, total, ctas) != before) ? 1 : 0;
+              const int64_t row =
+                  ((static_cast<int64_t>(group) * a.ctas_per_group + c) * 2 + slot) * kHeadGroup +
+                  hl;
+              l[u] = __ldcg(a.part_lse + row);
+              v[u] = __ldcg(reinterpret_cast<const float4*>(a.part_out + row * L + col));
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            if (l[u] == -INFINITY) continue;
+            const float m_new = fmaxf(m, l[u]);
+            const float f = __expf(m - m_new), w = __expf(l[u] - m_new);
+            d = d * f + w;
+            mc::scale4(o, f);
+            mc::fma4(o, w, v[u]);
+            m = m_new;
+          }
+        }
+      }
+    }
+    s_m[tid] = m;
+    s_d[tid] = d;
+    s_o[tid] = o;
+    __syncthreads();
+    if (active && pg == 0) {
+      float mm = -INFINITY;
+      for (int k = 0; k < pg_n; ++k) mm = fmaxf(mm, s_m[tid + 16 * k]);
+      float dd = 0.f;
+      float4 oo = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int k = 0; k < pg_n; ++k) {
+        const float mk = s_m[tid + 16 * k];
+        if (mk == -INFINITY) continue;
+        const float w = __expf(mk - mm);
+        dd += w * s_d[tid + 16 * k];
+        mc::fma4(oo, w, s_o[tid + 16 * k]);
+      }
+      mc::scale4(oo, 1.f / dd);
+      mc::store4(static_cast<float*>(a.out) + orow * L,
+                 static_cast<__nv_bfloat16*>(a.out) + orow * L, a.out_bf16, col, oo);
+      if (col == 0) a.lse[orow] = mm + __logf(dd);
+    }
+    __syncthreads();  // the shared slots are reused by the next pass
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_lat_kernel(const Args a, unsigned long long* counter) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  int* s_cum = reinterpret_cast<int*>(smem + kCumOff);
+  int* s_len = s_cum + a.batch + 1;
+  if (threadIdx.x < 32) mc::tile_prefix_sums<kTile, true>(a, s_cum, s_len, threadIdx.x);
+  __syncthreads();
+  mc::TileRange tr;
+  if (mc::cta_tile_range<1>(a, s_cum, blockIdx.x, tr))
+    split_phase(a, smem, s_cum, s_len, tr, blockIdx.x, blockIdx.y);
+  // Only sequences that span two CTAs need the barrier (every CTA sees the same s_cum).
+  const int total = s_cum[a.batch];
+  bool split = false;
+  if (total > 0) {
+    const int ctas = mc::active_ctas<1>(total, a.ctas_per_group);
+    for (int b = 0; b < a.batch && !split; ++b)
+      split = s_cum[b + 1] > s_cum[b] &&
+              mc::cta_of(s_cum[b], total, ctas) != mc::cta_of(s_cum[b + 1] - 1, total, ctas);
+  }
+  if (split) grid_barrier(counter);
+  __syncthreads();  // phase 2 reuses the ring
+  combine_phase(a, smem, s_cum);
+}
+
+size_t smem_for(int max_batch) {
+  return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
+}
+
+}  // namespace
+
+bool eligible(int kv_lora_rank, int rope_dim, bool fp8, int max_batch) {
+  return kv_lora_rank == L && rope_dim == R && !fp8 && max_batch <= kMaxBatch;
+}
+
+cudaError_t prepare(int heads, int max_batch, size_t* smem, int* ctas_per_group) {
+  *smem = smem_for(max_batch);
+  cudaError_t err = cudaFuncSetAttribute(
+      mla_lat_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
+  int dev = 0, sms = 0, per_sm = 0;
+  if (err == cudaSuccess) err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err == cudaSuccess)
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mla_lat_kernel, kThreads, *smem);
+  if (err != cudaSuccess) return err;
+  if (per_sm <= 0) return cudaErrorInvalidConfiguration;
+  const int groups = (heads + kHeadGroup - 1) / kHeadGroup;
+  // All CTAs resident at once (the grid barrier waits for every one of them).
+  *ctas_per_group = sms * per_sm / groups;
+  return *ctas_per_group > 0 ? cudaSuccess : cudaErrorNotSupported;
+}
+
+size_t partial_bytes(int heads, int ctas_per_group) {
+  const size_t groups = (heads + kHeadGroup - 1) / kHeadGroup;
+  const size_t rows = groups * ctas_per_group * 2 * kHeadGroup;
+  return (sizeof(float) * rows * (L + 1) + 15) / 16 * 16;
+}
+
+cudaError_t launch(const Args& a, unsigned long long* counter, dim3 grid, size_t smem,
+                   cudaStream_t stream) {
+  mla_lat_kernel<<<grid, kThreads, smem, stream>>>(a, counter);
+  return cudaGetLastError();
+}
+
+}  // namespace helix::cuda::mla_lat
