@@ -28,10 +28,10 @@ for round in 1 2; do
 done
 if [ -n "${LONG:-}" ]; then
   echo "== new, --kernel lat, longer contexts"
-  ./bin/new/bench_mla --kernel lat --heads 16 128 --batches 1 2 4 --contexts 16384 65536 --skip-1m \
+  ./bin/new/bench_mla --kernel lat --heads 16 128 --batches 1 2 --contexts 4096 16384 65536 --skip-1m \
     --iters 20 2>&1 | tee "$OUT/bench_lat_long.txt" | grep -E " bf16 "
   echo "== base, same shapes"
-  ./bin/base/bench_mla --heads 16 128 --batches 1 2 4 --contexts 16384 65536 --skip-1m --iters 20 2>&1 |
+  ./bin/base/bench_mla --heads 16 128 --batches 1 2 --contexts 4096 16384 65536 --skip-1m --iters 20 2>&1 |
     tee "$OUT/bench_base_long.txt" | grep -E " bf16 "
 fi
 if [ -n "${ONEM:-}" ]; then

@@ -14,13 +14,13 @@
 
 namespace cg = cooperative_groups;
 
-#define CK(x)                                                                           \
-  do {                                                                                  \
-    cudaError_t e_ = (x);                                                               \
-    if (e_ != cudaSuccess) {                                                            \
+#define CK(x)                                                                        \
+  do {                                                                               \
+    cudaError_t e_ = (x);                                                            \
+    if (e_ != cudaSuccess) {                                                         \
       std::printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                     \
-    }                                                                                   \
+      std::exit(1);                                                                  \
+    }                                                                                \
   } while (0)
 
 __global__ void k_empty() {}
@@ -28,8 +28,12 @@ __global__ void k_empty_smem() {
   extern __shared__ uint4 sm[];
   if (threadIdx.x == 1000) sm[0] = make_uint4(0, 0, 0, 0);
 }
-__global__ void k_pdl_primary() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-__global__ void k_pdl_secondary() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__global__ void k_pdl_primary() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+__global__ void k_pdl_secondary() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
 
 // n dependent loads (a pointer chase through L2-resident memory).
 __global__ void k_chase(const int* next, int n, int* out) {
@@ -45,7 +49,8 @@ constexpr int kOut = 32768 / 16 / kThreads;  // 8
 __device__ __forceinline__ uint4 load_tile(const uint4* src) {
   uint4 v[kIn];
 #pragma unroll
-  for (int i = 0; i < kIn; ++i) v[i] = src[static_cast<size_t>(blockIdx.x) * kIn * kThreads + i * kThreads + threadIdx.x];
+  for (int i = 0; i < kIn; ++i)
+    v[i] = src[static_cast<size_t>(blockIdx.x) * kIn * kThreads + i * kThreads + threadIdx.x];
   uint4 s = v[0];
 #pragma unroll
   for (int i = 1; i < kIn; ++i) s.x ^= v[i].x, s.y += v[i].y, s.z ^= v[i].z, s.w += v[i].w;
@@ -220,8 +225,10 @@ int main() {
     CK(cudaMalloc(&src, 128 * 36864));
     CK(cudaMalloc(&dst, 128 * 32768));
     CK(cudaMemset(src, 1, 128 * 36864));
-    report("io: 128 CTAs x 36 KB load + 32 KB store", [&] { k_io<<<128, 256, 0, g_stream>>>(src, dst); });
-    report("io: 64 CTAs x 36 KB load + 32 KB store", [&] { k_io<<<64, 256, 0, g_stream>>>(src, dst); });
+    report("io: 128 CTAs x 36 KB load + 32 KB store",
+           [&] { k_io<<<128, 256, 0, g_stream>>>(src, dst); });
+    report("io: 64 CTAs x 36 KB load + 32 KB store",
+           [&] { k_io<<<64, 256, 0, g_stream>>>(src, dst); });
     for (int c : {4, 8, 16}) {
       char name[96];
       std::snprintf(name, sizeof name, "io + DSMEM reduce, 128 CTAs, cluster %d", c);

@@ -579,7 +579,8 @@ TEST(MlaDecodeBf16Cuda, LatencyKernel) {
     g.nan_tail = true;
     lat(g);
   }
-  // kAuto at batch 1 and 2 (small block tables: the latency kernel)
+  // kAuto: batch 1 at 16 heads with a small block table takes the latency kernel; batch 2 at 128
+  // heads the split kernels (the same plan workspace holds both kernels' partials)
   lat({16, 512, 64, 64, {3000}, bf, f32}, true);
   lat({128, 512, 64, 32, {2000, 77}, bf, f32}, true);
   // empty, one token, lengths off the block and the tile, odd heads and blocks

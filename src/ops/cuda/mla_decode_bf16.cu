@@ -129,15 +129,18 @@ cudaError_t lat_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   *ctas = d.num_ctas > 0 ? std::min(d.num_ctas, per_group) : per_group;
   return cudaSuccess;
 }
-// kAuto's choice at launch, from what the host knows (seq_lens are on the device): batch and the
-// block table's capacity. Measured on H200 (bench/RESULTS.md, "Batch-1 latency"): the latency
-// kernel wins up to these capacities; past them the split kernels' faster tile loops win.
-constexpr int kLatAutoBatch = 2;
+// kAuto's choice at launch, from what the host knows (seq_lens are on the device): batch, heads and
+// the block table's capacity. Measured on H200 (bench/RESULTS.md, "Batch-1 latency kernel"): at
+// <= 32 heads and batch 1 the latency kernel is 0.95-0.86x the split kernels' time up to 16K
+// tokens; at 64K, at batch >= 2 and at 128 heads (16-head groups re-read the KV, mma.sync tiles)
+// the split kernels are faster.
+constexpr int kLatAutoBatch = 1;
+constexpr int64_t kLatAutoCapacity = 16384;
 bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
   if (plan.lat_ctas_per_group <= 0) return false;
   if (plan.desc.kernel == MlaKernelChoice::kLatency) return true;
   const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
-  return p.batch <= kLatAutoBatch && cap <= (plan.desc.num_heads <= 32 ? 65536 : 16384);
+  return p.batch <= kLatAutoBatch && plan.desc.num_heads <= 32 && cap <= kLatAutoCapacity;
 }
 // Workspace: the larger of the split kernels' and the latency kernel's partials, then (with the
 // latency kernel) its 16-byte barrier counter, which no other kernel writes.

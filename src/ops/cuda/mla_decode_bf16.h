@@ -51,8 +51,8 @@ enum class MlaKernelChoice : int {
   // 16, 32 or a multiple of 64 run the kAuto kernel instead.
   kSm90 = 3,
   // bf16 KV at (512, 64), any H: the one-launch small-batch kernel (mla_decode_lat.cu) at every
-  // launch. kAuto takes it at batch <= 2 when the block table's capacity (max_blocks_per_seq x
-  // block_size) is small: see mla_decode_bf16.cu for the limits measured on H200.
+  // launch. kAuto takes it at batch 1, H <= 32, when the block table's capacity
+  // (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200: mla_decode_bf16.cu).
   kLatency = 4,
 };
 

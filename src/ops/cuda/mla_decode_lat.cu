@@ -20,6 +20,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "ops/cuda/mla_combine_common.cuh"
@@ -33,18 +34,55 @@ using mla_bf16::Args;
 using namespace ptx;
 namespace mc = mla_combine;
 
+// Diagnostic builds only (scripts/device/lat_trace.cu): thread 0 of each CTA stamps %globaltimer
+// and clock64 at phase points into g_lat_trace.
+#ifdef MLA_LAT_TRACE
+__device__ unsigned long long g_lat_trace[1024][12][2];
+#define LAT_TRACE(i)                                         \
+  do {                                                       \
+    if (threadIdx.x == 0) {                                  \
+      unsigned long long gt;                                 \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(gt)); \
+      const int cta_ = blockIdx.y * gridDim.x + blockIdx.x;  \
+      g_lat_trace[cta_][i][0] = gt;                          \
+      g_lat_trace[cta_][i][1] = clock64();                   \
+    }                                                        \
+  } while (0)
+#else
+#define LAT_TRACE(i) \
+  do {               \
+  } while (0)
+#endif
+
+// Tuning knobs (defaults measured on H200, bench/RESULTS.md "Batch-1 latency"): the grid
+// barrier's poll interval, and the fewest tiles a CTA takes (fewer, larger partials).
+#ifndef MLA_LAT_SLEEP_NS
+#define MLA_LAT_SLEEP_NS 20
+#endif
+#ifndef MLA_LAT_MIN_TILES
+#define MLA_LAT_MIN_TILES 1
+#endif
+constexpr int kMinTiles = MLA_LAT_MIN_TILES;
+
 constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;
 constexpr int kThreads = 256;
 constexpr int kStages = 4;
-constexpr int kRowBytes = 2 * W;                          // 1152: a pool row
-constexpr int kRowStride = kRowBytes + 16;                // 73 x 16 B: conflict-free ldmatrix rows
-constexpr int kStageBytes = kTile * kRowStride;           // 37376
-constexpr int kScStride = 40;                             // floats per score row in shared memory
-constexpr int kScOff = kStages * kStageBytes;             // scores [2 k-halves][16][kScStride]
-constexpr int kCumOff = kScOff + 2 * 16 * kScStride * 4;  // s_cum[B + 1], s_len[B]
-constexpr int kKHalf = W / 16 / 2;                        // 18 k-steps per warp
-constexpr int kCols = 64;                                 // output columns per warp (and per slice)
+constexpr int kRowBytes = 2 * W;                        // 1152: a pool row
+constexpr int kRowStride = kRowBytes + 16;              // 73 x 16 B: conflict-free ldmatrix rows
+constexpr int kStageBytes = kTile * kRowStride;         // 37376
+constexpr int kScStride = 40;                           // floats per score row in shared memory
+constexpr int kScOff = kStages * kStageBytes;           // scores [2 k-halves][16][kScStride]
+constexpr int kQOff = kScOff + 2 * 16 * kScStride * 4;  // the query: 16 rows at kRowStride
+constexpr int kMaxCtas = 1024;                          // CTAs per head group (plan caps it)
+constexpr int kBegOff = kQOff + 16 * kRowStride;        // s_beg[kMaxCtas + 1]
+constexpr int kTabEntries = 256;                        // batch 1: the block table's head
+constexpr int kTabOff = kBegOff + 4 * (kMaxCtas + 16);  // s_tab[kTabEntries]
+constexpr int kCumOff = kTabOff + 4 * kTabEntries;      // s_cum[B + 1], s_len[B]
+constexpr int kQChunks = 16 * kRowBytes / 16;           // 1152 16-byte pieces
+constexpr int kQPer = (kQChunks + kThreads - 1) / kThreads;  // 5 per thread
+constexpr int kKHalf = W / 16 / 2;                           // 18 k-steps per warp
+constexpr int kCols = 64;  // output columns per warp (and per slice)
 static_assert(kStageBytes % 16 == 0 && kCumOff % 16 == 0, "16-byte aligned regions");
 
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -56,6 +94,12 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 }
 __device__ __forceinline__ void cp_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+// 2^x by the MUFU alone (ex2.approx.ftz: no denormal fix-up; -inf gives 0, as the softmax needs).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 template <int N>
 __device__ __forceinline__ void cp_wait() {
@@ -74,17 +118,65 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
     while (true) {
       asm volatile("ld.acquire.gpu.global.u64 %0, [%1];\n" : "=l"(v) : "l"(counter) : "memory");
       if (v >= target) break;
-      __nanosleep(20);
+      __nanosleep(MLA_LAT_SLEEP_NS);
     }
     __threadfence();
   }
   __syncthreads();
 }
 
+// The partition without 64-bit divisions on the critical path (each is a ~300-cycle software
+// routine; a chain of them cost microseconds): s_beg[c] = the first tile of CTA c, c in [0, ctas],
+// one division per thread in parallel, then lookups in shared memory.
+__device__ __forceinline__ void fill_begins(int* s_beg, int total, int ctas) {
+  for (int c = threadIdx.x; c <= ctas; c += kThreads) s_beg[c] = mc::cta_begin(c, total, ctas);
+}
+// The CTA whose range holds tile x (mc::cta_of: the last c < ctas with s_beg[c] <= x).
+__device__ __forceinline__ int cta_of(const int* s_beg, int ctas, int x) {
+  int lo = 0, hi = ctas - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (s_beg[mid] <= x)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+// The query rows of sequence b in this CTA's head group, 16-byte pieces (rows past the heads 0):
+// loaded early into registers, stored to shared memory when the sequence starts.
+struct QPieces {
+  uint4 v[kQPer];
+};
+__device__ __forceinline__ QPieces load_q(const Args& a, int b, int group) {
+  QPieces r;
+  const uint4* q = static_cast<const uint4*>(a.q);
+#pragma unroll
+  for (int i = 0; i < kQPer; ++i) {
+    const int x = threadIdx.x + kThreads * i, row = x / (kRowBytes / 16);
+    const int h = group * kHeadGroup + row;
+    r.v[i] = make_uint4(0u, 0u, 0u, 0u);
+    if (x < kQChunks && h < a.num_heads)
+      r.v[i] = __ldg(q + (static_cast<int64_t>(b) * a.num_heads + h) * (kRowBytes / 16) +
+                     x % (kRowBytes / 16));
+  }
+  return r;
+}
+__device__ __forceinline__ void store_q(uint8_t* smem, const QPieces& r) {
+#pragma unroll
+  for (int i = 0; i < kQPer; ++i) {
+    const int x = threadIdx.x + kThreads * i;
+    if (x < kQChunks)
+      *reinterpret_cast<uint4*>(smem + kQOff + (x / (kRowBytes / 16)) * kRowStride +
+                                16 * (x % (kRowBytes / 16))) = r.v[i];
+  }
+}
+
 // Phase 1: this CTA's tiles [t_begin, t_end) of head group `group`.
 __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const int* s_cum,
                                             const int* s_len, const mc::TileRange& tr, int cta,
-                                            int group) {
+                                            int group, QPieces qp) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
   const uint32_t ring = smem_u32(smem);
@@ -107,8 +199,10 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
     }
     const int pos = (tile - s_cum[lo]) * kTile + (tid >> 3);
     if (pos >= s_len[lo]) return nullptr;
-    const int blk =
-        a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + pos / a.block_size];
+    const int bi = pos / a.block_size;
+    const int blk = a.batch == 1 && bi < kTabEntries
+                        ? reinterpret_cast<const int*>(smem + kTabOff)[bi]
+                        : a.block_table[static_cast<int64_t>(lo) * a.max_blocks_per_seq + bi];
     return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
   };
   auto issue = [&](int jt, const uint8_t* src) {
@@ -128,30 +222,25 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) issue(s, pend[s]);
   const uint8_t* next_src = pend[kStages - 1];  // tile kStages - 1's, issued in iteration 0
+  LAT_TRACE(2);
 
   const int nt = warp & 3, kh = warp >> 2;  // score n-tile (8 tokens), k-half
-  const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
   int cb = tr.cb, ck = tr.ck, j = 0;
   while (j < n_tiles) {
     const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
     const int cnt = min(seq_tiles - ck, n_tiles - j);
     const int len = s_len[cb];
-    // The query's A fragments for this warp's 18 k-steps (rows past the heads 0).
+    // The query's A fragments for this warp's 18 k-steps, through shared memory (ldmatrix).
+    if (j > 0) qp = load_q(a, cb, group);  // the first sequence's came with the range
+    store_q(smem, qp);
+    __syncthreads();
     uint32_t qf[kKHalf][4];
     {
-      const int h0 = group * kHeadGroup + g, h1 = h0 + 8;
-      const int64_t base = static_cast<int64_t>(cb) * a.num_heads;
-      const uint32_t* q0 = reinterpret_cast<const uint32_t*>(q + (base + h0) * W);
-      const uint32_t* q1 = reinterpret_cast<const uint32_t*>(q + (base + h1) * W);
-      const bool ok0 = h0 < a.num_heads, ok1 = h1 < a.num_heads;
+      const uint32_t qaddr = smem_u32(smem + kQOff) +
+                             ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
+                             (16 * kh * kKHalf + 8 * (lane >> 4)) * 2;
 #pragma unroll
-      for (int i = 0; i < kKHalf; ++i) {
-        const int d = (16 * (kh * kKHalf + i) + 2 * t) >> 1;  // in bf16 pairs
-        qf[i][0] = ok0 ? __ldg(q0 + d) : 0u;
-        qf[i][1] = ok1 ? __ldg(q1 + d) : 0u;
-        qf[i][2] = ok0 ? __ldg(q0 + d + 4) : 0u;
-        qf[i][3] = ok1 ? __ldg(q1 + d + 4) : 0u;
-      }
+      for (int i = 0; i < kKHalf; ++i) ldsm_x4(qf[i], qaddr + 32 * i);
     }
     float acc[8][4];
 #pragma unroll
@@ -163,6 +252,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
     for (int jj = j; jj < j + cnt; ++jj) {
       cp_wait<kStages - 2>();
       __syncthreads();  // tile jj landed for every thread; tile jj - 1 fully consumed
+      if (jj == 0) LAT_TRACE(3);
       issue(jj + kStages - 1, next_src);
       next_src = lookup(jj + kStages);
       const uint32_t stage = ring + (jj % kStages) * kStageBytes;
@@ -209,7 +299,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
         mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
         const float m_new = fmaxf(m_run[rr], mx[rr]);
         m_use[rr] = m_new == -INFINITY ? 0.f : m_new;
-        alpha[rr] = exp2f(m_run[rr] - m_use[rr]);
+        alpha[rr] = ex2(m_run[rr] - m_use[rr]);
         m_run[rr] = m_new;
       }
       uint32_t pa[2][4];
@@ -222,7 +312,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
           for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              p[rr][hh][e] = exp2f(sv[ks][rr][hh][e] - m_use[rr]);
+              p[rr][hh][e] = ex2(sv[ks][rr][hh][e] - m_use[rr]);
               rs[rr] += p[rr][hh][e];
             }
         pa[ks][0] = pack_bf16(p[0][0][0], p[0][0][1]);
@@ -236,13 +326,15 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
         rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
         d_run[rr] = d_run[rr] * alpha[rr] + rs[rr];
       }
+      // Rescale only when a row's max moved (rarely once it settles).
+      if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f))
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        acc[n][0] *= alpha[0];
-        acc[n][1] *= alpha[0];
-        acc[n][2] *= alpha[1];
-        acc[n][3] *= alpha[1];
-      }
+        for (int n = 0; n < 8; ++n) {
+          acc[n][0] *= alpha[0];
+          acc[n][1] *= alpha[0];
+          acc[n][2] *= alpha[1];
+          acc[n][3] *= alpha[1];
+        }
       // 3. O[16, columns 64 warp..] += P V
       const uint32_t vaddr = stage + ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
                              (kCols * warp + 8 * (lane >> 4)) * 2;
@@ -255,6 +347,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
           mma(acc[2 * np], pa[ks], vb[0], vb[1]);
           mma(acc[2 * np + 1], pa[ks], vb[2], vb[3]);
         }
+      if (jj == 0) LAT_TRACE(4);
     }
 
     // The sequence's part in this CTA: final (all its tiles here) or a partial slot (0: the
@@ -290,6 +383,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
               make_float2(v0, v1);
       }
     }
+    LAT_TRACE(8);
     j += cnt;
     ++cb;
     ck = 0;
@@ -303,15 +397,13 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
 // 8 partial loads per thread (all in flight at once: one L2 round trip per pass). Each thread
 // merges its partials online, the groups meet in shared memory. Empty sequences get out 0 and lse
 // -inf; sequences one CTA held are final already.
-__device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, const int* s_cum) {
+__device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, const int* s_cum,
+                                              const int* s_beg, int ctas) {
   const int tid = threadIdx.x;
-  const int total = s_cum[a.batch];
-  const int ctas = total > 0 ? mc::active_ctas<1>(total, a.ctas_per_group) : 1;
   int n_max = 1;  // the most partials of one sequence
   for (int b = 0; b < a.batch; ++b)
     if (s_cum[b + 1] > s_cum[b])
-      n_max = max(
-          n_max, mc::cta_of(s_cum[b + 1] - 1, total, ctas) - mc::cta_of(s_cum[b], total, ctas) + 1);
+      n_max = max(n_max, cta_of(s_beg, ctas, s_cum[b + 1] - 1) - cta_of(s_beg, ctas, s_cum[b]) + 1);
   int pg_n = 1;
   while (pg_n < 16 && pg_n * 8 < n_max) pg_n *= 2;
   const int ip = 16 / pg_n;
@@ -341,8 +433,8 @@ __device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, cons
                      make_float4(0.f, 0.f, 0.f, 0.f));
         if (pg == 0 && col == 0) a.lse[orow] = -INFINITY;
       } else {
-        const int c_lo = mc::cta_of(before, total, ctas);
-        const int c_hi = mc::cta_of(before + mine - 1, total, ctas);
+        const int c_lo = cta_of(s_beg, ctas, before);
+        const int c_hi = cta_of(s_beg, ctas, before + mine - 1);
         active = c_lo != c_hi;
         const int group = h / kHeadGroup, hl = h % kHeadGroup;
         for (int i0 = c_lo + pg; active && i0 <= c_hi; i0 += 8 * pg_n) {
@@ -352,8 +444,8 @@ __device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, cons
           for (int u = 0; u < 8; ++u) {
             const int c = i0 + pg_n * u;
             l[u] = -INFINITY;
-            if (c <= c_hi && mc::cta_begin(c, total, ctas) < mc::cta_begin(c + 1, total, ctas)) {
-              const int slot = (c == c_lo && mc::cta_begin(c, total, ctas) != before) ? 1 : 0;
+            if (c <= c_hi && s_beg[c] < s_beg[c + 1]) {
+              const int slot = (c == c_lo && s_beg[c] != before) ? 1 : 0;
               const int64_t row =
                   ((static_cast<int64_t>(group) * a.ctas_per_group + c) * 2 + slot) * kHeadGroup +
                   hl;
@@ -374,6 +466,7 @@ __device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, cons
         }
       }
     }
+    LAT_TRACE(9);
     s_m[tid] = m;
     s_d[tid] = d;
     s_o[tid] = o;
@@ -395,6 +488,7 @@ __device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, cons
                  static_cast<__nv_bfloat16*>(a.out) + orow * L, a.out_bf16, col, oo);
       if (col == 0) a.lse[orow] = mm + __logf(dd);
     }
+    LAT_TRACE(10);
     __syncthreads();  // the shared slots are reused by the next pass
   }
 }
@@ -402,25 +496,49 @@ __device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, cons
 __global__ void __launch_bounds__(kThreads, 1)
     mla_lat_kernel(const Args a, unsigned long long* counter) {
   extern __shared__ __align__(128) uint8_t smem[];
+  LAT_TRACE(0);
   int* s_cum = reinterpret_cast<int*>(smem + kCumOff);
   int* s_len = s_cum + a.batch + 1;
+  // Batch 1: the sequence is known before its length, so its query and the head of its block
+  // table load at once, beside seq_lens (each dependent global load costs ~1 us here).
+  QPieces q_early;
+  if (a.batch == 1) {
+    q_early = load_q(a, 0, blockIdx.y);
+    if (threadIdx.x >= 32) {
+      int* s_tab = reinterpret_cast<int*>(smem + kTabOff);
+      const int n = min(kTabEntries, a.max_blocks_per_seq);
+      for (int i = threadIdx.x - 32; i < n; i += kThreads - 32) s_tab[i] = a.block_table[i];
+    }
+  }
   if (threadIdx.x < 32) mc::tile_prefix_sums<kTile, true>(a, s_cum, s_len, threadIdx.x);
   __syncthreads();
-  mc::TileRange tr;
-  if (mc::cta_tile_range<1>(a, s_cum, blockIdx.x, tr))
-    split_phase(a, smem, s_cum, s_len, tr, blockIdx.x, blockIdx.y);
-  // Only sequences that span two CTAs need the barrier (every CTA sees the same s_cum).
+  LAT_TRACE(1);
   const int total = s_cum[a.batch];
-  bool split = false;
-  if (total > 0) {
-    const int ctas = mc::active_ctas<1>(total, a.ctas_per_group);
-    for (int b = 0; b < a.batch && !split; ++b)
-      split = s_cum[b + 1] > s_cum[b] &&
-              mc::cta_of(s_cum[b], total, ctas) != mc::cta_of(s_cum[b + 1] - 1, total, ctas);
+  const int ctas = total > 0 ? mc::active_ctas<kMinTiles>(total, a.ctas_per_group) : 1;
+  int* s_beg = reinterpret_cast<int*>(smem + kBegOff);
+  fill_begins(s_beg, total, ctas);
+  __syncthreads();
+  const int cta = blockIdx.x;
+  if (total > 0 && cta < ctas && s_beg[cta] < s_beg[cta + 1]) {
+    mc::TileRange tr;
+    tr.t_begin = s_beg[cta];
+    tr.t_end = s_beg[cta + 1];
+    while (s_cum[tr.cb + 1] <= tr.t_begin) ++tr.cb;
+    tr.ck = tr.t_begin - s_cum[tr.cb];
+    split_phase(a, smem, s_cum, s_len, tr, cta, blockIdx.y,
+                a.batch == 1 ? q_early : load_q(a, tr.cb, blockIdx.y));
   }
+  // Only sequences that span two CTAs need the barrier (every CTA sees the same s_cum).
+  bool split = false;
+  for (int b = 0; b < a.batch && !split && total > 0; ++b)
+    split = s_cum[b + 1] > s_cum[b] &&
+            cta_of(s_beg, ctas, s_cum[b]) != cta_of(s_beg, ctas, s_cum[b + 1] - 1);
+  LAT_TRACE(5);
   if (split) grid_barrier(counter);
   __syncthreads();  // phase 2 reuses the ring
-  combine_phase(a, smem, s_cum);
+  LAT_TRACE(6);
+  combine_phase(a, smem, s_cum, s_beg, ctas);
+  LAT_TRACE(7);
 }
 
 size_t smem_for(int max_batch) {
@@ -446,7 +564,7 @@ cudaError_t prepare(int heads, int max_batch, size_t* smem, int* ctas_per_group)
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
   const int groups = (heads + kHeadGroup - 1) / kHeadGroup;
   // All CTAs resident at once (the grid barrier waits for every one of them).
-  *ctas_per_group = sms * per_sm / groups;
+  *ctas_per_group = std::min(sms * per_sm / groups, kMaxCtas);
   return *ctas_per_group > 0 ? cudaSuccess : cudaErrorNotSupported;
 }
 
