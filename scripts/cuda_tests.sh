@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a build's CUDA test binaries (helix_cuda_tests, test_backend_ops): a log each under $OUT, a
 # summary line each on stdout with the failed tests; exits 1 when any failed. Used by the device
-# scripts (device_verify.sh, dedupe_device.sh).
+# scripts (device_verify.sh, device/dedupe_device.sh).
 #   OUT=dir bash scripts/cuda_tests.sh build-dir
 set -uo pipefail
 B=${1:?build dir}

@@ -19,6 +19,7 @@
 #include "model/safetensors.h"
 #include "ops/backend.h"
 #include "ops/ops.h"
+#include "paged_kv_fixture.h"
 
 namespace helix {
 namespace {
@@ -61,6 +62,36 @@ TEST(KvFp8Codec, DecodesEveryCode) {
   }
   EXPECT_EQ(fp8_e4m3_to_float(0x7e), 448.0f);
   EXPECT_EQ(fp8_e4m3_to_float(0x01), std::ldexp(1.0f, -9));
+}
+
+// The loader's decode (e4m3 weights, bf16 weights) and the FP8 KV row's decode are one codec
+// (core/float_codec.h): every e4m3 code as a row's latent byte at scale 1 and every bf16 code as
+// its rope part read back with the loader's bits (NaN codes: NaN of the same sign).
+TEST(KvFp8Codec, TheLoaderAndTheKvRowsDecodeEveryCodeAlike) {
+  const int L = 256, R = 65536;
+  std::vector<uint8_t> row(kv_fp8_row_bytes(L, R), 0);
+  for (int c = 0; c < L; ++c) row[c] = static_cast<uint8_t>(c);
+  for (int b = 0; b < R; ++b) {
+    const uint16_t v = static_cast<uint16_t>(b);
+    std::memcpy(row.data() + L + 2 * b, &v, 2);
+  }
+  const float one = 1.0f;
+  std::memcpy(row.data() + L + 2 * R, &one, 4);
+  std::vector<float> back(L + R);
+  kv_fp8_read_row(row.data(), L, R, back.data());
+  auto same = [](float got, float want) {
+    if (std::isnan(want)) return std::isnan(got) && std::signbit(got) == std::signbit(want);
+    return std::bit_cast<uint32_t>(got) == std::bit_cast<uint32_t>(want);
+  };
+  for (int c = 0; c < L; ++c) {
+    const float want = f8e4m3_to_f32(static_cast<uint8_t>(c));
+    EXPECT_TRUE(same(back[c], want)) << "e4m3 code " << c;
+    EXPECT_TRUE(same(fp8_e4m3_to_float(static_cast<uint8_t>(c)), want)) << "e4m3 code " << c;
+    EXPECT_TRUE(same(fp8_e4m3_table()[c], want)) << "e4m3 code " << c;
+  }
+  EXPECT_EQ(std::isnan(f8e4m3_to_f32(0x7f)) + std::isnan(f8e4m3_to_f32(0xff)), 2);
+  for (int b = 0; b < R; ++b)
+    ASSERT_TRUE(same(back[L + b], bf16_to_f32(static_cast<uint16_t>(b)))) << "bf16 code " << b;
 }
 
 TEST(KvFp8Codec, EncodesCodesTiesAndSaturation) {
@@ -176,42 +207,21 @@ struct DecodeCase {
 void run_decode(Ops& o, const DecodeCase& c, DType pool_dt, const std::vector<float>& lat,
                 const std::vector<float>& q, std::vector<float>* out, std::vector<float>* lse) {
   const int W = c.L + c.R, B = static_cast<int>(c.lens.size());
-  int max_blocks = 1, total_blocks = 0;
-  for (int n : c.lens) max_blocks = std::max(max_blocks, (n + c.block - 1) / c.block);
-  total_blocks = B * max_blocks + 3;
+  std::mt19937 rng(B * 1000 + c.block);  // the physical block order: any, each block used once
+  const test::PagedKv kv = test::paged_kv(c.lens, c.block, 3, rng);
   const int64_t stride = pool_dt == DType::F8E4M3 ? kv_fp8_row_bytes(c.L, c.R) : W;
-  DTensor pool = o.alloc({total_blocks, c.block, stride}, pool_dt);
-  // Blocks in a scrambled order, each used once.
-  std::vector<int> table(total_blocks);
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937(total_blocks));
-  table.resize(static_cast<size_t>(B) * max_blocks);
-  std::vector<int64_t> slots;
-  int tok = 0;
-  for (int b = 0; b < B; ++b)
-    for (int p = 0; p < c.lens[b]; ++p, ++tok)
-      slots.push_back(static_cast<int64_t>(table[b * max_blocks + p / c.block]) * c.block +
-                      p % c.block);
-  slots.push_back(-1);  // a padding token is skipped
-  const int64_t lshape[2] = {tok + 1, W};
+  DTensor pool = o.alloc({kv.num_blocks, c.block, stride}, pool_dt);
+  const int T = static_cast<int>(kv.slots.size());  // with one padding token, which is skipped
+  const int64_t lshape[2] = {T, W};
   const TensorView lv =
       TensorView::make(const_cast<float*>(lat.data()), DType::F32, Device::cpu(), lshape, 2);
-  o.kv_write(pool.view(), lv, W, tok + 1, c.L, c.R, TensorView{}, slots.data());
+  o.kv_write(pool.view(), lv, W, T, c.L, c.R, TensorView{}, kv.slots.data());
   out->assign(static_cast<size_t>(B) * c.heads * c.L, NAN);
   lse->assign(static_cast<size_t>(B) * c.heads, NAN);
   const int64_t qs[3] = {B, c.heads, W}, os[3] = {B, c.heads, c.L}, ls[2] = {B, c.heads};
-  MlaDecodeArgs a;
-  a.batch = B;
-  a.num_heads = c.heads;
-  a.kv_lora_rank = c.L;
-  a.rope_dim = c.R;
-  a.block_size = c.block;
-  a.max_blocks_per_seq = max_blocks;
-  a.scale = 0.125f;
+  MlaDecodeArgs a = test::mla_decode_args(kv, c.lens, c.heads, c.L, c.R, c.block, 0.125f);
   a.q = TensorView::make(const_cast<float*>(q.data()), DType::F32, Device::cpu(), qs, 3);
   a.pool = pool.view();
-  a.block_table_host = table.data();
-  a.seq_lens_host = c.lens.data();
   a.out = TensorView::make(out->data(), DType::F32, Device::cpu(), os, 3);
   a.lse = TensorView::make(lse->data(), DType::F32, Device::cpu(), ls, 2);
   o.mla_decode(a);

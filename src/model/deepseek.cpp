@@ -1,6 +1,5 @@
 #include "model/deepseek.h"
 
-#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -157,8 +156,7 @@ void DeepseekModel::note_loaded(uint64_t bytes) const {
 DTensor DeepseekModel::up(Tensor&& t) const {
   note_loaded(static_cast<uint64_t>(t.numel()) * sizeof(float));
   if (opt_.round_weights_bf16)  // the experiment's bf16 weights in fp32 arithmetic
-    for (float& v : t.data)
-      v = std::bit_cast<float>(static_cast<uint32_t>(bf16_from_float(v)) << 16);
+    for (float& v : t.data) v = bf16_to_float(bf16_from_float(v));
   return ops_->upload(std::move(t), opt_.weight_dtype);
 }
 

@@ -22,6 +22,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/float_codec.h"
 
 static_assert(std::endian::native == std::endian::little,
               "the loader assumes a little-endian host");
@@ -91,31 +92,6 @@ void check_nesting(const uint8_t* p, size_t n, const std::string& file) {
   }
 }
 
-std::array<float, 256> make_f8_table() {
-  std::array<float, 256> t{};
-  for (int i = 0; i < 256; ++i) {
-    const uint8_t v = static_cast<uint8_t>(i);
-    const uint32_t sign = static_cast<uint32_t>(v >> 7) << 31;
-    const uint32_t exp = (v >> 3) & 0xF;
-    const uint32_t mant = v & 0x7;
-    float mag;
-    if ((v & 0x7F) == 0x7F) {
-      mag = std::numeric_limits<float>::quiet_NaN();
-    } else if (exp == 0) {
-      mag = static_cast<float>(mant) * 0x1p-9f;  // subnormal: mant/8 * 2^(1-7)
-    } else {
-      mag = std::bit_cast<float>(((exp - 7 + 127) << 23) | (mant << 20));
-    }
-    t[static_cast<size_t>(i)] = std::bit_cast<float>(std::bit_cast<uint32_t>(mag) | sign);
-  }
-  return t;
-}
-
-const std::array<float, 256>& f8_table() {
-  static const std::array<float, 256> table = make_f8_table();
-  return table;
-}
-
 inline uint16_t read_u16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
@@ -137,7 +113,7 @@ size_t st_dtype_size(StDType d) {
 }
 
 float bf16_to_f32(uint16_t v) {
-  return std::bit_cast<float>(static_cast<uint32_t>(v) << 16);
+  return bf16_to_float(v);
 }
 
 float f16_to_f32(uint16_t v) {
@@ -154,14 +130,14 @@ float f16_to_f32(uint16_t v) {
 }
 
 float f8e4m3_to_f32(uint8_t v) {
-  return f8_table()[v];
+  return fp8_e4m3_to_float(v);
 }
 
 // ---- header -----------------------------------------------------------------------------------
 
 std::map<std::string, StView> safetensors_parse_header(const uint8_t* header, size_t header_len,
-                                                           const uint8_t* data, size_t data_size,
-                                                           const std::string& file_name) {
+                                                       const uint8_t* data, size_t data_size,
+                                                       const std::string& file_name) {
   const std::string file = printable(file_name);
   check_nesting(header, header_len, file);
   // nlohmann stops at a NUL byte as if the input ended there: allow NULs only as trailing padding
@@ -442,13 +418,13 @@ void WeightStore::convert(const StView& v, size_t elem_begin, size_t count, floa
       std::memcpy(out, src, count * 4);
       break;
     case StDType::BF16:
-      for (size_t i = 0; i < count; ++i) out[i] = bf16_to_f32(read_u16(src + 2 * i));
+      for (size_t i = 0; i < count; ++i) out[i] = bf16_to_float(read_u16(src + 2 * i));
       break;
     case StDType::F16:
       for (size_t i = 0; i < count; ++i) out[i] = f16_to_f32(read_u16(src + 2 * i));
       break;
     case StDType::F8_E4M3: {
-      const float* t = f8_table().data();
+      const float* t = fp8_e4m3_table().data();
       for (size_t i = 0; i < count; ++i) out[i] = t[src[i]];
       break;
     }

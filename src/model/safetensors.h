@@ -30,8 +30,8 @@ struct StView {
 // `data_size` bytes. Checks: valid JSON object, known dtypes, integer shapes, offsets in range,
 // ordered, non-overlapping, and byte size == numel * dtype size. Exposed for the fuzzer.
 std::map<std::string, StView> safetensors_parse_header(const uint8_t* header, size_t header_len,
-                                                           const uint8_t* data, size_t data_size,
-                                                           const std::string& file_name);
+                                                       const uint8_t* data, size_t data_size,
+                                                       const std::string& file_name);
 
 class SafetensorsFile {
  public:
@@ -86,7 +86,8 @@ class WeightStore {
   void apply_block_scale(const StView& v, int64_t row_begin, int64_t rows, float* out) const;
 };
 
-// Conversions used by the loader, exposed for tests.
+// Conversions used by the loader, exposed for tests. bf16 and e4m3 are the core codec
+// (core/float_codec.h: bf16_to_float, fp8_e4m3_to_float) under the loader's names.
 float bf16_to_f32(uint16_t v);
 float f16_to_f32(uint16_t v);
 float f8e4m3_to_f32(uint8_t v);

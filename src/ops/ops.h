@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "core/float_codec.h"
+
 namespace helix {
 
 // ---- matmul.cpp ------------------------------------------------------------------------------
@@ -92,13 +94,8 @@ void mla_decode(const MlaDecodeParams& p);
 // c ~= e4m3 * scale with scale = max|c| / 448 per token (1 when c is all zero); each c is
 // encoded from c * (1 / scale), round-to-nearest-even, saturated to +-448; k_pe is rounded to
 // bf16 (nearest even).
-// float -> e4m3 (1-4-3, bias 7, no infinities): round-to-nearest-even, finite values and +-inf
-// saturate to +-448 (0x7e / 0xfe), NaN -> 0x7f with the sign bit of the input.
-uint8_t fp8_e4m3_from_float(float x);
-// e4m3 -> float, exact; 0x7f / 0xff are NaN.
-float fp8_e4m3_to_float(uint8_t v);
-// float -> bf16 bits, round-to-nearest-even (NaN stays NaN, quiet).
-uint16_t bf16_from_float(float x);
+// The element codec (fp8_e4m3_from_float / fp8_e4m3_to_float, bf16_from_float / bf16_to_float)
+// is core/float_codec.h, included above.
 // Bytes of one FP8 row for (L, R) (656 at 512/64; bf16 rows take 2 (L + R) = 1152).
 size_t kv_fp8_row_bytes(int kv_lora_rank, int rope_dim);
 // Quantises one latent row src [L + R] (fp32) into row [kv_fp8_row_bytes(L, R)].

@@ -1,8 +1,9 @@
 // Backend parity of the FP8 latent KV cache through the Ops interface the engine calls
-// (--kv-cache-dtype fp8): CudaOps::kv_write (mla_kv_write_cuda) writes the same bytes as
-// CpuOps::kv_write (ops/cpu/kv_fp8.cpp), and CudaOps::mla_decode over that pool (the bf16/FP8
-// kernel, plans cached per pool dtype) matches CpuOps::mla_decode over it: 1e-2 relative L2 on
-// the output and 1e-3 on the LSE, the bf16 kernel's bounds over the rows the cache holds
+// (--kv-cache-dtype fp8): CudaOps::kv_write (mla_kv_write_cuda, the one writer of bf16 and FP8
+// rows) writes the same bytes as CpuOps::kv_write (ops/cpu/kv_fp8.cpp) into an FP8 pool and as
+// the core codec's bf16_from_float into a bf16 pool, and CudaOps::mla_decode over that pool (the
+// bf16/FP8 kernel, plans cached per pool dtype) matches CpuOps::mla_decode over it: 1e-2 relative
+// L2 on the output and 1e-3 on the LSE, the bf16 kernel's bounds over the rows the cache holds
 // (tests/cuda/test_mla_decode_bf16.cpp). Skips without a GPU.
 #ifdef HELIX_HAVE_CUDA
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../paged_kv_fixture.h"
 #include "backend_ops_util.h"
 #include "core/tensor.h"
 #include "ops/backend.h"
@@ -41,24 +43,11 @@ TEST(BackendOpsKvFp8, KvWriteBytesAndDecodeMatchTheCpu) {
     SCOPED_TRACE(name);
     const size_t rb = kv_fp8_row_bytes(c.L, c.R);
     ASSERT_EQ(rb, mla_kv_row_bytes(MlaKvDtype::kFp8E4m3, c.L, c.R));
-    int max_blocks = 1, tokens = 0;
-    for (int n : c.lens) {
-      max_blocks = std::max(max_blocks, (n + c.block - 1) / c.block);
-      tokens += n;
-    }
-    const int num_blocks = B * max_blocks + 2;
     std::mt19937 rng(c.heads + c.L);
-    // Physical blocks: a shuffled subset (each used once: the writes never collide).
-    std::vector<int> table(num_blocks);
-    std::iota(table.begin(), table.end(), 0);
-    std::shuffle(table.begin(), table.end(), rng);
-    table.resize(static_cast<size_t>(B) * max_blocks);
-    std::vector<int64_t> slots;
-    for (int b = 0; b < B; ++b)
-      for (int p = 0; p < c.lens[b]; ++p)
-        slots.push_back(static_cast<int64_t>(table[b * max_blocks + p / c.block]) * c.block +
-                        p % c.block);
-    slots.push_back(-1);  // padding: skipped
+    const test::PagedKv kv = test::paged_kv(c.lens, c.block, 2, rng);
+    const int max_blocks = kv.max_blocks, num_blocks = kv.num_blocks;
+    const std::vector<int>& table = kv.table;
+    const std::vector<int64_t>& slots = kv.slots;  // the last is padding (-1): skipped
     const int T = static_cast<int>(slots.size());
     // Latent rows as the model makes them (rms-normed c, roped k_pe): N(0, 1); in bf16 mode the
     // CPU sees the bf16 values the GPU reads.
@@ -94,21 +83,11 @@ TEST(BackendOpsKvFp8, KvWriteBytesAndDecodeMatchTheCpu) {
     auto decode = [&](Ops& o, const DTensor& pool, const DTensor& qq, const DTensor& tbl,
                       const DTensor& lens, std::vector<float>* out, std::vector<float>* lse) {
       DTensor od = o.alloc({B, c.heads, c.L}, DType::F32), ld = o.alloc({B, c.heads}, DType::F32);
-      MlaDecodeArgs a;
-      a.batch = B;
-      a.num_heads = c.heads;
-      a.kv_lora_rank = c.L;
-      a.rope_dim = c.R;
-      a.block_size = c.block;
-      a.max_blocks_per_seq = max_blocks;
-      a.max_seq_len = max_blocks * c.block;
-      a.scale = 0.1f;
+      MlaDecodeArgs a = test::mla_decode_args(kv, c.lens, c.heads, c.L, c.R, c.block, 0.1f);
       a.q = qq.view();
       a.pool = pool.view();
       a.block_table = tbl.view();
       a.seq_lens = lens.view();
-      a.block_table_host = table.data();
-      a.seq_lens_host = c.lens.data();
       a.out = od.view();
       a.lse = ld.view();
       o.mla_decode(a);
@@ -118,9 +97,18 @@ TEST(BackendOpsKvFp8, KvWriteBytesAndDecodeMatchTheCpu) {
       o.to_host(ld.view(), lse->data());
     };
     {
+      // The same writer's bf16 rows (from the act-dtype rows: fp32 ones are rounded by the
+      // writer) are bit for bit the CPU codec's bf16 of each latent value.
       DTensor pool_b = gpu->alloc({num_blocks, c.block, W}, DType::BF16);
-      DTensor lat_b = gpu->upload(Tensor(lat), DType::BF16);
-      gpu->kv_write(pool_b.view(), lat_b.view(), W, T, c.L, c.R, slots_g.view(), slots.data());
+      gpu->kv_write(pool_b.view(), lat_g.view(), W, T, c.L, c.R, slots_g.view(), slots.data());
+      std::vector<uint16_t> bits(pool_b.view().bytes() / 2);
+      gpu->to_host_raw(pool_b.view(), bits.data());
+      size_t bdiff = 0;
+      for (int t = 0; t < T; ++t)
+        for (int i = 0; slots[t] >= 0 && i < W; ++i)
+          bdiff += bits[slots[t] * W + i] != bf16_from_float(lat.data[size_t(t) * W + i]);
+      EXPECT_EQ(bdiff, 0u) << "elements differing between the CUDA bf16 pool and the CPU codec";
+      report("kv_write", name + " bf16 pool: elements differing", static_cast<double>(bdiff), 0.0);
       std::vector<float> ob, lb;
       decode(*gpu, pool_b, q_g, table_g, lens_g, &ob, &lb);
     }

@@ -2,7 +2,6 @@
 // Shared by the CUDA tests (test_ops_cuda, test_mla_decode_bf16, test_backend_ops): GPU presence,
 // a checked-call macro, a typed device array, the host bf16 / FP8 E4M3 codecs and the relative L2
 // error every parity check uses.
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -55,12 +54,12 @@ struct DeviceArray {
   }
 };
 
-// bf16 and E4M3 on the host: the CPU reference's codecs (ops.h, kv_fp8.cpp).
+// bf16 and E4M3 on the host: the CPU reference's codec (core/float_codec.h).
 inline uint16_t bf16_bits(float f) {
   return bf16_from_float(f);
 }  // nearest even, as __float2bfloat16_rn
 inline float bf16_value(uint16_t b) {
-  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+  return bf16_to_float(b);
 }
 inline float fp8_value(uint8_t b) {
   return fp8_e4m3_to_float(b);

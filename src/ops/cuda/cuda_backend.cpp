@@ -240,34 +240,36 @@ class CudaOps final : public Ops {
     OpScope ts(timer_, stream_, "kv_write");
     const int R = rope_dim, width = kv_lora_rank + rope_dim;
     if (num_tokens == 0) return;
-    if (pool.dtype == DType::F8E4M3) {  // FP8 rows: quantised per token (mla_decode_bf16.h)
-      HELIX_CHECK(lat.dtype == DType::F32 || lat.dtype == DType::BF16,
-                  "kv_write: latent rows must be float32 or bfloat16");
+    HELIX_CHECK(lat.dtype == DType::F32 || lat.dtype == DType::BF16,
+                "kv_write: latent rows must be float32 or bfloat16");
+    if (pool.dtype == DType::BF16 || pool.dtype == DType::F8E4M3) {
+      // The bf16 / FP8 rows the MLA kernels read: one writer for both (mla_kv_write.cu); FP8
+      // rows are quantised per token.
       MlaKvWriteParams w;
       w.num_tokens = num_tokens;
       w.kv_lora_rank = kv_lora_rank;
       w.rope_dim = rope_dim;
-      w.kv_dtype = MlaKvDtype::kFp8E4m3;
+      w.kv_dtype = pool.dtype == DType::BF16 ? MlaKvDtype::kBf16 : MlaKvDtype::kFp8E4m3;
       w.src = lat.data;
       w.src_bf16 = lat.dtype == DType::BF16;
       w.src_stride = ld;
       w.slot_mapping = static_cast<const int64_t*>(slots.data);
       w.kv_pool = pool.data;
-      ck(mla_kv_write_cuda(w, stream_), "kv_write (fp8)");
+      ck(mla_kv_write_cuda(w, stream_), "kv_write");
       return;
     }
+    HELIX_CHECK(pool.dtype == DType::F32, "kv_write: the KV pool must be float32, bfloat16 or fp8");
     KvWriteCudaParams p;
     p.num_tokens = num_tokens;
     p.kv_lora_rank = width - R;
     p.rope_dim = R;
     p.src_dtype = cdt(lat.dtype);
-    p.pool_dtype = cdt(pool.dtype);
     p.c = lat.data;
     p.ld_c = static_cast<int>(ld);
     p.k_pe = static_cast<const char*>(lat.data) + (width - R) * dtype_size(lat.dtype);
     p.ld_k_pe = static_cast<int>(ld);
     p.slots = static_cast<const int64_t*>(slots.data);
-    p.pool = pool.data;
+    p.pool = static_cast<float*>(pool.data);
     ck(kv_write_cuda(p, stream_), "kv_write");
   }
   void mla_plan(int num_heads, int kv_lora_rank, int rope_dim, int max_batch,

@@ -1,4 +1,5 @@
-// kv_write_cuda (ops_cuda.h): each token's [c, k_pe] row into its pool slot.
+// kv_write_cuda (ops_cuda.h): each token's [c, k_pe] row into its slot of a float32 pool (bf16
+// and FP8 pools: mla_kv_write.cu).
 #include "ops/cuda/ops_common.cuh"
 
 namespace helix {
@@ -13,15 +14,14 @@ __global__ void kv_write_kernel(KvWriteCudaParams p, int ld_c, int ld_k) {
     const float v = i < L
                         ? opsk::load_f(p.c, static_cast<int64_t>(t) * ld_c + i, p.src_dtype)
                         : opsk::load_f(p.k_pe, static_cast<int64_t>(t) * ld_k + i - L, p.src_dtype);
-    opsk::store_f(p.pool, slot * W + i, v, p.pool_dtype);
+    p.pool[slot * W + i] = v;
   }
 }
 
 }  // namespace
 
 cudaError_t kv_write_cuda(const KvWriteCudaParams& p, cudaStream_t stream) {
-  if (p.num_tokens < 0 || p.kv_lora_rank < 0 || p.rope_dim < 0 || !opsk::valid_act(p.src_dtype) ||
-      !opsk::valid_act(p.pool_dtype))
+  if (p.num_tokens < 0 || p.kv_lora_rank < 0 || p.rope_dim < 0 || !opsk::valid_act(p.src_dtype))
     return cudaErrorInvalidValue;
   if (p.num_tokens == 0 || p.kv_lora_rank + p.rope_dim == 0) return cudaSuccess;
   kv_write_kernel<<<p.num_tokens, 256, 0, stream>>>(p, p.ld_c ? p.ld_c : p.kv_lora_rank,

@@ -1,6 +1,6 @@
-// Host side of the bf16 / FP8-KV MLA decode (mla_decode_bf16.h): the planner, the launcher and
-// kv_write. The kernels are in mla_decode_bf16_kernel.cuh, instantiated per (L, R) by
-// mla_decode_bf16_l*_r*.cu.
+// Host side of the bf16 / FP8-KV MLA decode (mla_decode_bf16.h): the planner and the launcher
+// (the pool writer is mla_kv_write.cu). The kernels are in mla_decode_bf16_kernel.cuh,
+// instantiated per (L, R) by mla_decode_bf16_l*_r*.cu.
 #include <algorithm>
 #include <cmath>
 
@@ -261,55 +261,6 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
     return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, wgmma_for(d), grid,
                                               plan.smem_bytes, stream);
   });
-}
-
-// ---- kv_write ---------------------------------------------------------------------------------
-namespace {
-
-// One warp per token.
-__global__ void kv_write_kernel(MlaKvWriteParams p, size_t row_bytes) {
-  const int64_t tok = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (tok >= p.num_tokens) return;
-  const int64_t slot = p.slot_mapping[tok];
-  if (slot < 0) return;
-  const int L = p.kv_lora_rank, W = p.kv_lora_rank + p.rope_dim;
-  const int64_t stride = p.src_stride > 0 ? p.src_stride : W;
-  auto src = [&](int i) {
-    return p.src_bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p.src)[tok * stride + i])
-                      : static_cast<const float*>(p.src)[tok * stride + i];
-  };
-  uint8_t* row = static_cast<uint8_t*>(p.kv_pool) + slot * static_cast<int64_t>(row_bytes);
-  if (p.kv_dtype == MlaKvDtype::kBf16) {
-    __nv_bfloat16* r = reinterpret_cast<__nv_bfloat16*>(row);
-    for (int i = lane; i < W; i += 32) r[i] = __float2bfloat16(src(i));
-    return;
-  }
-  float amax = 0.f;
-  for (int i = lane; i < L; i += 32) amax = fmaxf(amax, fabsf(src(i)));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  const float scale = amax > 0.f ? amax / 448.f : 1.f;
-  const float inv = 1.f / scale;
-  for (int i = lane; i < L; i += 32)
-    row[i] = __nv_cvt_float_to_fp8(src(i) * inv, __NV_SATFINITE, __NV_E4M3);
-  __nv_bfloat16* rope = reinterpret_cast<__nv_bfloat16*>(row + L);
-  for (int i = lane; i < p.rope_dim; i += 32) rope[i] = __float2bfloat16(src(L + i));
-  if (lane == 0) *reinterpret_cast<float*>(row + L + 2 * p.rope_dim) = scale;
-  for (size_t i = L + 2 * p.rope_dim + 4 + lane; i < row_bytes; i += 32) row[i] = 0;
-}
-
-}  // namespace
-
-cudaError_t mla_kv_write_cuda(const MlaKvWriteParams& p, cudaStream_t stream) {
-  if (p.num_tokens < 0 || p.kv_lora_rank <= 0 || p.rope_dim < 0) return cudaErrorInvalidValue;
-  if (p.num_tokens == 0) return cudaSuccess;
-  if (!p.src || !p.slot_mapping || !p.kv_pool) return cudaErrorInvalidValue;
-  const size_t row_bytes = mla_kv_row_bytes(p.kv_dtype, p.kv_lora_rank, p.rope_dim);
-  const int threads = 256;
-  const int64_t blocks = (static_cast<int64_t>(p.num_tokens) * 32 + threads - 1) / threads;
-  kv_write_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p, row_bytes);
-  return cudaGetLastError();
 }
 
 }  // namespace helix

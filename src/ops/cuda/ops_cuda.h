@@ -216,20 +216,20 @@ struct RopeCudaParams {
 cudaError_t rope_cuda(const RopeCudaParams& p, cudaStream_t stream);
 
 // ---- kv_write.cu -----------------------------------------------------------------------------
-// pool[slot[t]] = [c[t], k_pe[t]]: writes each token's latent row into the paged pool (slot =
-// physical block * block_size + offset); a negative slot skips the token.
+// pool[slot[t]] = [c[t], k_pe[t]]: writes each token's latent row into a float32 paged pool
+// (slot = physical block * block_size + offset); a negative slot skips the token. bf16 and FP8
+// pools have one writer of their own, mla_kv_write_cuda (mla_decode_bf16.h, mla_kv_write.cu).
 struct KvWriteCudaParams {
   int num_tokens = 0;
-  int kv_lora_rank = 0;  // L
-  int rope_dim = 0;      // R
-  CudaDType src_dtype = CudaDType::kF32;
-  CudaDType pool_dtype = CudaDType::kF32;  // f32 or bf16
-  const void* c = nullptr;                 // [num_tokens, L], row stride ld_c (0: L)
+  int kv_lora_rank = 0;                   // L
+  int rope_dim = 0;                       // R
+  CudaDType src_dtype = CudaDType::kF32;  // f32 or bf16
+  const void* c = nullptr;                // [num_tokens, L], row stride ld_c (0: L)
   int ld_c = 0;
   const void* k_pe = nullptr;  // [num_tokens, R], row stride ld_k_pe (0: R)
   int ld_k_pe = 0;
   const int64_t* slots = nullptr;  // [num_tokens] device
-  void* pool = nullptr;            // [num_slots, L + R]
+  float* pool = nullptr;           // [num_slots, L + R]
 };
 cudaError_t kv_write_cuda(const KvWriteCudaParams& p, cudaStream_t stream);
 

@@ -6,9 +6,9 @@
 # Binaries: prebuilt/ or prebuilt.tgz (built on the dev machine, with the shared libraries the GPU
 # machine lacks in prebuilt/lib) when they start here, else built here (needs .devdeps, as
 # device_verify.sh).
-#   OUT=dir bash scripts/gpu_gemm.sh [build-dir]
+#   OUT=dir bash scripts/device/gpu_gemm.sh [build-dir]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 mkdir -p "$OUT" /tmp/gemm-logs
 L=/tmp/gemm-logs  # logs that need not come back (at most 8 files do)

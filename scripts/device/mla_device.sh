@@ -3,7 +3,7 @@
 # run the MLA tests, the PyTorch eager baseline (also measures the GEMM rate and copy bandwidth)
 # and the bench, logs and JSON under $OUT.   MODE=quick|full (default full)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 MODE=${MODE:-full}
 B=${BUILD:-/tmp/b-mla}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One device call for the sm90 MLA kernel (H >= 64): unpacks the binaries built on the dev machine
-# by scripts/sm90_prebuild.sh (gzipped in sm90bin/), runs the MLA tests, optionally the PyTorch
+# by scripts/device/sm90_prebuild.sh (gzipped in sm90bin/), runs the MLA tests, optionally the PyTorch
 # baseline (TORCH=1), every bench binary (bench_mla and its variants bench_mla_<name>) with
 # $BQ, and optionally ncu kernel durations (NCU="bench flags"). Logs under $OUT.
-#   OUT=dir FILTER=gtest-filter TORCH=0|1 BQ="--heads 128 ..." NCU="..." bash scripts/sm90_device.sh
+#   OUT=dir FILTER=gtest-filter TORCH=0|1 BQ="--heads 128 ..." NCU="..." bash scripts/device/sm90_device.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 mkdir -p "$OUT" /tmp/sb
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader

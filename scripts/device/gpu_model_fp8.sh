@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine: FP8 weights kept in GPU memory. Checks the tiny slice (FP8-kept bf16 run vs
 # the bf16 checkpoint holding the same dequantised weights, and vs the CPU fp32 reference), then
-# times decode of the full FP8 DeepSeek-V3 slice. Usage: OUT=dir bash scripts/gpu_model_fp8.sh
+# times decode of the full FP8 DeepSeek-V3 slice. Usage: OUT=dir bash scripts/device/gpu_model_fp8.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-gpu-model}
 mkdir -p "$OUT"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one call: build and run the backend-parity test and the decode GEMM
 # bench, make a tiny DeepSeek-V3 slice (bf16 + FP8), load it with helix (CPU) and time HF
-# transformers decode on it. Logs in $OUT.  Usage: [QUICK=1] OUT=dir bash scripts/gpu_ops_check.sh [build]
+# transformers decode on it. Logs in $OUT.  Usage: [QUICK=1] OUT=dir bash scripts/device/gpu_ops_check.sh [build]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-gpu-ops}
 mkdir -p "$OUT"

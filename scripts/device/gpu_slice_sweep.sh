@@ -5,9 +5,9 @@
 # bf16 and FP8, the same model) decoded by helix bf16, helix FP8 (ids sampled on the device,
 # CUDA graphs) and transformers bf16 at batch 1/8/64 x context 1K/8K/32K. Needs .devdeps (see
 # device_verify.sh). JSON lines and logs in $OUT.
-#   OUT=dir bash scripts/gpu_slice_sweep.sh [build-dir]
+#   OUT=dir bash scripts/device/gpu_slice_sweep.sh [build-dir]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-verify}
 S=/tmp/slice-sweep

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Session 4 probe of the memory-bound MLA kernel (one device call): times the bench_mla variants
-# that scripts/mla_mem_variants.sh built (mla16bin/var/bench_<name>.gz) at 16 heads, then Nsight
+# that scripts/device/mla_mem_variants.sh built (mla16bin/var/bench_<name>.gz) at 16 heads, then Nsight
 # Compute on the baseline (FP8 and bf16 split kernels at batch 32 x 64K: stall reasons, pipe use;
 # batch 1 x 4K: both kernels' durations). Logs under $OUT; a compact table on stdout.
 #   VARS="v0 s8 a1" SHAPE="--batches 8 32 --contexts 16384 65536" NCU=1
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader
 V=/tmp/mla-var; mkdir -p $V

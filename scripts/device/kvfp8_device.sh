@@ -4,9 +4,9 @@
 # kernel's own cases), the engine tests (pool capacity at one --gpu-memory-fraction, float32
 # activations vs the CPU FP8 engine, graphs vs eager), every other backend parity case, and the
 # embedded model's text and decode tokens/s with a bf16 vs an fp8 cache.
-#   OUT=dir [QUICK=1] bash scripts/kvfp8_device.sh [build-dir]   (QUICK: tests only, no text/tokens/s)
+#   OUT=dir [QUICK=1] bash scripts/device/kvfp8_device.sh [build-dir]   (QUICK: tests only, no text/tokens/s)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-kvfp8}
 mkdir -p "$OUT"

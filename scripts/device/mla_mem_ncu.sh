@@ -2,7 +2,7 @@
 # Nsight Compute on the memory-bound MLA kernel (bf16 then FP8 KV) at one shape; reports under $OUT.
 #   SHAPE="--batches 32 --contexts 65536"  BIN=mla16bin (bench_mla built for the device)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 BIN=${BIN:-mla16bin}
 for v in 0 1; do

@@ -3,9 +3,9 @@
 # CUDA tests, then the bench at 128 heads (and, TORCH=1, the PyTorch eager baseline and the
 # measured GEMM rate in the same call). Runs binaries built on this machine and carried in
 # $BIN (helix_cuda_tests, bench_mla_decode_bf16) when they load there, else builds them.
-#   OUT=dir MODE=quick|full|none TORCH=0|1 KERNELS="auto" BIN=dir bash scripts/mla128_device.sh
+#   OUT=dir MODE=quick|full|none TORCH=0|1 KERNELS="auto" BIN=dir bash scripts/device/mla128_device.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 MODE=${MODE:-quick}
 BIN=${BIN:-bin}

@@ -4,9 +4,9 @@
 # reference and the CPU Sampler), the HF fixtures through the GPU model (device vs host greedy,
 # seeded draws, the memory fraction), the bf16 accuracy variants, transformers' own bf16 drift on
 # every fixture (on the GPU while the build runs), a CLI smoke, and the CPU sampler tests.
-#   OUT=dir [SKIP_DRIFT=1] bash scripts/gpu_engine_check.sh [build-dir]
+#   OUT=dir [SKIP_DRIFT=1] bash scripts/device/gpu_engine_check.sh [build-dir]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-engine}
 mkdir -p "$OUT"

@@ -3,11 +3,11 @@
 # decode bench), the whole ctest suite on that machine's Ubuntu, and the CPU benchmarks on its
 # cores. Results land in $OUT (JSON + logs).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 mkdir -p "$OUT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-OUT="$OUT" bash scripts/gpu_check.sh
+OUT="$OUT" bash scripts/device/gpu_check.sh
 ninja -C build-gpu -j16 > "$OUT/build_all.log" 2>&1 || { tail -30 "$OUT/build_all.log"; }
 (ctest --test-dir build-gpu -j8 --output-on-failure 2>&1 | tail -15) | tee "$OUT/ctest.log"
 B=build-gpu/bench

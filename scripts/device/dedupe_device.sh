@@ -2,16 +2,16 @@
 # One device call for a refactor that must cost nothing: this tree's CUDA tests, and a bench of
 # this tree against the same bench of a base tree (SASS compared function by function, then both
 # timed, alternating, ROUNDS times each).
-#   Prebuilt benches (e.g. scripts/mla_mem_prebuild.sh in each tree): the tests build in the
+#   Prebuilt benches (e.g. scripts/device/mla_mem_prebuild.sh in each tree): the tests build in the
 #   background while they run:
-#     NEW=path/bench BASE=path/bench OUT=dir bash scripts/dedupe_device.sh [build-dir]
+#     NEW=path/bench BASE=path/bench OUT=dir bash scripts/device/dedupe_device.sh [build-dir]
 #   A CMake bench target, built in this tree and in BASE_TREE (HELIX_BENCH=ON) before timing:
-#     BENCH=bench_gemm_cuda BASE_TREE=dir OUT=dir bash scripts/dedupe_device.sh [build-dir]
+#     BENCH=bench_gemm_cuda BASE_TREE=dir OUT=dir bash scripts/device/dedupe_device.sh [build-dir]
 # Knobs: BQ="bench flags" (defaults: bench_mla_decode_bf16 at 16 and 128 heads, batch 1 and 8,
 # 4K and 64K tokens; bench_gemm_cuda: the down projections at m 1 and 8); ROUNDS (default 2);
 # DEVDEPS (default .devdeps): PCRE2 packages for a machine without them.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-dedupe}
 BENCH=${BENCH:-}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Session 4's final device call for the memory-bound MLA kernel, on the binaries
-# scripts/mla_mem_prebuild.sh built (gzipped: mla16bin/{test_mla,bench_mla}.gz): the MLA CUDA
+# scripts/device/mla_mem_prebuild.sh built (gzipped: mla16bin/{test_mla,bench_mla}.gz): the MLA CUDA
 # tests, PyTorch eager at 16 heads (also the GEMM rate), the 16-head bench (default shapes: batch
 # 1/8/32/64 x 1K..128K, 1M at batch 1 and 8; batch-1 latency vs the launch floor, stream and graph),
 # batch 32 x 1M, and 32 heads at a few shapes. Logs and JSON under $OUT; the tables on stdout.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 V=/tmp/mla-final; mkdir -p $V
 for n in test_mla bench_mla; do gunzip -c mla16bin/$n.gz > $V/$n; chmod +x $V/$n; done

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the MLA test and bench on the dev machine for the device (static libstdc++, cudart and
 # OpenBLAS: they need only the device's glibc), into mla16bin/ (not tracked), so a device call
-# spends no time compiling. scripts/mla_mem_device.sh and mla_mem_final.sh use them.
-#   bash scripts/mla_mem_prebuild.sh [build-dir]
+# spends no time compiling. scripts/device/mla_mem_device.sh and mla_mem_final.sh use them.
+#   bash scripts/device/mla_mem_prebuild.sh [build-dir]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 B=${1:-/tmp/b-mla16-pre}
 mkdir -p "$B" mla16bin
 CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc"

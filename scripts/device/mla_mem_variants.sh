@@ -2,10 +2,10 @@
 # Builds bench_mla variants of the memory-bound MLA kernel on the dev machine (for one device call
 # that times them all): each VARIANT is "name:nvcc-flags" (e.g. "s8:-DMLA_MEM_FP8_STAGES=8");
 # only mla_decode_mem.cu is rebuilt per variant, the other objects come from
-# scripts/mla_mem_prebuild.sh's build dir. Output: mla16bin/var/bench_<name>.gz (stripped).
-#   bash scripts/mla_mem_variants.sh "v0:" "s8:-DMLA_MEM_FP8_STAGES=8" ...
+# scripts/device/mla_mem_prebuild.sh's build dir. Output: mla16bin/var/bench_<name>.gz (stripped).
+#   bash scripts/device/mla_mem_variants.sh "v0:" "s8:-DMLA_MEM_FP8_STAGES=8" ...
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 B=${B:-/tmp/b-mem-pre}
 mkdir -p "$B/var" mla16bin/var
 CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc"

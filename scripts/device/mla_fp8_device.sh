@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 8, FP8 KV on fp16 MMAs (memory-bound MLA kernel, 16 heads): one device call on the binaries
-# scripts/mla_mem_prebuild.sh built on the dev machine (BIN, default mla16bin): the MLA CUDA tests,
+# scripts/device/mla_mem_prebuild.sh built on the dev machine (BIN, default mla16bin): the MLA CUDA tests,
 # instruction counts of the split kernel (cuobjdump, if present), the 16-head bench (bf16 + FP8) at
 # batch 8/32/64 x 16K/64K/128K, and batch 1 x 4K latency against the launch floor. Logs under $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 BIN=${BIN:-mla16bin}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader

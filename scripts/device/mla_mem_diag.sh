@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Split / combine kernel durations (Nsight Compute) at a few shapes of the memory-bound MLA kernel.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BIN=${BIN:-mla16bin}
 for shape in "1 4096" "8 16384" "32 4096"; do
   set -- $shape

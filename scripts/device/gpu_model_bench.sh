@@ -2,9 +2,9 @@
 # On the GPU machine, in one call: build, GPU model tests, transformers' own bf16 drift on two
 # fixtures, then the DeepSeek-V3 slice decode bench (helix bf16, CUDA graph on/off at batch 1,
 # transformers bf16) and the device copy bandwidth. Logs and JSON lines in $OUT.
-# Usage: OUT=dir bash scripts/gpu_model_bench.sh [build-dir]
+# Usage: OUT=dir bash scripts/device/gpu_model_bench.sh [build-dir]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-gpu-model}
 S=/tmp/slice-gpu-model

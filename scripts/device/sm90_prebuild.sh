@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the MLA test and bench on the dev machine for the device (static libstdc++, cudart and
-# OpenBLAS), into sm90bin/ (not tracked), for scripts/sm90_device.sh. VARIANTS="name:-DFLAG ..."
+# OpenBLAS), into sm90bin/ (not tracked), for scripts/device/sm90_device.sh. VARIANTS="name:-DFLAG ..."
 # also builds bench_mla_<name> with mla_decode_sm90.cu compiled with those flags (ablations).
-#   bash scripts/sm90_prebuild.sh [build-dir]
+#   bash scripts/device/sm90_prebuild.sh [build-dir]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 B=${1:-/tmp/b-sm90-pre}
 mkdir -p "$B" sm90bin
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}

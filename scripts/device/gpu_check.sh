@@ -3,9 +3,9 @@
 # CPU references), then bench_mla_decode_cuda. Logs to $OUT/gpu_check.log, JSON to
 # $OUT/bench_mla_decode_cuda.json.
 #
-#   OUT=/some/dir bash scripts/gpu_check.sh     # OUT defaults to ./out; JOBS to 16
+#   OUT=/some/dir bash scripts/device/gpu_check.sh     # OUT defaults to ./out; JOBS to 16
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 JOBS=${JOBS:-16}
 mkdir -p "$OUT"

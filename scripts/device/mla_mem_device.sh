@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One device call for the memory-bound MLA decode (issue 8, <= 32 heads): takes the binaries in
-# $PRE (scripts/mla_mem_prebuild.sh, built on the dev machine) when they run there, else builds only
+# $PRE (scripts/device/mla_mem_prebuild.sh, built on the dev machine) when they run there, else builds only
 # the MLA test and bench with nvcc/g++ directly (no full CMake build); runs the MLA tests, the
 # PyTorch eager baseline and the bench; results under $OUT.
 #   MODE=quick|full  TORCH=0|1  FILTER=gtest filter  BQ="extra bench flags" (e.g. --heads 16)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${BUILD:-/tmp/b-mla16}
 mkdir -p "$OUT" "$B"

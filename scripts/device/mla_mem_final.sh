@@ -3,7 +3,7 @@
 # heads (also measures copy bandwidth and the GEMM rate), the 16-head bench with 1M contexts, then
 # 32 heads and the previous kernel (--kernel mma.sync) at a few shapes. Results under $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 BIN=${BIN:-mla16bin}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader

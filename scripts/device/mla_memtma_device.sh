@@ -3,9 +3,9 @@
 # base tree (main before the change, carried next to it) with device_verify.sh's flags, in
 # parallel; runs the MLA test binary's tests on this tree; then bench_mla_decode_bf16 --heads 16
 # alternating base / this tree twice (batch 8/32/64 x 16K/64K/128K, then batch 1 x 4K).
-#   OUT=dir bash scripts/mla_memtma_device.sh <base-tree>
+#   OUT=dir bash scripts/device/mla_memtma_device.sh <base-tree>
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 BASE=$1
 mkdir -p "$OUT"

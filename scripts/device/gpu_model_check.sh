@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one call: build helix + the CUDA model tests, run the HF fixtures on
 # the GPU (float32 and bfloat16 modes) and a CLI smoke run. Logs in $OUT.
-# Usage: OUT=dir bash scripts/gpu_model_check.sh [build-dir] [gtest-filter]
+# Usage: OUT=dir bash scripts/device/gpu_model_check.sh [build-dir] [gtest-filter]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 B=${1:-/tmp/b-gpu-model}
 FILTER=${2:-'*CudaHfFixture*'}
