@@ -14,7 +14,7 @@ CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexp
 CX="-std=c++20 -O2 -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/local/cuda/include -DHELIX_HAVE_CUDA=1"
 CU_SRC="mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16
   mla_decode_mem mla_decode_mem_combine mla_decode_sm90"
-for f in src/ops/cuda/mla_decode_lat*.cu; do [ -f "$f" ] && CU_SRC="$CU_SRC $(basename "$f" .cu)"; done
+for f in src/ops/cuda/mla_decode_lat*.cu src/ops/cuda/mla_kv_write.cu; do [ -f "$f" ] && CU_SRC="$CU_SRC $(basename "$f" .cu)"; done
 CC=${CCACHE:-ccache}
 for f in $CU_SRC; do $CC nvcc $CU -c src/ops/cuda/$f.cu -o "$B/$f.o" & done
 wait
@@ -27,10 +27,14 @@ if [ "$WHAT" != test ]; then
     -L/usr/local/cuda/lib64 -lcudart_static -ldl -lrt -lpthread
 fi
 if [ "$WHAT" != bench ]; then
-  for f in mla_decode matmul kv_fp8; do $CC g++ $CX -c src/ops/cpu/$f.cpp -o "$B/$f.o"; done
+  CPU=""
+  for f in src/ops/cpu/mla_decode.cpp src/ops/cpu/matmul.cpp src/ops/cpu/kv_fp8.cpp src/core/float_codec.cpp; do
+    [ -f "$f" ] || continue
+    $CC g++ $CX -c "$f" -o "$B/$(basename "$f" .cpp).o"
+    CPU="$CPU $B/$(basename "$f" .cpp).o"
+  done
   $CC g++ $CX -c tests/cuda/test_mla_decode_bf16.cpp -o "$B/test.o"
-  g++ -static-libstdc++ -static-libgcc -o "$O/test_mla" "$B/test.o" $OBJ "$B/mla_decode.o" \
-    "$B/matmul.o" "$B/kv_fp8.o" $L/libgtest.a $L/libgtest_main.a $L/libopenblas.a -lgfortran \
+  g++ -static-libstdc++ -static-libgcc -o "$O/test_mla" "$B/test.o" $OBJ $CPU $L/libgtest.a $L/libgtest_main.a $L/libopenblas.a -lgfortran \
     -L/usr/local/cuda/lib64 -lcudart_static -ldl -lrt -lpthread
 fi
 ls -la "$O"

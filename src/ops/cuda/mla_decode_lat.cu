@@ -1,17 +1,22 @@
 // The small-batch MLA decode kernel (mla_decode_lat.h): bf16 latent KV, (L, R) = (512, 64), 16
 // heads per CTA, one launch.
 //
-// At batch 1 the split kernels spend their time in fixed costs, not in the KV read (4.7 MB at 4K
-// tokens is ~1 us of copy): two launches (~5.5 us each on the stream here), per-CTA prologues
-// and a combine kernel of 16-128 CTAs each reading 64-128 KB of partials. This kernel:
+// At batch 1 the KV read is small (4.7 MB at 4K tokens, ~1 us of copy); the split kernels' time is
+// fixed costs: a second launch, per-CTA prologues, and a combine kernel whose 16-128 CTAs wait on
+// the split grid. This kernel does the whole call in one launch:
 // - phase 1: the same even split of all sequences' 32-token tiles over the CTAs of a head group
 //   as the split kernels (one tile per CTA and up: at 4K, 128 CTAs), tiles streamed by cp.async
 //   (16 bytes a thread, any block size, no tensor map to encode on the host) into a ring of
 //   padded rows; the query's A fragments live in registers for a whole sequence;
 // - a grid-wide barrier (an atomic counter in the workspace; the plan makes every CTA resident),
 //   skipped when no sequence spans two CTAs;
-// - phase 2: every CTA merges a share of the split sequences' partials (a 64-column slice of one
-//   head a step, 16 partial groups in flight at once), writes the empty sequences.
+// - phase 2: every CTA merges a share of the split sequences' partials (64-column slices of a
+//   head, up to 8 partial loads in flight per thread), writes the empty sequences.
+// On H200 this is 0.84-0.95x the split kernels' time at 16 heads, batch 1, 1K-16K (graph replays;
+// ~1 us slower on the stream at 1K-4K), and slower at 128 heads and past 16K: kAuto picks it only
+// where it wins (mla_decode_bf16.cu). What remains is in-kernel: each dependent global-memory step
+// (seq_lens, block table, KV, the partial write, the barrier, the partial read) costs 1-3 us
+// (bench/RESULTS.md, "Batch-1 latency").
 //
 // Per tile (8 warps): warp w computes the scores of tokens 8 (w & 3).. + 7 over half the 576 dims
 // (k-half w >> 2; mma.sync m16n8k16, two accumulation chains), the halves meet in shared memory;
