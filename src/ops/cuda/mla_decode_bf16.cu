@@ -120,12 +120,13 @@ cudaError_t lat_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   *smem = 0;
   if (!lat_for(d)) return cudaSuccess;
   int per_group = 0;
-  const cudaError_t err = cuda::mla_lat::prepare(d.num_heads, d.max_batch, smem, &per_group);
-  if (err == cudaErrorNotSupported) {  // more head groups than resident CTAs: the other kernels
+  // An optional path: if it cannot be set up (more head groups than resident CTAs, or a device
+  // whose shared memory is smaller than the kernel's ring), the other kernels serve every launch.
+  if (cuda::mla_lat::prepare(d.num_heads, d.max_batch, smem, &per_group) != cudaSuccess) {
+    (void)cudaGetLastError();  // not left for the next launch's error check
     *smem = 0;
     return cudaSuccess;
   }
-  if (err != cudaSuccess) return err;
   *ctas = d.num_ctas > 0 ? std::min(d.num_ctas, per_group) : per_group;
   return cudaSuccess;
 }
