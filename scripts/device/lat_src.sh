@@ -5,7 +5,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
 mkdir -p "$OUT"
 for f in bin/*/*.gz; do [ -f "$f" ] && gunzip -f "$f"; done
-bash scripts/device/run_trace.sh
+bash scripts/device/lat_run_trace.sh
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 timeout 150 $NCU --clock-control none --cache-control none -k regex:mla_lat -c 1 --launch-skip 4 \
   --section SourceCounters --section WarpStateStats -o "$OUT/rep" -f \
