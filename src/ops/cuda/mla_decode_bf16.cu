@@ -33,13 +33,19 @@ cudaError_t with_entry(int L, int R, F&& f) {
   return cudaErrorNotSupported;
 }
 
+// kLatency is kAuto with the latency kernel at every launch it takes: the launches it does not take
+// (FP8 KV, other sizes) run kAuto's kernels.
+bool auto_like(const MlaPlanDesc& d) {
+  return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency;
+}
+
 // The sm90 kernel for H >= 64 (mla_decode_sm90.h). FP8 KV under kAuto only up to batch 16: on
 // H200 it is 1.0-1.6x the wgmma kernel there, but 0.89-0.97x at batch 32-64 with >= 64K contexts
 // (bench/RESULTS.md, "sm90 MLA kernel (session 4)").
 bool sm90_for(const MlaPlanDesc& d) {
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
-  if (d.kernel == MlaKernelChoice::kAuto && fp8 && d.max_batch > 16) return false;
-  return (d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kSm90) &&
+  if (auto_like(d) && fp8 && d.max_batch > 16) return false;
+  return (auto_like(d) || d.kernel == MlaKernelChoice::kSm90) &&
          cuda::mla_sm90::eligible(d.num_heads, d.kv_lora_rank, d.rope_dim, fp8, d.max_batch);
 }
 
@@ -61,7 +67,7 @@ cudaError_t sm90_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
 }
 
 bool wgmma_for(const MlaPlanDesc& d) {
-  if (d.kernel == MlaKernelChoice::kAuto) return d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  if (auto_like(d)) return d.kv_dtype == MlaKvDtype::kFp8E4m3;
   return d.kernel == MlaKernelChoice::kWgmma;
 }
 
@@ -109,9 +115,8 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
 // The one-launch small-batch kernel (mla_decode_lat.h): planned for bf16 KV at (512, 64) under
 // kAuto and kLatency.
 bool lat_for(const MlaPlanDesc& d) {
-  return (d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency) &&
-         cuda::mla_lat::eligible(d.kv_lora_rank, d.rope_dim, d.kv_dtype == MlaKvDtype::kFp8E4m3,
-                                 d.max_batch);
+  return auto_like(d) && cuda::mla_lat::eligible(d.kv_lora_rank, d.rope_dim,
+                                                 d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch);
 }
 // Its CTAs per 16-head group (0: not used) and shared memory. num_ctas caps the grid, never above
 // what is resident at once (the kernel's grid barrier needs every CTA running).
@@ -131,10 +136,10 @@ cudaError_t lat_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   return cudaSuccess;
 }
 // kAuto's choice at launch, from what the host knows (seq_lens are on the device): batch, heads and
-// the block table's capacity. Measured on H200 (bench/RESULTS.md, "Batch-1 latency kernel"): at
-// <= 32 heads and batch 1 the latency kernel is 0.95-0.86x the split kernels' time up to 16K
-// tokens; at 64K, at batch >= 2 and at 128 heads (16-head groups re-read the KV, mma.sync tiles)
-// the split kernels are faster.
+// the block table's capacity. Measured on H200 (bench/RESULTS.md, "Batch-1 latency"): at <= 32
+// heads and batch 1 the latency kernel takes 0.83-0.95x the split kernels' time up to 16K tokens
+// (graph replays; on the stream ~1 us more at 1K-4K, 0.83-0.85x at 16K); at 64K, at batch >= 2 and
+// at 128 heads (16-head groups re-read the KV, mma.sync tiles) the split kernels are faster.
 constexpr int kLatAutoBatch = 1;
 constexpr int64_t kLatAutoCapacity = 16384;
 bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {

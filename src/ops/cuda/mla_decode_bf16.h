@@ -50,9 +50,9 @@ enum class MlaKernelChoice : int {
   // warp-specialised, 64-token tiles (mla_decode_sm90.cuh). Launches with a block size other than
   // 16, 32 or a multiple of 64 run the kAuto kernel instead.
   kSm90 = 3,
-  // bf16 KV at (512, 64), any H: the one-launch small-batch kernel (mla_decode_lat.cu) at every
-  // launch. kAuto takes it at batch 1, H <= 32, when the block table's capacity
-  // (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200: mla_decode_bf16.cu).
+  // kAuto, but with bf16 KV at (512, 64) (any H) the one-launch small-batch kernel
+  // (mla_decode_lat.cu) at every launch. kAuto itself takes it at batch 1, H <= 32, when the block
+  // table's capacity (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200).
   kLatency = 4,
 };
 

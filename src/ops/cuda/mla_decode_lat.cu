@@ -12,7 +12,7 @@
 //   skipped when no sequence spans two CTAs;
 // - phase 2: every CTA merges a share of the split sequences' partials (64-column slices of a
 //   head, up to 8 partial loads in flight per thread), writes the empty sequences.
-// On H200 this is 0.84-0.95x the split kernels' time at 16 heads, batch 1, 1K-16K (graph replays;
+// On H200 this is 0.83-0.95x the split kernels' time at 16 heads, batch 1, 1K-16K (graph replays;
 // ~1 us slower on the stream at 1K-4K), and slower at 128 heads and past 16K: kAuto picks it only
 // where it wins (mla_decode_bf16.cu). What remains is in-kernel: each dependent global-memory step
 // (seq_lens, block table, KV, the partial write, the barrier, the partial read) costs 1-3 us
