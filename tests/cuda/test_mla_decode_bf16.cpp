@@ -370,7 +370,8 @@ TEST(MlaDecodeBf16Cuda, CtaCounts) {
 // The Hopper kernel for H >= 64 (kSm90): block sizes 16 / 32 / 64 / 128, uneven lengths with
 // empty and one-token sequences, lengths not a multiple of the 64-token tile, NaN in the
 // cache rows past each end, CTA counts from 1 (all sequences in one CTA) to 500, head counts
-// not a multiple of 64, and block 48 (not taken: the launch falls back to the other kernels).
+// not a multiple of 64, 2, 3 and 4 head groups, and block 48 (not taken: the launch falls back to
+// the other kernels).
 TEST(MlaDecodeBf16Cuda, Sm90ManyHeads) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   auto sm90 = [](Case c) {
@@ -383,6 +384,11 @@ TEST(MlaDecodeBf16Cuda, Sm90ManyHeads) {
           kSeed + 20 + block});
   sm90({64, 512, 64, 64, uneven(64, 1000), MlaKvDtype::kBf16, MlaOutDtype::kBf16, 0, kSeed + 21});
   sm90({100, 512, 64, 32, {4096}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 22});
+  // 4 and 3 head groups.
+  sm90({256, 512, 64, 32, uneven(32, 1200), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0,
+        kSeed + 28});
+  sm90(
+      {192, 512, 64, 64, uneven(64, 900), MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 29});
   sm90({128, 512, 64, 64, {1, 1, 1, 2}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed + 23});
   sm90({128,
         512,

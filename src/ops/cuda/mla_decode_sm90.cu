@@ -93,9 +93,7 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = pdl;
-#ifndef HELIX_SM90_NO_PDL  // ablation builds only
   cfg.numAttrs = 1;
-#endif
   cudaError_t err = fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_kernel<true>, map, a)
                         : cudaLaunchKernelEx(&cfg, mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;

@@ -116,27 +116,33 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
   }
 }
 
-// Scores of one tile into s: Q rope (registers) . K rope first (that chunk is refilled and read
-// first; scale_d 0 starts the sum), committed as its own group, then after_rope(), then Q latent
-// (smem) . K latent; each chunk's MMAs wait for that chunk's TMA. FP8: the rope part goes to sr
-// (it is not scaled by the token's scale; scale_mask adds it), the latent chunks are read in
-// the order the converters widen them (highest first).
+// Scores of one tile into s. bf16: Q rope (registers) . K rope first (that chunk is refilled and
+// read first; scale_d 0 starts the sum), committed as its own group, then after_rope(), then Q
+// latent (smem) . K latent; each chunk's MMAs wait for that chunk's TMA. FP8: the latent chunks
+// first, in the order the converters widen them (highest first), then (all MMAs done) the latent
+// sums times the column's token scale (sc: the tile's [64] scales in shared memory; they landed
+// before the first latent chunk was widened), then the rope part (not scaled) on top: one
+// accumulator, so the FP8 consumer needs no more registers than the bf16 one (with a separate
+// rope accumulator ptxas serialised every wgmma for want of registers).
 template <bool kFp8, class F>
-__device__ __forceinline__ void score_mmas(float (&s)[32], float (&sr)[32], uint32_t q_base,
-                                           uint32_t k_base, uint32_t full_bar, uint32_t parity,
-                                           const uint32_t (&qpe)[4][4], F&& after_rope) {
-  wg_fence();
-  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
+__device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
+                                           uint32_t full_bar, uint32_t parity,
+                                           const uint32_t (&qpe)[4][4], const float* sc, int t,
+                                           F&& after_rope) {
+  auto rope = [&](bool acc) {
+    mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    const uint64_t db = desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024);
-    if constexpr (kFp8)
-      wgmma_m64n64k16_rs(sr, qpe[kk], db, kk != 0);
-    else
-      wgmma_m64n64k16_rs(s, qpe[kk], db, kk != 0);
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n64k16_rs(s, qpe[kk],
+                         desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
+                         acc || kk != 0);
+    wg_commit();
+  };
+  wg_fence();
+  if constexpr (!kFp8) {
+    rope(false);
+    after_rope();
   }
-  wg_commit();
-  after_rope();
 #pragma unroll
   for (int cc = 0; cc < kL / 64; ++cc) {
     const int c = kFp8 ? kL / 64 - 1 - cc : cc;
@@ -148,15 +154,25 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], float (&sr)[32], uint
                          kFp8 && cc == 0 && kk == 0 ? 0 : 1);
   }
   wg_commit();
+  if constexpr (kFp8) {
+    after_rope();
+    wg_wait<0>();
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float2 c = *reinterpret_cast<const float2*>(sc + 8 * j + 2 * t);
+      s[4 * j] *= c.x;
+      s[4 * j + 1] *= c.y;
+      s[4 * j + 2] *= c.x;
+      s[4 * j + 3] *= c.y;
+    }
+    wg_fence();
+    rope(true);
+  }
 }
 
-// Masked, scaled scores (log2 domain) and their row maxima over the quad. FP8: the latent part
-// times the column's token scale (sc: the tile's [64] scales in shared memory) plus the rope
-// part sr.
-template <bool kFp8>
-__device__ __forceinline__ void scale_mask(float (&s)[32], const float (&sr)[32], int valid, int t,
-                                           float scale_log2, const float* sc, float& mx0,
-                                           float& mx1) {
+// Masked, scaled scores (log2 domain) and their row maxima over the quad.
+__device__ __forceinline__ void scale_mask(float (&s)[32], int valid, int t, float scale_log2,
+                                           float& mx0, float& mx1) {
   mx0 = -INFINITY;
   mx1 = -INFINITY;
 #pragma unroll
@@ -164,8 +180,7 @@ __device__ __forceinline__ void scale_mask(float (&s)[32], const float (&sr)[32]
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int col = 8 * j + 2 * t + (e & 1);
-      const float x = kFp8 ? s[4 * j + e] * sc[col] + sr[4 * j + e] : s[4 * j + e];
-      const float v = tail_score(col, valid, x, scale_log2);
+      const float v = tail_score(col, valid, s[4 * j + e], scale_log2);
       s[4 * j + e] = v;
       if (e < 2)
         mx0 = fmaxf(mx0, v);
@@ -259,7 +274,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
 
   float o[128];
   float s[32];
-  float sr[32];  // FP8: the rope part of the scores
   uint32_t qpe[4][4];
   uint32_t p[4][4];
   int pending_stage = -1;  // WG0: stage of tile b whose P.V is still in flight (released later)
@@ -324,17 +338,18 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
         // V_L part there, not after the whole S_a (+2-4% at 64K).
-        score_mmas<kFp8>(s, sr, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, [&] {
-          if (pending_stage >= 0) {
-            wg_wait<1>();
-            release_pending();
-          }
-        });
+        score_mmas<kFp8>(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe,
+                         s_sc + sa * kTile, t, [&] {
+                           if (pending_stage >= 0) {
+                             wg_wait<1>();
+                             release_pending();
+                           }
+                         });
         wg_wait<0>();
         release_pending();
         release(sa, kPartRope);
         float mx0, mx1;
-        scale_mask<kFp8>(s, sr, va, t, a.scale_log2, s_sc + sa * kTile, mx0, mx1);
+        scale_mask(s, va, t, a.scale_log2, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
         const float f0 = exp2_fast(m_0 - n0), f1 = exp2_fast(m_1 - n1);
         bar_sync(kBarP0Free, kConsumerThreads);
@@ -381,10 +396,11 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
-          score_mmas<kFp8>(s, sr, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe, [] {});
+          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
+                           s_sc + sb * kTile, t, [] {});
           wg_wait<0>();
           release(sb, kPartRope);
-          scale_mask<kFp8>(s, sr, vb, t, a.scale_log2, s_sc + sb * kTile, mx0, mx1);
+          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
         }
         bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
         const float a0 = s_m[r0], a1 = s_m[r0 + 8];
@@ -489,7 +505,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
   extern __shared__ __align__(1024) uint8_t smem[];
   const int tid = threadIdx.x;
-  if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();  // swizzle atoms need 1024 B
+  if (tid == 0 && (smem_u32(smem) & 1023u) != 0) __trap();
   int* s_cum = reinterpret_cast<int*>(smem + kCumOff + (kFp8 ? kScaleBytes : 0));
   // full[2][9], empty[2][3] (see the producer), FP8 raw chunk c of stage s: raw_base + 8 (4 s + c)
   const uint32_t bar_base = smem_u32(smem + kBarOff), raw_base = smem_u32(smem + kRawBarOff);
