@@ -581,8 +581,19 @@ size_t partial_bytes(int heads, int ctas_per_group) {
 
 cudaError_t launch(const Args& a, unsigned long long* counter, dim3 grid, size_t smem,
                    cudaStream_t stream) {
-  mla_lat_kernel<<<grid, kThreads, smem, stream>>>(a, counter);
-  return cudaGetLastError();
+  // Cooperative: the grid barrier needs every CTA resident together, which a cooperative launch
+  // guarantees (and refuses, with an error, a grid too large for it) instead of assuming.
+  cudaLaunchAttribute coop[1];
+  coop[0].id = cudaLaunchAttributeCooperative;
+  coop[0].val.cooperative = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = coop;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, mla_lat_kernel, a, counter);
 }
 
 }  // namespace helix::cuda::mla_lat
