@@ -59,8 +59,9 @@ int main(int argc, char** argv) {
   std::string kernel = "auto";
   app.add_option("--kernel", kernel,
                  "64-head groups: auto, mma.sync, wgmma or sm90 (mma.sync also runs <= 32 heads on "
-                 "the mla_bf16 kernels instead of the memory-bound one)")
-      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma", "sm90"}));
+                 "the mla_bf16 kernels instead of the memory-bound one); lat: the one-launch "
+                 "small-batch kernel at every shape (bf16 KV)")
+      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma", "sm90", "lat"}));
   std::vector<int> heads_list = {128, 16};
   app.add_option("--heads", heads_list, "head counts to time (default 128 16)");
   std::vector<int> batches_opt, contexts_opt;
@@ -192,7 +193,8 @@ int main(int argc, char** argv) {
         d.num_heads = H;
         d.max_batch = B;
         d.kv_dtype = dtypes[k];
-        d.kernel = kernel == "sm90"       ? helix::MlaKernelChoice::kSm90
+        d.kernel = kernel == "lat"        ? helix::MlaKernelChoice::kLatency
+                   : kernel == "sm90"     ? helix::MlaKernelChoice::kSm90
                    : kernel == "wgmma"    ? helix::MlaKernelChoice::kWgmma
                    : kernel == "mma.sync" ? helix::MlaKernelChoice::kMmaSync
                                           : helix::MlaKernelChoice::kAuto;

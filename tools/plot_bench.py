@@ -184,6 +184,10 @@ def main():
     plot_mla_bf16(d, ("bench_mla_decode_bf16_s4_accept_h128.json",
                       "bench_mla_decode_bf16_s4_accept_h16.json"),
                   "mla_torch_baseline_s4_accept_h128.json", "mla_decode_s4_accept.png")
+    # Session 5's (the same script, the tree with the lat, mem and sm90 changes of that session).
+    plot_mla_bf16(d, ("bench_mla_decode_bf16_s5_accept_h128.json",
+                      "bench_mla_decode_bf16_s5_accept_h16.json"),
+                  "mla_torch_baseline_s5_accept_h128.json", "mla_decode_s5_accept.png")
     plot_mla_sm90(d)
     plot_serve(d)
     print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])

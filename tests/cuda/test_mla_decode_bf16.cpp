@@ -36,6 +36,9 @@ struct Case {
   unsigned seed = 1;
   bool wgmma = true;  // MlaPlanDesc::kernel for 64-head groups at 512/64: wgmma or mma.sync
   bool sm90 = false;  // MlaKernelChoice::kSm90 (overrides wgmma)
+  // MlaKernelChoice::kLatency (the one-launch small-batch kernel at every launch), or kAuto
+  // (overrides the two above)
+  bool lat = false, auto_k = false;
   // Pool rows past each sequence's end in its last block hold NaN (stale cache rows may hold
   // anything; their weight is 0 and must stay 0).
   bool nan_tail = false;
@@ -54,9 +57,11 @@ std::string describe(const Case& c) {
       " block " + std::to_string(c.block) + " kv " + (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") +
       " out " + (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
       std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-      (c.sm90    ? " sm90"
-       : c.wgmma ? " wgmma"
-                 : " mma.sync") +
+      (c.lat      ? " lat"
+       : c.auto_k ? " auto"
+       : c.sm90   ? " sm90"
+       : c.wgmma  ? " wgmma"
+                  : " mma.sync") +
       (c.nan_tail ? " nan-tail" : "") + " q_mag " + std::to_string(c.q_mag) + " row_exp " +
       std::to_string(c.row_exp_lo) + ".." + std::to_string(c.row_exp_hi) + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
@@ -213,9 +218,11 @@ void run_case(const Case& c) {
   d.max_batch = B + 2;
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
-  d.kernel = c.sm90    ? MlaKernelChoice::kSm90
-             : c.wgmma ? MlaKernelChoice::kWgmma
-                       : MlaKernelChoice::kMmaSync;
+  d.kernel = c.lat      ? MlaKernelChoice::kLatency
+             : c.auto_k ? MlaKernelChoice::kAuto
+             : c.sm90   ? MlaKernelChoice::kSm90
+             : c.wgmma  ? MlaKernelChoice::kWgmma
+                        : MlaKernelChoice::kMmaSync;
   if (c.nan_tail) {
     for (int b = 0; b < B; ++b) {
       const int nb = (c.lens[b] + c.block - 1) / c.block;
@@ -554,6 +561,54 @@ TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
   g.nan_tail = true;
   g.graph = true;
   run_case(g);
+}
+
+// The one-launch small-batch kernel (mla_decode_lat.cu): split, grid barrier and combine in one
+// launch, forced at every batch; and kAuto reaching it at batch 1-2.
+TEST(MlaDecodeBf16Cuda, LatencyKernel) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 500;
+  auto lat = [&](Case c, bool auto_k = false) {
+    c.seed = ++seed;
+    c.lat = !auto_k;
+    c.auto_k = auto_k;
+    run_case(c);
+  };
+  const auto bf = MlaKvDtype::kBf16;
+  const auto f32 = MlaOutDtype::kFloat32, o16 = MlaOutDtype::kBf16;
+  // batch 1 at the bench's shape, both head counts, stream and graph replays
+  lat({16, 512, 64, 64, {4096}, bf, f32});
+  lat({128, 512, 64, 64, {4096}, bf, o16});
+  for (int H : {16, 128}) {
+    Case g{H, 512, 64, 64, {4095}, bf, f32};
+    g.graph = true;
+    g.nan_tail = true;
+    lat(g);
+  }
+  // kAuto: batch 1 at 16 heads with a small block table takes the latency kernel; batch 2 at 128
+  // heads the split kernels (the same plan workspace holds both kernels' partials)
+  lat({16, 512, 64, 64, {3000}, bf, f32}, true);
+  lat({128, 512, 64, 32, {2000, 77}, bf, f32}, true);
+  // empty, one token, lengths off the block and the tile, odd heads and blocks
+  lat({16, 512, 64, 64, {0}, bf, f32});
+  lat({16, 512, 64, 64, {0, 0}, bf, o16});
+  lat({16, 512, 64, 64, {1}, bf, f32});
+  lat({128, 512, 64, 16, {1, 0}, bf, f32});
+  lat({1, 512, 64, 32, {700}, bf, f32});
+  lat({40, 512, 64, 48, {900, 0, 33}, bf, f32});
+  lat({100, 512, 64, 7, {333, 1}, bf, o16});
+  for (int block : {16, 32, 64}) {
+    Case c{16, 512, 64, block, uneven(block, 2100), bf, f32};
+    c.nan_tail = true;
+    lat(c);
+  }
+  lat({128, 512, 64, 64, uneven(64, 1500), bf, f32});
+  // a few CTAs: sequences inside one CTA, two per CTA, and split ones side by side
+  for (int ctas : {1, 3, 7}) lat({16, 512, 64, 16, {1000, 5, 0, 64, 300}, bf, f32, ctas});
+  // long contexts: 64K+ at 16 heads (each CTA streams many tiles), 20K at 128 heads
+  lat({16, 512, 64, 64, {70000}, bf, f32});
+  lat({16, 512, 64, 32, {66000, 9}, bf, o16});
+  lat({128, 512, 64, 64, {20000}, bf, f32});
 }
 
 TEST(MlaDecodeBf16Cuda, BadInput) {

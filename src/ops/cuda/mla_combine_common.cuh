@@ -39,23 +39,37 @@ __device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
 }
 
 // Warp 0 of a split kernel: s_cum[b] = the tiles of the sequences before b, b in [0, batch], 32
-// sequences per step; with kLens, s_len[b] = the tokens of sequence b (else s_len is unused).
-template <int kTile, bool kLens = false>
-__device__ __forceinline__ void tile_prefix_sums(const Args& a, int* s_cum, int* s_len, int lane) {
-  int carry = 0;
+// sequences per step; with kLens, s_len[b] = the tokens of sequence b (else s_len is unused). With
+// kSeqCost > 0 also s_vcum[b]: the same in "virtual" tiles, where each non-empty sequence counts
+// kSeqCost tiles more (its fixed cost in a CTA: the query build, the merge and the write), the
+// units the CTAs' shares are cut in (cta_tile_range).
+template <int kTile, bool kLens = false, int kSeqCost = 0>
+__device__ __forceinline__ void tile_prefix_sums(const Args& a, int* s_cum, int* s_len, int lane,
+                                                 int* s_vcum = nullptr) {
+  int carry = 0, vcarry = 0;
   if (lane == 0) s_cum[0] = 0;
+  if (kSeqCost > 0 && lane == 0) s_vcum[0] = 0;
   for (int base = 0; base < a.batch; base += 32) {
     const int b = base + lane;
     const int len = b < a.batch ? seq_tokens(a, b) : 0;
     if (kLens && b < a.batch) s_len[b] = len;
     int v = (len + kTile - 1) / kTile;
+    int w = v > 0 ? v + kSeqCost : 0;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const int u = __shfl_up_sync(0xffffffffu, v, o);
       if (lane >= o) v += u;
+      if constexpr (kSeqCost > 0) {
+        const int uw = __shfl_up_sync(0xffffffffu, w, o);
+        if (lane >= o) w += uw;
+      }
     }
     if (b < a.batch) s_cum[b + 1] = carry + v;
     carry += __shfl_sync(0xffffffffu, v, 31);
+    if constexpr (kSeqCost > 0) {
+      if (b < a.batch) s_vcum[b + 1] = vcarry + w;
+      vcarry += __shfl_sync(0xffffffffu, w, 31);
+    }
   }
 }
 // A split CTA's contiguous share of its group's tiles: [t_begin, t_end), whose first tile is tile
@@ -63,16 +77,37 @@ __device__ __forceinline__ void tile_prefix_sums(const Args& a, int* s_cum, int*
 struct TileRange {
   int t_begin = 0, t_end = 0, cb = 0, ck = 0;
 };
-// The range of CTA cta once s_cum is complete; false when it has no tiles.
-template <int kMin = kMinTiles>
+// The range of CTA cta once s_cum is complete; false when it has no tiles. kSeqCost > 0: the CTAs
+// share the virtual tiles (s_vcum, above) evenly, so a CTA that holds pieces of several sequences
+// gets fewer real tiles; its range is the real tiles of its virtual range.
+template <int kMin = kMinTiles, int kSeqCost = 0>
 __device__ __forceinline__ bool cta_tile_range(const Args& a, const int* s_cum, int cta,
-                                               TileRange& r) {
-  const int total = s_cum[a.batch];
+                                               TileRange& r, const int* s_vcum = nullptr) {
+  const int total = kSeqCost > 0 ? s_vcum[a.batch] : s_cum[a.batch];
   if (total == 0) return false;
   const int ctas = active_ctas<kMin>(total, a.ctas_per_group);
   if (cta >= ctas) return false;
   r.t_begin = cta_begin(cta, total, ctas);
   r.t_end = cta_begin(cta + 1, total, ctas);
+  if constexpr (kSeqCost > 0) {
+    // virtual tile x -> the real tile it stands for: the first real tile of its sequence for the
+    // kSeqCost virtual ones at the sequence's start
+    auto to_real = [&](int x) {
+      int lo = 0, hi = a.batch;  // the last b with s_vcum[b] <= x
+      while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (s_vcum[mid] <= x)
+          lo = mid;
+        else
+          hi = mid - 1;
+      }
+      if (lo == a.batch) return s_cum[a.batch];
+      const int k = x - s_vcum[lo] - kSeqCost;
+      return s_cum[lo] + (k > 0 ? k : 0);
+    };
+    r.t_begin = to_real(r.t_begin);
+    r.t_end = to_real(r.t_end);
+  }
   if (r.t_end <= r.t_begin) return false;
   while (s_cum[r.cb + 1] <= r.t_begin) ++r.cb;
   r.ck = r.t_begin - s_cum[r.cb];
@@ -130,7 +165,9 @@ __device__ __forceinline__ void scale4(float4& o, float s) {
 //   loads in flight, the groups' sums meeting in shared memory (needs kThreads a multiple of L/4).
 // - kPdl: launched as a programmatic dependent of the split kernel: reads seq_lens (an input, not
 //   the split kernel's) before waiting for it, and a sequence one CTA held returns without waiting.
-template <int kThreads, int L, int HG, int kTile, int kBatch, bool kPdl, int kMin = kMinTiles>
+// - kSeqCost: the split kernel's (cta_tile_range): the partition is in virtual tiles.
+template <int kThreads, int L, int HG, int kTile, int kBatch, bool kPdl, int kMin = kMinTiles,
+          int kSeqCost = 0>
 __device__ __forceinline__ void combine_partials(const Args& a) {
   extern __shared__ float mla_combine_dyn[];
   __shared__ float s_red[kThreads / 32];
@@ -138,7 +175,8 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
   const int group = h / HG, hl = h % HG;
   float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
   for (int i = threadIdx.x; i < a.batch; i += kThreads) {
-    const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
+    const int t = (seq_tokens(a, i) + kTile - 1) / kTile;
+    const float tiles = static_cast<float>(t > 0 ? t + kSeqCost : 0);  // virtual tiles
     all += tiles;
     if (i < b) before += tiles;
   }
@@ -160,8 +198,9 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
     return;
   }
   const int ctas = active_ctas<kMin>(total, a.ctas_per_group);
-  const int c_lo = cta_of(tiles_before, total, ctas);
-  const int c_hi = cta_of(tiles_before + mine - 1, total, ctas);
+  const int first = tiles_before + kSeqCost;  // the virtual index of the first real tile
+  const int c_lo = cta_of(first, total, ctas);
+  const int c_hi = cta_of(first + mine - 1, total, ctas);
   if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
   if constexpr (kPdl) asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int n = c_hi - c_lo + 1;
@@ -173,7 +212,8 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
     float l = -INFINITY;
     int row = 0;
     if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
-      const int slot = (i == 0 && cta_begin(c, total, ctas) != tiles_before) ? 1 : 0;
+      // slot 1: the sequence is not the first one of CTA c_lo (its range starts in an earlier one)
+      const int slot = (i == 0 && cta_begin(c, total, ctas) < tiles_before) ? 1 : 0;
       row = ((group * a.ctas_per_group + c) * 2 + slot) * HG + hl;
       l = a.part_lse[row];
     }

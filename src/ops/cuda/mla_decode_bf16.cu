@@ -9,6 +9,7 @@
 
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/mla_decode_lat.h"
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_sm90.h"
 
@@ -32,13 +33,19 @@ cudaError_t with_entry(int L, int R, F&& f) {
   return cudaErrorNotSupported;
 }
 
+// kLatency is kAuto with the latency kernel at every launch it takes: the launches it does not take
+// (FP8 KV, other sizes) run kAuto's kernels.
+bool auto_like(const MlaPlanDesc& d) {
+  return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency;
+}
+
 // The sm90 kernel for H >= 64 (mla_decode_sm90.h). FP8 KV under kAuto only up to batch 16: on
 // H200 it is 1.0-1.6x the wgmma kernel there, but 0.89-0.97x at batch 32-64 with >= 64K contexts
 // (bench/RESULTS.md, "sm90 MLA kernel (session 4)").
 bool sm90_for(const MlaPlanDesc& d) {
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
-  if (d.kernel == MlaKernelChoice::kAuto && fp8 && d.max_batch > 16) return false;
-  return (d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kSm90) &&
+  if (auto_like(d) && fp8 && d.max_batch > 16) return false;
+  return (auto_like(d) || d.kernel == MlaKernelChoice::kSm90) &&
          cuda::mla_sm90::eligible(d.num_heads, d.kv_lora_rank, d.rope_dim, fp8, d.max_batch);
 }
 
@@ -60,7 +67,7 @@ cudaError_t sm90_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
 }
 
 bool wgmma_for(const MlaPlanDesc& d) {
-  if (d.kernel == MlaKernelChoice::kAuto) return d.kv_dtype == MlaKvDtype::kFp8E4m3;
+  if (auto_like(d)) return d.kv_dtype == MlaKvDtype::kFp8E4m3;
   return d.kernel == MlaKernelChoice::kWgmma;
 }
 
@@ -105,6 +112,50 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   return cudaSuccess;
 }
 
+// The one-launch small-batch kernel (mla_decode_lat.h): planned for bf16 KV at (512, 64) under
+// kAuto and kLatency.
+bool lat_for(const MlaPlanDesc& d) {
+  return auto_like(d) && cuda::mla_lat::eligible(d.kv_lora_rank, d.rope_dim,
+                                                 d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch);
+}
+// Its CTAs per 16-head group (0: not used) and shared memory. num_ctas caps the grid, never above
+// what is resident at once (the kernel's grid barrier needs every CTA running).
+cudaError_t lat_ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
+  *ctas = 0;
+  *smem = 0;
+  if (!lat_for(d)) return cudaSuccess;
+  int per_group = 0;
+  // An optional path: if it cannot be set up (more head groups than resident CTAs, or a device
+  // whose shared memory is smaller than the kernel's ring), the other kernels serve every launch.
+  if (cuda::mla_lat::prepare(d.num_heads, d.max_batch, smem, &per_group) != cudaSuccess) {
+    (void)cudaGetLastError();  // not left for the next launch's error check
+    *smem = 0;
+    return cudaSuccess;
+  }
+  *ctas = d.num_ctas > 0 ? std::min(d.num_ctas, per_group) : per_group;
+  return cudaSuccess;
+}
+// kAuto's choice at launch, from what the host knows (seq_lens are on the device): batch, heads and
+// the block table's capacity. Measured on H200 (bench/RESULTS.md, "Batch-1 latency"): at <= 32
+// heads and batch 1 the latency kernel takes 0.83-0.95x the split kernels' time up to 16K tokens
+// (graph replays; on the stream ~1 us more at 1K-4K, 0.83-0.85x at 16K); at 64K, at batch >= 2 and
+// at 128 heads (16-head groups re-read the KV, mma.sync tiles) the split kernels are faster.
+constexpr int kLatAutoBatch = 1;
+constexpr int64_t kLatAutoCapacity = 16384;
+bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
+  if (plan.lat_ctas_per_group <= 0) return false;
+  if (plan.desc.kernel == MlaKernelChoice::kLatency) return true;
+  const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
+  return p.batch <= kLatAutoBatch && plan.desc.num_heads <= 32 && cap <= kLatAutoCapacity;
+}
+// Workspace: the larger of the split kernels' and the latency kernel's partials, then (with the
+// latency kernel) its 16-byte barrier counter, which no other kernel writes.
+size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
+  if (lat_ctas <= 0) return split_bytes;
+  const size_t parts = std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas));
+  return (parts + 15) / 16 * 16 + 16;
+}
+
 }  // namespace
 
 size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
@@ -117,10 +168,12 @@ size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   int ctas = 0;
   size_t smem = 0;
   if (ctas_for(d, &ctas, &smem) != cudaSuccess) return 0;
-  int sm90_ctas = 0;
+  int sm90_ctas = 0, lat_ctas = 0;
   if (sm90_ctas_for(d, &sm90_ctas, &smem) != cudaSuccess) return 0;
+  if (lat_ctas_for(d, &lat_ctas, &smem) != cudaSuccess) return 0;
   const int hg = head_group_for(d);
-  return workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas));
+  return total_workspace(workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas)),
+                         d.num_heads, lat_ctas);
 }
 
 cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
@@ -132,16 +185,25 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   p.num_head_groups = (d.num_heads + p.head_group - 1) / p.head_group;
   cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes);
   if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
+  if (err == cudaSuccess) err = lat_ctas_for(d, &p.lat_ctas_per_group, &p.lat_smem_bytes);
   if (err != cudaSuccess) return err;
   // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
-  p.workspace_bytes =
-      workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group));
+  p.workspace_bytes = total_workspace(
+      workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group)),
+      d.num_heads, p.lat_ctas_per_group);
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {
     err = cudaMalloc(&p.workspace, p.workspace_bytes);
     if (err != cudaSuccess) return err;
     p.owns_workspace = true;
+  }
+  if (p.lat_ctas_per_group > 0) {  // the latency kernel's barrier counter starts at 0
+    err = cudaMemset(static_cast<uint8_t*>(p.workspace) + p.workspace_bytes - 16, 0, 16);
+    if (err != cudaSuccess) {
+      if (p.owns_workspace) cudaFree(p.workspace);
+      return err;
+    }
   }
   *plan = p;
   return cudaSuccess;
@@ -181,6 +243,16 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   const size_t rows = static_cast<size_t>(plan.num_head_groups) *
                       std::max(plan.ctas_per_group, plan.sm90_ctas_per_group) * 2 * plan.head_group;
   a.part_lse = a.part_out + rows * d.kv_lora_rank;
+  if (lat_at_launch(plan, p)) {  // one launch: split, grid barrier, combine
+    const int groups = (d.num_heads + cuda::mla_lat::kHeadGroup - 1) / cuda::mla_lat::kHeadGroup;
+    a.ctas_per_group = plan.lat_ctas_per_group;
+    a.part_lse = a.part_out + static_cast<size_t>(groups) * plan.lat_ctas_per_group * 2 *
+                                  cuda::mla_lat::kHeadGroup * d.kv_lora_rank;
+    auto* counter = reinterpret_cast<unsigned long long*>(static_cast<uint8_t*>(plan.workspace) +
+                                                          plan.workspace_bytes - 16);
+    return cuda::mla_lat::launch(a, counter, dim3(plan.lat_ctas_per_group, groups),
+                                 plan.lat_smem_bytes, stream);
+  }
   if (plan.sm90_ctas_per_group > 0 && cuda::mla_sm90::block_ok(p.block_size)) {
     a.ctas_per_group = plan.sm90_ctas_per_group;
     return cuda::mla_sm90::launch(a, d.kv_dtype == MlaKvDtype::kFp8E4m3,

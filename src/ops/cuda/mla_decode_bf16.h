@@ -50,6 +50,10 @@ enum class MlaKernelChoice : int {
   // warp-specialised, 64-token tiles (mla_decode_sm90.cuh). Launches with a block size other than
   // 16, 32 or a multiple of 64 run the kAuto kernel instead.
   kSm90 = 3,
+  // kAuto, but with bf16 KV at (512, 64) (any H) the one-launch small-batch kernel
+  // (mla_decode_lat.cu) at every launch. kAuto itself takes it at batch 1, H <= 32, when the block
+  // table's capacity (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200).
+  kLatency = 4,
 };
 
 // Bytes of one token's row in the pool for a cache dtype (multiple of 16).
@@ -78,6 +82,10 @@ struct MlaPlan {
   // the plan does not use it.
   int sm90_ctas_per_group = 0;
   size_t sm90_smem_bytes = 0;
+  // bf16 KV at (512, 64) (kAuto or kLatency): the latency kernel's CTAs per 16-head group and
+  // dynamic shared memory; 0 when the plan does not use it.
+  int lat_ctas_per_group = 0;
+  size_t lat_smem_bytes = 0;
   void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;

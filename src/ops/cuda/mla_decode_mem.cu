@@ -1,22 +1,24 @@
 // The memory-bound MLA decode kernel (mla_decode_mem.h): one m16 tile of heads per CTA, bf16 or
 // FP8 e4m3 latent KV at (L, R) = (512, 64).
 //
-// CTA = 8 warps. The CTA's 32-token tiles (the same contiguous share of the batch's tiles as the
-// mla_bf16 kernels) stream into a ring of shared-memory stages by cp.async.bulk (bf16 at block
-// sizes that are multiples of 32: 9 2D TMA boxes of [32 rows x 128 bytes] per tile, 128-byte
-// swizzle; other bf16 blocks: one copy per token row, padded rows for conflict-free fragment loads;
-// FP8: one per run of rows contiguous in the pool, 656-byte rows need no padding), completing on
-// the stage's "full" mbarrier; the warps that read a stage release it on its "empty" mbarrier and
-// their leader refills it. No block-wide barrier in the main loop. (A separate producer warp would
-// make 9 warps: 3 on one SM sub-partition, which caps registers at 168 and spills the 128
-// accumulators.)
+// CTA = 8 warps. The CTA's 32-token tiles (a contiguous share of the batch's tiles, cut so that
+// each sequence piece counts kSeqCost tiles more: a piece's fixed cost) stream into a ring of
+// shared-memory stages by cp.async.bulk (bf16 at block sizes that are multiples of 32: 9 2D TMA
+// boxes of [32 rows x 128 bytes] per tile, 128-byte swizzle; other bf16 blocks: one copy per token
+// row, padded rows for conflict-free fragment loads; FP8: one per run of rows contiguous in the
+// pool, 656-byte rows need no padding), completing on the stage's "full" mbarrier; the warps that
+// read a stage release it on its "empty" mbarrier and their leader refills it. No block-wide
+// barrier in the main loop. (A separate producer warp would make 9 warps: 3 on one SM
+// sub-partition, which caps registers at 168 and spills the 128 accumulators.)
 //
 // Warp w: column half ch = w & 1 (256 of the 512 latent columns); worker w >> 1 owns the 16-token
 // half (worker & 1) of every other tile of a sequence (team worker >> 1). The two warps of a worker
 // each compute half of the 576-wide score k-steps (mma.sync m16n8k16, Q fragments from a
 // fragment-ordered shared buffer) and swap the partial scores (a 64-thread named barrier); each
 // keeps its own online softmax and accumulates O[16, 256] in registers. At the end of a sequence
-// the four workers' states merge through shared memory.
+// the four workers' states merge through shared memory (bf16, at the CTA's last sequence: every
+// warp merges and writes a quarter of its columns); the next sequence's query is prefetched into
+// L2 a few tiles before.
 //
 // FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The latent
 // GEMMs run in fp16 (every e4m3 value is an fp16 value): one cvt.rn.f16x2.e4m3x2 turns two bytes
@@ -74,8 +76,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   int* s_len = s_cum + a.batch + 1;
+  // s_vcum (the partition's virtual prefix sums) is read only by cta_tile_range: it borrows the
+  // query buffer, written after the consumers' first barrier.
+  int* s_vcum = reinterpret_cast<int*>(smem + C::kQOff);
+  static_assert(C::kQOff % 4 == 0 && kQFragBytes >= 4 * 1025, "s_vcum for batches up to 1024");
   if (warp == 0) {
-    mla_combine::tile_prefix_sums<kTile, true>(a, s_cum, s_len, lane);
+    mla_combine::tile_prefix_sums<kTile, true, kSeqCost>(a, s_cum, s_len, lane, s_vcum);
   } else if (tid == 32) {
     for (int s = 0; s < C::kStages; ++s) {
       mbar_init(full_bar(s), 1);
@@ -85,7 +91,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
   mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range(a, s_cum, cta, tr)) return;
+  if (!mla_combine::cta_tile_range<mla_combine::kMinTiles, kSeqCost>(a, s_cum, cta, tr, s_vcum))
+    return;
   const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
   int cb = tr.cb, ck = tr.ck;
 
@@ -196,8 +203,20 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
 
+    // The next sequence's query goes into L2 a few tiles before this one ends (earlier, the KV
+    // stream would evict it): its build at the sequence end then skips a DRAM round trip.
+    bool q_next = tid != 0 || j + cnt == n_tiles;
     for (int jj = j + team; jj < j + cnt; jj += 2) {
       const int s = jj % C::kStages;
+      if (!q_next && jj + kQAhead >= j + cnt) {
+        q_next = true;
+        int nb = cb + 1;
+        while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
+        const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
+        prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
+                        (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
+                    static_cast<uint32_t>(nh) * W * 2);
+      }
       const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
       Slot next{0, 0, 0};
       if (refill) next = lookup(jj + C::kStages);
@@ -207,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
       mbar_wait(full_bar(s), (jj / C::kStages) & 1);
       const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
-      if (kAblate != 3 && tok0 < len) {
+      if (tok0 < len) {
         const uint32_t stage = ring + s * C::kStageBytes;
         [[maybe_unused]] const uint32_t tile = stage + 16 * half * C::kRowStride;  // FP8
         if constexpr (kTma) {
@@ -239,7 +258,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             // This warp's half of the k-steps, 4 m + 2 ch + u (the partner warp does the rest).
             const uint32_t q_ch = q_addr + ch * 2 * 512;
 #pragma unroll
-            for (int k0 = 0; k0 < (kAblate == 4 ? 0 : kKSteps / 2); k0 += 3) {
+            for (int k0 = 0; k0 < kKSteps / 2; k0 += 3) {
               uint4 qa[3];
               uint32_t kb[3][4];
 #pragma unroll
@@ -270,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                 for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
                   // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
-            for (int s4 = 0; s4 < (kAblate == 4 ? 0 : L / 128); ++s4) {
+            for (int s4 = 0; s4 < L / 128; ++s4) {
               const int s64 = ch * (L / 128) + s4;
               const uint4 w0 = lds128(k_addr + 64 * s64);
               const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
@@ -330,8 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int n = 0; n < 2; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-          if constexpr (kAblate != 5)
-            asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
 #pragma unroll
           for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -430,9 +448,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
         // 3. O[16, 256 columns of half ch] += P . V
-        if constexpr (kAblate == 2) {
-          acc[0][0] += __uint_as_float(pa.x & 1);  // keep pa live
-        } else if constexpr (!kFp8) {
+        if constexpr (!kFp8) {
           // n-tiles 2p, 2p + 1: chunks 8 (p >> 1) + 4 ch + 2 (p & 1), + 1
 #pragma unroll
           for (int p0 = 0; p0 < 16; p0 += 4) {
@@ -486,8 +502,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
 
-    // Merge the four workers' states per column half into worker 0. A state is parked as 33
-    // float4 per lane (the O fragments, then m and d of both rows).
+    // Merge the four workers' states per column half. A state is parked as 33 float4 per lane
+    // (the O fragments, then m and d of both rows).
     consumers_sync();  // every score exchange done, every warp past its last tile
     if constexpr (kFp8) {
       // O back from units of 2^c (fp32, exact); a warp with no tile here has acc = 0
@@ -501,15 +517,69 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     auto park = [&](float4* p) { park_state(p, acc, m_run, d_run); };
     auto absorb = [&](const float4* p) { absorb_state(p, acc, m_run, d_run); };
-    if (j + cnt == n_tiles) {
-      // The CTA's last sequence: no tile in flight, the ring is free. Workers 1-3 park their
-      // states there at once, worker 0 absorbs them.
+    const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
+    const int slot = s_cum[cb] <= t_begin ? 0 : 1;
+    if (j + cnt == n_tiles && !kFp8) {
+      // The CTA's last sequence: no tile in flight, the ring is free. Every warp parks its state
+      // there; worker w then merges n-tiles 8 w .. 8 w + 7 of its column half from all four and
+      // writes them (the merge and the write spread over all eight warps). bf16 only: the FP8
+      // kernel measured 2-4 us slower with it at batch 1-8 x 1K-4K (H200; cause not found), so
+      // it keeps the serial merge below.
+      float4* ring4 = reinterpret_cast<float4*>(smem);
+      auto state = [&](int w) { return ring4 + (w * 2 + ch) * 33 * 32 + lane; };
+      park(state(worker));
+      consumers_sync();
+      float wk[4][2], m_fin[2], d_fin[2];
+      {
+        float mk[4][2], dk[4][2];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float4 md = state(k)[32 * 32];
+          mk[k][0] = md.x;
+          mk[k][1] = md.y;
+          dk[k][0] = md.z;
+          dk[k][1] = md.w;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          m_fin[r] = fmaxf(fmaxf(mk[0][r], mk[1][r]), fmaxf(mk[2][r], mk[3][r]));
+          const float m_use = m_fin[r] == -INFINITY ? 0.f : m_fin[r];
+          d_fin[r] = 0.f;
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            wk[k][r] = exp2f(mk[k][r] - m_use);  // 0 for a worker with no tokens here
+            d_fin[r] += dk[k][r] * wk[k][r];
+          }
+        }
+      }
+      float o[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        float4 v[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[k] = state(k)[(8 * worker + i) * 32];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[i][e] = 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          o[i][0] += v[k].x * wk[k][0];
+          o[i][1] += v[k].y * wk[k][0];
+          o[i][2] += v[k].z * wk[k][1];
+          o[i][3] += v[k].w * wk[k][1];
+        }
+      }
+      write_state<kFp8>(a, o, 8 * worker, m_fin, d_fin, complete, slot, worker == 0, cb, group, cta,
+                        ch, g, t);
+    } else if (j + cnt == n_tiles) {
+      // FP8, the CTA's last sequence: workers 1-3 park their states in the (free) ring, worker 0
+      // absorbs them and writes.
       float4* ring4 = reinterpret_cast<float4*>(smem);
       if (worker != 0) park(ring4 + ((worker - 1) * 2 + ch) * 33 * 32 + lane);
       consumers_sync();
       if (worker == 0) {
 #pragma unroll 1
         for (int w = 1; w < 4; ++w) absorb(ring4 + ((w - 1) * 2 + ch) * 33 * 32 + lane);
+        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g, t);
       }
     } else {
       // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
@@ -526,12 +596,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (two_teams) merge_round(3, 2);
       merge_round(1, 0);
       if (two_teams) merge_round(2, 0);
-    }
-
-    if (worker == 0) {
-      const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
-      write_state<kFp8>(a, acc, m_run, d_run, complete, s_cum[cb] <= t_begin ? 0 : 1, cb, group,
-                        cta, ch, g, t);
+      if (worker == 0)
+        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g, t);
     }
     j += cnt;
     ++cb;
@@ -568,13 +634,27 @@ cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm) {
 
 cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {
   // bf16 tiles by TMA when a tile's 32 rows are contiguous in the pool; the map is encoded on the
-  // host per launch and passed by value, as the sm90 kernel's (graph replays reuse the copy).
+  // host and passed by value, as the sm90 kernel's (graph replays reuse the copy). It depends only
+  // on the pool's address: the last one is kept per host thread (encoding costs host time that a
+  // decode step's launch sequence would otherwise wait for).
+  struct MapCache {
+    const uint8_t* pool = nullptr;
+    cudaError_t err = cudaSuccess;
+    CUtensorMap map{};
+  };
+  thread_local MapCache cache;
   CUtensorMap map{};
   bool tma = false;
   if (!fp8 && a.block_size % kTile == 0) {
-    const cudaError_t err = mla_sm90::encode_kv_map(&map, a.kv_pool, false, kTile);
+    if (cache.pool != a.kv_pool) {
+      cache.err = mla_sm90::encode_kv_map(&cache.map, a.kv_pool, false, kTile);
+      cache.pool =
+          cache.err == cudaSuccess || cache.err == cudaErrorNotSupported ? a.kv_pool : nullptr;
+    }
+    const cudaError_t err = cache.err;
     if (err != cudaSuccess && err != cudaErrorNotSupported) return err;
     tma = err == cudaSuccess;  // no encoder in this driver: padded rows by bulk copies
+    if (tma) map = cache.map;
   }
   if (fp8)
     mla_mem_kernel<true, false><<<grid, kThreads, smem, stream>>>(map, a);

@@ -22,7 +22,8 @@ constexpr int kCombineThreads = 512;
 constexpr int kCombineUnroll = 8;
 
 __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
-  mla_combine::combine_partials<kCombineThreads, L, kHeadGroup, kTile, kCombineUnroll, true>(a);
+  mla_combine::combine_partials<kCombineThreads, L, kHeadGroup, kTile, kCombineUnroll, true,
+                                mla_combine::kMinTiles, kSeqCost>(a);
 }
 
 }  // namespace

@@ -19,6 +19,14 @@ using namespace ptx;  // ptx_common.cuh
 
 constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;  // tokens per stage (and per unit of the CTA partition)
+// The CTA partition counts each sequence piece as this many tiles more (mla_combine_common.cuh's
+// kSeqCost): a piece costs a query build, a merge of the warps' states and a write (~5-9 us
+// measured at batch 8 x 16K, where a tile takes ~1.07 us), and a CTA holding two pieces finished
+// last.
+// (H200, batch 8 x 16K bf16: 63.0 us with 0, 58.9 with 4, 56.6 with 8, ~58 with 12.)
+constexpr int kSeqCost = 8;
+// Tiles before a sequence's end at which the next sequence's query is prefetched into L2.
+constexpr int kQAhead = 6;
 
 // c += a . b, m16n8k16, bf16 operands, fp32 accumulators.
 __device__ __forceinline__ void mma(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
@@ -58,6 +66,11 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t r;
   asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
   return r;
+}
+
+// Asks L2 to fetch bytes [p, p + n) (n a multiple of 16, p 16-byte aligned); no completion.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t n) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(n) : "memory");
 }
 
 // 16 zero bytes to shared memory (volatile asm: kept in order with the fragment loads).

@@ -46,13 +46,14 @@ __device__ __forceinline__ void absorb_state(const float4* p, float (&acc)[32][4
   }
 }
 
-// Worker 0's warp of column half ch, lane (g, t): rows g, g + 8 of sequence cb's head group, into
-// out / lse (complete) or partial slot `slot` of this CTA.
-template <bool kFp8>
-__device__ __forceinline__ void write_state(const Args& a, const float (&acc)[32][4],
+// A warp of column half ch, lane (g, t), holding n-tiles n0 .. n0 + kN - 1 of the merged state
+// (rows g, g + 8 of sequence cb's head group): writes them into out (complete) or partial slot
+// `slot` of this CTA; with lse_writer, the rows' lse too.
+template <bool kFp8, int kN>
+__device__ __forceinline__ void write_state(const Args& a, const float (&acc)[kN][4], int n0,
                                             const float (&m_run)[2], const float (&d_run)[2],
-                                            bool complete, int slot, int cb, int group, int cta,
-                                            int ch, int g, int t) {
+                                            bool complete, int slot, bool lse_writer, int cb,
+                                            int group, int cta, int ch, int g, int t) {
   const int64_t prow =
       ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeadGroup;
 #pragma unroll
@@ -62,7 +63,7 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[32
     const float inv = 1.f / d_run[r];
     const float lse = (m_run[r] + log2f(d_run[r])) * 0.6931471805599453f;
     const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
-    if (ch == 0 && t == 0) {
+    if (lse_writer && ch == 0 && t == 0) {
       if (complete)
         a.lse[orow] = lse;
       else
@@ -72,7 +73,8 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[32
     __nv_bfloat16* dst_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
     const bool to_bf16 = complete && a.out_bf16;
 #pragma unroll
-    for (int n = 0; n < 32; n += 2) {
+    for (int i = 0; i < kN; i += 2) {
+      const int n = n0 + i;
       // four consecutive columns per pair of n-tiles (bf16: chunk 8 (n >> 2) + 4 ch + (n & 3)
       // of 8 columns: 2t, + 8; FP8: 32 G + 8 t + {0..3}, + 4)
       float v[4];
@@ -80,20 +82,20 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[32
       if constexpr (!kFp8) {
         c0 = 64 * (n >> 2) + 32 * ch + 8 * (n & 3) + 2 * t;
         c1 = c0 + 8;
-        v[0] = acc[n][2 * r] * inv;
-        v[1] = acc[n][2 * r + 1] * inv;
-        v[2] = acc[n + 1][2 * r] * inv;
-        v[3] = acc[n + 1][2 * r + 1] * inv;
+        v[0] = acc[i][2 * r] * inv;
+        v[1] = acc[i][2 * r + 1] * inv;
+        v[2] = acc[i + 1][2 * r] * inv;
+        v[3] = acc[i + 1][2 * r + 1] * inv;
       } else {
-        // n-tiles 4G + 2i, 4G + 2i + 1 (i = n/2 % 2): columns 8t + 2i, 8t + 2i + 1 (e = 0) and
+        // n-tiles 4G + 2u, 4G + 2u + 1 (u = n/2 % 2): columns 8t + 2u, 8t + 2u + 1 (e = 0) and
         // + 4 (e = 1)
-        const int G = n >> 2, i = (n >> 1) & 1;
-        c0 = ch * 256 + 32 * G + 8 * t + 2 * i;
+        const int G = n >> 2, u = (n >> 1) & 1;
+        c0 = ch * 256 + 32 * G + 8 * t + 2 * u;
         c1 = c0 + 4;
-        v[0] = acc[n][2 * r] * inv;
-        v[1] = acc[n + 1][2 * r] * inv;
-        v[2] = acc[n][2 * r + 1] * inv;
-        v[3] = acc[n + 1][2 * r + 1] * inv;
+        v[0] = acc[i][2 * r] * inv;
+        v[1] = acc[i + 1][2 * r] * inv;
+        v[2] = acc[i][2 * r + 1] * inv;
+        v[3] = acc[i + 1][2 * r + 1] * inv;
       }
       if (to_bf16) {
         *reinterpret_cast<__nv_bfloat162*>(dst_h + c0) = __floats2bfloat162_rn(v[0], v[1]);

@@ -1,6 +1,6 @@
 #pragma once
 // The memory-bound MLA decode's split kernel (mla_decode_mem.cu): its shared-memory layout, the
-// measurement knobs, and the query builder (the fragment-ordered Q buffer, FP8's per-head scaling).
+// ring depths, and the query builder (the fragment-ordered Q buffer, FP8's per-head scaling).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -27,28 +27,14 @@ static_assert(kXchgBytes <= kMergeBytes, "exchange fits in the merge buffer");
 static_assert(kMergeBytes <= kQFragBytes, "a parked state fits in the query buffer");
 constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 
-// Measurement knobs (bench builds only; the defaults are the kernel). MLA_MEM_ABLATE leaves one
-// part of the tile's work out to time it by difference (results are then wrong): 1 the e4m3 ->
-// f16 cvts (raw bytes into the MMAs), 2 P.V, 3 all compute (wait + release only), 4 the score
-// MMAs, 5 the score exchange barrier.
-#ifndef MLA_MEM_ABLATE
-#define MLA_MEM_ABLATE 0
-#endif
-#ifndef MLA_MEM_FP8_STAGES
-#define MLA_MEM_FP8_STAGES 8  // 6: the same within noise (+1.5% and -0.4% in two runs)
-#endif
-#ifndef MLA_MEM_BF16_STAGES
-#define MLA_MEM_BF16_STAGES 5
-#endif
-constexpr int kAblate = MLA_MEM_ABLATE;
+// Ring depth: FP8 8 stages (6 measured the same within noise), bf16 5 (the most that fits).
+constexpr int kFp8Stages = 8, kBf16Stages = 5;
 constexpr int kPvBatch = 4;  // FP8 P.V: 32-column groups per batch of loads (8: no faster)
 constexpr int kChains = 2;   // FP8 scores: accumulator chains per n-tile (4: no faster)
 __device__ __forceinline__ uint32_t cvt_lo(uint32_t x) {
-  if constexpr (kAblate == 1) return x;
   return e4m3x2_lo_to_f16(x);
 }
 __device__ __forceinline__ uint32_t cvt_hi(uint32_t x) {
-  if constexpr (kAblate == 1) return x;
   return e4m3x2_hi_to_f16(x);
 }
 
@@ -62,7 +48,7 @@ struct Cfg {
   static constexpr int kBoxes = 2 * W / 128;            // kTma: 9
   // by row copies: an odd number of 16-byte units (conflict-free fragments); swizzled: unpadded
   static constexpr int kRowStride = kFp8 || kTma ? kRowBytes : 2 * W + 16;
-  static constexpr int kStages = kFp8 ? MLA_MEM_FP8_STAGES : MLA_MEM_BF16_STAGES;
+  static constexpr int kStages = kFp8 ? kFp8Stages : kBf16Stages;
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
@@ -76,7 +62,7 @@ struct Cfg {
                 "odd 16-byte row stride: conflict-free fragments");
   static_assert(!kTma || (kStageBytes % 1024 == 0 && kStageBytes == kBoxes * kBoxBytes),
                 "swizzle atoms of 1024 bytes");
-  static_assert(6 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 6 warps' states");
+  static_assert(8 * 33 * 32 * 16 <= kStages * kStageBytes, "the last merge parks 8 warps' states");
 };
 
 template <int N>
