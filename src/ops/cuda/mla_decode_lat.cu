@@ -59,15 +59,10 @@ __device__ unsigned long long g_lat_trace[1024][12][2];
   } while (0)
 #endif
 
-// Tuning knobs (defaults measured on H200, bench/RESULTS.md "Batch-1 latency"): the grid
-// barrier's poll interval, and the fewest tiles a CTA takes (fewer, larger partials).
-#ifndef MLA_LAT_SLEEP_NS
-#define MLA_LAT_SLEEP_NS 20
-#endif
-#ifndef MLA_LAT_MIN_TILES
-#define MLA_LAT_MIN_TILES 1
-#endif
-constexpr int kMinTiles = MLA_LAT_MIN_TILES;
+// The grid barrier's poll interval and the fewest tiles a CTA takes, tuned on H200 (bench/RESULTS.md
+// "Batch-1 latency": longer polls and more tiles per CTA, i.e. fewer larger partials, did not help).
+constexpr unsigned kSleepNs = 20;
+constexpr int kMinTiles = 1;
 
 constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;
@@ -123,7 +118,7 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
     while (true) {
       asm volatile("ld.acquire.gpu.global.u64 %0, [%1];\n" : "=l"(v) : "l"(counter) : "memory");
       if (v >= target) break;
-      __nanosleep(MLA_LAT_SLEEP_NS);
+      __nanosleep(kSleepNs);
     }
     __threadfence();
   }
