@@ -59,8 +59,9 @@ __device__ unsigned long long g_lat_trace[1024][12][2];
   } while (0)
 #endif
 
-// The grid barrier's poll interval and the fewest tiles a CTA takes, tuned on H200 (bench/RESULTS.md
-// "Batch-1 latency": longer polls and more tiles per CTA, i.e. fewer larger partials, did not help).
+// The grid barrier's poll interval and the fewest tiles a CTA takes, tuned on H200
+// (bench/RESULTS.md "Batch-1 latency": longer polls and more tiles per CTA, i.e. fewer larger
+// partials, did not help).
 constexpr unsigned kSleepNs = 20;
 constexpr int kMinTiles = 1;
 
