@@ -14,8 +14,9 @@
 // and the workspace. At launch every CTA reads seq_lens from device memory, cuts the
 // concatenation of all sequences' 32-token tiles into equal contiguous ranges (one per CTA, so
 // uneven lengths balance over all SMs) and a small combine kernel merges the sequences that
-// span several CTAs and writes the empty ones (out 0, lse -inf). Nothing allocates, syncs or
-// queries the device at launch: the pair of launches can be captured in a CUDA graph and
+// span several CTAs and writes the empty ones (out 0, lse -inf); at batch 1 the latency kernel
+// (mla_decode_lat.cu) does both in one cooperative launch with a grid barrier. Nothing allocates,
+// syncs or queries the device at launch: the launches can be captured in a CUDA graph and
 // replayed with new seq_lens / block_table contents.
 //
 // Cache layouts (per token, rows of the pool [num_blocks, block_size, row]):
@@ -117,7 +118,7 @@ struct MlaDecodeBf16Params {
   float* lse = nullptr;  // [B, H] fp32 natural-log sum of exp(scaled scores); -inf when empty
 };
 
-// Split kernel + combine kernel on `stream`. Returns cudaErrorInvalidValue for bad sizes,
+// Split kernel + combine kernel (or the one-launch latency kernel) on `stream`. Returns cudaErrorInvalidValue for bad sizes,
 // cudaErrorNotSupported for an (L, R) not instantiated, else the first launch error.
 cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
                                  cudaStream_t stream);
