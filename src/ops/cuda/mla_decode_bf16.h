@@ -118,8 +118,9 @@ struct MlaDecodeBf16Params {
   float* lse = nullptr;  // [B, H] fp32 natural-log sum of exp(scaled scores); -inf when empty
 };
 
-// Split kernel + combine kernel (or the one-launch latency kernel) on `stream`. Returns cudaErrorInvalidValue for bad sizes,
-// cudaErrorNotSupported for an (L, R) not instantiated, else the first launch error.
+// Split kernel + combine kernel (or the one-launch latency kernel) on `stream`. Returns
+// cudaErrorInvalidValue for bad sizes, cudaErrorNotSupported for an (L, R) not instantiated, else
+// the first launch error.
 cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
                                  cudaStream_t stream);
 
