@@ -33,6 +33,19 @@ __device__ __forceinline__ int active_ctas(int total, int ctas) {
   const int want = (total + kMin - 1) / kMin;
   return want < ctas ? (want > 0 ? want : 1) : ctas;
 }
+// The last i in [0, last] with v[i] <= x, by binary search (v ascending; 0 when even v[0] > x):
+// the sequence of a tile in prefix sums, the CTA of a tile in range starts.
+__device__ __forceinline__ int last_at_most(const int* v, int last, int x) {
+  int lo = 0, hi = last;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (v[mid] <= x)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
 // The CTA whose range holds tile x (the last c with cta_begin(c) <= x); total > 0.
 __device__ __forceinline__ int cta_of(int64_t x, int64_t total, int ctas) {
   return static_cast<int>(((x + 1) * ctas - 1) / total);
@@ -93,14 +106,7 @@ __device__ __forceinline__ bool cta_tile_range(const Args& a, const int* s_cum, 
     // virtual tile x -> the real tile it stands for: the first real tile of its sequence for the
     // kSeqCost virtual ones at the sequence's start
     auto to_real = [&](int x) {
-      int lo = 0, hi = a.batch;  // the last b with s_vcum[b] <= x
-      while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (s_vcum[mid] <= x)
-          lo = mid;
-        else
-          hi = mid - 1;
-      }
+      const int lo = last_at_most(s_vcum, a.batch, x);
       if (lo == a.batch) return s_cum[a.batch];
       const int k = x - s_vcum[lo] - kSeqCost;
       return s_cum[lo] + (k > 0 ? k : 0);

@@ -134,15 +134,7 @@ __device__ __forceinline__ void fill_begins(int* s_beg, int total, int ctas) {
 }
 // The CTA whose range holds tile x (mc::cta_of: the last c < ctas with s_beg[c] <= x).
 __device__ __forceinline__ int cta_of(const int* s_beg, int ctas, int x) {
-  int lo = 0, hi = ctas - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (s_beg[mid] <= x)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  return lo;
+  return mc::last_at_most(s_beg, ctas - 1, x);
 }
 
 // The query rows of sequence b in this CTA's head group, 16-byte pieces (rows past the heads 0):
@@ -190,14 +182,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
   auto lookup = [&](int jt) -> const uint8_t* {
     if (jt >= n_tiles) return nullptr;
     const int tile = t_begin + jt;
-    int lo = 0, hi = a.batch - 1;  // the last b with s_cum[b] <= tile
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (s_cum[mid] <= tile)
-        lo = mid;
-      else
-        hi = mid - 1;
-    }
+    const int lo = mc::last_at_most(s_cum, a.batch - 1, tile);  // the tile's sequence
     const int pos = (tile - s_cum[lo]) * kTile + (tid >> 3);
     if (pos >= s_len[lo]) return nullptr;
     const int bi = pos / a.block_size;

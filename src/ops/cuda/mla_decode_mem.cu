@@ -113,14 +113,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   auto lookup = [&](int jt) -> Slot {
     const int tile = t_begin + jt;
-    int lo = 0, hi = a.batch - 1;  // the last b with s_cum[b] <= tile: the tile's sequence
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (s_cum[mid] <= tile)
-        lo = mid;
-      else
-        hi = mid - 1;
-    }
+    const int lo = mla_combine::last_at_most(s_cum, a.batch - 1, tile);  // the tile's sequence
     const int len = s_len[lo];
     int pos = (tile - s_cum[lo]) * kTile + (kTma ? 0 : lane);
     int n = 1;
