@@ -120,6 +120,24 @@ __device__ __forceinline__ bool cta_tile_range(const Args& a, const int* s_cum, 
   return true;
 }
 
+// ---- the partials' layout: the split kernels write it, the combines read it ----
+// Where a split CTA leaves its state for sequence cb when the sequence's tiles do not all lie in
+// the CTA's range (starting at tile t_begin): partial slot 0 when it is the range's first
+// sequence, 1 when it is the last.
+__device__ __forceinline__ int partial_slot(const int* s_cum, int cb, int t_begin) {
+  return s_cum[cb] <= t_begin ? 0 : 1;
+}
+// The first of the hg rows of CTA cta's partial slot in head group `group` (part_lse entries,
+// part_out rows of L floats).
+__device__ __forceinline__ int64_t partial_row(const Args& a, int group, int cta, int slot,
+                                               int hg) {
+  return ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * hg;
+}
+// The natural-log LSE of a row's online-softmax state kept in log2 units (running max m, sum d).
+__device__ __forceinline__ float lse_from_log2(float m, float d) {
+  return (m + log2f(d)) * 0.6931471805599453f;
+}
+
 // ---- the combine ----
 // Sum (is_max false) or max over the CTA's kThreads threads; every thread gets the result. s_red:
 // kThreads / 32 floats. Starts with a barrier, so back-to-back calls may share s_red.
@@ -220,7 +238,7 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
     if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
       // slot 1: the sequence is not the first one of CTA c_lo (its range starts in an earlier one)
       const int slot = (i == 0 && cta_begin(c, total, ctas) < tiles_before) ? 1 : 0;
-      row = ((group * a.ctas_per_group + c) * 2 + slot) * HG + hl;
+      row = ((group * a.ctas_per_group + c) * 2 + slot) * HG + hl;  // partial_row in int
       l = a.part_lse[row];
     }
     s_w[i] = l;

@@ -478,15 +478,15 @@ __global__ void __launch_bounds__(kThreads, 1) mla_split_kernel(const Args a) {
     if (ck == seq_tiles - 1 || j == n_tiles - 1) {
       if constexpr (kWg) wg_wait<0>();
       const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
-      const int slot = s_cum[cb] <= t_begin ? 0 : 1;
-      const int64_t prow = ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * HG;
+      const int64_t prow = mla_combine::partial_row(
+          a, group, cta, mla_combine::partial_slot(s_cum, cb, t_begin), HG);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int hl = mt * 16 + g + 8 * r;
         const int h = h_base + g + 8 * r;
         if (h >= a.num_heads) continue;
         const float inv = 1.f / d_run[r];
-        const float lse = (m_run[r] + log2f(d_run[r])) * 0.6931471805599453f;
+        const float lse = mla_combine::lse_from_log2(m_run[r], d_run[r]);
         const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
         if (th == 0 && t == 0) {
           if (complete)

@@ -339,9 +339,8 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
     // The sequence's part in this CTA: final (all its tiles here) or a partial slot (0: the
     // range's first sequence, 1: its last), as the split kernels write them.
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
-    const int slot = s_cum[cb] <= t_begin ? 0 : 1;
     const int64_t prow =
-        ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeadGroup;
+        mc::partial_row(a, group, cta, mc::partial_slot(s_cum, cb, t_begin), kHeadGroup);
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int hl = g + 8 * rr, h = group * kHeadGroup + hl;
@@ -349,7 +348,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
       const float inv = 1.f / d_run[rr];
       const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
       if (warp == 0 && t == 0) {
-        const float lse = (m_run[rr] + log2f(d_run[rr])) * 0.6931471805599453f;
+        const float lse = mc::lse_from_log2(m_run[rr], d_run[rr]);
         if (complete)
           a.lse[orow] = lse;
         else
@@ -432,9 +431,7 @@ __device__ __forceinline__ void combine_phase(const Args& a, uint8_t* smem, cons
             l[u] = -INFINITY;
             if (c <= c_hi && s_beg[c] < s_beg[c + 1]) {
               const int slot = (c == c_lo && s_beg[c] != before) ? 1 : 0;
-              const int64_t row =
-                  ((static_cast<int64_t>(group) * a.ctas_per_group + c) * 2 + slot) * kHeadGroup +
-                  hl;
+              const int64_t row = mc::partial_row(a, group, c, slot, kHeadGroup) + hl;
               l[u] = __ldcg(a.part_lse + row);
               v[u] = __ldcg(reinterpret_cast<const float4*>(a.part_out + row * L + col));
             }

@@ -511,7 +511,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto park = [&](float4* p) { park_state(p, acc, m_run, d_run); };
     auto absorb = [&](const float4* p) { absorb_state(p, acc, m_run, d_run); };
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
-    const int slot = s_cum[cb] <= t_begin ? 0 : 1;
+    const int slot = mla_combine::partial_slot(s_cum, cb, t_begin);
     if (j + cnt == n_tiles && !kFp8) {
       // The CTA's last sequence: no tile in flight, the ring is free. Every warp parks its state
       // there; worker w then merges n-tiles 8 w .. 8 w + 7 of its column half from all four and

@@ -54,14 +54,13 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[kN
                                             const float (&m_run)[2], const float (&d_run)[2],
                                             bool complete, int slot, bool lse_writer, int cb,
                                             int group, int cta, int ch, int g, int t) {
-  const int64_t prow =
-      ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeadGroup;
+  const int64_t prow = mla_combine::partial_row(a, group, cta, slot, kHeadGroup);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int hl = g + 8 * r, h = group * kHeadGroup + hl;
     if (h >= a.num_heads) continue;
     const float inv = 1.f / d_run[r];
-    const float lse = (m_run[r] + log2f(d_run[r])) * 0.6931471805599453f;
+    const float lse = mla_combine::lse_from_log2(m_run[r], d_run[r]);
     const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
     if (lse_writer && ch == 0 && t == 0) {
       if (complete)

@@ -454,9 +454,8 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     bar_sync(kBarConsumers, kConsumerThreads);
     const float lt0 = s_l[r0] + s_l[kHeads + r0], lt1 = s_l[r0 + 8] + s_l[kHeads + r0 + 8];
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
-    const int slot = s_cum[cb] <= t_begin ? 0 : 1;  // first segment: 0, last: 1
-    const int64_t prow =
-        ((static_cast<int64_t>(group) * a.ctas_per_group + cta) * 2 + slot) * kHeads;
+    const int64_t prow = mla_combine::partial_row(
+        a, group, cta, mla_combine::partial_slot(s_cum, cb, t_begin), kHeads);
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int r = r0 + 8 * rr, h = h_base + r;
@@ -465,7 +464,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       const float inv = 1.f / l;
       const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
       if (WG == 0 && t == 0) {
-        const float lse = (m + log2f(l)) * 0.6931471805599453f;
+        const float lse = mla_combine::lse_from_log2(m, l);
         if (complete)
           a.lse[orow] = lse;
         else
