@@ -93,19 +93,6 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ void cp_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// 2^x by the MUFU alone (ex2.approx.ftz: no denormal fix-up; -inf gives 0, as the softmax needs).
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 // Every CTA of the grid arrives once; returns when all have. The counter only grows (64 bits):
 // launch k waits for it to reach (k + 1) x grid size.
@@ -200,7 +187,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
         cp_async16(dst + 16 * c, src ? src + 16 * c : a.kv_pool, src ? 16u : 0u);
       }
     }
-    cp_commit();
+    cp_async_commit();
   };
   const uint8_t* pend[kStages];
 #pragma unroll
@@ -236,7 +223,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
     float m_run[2] = {-INFINITY, -INFINITY}, d_run[2] = {0.f, 0.f};
 
     for (int jj = j; jj < j + cnt; ++jj) {
-      cp_wait<kStages - 2>();
+      cp_async_wait<kStages - 2>();
       __syncthreads();  // tile jj landed for every thread; tile jj - 1 fully consumed
       if (jj == 0) LAT_TRACE(3);
       issue(jj + kStages - 1, next_src);
@@ -285,7 +272,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
         mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
         const float m_new = fmaxf(m_run[rr], mx[rr]);
         m_use[rr] = m_new == -INFINITY ? 0.f : m_new;
-        alpha[rr] = ex2(m_run[rr] - m_use[rr]);
+        alpha[rr] = exp2_fast(m_run[rr] - m_use[rr]);
         m_run[rr] = m_new;
       }
       uint32_t pa[2][4];
@@ -298,7 +285,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
           for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              p[rr][hh][e] = ex2(sv[ks][rr][hh][e] - m_use[rr]);
+              p[rr][hh][e] = exp2_fast(sv[ks][rr][hh][e] - m_use[rr]);
               rs[rr] += p[rr][hh][e];
             }
         pa[ks][0] = pack_bf16(p[0][0][0], p[0][0][1]);
@@ -374,7 +361,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
     ck = 0;
     while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
   }
-  cp_wait<0>();  // no copy may land in shared memory phase 2 reuses
+  cp_async_wait<0>();  // no copy may land in shared memory phase 2 reuses
 }
 
 // Phase 2: item = (sequence, head, 64-column slice). A pass of the CTA takes kIp items; thread =

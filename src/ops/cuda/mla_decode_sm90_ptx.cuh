@@ -1,6 +1,6 @@
 #pragma once
-// PTX wrappers of the sm90 MLA decode kernel (mla_decode_sm90.cuh): wgmma descriptors and MMAs,
-// exp2; the ones shared with the other MLA kernels (barriers, mbarriers, TMA, fences, packing)
+// PTX wrappers of the sm90 MLA decode kernel (mla_decode_sm90.cuh): wgmma descriptors and MMAs;
+// the ones shared with the other MLA kernels (barriers, mbarriers, TMA, fences, packing)
 // come from ptx_common.cuh.
 #include <cuda_bf16.h>
 
@@ -22,12 +22,5 @@ __device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint
          (static_cast<uint64_t>((sbo & 0x3ffffu) >> 4) << 32) | (1ull << 62);
 }
 #include "ops/cuda/mla_decode_sm90_wgmma.inc"
-
-// 2^x (MUFU, flush to zero); 2^-inf = 0.
-__device__ __forceinline__ float exp2_fast(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 }  // namespace helix::cuda::mla_sm90

@@ -142,6 +142,22 @@ __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
 __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
+// Closes the thread's open cp.async group; cp_async_wait<N> waits until at most N groups are
+// still in flight.
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// ---- math ----
+// 2^x by the MUFU alone (ex2.approx.ftz: no denormal fix-up); 2^-inf = 0, as the softmax needs.
+__device__ __forceinline__ float exp2_fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 // ---- programmatic dependent launch ----
 // Waits for the grids this one depends on (complete, memory visible); a no-op without PDL.
 __device__ __forceinline__ void grid_dep_wait() {
