@@ -25,7 +25,8 @@
 namespace helix::bench {
 
 // Median milliseconds of `iters` timed runs of fn (after `warmup` untimed ones), by CUDA events
-// recorded on `stream` around each run.
+// recorded on `stream` around each run. Each run starts on an idle GPU, so the time includes the
+// host's launch latency and a warm L2 (QueuedTimer below excludes both).
 template <typename Fn>
 double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   for (int i = 0; i < warmup; ++i) fn();
@@ -48,6 +49,54 @@ double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
+
+// Kernel timing the way kernel libraries' benches do it (Triton's do_bench, which FlashMLA's
+// numbers use): before each timed run a memset overwrites a buffer larger than L2, which both
+// evicts the previous run's data (no warm KV) and keeps the GPU busy while the host submits the
+// run, so the interval between the events is GPU time, not host launch latency. A decode step
+// queues its kernels the same way (or replays them in a graph). Median of `iters` runs.
+class QueuedTimer {
+ public:
+  explicit QueuedTimer(cudaStream_t stream) : stream_(stream) {
+    int dev = 0, l2 = 0;
+    CHECK_CUDA(cudaGetDevice(&dev));
+    CHECK_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+    bytes_ = std::max<size_t>(size_t{256} << 20, 4 * size_t(l2));
+    CHECK_CUDA(cudaMalloc(&flush_, bytes_));
+  }
+  ~QueuedTimer() { cudaFree(flush_); }
+  QueuedTimer(const QueuedTimer&) = delete;
+  QueuedTimer& operator=(const QueuedTimer&) = delete;
+
+  template <typename Fn>
+  double ms(Fn&& fn, int warmup, int iters) {
+    for (int i = 0; i < warmup; ++i) fn();
+    CHECK_CUDA(cudaStreamSynchronize(stream_));
+    cudaEvent_t start, stop;
+    CHECK_CUDA(cudaEventCreate(&start));
+    CHECK_CUDA(cudaEventCreate(&stop));
+    std::vector<double> ms;
+    for (int i = 0; i < iters; ++i) {
+      CHECK_CUDA(cudaMemsetAsync(flush_, i & 0xff, bytes_, stream_));
+      CHECK_CUDA(cudaEventRecord(start, stream_));
+      fn();
+      CHECK_CUDA(cudaEventRecord(stop, stream_));
+      CHECK_CUDA(cudaEventSynchronize(stop));
+      float t = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+      ms.push_back(t);
+    }
+    CHECK_CUDA(cudaEventDestroy(start));
+    CHECK_CUDA(cudaEventDestroy(stop));
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+
+ private:
+  cudaStream_t stream_;
+  void* flush_ = nullptr;
+  size_t bytes_ = 0;
+};
 
 // Read + write GB/s of a kCopyBytes device-to-device copy on `stream` (median of `iters`): the
 // memory roofline the bandwidth-bound ops are measured against.

@@ -12,13 +12,22 @@ import json
 import torch
 
 
+_flush = None
+
+
 def median_ms(fn, warmup=3, iters=10):
+    """Median of queued runs, like bench_cuda_common.h's QueuedTimer: before each run a memset
+    larger than L2 evicts the last run's data and keeps the GPU busy while the run is submitted."""
+    global _flush
+    if _flush is None:
+        _flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     ts = []
-    for _ in range(iters):
+    for i in range(iters):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        _flush.fill_(i & 0xff)
         a.record()
         fn()
         b.record()
