@@ -50,11 +50,16 @@ double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   return ms[ms.size() / 2];
 }
 
-// Kernel timing the way kernel libraries' benches do it (Triton's do_bench, which FlashMLA's
-// numbers use): before each timed run a memset overwrites a buffer larger than L2, which both
-// evicts the previous run's data (no warm KV) and keeps the GPU busy while the host submits the
-// run, so the interval between the events is GPU time, not host launch latency. A decode step
-// queues its kernels the same way (or replays them in a graph). Median of `iters` runs.
+// Reads a buffer of `bytes` (bench_flush.cu): clean lines of it replace whatever L2 held.
+cudaError_t l2_flush_read(const void* buf, size_t bytes, unsigned* sink, cudaStream_t stream);
+
+// Kernel timing in the spirit of kernel libraries' benches (Triton's do_bench, which FlashMLA's
+// numbers use): before each timed run a kernel reads a buffer four times the L2, which evicts
+// the previous run's data (no warm KV) and keeps the GPU busy while the host submits the run, so
+// the interval between the events is GPU time, not host launch latency. A decode step queues its
+// kernels the same way (or replays them in a graph). The flush reads rather than memsets (as
+// do_bench does) so that the timed run does not pay for writing back dirty lines. Median of
+// `iters` runs.
 class QueuedTimer {
  public:
   explicit QueuedTimer(cudaStream_t stream) : stream_(stream) {
@@ -62,7 +67,9 @@ class QueuedTimer {
     CHECK_CUDA(cudaGetDevice(&dev));
     CHECK_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
     bytes_ = std::max<size_t>(size_t{256} << 20, 4 * size_t(l2));
-    CHECK_CUDA(cudaMalloc(&flush_, bytes_));
+    CHECK_CUDA(cudaMalloc(&flush_, bytes_ + 16));
+    CHECK_CUDA(cudaMemset(flush_, 0, bytes_ + 16));
+    CHECK_CUDA(cudaDeviceSynchronize());
   }
   ~QueuedTimer() { cudaFree(flush_); }
   QueuedTimer(const QueuedTimer&) = delete;
@@ -77,7 +84,9 @@ class QueuedTimer {
     CHECK_CUDA(cudaEventCreate(&stop));
     std::vector<double> ms;
     for (int i = 0; i < iters; ++i) {
-      CHECK_CUDA(cudaMemsetAsync(flush_, i & 0xff, bytes_, stream_));
+      CHECK_CUDA(l2_flush_read(flush_, bytes_,
+                               reinterpret_cast<unsigned*>(static_cast<char*>(flush_) + bytes_),
+                               stream_));
       CHECK_CUDA(cudaEventRecord(start, stream_));
       fn();
       CHECK_CUDA(cudaEventRecord(stop, stream_));

@@ -16,18 +16,19 @@ _flush = None
 
 
 def median_ms(fn, warmup=3, iters=10):
-    """Median of queued runs, like bench_cuda_common.h's QueuedTimer: before each run a memset
-    larger than L2 evicts the last run's data and keeps the GPU busy while the run is submitted."""
+    """Median of queued runs, like bench_cuda_common.h's QueuedTimer: before each run a read of
+    a buffer larger than L2 evicts the last run's data and keeps the GPU busy while the run is
+    submitted (a read, not a memset, so the run does not pay for dirty lines' write-back)."""
     global _flush
     if _flush is None:
-        _flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+        _flush = torch.zeros(64 << 20, dtype=torch.float32, device="cuda")
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     ts = []
     for i in range(iters):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        _flush.fill_(i & 0xff)
+        _flush.sum()  # reads 256 MiB, writes one float
         a.record()
         fn()
         b.record()
