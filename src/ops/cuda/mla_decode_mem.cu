@@ -20,20 +20,22 @@
 // warp merges and writes a quarter of its columns); the next sequence's query is prefetched into
 // L2 a few tiles before.
 //
-// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The latent
-// GEMMs run in fp16 (every e4m3 value is an fp16 value): one cvt.rn.f16x2.e4m3x2 turns two bytes
-// into the B operand's f16x2, and the per-token scale s_t never touches K/V elements:
-// - scores: S = s_t . (q . k_t), one multiply per score after the MMA. q's latent part goes to fp16
-//   scaled per (token, head) by a power of two 2^e with max |q| . 2^e in [2^13, 2^14) (absorbed q
-//   may exceed fp16's range; exact in binary), undone on the scores (2^-e per row). The rope part
-//   stays bf16 (its own bf16 MMA, q unscaled).
+// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The per-token
+// scale s_t never touches K/V elements:
+// - scores: S = s_t . (q . k_t), one multiply per score after the MMA. The latent scores are e4m3
+//   MMAs (m16n8k32) with K's bytes as they are in the rows: q's latent part is scaled per
+//   (token, head) by a power of two 2^e with max |q| . 2^e in [2^7, 2^8) and split into two e4m3
+//   parts, q 2^e = hi + lo (two MMAs into the same accumulators: within ~2^-9 of max |q 2^e|, like
+//   bf16), undone on the scores (2^-e per row). The rope part stays bf16 (its own bf16 MMA, q
+//   unscaled).
 // - P.V: s_t is folded into P: P' = p_t . s_t . 2^c in fp16, with 2^c a running power of two per
 //   warp: each 16-token tile asks for c_tile = 14 - ceil(log2 max s_t) (largest P' < 2^14); c only
 //   ever decreases (like the running max: the accumulator is rescaled by 2^(c_new - c_old)), so
 //   a tile with smaller scales keeps the current c and its P' stays normal in fp16 unless its
 //   scales are ~2^-29 below the largest seen. At the sequence end O is brought back by 2^-c (fp32).
-// The score k order is permuted to the byte pairs the cvt takes (q is permuted the same way); for
-// P.V pairs of tokens are interleaved with byte permutes.
+// P.V runs in fp16 (every e4m3 value is an fp16 value): pairs of tokens are interleaved with byte
+// permutes and one cvt.rn.f16x2.e4m3x2 turns two bytes into the B operand's f16x2. The score k
+// order is permuted to the 16 bytes a lane reads of a row (q is permuted the same way).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -291,10 +293,12 @@ __global__ void __launch_bounds__(kThreads, 1)
               for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
               const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
               const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
+              // slot i = 2 ab + hl: q's hi / lo part against words 2 ab, 2 ab + 1 (build_q_fp8)
 #pragma unroll
               for (int i = 0; i < 4; ++i) {
-                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
-                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
+                const int ab = i >> 1;
+                mma_e4m3(sf[0][i % kChains], qa[i], wa[2 * ab], wa[2 * ab + 1]);
+                mma_e4m3(sf[1][i % kChains], qa[i], wb[2 * ab], wb[2 * ab + 1]);
               }
             }
             // rope (bf16) into the second chain's place, scaled separately
