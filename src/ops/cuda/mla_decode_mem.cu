@@ -35,7 +35,7 @@
 //   scales are ~2^-29 below the largest seen. At the sequence end O is brought back by 2^-c (fp32).
 // P.V runs in fp16 (every e4m3 value is an fp16 value): pairs of tokens are interleaved with byte
 // permutes and one cvt.rn.f16x2.e4m3x2 turns two bytes into the B operand's f16x2. The score k
-// order is permuted to the 16 bytes a lane reads of a row (q is permuted the same way).
+// order is natural (ldmatrix of b16 pairs gives the e4m3 B fragments).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -273,8 +273,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
               for (int e = 0; e < 4; ++e) sc[n][e] = sa[n][0][e] + sa[n][1][e];
           } else {
-            // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
-            const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
+            // latent: k32-steps 8 ch .. 8 ch + 7 (this warp's half); ldmatrix x4 gives the e4m3 B
+            // fragments of both n-tiles (8x8 b16 matrices: tokens 0-7 / 8-15 x bytes 0-15 /
+            // 16-31 of the step; 656-byte rows hit 8 distinct 16-byte bank groups)
+            const uint32_t k_addr =
+                tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
             float sf[2][kChains][4];
 #pragma unroll
             for (int n = 0; n < 2; ++n)
@@ -282,24 +285,16 @@ __global__ void __launch_bounds__(kThreads, 1)
               for (int c = 0; c < kChains; ++c)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
-                  // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
-            for (int s4 = 0; s4 < L / 128; ++s4) {
-              const int s64 = ch * (L / 128) + s4;
-              const uint4 w0 = lds128(k_addr + 64 * s64);
-              const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
-              uint4 qa[4];
-#pragma unroll
-              for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
-              const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
-              const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
-              // slot i = 2 ab + hl: q's hi / lo part against words 2 ab, 2 ab + 1 (build_q_fp8)
-#pragma unroll
-              for (int i = 0; i < 4; ++i) {
-                const int ab = i >> 1;
-                mma_e4m3(sf[0][i % kChains], qa[i], wa[2 * ab], wa[2 * ab + 1]);
-                mma_e4m3(sf[1][i % kChains], qa[i], wb[2 * ab], wb[2 * ab + 1]);
-              }
+            for (int s1 = 0; s1 < L / 64; ++s1) {
+              const int ks = ch * (L / 64) + s1;  // k32-step
+              uint32_t kb[4];
+              ldsm_x4(kb, k_addr + 32 * ks);
+              const uint4 qh = lds128(q_addr + (2 * ks) * 512), ql = lds128(q_addr + (2 * ks + 1) * 512);
+              mma_e4m3(sf[0][0], qh, kb[0], kb[1]);
+              mma_e4m3(sf[1][0], qh, kb[2], kb[3]);
+              mma_e4m3(sf[0][1], ql, kb[0], kb[1]);
+              mma_e4m3(sf[1][1], ql, kb[2], kb[3]);
             }
             // rope (bf16) into the second chain's place, scaled separately
             float sp[2][4];

@@ -84,16 +84,15 @@ __device__ __forceinline__ int exp_above(float x) {
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
 }
-// FP8 query: 32 latent slots of 512 bytes, slot 4 j + 2 ab + hl holding the m16n8k32 e4m3 A
-// fragments of the 64-dim chunk j, half ab (K's rows give lane (g, t) the 16 bytes 16 t .. of a
-// chunk: words 2 ab, 2 ab + 1 feed one MMA, so its k 4 t + i / 16 + 4 t + i is dim
-// 64 j + 16 t + 8 ab + i / + 4), hl = 0: hi = e4m3(q 2^e), hl = 1: lo = e4m3(q 2^e - hi): the two
-// MMAs sum to q 2^e within ~2^-9 of max |q 2^e| (bf16's own rounding), where e4m3 q alone would lose
-// 4 bits. Then the rope k-steps 32..35 as bf16 pairs.
+// FP8 query: 32 latent slots of 512 bytes, slot 2 s + hl holding the m16n8k32 e4m3 A fragments
+// of k32-step s (dims 32 s ..), hl = 0: hi = e4m3(q 2^e), hl = 1: lo = e4m3(q 2^e - hi): the two
+// MMAs sum to q 2^e within ~2^-9 of max |q 2^e| (bf16's own rounding; exact where q's 8 bits fit
+// the two 4-bit parts), where e4m3 q alone would lose 4 bits. Then the rope k-steps 32..35 as bf16
+// pairs.
 __device__ __forceinline__ void build_q_fp8(const Args& a, int b, int group, uint32_t* qbuf,
                                             const float* qinv, int ctid) {
   const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(a.q);
-  constexpr int kLat = (L / 64) * 2 * 128;  // (chunk, ab, lane, reg) items: a hi and a lo word each
+  constexpr int kLat = (L / 32) * 128;  // (k32-step, lane, reg) items: a hi and a lo word each
   constexpr int kRounds = kLat / kConsumers, kRope = (R / 16) * 128 / kConsumers;
   static_assert(kLat % kConsumers == 0 && (R / 16) * 128 % kConsumers == 0, "whole rounds");
   uint2 raw[kRounds];
@@ -102,8 +101,8 @@ __device__ __forceinline__ void build_q_fp8(const Args& a, int b, int group, uin
 #pragma unroll
   for (int i = 0; i < kRounds; ++i) {
     const int idx = ctid + kConsumers * i;
-    const int j = idx >> 8, ab = (idx >> 7) & 1, tt = (idx >> 2) & 3, r = idx & 3;
-    const int d0 = 64 * j + 16 * tt + 8 * ab + 4 * (r >> 1), h = head(idx);
+    const int ks = idx >> 7, tt = (idx >> 2) & 3, r = idx & 3;
+    const int d0 = 32 * ks + 4 * tt + 16 * (r >> 1), h = head(idx);
     raw[i] = h < a.num_heads ? __ldg(reinterpret_cast<const uint2*>(
                                    q + (static_cast<int64_t>(b) * a.num_heads + h) * W + d0))
                              : make_uint2(0u, 0u);
@@ -131,7 +130,7 @@ __device__ __forceinline__ void build_q_fp8(const Args& a, int b, int group, uin
     const float2 f23 = __half22float2(*reinterpret_cast<const __half2*>(&h23));
     const uint32_t lo = f32x2_to_e4m3x2(v[0] - f01.x, v[1] - f01.y) |
                         f32x2_to_e4m3x2(v[2] - f23.x, v[3] - f23.y) << 16;
-    // slot 4 j + 2 ab (+1 for lo): idx's (j, ab) bits times 2, lane and reg as they are
+    // slot 2 ks (+1 for lo)
     const int w = ((idx >> 7) << 8) | (idx & 127);
     qbuf[w] = hi;
     qbuf[w + 128] = lo;
