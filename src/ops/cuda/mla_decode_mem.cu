@@ -455,33 +455,28 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
         } else {
-          // Lane (g, t): tokens 2t, 2t + 1, 2t + 8, 2t + 9 (its P columns), 4 columns 4g.. of
-          // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
-          const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
+          // ldmatrix.trans of b16 pairs (8x8 matrices: tokens 0-7 / 8-15 x 16 bytes; 656-byte rows
+          // hit 8 distinct 16-byte bank groups) gives lane (g, t) bytes 2g, 2g + 1 of tokens 2t
+          // and 2t + 1; a byte permute pairs the tokens per column, a cvt makes the f16x2 B
+          // operand. n-tile 4 G + 2 h + u holds column 32 G + 16 h + 2 n + u at n-index n.
+          const uint32_t v_addr = tile + ch * (L / 2) + ((lane >> 3) & 1) * 8 * C::kRowStride +
+                                  (lane & 7) * C::kRowStride + (lane >> 4) * 16;
 #pragma unroll
           for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
             uint32_t w[kPvBatch][4];
 #pragma unroll
-            for (int i = 0; i < kPvBatch; ++i) {
-              const uint32_t va = v_addr + 32 * (G0 + i);
-              w[i][0] = lds32(va);
-              w[i][1] = lds32(va + C::kRowStride);
-              w[i][2] = lds32(va + 8 * C::kRowStride);
-              w[i][3] = lds32(va + 9 * C::kRowStride);
-            }
+            for (int i = 0; i < kPvBatch; ++i) ldsm_x4_t(w[i], v_addr + 32 * (G0 + i));
 #pragma unroll
             for (int i = 0; i < kPvBatch; ++i) {
               const int G = G0 + i;
-              // x: (token 2t, 2t + 1) of byte 0 | of byte 1; y: bytes 2 | 3 (rows 2t + 8, 2t + 9:
-              // _23)
-              const uint32_t x01 = prmt(w[i][0], w[i][1], 0x5140),
-                             y01 = prmt(w[i][0], w[i][1], 0x7362);
-              const uint32_t x23 = prmt(w[i][2], w[i][3], 0x5140),
-                             y23 = prmt(w[i][2], w[i][3], 0x7362);
-              mma_f16(acc[4 * G + 0], pa, cvt_lo(x01), cvt_lo(x23));
-              mma_f16(acc[4 * G + 1], pa, cvt_hi(x01), cvt_hi(x23));
-              mma_f16(acc[4 * G + 2], pa, cvt_lo(y01), cvt_lo(y23));
-              mma_f16(acc[4 * G + 3], pa, cvt_hi(y01), cvt_hi(y23));
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                // matrices 2 h (tokens 0-7), 2 h + 1 (tokens 8-15) of bytes 16 h ..
+                const uint32_t x0 = prmt(w[i][2 * h], 0u, 0x3120),
+                               x1 = prmt(w[i][2 * h + 1], 0u, 0x3120);
+                mma_f16(acc[4 * G + 2 * h], pa, cvt_lo(x0), cvt_lo(x1));
+                mma_f16(acc[4 * G + 2 * h + 1], pa, cvt_hi(x0), cvt_hi(x1));
+              }
             }
           }
         }

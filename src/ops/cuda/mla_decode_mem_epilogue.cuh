@@ -75,7 +75,7 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[kN
     for (int i = 0; i < kN; i += 2) {
       const int n = n0 + i;
       // four consecutive columns per pair of n-tiles (bf16: chunk 8 (n >> 2) + 4 ch + (n & 3)
-      // of 8 columns: 2t, + 8; FP8: 32 G + 8 t + {0..3}, + 4)
+      // of 8 columns: 2t, + 8; FP8: 32 G + 16 h + 4 t + {0, 1}, + 2)
       float v[4];
       int c0, c1;
       if constexpr (!kFp8) {
@@ -86,11 +86,11 @@ __device__ __forceinline__ void write_state(const Args& a, const float (&acc)[kN
         v[2] = acc[i + 1][2 * r] * inv;
         v[3] = acc[i + 1][2 * r + 1] * inv;
       } else {
-        // n-tiles 4G + 2u, 4G + 2u + 1 (u = n/2 % 2): columns 8t + 2u, 8t + 2u + 1 (e = 0) and
-        // + 4 (e = 1)
-        const int G = n >> 2, u = (n >> 1) & 1;
-        c0 = ch * 256 + 32 * G + 8 * t + 2 * u;
-        c1 = c0 + 4;
+        // n-tiles 4G + 2h, 4G + 2h + 1 (h = n/2 % 2): columns 16h + 4t, 16h + 4t + 1 (e = 0) and
+        // + 2 (e = 1)
+        const int G = n >> 2, h = (n >> 1) & 1;
+        c0 = ch * 256 + 32 * G + 16 * h + 4 * t;
+        c1 = c0 + 2;
         v[0] = acc[i][2 * r] * inv;
         v[1] = acc[i + 1][2 * r] * inv;
         v[2] = acc[i][2 * r + 1] * inv;
