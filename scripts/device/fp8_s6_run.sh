@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Session 6 (fp8): one device call on the binaries scripts/device/fp8_s6_build.sh made
+# (build-bin/*.gz, carried):
+# - TESTS="v ...": the MLA kernel tests (test_mla_<v>), the worst rel L2 lines of the FP8 cases;
+# - each bench in VARS (bench_<v>) at 16 heads, SHAPE, ROUNDS times alternating; key lines printed;
+# - NCUP=variant: ncu stall reasons / pipes of that variant's FP8 split kernel at 32 x 64K, and its
+#   SASS opcode histogram.
+# Logs under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-./out}; mkdir -p "$OUT"
+V=/tmp/mla-fp8; mkdir -p $V
+for f in build-bin/*.gz; do n=$(basename "$f" .gz); gunzip -c "$f" > $V/$n; chmod +x $V/$n; done
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
+t0=$SECONDS
+for v in ${TESTS:-}; do
+  timeout 300 $V/test_mla_$v > "$OUT/tests_$v.log" 2>&1; echo "tests $v rc=$? ($((SECONDS - t0)) s)"
+  grep -E "^\[  (PASSED|FAILED)|Failure|FAILED" "$OUT/tests_$v.log" | head -30
+  grep -E "fp8" "$OUT/tests_$v.log" | sed -E 's/.*rel_l2 out ([0-9.e+-]+) lse ([0-9.e+-]+).*/\1 \2/' |
+    sort -g | tail -2 | sed 's/^/  worst fp8 rel_l2 out, lse: /'
+done
+SHAPE=${SHAPE:---batches 8 32 --contexts 16384 65536}
+for r in $(seq 1 "${ROUNDS:-1}"); do
+  for v in ${VARS:-base}; do
+    timeout 200 $V/bench_$v --heads 16 $SHAPE --skip-1m --iters ${ITERS:-10} > "$OUT/b_${v}_$r.log" 2>&1
+    echo "== $v round $r rc=$? ($((SECONDS - t0)) s)"
+    grep -E "^ +16 " "$OUT/b_${v}_$r.log" | awk '{printf "  %3s x %7s %4s %8s us of_copy %s fp8/bf16 %s iso %s\n", $2, $3, $4, $5, $8, $11, $12}'
+  done
+done
+cat "$OUT"/b_*.log > "$OUT/bench_all.log" 2>/dev/null; rm -f "$OUT"/b_*.log
+if [ -n "${NCUP:-}" ]; then
+  M="gpu__time_duration.sum,sm__inst_executed.avg.per_cycle_active,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__warps_eligible.avg.per_cycle_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
+  for v in $NCUP; do
+    timeout 150 ncu --clock-control none --kernel-name-base mangled -k "regex:mla_mem_kernelILb1" --launch-skip 2 \
+      --launch-count 1 --metrics "$M" $V/bench_$v --heads 16 --batches 32 --contexts 65536 --skip-1m --iters 1 \
+      > "$OUT/ncu_$v.txt" 2>&1
+    echo "== ncu $v fp8 rc=$? ($((SECONDS - t0)) s)"
+    grep -E "gpu__time|per_cycle_active|issue_active|wavefronts|bank_conf|inst_executed.sum" "$OUT/ncu_$v.txt" | sed 's/  */ /g'
+    grep -E "stalled_.*ratio" "$OUT/ncu_$v.txt" | awk '$NF+0 > 0.04 {printf " %s %s;", $1, $NF}' | sed 's/smsp__average_warps_issue_stalled_//g; s/_per_issue_active.ratio//g'; echo
+    grep -E "pipe_.*pct" "$OUT/ncu_$v.txt" | awk '$NF+0 > 2 {printf " %s %s;", $1, $NF}' | sed 's/sm__inst_executed_pipe_//g; s/.avg.pct_of_peak_sustained_active//g'; echo
+    cuobjdump -sass $V/bench_$v 2>/dev/null | awk '/Function : .*mla_mem_kernelILb1ELb0/{f=1;next} /Function :/{f=0} f' > "$OUT/fp8_$v.sass"
+    echo "== $v FP8 kernel SASS: $(grep -cE '^\s+/\*[0-9a-f]{4}\*/' "$OUT/fp8_$v.sass") instructions"
+    grep -oE '^\s+/\*[0-9a-f]{4}\*/\s+(@!?U?P[0-9T] )?[A-Z0-9_.]+' "$OUT/fp8_$v.sass" | awk '{print $NF}' | sort | uniq -c | sort -rn | head -30 | tr '\n' ' '; echo
+    gzip -f "$OUT/fp8_$v.sass"
+  done
+fi
+echo "total $((SECONDS - t0)) s"
