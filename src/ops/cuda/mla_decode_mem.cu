@@ -201,7 +201,206 @@ __global__ void __launch_bounds__(kThreads, 1)
     // The next sequence's query goes into L2 a few tiles before this one ends (earlier, the KV
     // stream would evict it): its build at the sequence end then skips a DRAM round trip.
     bool q_next = tid != 0 || j + cnt == n_tiles;
-    for (int jj = j + team; jj < j + cnt; jj += 2) {
+    if constexpr (kFp8) {
+      // FP8, software-pipelined per warp: tile jj's score MMAs are issued before the P.V of the
+      // warp's previous tile (jj - 2), so the tensor pipe has independent work while the scores
+      // land, and the exchange and softmax of jj follow. The previous tile's stage is released
+      // (and refilled) after its P.V, one tile later than the generic loop below.
+      bool pend = false, pend_comp = false, pend_refill = false;
+      int pend_jj = 0;
+      uint32_t pend_tile = 0;
+      Slot pend_next{0, 0, 0};
+      uint4 pa = make_uint4(0u, 0u, 0u, 0u);
+      for (int jj = j + team;; jj += 2) {
+        const bool have = jj < j + cnt;
+        float sc[2][4] = {}, fscale[2][2] = {};
+        bool comp = false, refill = false;
+        Slot next{0, 0, 0};
+        uint32_t tile = 0;
+        int tok0 = 0;
+        if (have) {
+          const int s = jj % C::kStages;
+          if (!q_next && jj + kQAhead >= j + cnt) {
+            q_next = true;
+            int nb = cb + 1;
+            while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
+            const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
+            prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
+                            (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
+                        static_cast<uint32_t>(nh) * W * 2);
+          }
+          refill = warp == 4 * team && jj + C::kStages < n_tiles;
+          if (refill) next = lookup(jj + C::kStages);
+          if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
+          mbar_wait(full_bar(s), (jj / C::kStages) & 1);
+          tok0 = (ck + jj - j) * kTile + 16 * half;
+          comp = tok0 < len;
+          tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
+          if (comp) {
+            // latent: k32-steps 8 ch .. 8 ch + 7 (this warp's half); ldmatrix x4 gives the e4m3
+            // B fragments of both n-tiles (8x8 b16 matrices: tokens 0-7 / 8-15 x bytes 0-15 /
+            // 16-31 of the step; 656-byte rows hit 8 distinct 16-byte bank groups)
+            const uint32_t k_addr =
+                tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+            float sf[2][2][4] = {}, sp[2][4] = {};
+#pragma unroll
+            for (int s1 = 0; s1 < L / 64; ++s1) {
+              const int ks = ch * (L / 64) + s1;  // k32-step
+              uint32_t kb[4];
+              ldsm_x4(kb, k_addr + 32 * ks);
+              const uint4 qh = lds128(q_addr + (2 * ks) * 512);
+              const uint4 ql = lds128(q_addr + (2 * ks + 1) * 512);
+              mma_e4m3(sf[0][0], qh, kb[0], kb[1]);
+              mma_e4m3(sf[1][0], qh, kb[2], kb[3]);
+              mma_e4m3(sf[0][1], ql, kb[0], kb[1]);
+              mma_e4m3(sf[1][1], ql, kb[2], kb[3]);
+            }
+            // rope (bf16, q unscaled), half of its k-steps each (the exchange sums the halves)
+#pragma unroll
+            for (int i = 0; i < R / 32; ++i) {
+              const int kr = ch * (R / 32) + i;
+              uint32_t kb[4];
+              const uint4 qa = lds128(q_addr + (L / 16 + kr) * 512);
+              ldsm_x4(kb, k_addr + L + kr * 32);
+              mma(sp[0], qa, kb[0], kb[1]);
+              mma(sp[1], qa, kb[2], kb[3]);
+            }
+#pragma unroll
+            for (int n = 0; n < 2; ++n) {
+#pragma unroll
+              for (int c = 0; c < 2; ++c)
+                fscale[n][c] = __uint_as_float(
+                    lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
+#pragma unroll
+              for (int e = 0; e < 4; ++e)
+                sc[n][e] = fmaf((sf[n][0][e] + sf[n][1][e]) * fscale[n][e & 1], qi[e >> 1],
+                                sp[n][e]);
+            }
+          }
+        }
+        if (pend) {
+          // O[16, 256 columns of half ch] += P . V of the previous tile. ldmatrix.trans of b16
+          // pairs (8x8 matrices: tokens 0-7 / 8-15 x 16 bytes) gives lane (g, t) bytes 2g, 2g + 1
+          // of tokens 2t and 2t + 1; a byte permute pairs the tokens per column, a cvt makes the
+          // f16x2 B operand. n-tile 4 G + 2 h + u holds column 32 G + 16 h + 2 n + u at n-index n.
+          if (pend_comp) {
+            const uint32_t v_addr = pend_tile + ch * (L / 2) +
+                                    ((lane >> 3) & 1) * 8 * C::kRowStride +
+                                    (lane & 7) * C::kRowStride + (lane >> 4) * 16;
+#pragma unroll
+            for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
+              uint32_t w[kPvBatch][4];
+#pragma unroll
+              for (int i = 0; i < kPvBatch; ++i) ldsm_x4_t(w[i], v_addr + 32 * (G0 + i));
+#pragma unroll
+              for (int i = 0; i < kPvBatch; ++i) {
+                const int G = G0 + i;
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                  const uint32_t x0 = prmt(w[i][2 * h], 0u, 0x3120),
+                                 x1 = prmt(w[i][2 * h + 1], 0u, 0x3120);
+                  mma_f16(acc[4 * G + 2 * h], pa, cvt_lo(x0), cvt_lo(x1));
+                  mma_f16(acc[4 * G + 2 * h + 1], pa, cvt_hi(x0), cvt_hi(x1));
+                }
+              }
+            }
+          }
+          __syncwarp();
+          const int ps = pend_jj % C::kStages;
+          if (lane == 0) mbar_arrive(empty_bar(ps));
+          if (pend_refill) {
+            mbar_wait(empty_bar(ps), (pend_jj / C::kStages) & 1);
+            issue(pend_jj + C::kStages, pend_next);
+          }
+        }
+        if (!have) break;
+        if (comp) {
+          // partial scores of the two column-half warps: exchange and add
+          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
+          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
+          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
+          xpar ^= 1;
+          // online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1); P' = p . s_t . 2^c
+          float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int pos = tok0 + 8 * n + 2 * t + (e & 1);
+              const float v = tail_score(pos, len, sc[n][e], a.scale_log2);
+              sc[n][e] = v;
+              mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+          // c_tile from the largest scale of the 16 tokens (4 per lane: after the two shuffles
+          // every lane holds the same maximum, so c stays warp-uniform)
+          float smax = fmaxf(fmaxf(fscale[0][0], fscale[0][1]), fmaxf(fscale[1][0], fscale[1][1]));
+          smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 1));
+          smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 2));
+          const int ex = smax > 0.f && smax <= 3.4e38f ? exp_above(smax) : 0;  // smax < 2^ex
+          const int c_new = min(c_run, min(max(14 - ex, -126), 126));
+          const float cf = c_new == c_run  ? 1.f
+                           : c_run == 1000 ? 0.f  // first tile: acc is 0
+                                           : pow2i(max(c_new - c_run, -126));
+          c_run = c_new;
+          const float two_c = pow2i(c_new);
+          float alpha[2] = {cf, cf}, m_use[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float m_new = fmaxf(m_run[r], mx[r]);
+            m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+            const float al = exp2f(m_run[r] - m_use[r]);
+            d_run[r] *= al;  // the denominator: plain p, no 2^c
+            alpha[r] *= al;
+            m_run[r] = m_new;
+          }
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float p = exp2f(sc[n][e] - m_use[e >> 1]);
+              rs[e >> 1] += p;
+              sc[n][e] = p * (fscale[n][e & 1] * two_c);
+            }
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
+            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
+            d_run[r] += rs[r];
+          }
+          pa.x = pack_f16(sc[0][0], sc[0][1]);
+          pa.y = pack_f16(sc[0][2], sc[0][3]);
+          pa.z = pack_f16(sc[1][0], sc[1][1]);
+          pa.w = pack_f16(sc[1][2], sc[1][3]);
+          // rescale only when a row's max moved (rarely, once the max settles) or c fell
+          if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+#pragma unroll
+            for (int n = 0; n < 32; ++n) {
+              acc[n][0] *= alpha[0];
+              acc[n][1] *= alpha[0];
+              acc[n][2] *= alpha[1];
+              acc[n][3] *= alpha[1];
+            }
+          }
+        }
+        pend = true;
+        pend_jj = jj;
+        pend_comp = comp;
+        pend_refill = refill;
+        pend_next = next;
+        pend_tile = tile;
+      }
+    }
+    for (int jj = j + team; !kFp8 && jj < j + cnt; jj += 2) {  // FP8: the loop above
       const int s = jj % C::kStages;
       if (!q_next && jj + kQAhead >= j + cnt) {
         q_next = true;
