@@ -2,9 +2,10 @@
 # Session 6 (fp8): builds on the dev machine, statically (static libstdc++/cudart/OpenBLAS: they
 # need only the device's glibc), the MLA test binary of this tree and the 16-head bench of each
 # source tree named, so the device call spends no time compiling.
-#   OUTB=build-bin bash scripts/device/fp8_s6_build.sh name=SRC_TREE ...
-# (SRC_TREE: a checkout's root, e.g. a `git archive` of main). Output: $OUTB/test_mla.gz (this
-# tree), $OUTB/bench_<name>.gz per tree. Objects go to build-s6/<name>/.
+#   OUTB=build-bin bash scripts/device/fp8_s6_build.sh name=SRC_TREE[%nvcc-flags] ...
+# (SRC_TREE: a checkout's root, e.g. a `git archive` of main; the flags go to the mem kernel's
+# compile). Output: $OUTB/bench_<name>.gz per tree, $OUTB/test_mla_<name>.gz for this tree (.).
+# Objects go to build-s6/<name>/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUTB=${OUTB:-build-bin}; mkdir -p "$OUTB"
@@ -20,13 +21,13 @@ for f in $COMMON; do
   [ -f "$o" ] && [ "$o" -nt src/ops/cuda/$f.cu ] || { nvcc $CU -Isrc -c src/ops/cuda/$f.cu -o "$o" & }
 done
 wait
-build_tree() {  # name src-root -> $B/*.o
-  local name=$1 root=$2; B=build-s6/$name; mkdir -p "$B"
+build_tree() {  # name src-root nvcc-flags -> $B/*.o
+  local name=$1 root=$2 flags=$3; B=build-s6/$name; mkdir -p "$B"
   for f in $COMMON; do
     cmp -s "$root/src/ops/cuda/$f.cu" src/ops/cuda/$f.cu || { echo "$root: $f.cu differs"; exit 1; }
   done
   for f in mla_decode_mem mla_decode_mem_combine; do
-    nvcc $CU -I"$root/src" -c "$root/src/ops/cuda/$f.cu" -o "$B/$f.o" &
+    nvcc $CU $flags -I"$root/src" -c "$root/src/ops/cuda/$f.cu" -o "$B/$f.o" &
   done
   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -c "$root/bench/bench_flush.cu" -o "$B/flush.o" &
   g++ $CX -I"$root/src" -I"$root/bench" -DFMT_HEADER_ONLY -c "$root/bench/bench_mla_decode_bf16.cpp" -o "$B/bench.o" &
@@ -34,8 +35,9 @@ build_tree() {  # name src-root -> $B/*.o
   OBJ="$(for f in $COMMON; do echo build-s6/common/$f.o; done) $B/mla_decode_mem.o $B/mla_decode_mem_combine.o"
 }
 for v in "$@"; do
-  name=${v%%=*}; root=${v#*=}
-  build_tree "$name" "$root"
+  name=${v%%=*}; root=${v#*=}; flags=""
+  [[ $root == *%* ]] && { flags=${root#*%}; root=${root%%%*}; }
+  build_tree "$name" "$root" "$flags"
   # shellcheck disable=SC2086
   g++ -static-libstdc++ -static-libgcc -o "$B/bench" "$B/bench.o" "$B/flush.o" \
     $OBJ $LNK
@@ -55,6 +57,6 @@ for v in "$@"; do
     g++ -static-libstdc++ -static-libgcc -o "$B/test_mla" "$B/test.o" \
       $OBJ $CPU_OBJ \
       $L/libgtest.a $L/libgtest_main.a $L/libopenblas.a -lgfortran $LNK
-    strip "$B/test_mla"; gzip -c "$B/test_mla" > "$OUTB/test_mla.gz"; echo "built test_mla"
+    strip "$B/test_mla"; gzip -c "$B/test_mla" > "$OUTB/test_mla_$name.gz"; echo "built test_mla_$name"
   fi
 done

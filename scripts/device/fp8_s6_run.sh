@@ -4,7 +4,8 @@
 # - TESTS="v ...": the MLA kernel tests (test_mla_<v>), the worst rel L2 lines of the FP8 cases;
 # - each bench in VARS (bench_<v>) at 16 heads, SHAPE, ROUNDS times alternating; key lines printed;
 # - NCUP=variant: ncu stall reasons / pipes of that variant's FP8 split kernel at 32 x 64K, and its
-#   SASS opcode histogram.
+#   SASS opcode histogram;
+# - FULL="v ...": the acceptance shapes at 16 heads (with 1M), JSON under $OUT.
 # Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,6 +29,13 @@ for r in $(seq 1 "${ROUNDS:-1}"); do
   done
 done
 cat "$OUT"/b_*.log > "$OUT/bench_all.log" 2>/dev/null; rm -f "$OUT"/b_*.log
+# FULL="v ...": the acceptance shapes at 16 heads (batch 8/32/64 x 16K/64K/128K, then 1M), JSON kept
+for v in ${FULL:-}; do
+  timeout 300 $V/bench_$v --heads 16 --batches 8 32 64 --contexts 16384 65536 131072 \
+    --iters ${ITERS:-10} --json "$OUT/full_$v.json" > "$OUT/full_$v.log" 2>&1
+  echo "== full $v rc=$? ($((SECONDS - t0)) s)"
+  grep -E "^ +16 " "$OUT/full_$v.log" | awk '{printf "  %3s x %7s %4s %8s us of_copy %s fp8/bf16 %s iso %s\n", $2, $3, $4, $5, $8, $11, $12}'
+done
 if [ -n "${NCUP:-}" ]; then
   M="gpu__time_duration.sum,sm__inst_executed.avg.per_cycle_active,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__warps_eligible.avg.per_cycle_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
   for v in $NCUP; do

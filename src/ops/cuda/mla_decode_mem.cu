@@ -20,22 +20,20 @@
 // warp merges and writes a quarter of its columns); the next sequence's query is prefetched into
 // L2 a few tiles before.
 //
-// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The per-token
-// scale s_t never touches K/V elements:
-// - scores: S = s_t . (q . k_t), one multiply per score after the MMA. The latent scores are e4m3
-//   MMAs (m16n8k32) with K's bytes as they are in the rows: q's latent part is scaled per
-//   (token, head) by a power of two 2^e with max |q| . 2^e in [2^7, 2^8) and split into two e4m3
-//   parts, q 2^e = hi + lo (two MMAs into the same accumulators: within ~2^-9 of max |q 2^e|, like
-//   bf16), undone on the scores (2^-e per row). The rope part stays bf16 (its own bf16 MMA, q
-//   unscaled).
+// FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The latent
+// GEMMs run in fp16 (every e4m3 value is an fp16 value): one cvt.rn.f16x2.e4m3x2 turns two bytes
+// into the B operand's f16x2, and the per-token scale s_t never touches K/V elements:
+// - scores: S = s_t . (q . k_t), one multiply per score after the MMA. q's latent part goes to fp16
+//   scaled per (token, head) by a power of two 2^e with max |q| . 2^e in [2^13, 2^14) (absorbed q
+//   may exceed fp16's range; exact in binary), undone on the scores (2^-e per row). The rope part
+//   stays bf16 (its own bf16 MMA, q unscaled).
 // - P.V: s_t is folded into P: P' = p_t . s_t . 2^c in fp16, with 2^c a running power of two per
 //   warp: each 16-token tile asks for c_tile = 14 - ceil(log2 max s_t) (largest P' < 2^14); c only
 //   ever decreases (like the running max: the accumulator is rescaled by 2^(c_new - c_old)), so
 //   a tile with smaller scales keeps the current c and its P' stays normal in fp16 unless its
 //   scales are ~2^-29 below the largest seen. At the sequence end O is brought back by 2^-c (fp32).
-// P.V runs in fp16 (every e4m3 value is an fp16 value): pairs of tokens are interleaved with byte
-// permutes and one cvt.rn.f16x2.e4m3x2 turns two bytes into the B operand's f16x2. The score k
-// order is natural (ldmatrix of b16 pairs gives the e4m3 B fragments).
+// The score k order is permuted to the byte pairs the cvt takes (q is permuted the same way); for
+// P.V pairs of tokens are interleaved with byte permutes.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -52,6 +50,13 @@ namespace {
 
 using namespace detail;
 using namespace split;
+
+// FP8 tile loop: issue a tile's score MMAs before the P.V of the warp's previous tile (1), or
+// the plain order (0).
+#ifndef MLA_MEM_FP8_PIPE
+#define MLA_MEM_FP8_PIPE 1
+#endif
+constexpr bool kFp8Pipe = MLA_MEM_FP8_PIPE;
 
 // kTma (bf16, block_size % 32 == 0: a tile's rows are contiguous): tiles by TMA over kv_map
 // (unused otherwise).
@@ -202,15 +207,54 @@ __global__ void __launch_bounds__(kThreads, 1)
     // stream would evict it): its build at the sequence end then skips a DRAM round trip.
     bool q_next = tid != 0 || j + cnt == n_tiles;
     if constexpr (kFp8) {
-      // FP8, software-pipelined per warp: tile jj's score MMAs are issued before the P.V of the
-      // warp's previous tile (jj - 2), so the tensor pipe has independent work while the scores
-      // land, and the exchange and softmax of jj follow. The previous tile's stage is released
-      // (and refilled) after its P.V, one tile later than the generic loop below.
+      // FP8 tiles. kFp8Pipe: tile jj's score MMAs are issued before the P.V of the warp's
+      // previous tile (jj - 2), so the tensor pipe has independent work while the scores land,
+      // and the exchange and softmax of jj follow; the previous tile's stage is released (and
+      // refilled) after its P.V, a tile later than in the generic loop below.
       bool pend = false, pend_comp = false, pend_refill = false;
       int pend_jj = 0;
       uint32_t pend_tile = 0;
       Slot pend_next{0, 0, 0};
       uint4 pa = make_uint4(0u, 0u, 0u, 0u);
+      // O[16, 256 columns of half ch] += P . V of the pending tile, then its stage released and
+      // refilled. ldmatrix.trans of b16
+      // pairs (8x8 matrices: tokens 0-7 / 8-15 x 16 bytes; 656-byte rows hit 8 distinct 16-byte
+      // bank groups) gives lane (g, t) bytes 2g, 2g + 1 of tokens 2t and 2t + 1; a byte permute
+      // pairs the tokens per column, a cvt makes the f16x2 B operand. n-tile 4 G + 2 h + u holds
+      // column 32 G + 16 h + 2 n + u at n-index n (write_state's FP8 map).
+      auto drain = [&] {
+        if (!pend) return;
+        pend = false;
+        if (pend_comp) {
+          const uint32_t v_addr = pend_tile + ch * (L / 2) +
+                                  ((lane >> 3) & 1) * 8 * C::kRowStride +
+                                  (lane & 7) * C::kRowStride + (lane >> 4) * 16;
+#pragma unroll
+          for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
+            uint32_t w[kPvBatch][4];
+#pragma unroll
+            for (int i = 0; i < kPvBatch; ++i) ldsm_x4_t(w[i], v_addr + 32 * (G0 + i));
+#pragma unroll
+            for (int i = 0; i < kPvBatch; ++i) {
+              const int G = G0 + i;
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                const uint32_t x0 = prmt(w[i][2 * h], 0u, 0x3120),
+                               x1 = prmt(w[i][2 * h + 1], 0u, 0x3120);
+                mma_f16(acc[4 * G + 2 * h], pa, cvt_lo(x0), cvt_lo(x1));
+                mma_f16(acc[4 * G + 2 * h + 1], pa, cvt_hi(x0), cvt_hi(x1));
+              }
+            }
+          }
+        }
+        __syncwarp();
+        const int ps = pend_jj % C::kStages;
+        if (lane == 0) mbar_arrive(empty_bar(ps));
+        if (pend_refill) {
+          mbar_wait(empty_bar(ps), (pend_jj / C::kStages) & 1);
+          issue(pend_jj + C::kStages, pend_next);
+        }
+      };
       for (int jj = j + team;; jj += 2) {
         const bool have = jj < j + cnt;
         float sc[2][4] = {}, fscale[2][2] = {};
@@ -237,31 +281,36 @@ __global__ void __launch_bounds__(kThreads, 1)
           comp = tok0 < len;
           tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
           if (comp) {
-            // latent: k32-steps 8 ch .. 8 ch + 7 (this warp's half); ldmatrix x4 gives the e4m3
-            // B fragments of both n-tiles (8x8 b16 matrices: tokens 0-7 / 8-15 x bytes 0-15 /
-            // 16-31 of the step; 656-byte rows hit 8 distinct 16-byte bank groups)
-            const uint32_t k_addr =
-                tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-            float sf[2][2][4] = {}, sp[2][4] = {};
+            // latent, this warp's half of the dims: lane (g, t) reads 16 bytes of token g per 64
+            // dims; word i feeds k-step i (q is permuted to the byte pairs of the cvt)
+            const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
+            float sf[2][kChains][4] = {}, sp[2][4] = {};
 #pragma unroll
-            for (int s1 = 0; s1 < L / 64; ++s1) {
-              const int ks = ch * (L / 64) + s1;  // k32-step
-              uint32_t kb[4];
-              ldsm_x4(kb, k_addr + 32 * ks);
-              const uint4 qh = lds128(q_addr + (2 * ks) * 512);
-              const uint4 ql = lds128(q_addr + (2 * ks + 1) * 512);
-              mma_e4m3(sf[0][0], qh, kb[0], kb[1]);
-              mma_e4m3(sf[1][0], qh, kb[2], kb[3]);
-              mma_e4m3(sf[0][1], ql, kb[0], kb[1]);
-              mma_e4m3(sf[1][1], ql, kb[2], kb[3]);
+            for (int s4 = 0; s4 < L / 128; ++s4) {
+              const int s64 = ch * (L / 128) + s4;
+              const uint4 w0 = lds128(k_addr + 64 * s64);
+              const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
+              uint4 qa[4];
+#pragma unroll
+              for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
+              const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
+              const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
+                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
+              }
             }
+            // the rope's fragments by ldmatrix (tokens 0-7 / 8-15 x 16 bytes)
+            const uint32_t r_addr =
+                tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
             // rope (bf16, q unscaled), half of its k-steps each (the exchange sums the halves)
 #pragma unroll
             for (int i = 0; i < R / 32; ++i) {
               const int kr = ch * (R / 32) + i;
               uint32_t kb[4];
               const uint4 qa = lds128(q_addr + (L / 16 + kr) * 512);
-              ldsm_x4(kb, k_addr + L + kr * 32);
+              ldsm_x4(kb, r_addr + kr * 32);
               mma(sp[0], qa, kb[0], kb[1]);
               mma(sp[1], qa, kb[2], kb[3]);
             }
@@ -273,46 +322,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                     lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
 #pragma unroll
               for (int e = 0; e < 4; ++e)
-                sc[n][e] = fmaf((sf[n][0][e] + sf[n][1][e]) * fscale[n][e & 1], qi[e >> 1],
-                                sp[n][e]);
+                sc[n][e] = fmaf(chain_sum(sf[n], e) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
             }
           }
         }
-        if (pend) {
-          // O[16, 256 columns of half ch] += P . V of the previous tile. ldmatrix.trans of b16
-          // pairs (8x8 matrices: tokens 0-7 / 8-15 x 16 bytes) gives lane (g, t) bytes 2g, 2g + 1
-          // of tokens 2t and 2t + 1; a byte permute pairs the tokens per column, a cvt makes the
-          // f16x2 B operand. n-tile 4 G + 2 h + u holds column 32 G + 16 h + 2 n + u at n-index n.
-          if (pend_comp) {
-            const uint32_t v_addr = pend_tile + ch * (L / 2) +
-                                    ((lane >> 3) & 1) * 8 * C::kRowStride +
-                                    (lane & 7) * C::kRowStride + (lane >> 4) * 16;
-#pragma unroll
-            for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
-              uint32_t w[kPvBatch][4];
-#pragma unroll
-              for (int i = 0; i < kPvBatch; ++i) ldsm_x4_t(w[i], v_addr + 32 * (G0 + i));
-#pragma unroll
-              for (int i = 0; i < kPvBatch; ++i) {
-                const int G = G0 + i;
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                  const uint32_t x0 = prmt(w[i][2 * h], 0u, 0x3120),
-                                 x1 = prmt(w[i][2 * h + 1], 0u, 0x3120);
-                  mma_f16(acc[4 * G + 2 * h], pa, cvt_lo(x0), cvt_lo(x1));
-                  mma_f16(acc[4 * G + 2 * h + 1], pa, cvt_hi(x0), cvt_hi(x1));
-                }
-              }
-            }
-          }
-          __syncwarp();
-          const int ps = pend_jj % C::kStages;
-          if (lane == 0) mbar_arrive(empty_bar(ps));
-          if (pend_refill) {
-            mbar_wait(empty_bar(ps), (pend_jj / C::kStages) & 1);
-            issue(pend_jj + C::kStages, pend_next);
-          }
-        }
+        if constexpr (kFp8Pipe) drain();
         if (!have) break;
         if (comp) {
           // partial scores of the two column-half warps: exchange and add
@@ -398,6 +412,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         pend_refill = refill;
         pend_next = next;
         pend_tile = tile;
+        if constexpr (!kFp8Pipe) drain();
       }
     }
     for (int jj = j + team; !kFp8 && jj < j + cnt; jj += 2) {  // FP8: the loop above
@@ -472,11 +487,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
               for (int e = 0; e < 4; ++e) sc[n][e] = sa[n][0][e] + sa[n][1][e];
           } else {
-            // latent: k32-steps 8 ch .. 8 ch + 7 (this warp's half); ldmatrix x4 gives the e4m3 B
-            // fragments of both n-tiles (8x8 b16 matrices: tokens 0-7 / 8-15 x bytes 0-15 /
-            // 16-31 of the step; 656-byte rows hit 8 distinct 16-byte bank groups)
-            const uint32_t k_addr =
-                tile + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
+            // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
+            const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
             float sf[2][kChains][4];
 #pragma unroll
             for (int n = 0; n < 2; ++n)
@@ -484,16 +496,22 @@ __global__ void __launch_bounds__(kThreads, 1)
               for (int c = 0; c < kChains; ++c)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
+                  // This warp's half of the latent dims; column half 0 also takes the rope part.
 #pragma unroll
-            for (int s1 = 0; s1 < L / 64; ++s1) {
-              const int ks = ch * (L / 64) + s1;  // k32-step
-              uint32_t kb[4];
-              ldsm_x4(kb, k_addr + 32 * ks);
-              const uint4 qh = lds128(q_addr + (2 * ks) * 512), ql = lds128(q_addr + (2 * ks + 1) * 512);
-              mma_e4m3(sf[0][0], qh, kb[0], kb[1]);
-              mma_e4m3(sf[1][0], qh, kb[2], kb[3]);
-              mma_e4m3(sf[0][1], ql, kb[0], kb[1]);
-              mma_e4m3(sf[1][1], ql, kb[2], kb[3]);
+            for (int s4 = 0; s4 < L / 128; ++s4) {
+              const int s64 = ch * (L / 128) + s4;
+              const uint4 w0 = lds128(k_addr + 64 * s64);
+              const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
+              uint4 qa[4];
+#pragma unroll
+              for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
+              const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
+              const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
+                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
+              }
             }
             // rope (bf16) into the second chain's place, scaled separately
             float sp[2][4];
@@ -654,28 +672,33 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
         } else {
-          // ldmatrix.trans of b16 pairs (8x8 matrices: tokens 0-7 / 8-15 x 16 bytes; 656-byte rows
-          // hit 8 distinct 16-byte bank groups) gives lane (g, t) bytes 2g, 2g + 1 of tokens 2t
-          // and 2t + 1; a byte permute pairs the tokens per column, a cvt makes the f16x2 B
-          // operand. n-tile 4 G + 2 h + u holds column 32 G + 16 h + 2 n + u at n-index n.
-          const uint32_t v_addr = tile + ch * (L / 2) + ((lane >> 3) & 1) * 8 * C::kRowStride +
-                                  (lane & 7) * C::kRowStride + (lane >> 4) * 16;
+          // Lane (g, t): tokens 2t, 2t + 1, 2t + 8, 2t + 9 (its P columns), 4 columns 4g.. of
+          // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
+          const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
 #pragma unroll
           for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
             uint32_t w[kPvBatch][4];
 #pragma unroll
-            for (int i = 0; i < kPvBatch; ++i) ldsm_x4_t(w[i], v_addr + 32 * (G0 + i));
+            for (int i = 0; i < kPvBatch; ++i) {
+              const uint32_t va = v_addr + 32 * (G0 + i);
+              w[i][0] = lds32(va);
+              w[i][1] = lds32(va + C::kRowStride);
+              w[i][2] = lds32(va + 8 * C::kRowStride);
+              w[i][3] = lds32(va + 9 * C::kRowStride);
+            }
 #pragma unroll
             for (int i = 0; i < kPvBatch; ++i) {
               const int G = G0 + i;
-#pragma unroll
-              for (int h = 0; h < 2; ++h) {
-                // matrices 2 h (tokens 0-7), 2 h + 1 (tokens 8-15) of bytes 16 h ..
-                const uint32_t x0 = prmt(w[i][2 * h], 0u, 0x3120),
-                               x1 = prmt(w[i][2 * h + 1], 0u, 0x3120);
-                mma_f16(acc[4 * G + 2 * h], pa, cvt_lo(x0), cvt_lo(x1));
-                mma_f16(acc[4 * G + 2 * h + 1], pa, cvt_hi(x0), cvt_hi(x1));
-              }
+              // x: (token 2t, 2t + 1) of byte 0 | of byte 1; y: bytes 2 | 3 (rows 2t + 8, 2t + 9:
+              // _23)
+              const uint32_t x01 = prmt(w[i][0], w[i][1], 0x5140),
+                             y01 = prmt(w[i][0], w[i][1], 0x7362);
+              const uint32_t x23 = prmt(w[i][2], w[i][3], 0x5140),
+                             y23 = prmt(w[i][2], w[i][3], 0x7362);
+              mma_f16(acc[4 * G + 0], pa, cvt_lo(x01), cvt_lo(x23));
+              mma_f16(acc[4 * G + 1], pa, cvt_hi(x01), cvt_hi(x23));
+              mma_f16(acc[4 * G + 2], pa, cvt_lo(y01), cvt_lo(y23));
+              mma_f16(acc[4 * G + 3], pa, cvt_hi(y01), cvt_hi(y23));
             }
           }
         }

@@ -42,21 +42,6 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint4& a, uint32_t 
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
 }
-// c += a . b, m16n8k32, e4m3 operands, fp32 accumulators (FP8 scores: K straight from its rows).
-__device__ __forceinline__ void mma_e4m3(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-}
-// Two floats -> two e4m3 (round to nearest, saturating): lo in byte 0, hi in byte 1.
-__device__ __forceinline__ uint32_t f32x2_to_e4m3x2(float lo, float hi) {
-  uint32_t r;
-  asm("{\n.reg .b16 v;\ncvt.rn.satfinite.e4m3x2.f32 v, %1, %2;\ncvt.u32.u16 %0, v;\n}\n"
-      : "=r"(r)
-      : "f"(hi), "f"(lo));
-  return r;
-}
 // Bytes 0, 1 (lo) or 2, 3 (hi) of x, two e4m3 values -> f16x2 (byte 0 / 2 in the low half), exact:
 // one cvt each.
 __device__ __forceinline__ uint32_t e4m3x2_lo_to_f16(uint32_t x) {
