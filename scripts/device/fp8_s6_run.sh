@@ -52,4 +52,12 @@ if [ -n "${NCUP:-}" ]; then
     gzip -f "$OUT/fp8_$v.sass"
   done
 fi
+for v in ${TESTS:-}; do  # again at the end (the output's tail is what comes back)
+  echo "tests $v: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests_$v.log" | tr '\n' ' ')"
+  # worst rel L2 (out, lse) per KV dtype and head count: the case line, then its rel_l2 line
+  awk '/^mla_decode_bf16 case:/ {kv=$0; sub(/.* kv /, "", kv); sub(/ .*/, "", kv); h=$4}
+       /rel_l2 out/ {k=kv " H" (h+0 <= 32 ? "<=32" : ">32"); if ($3+0 > w[k]) {w[k]=$3+0; l[k]=$5}}
+       END {for (k in w) printf "  worst rel_l2 %s: out %.2e lse %s\n", k, w[k], l[k]}' \
+    "$OUT/tests_$v.log" | sort
+done
 echo "total $((SECONDS - t0)) s"

@@ -57,6 +57,11 @@ using namespace split;
 #define MLA_MEM_FP8_PIPE 1
 #endif
 constexpr bool kFp8Pipe = MLA_MEM_FP8_PIPE;
+// FP8 at the CTA's last sequence: the merge spread over all warps as bf16's (1), or serial (0).
+#ifndef MLA_MEM_FP8_SPREAD
+#define MLA_MEM_FP8_SPREAD 0
+#endif
+constexpr bool kFp8SpreadMerge = MLA_MEM_FP8_SPREAD;
 
 // kTma (bf16, block_size % 32 == 0: a tile's rows are contiguous): tiles by TMA over kv_map
 // (unused otherwise).
@@ -226,8 +231,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (!pend) return;
         pend = false;
         if (pend_comp) {
-          const uint32_t v_addr = pend_tile + ch * (L / 2) +
-                                  ((lane >> 3) & 1) * 8 * C::kRowStride +
+          const uint32_t v_addr = pend_tile + ch * (L / 2) + ((lane >> 3) & 1) * 8 * C::kRowStride +
                                   (lane & 7) * C::kRowStride + (lane >> 4) * 16;
 #pragma unroll
           for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
@@ -728,7 +732,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto absorb = [&](const float4* p) { absorb_state(p, acc, m_run, d_run); };
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
     const int slot = mla_combine::partial_slot(s_cum, cb, t_begin);
-    if (j + cnt == n_tiles && !kFp8) {
+    if (j + cnt == n_tiles && (!kFp8 || kFp8SpreadMerge)) {
       // The CTA's last sequence: no tile in flight, the ring is free. Every warp parks its state
       // there; worker w then merges n-tiles 8 w .. 8 w + 7 of its column half from all four and
       // writes them (the merge and the write spread over all eight warps). bf16 only: the FP8

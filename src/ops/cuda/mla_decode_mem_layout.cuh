@@ -52,9 +52,10 @@ struct Cfg {
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
-  static constexpr int kQinvOff = kMergeOff + kMergeBytes;  // FP8: 2^-e per head row (16 floats)
-  static constexpr int kBarOff = kQinvOff + 64;             // full[kStages], empty[kStages]
-  static constexpr int kCumOff = kBarOff + 16 * kStages;    // s_cum[B + 1], then s_len[B]
+  // FP8: 2^-e, then 2^e per head row (32 floats; build_q)
+  static constexpr int kQinvOff = kMergeOff + kMergeBytes;
+  static constexpr int kBarOff = kQinvOff + 128;          // full[kStages], empty[kStages]
+  static constexpr int kCumOff = kBarOff + 16 * kStages;  // s_cum[B + 1], then s_len[B]
   static size_t smem_bytes(int max_batch) {
     return kCumOff + sizeof(int) * (2 * static_cast<size_t>(max_batch) + 1);
   }
