@@ -51,12 +51,6 @@ namespace {
 using namespace detail;
 using namespace split;
 
-// FP8 tile loop: issue a tile's score MMAs before the P.V of the warp's previous tile (1), or
-// the plain order (0).
-#ifndef MLA_MEM_FP8_PIPE
-#define MLA_MEM_FP8_PIPE 1
-#endif
-constexpr bool kFp8Pipe = MLA_MEM_FP8_PIPE;
 // FP8 at the CTA's last sequence: the merge spread over all warps as bf16's (1), or serial (0).
 #ifndef MLA_MEM_FP8_SPREAD
 #define MLA_MEM_FP8_SPREAD 0
@@ -97,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   } else if (tid == 32) {
     for (int s = 0; s < C::kStages; ++s) {
       mbar_init(full_bar(s), 1);
-      mbar_init(empty_bar(s), 4);  // the 4 warps that read a tile
+      mbar_init(empty_bar(s), kFp8 ? 2 : 4);  // the warps that read a tile
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -212,144 +206,100 @@ __global__ void __launch_bounds__(kThreads, 1)
     // stream would evict it): its build at the sequence end then skips a DRAM round trip.
     bool q_next = tid != 0 || j + cnt == n_tiles;
     if constexpr (kFp8) {
-      // FP8 tiles. kFp8Pipe: tile jj's score MMAs are issued before the P.V of the warp's
-      // previous tile (jj - 2), so the tensor pipe has independent work while the scores land,
-      // and the exchange and softmax of jj follow; the previous tile's stage is released (and
-      // refilled) after its P.V, a tile later than in the generic loop below.
-      bool pend = false, pend_comp = false, pend_refill = false;
-      int pend_jj = 0;
-      uint32_t pend_tile = 0;
-      Slot pend_next{0, 0, 0};
-      uint4 pa = make_uint4(0u, 0u, 0u, 0u);
-      // O[16, 256 columns of half ch] += P . V of the pending tile, then its stage released and
-      // refilled. ldmatrix.trans of b16
-      // pairs (8x8 matrices: tokens 0-7 / 8-15 x 16 bytes; 656-byte rows hit 8 distinct 16-byte
-      // bank groups) gives lane (g, t) bytes 2g, 2g + 1 of tokens 2t and 2t + 1; a byte permute
-      // pairs the tokens per column, a cvt makes the f16x2 B operand. n-tile 4 G + 2 h + u holds
-      // column 32 G + 16 h + 2 n + u at n-index n (write_state's FP8 map).
-      auto drain = [&] {
-        if (!pend) return;
-        pend = false;
-        if (pend_comp) {
-          const uint32_t v_addr = pend_tile + ch * (L / 2) + ((lane >> 3) & 1) * 8 * C::kRowStride +
-                                  (lane & 7) * C::kRowStride + (lane >> 4) * 16;
-#pragma unroll
-          for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
-            uint32_t w[kPvBatch][4];
-#pragma unroll
-            for (int i = 0; i < kPvBatch; ++i) ldsm_x4_t(w[i], v_addr + 32 * (G0 + i));
-#pragma unroll
-            for (int i = 0; i < kPvBatch; ++i) {
-              const int G = G0 + i;
-#pragma unroll
-              for (int h = 0; h < 2; ++h) {
-                const uint32_t x0 = prmt(w[i][2 * h], 0u, 0x3120),
-                               x1 = prmt(w[i][2 * h + 1], 0u, 0x3120);
-                mma_f16(acc[4 * G + 2 * h], pa, cvt_lo(x0), cvt_lo(x1));
-                mma_f16(acc[4 * G + 2 * h + 1], pa, cvt_hi(x0), cvt_hi(x1));
-              }
-            }
-          }
+      // FP8: the two column-half warps of worker w take whole 32-token tiles j + w, j + w + 4, ...
+      // (4 n-tiles of scores, P.V over two k-steps): twice the independent work per warp of the
+      // 16-token halves, and the per-tile costs (barrier waits, the score exchange, the softmax's
+      // shuffles) paid once per 32 tokens.
+      for (int jj = j + worker; jj < j + cnt; jj += 4) {
+        const int s = jj % C::kStages;
+        if (!q_next && jj + kQAhead >= j + cnt) {
+          q_next = true;
+          int nb = cb + 1;
+          while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
+          const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
+          prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
+                          (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
+                      static_cast<uint32_t>(nh) * W * 2);
         }
-        __syncwarp();
-        const int ps = pend_jj % C::kStages;
-        if (lane == 0) mbar_arrive(empty_bar(ps));
-        if (pend_refill) {
-          mbar_wait(empty_bar(ps), (pend_jj / C::kStages) & 1);
-          issue(pend_jj + C::kStages, pend_next);
-        }
-      };
-      for (int jj = j + team;; jj += 2) {
-        const bool have = jj < j + cnt;
-        float sc[2][4] = {}, fscale[2][2] = {};
-        bool comp = false, refill = false;
+        const bool refill = ch == 0 && jj + C::kStages < n_tiles;
         Slot next{0, 0, 0};
-        uint32_t tile = 0;
-        int tok0 = 0;
-        if (have) {
-          const int s = jj % C::kStages;
-          if (!q_next && jj + kQAhead >= j + cnt) {
-            q_next = true;
-            int nb = cb + 1;
-            while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
-            const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
-            prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
-                            (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
-                        static_cast<uint32_t>(nh) * W * 2);
+        if (refill) next = lookup(jj + C::kStages);
+        if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
+        mbar_wait(full_bar(s), (jj / C::kStages) & 1);
+        const int tok0 = (ck + jj - j) * kTile;
+        const uint32_t tile = ring + s * C::kStageBytes;
+        // 1. scores S[16 heads, 32 tokens], n-tile n = tokens 8 n .., this warp's half of the dims
+        float sc[4][4], fscale[4][2];
+        {
+          // latent: lane (g, t) reads 16 bytes of token 8 n + g per 64 dims; word i feeds
+          // k-step i (q is permuted to the byte pairs of the cvt)
+          const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
+          float sf[4][2][4] = {}, sp[4][4] = {};
+#pragma unroll
+          for (int s4 = 0; s4 < L / 128; ++s4) {
+            const int s64 = ch * (L / 128) + s4;
+            uint32_t w[4][4];
+#pragma unroll
+            for (int n = 0; n < 4; ++n) {
+              const uint4 v = lds128(k_addr + 8 * n * C::kRowStride + 64 * s64);
+              w[n][0] = v.x, w[n][1] = v.y, w[n][2] = v.z, w[n][3] = v.w;
+            }
+            uint4 qa[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+              for (int n = 0; n < 4; ++n)
+                mma_f16(sf[n][i & 1], qa[i], cvt_lo(w[n][i]), cvt_hi(w[n][i]));
           }
-          refill = warp == 4 * team && jj + C::kStages < n_tiles;
-          if (refill) next = lookup(jj + C::kStages);
-          if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
-          mbar_wait(full_bar(s), (jj / C::kStages) & 1);
-          tok0 = (ck + jj - j) * kTile + 16 * half;
-          comp = tok0 < len;
-          tile = ring + s * C::kStageBytes + 16 * half * C::kRowStride;
-          if (comp) {
-            // latent, this warp's half of the dims: lane (g, t) reads 16 bytes of token g per 64
-            // dims; word i feeds k-step i (q is permuted to the byte pairs of the cvt)
-            const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
-            float sf[2][kChains][4] = {}, sp[2][4] = {};
+          // rope (bf16, q unscaled), half of its k-steps each; ldmatrix: tokens 0-7 / 8-15 (+ 16)
+          const uint32_t r_addr =
+              tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
 #pragma unroll
-            for (int s4 = 0; s4 < L / 128; ++s4) {
-              const int s64 = ch * (L / 128) + s4;
-              const uint4 w0 = lds128(k_addr + 64 * s64);
-              const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
-              uint4 qa[4];
+          for (int i = 0; i < R / 32; ++i) {
+            const int kr = ch * (R / 32) + i;
+            const uint4 qa = lds128(q_addr + (L / 16 + kr) * 512);
 #pragma unroll
-              for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
-              const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
-              const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
-#pragma unroll
-              for (int i = 0; i < 4; ++i) {
-                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
-                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
-              }
-            }
-            // the rope's fragments by ldmatrix (tokens 0-7 / 8-15 x 16 bytes)
-            const uint32_t r_addr =
-                tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-            // rope (bf16, q unscaled), half of its k-steps each (the exchange sums the halves)
-#pragma unroll
-            for (int i = 0; i < R / 32; ++i) {
-              const int kr = ch * (R / 32) + i;
+            for (int hh = 0; hh < 2; ++hh) {
               uint32_t kb[4];
-              const uint4 qa = lds128(q_addr + (L / 16 + kr) * 512);
-              ldsm_x4(kb, r_addr + kr * 32);
-              mma(sp[0], qa, kb[0], kb[1]);
-              mma(sp[1], qa, kb[2], kb[3]);
+              ldsm_x4(kb, r_addr + 16 * hh * C::kRowStride + kr * 32);
+              mma(sp[2 * hh], qa, kb[0], kb[1]);
+              mma(sp[2 * hh + 1], qa, kb[2], kb[3]);
             }
+          }
 #pragma unroll
-            for (int n = 0; n < 2; ++n) {
+          for (int n = 0; n < 4; ++n) {
 #pragma unroll
-              for (int c = 0; c < 2; ++c)
-                fscale[n][c] = __uint_as_float(
-                    lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
+            for (int c = 0; c < 2; ++c)
+              fscale[n][c] =
+                  __uint_as_float(lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
 #pragma unroll
-              for (int e = 0; e < 4; ++e)
-                sc[n][e] = fmaf(chain_sum(sf[n], e) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
-            }
+            for (int e = 0; e < 4; ++e)
+              sc[n][e] = fmaf((sf[n][0][e] + sf[n][1][e]) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
           }
         }
-        if constexpr (kFp8Pipe) drain();
-        if (!have) break;
-        if (comp) {
-          // partial scores of the two column-half warps: exchange and add
-          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
-          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
+        // partial scores of the two column-half warps: exchange and add
+        {
+          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 512;
+          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 512;
 #pragma unroll
-          for (int n = 0; n < 2; ++n)
+          for (int n = 0; n < 4; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
           asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
 #pragma unroll
-          for (int n = 0; n < 2; ++n)
+          for (int n = 0; n < 4; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
           xpar ^= 1;
-          // online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1); P' = p . s_t . 2^c
+        }
+        // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1); P' = p . s_t . 2^c
+        uint4 pa[2];
+        {
           float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-          for (int n = 0; n < 2; ++n)
+          for (int n = 0; n < 4; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const int pos = tok0 + 8 * n + 2 * t + (e & 1);
@@ -357,9 +307,11 @@ __global__ void __launch_bounds__(kThreads, 1)
               sc[n][e] = v;
               mx[e >> 1] = fmaxf(mx[e >> 1], v);
             }
-          // c_tile from the largest scale of the 16 tokens (4 per lane: after the two shuffles
+          // c_tile from the largest scale of the 32 tokens (8 per lane: after the two shuffles
           // every lane holds the same maximum, so c stays warp-uniform)
-          float smax = fmaxf(fmaxf(fscale[0][0], fscale[0][1]), fmaxf(fscale[1][0], fscale[1][1]));
+          float smax = 0.f;
+#pragma unroll
+          for (int n = 0; n < 4; ++n) smax = fmaxf(smax, fmaxf(fscale[n][0], fscale[n][1]));
           smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 1));
           smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 2));
           const int ex = smax > 0.f && smax <= 3.4e38f ? exp_above(smax) : 0;  // smax < 2^ex
@@ -382,7 +334,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             m_run[r] = m_new;
           }
 #pragma unroll
-          for (int n = 0; n < 2; ++n)
+          for (int n = 0; n < 4; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const float p = exp2f(sc[n][e] - m_use[e >> 1]);
@@ -395,10 +347,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
             d_run[r] += rs[r];
           }
-          pa.x = pack_f16(sc[0][0], sc[0][1]);
-          pa.y = pack_f16(sc[0][2], sc[0][3]);
-          pa.z = pack_f16(sc[1][0], sc[1][1]);
-          pa.w = pack_f16(sc[1][2], sc[1][3]);
+#pragma unroll
+          for (int kk = 0; kk < 2; ++kk) {  // k-step kk: tokens 16 kk .. (n-tiles 2 kk, 2 kk + 1)
+            pa[kk].x = pack_f16(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[kk].y = pack_f16(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[kk].z = pack_f16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[kk].w = pack_f16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+          }
           // rescale only when a row's max moved (rarely, once the max settles) or c fell
           if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
@@ -410,13 +365,44 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
         }
-        pend = true;
-        pend_jj = jj;
-        pend_comp = comp;
-        pend_refill = refill;
-        pend_next = next;
-        pend_tile = tile;
-        if constexpr (!kFp8Pipe) drain();
+        // 3. O[16, 256 columns of half ch] += P . V. ldmatrix.trans of b16 pairs (8x8 matrices:
+        // 8 tokens x 16 bytes; 656-byte rows hit 8 distinct 16-byte bank groups) gives lane (g, t)
+        // bytes 2g, 2g + 1 of tokens 2t and 2t + 1; a byte permute pairs the tokens per column, a
+        // cvt makes the f16x2 B operand. n-tile 4 G + 2 h + u holds column 32 G + 16 h + 2 n + u
+        // at n-index n (write_state's FP8 map).
+        {
+          const uint32_t v_addr = tile + ch * (L / 2) + ((lane >> 3) & 1) * 8 * C::kRowStride +
+                                  (lane & 7) * C::kRowStride + (lane >> 4) * 16;
+          constexpr int kB = kPvBatch / 2;
+#pragma unroll
+          for (int G0 = 0; G0 < 8; G0 += kB) {
+            uint32_t w[kB][2][4];
+#pragma unroll
+            for (int i = 0; i < kB; ++i)
+#pragma unroll
+              for (int kk = 0; kk < 2; ++kk)
+                ldsm_x4_t(w[i][kk], v_addr + 16 * kk * C::kRowStride + 32 * (G0 + i));
+#pragma unroll
+            for (int i = 0; i < kB; ++i) {
+              const int G = G0 + i;
+#pragma unroll
+              for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                  const uint32_t x0 = prmt(w[i][kk][2 * h], 0u, 0x3120),
+                                 x1 = prmt(w[i][kk][2 * h + 1], 0u, 0x3120);
+                  mma_f16(acc[4 * G + 2 * h], pa[kk], cvt_lo(x0), cvt_lo(x1));
+                  mma_f16(acc[4 * G + 2 * h + 1], pa[kk], cvt_hi(x0), cvt_hi(x1));
+                }
+            }
+          }
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty_bar(s));
+        if (refill) {
+          mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
+          issue(jj + C::kStages, next);
+        }
       }
     }
     for (int jj = j + team; !kFp8 && jj < j + cnt; jj += 2) {  // FP8: the loop above
