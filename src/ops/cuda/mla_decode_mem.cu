@@ -12,12 +12,13 @@
 // sub-partition, which caps registers at 168 and spills the 128 accumulators.)
 //
 // Warp w: column half ch = w & 1 (256 of the 512 latent columns); worker w >> 1 owns the 16-token
-// half (worker & 1) of every other tile of a sequence (team worker >> 1). The two warps of a worker
+// half (worker & 1) of every other tile of a sequence (team worker >> 1; FP8: whole tiles, every
+// fourth, in mla_decode_mem_fp8.cuh's fp8_tiles). The two warps of a worker
 // each compute half of the 576-wide score k-steps (mma.sync m16n8k16, Q fragments from a
 // fragment-ordered shared buffer) and swap the partial scores (a 64-thread named barrier); each
 // keeps its own online softmax and accumulates O[16, 256] in registers. At the end of a sequence
-// the four workers' states merge through shared memory (bf16, at the CTA's last sequence: every
-// warp merges and writes a quarter of its columns); the next sequence's query is prefetched into
+// the four workers' states merge through shared memory (at the CTA's last sequence: every warp
+// merges and writes a quarter of its columns); the next sequence's query is prefetched into
 // L2 a few tiles before.
 //
 // FP8 rows (kv_write): [c e4m3 x 512][k_pe bf16 x 64][scale fp32][pad] = 656 bytes. The latent
@@ -28,12 +29,12 @@
 //   may exceed fp16's range; exact in binary), undone on the scores (2^-e per row). The rope part
 //   stays bf16 (its own bf16 MMA, q unscaled).
 // - P.V: s_t is folded into P: P' = p_t . s_t . 2^c in fp16, with 2^c a running power of two per
-//   warp: each 16-token tile asks for c_tile = 14 - ceil(log2 max s_t) (largest P' < 2^14); c only
+//   warp: each tile asks for c_tile = 14 - ceil(log2 max s_t) (largest P' < 2^14); c only
 //   ever decreases (like the running max: the accumulator is rescaled by 2^(c_new - c_old)), so
 //   a tile with smaller scales keeps the current c and its P' stays normal in fp16 unless its
 //   scales are ~2^-29 below the largest seen. At the sequence end O is brought back by 2^-c (fp32).
 // The score k order is permuted to the byte pairs the cvt takes (q is permuted the same way); for
-// P.V pairs of tokens are interleaved with byte permutes.
+// P.V ldmatrix.trans of byte pairs and byte permutes pair the tokens (fp8_tiles).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -42,6 +43,7 @@
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
 #include "ops/cuda/mla_decode_mem_epilogue.cuh"
+#include "ops/cuda/mla_decode_mem_fp8.cuh"
 #include "ops/cuda/mla_decode_mem_layout.cuh"
 #include "ops/cuda/mla_decode_sm90.h"
 
@@ -50,12 +52,6 @@ namespace {
 
 using namespace detail;
 using namespace split;
-
-// FP8 at the CTA's last sequence: the merge spread over all warps as bf16's (1), or serial (0).
-#ifndef MLA_MEM_FP8_SPREAD
-#define MLA_MEM_FP8_SPREAD 0
-#endif
-constexpr bool kFp8SpreadMerge = MLA_MEM_FP8_SPREAD;
 
 // kTma (bf16, block_size % 32 == 0: a tile's rows are contiguous): tiles by TMA over kv_map
 // (unused otherwise).
@@ -205,207 +201,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     // The next sequence's query goes into L2 a few tiles before this one ends (earlier, the KV
     // stream would evict it): its build at the sequence end then skips a DRAM round trip.
     bool q_next = tid != 0 || j + cnt == n_tiles;
-    if constexpr (kFp8) {
-      // FP8: the two column-half warps of worker w take whole 32-token tiles j + w, j + w + 4, ...
-      // (4 n-tiles of scores, P.V over two k-steps): twice the independent work per warp of the
-      // 16-token halves, and the per-tile costs (barrier waits, the score exchange, the softmax's
-      // shuffles) paid once per 32 tokens.
-      for (int jj = j + worker; jj < j + cnt; jj += 4) {
-        const int s = jj % C::kStages;
-        if (!q_next && jj + kQAhead >= j + cnt) {
-          q_next = true;
-          int nb = cb + 1;
-          while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
-          const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
-          prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
-                          (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
-                      static_cast<uint32_t>(nh) * W * 2);
-        }
-        const bool refill = ch == 0 && jj + C::kStages < n_tiles;
-        Slot next{0, 0, 0};
-        if (refill) next = lookup(jj + C::kStages);
-        if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
-        mbar_wait(full_bar(s), (jj / C::kStages) & 1);
-        const int tok0 = (ck + jj - j) * kTile;
-        const uint32_t tile = ring + s * C::kStageBytes;
-        // 1. scores S[16 heads, 32 tokens], n-tile n = tokens 8 n .., this warp's half of the dims
-        float sc[4][4], fscale[4][2];
-        {
-          // latent: lane (g, t) reads 16 bytes of token 8 n + g per 64 dims; word i feeds
-          // k-step i (q is permuted to the byte pairs of the cvt)
-          const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
-          float sf[4][2][4] = {}, sp[4][4] = {};
-#pragma unroll
-          for (int s4 = 0; s4 < L / 128; ++s4) {
-            const int s64 = ch * (L / 128) + s4;
-            uint32_t w[4][4];
-#pragma unroll
-            for (int n = 0; n < 4; ++n) {
-              const uint4 v = lds128(k_addr + 8 * n * C::kRowStride + 64 * s64);
-              w[n][0] = v.x, w[n][1] = v.y, w[n][2] = v.z, w[n][3] = v.w;
-            }
-            uint4 qa[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-              for (int n = 0; n < 4; ++n)
-                mma_f16(sf[n][i & 1], qa[i], cvt_lo(w[n][i]), cvt_hi(w[n][i]));
-          }
-          // rope (bf16, q unscaled), half of its k-steps each; ldmatrix: tokens 0-7 / 8-15 (+ 16)
-          const uint32_t r_addr =
-              tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-#pragma unroll
-          for (int i = 0; i < R / 32; ++i) {
-            const int kr = ch * (R / 32) + i;
-            const uint4 qa = lds128(q_addr + (L / 16 + kr) * 512);
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-              uint32_t kb[4];
-              ldsm_x4(kb, r_addr + 16 * hh * C::kRowStride + kr * 32);
-              mma(sp[2 * hh], qa, kb[0], kb[1]);
-              mma(sp[2 * hh + 1], qa, kb[2], kb[3]);
-            }
-          }
-#pragma unroll
-          for (int n = 0; n < 4; ++n) {
-#pragma unroll
-            for (int c = 0; c < 2; ++c)
-              fscale[n][c] =
-                  __uint_as_float(lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              sc[n][e] = fmaf((sf[n][0][e] + sf[n][1][e]) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
-          }
-        }
-        // partial scores of the two column-half warps: exchange and add
-        {
-          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 512;
-          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 512;
-#pragma unroll
-          for (int n = 0; n < 4; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
-#pragma unroll
-          for (int n = 0; n < 4; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
-          xpar ^= 1;
-        }
-        // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1); P' = p . s_t . 2^c
-        uint4 pa[2];
-        {
-          float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-          for (int n = 0; n < 4; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int pos = tok0 + 8 * n + 2 * t + (e & 1);
-              const float v = tail_score(pos, len, sc[n][e], a.scale_log2);
-              sc[n][e] = v;
-              mx[e >> 1] = fmaxf(mx[e >> 1], v);
-            }
-          // c_tile from the largest scale of the 32 tokens (8 per lane: after the two shuffles
-          // every lane holds the same maximum, so c stays warp-uniform)
-          float smax = 0.f;
-#pragma unroll
-          for (int n = 0; n < 4; ++n) smax = fmaxf(smax, fmaxf(fscale[n][0], fscale[n][1]));
-          smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 1));
-          smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 2));
-          const int ex = smax > 0.f && smax <= 3.4e38f ? exp_above(smax) : 0;  // smax < 2^ex
-          const int c_new = min(c_run, min(max(14 - ex, -126), 126));
-          const float cf = c_new == c_run  ? 1.f
-                           : c_run == 1000 ? 0.f  // first tile: acc is 0
-                                           : pow2i(max(c_new - c_run, -126));
-          c_run = c_new;
-          const float two_c = pow2i(c_new);
-          float alpha[2] = {cf, cf}, m_use[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float m_new = fmaxf(m_run[r], mx[r]);
-            m_use[r] = m_new == -INFINITY ? 0.f : m_new;
-            const float al = exp2f(m_run[r] - m_use[r]);
-            d_run[r] *= al;  // the denominator: plain p, no 2^c
-            alpha[r] *= al;
-            m_run[r] = m_new;
-          }
-#pragma unroll
-          for (int n = 0; n < 4; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float p = exp2f(sc[n][e] - m_use[e >> 1]);
-              rs[e >> 1] += p;
-              sc[n][e] = p * (fscale[n][e & 1] * two_c);
-            }
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
-            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
-            d_run[r] += rs[r];
-          }
-#pragma unroll
-          for (int kk = 0; kk < 2; ++kk) {  // k-step kk: tokens 16 kk .. (n-tiles 2 kk, 2 kk + 1)
-            pa[kk].x = pack_f16(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[kk].y = pack_f16(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[kk].z = pack_f16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[kk].w = pack_f16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-          }
-          // rescale only when a row's max moved (rarely, once the max settles) or c fell
-          if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-#pragma unroll
-            for (int n = 0; n < 32; ++n) {
-              acc[n][0] *= alpha[0];
-              acc[n][1] *= alpha[0];
-              acc[n][2] *= alpha[1];
-              acc[n][3] *= alpha[1];
-            }
-          }
-        }
-        // 3. O[16, 256 columns of half ch] += P . V. ldmatrix.trans of b16 pairs (8x8 matrices:
-        // 8 tokens x 16 bytes; 656-byte rows hit 8 distinct 16-byte bank groups) gives lane (g, t)
-        // bytes 2g, 2g + 1 of tokens 2t and 2t + 1; a byte permute pairs the tokens per column, a
-        // cvt makes the f16x2 B operand. n-tile 4 G + 2 h + u holds column 32 G + 16 h + 2 n + u
-        // at n-index n (write_state's FP8 map).
-        {
-          const uint32_t v_addr = tile + ch * (L / 2) + ((lane >> 3) & 1) * 8 * C::kRowStride +
-                                  (lane & 7) * C::kRowStride + (lane >> 4) * 16;
-          constexpr int kB = kPvBatch / 2;
-#pragma unroll
-          for (int G0 = 0; G0 < 8; G0 += kB) {
-            uint32_t w[kB][2][4];
-#pragma unroll
-            for (int i = 0; i < kB; ++i)
-#pragma unroll
-              for (int kk = 0; kk < 2; ++kk)
-                ldsm_x4_t(w[i][kk], v_addr + 16 * kk * C::kRowStride + 32 * (G0 + i));
-#pragma unroll
-            for (int i = 0; i < kB; ++i) {
-              const int G = G0 + i;
-#pragma unroll
-              for (int kk = 0; kk < 2; ++kk)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                  const uint32_t x0 = prmt(w[i][kk][2 * h], 0u, 0x3120),
-                                 x1 = prmt(w[i][kk][2 * h + 1], 0u, 0x3120);
-                  mma_f16(acc[4 * G + 2 * h], pa[kk], cvt_lo(x0), cvt_lo(x1));
-                  mma_f16(acc[4 * G + 2 * h + 1], pa[kk], cvt_hi(x0), cvt_hi(x1));
-                }
-            }
-          }
-        }
-        __syncwarp();
-        if (lane == 0) mbar_arrive(empty_bar(s));
-        if (refill) {
-          mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
-          issue(jj + C::kStages, next);
-        }
-      }
-    }
-    for (int jj = j + team; !kFp8 && jj < j + cnt; jj += 2) {  // FP8: the loop above
+    if constexpr (kFp8)
+      fp8_tiles<C>(a, s_cum, cb, group, j, cnt, ck, len, n_tiles, q_next, worker, ch, lane, ring,
+                   bars, q_addr, xbuf, xpar, qi, c_run, m_run, d_run, acc, lookup, issue);
+    for (int jj = j + team; !kFp8 && jj < j + cnt; jj += 2) {  // FP8: fp8_tiles above
       const int s = jj % C::kStages;
       if (!q_next && jj + kQAhead >= j + cnt) {
         q_next = true;
@@ -718,12 +517,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto absorb = [&](const float4* p) { absorb_state(p, acc, m_run, d_run); };
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
     const int slot = mla_combine::partial_slot(s_cum, cb, t_begin);
-    if (j + cnt == n_tiles && (!kFp8 || kFp8SpreadMerge)) {
+    if (j + cnt == n_tiles) {
       // The CTA's last sequence: no tile in flight, the ring is free. Every warp parks its state
       // there; worker w then merges n-tiles 8 w .. 8 w + 7 of its column half from all four and
-      // writes them (the merge and the write spread over all eight warps). bf16 only: the FP8
-      // kernel measured 2-4 us slower with it at batch 1-8 x 1K-4K (H200; cause not found), so
-      // it keeps the serial merge below.
+      // writes them (the merge and the write spread over all eight warps). (FP8 kept a serial
+      // merge until session 6: measured 2-4 us slower at batch 1-8 x 1K-4K with its 16-token
+      // loop, 1-2% faster at 8-32 x 16K-64K with fp8_tiles.)
       float4* ring4 = reinterpret_cast<float4*>(smem);
       auto state = [&](int w) { return ring4 + (w * 2 + ch) * 33 * 32 + lane; };
       park(state(worker));
@@ -769,17 +568,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       write_state<kFp8>(a, o, 8 * worker, m_fin, d_fin, complete, slot, worker == 0, cb, group, cta,
                         ch, g, t);
-    } else if (j + cnt == n_tiles) {
-      // FP8, the CTA's last sequence: workers 1-3 park their states in the (free) ring, worker 0
-      // absorbs them and writes.
-      float4* ring4 = reinterpret_cast<float4*>(smem);
-      if (worker != 0) park(ring4 + ((worker - 1) * 2 + ch) * 33 * 32 + lane);
-      consumers_sync();
-      if (worker == 0) {
-#pragma unroll 1
-        for (int w = 1; w < 4; ++w) absorb(ring4 + ((w - 1) * 2 + ch) * 33 * 32 + lane);
-        write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g, t);
-      }
     } else {
       // Tiles of the next sequence are in flight: two buffers, the merge buffer and the query
       // buffer (rebuilt after this), one per column half; 3 -> 2, 1 -> 0, 2 -> 0.

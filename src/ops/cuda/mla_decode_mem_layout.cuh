@@ -52,10 +52,11 @@ struct Cfg {
   static constexpr int kStageBytes = kTile * kRowStride;
   static constexpr int kQOff = kStages * kStageBytes;
   static constexpr int kMergeOff = kQOff + kQFragBytes;
-  // FP8: 2^-e, then 2^e per head row (32 floats; build_q)
-  // FP8: the score exchange of whole 32-token tiles, [worker][ch][parity][16 x 32] floats
+  // FP8: also the score exchange of fp8_tiles' whole 32-token tiles, [worker][ch][parity][16 x 32]
+  // floats
   static constexpr int kMergeRegion = kFp8 ? 4 * 2 * 2 * 512 * 4 : kMergeBytes;
   static_assert(kMergeRegion >= kMergeBytes, "a parked state fits");
+  // FP8: 2^-e, then 2^e per head row (32 floats; build_q)
   static constexpr int kQinvOff = kMergeOff + kMergeRegion;
   static constexpr int kBarOff = kQinvOff + 128;          // full[kStages], empty[kStages]
   static constexpr int kCumOff = kBarOff + 16 * kStages;  // s_cum[B + 1], then s_len[B]
