@@ -5,13 +5,15 @@
 # - each bench in VARS (bench_<v>) at 16 heads, SHAPE, ROUNDS times alternating; key lines printed;
 # - NCUP=variant: ncu stall reasons / pipes of that variant's FP8 split kernel at 32 x 64K, and its
 #   SASS opcode histogram;
-# - FULL="v ...": the acceptance shapes at 16 heads (with 1M), JSON under $OUT.
+# - FULL="v ...": the acceptance shapes at 16 heads (with 1M), JSON under $OUT;
+# - TBO=1: test_backend_ops (build-bin/test_backend_ops.gz, libraries beside it).
 # Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 V=/tmp/mla-fp8; mkdir -p $V
 for f in build-bin/*.gz; do n=$(basename "$f" .gz); gunzip -c "$f" > $V/$n; chmod +x $V/$n; done
+cp build-bin/*.so.* $V/ 2>/dev/null  # libraries a carried binary finds beside it ($ORIGIN)
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
 t0=$SECONDS
 for v in ${TESTS:-}; do
@@ -20,6 +22,12 @@ for v in ${TESTS:-}; do
   grep -E "fp8" "$OUT/tests_$v.log" | sed -E 's/.*rel_l2 out ([0-9.e+-]+) lse ([0-9.e+-]+).*/\1 \2/' |
     sort -g | tail -2 | sed 's/^/  worst fp8 rel_l2 out, lse: /'
 done
+# TBO=1: test_backend_ops (built on the dev machine, static OpenBLAS, libfmt carried beside it)
+if [ "${TBO:-0}" = 1 ]; then
+  timeout 300 $V/test_backend_ops > "$OUT/test_backend_ops.log" 2>&1
+  echo "test_backend_ops rc=$? ($((SECONDS - t0)) s)"
+  grep -E "^\[  (PASSED|FAILED)|FAILED|mla_decode" "$OUT/test_backend_ops.log" | head -20
+fi
 SHAPE=${SHAPE:---batches 8 32 --contexts 16384 65536}
 for r in $(seq 1 "${ROUNDS:-1}"); do
   for v in ${VARS:-base}; do
