@@ -6,13 +6,20 @@
 # - NCUP=variant: ncu stall reasons / pipes of that variant's FP8 split kernel at 32 x 64K, and its
 #   SASS opcode histogram;
 # - FULL="v ...": the acceptance shapes at 16 heads (with 1M), JSON under $OUT;
-# - TBO=1: test_backend_ops (build-bin/test_backend_ops.gz, libraries beside it).
+# - TBO=1: test_backend_ops (build-bin/test_backend_ops.{gz,xz}, libraries beside it);
+# - HCT="filter" (HCT_SRC=the source dir it was built in): helix_cuda_tests.
 # Logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 V=/tmp/mla-fp8; mkdir -p $V
 for f in build-bin/*.gz; do n=$(basename "$f" .gz); gunzip -c "$f" > $V/$n; chmod +x $V/$n; done
+for f in build-bin/*.xz; do  # python's lzma: no xz binary needed there
+  [ -f "$f" ] || continue
+  n=$(basename "$f" .xz)
+  python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" $V/$n
+  chmod +x $V/$n
+done
 cp build-bin/*.so.* $V/ 2>/dev/null  # libraries a carried binary finds beside it ($ORIGIN)
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
 t0=$SECONDS
@@ -27,6 +34,15 @@ if [ "${TBO:-0}" = 1 ]; then
   timeout 300 $V/test_backend_ops > "$OUT/test_backend_ops.log" 2>&1
   echo "test_backend_ops rc=$? ($((SECONDS - t0)) s)"
   grep -E "^\[  (PASSED|FAILED)|FAILED|mla_decode" "$OUT/test_backend_ops.log" | head -20
+fi
+# HCT="gtest-filter": helix_cuda_tests (dynamic MPI: its libraries carried beside it; it reads the
+# fixtures from the source dir it was built in, linked to this tree)
+if [ -n "${HCT:-}" ]; then
+  [ -n "${HCT_SRC:-}" ] && mkdir -p "$(dirname "$HCT_SRC")" && ln -sfn "$PWD" "$HCT_SRC"
+  LD_LIBRARY_PATH=$V:${LD_LIBRARY_PATH:-} timeout 400 $V/helix_cuda_tests --gtest_filter="$HCT" \
+    > "$OUT/helix_cuda_tests.log" 2>&1
+  echo "helix_cuda_tests rc=$? ($((SECONDS - t0)) s)"
+  grep -E "^\[  (PASSED|FAILED)|FAILED|error" "$OUT/helix_cuda_tests.log" | head -20
 fi
 SHAPE=${SHAPE:---batches 8 32 --contexts 16384 65536}
 for r in $(seq 1 "${ROUNDS:-1}"); do
