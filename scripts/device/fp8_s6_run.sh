@@ -24,7 +24,7 @@ cp build-bin/*.so.* $V/ 2>/dev/null  # libraries a carried binary finds beside i
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
 t0=$SECONDS
 for v in ${TESTS:-}; do
-  timeout 300 $V/test_mla_$v > "$OUT/tests_$v.log" 2>&1; echo "tests $v rc=$? ($((SECONDS - t0)) s)"
+  timeout 300 $V/test_mla_$v --gtest_filter="${TFILTER:-*}" > "$OUT/tests_$v.log" 2>&1; echo "tests $v rc=$? ($((SECONDS - t0)) s)"
   grep -E "^\[  (PASSED|FAILED)|Failure|FAILED" "$OUT/tests_$v.log" | head -30
   grep -E "fp8" "$OUT/tests_$v.log" | sed -E 's/.*rel_l2 out ([0-9.e+-]+) lse ([0-9.e+-]+).*/\1 \2/' |
     sort -g | tail -2 | sed 's/^/  worst fp8 rel_l2 out, lse: /'

@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* s_vcum = reinterpret_cast<int*>(smem + C::kQOff);
   static_assert(C::kQOff % 4 == 0 && kQFragBytes >= 4 * 1025, "s_vcum for batches up to 1024");
   if (warp == 0) {
-    mla_combine::tile_prefix_sums<kTile, true, kSeqCost>(a, s_cum, s_len, lane, s_vcum);
+    mla_combine::tile_prefix_sums<kTile, true, seq_cost<kFp8>()>(a, s_cum, s_len, lane, s_vcum);
   } else if (tid == 32) {
     for (int s = 0; s < C::kStages; ++s) {
       mbar_init(full_bar(s), 1);
@@ -93,7 +93,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
   mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range<mla_combine::kMinTiles, kSeqCost>(a, s_cum, cta, tr, s_vcum))
+  if (!mla_combine::cta_tile_range<mla_combine::kMinTiles, seq_cost<kFp8>()>(a, s_cum, cta, tr,
+                                                                             s_vcum))
     return;
   const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
   int cb = tr.cb, ck = tr.ck;
@@ -651,7 +652,7 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
     mla_mem_kernel<false, false><<<grid, kThreads, smem, stream>>>(map, a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  return launch_combine(a, stream);
+  return launch_combine(a, fp8, stream);
 }
 
 }  // namespace helix::cuda::mla_mem

@@ -22,6 +22,6 @@ cudaError_t launch(const mla_bf16::Args& a, bool fp8, dim3 grid, size_t smem, cu
 // The combine kernel (mla_decode_mem_combine.cu), used by the two above: its attributes, and its
 // launch as a programmatic dependent of the split kernel (HELIX_MLA_NO_PDL=1: a plain launch).
 cudaError_t prepare_combine();
-cudaError_t launch_combine(const mla_bf16::Args& a, cudaStream_t stream);
+cudaError_t launch_combine(const mla_bf16::Args& a, bool fp8, cudaStream_t stream);
 
 }  // namespace helix::cuda::mla_mem

@@ -21,20 +21,26 @@ using namespace detail;
 constexpr int kCombineThreads = 512;
 constexpr int kCombineUnroll = 8;
 
+// kFp8: the FP8 split kernel's partition (its seq_cost).
+template <bool kFp8>
 __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
   mla_combine::combine_partials<kCombineThreads, L, kHeadGroup, kTile, kCombineUnroll, true,
-                                mla_combine::kMinTiles, kSeqCost>(a);
+                                mla_combine::kMinTiles, seq_cost<kFp8>()>(a);
 }
 
 }  // namespace
 
 cudaError_t prepare_combine() {
   // On the all-shared carveout like the split kernel: no L1/shared reconfiguration between them.
-  return cudaFuncSetAttribute(mla_mem_combine, cudaFuncAttributePreferredSharedMemoryCarveout,
+  cudaError_t err =
+      cudaFuncSetAttribute(mla_mem_combine<false>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                           cudaSharedmemCarveoutMaxShared);
+  if (err != cudaSuccess) return err;
+  return cudaFuncSetAttribute(mla_mem_combine<true>, cudaFuncAttributePreferredSharedMemoryCarveout,
                               cudaSharedmemCarveoutMaxShared);
 }
 
-cudaError_t launch_combine(const Args& a, cudaStream_t stream) {
+cudaError_t launch_combine(const Args& a, bool fp8, cudaStream_t stream) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(a.batch, a.num_heads);
   cfg.blockDim = dim3(kCombineThreads);
@@ -50,7 +56,8 @@ cudaError_t launch_combine(const Args& a, cudaStream_t stream) {
   }();
   cfg.attrs = attr;
   cfg.numAttrs = no_pdl ? 0 : 1;
-  return cudaLaunchKernelEx(&cfg, mla_mem_combine, a);
+  return fp8 ? cudaLaunchKernelEx(&cfg, mla_mem_combine<true>, a)
+             : cudaLaunchKernelEx(&cfg, mla_mem_combine<false>, a);
 }
 
 }  // namespace helix::cuda::mla_mem

@@ -25,6 +25,15 @@ constexpr int kTile = 32;  // tokens per stage (and per unit of the CTA partitio
 // last.
 // (H200, batch 8 x 16K bf16: 63.0 us with 0, 58.9 with 4, 56.6 with 8, ~58 with 12.)
 constexpr int kSeqCost = 8;
+// FP8 (fp8_tiles: a tile in ~0.5 us at 32 x 64K, the piece's fixed cost in us about bf16's).
+#ifndef MLA_MEM_FP8_SEQCOST
+#define MLA_MEM_FP8_SEQCOST 8
+#endif
+constexpr int kSeqCostFp8 = MLA_MEM_FP8_SEQCOST;
+template <bool kFp8>
+constexpr int seq_cost() {
+  return kFp8 ? kSeqCostFp8 : kSeqCost;
+}
 // Tiles before a sequence's end at which the next sequence's query is prefetched into L2.
 constexpr int kQAhead = 6;
 
