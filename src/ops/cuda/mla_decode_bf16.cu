@@ -119,7 +119,7 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem, int* residen
 size_t mem_counter_bytes(const MlaPlanDesc& d, int ctas, int resident) {
   if (!mem_path(d) || d.kv_dtype != MlaKvDtype::kBf16) return 0;
   const int groups = (d.num_heads + cuda::mla_mem::kHeadGroup - 1) / cuda::mla_mem::kHeadGroup;
-  if (static_cast<int64_t>(ctas) * groups > resident) return 0;
+  if (static_cast<int64_t>(ctas) * groups > resident || ctas > cuda::mla_mem::kFuseMaxCtas) return 0;
   return (sizeof(unsigned) * groups * static_cast<size_t>(d.max_batch) + 15) / 16 * 16;
 }
 

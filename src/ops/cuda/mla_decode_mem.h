@@ -13,6 +13,8 @@ namespace helix::cuda::mla_mem {
 
 // Heads per CTA: one m16 tile.
 constexpr int kHeadGroup = 16;
+// bf16 with the combine fused (mla_decode_mem_fuse.cuh): at most this many CTAs per head group.
+constexpr int kFuseMaxCtas = 192;
 
 // Raises the split kernel's shared-memory limit; reports its dynamic shared memory and CTAs per SM.
 cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm);
