@@ -11,11 +11,11 @@ for line in open(sys.argv[1]):
     f = line.split()
     if not f:
         continue
-    if f[0] == "S" and len(f) in (15, 16):
+    if f[0] == "S" and len(f) in (15, 16, 17):
         v = [int(x) for x in f[2:]]
         # cta, tiles, nseq, then stamps: entry, setup, first tile, 1st loop end, 1st written,
         # next q ready, last loop end, end; then warp 0's cycles in full-barrier waits and in all
-        S[int(f[1])].append([v[0], v[1] >> 8, v[1] & 255] + v[3:] + ([] if len(v) > 13 else [0]))
+        S[int(f[1])].append(([v[0], v[1] >> 8, v[1] & 255] + v[3:] + [0, 0])[:15])
     elif f[0] == "C" and len(f) == 5:
         C[int(f[1])].append([0, 0] + [int(x) for x in f[3:]])
 
@@ -41,6 +41,10 @@ for call in sorted(S):
     print("  end - last loop  ", pct([(r[10] - r[9]) / 1e3 for r in rows]))
     if rows[0][13]:
         print("  fused merge end  ", pct([us(r[13]) for r in rows]))
+        sp = [r for r in rows if r[14]]
+        if sp:
+            print("  fused: all pieces seen (last wait's exit)", pct([us(r[14]) for r in sp]))
+            print("  fused: wait exit -> CTA end", pct([(r[13] - r[14]) / 1e3 for r in sp]))
         print("  fused: split end -> merges end", f"{(max(r[13] for r in rows) - max(r[10] for r in rows)) / 1e3:.2f} us")
     print("  warp 0 waiting for data, % of its cycles", pct([100.0 * r[11] / max(1, r[12]) for r in rows]))
     print("  first tile -> last loop end, us per tile", pct([(r[9] - r[5]) / 1e3 / max(1, r[1] - 1) for r in rows]))

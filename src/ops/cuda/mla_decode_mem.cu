@@ -158,18 +158,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       bulk_copy(ring + s * C::kStageBytes + lane * C::kRowStride, a.kv_pool + row * C::kRowBytes,
                 sl.n * C::kRowBytes, full_bar(s));
   };
-  // bf16: the first tiles staggered (kStaggerNs, mla_decode_mem_layout.cuh): tile 0 now, the
-  // others after the query is built (their lookups now); FP8: all at once.
-  const int first_tile = kFp8 ? warp : bf16_first_tile_of(warp);
-  Slot first_slot{0, 0, 0};
-  uint64_t t_first = 0;
-  if (first_tile >= 0 && first_tile < C::kStages && first_tile < n_tiles) {
-    first_slot = lookup(first_tile);
-    if (kFp8 || first_tile == 0)
-      issue(first_tile, first_slot);
-    else
-      t_first = global_ns();
-  }
+  if (warp < C::kStages && warp < n_tiles) issue(warp, lookup(warp));
 
   // ---- consumers
   const int ch = warp & 1, worker = warp >> 1, team = worker >> 1, half = worker & 1;
@@ -216,10 +205,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     build_q<kFp8>(a, cb, group, qbuf, qinv, tid);
     consumers_sync();
-    if (!kFp8 && j == 0 && first_tile > 0 && first_tile < n_tiles) {
-      while (global_ns() - t_first < first_tile * kStaggerNs) __nanosleep(100);
-      issue(first_tile, first_slot);
-    }
     if constexpr (kFp8) {
       qi[0] = qinv[g];
       qi[1] = qinv[g + 8];

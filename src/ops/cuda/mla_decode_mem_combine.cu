@@ -21,9 +21,89 @@ using namespace detail;
 constexpr int kCombineThreads = 512;
 constexpr int kCombineUnroll = 8;
 
+// The common case, a sequence of at most kGroups x kCombineUnroll pieces, in one L2 round trip
+// after the split kernel: the pieces' partial rows are computed before the wait (index math
+// only), then every partial value and lse this thread needs is loaded at once; the weights follow
+// from the block's max and sum. More pieces: combine_partials (lse first, then the values).
+constexpr int kGroups = kCombineThreads / (L / 4);
 __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
-  mla_combine::combine_partials<kCombineThreads, L, kHeadGroup, kTile, kCombineUnroll, true,
-                                mla_combine::kMinTiles, kSeqCost>(a);
+  namespace mc = mla_combine;
+  __shared__ float s_red[kCombineThreads / 32];
+  __shared__ int s_row[kGroups * kCombineUnroll];
+  __shared__ float4 s_part[kGroups - 1][L / 4];
+  const int b = blockIdx.x, h = blockIdx.y;
+  const int group = h / kHeadGroup, hl = h % kHeadGroup;
+  float before = 0.f, all = 0.f;  // virtual tile counts (exact in fp32 below 2^24)
+  for (int i = threadIdx.x; i < a.batch; i += kCombineThreads) {
+    const int t = (mc::seq_tokens(a, i) + kTile - 1) / kTile;
+    const float tiles = static_cast<float>(t > 0 ? t + kSeqCost : 0);
+    all += tiles;
+    if (i < b) before += tiles;
+  }
+  const int tiles_before = static_cast<int>(mc::block_reduce<kCombineThreads>(before, false, s_red));
+  const int total = static_cast<int>(mc::block_reduce<kCombineThreads>(all, false, s_red));
+  const int mine = (mc::seq_tokens(a, b) + kTile - 1) / kTile;
+  const int ctas = mc::active_ctas<mc::kMinTiles>(total, a.ctas_per_group);
+  const int first = tiles_before + kSeqCost;
+  const int n = mine == 0 ? 0
+                          : mc::cta_of(first + mine - 1, total, ctas) -
+                                mc::cta_of(first, total, ctas) + 1;
+  if (n == 1) return;  // one CTA held it all and wrote the final result
+  if (mine == 0 || n > kGroups * kCombineUnroll) {
+    // empty (written there) or many pieces
+    mc::combine_partials<kCombineThreads, L, kHeadGroup, kTile, kCombineUnroll, true,
+                         mc::kMinTiles, kSeqCost>(a);
+    return;
+  }
+  const int c_lo = mc::cta_of(first, total, ctas);
+  if (threadIdx.x < n) {  // as combine_partials: -1 for a CTA without tiles (none here)
+    const int c = c_lo + threadIdx.x;
+    const bool tiles = mc::cta_begin(c, total, ctas) < mc::cta_begin(c + 1, total, ctas);
+    const int slot = threadIdx.x == 0 && mc::cta_begin(c, total, ctas) < tiles_before ? 1 : 0;
+    s_row[threadIdx.x] = tiles ? ((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl : -1;
+  }
+  __syncthreads();
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  const int cc = threadIdx.x % (L / 4), pg = threadIdx.x / (L / 4);
+  float4 v[kCombineUnroll];
+  float l[kCombineUnroll];
+#pragma unroll
+  for (int u = 0; u < kCombineUnroll; ++u) {
+    const int i = pg + u * kGroups;
+    const int row = i < n ? s_row[i] : -1;
+    l[u] = -INFINITY;
+    v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (row >= 0) {
+      l[u] = a.part_lse[row];
+      v[u] = *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(row) * L + 4 * cc);
+    }
+  }
+  float mx = l[0];
+#pragma unroll
+  for (int u = 1; u < kCombineUnroll; ++u) mx = fmaxf(mx, l[u]);
+  mx = mc::block_reduce<kCombineThreads>(mx, true, s_red);
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+  float sum = 0.f;
+#pragma unroll
+  for (int u = 0; u < kCombineUnroll; ++u) {
+    const float w = __expf(l[u] - mx);  // 0 for -inf (no piece): its v is 0
+    sum += w;
+    mc::fma4(o, w, v[u]);
+  }
+  // every group saw a different subset of the pieces: the sum over the groups (the reduction
+  // counts each piece once: thread (pg, cc) summed pieces pg, pg + kGroups, ..)
+  if (cc != 0) sum = 0.f;
+  sum = mc::block_reduce<kCombineThreads>(sum, false, s_red);
+  if (pg > 0) s_part[pg - 1][cc] = o;
+  __syncthreads();
+  if (pg > 0) return;
+#pragma unroll
+  for (int k = 0; k < kGroups - 1; ++k) mc::fma4(o, 1.f, s_part[k][cc]);
+  mc::scale4(o, 1.f / sum);
+  const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+  mc::store4(static_cast<float*>(a.out) + orow * L, static_cast<__nv_bfloat16*>(a.out) + orow * L,
+             a.out_bf16, 4 * cc, o);
+  if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
 }
 
 }  // namespace

@@ -57,8 +57,10 @@ __device__ __forceinline__ Pieces pieces_of(const Args& a, int v_before, int v_t
 
 // Release this CTA's partial of the sequence behind `ctr` (after a barrier that ordered every
 // writer's stores before this thread).
+// (A red.release.gpu here measured ~7 us from the last arrival to the waiters seeing it, H200.)
 __device__ __forceinline__ void fuse_arrive(unsigned* ctr) {
-  asm volatile("red.release.gpu.global.add.u32 [%0], 1;\n" ::"l"(ctr) : "memory");
+  __threadfence();
+  atomicAdd(ctr, 1u);
 }
 
 // Out 0 and lse -inf for the empty sequences b = cta, cta + grid, ... of this head group (all

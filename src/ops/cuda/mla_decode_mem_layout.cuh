@@ -29,23 +29,6 @@ constexpr int kFp8ScaleOff = L + 2 * R;  // FP8 row: the fp32 scale after k_pe
 
 // Ring depth: FP8 8 stages (6 measured the same within noise), bf16 5 (the most that fits).
 constexpr int kFp8Stages = 8, kBf16Stages = 5;
-// bf16: the ring's first tiles are asked for kStaggerNs apart (tile k at k x kStaggerNs after the
-// first), about the time the DRAM takes to deliver one tile to every SM. Asked for at once, the
-// whole GPU's first stages (24 MB at 132 SMs) arrived together ~8.7 us after the request (each
-// tile spans every DRAM channel, so none completes before the burst does), and the compute sat
-// idle until then; staggered, tile 0 lands after about one DRAM latency and the compute starts
-// while the rest streams in. Tile k is asked for by warp kStagger[k], one whose own first tile
-// lands later than that (team 0 computes tiles 0, 2, ..; team 1 = warps 4-7 tiles 1, 3, ..).
-constexpr unsigned kStaggerNs = 750;
-__device__ __forceinline__ int bf16_first_tile_of(int warp) {  // -1: asks for none
-  return warp < 3 ? warp : warp == 5 ? 3 : warp == 4 ? 4 : -1;
-}
-static_assert(kBf16Stages == 5, "bf16_first_tile_of maps 5 stages");
-__device__ __forceinline__ uint64_t global_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
-  return t;
-}
 constexpr int kPvBatch = 4;  // FP8 P.V: 32-column groups per batch of loads (8: no faster)
 constexpr int kChains = 2;   // FP8 scores: accumulator chains per n-tile (4: no faster)
 __device__ __forceinline__ uint32_t cvt_lo(uint32_t x) {
