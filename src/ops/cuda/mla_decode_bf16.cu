@@ -91,8 +91,7 @@ size_t workspace_for(const MlaPlanDesc& d, int groups, int ctas) {
 }
 
 // CTAs per head group: enough to fill every SM (and as many as fit per SM), at least one.
-// resident: CTAs of the split kernel that fit on the device at once.
-cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem, int* resident = nullptr) {
+cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
   int dev = 0, sms = 0, per_sm = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -110,17 +109,7 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem, int* residen
   if (per_sm <= 0) return cudaErrorInvalidConfiguration;
   const int groups = (d.num_heads + hg - 1) / hg;
   *ctas = d.num_ctas > 0 ? d.num_ctas : std::max(1, sms * per_sm / groups);
-  if (resident) *resident = sms * per_sm;
   return cudaSuccess;
-}
-
-// The memory-bound kernel with its combine fused (bf16 KV; mla_decode_mem_fuse.cuh): its CTAs wait
-// for each other, so the whole grid must be resident. Bytes of its counters (0: not used).
-size_t mem_counter_bytes(const MlaPlanDesc& d, int ctas, int resident) {
-  if (!mem_path(d) || d.kv_dtype != MlaKvDtype::kBf16) return 0;
-  const int groups = (d.num_heads + cuda::mla_mem::kHeadGroup - 1) / cuda::mla_mem::kHeadGroup;
-  if (static_cast<int64_t>(ctas) * groups > resident || ctas > cuda::mla_mem::kFuseMaxCtas) return 0;
-  return (sizeof(unsigned) * groups * static_cast<size_t>(d.max_batch) + 15) / 16 * 16;
 }
 
 // The one-launch small-batch kernel (mla_decode_lat.h): planned for bf16 KV at (512, 64) under
@@ -159,17 +148,12 @@ bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
   const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
   return p.batch <= kLatAutoBatch && plan.desc.num_heads <= 32 && cap <= kLatAutoCapacity;
 }
-// Workspace: the larger of the split kernels' and the latency kernel's partials (rounded to 16
-// bytes), then the memory-bound kernel's counters (counter_bytes), then (with the latency kernel)
-// its 16-byte barrier counter, which no other kernel writes.
-size_t parts_bytes(size_t split_bytes, int heads, int lat_ctas) {
-  const size_t parts =
-      lat_ctas <= 0 ? split_bytes
-                    : std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas));
-  return (parts + 15) / 16 * 16;
-}
-size_t total_workspace(size_t split_bytes, int heads, int lat_ctas, size_t counter_bytes) {
-  return parts_bytes(split_bytes, heads, lat_ctas) + counter_bytes + (lat_ctas > 0 ? 16 : 0);
+// Workspace: the larger of the split kernels' and the latency kernel's partials, then (with the
+// latency kernel) its 16-byte barrier counter, which no other kernel writes.
+size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
+  if (lat_ctas <= 0) return split_bytes;
+  const size_t parts = std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas));
+  return (parts + 15) / 16 * 16 + 16;
 }
 
 }  // namespace
@@ -181,15 +165,15 @@ size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
 
 size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   if (d.num_heads <= 0 || !supported(d.kv_lora_rank, d.rope_dim)) return 0;
-  int ctas = 0, resident = 0;
+  int ctas = 0;
   size_t smem = 0;
-  if (ctas_for(d, &ctas, &smem, &resident) != cudaSuccess) return 0;
+  if (ctas_for(d, &ctas, &smem) != cudaSuccess) return 0;
   int sm90_ctas = 0, lat_ctas = 0;
   if (sm90_ctas_for(d, &sm90_ctas, &smem) != cudaSuccess) return 0;
   if (lat_ctas_for(d, &lat_ctas, &smem) != cudaSuccess) return 0;
   const int hg = head_group_for(d);
   return total_workspace(workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas)),
-                         d.num_heads, lat_ctas, mem_counter_bytes(d, ctas, resident));
+                         d.num_heads, lat_ctas);
 }
 
 cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
@@ -199,17 +183,14 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   p.desc = d;
   p.head_group = head_group_for(d);
   p.num_head_groups = (d.num_heads + p.head_group - 1) / p.head_group;
-  int resident = 0;
-  cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes, &resident);
+  cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes);
   if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
   if (err == cudaSuccess) err = lat_ctas_for(d, &p.lat_ctas_per_group, &p.lat_smem_bytes);
   if (err != cudaSuccess) return err;
   // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
-  const size_t split_bytes =
-      workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group));
-  const size_t counter_bytes = mem_counter_bytes(d, p.ctas_per_group, resident);
-  p.workspace_bytes =
-      total_workspace(split_bytes, d.num_heads, p.lat_ctas_per_group, counter_bytes);
+  p.workspace_bytes = total_workspace(
+      workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group)),
+      d.num_heads, p.lat_ctas_per_group);
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {
@@ -223,16 +204,6 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
       if (p.owns_workspace) cudaFree(p.workspace);
       return err;
     }
-  }
-  if (counter_bytes > 0) {  // so do the memory-bound kernel's arrival counters
-    uint8_t* c = static_cast<uint8_t*>(p.workspace) +
-                 parts_bytes(split_bytes, d.num_heads, p.lat_ctas_per_group);
-    err = cudaMemset(c, 0, counter_bytes);
-    if (err != cudaSuccess) {
-      if (p.owns_workspace) cudaFree(p.workspace);
-      return err;
-    }
-    p.mem_counters = reinterpret_cast<unsigned*>(c);
   }
   *plan = p;
   return cudaSuccess;
@@ -290,10 +261,7 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   }
   const dim3 grid(plan.ctas_per_group, plan.num_head_groups);
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
-  if (mem_path(d)) {
-    if (!fp8) a.seq_counters = plan.mem_counters;  // null: the combine kernel
-    return cuda::mla_mem::launch(a, fp8, grid, plan.smem_bytes, stream);
-  }
+  if (mem_path(d)) return cuda::mla_mem::launch(a, fp8, grid, plan.smem_bytes, stream);
   return with_entry(d.kv_lora_rank, d.rope_dim, [&](auto e) {
     using D = decltype(e);
     return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, wgmma_for(d), grid,

@@ -87,10 +87,6 @@ struct MlaPlan {
   // dynamic shared memory; 0 when the plan does not use it.
   int lat_ctas_per_group = 0;
   size_t lat_smem_bytes = 0;
-  // <= 32 heads, bf16 KV at (512, 64), the grid resident at once: the memory-bound kernel's
-  // arrival counters in the workspace ([groups, max_batch], zeroed here), with which its combine
-  // runs fused in the split kernel; null otherwise (a combine kernel).
-  unsigned* mem_counters = nullptr;
   void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;

@@ -20,9 +20,6 @@ struct Args {
   float* lse = nullptr;       // [B, H]
   float* part_out = nullptr;  // [groups, ctas, 2, HG, L] split partials (normalised)
   float* part_lse = nullptr;  // [groups, ctas, 2, HG]
-  // The memory-bound kernel, bf16 KV: [groups, batch] arrival counters, zero between launches;
-  // non-null: its combine is fused into the split kernel (mla_decode_mem_fuse.cuh).
-  unsigned* seq_counters = nullptr;
 };
 
 // Raises the split kernel's shared-memory limit for (hg, fp8, wgmma, max_batch); reports its

@@ -42,7 +42,6 @@
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
 #include "ops/cuda/mla_decode_mem_epilogue.cuh"
-#include "ops/cuda/mla_decode_mem_fuse.cuh"
 #include "ops/cuda/mla_decode_mem_layout.cuh"
 #include "ops/cuda/mla_decode_sm90.h"
 
@@ -91,26 +90,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  // bf16 with the plan's counters: the combine is fused (mla_decode_mem_fuse.cuh).
-  const bool fuse = !kFp8 && a.seq_counters != nullptr;
   mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range<mla_combine::kMinTiles, kSeqCost>(a, s_cum, cta, tr, s_vcum)) {
-    if (fuse) fuse_write_empty(a, s_len, group, cta, tid);
+  if (!mla_combine::cta_tile_range<mla_combine::kMinTiles, kSeqCost>(a, s_cum, cta, tr, s_vcum))
     return;
-  }
   const int t_begin = tr.t_begin, t_end = tr.t_end, n_tiles = t_end - t_begin;
   int cb = tr.cb, ck = tr.ck;
-  // fused: the pieces of the range's first and last sequences (s_vcum is overwritten later)
-  Pieces fuse_first, fuse_last;
-  int fuse_first_seq = -1, fuse_last_seq = -1;  // set when the sequence's piece is a partial
-  bool fuse_first_pending = false;               // its partial written, not yet released
-  if (fuse) {
-    const int v_total = s_vcum[a.batch];
-    const int last = mla_combine::last_at_most(s_cum, a.batch - 1, t_end - 1);
-    fuse_first = pieces_of(a, s_vcum[cb], v_total, s_cum[cb + 1] - s_cum[cb]);
-    fuse_last = pieces_of(a, s_vcum[last], v_total, s_cum[last + 1] - s_cum[last]);
-  }
-  unsigned* const fuse_ctr = fuse ? a.seq_counters + static_cast<int64_t>(group) * a.batch : nullptr;
 
   // Loads: lane l of a warp copies token l of a tile (one bulk copy per row). The first kStages
   // tiles are issued by warps 0.. (one tile each, so their block-table lookups overlap); tile
@@ -198,11 +182,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int cnt = min(seq_tiles - ck, n_tiles - j);
     const int len = s_len[cb];
     consumers_sync();  // the previous sequence is done with the query and merge buffers
-    // fused: the range's first sequence's partial is written (before the barrier): release it
-    if (fuse && fuse_first_pending) {
-      if (tid == 0) fuse_arrive(fuse_ctr + fuse_first_seq);
-      fuse_first_pending = false;
-    }
     build_q<kFp8>(a, cb, group, qbuf, qinv, tid);
     consumers_sync();
     if constexpr (kFp8) {
@@ -613,31 +592,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (worker == 0)
         write_state<kFp8>(a, acc, 0, m_run, d_run, complete, slot, true, cb, group, cta, ch, g, t);
     }
-    if (fuse && !complete) {
-      if (j + cnt == n_tiles) {
-        fuse_last_seq = cb;
-      } else {
-        fuse_first_seq = cb;
-        fuse_first_pending = true;
-      }
-    }
     j += cnt;
     ++cb;
     ck = 0;
     while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
-  }
-  if (fuse) {
-    // Release the last sequence's partial, write the empty sequences, then merge this CTA's share
-    // of each partial sequence (the ring is free: every tile consumed, every state written).
-    __syncthreads();
-    if (tid == 0 && fuse_last_seq >= 0) fuse_arrive(fuse_ctr + fuse_last_seq);
-    fuse_write_empty(a, s_len, group, cta, tid);
-    float* scratch = reinterpret_cast<float*>(smem);
-    if (fuse_first_seq >= 0)
-      fuse_merge(a, fuse_first_seq, group, cta, fuse_first, fuse_ctr + fuse_first_seq, scratch,
-                 tid);
-    if (fuse_last_seq >= 0)
-      fuse_merge(a, fuse_last_seq, group, cta, fuse_last, fuse_ctr + fuse_last_seq, scratch, tid);
   }
 }
 
@@ -690,23 +648,6 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
     if (err != cudaSuccess && err != cudaErrorNotSupported) return err;
     tma = err == cudaSuccess;  // no encoder in this driver: padded rows by bulk copies
     if (tma) map = cache.map;
-  }
-  if (!fp8 && a.seq_counters != nullptr) {
-    // The combine fused (mla_decode_mem_fuse.cuh): the CTAs of a sequence wait for each other,
-    // so all must be resident together, which a cooperative launch guarantees (the plan gives
-    // counters only to a grid that fits).
-    cudaLaunchAttribute coop[1];
-    coop[0].id = cudaLaunchAttributeCooperative;
-    coop[0].val.cooperative = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cfg.attrs = coop;
-    cfg.numAttrs = 1;
-    return tma ? cudaLaunchKernelEx(&cfg, mla_mem_kernel<false, true>, map, a)
-               : cudaLaunchKernelEx(&cfg, mla_mem_kernel<false, false>, map, a);
   }
   if (fp8)
     mla_mem_kernel<true, false><<<grid, kThreads, smem, stream>>>(map, a);

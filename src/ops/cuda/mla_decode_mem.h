@@ -13,13 +13,10 @@ namespace helix::cuda::mla_mem {
 
 // Heads per CTA: one m16 tile.
 constexpr int kHeadGroup = 16;
-// bf16 with the combine fused (mla_decode_mem_fuse.cuh): at most this many CTAs per head group.
-constexpr int kFuseMaxCtas = 192;
 
 // Raises the split kernel's shared-memory limit; reports its dynamic shared memory and CTAs per SM.
 cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm);
-// Split kernel on grid (ctas, groups), then the combine kernel (programmatic dependent launch);
-// bf16 with a.seq_counters: the split kernel alone, cooperative, its combine fused.
+// Split kernel on grid (ctas, groups), then the combine kernel (programmatic dependent launch).
 cudaError_t launch(const mla_bf16::Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream);
 
 // The combine kernel (mla_decode_mem_combine.cu), used by the two above: its attributes, and its

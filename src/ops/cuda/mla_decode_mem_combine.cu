@@ -21,16 +21,20 @@ using namespace detail;
 constexpr int kCombineThreads = 512;
 constexpr int kCombineUnroll = 8;
 
-// The common case, a sequence of at most kGroups x kCombineUnroll pieces, in one L2 round trip
-// after the split kernel: the pieces' partial rows are computed before the wait (index math
-// only), then every partial value and lse this thread needs is loaded at once; the weights follow
-// from the block's max and sum. More pieces: combine_partials (lse first, then the values).
+// The common case, a sequence of at most kGroups x kCombineUnroll pieces, takes one L2 round trip
+// after the split kernel: the pieces' partial rows are computed before the PDL wait (index math on
+// seq_lens only), then every partial value and lse a thread needs is loaded at once (the old order,
+// lse, block max and sum, then the values, was two) and the weights follow from the block's max
+// and sum. Thread = (4-column chunk cc, piece group pg) with the kGroups groups of a chunk in
+// adjacent lanes, summed by shuffles: no shared buffer (the static shared memory stays that of
+// combine_partials, which serves the other cases: with the split kernel's ring an SM has ~8 KB
+// left, where a combine CTA can wait for it). More pieces: combine_partials (lse first).
 constexpr int kGroups = kCombineThreads / (L / 4);
+static_assert(kGroups == 4, "the shuffles below sum 4 adjacent lanes");
 __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
   namespace mc = mla_combine;
   __shared__ float s_red[kCombineThreads / 32];
   __shared__ int s_row[kGroups * kCombineUnroll];
-  __shared__ float4 s_part[kGroups - 1][L / 4];
   const int b = blockIdx.x, h = blockIdx.y;
   const int group = h / kHeadGroup, hl = h % kHeadGroup;
   float before = 0.f, all = 0.f;  // virtual tile counts (exact in fp32 below 2^24)
@@ -40,14 +44,14 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
     all += tiles;
     if (i < b) before += tiles;
   }
-  const int tiles_before = static_cast<int>(mc::block_reduce<kCombineThreads>(before, false, s_red));
+  const int tiles_before =
+      static_cast<int>(mc::block_reduce<kCombineThreads>(before, false, s_red));
   const int total = static_cast<int>(mc::block_reduce<kCombineThreads>(all, false, s_red));
   const int mine = (mc::seq_tokens(a, b) + kTile - 1) / kTile;
   const int ctas = mc::active_ctas<mc::kMinTiles>(total, a.ctas_per_group);
-  const int first = tiles_before + kSeqCost;
-  const int n = mine == 0 ? 0
-                          : mc::cta_of(first + mine - 1, total, ctas) -
-                                mc::cta_of(first, total, ctas) + 1;
+  const int first = tiles_before + kSeqCost;  // the virtual index of the first real tile
+  const int c_lo = mine > 0 ? mc::cta_of(first, total, ctas) : 0;
+  const int n = mine > 0 ? mc::cta_of(first + mine - 1, total, ctas) - c_lo + 1 : 0;
   if (n == 1) return;  // one CTA held it all and wrote the final result
   if (mine == 0 || n > kGroups * kCombineUnroll) {
     // empty (written there) or many pieces
@@ -55,16 +59,16 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
                          mc::kMinTiles, kSeqCost>(a);
     return;
   }
-  const int c_lo = mc::cta_of(first, total, ctas);
-  if (threadIdx.x < n) {  // as combine_partials: -1 for a CTA without tiles (none here)
+  if (threadIdx.x < n) {  // as combine_partials (partial_row in int); -1: a CTA without tiles
     const int c = c_lo + threadIdx.x;
     const bool tiles = mc::cta_begin(c, total, ctas) < mc::cta_begin(c + 1, total, ctas);
     const int slot = threadIdx.x == 0 && mc::cta_begin(c, total, ctas) < tiles_before ? 1 : 0;
-    s_row[threadIdx.x] = tiles ? ((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl : -1;
+    s_row[threadIdx.x] =
+        tiles ? ((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl : -1;
   }
   __syncthreads();
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  const int cc = threadIdx.x % (L / 4), pg = threadIdx.x / (L / 4);
+  const int cc = threadIdx.x / kGroups, pg = threadIdx.x % kGroups;
   float4 v[kCombineUnroll];
   float l[kCombineUnroll];
 #pragma unroll
@@ -86,19 +90,20 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
   float sum = 0.f;
 #pragma unroll
   for (int u = 0; u < kCombineUnroll; ++u) {
-    const float w = __expf(l[u] - mx);  // 0 for -inf (no piece): its v is 0
+    const float w = __expf(l[u] - mx);  // 0 for -inf (no piece there): its v is 0
     sum += w;
     mc::fma4(o, w, v[u]);
   }
-  // every group saw a different subset of the pieces: the sum over the groups (the reduction
-  // counts each piece once: thread (pg, cc) summed pieces pg, pg + kGroups, ..)
-  if (cc != 0) sum = 0.f;
-  sum = mc::block_reduce<kCombineThreads>(sum, false, s_red);
-  if (pg > 0) s_part[pg - 1][cc] = o;
-  __syncthreads();
-  if (pg > 0) return;
+  // the kGroups lanes of a chunk hold disjoint pieces: their sums are the whole
 #pragma unroll
-  for (int k = 0; k < kGroups - 1; ++k) mc::fma4(o, 1.f, s_part[k][cc]);
+  for (int m = 1; m < kGroups; m <<= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, m);
+    o.x += __shfl_xor_sync(0xffffffffu, o.x, m);
+    o.y += __shfl_xor_sync(0xffffffffu, o.y, m);
+    o.z += __shfl_xor_sync(0xffffffffu, o.z, m);
+    o.w += __shfl_xor_sync(0xffffffffu, o.w, m);
+  }
+  if (pg != 0) return;
   mc::scale4(o, 1.f / sum);
   const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
   mc::store4(static_cast<float*>(a.out) + orow * L, static_cast<__nv_bfloat16*>(a.out) + orow * L,
