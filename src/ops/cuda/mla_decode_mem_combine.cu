@@ -17,7 +17,7 @@ using namespace detail;
 
 // Merges the partials of sequences that span several CTAs and writes the empty sequences. Grid
 // (B, H); launched as a programmatic dependent of the split kernel, so it waits for it first.
-// Thread = (partial group, 4-column chunk): each keeps 8 independent partial loads in flight.
+// kCombineUnroll: partial loads in flight per thread.
 constexpr int kCombineThreads = 512;
 constexpr int kCombineUnroll = 8;
 
@@ -26,9 +26,8 @@ constexpr int kCombineUnroll = 8;
 // seq_lens only), then every partial value and lse a thread needs is loaded at once (the old order,
 // lse, block max and sum, then the values, was two) and the weights follow from the block's max
 // and sum. Thread = (4-column chunk cc, piece group pg) with the kGroups groups of a chunk in
-// adjacent lanes, summed by shuffles: no shared buffer (the static shared memory stays that of
-// combine_partials, which serves the other cases: with the split kernel's ring an SM has ~8 KB
-// left, where a combine CTA can wait for it). More pieces: combine_partials (lse first).
+// adjacent lanes, summed by shuffles (no shared buffer besides combine_partials' own). More pieces,
+// and the empty sequences: combine_partials (lse first, then the values).
 constexpr int kGroups = kCombineThreads / (L / 4);
 static_assert(kGroups == 4, "the shuffles below sum 4 adjacent lanes");
 __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a) {
@@ -55,16 +54,15 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
   if (n == 1) return;  // one CTA held it all and wrote the final result
   if (mine == 0 || n > kGroups * kCombineUnroll) {
     // empty (written there) or many pieces
-    mc::combine_partials<kCombineThreads, L, kHeadGroup, kTile, kCombineUnroll, true,
-                         mc::kMinTiles, kSeqCost>(a);
+    mc::combine_partials<kCombineThreads, L, kHeadGroup, kTile, kCombineUnroll, true, mc::kMinTiles,
+                         kSeqCost>(a);
     return;
   }
   if (threadIdx.x < n) {  // as combine_partials (partial_row in int); -1: a CTA without tiles
     const int c = c_lo + threadIdx.x;
     const bool tiles = mc::cta_begin(c, total, ctas) < mc::cta_begin(c + 1, total, ctas);
     const int slot = threadIdx.x == 0 && mc::cta_begin(c, total, ctas) < tiles_before ? 1 : 0;
-    s_row[threadIdx.x] =
-        tiles ? ((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl : -1;
+    s_row[threadIdx.x] = tiles ? ((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl : -1;
   }
   __syncthreads();
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
