@@ -24,7 +24,8 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
 }
 
 size_t smem_for(int max_batch, bool fp8) {
-  return kFixedBytes + (fp8 ? kScaleBytes : 0) + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
+  return kFixedBytes + (fp8 ? kScaleBytes : 0) +
+         sizeof(int) * (static_cast<size_t>(max_batch) + 1 + (fp8 ? 0 : kRangeInts));
 }
 
 }  // namespace
@@ -101,10 +102,12 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
   if (a.batch <= kCombineSmallBatch) {
     cfg.blockDim = dim3(512);
-    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512>, a);
+    return fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, true>, a)
+               : cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, false>, a);
   }
   cfg.blockDim = dim3(128);
-  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128>, a);
+  return fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, true>, a)
+             : cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, false>, a);
 }
 
 }  // namespace helix::cuda::mla_sm90

@@ -65,6 +65,25 @@ constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;                        // 
 constexpr int kScaleOff = kCumOff;  // FP8: scales [2][64] f32, then s_cum
 constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
+// After s_cum[B + 1]: the CTA's tile range as warp 0 found it (kSeqCost > 0), 5 ints.
+constexpr int kRangeInts = 5;
+
+// The split's cost model, bf16 KV (FP8 keeps the plain even split; its own helper tunes that
+// path): every non-empty sequence counts kSeqCost units more (mla_combine::cta_tile_range), so a
+// CTA whose range crosses a sequence boundary gets fewer real units. Measured at 8 x 16K: such a
+// CTA pays 5-9 us (about 2 units) for the drain, the partial write and the next query.
+#ifndef HELIX_SM90_SEQ_COST
+#define HELIX_SM90_SEQ_COST 2
+#endif
+// bf16 KV: the combine merges a sequence as soon as its partials are written (per-sequence
+// counters, mla_combine::arrive_partial) instead of after the whole split grid.
+#ifndef HELIX_SM90_EARLY
+#define HELIX_SM90_EARLY 1
+#endif
+template <bool kFp8>
+constexpr int kSeqCost = kFp8 ? 0 : HELIX_SM90_SEQ_COST;
+template <bool kFp8>
+constexpr bool kEarlyCombine = !kFp8 && HELIX_SM90_EARLY != 0;
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -485,6 +504,12 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         }
       }
     }
+    if constexpr (kEarlyCombine<kFp8>) {
+      if (!complete) {  // every consumer thread's part of the partial written: count it
+        bar_sync(kBarConsumers, kConsumerThreads);
+        if (tid == 0) mla_combine::arrive_partial(a, cb, group, gridDim.y);
+      }
+    }
     i += seg_n;
     ck = 0;
     ++cb;
@@ -528,20 +553,56 @@ __global__ void __launch_bounds__(kThreads, 1)
   // this grid to finish before it reads the partials.
   grid_dep_wait();
   grid_dep_launch();
-  if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
-  __syncthreads();
-  mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
-  const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
-  int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
-  // Tiles of the range: every piece but the last ends with its sequence.
-  int n_tiles = 0;
-  for (int b = cb, k = tr.ck, u = t_begin; u < t_end; ++b, k = 0) {
-    const int take =
-        s_cum[b + 1] - s_cum[b] - k < t_end - u ? s_cum[b + 1] - s_cum[b] - k : t_end - u;
-    const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
-    n_tiles += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
-    u += take;
+  // The CTA's range [t_begin, t_end) (units: s_cum counts units), its first tile (sequence cb,
+  // tile ck within it) and its tile count (every piece but the last ends with its sequence).
+  auto tiles_of = [&](const mla_combine::TileRange& tr) {
+    int n = 0;
+    for (int b = tr.cb, k = tr.ck, u = tr.t_begin; u < tr.t_end; ++b, k = 0) {
+      const int take = s_cum[b + 1] - s_cum[b] - k < tr.t_end - u ? s_cum[b + 1] - s_cum[b] - k
+                                                                  : tr.t_end - u;
+      const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
+      n += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
+      u += take;
+    }
+    return n;
+  };
+  int t_begin, t_end, cb, ck, n_tiles;
+  if constexpr (kSeqCost<kFp8> > 0) {
+    // Warp 0 finds it (the virtual prefix sums live in the P buffers, not written before the
+    // first tile's scores) and leaves {t_begin, t_end, cb, ck, n_tiles} after s_cum.
+    int* s_vcum = reinterpret_cast<int*>(smem + kPOff);
+    int* s_tr = s_cum + a.batch + 1;
+    if (warp == 0) {
+      mla_combine::tile_prefix_sums<kUnit, false, kSeqCost<kFp8>>(a, s_cum, nullptr, lane, s_vcum);
+      __syncwarp();
+      mla_combine::TileRange tr;
+      const bool ok = mla_combine::cta_tile_range<1, kSeqCost<kFp8>>(a, s_cum, cta, tr, s_vcum);
+      const int n = ok ? tiles_of(tr) : 0;
+      if (lane == 0) {
+        s_tr[0] = tr.t_begin;
+        s_tr[1] = tr.t_end;
+        s_tr[2] = tr.cb;
+        s_tr[3] = 2 * tr.ck;
+        s_tr[4] = n;
+      }
+    }
+    __syncthreads();
+    n_tiles = s_tr[4];
+    if (n_tiles == 0) return;
+    t_begin = s_tr[0];
+    t_end = s_tr[1];
+    cb = s_tr[2];
+    ck = s_tr[3];
+  } else {
+    if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
+    __syncthreads();
+    mla_combine::TileRange tr;
+    if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
+    t_begin = tr.t_begin;
+    t_end = tr.t_end;
+    cb = tr.cb;
+    ck = 2 * tr.ck;
+    n_tiles = tiles_of(tr);
   }
 
   if (warp >= 8) {
