@@ -5,11 +5,14 @@
 # -D knobs of mla_decode_sm90.cu), bench_mla_fuse (s5-fuse 74e0eb2 merged with 811f8c2).
 # FULL=1: also builds helix_cuda_tests and test_backend_ops of this tree with cmake (in the
 # background, niced, while the benches run) and runs them (*Mla* and all backend ops).
+# Logs: one tarball, $OUT/logs.tgz.
 #   OUT=dir BINS="bench_mla_base bench_mla ..." [FULL=1] bash scripts/device/h128_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}
-mkdir -p "$OUT" /tmp/hb
+FINAL_OUT=$OUT
+OUT=/tmp/hlogs  # every log here, then one tarball in $OUT (few files come back)
+mkdir -p "$FINAL_OUT" "$OUT" /tmp/hb
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
 for f in hbin/*.gz; do
   n=$(basename "$f" .gz)
@@ -58,3 +61,4 @@ elif [ -x /tmp/hb/test_mla ]; then
   grep -E -A6 "Failure" "$OUT/test_mla.log" | head -30
 fi
 echo "total ${SECONDS}s"
+tar czf "$FINAL_OUT/logs.tgz" -C "$OUT" .

@@ -139,6 +139,12 @@ __device__ __forceinline__ float lse_from_log2(float m, float d) {
 }
 
 // ---- per-sequence completion (combine_partials' kArrive) ----
+// Words between two (sequence, group) counter pairs: one 128-byte line each, so the combine CTAs'
+// polls spread over the L2 slices instead of a few lines beside the split kernel's loads.
+constexpr int kSyncStride = 32;
+__device__ __forceinline__ unsigned* seq_sync_at(const Args& a, int b, int group, int groups) {
+  return a.seq_sync + kSyncStride * (static_cast<int64_t>(b) * groups + group);
+}
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -148,7 +154,7 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 // of sequence b in head group `group` (of `groups`): counts it as written.
 __device__ __forceinline__ void arrive_partial(const Args& a, int b, int group, int groups) {
   __threadfence();
-  atomicAdd(a.seq_sync + 2 * (static_cast<int64_t>(b) * groups + group), 1u);
+  atomicAdd(seq_sync_at(a, b, group, groups), 1u);
 }
 
 // ---- the combine ----
@@ -252,8 +258,10 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
     }
     if (threadIdx.x == 0) {
       const int groups = (a.num_heads + HG - 1) / HG;
-      unsigned* sync = a.seq_sync + 2 * (static_cast<int64_t>(b) * groups + group);
-      while (ld_acquire(sync) < static_cast<unsigned>(n)) __nanosleep(128);
+      unsigned* sync = seq_sync_at(a, b, group, groups);
+      // Backing off to ~2 us between polls: a merge takes a few us, and hundreds of CTAs poll.
+      for (unsigned ns = 256; ld_acquire(sync) < static_cast<unsigned>(n); ns = ns < 2048 ? 2 * ns : ns)
+        __nanosleep(ns);
       const int readers = a.num_heads - group * HG < HG ? a.num_heads - group * HG : HG;
       if (atomicAdd(sync + 1, 1u) == static_cast<unsigned>(readers - 1)) {
         sync[0] = 0;  // every reader is past its wait: back to zero for the next launch

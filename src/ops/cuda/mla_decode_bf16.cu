@@ -149,11 +149,10 @@ bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
   return p.batch <= kLatAutoBatch && plan.desc.num_heads <= 32 && cap <= kLatAutoCapacity;
 }
 // The sm90 kernel's per-(sequence, 64-head group) completion counters (bf16 KV; Args::seq_sync):
-// two 4-byte words each, in 16-byte steps.
+// a 128-byte line each (mla_combine::kSyncStride).
 size_t sm90_sync_bytes(const MlaPlanDesc& d, int sm90_ctas) {
   if (sm90_ctas <= 0 || d.kv_dtype != MlaKvDtype::kBf16) return 0;
-  const size_t words = 2 * static_cast<size_t>((d.num_heads + 63) / 64) * d.max_batch;
-  return (words * 4 + 15) / 16 * 16;
+  return 128 * static_cast<size_t>((d.num_heads + 63) / 64) * d.max_batch;
 }
 // Workspace: the larger of the split kernels' and the latency kernel's partials, then the sm90
 // kernel's counters (sync_bytes), then (with the latency kernel) its 16-byte barrier counter; no
@@ -163,7 +162,7 @@ size_t total_workspace(size_t split_bytes, int heads, int lat_ctas, size_t sync_
   const size_t parts =
       lat_ctas > 0 ? std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas))
                    : split_bytes;
-  return (parts + 15) / 16 * 16 + sync_bytes + (lat_ctas > 0 ? 16 : 0);
+  return (parts + 127) / 128 * 128 + sync_bytes + (lat_ctas > 0 ? 16 : 0);
 }
 
 }  // namespace

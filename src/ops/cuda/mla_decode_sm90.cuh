@@ -534,7 +534,22 @@ __global__ void __launch_bounds__(kThreads, 1)
   // full[2][9], empty[2][3] (see the producer), FP8 raw chunk c of stage s: raw_base + 8 (4 s + c)
   const uint32_t bar_base = smem_u32(smem + kBarOff), raw_base = smem_u32(smem + kRawBarOff);
   const int warp = tid >> 5, lane = tid & 31;
-  const int cta = blockIdx.x, group = blockIdx.y;
+  // Measurement knobs (bf16): REVERSE: odd head groups take the CTA ranges backwards (the two CTAs
+  // reading one range get far-apart block indices); INTERLEAVE: the block order is (range, group)
+  // so they get consecutive ones.
+#ifndef HELIX_SM90_REVERSE
+#define HELIX_SM90_REVERSE 0
+#endif
+#ifndef HELIX_SM90_INTERLEAVE
+#define HELIX_SM90_INTERLEAVE 0
+#endif
+  int cta = blockIdx.x, group = blockIdx.y;
+  if (!kFp8 && HELIX_SM90_REVERSE && (group & 1)) cta = gridDim.x - 1 - blockIdx.x;
+  if (!kFp8 && HELIX_SM90_INTERLEAVE) {
+    const int lin = blockIdx.y * gridDim.x + blockIdx.x;
+    cta = lin / gridDim.y;
+    group = lin % gridDim.y;
+  }
 
   if (tid == 32) {
     // FP8: a latent chunk is full when the converter warps have widened it.
