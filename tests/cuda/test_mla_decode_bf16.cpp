@@ -50,8 +50,8 @@ struct Case {
   // (graph-stable launches: programmatic dependent launch, no state left between replays).
   bool graph = false;
   // Launches before the checked one, on the same plan: batches B - 1, B, B - 3, B, ... on the
-  // stream (other splits over the CTAs), or more graph replays; the sm90 kernel's per-sequence
-  // completion counters must come back to zero after each.
+  // stream (other splits over the CTAs), or more graph replays: nothing a launch leaves behind
+  // may change the next.
   int repeats = 0;
 };
 
@@ -461,11 +461,9 @@ TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
   }
 }
 
-// The sm90 kernel's combine waits for each sequence's own partials (bf16 KV: per-(sequence, head
-// group) counters that the last combine CTA to read them zeroes): a plan's launches of other
-// batches (other splits) and graph replays before the checked one change nothing; batch 1 x 16K
-// (one sequence over all CTAs of a group) to 24 sequences, long among short, empty ones between.
-// FP8 KV (the plain combine) alike.
+// The sm90 kernel's split (bf16: sequence pieces charged kSeqCost units; FP8: even) over a plan's
+// launches of other batches and graph replays before the checked one: batch 1 x 16K (one sequence
+// over all CTAs of a group) to 24 sequences, long among short, empty ones between.
 TEST(MlaDecodeBf16Cuda, Sm90Repeats) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const auto f32 = MlaOutDtype::kFloat32;
@@ -485,7 +483,7 @@ TEST(MlaDecodeBf16Cuda, Sm90Repeats) {
         run_case(c);
       }
     }
-  // 192 heads: three head groups' counters per sequence
+  // 192 heads: three head groups (the block order interleaves the groups of a range)
   Case c{192, 512, 64, 32, uneven(32, 2000), MlaKvDtype::kBf16, f32, 0, kSeed + 70};
   c.sm90 = true;
   c.repeats = 3;

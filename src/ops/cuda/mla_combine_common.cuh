@@ -138,25 +138,6 @@ __device__ __forceinline__ float lse_from_log2(float m, float d) {
   return (m + log2f(d)) * 0.6931471805599453f;
 }
 
-// ---- per-sequence completion (combine_partials' kArrive) ----
-// Words between two (sequence, group) counter pairs: one 128-byte line each, so the combine CTAs'
-// polls spread over the L2 slices instead of a few lines beside the split kernel's loads.
-constexpr int kSyncStride = 32;
-__device__ __forceinline__ unsigned* seq_sync_at(const Args& a, int b, int group, int groups) {
-  return a.seq_sync + kSyncStride * (static_cast<int64_t>(b) * groups + group);
-}
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-// One thread of a split CTA, after a barrier that follows all its threads' writes of the partial
-// of sequence b in head group `group` (of `groups`): counts it as written.
-__device__ __forceinline__ void arrive_partial(const Args& a, int b, int group, int groups) {
-  __threadfence();
-  atomicAdd(seq_sync_at(a, b, group, groups), 1u);
-}
-
 // ---- the combine ----
 // Sum (is_max false) or max over the CTA's kThreads threads; every thread gets the result. s_red:
 // kThreads / 32 floats. Starts with a barrier, so back-to-back calls may share s_red.
@@ -209,14 +190,8 @@ __device__ __forceinline__ void scale4(float4& o, float s) {
 // - kPdl: launched as a programmatic dependent of the split kernel: reads seq_lens (an input, not
 //   the split kernel's) before waiting for it, and a sequence one CTA held returns without waiting.
 // - kSeqCost: the split kernel's (cta_tile_range): the partition is in virtual tiles.
-// - kArrive (with kPdl): the split kernel counts the partials written per (sequence, head group) in
-//   a.seq_sync (arrive_partial); a sequence's merge waits for its own count instead of the whole
-//   split grid, so the sequences whose CTAs are done merge while the slowest CTAs still run. The
-//   last of a (sequence, group)'s combine CTAs to read the count zeroes both counters for the next
-//   launch; every CTA still waits for the split grid before it ends (the kernels after the
-//   combine depend on it alone).
 template <int kThreads, int L, int HG, int kTile, int kBatch, bool kPdl, int kMin = kMinTiles,
-          int kSeqCost = 0, bool kArrive = false>
+          int kSeqCost = 0>
 __device__ __forceinline__ void combine_partials(const Args& a) {
   extern __shared__ float mla_combine_dyn[];
   __shared__ float s_red[kThreads / 32];
@@ -250,29 +225,9 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
   const int first = tiles_before + kSeqCost;  // the virtual index of the first real tile
   const int c_lo = cta_of(first, total, ctas);
   const int c_hi = cta_of(first + mine - 1, total, ctas);
+  if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
+  if constexpr (kPdl) asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int n = c_hi - c_lo + 1;
-  if constexpr (kArrive) {
-    if (c_lo == c_hi) {  // one CTA held it all and wrote the final result
-      asm volatile("griddepcontrol.wait;\n" ::: "memory");
-      return;
-    }
-    if (threadIdx.x == 0) {
-      const int groups = (a.num_heads + HG - 1) / HG;
-      unsigned* sync = seq_sync_at(a, b, group, groups);
-      // Backing off to ~2 us between polls: a merge takes a few us, and hundreds of CTAs poll.
-      for (unsigned ns = 256; ld_acquire(sync) < static_cast<unsigned>(n); ns = ns < 2048 ? 2 * ns : ns)
-        __nanosleep(ns);
-      const int readers = a.num_heads - group * HG < HG ? a.num_heads - group * HG : HG;
-      if (atomicAdd(sync + 1, 1u) == static_cast<unsigned>(readers - 1)) {
-        sync[0] = 0;  // every reader is past its wait: back to zero for the next launch
-        sync[1] = 0;
-      }
-    }
-    __syncthreads();
-  } else {
-    if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
-    if constexpr (kPdl) asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  }
   float* s_w = mla_combine_dyn;                                             // [n] weights
   int* s_row = reinterpret_cast<int*>(mla_combine_dyn + a.ctas_per_group);  // [n] partial rows
   float mx = -INFINITY;
@@ -345,7 +300,6 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
     store4(out_f, out_h, a.out_bf16, 4 * cc, o);
   }
   if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
-  if constexpr (kArrive) asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
 
 }  // namespace helix::cuda::mla_combine

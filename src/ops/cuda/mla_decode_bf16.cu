@@ -148,21 +148,12 @@ bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
   const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
   return p.batch <= kLatAutoBatch && plan.desc.num_heads <= 32 && cap <= kLatAutoCapacity;
 }
-// The sm90 kernel's per-(sequence, 64-head group) completion counters (bf16 KV; Args::seq_sync):
-// a 128-byte line each (mla_combine::kSyncStride).
-size_t sm90_sync_bytes(const MlaPlanDesc& d, int sm90_ctas) {
-  if (sm90_ctas <= 0 || d.kv_dtype != MlaKvDtype::kBf16) return 0;
-  return 128 * static_cast<size_t>((d.num_heads + 63) / 64) * d.max_batch;
-}
-// Workspace: the larger of the split kernels' and the latency kernel's partials, then the sm90
-// kernel's counters (sync_bytes), then (with the latency kernel) its 16-byte barrier counter; no
-// kernel writes partials over the counters.
-size_t total_workspace(size_t split_bytes, int heads, int lat_ctas, size_t sync_bytes) {
-  if (lat_ctas <= 0 && sync_bytes == 0) return split_bytes;
-  const size_t parts =
-      lat_ctas > 0 ? std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas))
-                   : split_bytes;
-  return (parts + 127) / 128 * 128 + sync_bytes + (lat_ctas > 0 ? 16 : 0);
+// Workspace: the larger of the split kernels' and the latency kernel's partials, then (with the
+// latency kernel) its 16-byte barrier counter, which no other kernel writes.
+size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
+  if (lat_ctas <= 0) return split_bytes;
+  const size_t parts = std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas));
+  return (parts + 15) / 16 * 16 + 16;
 }
 
 }  // namespace
@@ -182,7 +173,7 @@ size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   if (lat_ctas_for(d, &lat_ctas, &smem) != cudaSuccess) return 0;
   const int hg = head_group_for(d);
   return total_workspace(workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas)),
-                         d.num_heads, lat_ctas, sm90_sync_bytes(d, sm90_ctas));
+                         d.num_heads, lat_ctas);
 }
 
 cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
@@ -199,7 +190,7 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
   p.workspace_bytes = total_workspace(
       workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group)),
-      d.num_heads, p.lat_ctas_per_group, sm90_sync_bytes(d, p.sm90_ctas_per_group));
+      d.num_heads, p.lat_ctas_per_group);
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {
@@ -207,13 +198,8 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
     if (err != cudaSuccess) return err;
     p.owns_workspace = true;
   }
-  // The counters after the partials start at 0 (the kernels leave them so): the sm90 kernel's,
-  // then the latency kernel's barrier.
-  const size_t counters =
-      sm90_sync_bytes(d, p.sm90_ctas_per_group) + (p.lat_ctas_per_group > 0 ? 16 : 0);
-  if (counters > 0) {
-    err = cudaMemset(static_cast<uint8_t*>(p.workspace) + p.workspace_bytes - counters, 0,
-                     counters);
+  if (p.lat_ctas_per_group > 0) {  // the latency kernel's barrier counter starts at 0
+    err = cudaMemset(static_cast<uint8_t*>(p.workspace) + p.workspace_bytes - 16, 0, 16);
     if (err != cudaSuccess) {
       if (p.owns_workspace) cudaFree(p.workspace);
       return err;
@@ -269,11 +255,6 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   }
   if (plan.sm90_ctas_per_group > 0 && cuda::mla_sm90::block_ok(p.block_size)) {
     a.ctas_per_group = plan.sm90_ctas_per_group;
-    const size_t sync = sm90_sync_bytes(d, plan.sm90_ctas_per_group);
-    if (sync > 0)
-      a.seq_sync = reinterpret_cast<unsigned*>(static_cast<uint8_t*>(plan.workspace) +
-                                               plan.workspace_bytes -
-                                               (plan.lat_ctas_per_group > 0 ? 16 : 0) - sync);
     return cuda::mla_sm90::launch(a, d.kv_dtype == MlaKvDtype::kFp8E4m3,
                                   dim3(plan.sm90_ctas_per_group, plan.num_head_groups),
                                   plan.sm90_smem_bytes, stream);

@@ -20,9 +20,6 @@ struct Args {
   float* lse = nullptr;       // [B, H]
   float* part_out = nullptr;  // [groups, ctas, 2, HG, L] split partials (normalised)
   float* part_lse = nullptr;  // [groups, ctas, 2, HG]
-  // sm90 kernel, bf16 KV: per (sequence, head group) {partials written, combine CTAs done}
-  // counters, [B][groups][2]; zero before and after every launch (the plan zeroes them once).
-  unsigned* seq_sync = nullptr;
 };
 
 // Raises the split kernel's shared-memory limit for (hg, fp8, wgmma, max_batch); reports its

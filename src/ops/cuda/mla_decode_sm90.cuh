@@ -75,15 +75,8 @@ constexpr int kRangeInts = 5;
 #ifndef HELIX_SM90_SEQ_COST
 #define HELIX_SM90_SEQ_COST 2
 #endif
-// bf16 KV: the combine merges a sequence as soon as its partials are written (per-sequence
-// counters, mla_combine::arrive_partial) instead of after the whole split grid.
-#ifndef HELIX_SM90_EARLY
-#define HELIX_SM90_EARLY 1
-#endif
 template <bool kFp8>
 constexpr int kSeqCost = kFp8 ? 0 : HELIX_SM90_SEQ_COST;
-template <bool kFp8>
-constexpr bool kEarlyCombine = !kFp8 && HELIX_SM90_EARLY != 0;
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -504,12 +497,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         }
       }
     }
-    if constexpr (kEarlyCombine<kFp8>) {
-      if (!complete) {  // every consumer thread's part of the partial written: count it
-        bar_sync(kBarConsumers, kConsumerThreads);
-        if (tid == 0) mla_combine::arrive_partial(a, cb, group, gridDim.y);
-      }
-    }
     i += seg_n;
     ck = 0;
     ++cb;
@@ -541,7 +528,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #define HELIX_SM90_REVERSE 0
 #endif
 #ifndef HELIX_SM90_INTERLEAVE
-#define HELIX_SM90_INTERLEAVE 0
+#define HELIX_SM90_INTERLEAVE 1
 #endif
   int cta = blockIdx.x, group = blockIdx.y;
   if (!kFp8 && HELIX_SM90_REVERSE && (group & 1)) cta = gridDim.x - 1 - blockIdx.x;
