@@ -65,18 +65,6 @@ constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;                        // 
 constexpr int kScaleOff = kCumOff;  // FP8: scales [2][64] f32, then s_cum
 constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
-// After s_cum[B + 1]: the CTA's tile range as warp 0 found it (kSeqCost > 0), 5 ints.
-constexpr int kRangeInts = 5;
-
-// The split's cost model, bf16 KV (FP8 keeps the plain even split; its own helper tunes that
-// path): every non-empty sequence counts kSeqCost units more (mla_combine::cta_tile_range), so a
-// CTA whose range crosses a sequence boundary gets fewer real units. Measured at 8 x 16K: such a
-// CTA pays 5-9 us (about 2 units) for the drain, the partial write and the next query.
-#ifndef HELIX_SM90_SEQ_COST
-#define HELIX_SM90_SEQ_COST 2
-#endif
-template <bool kFp8>
-constexpr int kSeqCost = kFp8 ? 0 : HELIX_SM90_SEQ_COST;
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -521,18 +509,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   // full[2][9], empty[2][3] (see the producer), FP8 raw chunk c of stage s: raw_base + 8 (4 s + c)
   const uint32_t bar_base = smem_u32(smem + kBarOff), raw_base = smem_u32(smem + kRawBarOff);
   const int warp = tid >> 5, lane = tid & 31;
-  // Measurement knobs (bf16): REVERSE: odd head groups take the CTA ranges backwards (the two CTAs
-  // reading one range get far-apart block indices); INTERLEAVE: the block order is (range, group)
-  // so they get consecutive ones.
-#ifndef HELIX_SM90_REVERSE
-#define HELIX_SM90_REVERSE 0
-#endif
-#ifndef HELIX_SM90_INTERLEAVE
-#define HELIX_SM90_INTERLEAVE 1
+  // bf16: the blocks go out in (range, group) order, so the head groups' CTAs that read the same
+  // tiles get consecutive block indices (likely the two SMs of one TPC): at 8 x 16K the kernel took
+  // 0.87x the time of the (group, range) order, 0.89x at 32 x 16K, 0.95-0.98x at 64K-128K (H200,
+  // bench/RESULTS.md, "sm90 MLA kernel (session 6, h128)").
+#ifndef HELIX_SM90_INTERLEAVE_FP8
+#define HELIX_SM90_INTERLEAVE_FP8 0
 #endif
   int cta = blockIdx.x, group = blockIdx.y;
-  if (!kFp8 && HELIX_SM90_REVERSE && (group & 1)) cta = gridDim.x - 1 - blockIdx.x;
-  if (!kFp8 && HELIX_SM90_INTERLEAVE) {
+  if (!kFp8 || HELIX_SM90_INTERLEAVE_FP8) {
     const int lin = blockIdx.y * gridDim.x + blockIdx.x;
     cta = lin / gridDim.y;
     group = lin % gridDim.y;
@@ -555,56 +540,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   // this grid to finish before it reads the partials.
   grid_dep_wait();
   grid_dep_launch();
-  // The CTA's range [t_begin, t_end) (units: s_cum counts units), its first tile (sequence cb,
-  // tile ck within it) and its tile count (every piece but the last ends with its sequence).
-  auto tiles_of = [&](const mla_combine::TileRange& tr) {
-    int n = 0;
-    for (int b = tr.cb, k = tr.ck, u = tr.t_begin; u < tr.t_end; ++b, k = 0) {
-      const int take = s_cum[b + 1] - s_cum[b] - k < tr.t_end - u ? s_cum[b + 1] - s_cum[b] - k
-                                                                  : tr.t_end - u;
-      const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
-      n += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
-      u += take;
-    }
-    return n;
-  };
-  int t_begin, t_end, cb, ck, n_tiles;
-  if constexpr (kSeqCost<kFp8> > 0) {
-    // Warp 0 finds it (the virtual prefix sums live in the P buffers, not written before the
-    // first tile's scores) and leaves {t_begin, t_end, cb, ck, n_tiles} after s_cum.
-    int* s_vcum = reinterpret_cast<int*>(smem + kPOff);
-    int* s_tr = s_cum + a.batch + 1;
-    if (warp == 0) {
-      mla_combine::tile_prefix_sums<kUnit, false, kSeqCost<kFp8>>(a, s_cum, nullptr, lane, s_vcum);
-      __syncwarp();
-      mla_combine::TileRange tr;
-      const bool ok = mla_combine::cta_tile_range<1, kSeqCost<kFp8>>(a, s_cum, cta, tr, s_vcum);
-      const int n = ok ? tiles_of(tr) : 0;
-      if (lane == 0) {
-        s_tr[0] = tr.t_begin;
-        s_tr[1] = tr.t_end;
-        s_tr[2] = tr.cb;
-        s_tr[3] = 2 * tr.ck;
-        s_tr[4] = n;
-      }
-    }
-    __syncthreads();
-    n_tiles = s_tr[4];
-    if (n_tiles == 0) return;
-    t_begin = s_tr[0];
-    t_end = s_tr[1];
-    cb = s_tr[2];
-    ck = s_tr[3];
-  } else {
-    if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
-    __syncthreads();
-    mla_combine::TileRange tr;
-    if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
-    t_begin = tr.t_begin;
-    t_end = tr.t_end;
-    cb = tr.cb;
-    ck = 2 * tr.ck;
-    n_tiles = tiles_of(tr);
+  if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
+  __syncthreads();
+  mla_combine::TileRange tr;
+  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
+  int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
+  // Tiles of the range: every piece but the last ends with its sequence.
+  int n_tiles = 0;
+  for (int b = cb, k = tr.ck, u = t_begin; u < t_end; ++b, k = 0) {
+    const int take =
+        s_cum[b + 1] - s_cum[b] - k < t_end - u ? s_cum[b + 1] - s_cum[b] - k : t_end - u;
+    const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
+    n_tiles += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
+    u += take;
   }
 
   if (warp >= 8) {

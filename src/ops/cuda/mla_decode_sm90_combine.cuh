@@ -11,10 +11,9 @@ namespace helix::cuda::mla_sm90 {
 // (each sequence split 16-66 ways) take 512 threads: 4 groups of partials merged in shared
 // memory, so a 32-way split costs one round of L2 latency instead of 8 (batch 1 x 16K, H200:
 // 38 -> 32 us); larger batches take 128 threads (more CTAs per SM; 4 ways at batch 32).
-// kFp8: the split kernel's partition (kSeqCost).
-template <int kThreads, bool kFp8>
+template <int kThreads>
 __global__ void __launch_bounds__(kThreads) mla_sm90_combine_kernel(const Args a) {
-  mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1, kSeqCost<kFp8>>(a);
+  mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1>(a);
 }
 constexpr int kCombineSmallBatch = 4;  // batches up to this take the 512-thread combine
 
