@@ -37,6 +37,11 @@ for round in $(seq ${ROUNDS:-2}); do
     grep -E " bf16 |NON-FINITE" "$OUT/${n}_$round.log" | awk '{print $1, $2, $3, $5, $6, $12}'
   done
 done
+for n in ${EXTRA_BINS:-}; do  # EXTRA_ARGS (e.g. FP8 through the sm90 kernel), one round
+  timeout 90 "/tmp/hb/$n" $EXTRA_ARGS > "$OUT/${n}_extra.log" 2>&1
+  echo "== $n extra rc=$?"
+  grep -E "^ +[0-9]+ +[0-9]+ " "$OUT/${n}_extra.log" | awk '{print $1, $2, $3, $4, $5, $6, $12}'
+done
 for n in ${BINS1:-bench_mla_base bench_mla}; do  # batch 1
   timeout 60 "/tmp/hb/$n" --heads 128 --batches 1 --contexts 4096 16384 --skip-1m \
     > "$OUT/${n}_b1.log" 2>&1
