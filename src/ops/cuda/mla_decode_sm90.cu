@@ -107,6 +107,9 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
     return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512>, a);
   }
   cfg.blockDim = dim3(128);
+#ifdef HELIX_SM90_ONE_TRIP
+  if (!fp8) return cudaLaunchKernelEx(&cfg, mla_sm90_combine1_kernel, a);
+#endif
   return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128>, a);
 }
 
