@@ -461,9 +461,9 @@ TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
   }
 }
 
-// The sm90 kernel's split (bf16: sequence pieces charged kSeqCost units; FP8: even) over a plan's
-// launches of other batches and graph replays before the checked one: batch 1 x 16K (one sequence
-// over all CTAs of a group) to 24 sequences, long among short, empty ones between.
+// The sm90 kernel over a plan's launches of other batches (other splits over the CTAs) and graph
+// replays before the checked one: batch 1 x 16K (one sequence over all CTAs of a group) to 24
+// sequences, long among short, empty ones between; bf16 and FP8 KV.
 TEST(MlaDecodeBf16Cuda, Sm90Repeats) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const auto f32 = MlaOutDtype::kFloat32;
@@ -474,7 +474,14 @@ TEST(MlaDecodeBf16Cuda, Sm90Repeats) {
       std::vector<std::vector<int>> batches = {{9000, 0, 4000, 1, 0, 300}, uneven(64, 2500), big};
       if (!graph) batches.push_back({16384});
       for (size_t i = 0; i < batches.size(); ++i) {
-        Case c{128, 512, 64, 64, batches[i], kv, i % 2 ? MlaOutDtype::kBf16 : f32, 0,
+        Case c{128,
+               512,
+               64,
+               64,
+               batches[i],
+               kv,
+               i % 2 ? MlaOutDtype::kBf16 : f32,
+               0,
                kSeed + 60 + static_cast<unsigned>(i)};
         c.sm90 = true;
         c.nan_tail = true;

@@ -97,9 +97,6 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cudaError_t err = fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_kernel<true>, map, a)
                         : cudaLaunchKernelEx(&cfg, mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;
-#ifdef HELIX_SM90_NO_COMBINE  // measurement only: the split kernel's time alone (wrong results)
-  return cudaSuccess;
-#endif
   cfg.gridDim = dim3(a.batch, a.num_heads);
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
   if (a.batch <= kCombineSmallBatch) {
@@ -107,9 +104,6 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
     return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512>, a);
   }
   cfg.blockDim = dim3(128);
-#ifdef HELIX_SM90_ONE_TRIP
-  if (!fp8) return cudaLaunchKernelEx(&cfg, mla_sm90_combine1_kernel, a);
-#endif
   return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128>, a);
 }
 
