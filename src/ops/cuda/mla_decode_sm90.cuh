@@ -511,7 +511,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = tid >> 5, lane = tid & 31;
   // bf16: the blocks go out in (range, group) order, so the head groups' CTAs that read the same
   // tiles get consecutive block indices, and likely neighbouring SMs. On H200 that takes 0.86-0.95x
-  // the time of the (group, range) order at 16K and 0.93-0.99x at 64K-128K (bench/RESULTS.md,
+  // the time of the (group, range) order at 16K and 0.93-1.00x at 64K-128K (bench/RESULTS.md,
   // "sm90 MLA kernel (session 6, h128)"). FP8 keeps the grid's order: its speed with this one was
   // 0.98x to 1.09x, mixed, and FP8 is tuned on its own.
   int cta = blockIdx.x, group = blockIdx.y;
