@@ -60,7 +60,7 @@ if [ -n "$BP" ]; then
   echo "test_backend_ops rc=$? (${SECONDS}s)"
   grep -E "^\[  PASSED|^\[  FAILED|^\[==========\]" "$OUT/backend_ops.log"
 elif [ -x /tmp/hb/test_mla ]; then
-  timeout 240 /tmp/hb/test_mla > "$OUT/test_mla.log" 2>&1
+  timeout 240 /tmp/hb/test_mla --gtest_filter="${TEST_FILTER:-*}" > "$OUT/test_mla.log" 2>&1
   echo "test_mla rc=$? (${SECONDS}s)"
   grep -E "^\[  PASSED|^\[  FAILED|^\[==========\]" "$OUT/test_mla.log"
   grep -E -A6 "Failure" "$OUT/test_mla.log" | head -30
