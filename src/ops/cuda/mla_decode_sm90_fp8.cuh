@@ -29,6 +29,7 @@ constexpr int kFp8RowBytes = 656;
 constexpr int kFp8ScaleOff = 640;  // bytes: after c (512) and k_pe (128)
 constexpr int kConvWarps = 3;      // producer-warpgroup warps 9..11
 
+#ifdef HELIX_SM90_FP8_CVT_OLD
 // 16 e4m3 (one 16-byte piece) -> 16 bf16 (two 16-byte pieces), exactly.
 __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
   const uint32_t w[4] = {v.x, v.y, v.z, v.w};
@@ -45,30 +46,68 @@ __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
   lo = make_uint4(o[0], o[1], o[2], o[3]);
   hi = make_uint4(o[4], o[5], o[6], o[7]);
 }
+#else
+// Two e4m3 (bytes b0 = sel & 7, b1 = sel >> 12 of w, as __byte_perm selects them) -> bf16x2,
+// exactly, in integer ops and one bf16 multiply: an e4m3 byte s.eeee.mmm moved to bf16 bits
+// s.0000eeee.mmm0000 is the same value times 2^(7 - 127) (for e4m3 subnormals too: they land as
+// bf16 subnormals, which the bf16 multiply takes exactly); times 2^120 undoes the bias. The
+// conversion instructions (cvt e4m3x2 -> f16x2, f16 -> f32, f32 -> bf16x2) run at a quarter of the
+// integer rate or less, and the widening of a tile is on the FP8 path's critical chain.
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t w, uint32_t sel) {
+  const uint32_t t = __byte_perm(w, 0u, sel);  // [0, b0, 0, b1]
+  const uint32_t b = ((t & 0x7f007f00u) >> 4) | (t & 0x80008000u);
+  const __nv_bfloat162 r =
+      __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&b), __nv_bfloat162(0x1p120f, 0x1p120f));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+// 16 e4m3 (one 16-byte piece) -> 16 bf16 (two 16-byte pieces), exactly.
+__device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
+  lo = make_uint4(e4m3x2_to_bf16x2(v.x, 0x1404u), e4m3x2_to_bf16x2(v.x, 0x3424u),
+                  e4m3x2_to_bf16x2(v.y, 0x1404u), e4m3x2_to_bf16x2(v.y, 0x3424u));
+  hi = make_uint4(e4m3x2_to_bf16x2(v.z, 0x1404u), e4m3x2_to_bf16x2(v.z, 0x3424u),
+                  e4m3x2_to_bf16x2(v.w, 0x1404u), e4m3x2_to_bf16x2(v.w, 0x3424u));
+}
+#endif
 
 // Converter warp cw (0..2) over one tile in `stage` (raw chunks in slots 0..3): widens the rows
 // it owns, raw chunk 3 first, arriving on the bf16 slots' full barriers as each chunk is done.
-// Rows at or past `valid` are written as zeros (they may hold anything).
+// Rows at or past `valid` are written as zeros (they may hold anything). A chunk's pieces of the
+// warp (up to 6 per lane) are all loaded before any is widened: loads in flight together, and
+// every raw byte of the warp's rows read before the in-place step (c == 0) writes them.
 template <class WaitRaw, class WaitR, class Arrive>
 __device__ __forceinline__ void convert_tile(uint8_t* stage, int cw, int lane, int valid,
                                              WaitRaw&& wait_raw, WaitR&& wait_r, Arrive&& arrive) {
+  constexpr int kGroups = (16 + kConvWarps - 1) / kConvWarps;  // 4-row groups per warp
+#ifndef HELIX_SM90_FP8_BATCH
+#define HELIX_SM90_FP8_BATCH 2
+#endif
+  constexpr int kBatch = HELIX_SM90_FP8_BATCH;  // groups loaded before any is written
+  const int p = lane & 7;                       // physical piece of a row
   for (int c = 3; c >= 0; --c) {
     if (c == 3) wait_r();  // slots 6, 7 are the V_R part
     wait_raw(c);
 #pragma unroll
-    for (int k = 0; k < 6; ++k) {
-      const int g = cw + kConvWarps * k;  // group of 4 rows
-      if (g >= 16) break;
-      const int r = 4 * g + (lane >> 3), p = lane & 7;  // row, physical piece
-      const uint4 v = *reinterpret_cast<const uint4*>(stage + c * kChunkBytes + r * 128 + p * 16);
-      __syncwarp();  // the row's raw pieces are all read before any of it is written (c == 0)
-      const int lp = p ^ (r & 7);  // logical piece: e4m3 dims 16 lp .. 16 lp + 15 of chunk c
-      uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-      if (r < valid) widen16(v, lo, hi);
-      uint8_t* dst = stage + (2 * c + (lp >> 2)) * kChunkBytes + r * 128;
-      const int q = 2 * (lp & 3);
-      *reinterpret_cast<uint4*>(dst + ((q ^ (r & 7)) << 4)) = lo;
-      *reinterpret_cast<uint4*>(dst + (((q + 1) ^ (r & 7)) << 4)) = hi;
+    for (int k0 = 0; k0 < kGroups; k0 += kBatch) {
+      uint4 v[kBatch];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int r = 4 * (cw + kConvWarps * (k0 + k)) + (lane >> 3);  // row (4-row groups)
+        if (r < kTile) v[k] = *reinterpret_cast<const uint4*>(stage + c * kChunkBytes + r * 128 + p * 16);
+      }
+      __syncwarp();  // these rows' raw pieces are all read before any is written (c == 0)
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int r = 4 * (cw + kConvWarps * (k0 + k)) + (lane >> 3);
+        if (r < kTile) {
+          const int lp = p ^ (r & 7);  // logical piece: e4m3 dims 16 lp .. 16 lp + 15 of chunk c
+          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+          if (r < valid) widen16(v[k], lo, hi);
+          uint8_t* dst = stage + (2 * c + (lp >> 2)) * kChunkBytes + r * 128;
+          const int q = 2 * (lp & 3);
+          *reinterpret_cast<uint4*>(dst + ((q ^ (r & 7)) << 4)) = lo;
+          *reinterpret_cast<uint4*>(dst + (((q + 1) ^ (r & 7)) << 4)) = hi;
+        }
+      }
     }
     fence_async_smem();  // generic-proxy writes -> the wgmma reads
     __syncwarp();

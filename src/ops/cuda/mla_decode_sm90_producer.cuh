@@ -64,14 +64,23 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
     const uint32_t dst = kv_smem + s * kStageBytes;
     const uint32_t parity = ((i >> 1) - 1) & 1;
     if constexpr (kFp8) {
+#ifdef HELIX_SM90_FP8_PROD_OLD
+      constexpr bool kOld = true;
+#else
+      constexpr bool kOld = false;
+#endif
       // k_pe (bytes 512..639) into the rope slot, then the 4 raw e4m3 chunks into slots 0..3
-      // (the V_L part; the converters widen them, see mla_decode_sm90_fp8.cuh).
+      // (the V_L part; the converters widen them, see mla_decode_sm90_fp8.cuh), in the order the
+      // converters take them (3 first). The token scales go last, after the TMA of raw chunks
+      // 3..1 is under way: 64 cp.async of one thread, which only the consumers read, after the
+      // tile's last latent chunk (raw 0), whose barrier therefore also waits for them.
       for (int cc = 0; cc < 5; ++cc) {
         if (i >= kStages && cc < 2) mbar_wait(empty_bar(s, cc == 0 ? kPartRope : kPartL), parity);
-        if (cc == 1) {
+        const int rc = kOld ? cc - 1 : 4 - cc;  // raw chunk (cc >= 1)
+        const int sc_bar = kOld ? 3 : 0;         // the raw barrier the scales complete on
+        if (cc >= 1 && rc == sc_bar) {
           // The tile's token scales (0 past the end) into this stage's slot (last read
-          // before the V_L part was released); raw chunk 3's barrier also waits for them, so
-          // the arrive goes before that barrier's expect_tx.
+          // before the V_L part was released); the arrive goes before that barrier's expect_tx.
           const uint32_t sc_dst = smem_u32(smem + kScaleOff) + s * kTile * 4;
 #pragma unroll
           for (int x = 0; x < kTile / 16; ++x) {
@@ -83,17 +92,16 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
                         r < valid ? 4u : 0u);
             }
           }
-          cp_async_mbar_arrive(raw_base + 8 * (4 * s + 3));
+          cp_async_mbar_arrive(raw_base + 8 * (4 * s + sc_bar));
         }
-        const int slot = cc == 0 ? kChunks - 1 : cc - 1;
-        const uint32_t fb =
-            cc == 0 ? full_bar(s) + 8 * (kChunks - 1) : raw_base + 8 * (4 * s + cc - 1);
+        const int slot = cc == 0 ? kChunks - 1 : rc;
+        const uint32_t fb = cc == 0 ? full_bar(s) + 8 * (kChunks - 1) : raw_base + 8 * (4 * s + rc);
         mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
 #pragma unroll
         for (int x = 0; x < kTile / 16; ++x)
           if (x < nbox)
-            tma_load_2d(dst + slot * kChunkBytes + x * box * 128, &kv_map,
-                        cc == 0 ? kL : 128 * (cc - 1), rows[x], fb);
+            tma_load_2d(dst + slot * kChunkBytes + x * box * 128, &kv_map, cc == 0 ? kL : 128 * rc,
+                        rows[x], fb);
       }
     } else {
       // Rope chunk first (free first, read first), then V_L, then V_R. A part's barrier wait
