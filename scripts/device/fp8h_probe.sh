@@ -34,31 +34,29 @@ if [ -n "${NCU:-}" ]; then
   for n in ${NCU_BINS:-bench_mla}; do
     timeout ${NT:-150} $NCUB --clock-control none --cache-control none --kernel-name-base mangled \
       -k regex:mla_sm90_kernelILb1 -c 1 --section WarpStateStats --section SourceCounters \
-      --section SpeedOfLight -o "$OUT/ncu_$n" -f /tmp/fb/$n $NCU > "$OUT/ncu_$n.log" 2>&1
-    echo "== ncu $n rc=$?"; tail -2 "$OUT/ncu_$n.log"
-    $NCUB -i "$OUT/ncu_$n.ncu-rep" --page details > "$OUT/ncu_${n}_details.txt" 2>&1
-    grep -E "Duration|Warp Cycles Per Issued|Issue Slots Busy|Compute \(SM\) Throughput|Stall" "$OUT/ncu_${n}_details.txt" | head -20
-    $NCUB -i "$OUT/ncu_$n.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_${n}_sass.csv" 2> "$OUT/ncu_${n}_sass.err"
-    echo "sass csv rc=$? lines $(wc -l < "$OUT/ncu_${n}_sass.csv")"; head -c 300 "$OUT/ncu_${n}_sass.err"
-    python3 - "$OUT/ncu_${n}_sass.csv" <<'PY' || true
+      --section SpeedOfLight -o /tmp/ncu_$n -f /tmp/fb/$n $NCU > /tmp/ncu_$n.log 2>&1
+    echo "== ncu $n rc=$?"; tail -1 /tmp/ncu_$n.log
+    $NCUB -i /tmp/ncu_$n.ncu-rep --page details > /tmp/ncu_${n}_details.txt 2>&1
+    grep -E "Duration|Warp Cycles Per Issued|Compute \(SM\) Throughput" /tmp/ncu_${n}_details.txt | head -5
+    $NCUB -i /tmp/ncu_$n.ncu-rep --page source --csv --print-source sass > /tmp/ncu_${n}_sass.csv 2>/dev/null
+    python3 - /tmp/ncu_${n}_sass.csv > "$OUT/ncu_${n}_stalls.txt" <<'PY' || true
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
-hi = next(i for i, r in enumerate(rows) if any("Source" == c or "Address" == c for c in r))
-hdr = rows[hi]; data = rows[hi + 1:]
-print("columns:", [h for h in hdr][:40])
-def col(name):
-    for i, h in enumerate(hdr):
-        if h == name: return i
-    return None
-si = col("Source"); wi = col("Warp Stall Sampling (All Samples)") or col("Warp Stall Sampling (All Cycles)")
-if wi is None:
-    print("no sampling column"); sys.exit()
+hi = next(i for i, r in enumerate(rows) if "Source" in r)
+hdr = rows[hi]; data = [r for r in rows[hi + 1:] if len(r) == len(hdr)]
+si = hdr.index("Source"); wi = hdr.index("Warp Stall Sampling (All Samples)")
+st = [i for i, h in enumerate(hdr) if h.startswith("stall_")]
 f = lambda x: float(x.replace(",", "") or 0)
-tot = sum(f(r[wi]) for r in data if len(r) > wi)
-top = sorted(data, key=lambda r: -f(r[wi]) if len(r) > wi else 0)[:45]
+tot = sum(f(r[wi]) for r in data)
 print(f"total samples {tot:.0f}")
-for r in top:
-    print(f"{f(r[wi]) / tot * 100:5.1f}% {r[0][:8]:8} {r[si][:110]}")
+order = sorted(range(len(data)), key=lambda i: -f(data[i][wi]))
+for i in order[:14]:
+    r = data[i]
+    reasons = sorted(((f(r[j]), hdr[j]) for j in st), reverse=True)[:3]
+    print(f"--- {f(r[wi]) / tot * 100:5.1f}% line {i}: {r[si][:90]}   " + " ".join(f"{n}={v:.0f}" for v, n in reasons if v > 0))
+    for k in range(max(0, i - 7), min(len(data), i + 2)):
+        print(f"      {k:5d} {f(data[k][wi]):6.0f} {data[k][si][:100]}")
 PY
+    head -c 9000 "$OUT/ncu_${n}_stalls.txt"
   done
 fi
