@@ -396,6 +396,15 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
+          if constexpr (kFp8 && kWg1Convert) {
+            // Groups kWg1Group.. of tile b (the rest is the converter warps'): its V_R part was
+            // released by this warpgroup's last P.V, its raw chunks are waited for here.
+            const uint32_t raw_base = smem_u32(smem + kRawBarOff);
+            convert_tile(
+                s_kv + sb * kStageBytes, kWg1Group + wq, 4, 16, lane, vb,
+                [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
+            bar_sync(kBarWg + WG, 128);
+          }
           score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
                            s_sc + sb * kTile, t, [] {});
           wg_wait<0>();

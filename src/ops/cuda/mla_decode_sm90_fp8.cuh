@@ -28,6 +28,14 @@ namespace helix::cuda::mla_sm90 {
 constexpr int kFp8RowBytes = 656;
 constexpr int kFp8ScaleOff = 640;  // bytes: after c (512) and k_pe (128)
 constexpr int kConvWarps = 3;      // producer-warpgroup warps 9..11
+#ifdef HELIX_SM90_FP8_WG1CVT
+constexpr bool kWg1Convert = true;
+#else
+constexpr bool kWg1Convert = false;
+#endif
+// Tile b of a consumer pair: the converter warps widen 4-row groups 0..kWg1Group - 1, WG1 the rest
+// itself (it waits for that tile anyway).
+constexpr int kWg1Group = 7;
 
 #ifdef HELIX_SM90_FP8_CVT_OLD
 // 16 e4m3 (one 16-byte piece) -> 16 bf16 (two 16-byte pieces), exactly.
@@ -69,15 +77,17 @@ __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
 }
 #endif
 
-// Converter warp cw (0..2) over one tile in `stage` (raw chunks in slots 0..3): widens the rows
-// it owns, raw chunk 3 first, arriving on the bf16 slots' full barriers as each chunk is done.
-// Rows at or past `valid` are written as zeros (they may hold anything). A chunk's pieces of the
-// warp (up to 6 per lane) are all loaded before any is widened: loads in flight together, and
-// every raw byte of the warp's rows read before the in-place step (c == 0) writes them.
+// One warp's part of a tile in `stage` (raw chunks in slots 0..3): the 4-row groups g0, g0 +
+// stride, ... below g_end (the converter warps: cw, 3; a tile's 16 groups), raw chunk 3 first,
+// arriving on the bf16 slots' full barriers as each chunk is done. Rows at or past `valid` are
+// written as zeros (they may hold anything). Each warp owns whole rows, and the pieces of a batch
+// of groups are all loaded before any is written: every raw byte of a row is read before the
+// in-place step (c == 0) writes it.
 template <class WaitRaw, class WaitR, class Arrive>
-__device__ __forceinline__ void convert_tile(uint8_t* stage, int cw, int lane, int valid,
-                                             WaitRaw&& wait_raw, WaitR&& wait_r, Arrive&& arrive) {
-  constexpr int kGroups = (16 + kConvWarps - 1) / kConvWarps;  // 4-row groups per warp
+__device__ __forceinline__ void convert_tile(uint8_t* stage, int g0, int stride, int g_end, int lane,
+                                             int valid, WaitRaw&& wait_raw, WaitR&& wait_r,
+                                             Arrive&& arrive) {
+  constexpr int kGroups = (16 + kConvWarps - 1) / kConvWarps;  // most 4-row groups of a warp
 #ifndef HELIX_SM90_FP8_BATCH
 #define HELIX_SM90_FP8_BATCH 2
 #endif
@@ -91,14 +101,15 @@ __device__ __forceinline__ void convert_tile(uint8_t* stage, int cw, int lane, i
       uint4 v[kBatch];
 #pragma unroll
       for (int k = 0; k < kBatch; ++k) {
-        const int r = 4 * (cw + kConvWarps * (k0 + k)) + (lane >> 3);  // row (4-row groups)
-        if (r < kTile) v[k] = *reinterpret_cast<const uint4*>(stage + c * kChunkBytes + r * 128 + p * 16);
+        const int g = g0 + stride * (k0 + k), r = 4 * g + (lane >> 3);  // group, row
+        if (g < g_end)
+          v[k] = *reinterpret_cast<const uint4*>(stage + c * kChunkBytes + r * 128 + p * 16);
       }
       __syncwarp();  // these rows' raw pieces are all read before any is written (c == 0)
 #pragma unroll
       for (int k = 0; k < kBatch; ++k) {
-        const int r = 4 * (cw + kConvWarps * (k0 + k)) + (lane >> 3);
-        if (r < kTile) {
+        const int g = g0 + stride * (k0 + k), r = 4 * g + (lane >> 3);
+        if (g < g_end) {
           const int lp = p ^ (r & 7);  // logical piece: e4m3 dims 16 lp .. 16 lp + 15 of chunk c
           uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
           if (r < valid) widen16(v[k], lo, hi);

@@ -21,7 +21,10 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
                                               int lane, int n_tiles, int cb, int ck) {
   float* s_sc = reinterpret_cast<float*>(smem + kScaleOff);
   const int sr = 32 * cw + lane;  // the row whose scale this lane fetches (warps 0, 1)
+  int ck0 = ck;                   // the first tile of the current sequence piece (pairs from it)
   for (int i = 0; i < n_tiles; ++i) {
+    // Tile b of a consumer pair (odd within its piece): WG1 widens groups kWg1Group.. itself.
+    const int g_end = kWg1Convert && ((ck - ck0) & 1) ? kWg1Group : 16;
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
     const int len = seq_tokens(a, cb);
@@ -38,7 +41,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
       scale = __ldg(reinterpret_cast<const float*>(a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff));
     }
     convert_tile(
-        smem + kKvOff + s * kStageBytes, cw, lane, valid,
+        smem + kKvOff + s * kStageBytes, cw, kConvWarps, g_end, lane, valid,
         [&](int c) {
           mbar_wait(raw_base + 8 * (4 * s + c), full_par);
           if (!kScalesByProducer && c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale;
@@ -53,6 +56,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
         });
     if (++ck >= (len + kTile - 1) / kTile) {
       ck = 0;
+      ck0 = 0;
       ++cb;
       while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
     }
