@@ -369,12 +369,20 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         rescale(o, f0, f1);
         if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 0, va, tw, WG);
         pv_rs(o, p, kv_u32 + sa * kStageBytes);
+        if constexpr (kFp8 && kFp8EarlyRelease) {
+          // FP8: tile a + 2's raw chunks land in this V_L part; free it before waiting for P_b
+          // (which waits for tile b's widening), not after.
+          wg_wait<0>();
+          release(sa, kPartL);
+        }
         if (has_b) {
           bar_sync(kBarPb, kConsumerThreads);  // P_b and m1 in smem
           const float b0 = s_m[kHeads + r0], b1 = s_m[kHeads + r0 + 8];
           const float g0 = exp2_fast(m_0 - b0), g1 = exp2_fast(m_1 - b1);
-          wg_wait<0>();
-          release(sa, kPartL);
+          if constexpr (!(kFp8 && kFp8EarlyRelease)) {
+            wg_wait<0>();
+            release(sa, kPartL);
+          }
           rescale(o, g0, g1);
           l_0 *= g0;
           l_1 *= g1;
@@ -389,10 +397,59 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
             wg_wait<0>();
             release_pending();
           }
-        } else {
+        } else if constexpr (!(kFp8 && kFp8EarlyRelease)) {
           wg_wait<0>();
           release(sa, kPartL);
         }
+      } else if constexpr (kFp8 && kFp8PaFirst) {
+        // FP8, WG1: P_a V_a[:, 256:512] goes first (it needs only WG0's P_a), then tile b's scores
+        // (which wait for its widening); tile a's V_R part and the P_a buffer are freed as soon as
+        // that P.V is done, so tile a + 2's widening does not wait for tile b's.
+        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
+        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
+        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
+        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
+        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
+        auto free_a = [&] {
+          release(sa, kPartR);
+          bar_arrive(kBarP0Free, kConsumerThreads);
+        };
+        float n0 = a0, n1 = a1, sum0 = 0.f, sum1 = 0.f;
+        if (has_b) {
+          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
+                           s_sc + sb * kTile, t, [&] {
+                             wg_wait<1>();  // all but the latent score MMAs: the P_a.V above
+                             free_a();
+                           });
+          wg_wait<0>();
+          release(sb, kPartRope);
+          float mx0, mx1;
+          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
+          n0 = fmaxf(a0, mx0);
+          n1 = fmaxf(a1, mx1);
+          bar_sync(kBarP1Free, kConsumerThreads);
+          exp_pack<kFp8>(s, n0, n1, p, s_p + kPBytes, r0, t, s_sc + sb * kTile, sum0, sum1);
+          if (t == 0) {
+            s_m[kHeads + r0] = n0;
+            s_m[kHeads + r0 + 8] = n1;
+          }
+          fence_async_smem();
+          bar_arrive(kBarPb, kConsumerThreads);
+        } else {
+          wg_wait<0>();
+          free_a();
+        }
+        l_0 = l_0 * exp2_fast(m_0 - n0) + sum0;
+        l_1 = l_1 * exp2_fast(m_1 - n1) + sum1;
+        if (has_b) {
+          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
+          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
+          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
+          wg_wait<0>();
+          release(sb, kPartR);
+        }
+        m_0 = n0;
+        m_1 = n1;
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {

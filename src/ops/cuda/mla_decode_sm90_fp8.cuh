@@ -33,6 +33,16 @@ constexpr bool kWg1Convert = true;
 #else
 constexpr bool kWg1Convert = false;
 #endif
+#ifdef HELIX_SM90_FP8_EARLY_L
+constexpr bool kFp8EarlyRelease = true;
+#else
+constexpr bool kFp8EarlyRelease = false;
+#endif
+#ifdef HELIX_SM90_FP8_PA_FIRST
+constexpr bool kFp8PaFirst = true;
+#else
+constexpr bool kFp8PaFirst = false;
+#endif
 // Tile b of a consumer pair: the converter warps widen 4-row groups 0..kWg1Group - 1, WG1 the rest
 // itself (it waits for that tile anyway).
 constexpr int kWg1Group = 7;
