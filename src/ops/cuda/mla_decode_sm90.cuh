@@ -405,6 +405,16 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // FP8, WG1: P_a V_a[:, 256:512] goes first (it needs only WG0's P_a), then tile b's scores
         // (which wait for its widening); tile a's V_R part and the P_a buffer are freed as soon as
         // that P.V is done, so tile a + 2's widening does not wait for tile b's.
+        if (kWg1Convert && has_b) {
+          // Groups kWg1Group.. of tile b (the rest is the converter warps'), before waiting for
+          // P_a: its V_R part was released by this warpgroup's last P.V, its raw chunks are
+          // waited for here.
+          const uint32_t raw_base = smem_u32(smem + kRawBarOff);
+          convert_tile(
+              s_kv + sb * kStageBytes, kWg1Group + wq, 4, 16, lane, vb,
+              [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
+          bar_sync(kBarWg + WG, 128);
+        }
         bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
         const float a0 = s_m[r0], a1 = s_m[r0 + 8];
         rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));

@@ -45,7 +45,10 @@ constexpr bool kFp8PaFirst = false;
 #endif
 // Tile b of a consumer pair: the converter warps widen 4-row groups 0..kWg1Group - 1, WG1 the rest
 // itself (it waits for that tile anyway).
-constexpr int kWg1Group = 7;
+#ifndef HELIX_SM90_FP8_WG1_GROUP
+#define HELIX_SM90_FP8_WG1_GROUP 7
+#endif
+constexpr int kWg1Group = HELIX_SM90_FP8_WG1_GROUP;
 
 #ifdef HELIX_SM90_FP8_CVT_OLD
 // 16 e4m3 (one 16-byte piece) -> 16 bf16 (two 16-byte pieces), exactly.
