@@ -391,7 +391,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
           pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
           pending_stage = sb;  // released after the next wait
-          if constexpr (kFp8) {
+          if constexpr (kFp8 && !kFp8LateB) {
             // FP8: the next tile b's raw chunks land in this V_L part; free it now rather than
             // one score MMA later (the widening after the load is on the critical path).
             wg_wait<0>();

@@ -38,6 +38,11 @@ constexpr bool kFp8EarlyRelease = true;
 #else
 constexpr bool kFp8EarlyRelease = false;
 #endif
+#ifdef HELIX_SM90_FP8_LATE_B
+constexpr bool kFp8LateB = true;
+#else
+constexpr bool kFp8LateB = false;
+#endif
 #ifdef HELIX_SM90_FP8_PA_FIRST
 constexpr bool kFp8PaFirst = true;
 #else
