@@ -21,10 +21,12 @@
 // At a sequence boundary the CTA writes the finished sequence (final, or a partial for the
 // combine kernel) and loads the next query (cp.async, all pieces in flight). FP8 KV
 // (mla_decode_sm90_fp8.cuh): the raw e4m3 chunks are widened to this same bf16 layout in shared
-// memory by three more producer warps, the token scales applied per score column and folded
-// into P. Both kernels go out with programmatic dependent launch (mla_decode_sm90.cu). Rows of a
-// tile past the sequence's end are zeroed in shared memory before the P.V MMAs (they may hold
-// anything, NaN included; their P is 0).
+// memory (tile a by three more producer warps, tile b by WG1 itself), the token scales applied
+// per score column and folded into P; WG0 frees a tile's V_L part as soon as its P_a.V is done,
+// and WG1 runs P_a.V before tile b's scores, so the stage of tile a + 2 is refilled without
+// waiting for tile b. Both kernels go out with programmatic dependent launch (mla_decode_sm90.cu).
+// Rows of a tile past the sequence's end are zeroed in shared memory before the P.V MMAs (they may
+// hold anything, NaN included; their P is 0).
 #include <cuda.h>  // CUtensorMap (type only; the encoder is fetched through the runtime)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -369,7 +371,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         rescale(o, f0, f1);
         if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 0, va, tw, WG);
         pv_rs(o, p, kv_u32 + sa * kStageBytes);
-        if constexpr (kFp8 && kFp8EarlyRelease) {
+        if constexpr (kFp8) {
           // FP8: tile a + 2's raw chunks land in this V_L part; free it before waiting for P_b
           // (which waits for tile b's widening), not after.
           wg_wait<0>();
@@ -379,7 +381,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           bar_sync(kBarPb, kConsumerThreads);  // P_b and m1 in smem
           const float b0 = s_m[kHeads + r0], b1 = s_m[kHeads + r0 + 8];
           const float g0 = exp2_fast(m_0 - b0), g1 = exp2_fast(m_1 - b1);
-          if constexpr (!(kFp8 && kFp8EarlyRelease)) {
+          if constexpr (!kFp8) {
             wg_wait<0>();
             release(sa, kPartL);
           }
@@ -391,27 +393,28 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 0, vb, tw, WG);
           pv_ss(o, p_u32 + kPBytes, kv_u32 + sb * kStageBytes);
           pending_stage = sb;  // released after the next wait
-          if constexpr (kFp8 && !kFp8LateB) {
+          if constexpr (kFp8) {
             // FP8: the next tile b's raw chunks land in this V_L part; free it now rather than
             // one score MMA later (the widening after the load is on the critical path).
             wg_wait<0>();
             release_pending();
           }
-        } else if constexpr (!(kFp8 && kFp8EarlyRelease)) {
+        } else if constexpr (!kFp8) {
           wg_wait<0>();
           release(sa, kPartL);
         }
-      } else if constexpr (kFp8 && kFp8PaFirst) {
+      } else if constexpr (kFp8) {
         // FP8, WG1: P_a V_a[:, 256:512] goes first (it needs only WG0's P_a), then tile b's scores
         // (which wait for its widening); tile a's V_R part and the P_a buffer are freed as soon as
         // that P.V is done, so tile a + 2's widening does not wait for tile b's.
-        if (kWg1Convert && has_b) {
-          // Groups kWg1Group.. of tile b (the rest is the converter warps'), before waiting for
+        if (has_b) {
+          // Tile b is this warpgroup's to widen (mla_decode_sm90_fp8.cuh), before it waits for
           // P_a: its V_R part was released by this warpgroup's last P.V, its raw chunks are
-          // waited for here.
+          // waited for here (leaving it to the converter warps, as tile a, was 1.02-1.07x slower;
+          // they widening 7 of its 16 row groups, about as slow).
           const uint32_t raw_base = smem_u32(smem + kRawBarOff);
           convert_tile(
-              s_kv + sb * kStageBytes, kWg1Group + wq, 4, 16, lane, vb,
+              s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
               [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
           bar_sync(kBarWg + WG, 128);
         }
@@ -463,15 +466,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
-          if constexpr (kFp8 && kWg1Convert) {
-            // Groups kWg1Group.. of tile b (the rest is the converter warps'): its V_R part was
-            // released by this warpgroup's last P.V, its raw chunks are waited for here.
-            const uint32_t raw_base = smem_u32(smem + kRawBarOff);
-            convert_tile(
-                s_kv + sb * kStageBytes, kWg1Group + wq, 4, 16, lane, vb,
-                [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
-            bar_sync(kBarWg + WG, 128);
-          }
           score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
                            s_sc + sb * kTile, t, [] {});
           wg_wait<0>();
