@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include "core/kv_fp8_layout.h"
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/mla_decode_bf16_args.h"
 #include "ops/cuda/mla_decode_lat.h"
@@ -159,7 +160,7 @@ size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
 
 size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
   if (dtype == MlaKvDtype::kBf16) return 2 * static_cast<size_t>(kv_lora_rank + rope_dim);
-  return (static_cast<size_t>(kv_lora_rank) + 2 * rope_dim + 4 + 15) / 16 * 16;
+  return kv_fp8_row_bytes_for(kv_lora_rank, rope_dim);
 }
 
 size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
