@@ -19,7 +19,7 @@ v = [float(x) for x in re.findall(r"rel_l2 out ([0-9.e+-]+)", open(sys.argv[1]).
 print(f"cases {len(v)}, worst rel L2 of out {max(v):.2e}" if v else "no rel_l2 lines")
 PY
 if [ -d tbin ]; then  # the cmake build's test binaries (HELIX_SOURCE_DIR = /work/wt/fp8h)
-  mkdir -p /work/wt; ln -sfn "$PWD" /work/wt/fp8h
+  mkdir -p /work/wt; ln -sfn "$(cd ../.. && pwd)" /work/wt/fp8h  # the tree root (models/, fixtures)
   for f in tbin/*.gz; do gunzip -c "$f" > /tmp/fb/$(basename "$f" .gz); chmod +x /tmp/fb/$(basename "$f" .gz); done
   ldd /tmp/fb/helix_cuda_tests /tmp/fb/test_backend_ops | grep "not found"
   timeout 300 /tmp/fb/helix_cuda_tests --gtest_filter='*Mla*' > "$OUT/cuda_tests_mla.log" 2>&1
