@@ -450,6 +450,11 @@ TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
     sm90(c);
   }
   sm90({100, 512, 64, 32, {4096}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 42});
+  // 4 and 3 head groups; odd piece lengths (a sequence's last tile alone: a tile a, no tile b)
+  sm90({256, 512, 64, 32, uneven(32, 1200), fp8, MlaOutDtype::kFloat32, 0, kSeed + 46});
+  sm90({192, 512, 64, 64, uneven(64, 900), fp8, MlaOutDtype::kFloat32, 0, kSeed + 47});
+  sm90(
+      {128, 512, 64, 64, {64 * 5, 64 * 3 + 1, 64, 130}, fp8, MlaOutDtype::kFloat32, 3, kSeed + 48});
   sm90({64, 512, 64, 64, {1, 1, 1, 2}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 43});
   for (int ctas : {1, 7, 500})
     sm90({128, 512, 64, 16, uneven(16, 1000), fp8, MlaOutDtype::kFloat32, ctas, kSeed + 50 + ctas});
