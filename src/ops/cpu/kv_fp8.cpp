@@ -4,12 +4,13 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/kv_fp8_layout.h"
 #include "ops/ops.h"
 
 namespace helix {
 
 size_t kv_fp8_row_bytes(int kv_lora_rank, int rope_dim) {
-  return (static_cast<size_t>(kv_lora_rank) + 2 * static_cast<size_t>(rope_dim) + 4 + 15) / 16 * 16;
+  return kv_fp8_row_bytes_for(kv_lora_rank, rope_dim);
 }
 
 void kv_fp8_write_row(const float* src, int kv_lora_rank, int rope_dim, uint8_t* row) {

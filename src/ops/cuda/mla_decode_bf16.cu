@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include "core/kv_fp8_layout.h"
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/mla_decode_bf16_args.h"
 #include "ops/cuda/mla_decode_lat.h"
@@ -39,12 +40,11 @@ bool auto_like(const MlaPlanDesc& d) {
   return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency;
 }
 
-// The sm90 kernel for H >= 64 (mla_decode_sm90.h). FP8 KV under kAuto only up to batch 16: on
-// H200 it is 1.0-1.6x the wgmma kernel there, but 0.89-0.97x at batch 32-64 with >= 64K contexts
-// (bench/RESULTS.md, "sm90 MLA kernel (session 4)").
+// The sm90 kernel for H >= 64 (mla_decode_sm90.h), FP8 KV included at every batch it takes: on
+// H200 its FP8 path is 1.3-1.5x the wgmma kernel at batch 32-64 x 16K-64K (bench/RESULTS.md,
+// "FP8 at 128 heads (session 6, fp8h)"; before that session it was kept to batch <= 16).
 bool sm90_for(const MlaPlanDesc& d) {
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
-  if (auto_like(d) && fp8 && d.max_batch > 16) return false;
   return (auto_like(d) || d.kernel == MlaKernelChoice::kSm90) &&
          cuda::mla_sm90::eligible(d.num_heads, d.kv_lora_rank, d.rope_dim, fp8, d.max_batch);
 }
@@ -160,7 +160,7 @@ size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
 
 size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
   if (dtype == MlaKvDtype::kBf16) return 2 * static_cast<size_t>(kv_lora_rank + rope_dim);
-  return (static_cast<size_t>(kv_lora_rank) + 2 * rope_dim + 4 + 15) / 16 * 16;
+  return kv_fp8_row_bytes_for(kv_lora_rank, rope_dim);
 }
 
 size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
