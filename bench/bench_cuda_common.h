@@ -25,10 +25,9 @@
 namespace helix::bench {
 
 // Median milliseconds of `iters` timed runs of fn (after `warmup` untimed ones), by CUDA events
-// recorded on `stream` around each run. Each run starts on an idle GPU, so the time includes the
-// host's launch latency and a warm L2 (QueuedTimer below excludes both).
-template <typename Fn>
-double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
+// recorded on `stream` around each run; before() is enqueued ahead of each run's start event.
+template <typename Before, typename Fn>
+double median_event_ms(Before&& before, Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   for (int i = 0; i < warmup; ++i) fn();
   CHECK_CUDA(cudaStreamSynchronize(stream));
   cudaEvent_t start, stop;
@@ -36,6 +35,7 @@ double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   CHECK_CUDA(cudaEventCreate(&stop));
   std::vector<double> ms;
   for (int i = 0; i < iters; ++i) {
+    before();
     CHECK_CUDA(cudaEventRecord(start, stream));
     fn();
     CHECK_CUDA(cudaEventRecord(stop, stream));
@@ -48,6 +48,13 @@ double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
   CHECK_CUDA(cudaEventDestroy(stop));
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+// The same with nothing before each run: each run starts on an idle GPU, so the time includes the
+// host's launch latency and a warm L2 (QueuedTimer below excludes both).
+template <typename Fn>
+double time_ms(Fn&& fn, int warmup, int iters, cudaStream_t stream) {
+  return median_event_ms([] {}, fn, warmup, iters, stream);
 }
 
 // Reads a buffer of `bytes` (bench_flush.cu): clean lines of it replace whatever L2 held.
@@ -77,28 +84,9 @@ class QueuedTimer {
 
   template <typename Fn>
   double ms(Fn&& fn, int warmup, int iters) {
-    for (int i = 0; i < warmup; ++i) fn();
-    CHECK_CUDA(cudaStreamSynchronize(stream_));
-    cudaEvent_t start, stop;
-    CHECK_CUDA(cudaEventCreate(&start));
-    CHECK_CUDA(cudaEventCreate(&stop));
-    std::vector<double> ms;
-    for (int i = 0; i < iters; ++i) {
-      CHECK_CUDA(l2_flush_read(flush_, bytes_,
-                               reinterpret_cast<unsigned*>(static_cast<char*>(flush_) + bytes_),
-                               stream_));
-      CHECK_CUDA(cudaEventRecord(start, stream_));
-      fn();
-      CHECK_CUDA(cudaEventRecord(stop, stream_));
-      CHECK_CUDA(cudaEventSynchronize(stop));
-      float t = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-      ms.push_back(t);
-    }
-    CHECK_CUDA(cudaEventDestroy(start));
-    CHECK_CUDA(cudaEventDestroy(stop));
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
+    auto* sink = reinterpret_cast<unsigned*>(static_cast<char*>(flush_) + bytes_);
+    return median_event_ms([&] { CHECK_CUDA(l2_flush_read(flush_, bytes_, sink, stream_)); }, fn,
+                           warmup, iters, stream_);
   }
 
  private:

@@ -49,6 +49,10 @@ struct Case {
   // Launch through a captured CUDA graph, replayed twice with the outputs poisoned in between
   // (graph-stable launches: programmatic dependent launch, no state left between replays).
   bool graph = false;
+  // Launches before the checked one, on the same plan: batches B - 1, B, B - 3, B, ... on the
+  // stream (other splits over the CTAs), or more graph replays: nothing a launch leaves behind
+  // may change the next.
+  int repeats = 0;
 };
 
 std::string describe(const Case& c) {
@@ -266,7 +270,7 @@ void run_case(const Case& c) {
     CUDA_OK(mla_decode_bf16_cuda(p, plan, st));
     CUDA_OK(cudaStreamEndCapture(st, &g));
     CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
-    CUDA_OK(cudaGraphLaunch(ge, st));
+    for (int r = 0; r <= c.repeats; ++r) CUDA_OK(cudaGraphLaunch(ge, st));
     CUDA_OK(cudaStreamSynchronize(st));
     d_out32.poison();
     d_out16.poison();
@@ -278,6 +282,18 @@ void run_case(const Case& c) {
     CUDA_OK(cudaGraphDestroy(g));
     CUDA_OK(cudaStreamDestroy(st));
   } else {
+    for (int r = 0; r < c.repeats; ++r) {
+      MlaDecodeBf16Params pr = p;
+      pr.batch = r % 2 ? B : std::max(1, B - 1 - r);
+      CUDA_OK(mla_decode_bf16_cuda(pr, plan, nullptr));
+    }
+    if (c.repeats > 0) {
+      CUDA_OK(cudaDeviceSynchronize());
+      d_out32.poison();
+      d_out16.poison();
+      d_lse.poison();
+      CUDA_OK(cudaDeviceSynchronize());
+    }
     CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
   }
   CUDA_OK(cudaDeviceSynchronize());
@@ -434,6 +450,11 @@ TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
     sm90(c);
   }
   sm90({100, 512, 64, 32, {4096}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 42});
+  // 4 and 3 head groups; odd piece lengths (a sequence's last tile alone: a tile a, no tile b)
+  sm90({256, 512, 64, 32, uneven(32, 1200), fp8, MlaOutDtype::kFloat32, 0, kSeed + 46});
+  sm90({192, 512, 64, 64, uneven(64, 900), fp8, MlaOutDtype::kFloat32, 0, kSeed + 47});
+  sm90(
+      {128, 512, 64, 64, {64 * 5, 64 * 3 + 1, 64, 130}, fp8, MlaOutDtype::kFloat32, 3, kSeed + 48});
   sm90({64, 512, 64, 64, {1, 1, 1, 2}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 43});
   for (int ctas : {1, 7, 500})
     sm90({128, 512, 64, 16, uneven(16, 1000), fp8, MlaOutDtype::kFloat32, ctas, kSeed + 50 + ctas});
@@ -443,6 +464,42 @@ TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
     c.graph = true;
     sm90(c);
   }
+}
+
+// The sm90 kernel over a plan's launches of other batches (other splits over the CTAs) and graph
+// replays before the checked one: batch 1 x 16K (one sequence over all CTAs of a group) to 24
+// sequences, long among short, empty ones between; bf16 and FP8 KV.
+TEST(MlaDecodeBf16Cuda, Sm90Repeats) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const auto f32 = MlaOutDtype::kFloat32;
+  std::vector<int> big(24);
+  for (int b = 0; b < 24; ++b) big[b] = b % 7 == 3 ? 0 : 100 + 61 * b;
+  for (bool graph : {false, true})
+    for (auto kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3}) {
+      std::vector<std::vector<int>> batches = {{9000, 0, 4000, 1, 0, 300}, uneven(64, 2500), big};
+      if (!graph) batches.push_back({16384});
+      for (size_t i = 0; i < batches.size(); ++i) {
+        Case c{128,
+               512,
+               64,
+               64,
+               batches[i],
+               kv,
+               i % 2 ? MlaOutDtype::kBf16 : f32,
+               0,
+               kSeed + 60 + static_cast<unsigned>(i)};
+        c.sm90 = true;
+        c.nan_tail = true;
+        c.graph = graph;
+        c.repeats = 5;
+        run_case(c);
+      }
+    }
+  // 192 heads: three head groups (the block order interleaves the groups of a range)
+  Case c{192, 512, 64, 32, uneven(32, 2000), MlaKvDtype::kBf16, f32, 0, kSeed + 70};
+  c.sm90 = true;
+  c.repeats = 3;
+  run_case(c);
 }
 
 TEST(MlaDecodeBf16Cuda, AllEmpty) {

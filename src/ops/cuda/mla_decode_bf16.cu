@@ -40,12 +40,11 @@ bool auto_like(const MlaPlanDesc& d) {
   return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency;
 }
 
-// The sm90 kernel for H >= 64 (mla_decode_sm90.h). FP8 KV under kAuto only up to batch 16: on
-// H200 it is 1.0-1.6x the wgmma kernel there, but 0.89-0.97x at batch 32-64 with >= 64K contexts
-// (bench/RESULTS.md, "sm90 MLA kernel (session 4)").
+// The sm90 kernel for H >= 64 (mla_decode_sm90.h), FP8 KV included at every batch it takes: on
+// H200 its FP8 path is 1.3-1.5x the wgmma kernel at batch 32-64 x 16K-64K (bench/RESULTS.md,
+// "FP8 at 128 heads (session 6, fp8h)"; before that session it was kept to batch <= 16).
 bool sm90_for(const MlaPlanDesc& d) {
   const bool fp8 = d.kv_dtype == MlaKvDtype::kFp8E4m3;
-  if (auto_like(d) && fp8 && d.max_batch > 16) return false;
   return (auto_like(d) || d.kernel == MlaKernelChoice::kSm90) &&
          cuda::mla_sm90::eligible(d.num_heads, d.kv_lora_rank, d.rope_dim, fp8, d.max_batch);
 }

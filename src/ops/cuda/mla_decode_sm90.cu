@@ -1,5 +1,5 @@
 // Host side of the Hopper MLA decode kernel for H >= 64 (mla_decode_sm90.h): the KV pool's TMA
-// descriptor (encoded per launch on the host: no device call) and the two launches.
+// descriptor (encoded on the host, no device call, and cached per pool) and the two launches.
 #include <cudaTypedefs.h>
 
 #include "ops/cuda/mla_decode_sm90.cuh"
@@ -56,7 +56,8 @@ cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_
   return cudaSuccess;
 }
 
-cudaError_t encode_kv_map(CUtensorMap* map, const uint8_t* kv_pool, bool fp8, int box_rows) {
+static cudaError_t encode_kv_map_uncached(CUtensorMap* map, const uint8_t* kv_pool, bool fp8,
+                                          int box_rows) {
   const auto encode = encoder();
   if (!encode) return cudaErrorNotSupported;
   // A box is 128 bytes of a row (one swizzle row) x box_rows tokens of one block. The row count is
@@ -73,6 +74,37 @@ cudaError_t encode_kv_map(CUtensorMap* map, const uint8_t* kv_pool, bool fp8, in
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorInvalidValue;
   return cudaSuccess;
+}
+
+// A decode step launches with the same pool every layer: encoding costs host time each launch,
+// so the last few maps are kept per host thread (a map depends only on these three values; a
+// pool freed and reallocated at the same address gets the same map).
+cudaError_t encode_kv_map(CUtensorMap* map, const uint8_t* kv_pool, bool fp8, int box_rows) {
+  struct Entry {
+    const uint8_t* pool = nullptr;
+    bool fp8 = false;
+    int box_rows = 0;
+    cudaError_t err = cudaSuccess;
+    CUtensorMap map{};
+  };
+  constexpr int kEntries = 4;
+  thread_local Entry cache[kEntries];
+  thread_local int next = 0;
+  for (const Entry& e : cache)
+    if (e.pool == kv_pool && e.pool != nullptr && e.fp8 == fp8 && e.box_rows == box_rows) {
+      if (e.err == cudaSuccess) *map = e.map;
+      return e.err;
+    }
+  Entry& e = cache[next];
+  next = (next + 1) % kEntries;
+  e.err = encode_kv_map_uncached(&e.map, kv_pool, fp8, box_rows);
+  // Only outcomes that depend on the key alone are kept (not a transient failure).
+  const bool keep = e.err == cudaSuccess || e.err == cudaErrorNotSupported;
+  e.pool = keep ? kv_pool : nullptr;
+  e.fp8 = fp8;
+  e.box_rows = box_rows;
+  if (e.err == cudaSuccess) *map = e.map;
+  return e.err;
 }
 
 cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream) {

@@ -21,10 +21,12 @@
 // At a sequence boundary the CTA writes the finished sequence (final, or a partial for the
 // combine kernel) and loads the next query (cp.async, all pieces in flight). FP8 KV
 // (mla_decode_sm90_fp8.cuh): the raw e4m3 chunks are widened to this same bf16 layout in shared
-// memory by three more producer warps, the token scales applied per score column and folded
-// into P. Both kernels go out with programmatic dependent launch (mla_decode_sm90.cu). Rows of a
-// tile past the sequence's end are zeroed in shared memory before the P.V MMAs (they may hold
-// anything, NaN included; their P is 0).
+// memory (tile a by three more producer warps, tile b by WG1 itself), the token scales applied
+// per score column and folded into P; WG0 frees a tile's V_L part as soon as its P_a.V is done,
+// and WG1 runs P_a.V before tile b's scores, so the stage of tile a + 2 is refilled without
+// waiting for tile b. Both kernels go out with programmatic dependent launch (mla_decode_sm90.cu).
+// Rows of a tile past the sequence's end are zeroed in shared memory before the P.V MMAs (they may
+// hold anything, NaN included; their P is 0).
 #include <cuda.h>  // CUtensorMap (type only; the encoder is fetched through the runtime)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -369,12 +371,20 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         rescale(o, f0, f1);
         if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 0, va, tw, WG);
         pv_rs(o, p, kv_u32 + sa * kStageBytes);
+        if constexpr (kFp8) {
+          // FP8: tile a + 2's raw chunks land in this V_L part; free it before waiting for P_b
+          // (which waits for tile b's widening), not after.
+          wg_wait<0>();
+          release(sa, kPartL);
+        }
         if (has_b) {
           bar_sync(kBarPb, kConsumerThreads);  // P_b and m1 in smem
           const float b0 = s_m[kHeads + r0], b1 = s_m[kHeads + r0 + 8];
           const float g0 = exp2_fast(m_0 - b0), g1 = exp2_fast(m_1 - b1);
-          wg_wait<0>();
-          release(sa, kPartL);
+          if constexpr (!kFp8) {
+            wg_wait<0>();
+            release(sa, kPartL);
+          }
           rescale(o, g0, g1);
           l_0 *= g0;
           l_1 *= g1;
@@ -389,10 +399,70 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
             wg_wait<0>();
             release_pending();
           }
-        } else {
+        } else if constexpr (!kFp8) {
           wg_wait<0>();
           release(sa, kPartL);
         }
+      } else if constexpr (kFp8) {
+        // FP8, WG1: P_a V_a[:, 256:512] goes first (it needs only WG0's P_a), then tile b's scores
+        // (which wait for its widening); tile a's V_R part and the P_a buffer are freed as soon as
+        // that P.V is done, so tile a + 2's widening does not wait for tile b's.
+        if (has_b) {
+          // Tile b is this warpgroup's to widen (mla_decode_sm90_fp8.cuh), before it waits for
+          // P_a: its V_R part was released by this warpgroup's last P.V, its raw chunks are
+          // waited for here (leaving it to the converter warps, as tile a, was 1.02-1.07x slower;
+          // they widening 7 of its 16 row groups, about as slow).
+          const uint32_t raw_base = smem_u32(smem + kRawBarOff);
+          convert_tile(
+              s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
+              [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
+          bar_sync(kBarWg + WG, 128);
+        }
+        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
+        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
+        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
+        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
+        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
+        auto free_a = [&] {
+          release(sa, kPartR);
+          bar_arrive(kBarP0Free, kConsumerThreads);
+        };
+        float n0 = a0, n1 = a1, sum0 = 0.f, sum1 = 0.f;
+        if (has_b) {
+          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
+                           s_sc + sb * kTile, t, [&] {
+                             wg_wait<1>();  // all but the latent score MMAs: the P_a.V above
+                             free_a();
+                           });
+          wg_wait<0>();
+          release(sb, kPartRope);
+          float mx0, mx1;
+          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
+          n0 = fmaxf(a0, mx0);
+          n1 = fmaxf(a1, mx1);
+          bar_sync(kBarP1Free, kConsumerThreads);
+          exp_pack<kFp8>(s, n0, n1, p, s_p + kPBytes, r0, t, s_sc + sb * kTile, sum0, sum1);
+          if (t == 0) {
+            s_m[kHeads + r0] = n0;
+            s_m[kHeads + r0 + 8] = n1;
+          }
+          fence_async_smem();
+          bar_arrive(kBarPb, kConsumerThreads);
+        } else {
+          wg_wait<0>();
+          free_a();
+        }
+        l_0 = l_0 * exp2_fast(m_0 - n0) + sum0;
+        l_1 = l_1 * exp2_fast(m_1 - n1) + sum1;
+        if (has_b) {
+          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
+          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
+          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
+          wg_wait<0>();
+          release(sb, kPartR);
+        }
+        m_0 = n0;
+        m_1 = n1;
       } else {
         float n0, n1, sum0 = 0.f, sum1 = 0.f, mx0 = -INFINITY, mx1 = -INFINITY;
         if (has_b) {
@@ -509,7 +579,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   // full[2][9], empty[2][3] (see the producer), FP8 raw chunk c of stage s: raw_base + 8 (4 s + c)
   const uint32_t bar_base = smem_u32(smem + kBarOff), raw_base = smem_u32(smem + kRawBarOff);
   const int warp = tid >> 5, lane = tid & 31;
-  const int cta = blockIdx.x, group = blockIdx.y;
+  // bf16: the blocks go out in (range, group) order, so the head groups' CTAs that read the same
+  // tiles get consecutive block indices, and likely neighbouring SMs. On H200 that takes 0.86-0.95x
+  // the time of the (group, range) order at 16K and 0.93-1.00x at 64K-128K (bench/RESULTS.md,
+  // "sm90 MLA kernel (session 6, h128)"). FP8 keeps the grid's order: its speed with this one was
+  // 0.98x to 1.09x, mixed, and FP8 is tuned on its own.
+  int cta = blockIdx.x, group = blockIdx.y;
+  if constexpr (!kFp8) {
+    const int lin = blockIdx.y * gridDim.x + blockIdx.x;
+    cta = lin / gridDim.y;
+    group = lin % gridDim.y;
+  }
 
   if (tid == 32) {
     // FP8: a latent chunk is full when the converter warps have widened it.

@@ -28,6 +28,7 @@ cudaError_t launch(const mla_bf16::Args& a, bool fp8, dim3 grid, size_t smem, cu
 // of a row (one 128-byte swizzle row) x box_rows rows. Encoded on the host (no device call), so a
 // launch can pass it by value (__grid_constant__): CUDA-graph replays reuse the captured copy.
 // cudaErrorNotSupported: no TMA encoder in this driver. Also used by the memory-bound kernel.
+// The last few maps are cached per host thread, keyed by (kv_pool, fp8, box_rows).
 cudaError_t encode_kv_map(CUtensorMap* map, const uint8_t* kv_pool, bool fp8, int box_rows);
 
 }  // namespace helix::cuda::mla_sm90

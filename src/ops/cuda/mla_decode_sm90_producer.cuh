@@ -5,19 +5,42 @@
 // skipped.
 namespace helix::cuda::mla_sm90 {
 
-// FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's).
+// FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's). It widens
+// tile a of each consumer pair (even within its sequence piece); tile b (odd) WG1 widens itself,
+// and the converter warps only wait for its raw chunks and arrive on its full barriers. Lane l of
+// warps 0 and 1 also fetches the token scale of row 32 cw + l (0 past the end) as a tile starts
+// and stores it in the stage's scale slot once the tile's raw chunk 3 has landed (the raw loads
+// wait for the V_L part, after the last reader of that slot); the full barriers the warp arrives
+// on after that publish it to the consumers.
 __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, const int* s_cum,
                                               uint32_t bar_base, uint32_t raw_base, int cw,
                                               int lane, int n_tiles, int cb, int ck) {
+  float* s_sc = reinterpret_cast<float*>(smem + kScaleOff);
+  const int sr = 32 * cw + lane;  // the row whose scale this lane fetches (warps 0, 1)
+  int ck0 = ck;                   // the first tile of the current sequence piece (pairs from it)
   for (int i = 0; i < n_tiles; ++i) {
+    const int g_end = (ck - ck0) & 1 ? 0 : 16;  // 4-row groups to widen: none of a tile b
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
     const int len = seq_tokens(a, cb);
     const int tok0 = ck * kTile;
     const int valid = tile_valid(len, tok0);
+    float scale = 0.f;
+    if (sr < valid) {
+      const int tok = tok0 + sr, bs = a.block_size;
+      const int64_t prow =
+          static_cast<int64_t>(
+              __ldg(a.block_table + static_cast<int64_t>(cb) * a.max_blocks_per_seq + tok / bs)) *
+              bs +
+          tok % bs;
+      scale = __ldg(reinterpret_cast<const float*>(a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff));
+    }
     convert_tile(
-        smem + kKvOff + s * kStageBytes, cw, lane, valid,
-        [&](int c) { mbar_wait(raw_base + 8 * (4 * s + c), full_par); },
+        smem + kKvOff + s * kStageBytes, cw, kConvWarps, g_end, lane, valid,
+        [&](int c) {
+          mbar_wait(raw_base + 8 * (4 * s + c), full_par);
+          if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale;
+        },
         [&] {
           if (i >= kStages)
             mbar_wait(bar_base + 8 * (kStages * kChunks + 3 * s + kPartR), empty_par);
@@ -28,6 +51,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
         });
     if (++ck >= (len + kTile - 1) / kTile) {
       ck = 0;
+      ck0 = 0;
       ++cb;
       while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
     }
@@ -65,35 +89,20 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
     const uint32_t parity = ((i >> 1) - 1) & 1;
     if constexpr (kFp8) {
       // k_pe (bytes 512..639) into the rope slot, then the 4 raw e4m3 chunks into slots 0..3
-      // (the V_L part; the converters widen them, see mla_decode_sm90_fp8.cuh).
+      // (the V_L part; widened in place, see mla_decode_sm90_fp8.cuh), in the order they are
+      // widened (3 first). The token scales are the converter warps' (they once were 64 cp.async
+      // of this thread per tile, completing on raw chunk 3's barrier: 1.3x slower at 8 x 16K).
       for (int cc = 0; cc < 5; ++cc) {
         if (i >= kStages && cc < 2) mbar_wait(empty_bar(s, cc == 0 ? kPartRope : kPartL), parity);
-        if (cc == 1) {
-          // The tile's token scales (0 past the end) into this stage's slot (last read
-          // before the V_L part was released); raw chunk 3's barrier also waits for them, so
-          // the arrive goes before that barrier's expect_tx.
-          const uint32_t sc_dst = smem_u32(smem + kScaleOff) + s * kTile * 4;
-#pragma unroll
-          for (int x = 0; x < kTile / 16; ++x) {
-            if (x * box >= kTile) break;
-            for (int rr = 0; rr < box; ++rr) {
-              const int r = x * box + rr;
-              const int64_t prow = r < valid ? static_cast<int64_t>(rows[x]) + rr : 0;
-              cp_async4(sc_dst + 4 * r, a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff,
-                        r < valid ? 4u : 0u);
-            }
-          }
-          cp_async_mbar_arrive(raw_base + 8 * (4 * s + 3));
-        }
-        const int slot = cc == 0 ? kChunks - 1 : cc - 1;
-        const uint32_t fb =
-            cc == 0 ? full_bar(s) + 8 * (kChunks - 1) : raw_base + 8 * (4 * s + cc - 1);
+        const int rc = 4 - cc;  // raw chunk (cc >= 1)
+        const int slot = cc == 0 ? kChunks - 1 : rc;
+        const uint32_t fb = cc == 0 ? full_bar(s) + 8 * (kChunks - 1) : raw_base + 8 * (4 * s + rc);
         mbar_expect_tx(fb, static_cast<uint32_t>(nbox * box * 128));
 #pragma unroll
         for (int x = 0; x < kTile / 16; ++x)
           if (x < nbox)
-            tma_load_2d(dst + slot * kChunkBytes + x * box * 128, &kv_map,
-                        cc == 0 ? kL : 128 * (cc - 1), rows[x], fb);
+            tma_load_2d(dst + slot * kChunkBytes + x * box * 128, &kv_map, cc == 0 ? kL : 128 * rc,
+                        rows[x], fb);
       }
     } else {
       // Rope chunk first (free first, read first), then V_L, then V_R. A part's barrier wait
