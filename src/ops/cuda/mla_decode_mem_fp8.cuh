@@ -6,7 +6,8 @@
 // j + w + 4, ...: 4 score n-tiles and P.V over two k-steps per warp, so each warp has twice the
 // independent MMA chains of a 16-token half and pays the per-tile costs (the ring's barrier waits,
 // the partial-score exchange with its partner, the softmax's shuffles) once per 32 tokens (H200,
-// 16 heads: 1.35-1.45x the 16-token-half loop's tokens/s; bench/RESULTS.md, session 6, fp8).
+// 16 heads: 1.18x the 16-token-half loop's tokens/s at 8 x 16K, 1.3-1.48x at 32 x 16K and more;
+// bench/RESULTS.md, session 6, fp8).
 // A tile's stage is released by its two warps (the empty barrier counts 2) and refilled by the
 // column-half-0 warp.
 //
