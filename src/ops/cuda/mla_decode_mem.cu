@@ -205,53 +205,51 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (kFp8)
       fp8_tiles<C>(a, s_cum, cb, group, j, cnt, ck, len, n_tiles, q_next, worker, ch, lane, ring,
                    bars, q_addr, xbuf, xpar, qi, c_run, m_run, d_run, acc, lookup, issue);
-    for (int jj = j + team; !kFp8 && jj < j + cnt; jj += 2) {  // FP8: fp8_tiles above
-      const int s = jj % C::kStages;
-      if (!q_next && jj + kQAhead >= j + cnt) {
-        q_next = true;
-        int nb = cb + 1;
-        while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
-        const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
-        prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
-                        (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
-                    static_cast<uint32_t>(nh) * W * 2);
-      }
-      const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
-      Slot next{0, 0, 0};
-      if (refill) next = lookup(jj + C::kStages);
-      // A parity wait only tells the last two phases apart: first make sure the stage's previous
-      // tile was released (so this full phase is the next one), else a warp running ahead of a
-      // load that lands late would pass on the previous tile's phase parity.
-      if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
-      mbar_wait(full_bar(s), (jj / C::kStages) & 1);
-      const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
-      if (tok0 < len) {
-        const uint32_t stage = ring + s * C::kStageBytes;
-        [[maybe_unused]] const uint32_t tile = stage + 16 * half * C::kRowStride;  // FP8
-        if constexpr (kTma) {
-          if (tok0 + 16 > len) {
-            // TMA read the rows past the end too (anything, NaN): P is 0 there but 0 . NaN is
-            // not, so zero them in this warp's V chunks (read by no other warp), then order
-            // that before the stage's next TMA fill.
-            for (int r = 16 * half + len - tok0; r < 16 * half + 16; ++r)
-              sts_zero16(stage + (lane >> 2) * C::kBoxBytes + r * 128 +
-                         sw128(r, 4 * ch + (lane & 3)));
-            fence_async_smem();
-            __syncwarp();
-          }
+    else
+      for (int jj = j + team; jj < j + cnt; jj += 2) {  // bf16 (FP8: fp8_tiles above)
+        const int s = jj % C::kStages;
+        if (!q_next && jj + kQAhead >= j + cnt) {
+          q_next = true;
+          int nb = cb + 1;
+          while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
+          const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
+          prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
+                          (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
+                      static_cast<uint32_t>(nh) * W * 2);
         }
-        // 1. scores S[16 heads, 16 tokens] (two n-tiles), two accumulation chains each
-        float sc[2][4];
-        float fscale[2][2];  // FP8: per-token scales of this lane's score columns
-        {
-          float sa[2][2][4];
+        const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
+        Slot next{0, 0, 0};
+        if (refill) next = lookup(jj + C::kStages);
+        // A parity wait only tells the last two phases apart: first make sure the stage's previous
+        // tile was released (so this full phase is the next one), else a warp running ahead of a
+        // load that lands late would pass on the previous tile's phase parity.
+        if (jj >= C::kStages) mbar_wait(empty_bar(s), ((jj / C::kStages) - 1) & 1);
+        mbar_wait(full_bar(s), (jj / C::kStages) & 1);
+        const int tok0 = (ck + jj - j) * kTile + 16 * half;  // first token of this warp's half
+        if (tok0 < len) {
+          const uint32_t stage = ring + s * C::kStageBytes;
+          if constexpr (kTma) {
+            if (tok0 + 16 > len) {
+              // TMA read the rows past the end too (anything, NaN): P is 0 there but 0 . NaN is
+              // not, so zero them in this warp's V chunks (read by no other warp), then order
+              // that before the stage's next TMA fill.
+              for (int r = 16 * half + len - tok0; r < 16 * half + 16; ++r)
+                sts_zero16(stage + (lane >> 2) * C::kBoxBytes + r * 128 +
+                           sw128(r, 4 * ch + (lane & 3)));
+              fence_async_smem();
+              __syncwarp();
+            }
+          }
+          // 1. scores S[16 heads, 16 tokens] (two n-tiles), two accumulation chains each
+          float sc[2][4];
+          {
+            float sa[2][2][4];
 #pragma unroll
-          for (int n = 0; n < 2; ++n)
+            for (int n = 0; n < 2; ++n)
 #pragma unroll
-            for (int c = 0; c < 2; ++c)
+              for (int c = 0; c < 2; ++c)
 #pragma unroll
-              for (int e = 0; e < 4; ++e) sa[n][c][e] = 0.f;
-          if constexpr (!kFp8) {
+                for (int e = 0; e < 4; ++e) sa[n][c][e] = 0.f;
             // The shared loads are volatile asm (kept in program order): issue a group's loads
             // together, then its MMAs, so the load latency is paid once per group.
             // This warp's half of the k-steps, 4 m + 2 ch + u (the partner warp does the rest).
@@ -276,178 +274,79 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int n = 0; n < 2; ++n)
 #pragma unroll
               for (int e = 0; e < 4; ++e) sc[n][e] = sa[n][0][e] + sa[n][1][e];
-          } else {
-            // latent: lane (g, t) reads 16 bytes of token g per 64 dims; word i feeds k-step i
-            const uint32_t k_addr = tile + g * C::kRowStride + 16 * t;
-            float sf[2][kChains][4];
-#pragma unroll
-            for (int n = 0; n < 2; ++n)
-#pragma unroll
-              for (int c = 0; c < kChains; ++c)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) sf[n][c][e] = 0.f;
-                  // This warp's half of the latent dims; column half 0 also takes the rope part.
-#pragma unroll
-            for (int s4 = 0; s4 < L / 128; ++s4) {
-              const int s64 = ch * (L / 128) + s4;
-              const uint4 w0 = lds128(k_addr + 64 * s64);
-              const uint4 w1 = lds128(k_addr + 8 * C::kRowStride + 64 * s64);
-              uint4 qa[4];
-#pragma unroll
-              for (int i = 0; i < 4; ++i) qa[i] = lds128(q_addr + (4 * s64 + i) * 512);
-              const uint32_t wa[4] = {w0.x, w0.y, w0.z, w0.w};
-              const uint32_t wb[4] = {w1.x, w1.y, w1.z, w1.w};
-#pragma unroll
-              for (int i = 0; i < 4; ++i) {
-                mma_f16(sf[0][i % kChains], qa[i], cvt_lo(wa[i]), cvt_hi(wa[i]));
-                mma_f16(sf[1][i % kChains], qa[i], cvt_lo(wb[i]), cvt_hi(wb[i]));
-              }
-            }
-            // rope (bf16) into the second chain's place, scaled separately
-            float sp[2][4];
-#pragma unroll
-            for (int n = 0; n < 2; ++n)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) sp[n][e] = 0.f;
-            const uint32_t r_addr =
-                tile + L + ((lane >> 3) & 1) * 16 + ((lane >> 4) * 8 + (lane & 7)) * C::kRowStride;
-            {  // half of the rope k-steps each (the exchange sums the halves)
-              constexpr int kR = R / 32;
-              uint4 qa[kR];
-              uint32_t kb[kR][4];
-#pragma unroll
-              for (int i = 0; i < kR; ++i) {
-                const int kr = ch * kR + i;
-                qa[i] = lds128(q_addr + (L / 16 + kr) * 512);
-                ldsm_x4(kb[i], r_addr + kr * 32);
-              }
-#pragma unroll
-              for (int i = 0; i < kR; ++i) {
-                mma(sp[0], qa[i], kb[i][0], kb[i][1]);
-                mma(sp[1], qa[i], kb[i][2], kb[i][3]);
-              }
-            }
-#pragma unroll
-            for (int n = 0; n < 2; ++n) {
-#pragma unroll
-              for (int c = 0; c < 2; ++c)
-                fscale[n][c] = __uint_as_float(
-                    lds32(tile + (8 * n + 2 * t + c) * C::kRowStride + kFp8ScaleOff));
-#pragma unroll
-              for (int e = 0; e < 4; ++e)
-                sc[n][e] = fmaf(chain_sum(sf[n], e) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
-            }
           }
-        }
-        // Partial scores of the two column-half warps: exchange and add (the same sum in both,
-        // addition commutes).
-        {
-          float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
-          const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
-#pragma unroll
-          for (int n = 0; n < 2; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-          asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
-#pragma unroll
-          for (int n = 0; n < 2; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
-          xpar ^= 1;
-        }
-        // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1)
-        uint4 pa;
-        {
-          float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-          for (int n = 0; n < 2; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int pos = tok0 + 8 * n + 2 * t + (e & 1);
-              const float v = tail_score(pos, len, sc[n][e], a.scale_log2);
-              sc[n][e] = v;
-              mx[e >> 1] = fmaxf(mx[e >> 1], v);
-            }
-          float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
-          float pmul[2][2];  // FP8: s_t . 2^c of this lane's columns
-          if constexpr (kFp8) {
-            // c_tile from the largest scale of the 16 tokens (4 per lane, 4 lanes per row group)
-            float smax =
-                fmaxf(fmaxf(fscale[0][0], fscale[0][1]), fmaxf(fscale[1][0], fscale[1][1]));
-            smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 1));
-            smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 2));
-            const int ex = smax > 0.f && smax <= 3.4e38f ? exp_above(smax) : 0;  // smax < 2^ex
-            // lanes of one row group agree already; the warp minimum serves the whole accumulator
-            int c_new = min(c_run, min(max(14 - ex, -126), 126));
-#pragma unroll
-            for (int o = 4; o < 32; o <<= 1)
-              c_new = min(c_new, __shfl_xor_sync(0xffffffffu, c_new, o));
-            const float cf = c_new == c_run  ? 1.f
-                             : c_run == 1000 ? 0.f  // first tile: acc is 0
-                                             : pow2i(max(c_new - c_run, -126));
-            c_run = c_new;
-            const float two_c = pow2i(c_new);
+          // Partial scores of the two column-half warps: exchange and add (the same sum in both,
+          // addition commutes).
+          {
+            float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
+            const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll
-              for (int c = 0; c < 2; ++c) pmul[n][c] = fscale[n][c] * two_c;
-            alpha[0] = cf;  // multiplied by the softmax factors below
-            alpha[1] = cf;
-          } else {
+              for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
+            asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
+            xpar ^= 1;
+          }
+          // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1)
+          uint4 pa;
+          {
+            float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int pos = tok0 + 8 * n + 2 * t + (e & 1);
+                const float v = tail_score(pos, len, sc[n][e], a.scale_log2);
+                sc[n][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+              }
+            float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
             alpha[0] = alpha[1] = 1.f;
-          }
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float m_new = fmaxf(m_run[r], mx[r]);
-            m_use[r] = m_new == -INFINITY ? 0.f : m_new;
-            const float al = exp2f(m_run[r] - m_use[r]);
-            d_run[r] *= al;  // the denominator: plain p, no 2^c
-            alpha[r] *= al;
-            m_run[r] = m_new;
-          }
-#pragma unroll
-          for (int n = 0; n < 2; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float p = exp2f(sc[n][e] - m_use[e >> 1]);
-              rs[e >> 1] += p;
-              if constexpr (kFp8)
-                sc[n][e] = p * pmul[n][e & 1];
-              else
-                sc[n][e] = p;
+            for (int r = 0; r < 2; ++r) {
+              mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+              mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+              const float m_new = fmaxf(m_run[r], mx[r]);
+              m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+              const float al = exp2f(m_run[r] - m_use[r]);
+              d_run[r] *= al;  // the denominator: plain p, no 2^c
+              alpha[r] *= al;
+              m_run[r] = m_new;
             }
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
-            rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
-            d_run[r] += rs[r];
-          }
-          if constexpr (kFp8) {
-            pa.x = pack_f16(sc[0][0], sc[0][1]);
-            pa.y = pack_f16(sc[0][2], sc[0][3]);
-            pa.z = pack_f16(sc[1][0], sc[1][1]);
-            pa.w = pack_f16(sc[1][2], sc[1][3]);
-          } else {
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float p = exp2f(sc[n][e] - m_use[e >> 1]);
+                rs[e >> 1] += p;
+                sc[n][e] = p;
+              }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
+              rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
+              d_run[r] += rs[r];
+            }
             pa.x = pack_bf16(sc[0][0], sc[0][1]);
             pa.y = pack_bf16(sc[0][2], sc[0][3]);
             pa.z = pack_bf16(sc[1][0], sc[1][1]);
             pa.w = pack_bf16(sc[1][2], sc[1][3]);
-          }
-          // Rescale only when a row's max moved (rarely, once the max settles).
-          if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+            // Rescale only when a row's max moved (rarely, once the max settles).
+            if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
-            for (int n = 0; n < 32; ++n) {
-              acc[n][0] *= alpha[0];
-              acc[n][1] *= alpha[0];
-              acc[n][2] *= alpha[1];
-              acc[n][3] *= alpha[1];
+              for (int n = 0; n < 32; ++n) {
+                acc[n][0] *= alpha[0];
+                acc[n][1] *= alpha[0];
+                acc[n][2] *= alpha[1];
+                acc[n][3] *= alpha[1];
+              }
             }
           }
-        }
-        // 3. O[16, 256 columns of half ch] += P . V
-        if constexpr (!kFp8) {
+          // 3. O[16, 256 columns of half ch] += P . V
           // n-tiles 2p, 2p + 1: chunks 8 (p >> 1) + 4 ch + 2 (p & 1), + 1
 #pragma unroll
           for (int p0 = 0; p0 < 16; p0 += 4) {
@@ -461,45 +360,14 @@ __global__ void __launch_bounds__(kThreads, 1)
               mma(acc[2 * (p0 + i) + 1], pa, vb[i][2], vb[i][3]);
             }
           }
-        } else {
-          // Lane (g, t): tokens 2t, 2t + 1, 2t + 8, 2t + 9 (its P columns), 4 columns 4g.. of
-          // each 32-column group; n-tile j of the group holds column 4 n + j at n-index n.
-          const uint32_t v_addr = tile + ch * (L / 2) + 4 * g + 2 * t * C::kRowStride;
-#pragma unroll
-          for (int G0 = 0; G0 < 8; G0 += kPvBatch) {
-            uint32_t w[kPvBatch][4];
-#pragma unroll
-            for (int i = 0; i < kPvBatch; ++i) {
-              const uint32_t va = v_addr + 32 * (G0 + i);
-              w[i][0] = lds32(va);
-              w[i][1] = lds32(va + C::kRowStride);
-              w[i][2] = lds32(va + 8 * C::kRowStride);
-              w[i][3] = lds32(va + 9 * C::kRowStride);
-            }
-#pragma unroll
-            for (int i = 0; i < kPvBatch; ++i) {
-              const int G = G0 + i;
-              // x: (token 2t, 2t + 1) of byte 0 | of byte 1; y: bytes 2 | 3 (rows 2t + 8, 2t + 9:
-              // _23)
-              const uint32_t x01 = prmt(w[i][0], w[i][1], 0x5140),
-                             y01 = prmt(w[i][0], w[i][1], 0x7362);
-              const uint32_t x23 = prmt(w[i][2], w[i][3], 0x5140),
-                             y23 = prmt(w[i][2], w[i][3], 0x7362);
-              mma_f16(acc[4 * G + 0], pa, cvt_lo(x01), cvt_lo(x23));
-              mma_f16(acc[4 * G + 1], pa, cvt_hi(x01), cvt_hi(x23));
-              mma_f16(acc[4 * G + 2], pa, cvt_lo(y01), cvt_lo(y23));
-              mma_f16(acc[4 * G + 3], pa, cvt_hi(y01), cvt_hi(y23));
-            }
-          }
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty_bar(s));
+        if (refill) {
+          mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
+          issue(jj + C::kStages, next);
         }
       }
-      __syncwarp();
-      if (lane == 0) mbar_arrive(empty_bar(s));
-      if (refill) {
-        mbar_wait(empty_bar(s), (jj / C::kStages) & 1);
-        issue(jj + C::kStages, next);
-      }
-    }
 
     // Merge the four workers' states per column half. A state is parked as 33 float4 per lane
     // (the O fragments, then m and d of both rows).
