@@ -493,24 +493,13 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   // host and passed by value, as the sm90 kernel's (graph replays reuse the copy). It depends only
   // on the pool's address: the last one is kept per host thread (encoding costs host time that a
   // decode step's launch sequence would otherwise wait for).
-  struct MapCache {
-    const uint8_t* pool = nullptr;
-    cudaError_t err = cudaSuccess;
-    CUtensorMap map{};
-  };
-  thread_local MapCache cache;
   CUtensorMap map{};
   bool tma = false;
   if (!fp8 && a.block_size % kTile == 0) {
-    if (cache.pool != a.kv_pool) {
-      cache.err = mla_sm90::encode_kv_map(&cache.map, a.kv_pool, false, kTile);
-      cache.pool =
-          cache.err == cudaSuccess || cache.err == cudaErrorNotSupported ? a.kv_pool : nullptr;
-    }
-    const cudaError_t err = cache.err;
+    // Cached per pool and host thread by encode_kv_map.
+    const cudaError_t err = mla_sm90::encode_kv_map(&map, a.kv_pool, false, kTile);
     if (err != cudaSuccess && err != cudaErrorNotSupported) return err;
     tma = err == cudaSuccess;  // no encoder in this driver: padded rows by bulk copies
-    if (tma) map = cache.map;
   }
   if (fp8)
     mla_mem_kernel<true, false><<<grid, kThreads, smem, stream>>>(map, a);
