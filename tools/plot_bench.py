@@ -188,6 +188,10 @@ def main():
     plot_mla_bf16(d, ("bench_mla_decode_bf16_s5_accept_h128.json",
                       "bench_mla_decode_bf16_s5_accept_h16.json"),
                   "mla_torch_baseline_s5_accept_h128.json", "mla_decode_s5_accept.png")
+    # Session 6's (queued timing: L2 flushed, GPU busy at submit; the h128, h16, fp8, fp8h changes).
+    plot_mla_bf16(d, ("bench_mla_decode_bf16_s6_accept_h128.json",
+                      "bench_mla_decode_bf16_s6_accept_h16.json"),
+                  "mla_torch_baseline_s6_accept_h128.json", "mla_decode_s6_accept.png")
     plot_mla_sm90(d)
     plot_serve(d)
     print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])
