@@ -13,7 +13,7 @@ for f in fp8bin/*.gz tbin/*.gz; do gunzip -c "$f" > /tmp/fr/$(basename "$f" .gz)
 mkdir -p /tmp/fr/lib; tar -xzf tbin/lib.tgz -C /tmp/fr/lib
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/tmp/fr/lib  # only for libraries the device lacks
 ldd /tmp/fr/helix_cuda_tests /tmp/fr/test_backend_ops | grep "not found"
-mkdir -p /work/wt; ln -sfn "$PWD" /work/wt/fp8r  # HELIX_SOURCE_DIR of the cmake build (fixtures)
+mkdir -p /work/wt; ln -sfn "$(cd ../.. && pwd)" /work/wt/fp8r  # HELIX_SOURCE_DIR (fixtures): the repo root (run from .dev/fp8r)
 timeout 300 /tmp/fr/helix_cuda_tests --gtest_filter='*Mla*' > "$OUT/cuda_tests_mla.log" 2>&1
 echo "== helix_cuda_tests *Mla* rc=$?"; grep -E "^\[  (PASSED|FAILED)|^\[==========\]|FAILED" "$OUT/cuda_tests_mla.log" | head
 python3 - "$OUT/cuda_tests_mla.log" <<'PY'
