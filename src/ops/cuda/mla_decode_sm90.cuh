@@ -40,6 +40,14 @@
 namespace helix::cuda::mla_sm90 {
 
 using mla_bf16::Args;
+#ifndef FP8R_WG0_OLD
+#define FP8R_WG0_OLD 0
+#endif
+#ifndef FP8R_WG1_MODE
+#define FP8R_WG1_MODE 0
+#endif
+constexpr bool kWg0Old = FP8R_WG0_OLD;  // measuring knobs (fp8r)
+constexpr int kWg1Mode = FP8R_WG1_MODE;
 
 constexpr int kL = 512, kR = 64, kW = kL + kR;
 constexpr int kTile = 64;  // tokens per KV tile
@@ -401,7 +409,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
         // V_L part there, not after the whole S_a (+2-4% at 64K).
-        if constexpr (kFp8) {  // (no P_b.V pending: FP8 drains it at once)
+        if constexpr (kFp8 && !kWg0Old) {  // (no P_b.V pending: FP8 drains it at once)
           fp8_rope(s, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe);
           fp8_latent<0>(
               s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, s_sc + sa * kTile, t,
@@ -486,7 +494,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
               [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
           bar_sync(kBarWg + WG, 128);
           // Tile b's rope MMAs run while this warpgroup waits for P_a.
-          fp8_rope(s, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
+          if constexpr (kWg1Mode == 0) fp8_rope(s, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
         }
         bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
         const float a0 = s_m[r0], a1 = s_m[r0 + 8];
@@ -499,6 +507,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         };
         float n0 = a0, n1 = a1, sum0 = 0.f, sum1 = 0.f;
         if (has_b) {
+          if constexpr (kWg1Mode == 0) {
           // The rope group (older than the P_a.V above) done; the latent MMAs queue behind P_a.V.
           fp8_latent<1>(
               s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, s_sc + sb * kTile, t,
@@ -507,6 +516,20 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
                 wg_wait<1>();  // all but the latent score MMAs: the P_a.V above
                 free_a();
               });
+          } else if constexpr (kWg1Mode == 1) {
+          fp8_rope(s, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
+          fp8_latent<0>(
+              s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, s_sc + sb * kTile, t,
+              [&] { release(sb, kPartRope); free_a(); }, [] {});
+          } else {
+          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
+                           s_sc + sb * kTile, t, [&] {
+                             wg_wait<1>();  // all but the latent score MMAs: the P_a.V above
+                             free_a();
+                           });
+          wg_wait<0>();
+          release(sb, kPartRope);
+          }
           float mx0, mx1;
           scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
           n0 = fmaxf(a0, mx0);
