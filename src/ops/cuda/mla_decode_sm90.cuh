@@ -41,10 +41,10 @@ namespace helix::cuda::mla_sm90 {
 
 using mla_bf16::Args;
 #ifndef FP8R_WG0_OLD
-#define FP8R_WG0_OLD 0
+#define FP8R_WG0_OLD 1
 #endif
 #ifndef FP8R_WG1_MODE
-#define FP8R_WG1_MODE 0
+#define FP8R_WG1_MODE 3
 #endif
 constexpr bool kWg0Old = FP8R_WG0_OLD;  // measuring knobs (fp8r)
 constexpr int kWg1Mode = FP8R_WG1_MODE;
@@ -479,6 +479,54 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           wg_wait<0>();
           release(sa, kPartL);
         }
+      } else if constexpr (kFp8 && kWg1Mode == 3) {
+        // FP8, WG1 (fp8r mode 3): widen tile b, its whole scores and maxima before waiting for
+        // P_a (as the bf16 order); then P_a V_a[:, 256:512] issued at once and tile b's softmax
+        // while it runs, so P_b is published one P.V + one score pass earlier than in mode 0.
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+        if (has_b) {
+          const uint32_t raw_base = smem_u32(smem + kRawBarOff);
+          convert_tile(
+              s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
+              [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
+          bar_sync(kBarWg + WG, 128);
+          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
+                           s_sc + sb * kTile, t, [] {});
+          wg_wait<0>();
+          release(sb, kPartRope);
+          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
+        }
+        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
+        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
+        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
+        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
+        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
+        const float n0 = fmaxf(a0, mx0), n1 = fmaxf(a1, mx1);
+        float sum0 = 0.f, sum1 = 0.f;
+        if (has_b) {
+          bar_sync(kBarP1Free, kConsumerThreads);
+          exp_pack<kFp8>(s, n0, n1, p, s_p + kPBytes, r0, t, s_sc + sb * kTile, sum0, sum1);
+          if (t == 0) {
+            s_m[kHeads + r0] = n0;
+            s_m[kHeads + r0 + 8] = n1;
+          }
+          fence_async_smem();
+          bar_arrive(kBarPb, kConsumerThreads);
+        }
+        wg_wait<0>();
+        release(sa, kPartR);
+        bar_arrive(kBarP0Free, kConsumerThreads);
+        l_0 = l_0 * exp2_fast(m_0 - n0) + sum0;
+        l_1 = l_1 * exp2_fast(m_1 - n1) + sum1;
+        if (has_b) {
+          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
+          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
+          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
+          wg_wait<0>();
+          release(sb, kPartR);
+        }
+        m_0 = n0;
+        m_1 = n1;
       } else if constexpr (kFp8) {
         // FP8, WG1: P_a V_a[:, 256:512] goes first (it needs only WG0's P_a), then tile b's scores
         // (which wait for its widening); tile a's V_R part and the P_a buffer are freed as soon as
