@@ -30,6 +30,6 @@ S="--heads 128 --batches 8 32 --contexts 16384 65536 --skip-1m"
 for r in $(seq 1 "${ROUNDS:-2}"); do
   for n in ${BINS:-bench_mla_base bench_mla}; do
     timeout 200 /tmp/fr/$n $S --json "$OUT/$n.$r.json" > "$OUT/$n.$r.log" 2>&1
-    echo "== $n rep $r rc=$?"; grep -E "^ +128 .* fp8 " "$OUT/$n.$r.log" | cut -c1-60
+    echo "== $n rep $r rc=$?"; grep -E "^ +128 ${KV:-}" "$OUT/$n.$r.log" | cut -c1-110
   done
 done
