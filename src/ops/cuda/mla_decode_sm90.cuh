@@ -40,14 +40,6 @@
 namespace helix::cuda::mla_sm90 {
 
 using mla_bf16::Args;
-#ifndef FP8R_WG0_OLD
-#define FP8R_WG0_OLD 1
-#endif
-#ifndef FP8R_WG1_MODE
-#define FP8R_WG1_MODE 3
-#endif
-constexpr bool kWg0Old = FP8R_WG0_OLD;  // measuring knobs (fp8r)
-constexpr int kWg1Mode = FP8R_WG1_MODE;
 
 constexpr int kL = 512, kR = 64, kW = kL + kR;
 constexpr int kTile = 64;  // tokens per KV tile
@@ -177,67 +169,6 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
     }
     wg_fence();
     rope(true);
-  }
-}
-
-// FP8 scores, rope part first: S_t = scale_t (q_c . c_t) + q_pe . k_pe_t is summed as
-// scale_t ((q_pe . k_pe_t) / scale_t + q_c . c_t) in one accumulator (no more registers than the
-// bf16 path), so the rope MMAs run ahead of the widened latent chunks and only one wgmma drain
-// follows the last latent chunk (the latent sums first, then a drain, the scaling and the rope
-// MMAs with a second drain was the order before). fp8_rope issues and commits the rope MMAs
-// (the rope chunk comes by TMA, before the raw chunks).
-__device__ __forceinline__ void fp8_rope(float (&s)[32], uint32_t k_base, uint32_t full_bar,
-                                         uint32_t parity, const uint32_t (&qpe)[4][4]) {
-  wg_fence();
-  mbar_wait(full_bar + 8 * (kChunks - 1), parity);
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    wgmma_m64n64k16_rs(s, qpe[kk],
-                       desc_sw128(k_base + (kChunks - 1) * kChunkBytes + 32 * kk, 16, 1024),
-                       kk != 0);
-  wg_commit();
-}
-// Then the latent part: once the scales are in shared memory (they are published with the first
-// widened chunk, 7) and the rope group is done (wg_wait<kPending>: kPending later groups may stay
-// in flight), rope_done(), S /= scale per column (a scale of 0, rows past the end, gives 0; the
-// pool's scales are > 0 and normal for |c| >= 448 * 2^-126), the latent MMAs in the order the
-// chunks are widened (highest first), issued(), the drain, S *= scale.
-template <int kPending, class R, class I>
-__device__ __forceinline__ void fp8_latent(float (&s)[32], uint32_t q_base, uint32_t k_base,
-                                           uint32_t full_bar, uint32_t parity, const float* sc,
-                                           int t, R&& rope_done, I&& issued) {
-  mbar_wait(full_bar + 8 * (kL / 64 - 1), parity);
-  wg_wait<kPending>();
-  rope_done();
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const float2 c = *reinterpret_cast<const float2*>(sc + 8 * j + 2 * t);
-    const float i0 = c.x > 0.f ? __frcp_rn(c.x) : 0.f, i1 = c.y > 0.f ? __frcp_rn(c.y) : 0.f;
-    s[4 * j] *= i0;
-    s[4 * j + 1] *= i1;
-    s[4 * j + 2] *= i0;
-    s[4 * j + 3] *= i1;
-  }
-  wg_fence();
-#pragma unroll
-  for (int cc = 0; cc < kL / 64; ++cc) {
-    const int c = kL / 64 - 1 - cc;
-    mbar_wait(full_bar + 8 * c, parity);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      wgmma_m64n64k16_ss(s, desc_sw128(q_base + c * kChunkBytes + 32 * kk, 16, 1024),
-                         desc_sw128(k_base + c * kChunkBytes + 32 * kk, 16, 1024), 1);
-  }
-  wg_commit();
-  issued();
-  wg_wait<0>();
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const float2 c = *reinterpret_cast<const float2*>(sc + 8 * j + 2 * t);
-    s[4 * j] *= c.x;
-    s[4 * j + 1] *= c.y;
-    s[4 * j + 2] *= c.x;
-    s[4 * j + 3] *= c.y;
   }
 }
 
@@ -409,23 +340,16 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
         // V_L part there, not after the whole S_a (+2-4% at 64K).
-        if constexpr (kFp8 && !kWg0Old) {  // (no P_b.V pending: FP8 drains it at once)
-          fp8_rope(s, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe);
-          fp8_latent<0>(
-              s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, s_sc + sa * kTile, t,
-              [&] { release(sa, kPartRope); }, [] {});
-        } else {
-          score_mmas<kFp8>(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe,
-                           s_sc + sa * kTile, t, [&] {
-                             if (pending_stage >= 0) {
-                               wg_wait<1>();
-                               release_pending();
-                             }
-                           });
-          wg_wait<0>();
-          release_pending();
-          release(sa, kPartRope);
-        }
+        score_mmas<kFp8>(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe,
+                         s_sc + sa * kTile, t, [&] {
+                           if (pending_stage >= 0) {
+                             wg_wait<1>();
+                             release_pending();
+                           }
+                         });
+        wg_wait<0>();
+        release_pending();
+        release(sa, kPartRope);
         float mx0, mx1;
         scale_mask(s, va, t, a.scale_log2, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
@@ -479,54 +403,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           wg_wait<0>();
           release(sa, kPartL);
         }
-      } else if constexpr (kFp8 && kWg1Mode == 3) {
-        // FP8, WG1 (fp8r mode 3): widen tile b, its whole scores and maxima before waiting for
-        // P_a (as the bf16 order); then P_a V_a[:, 256:512] issued at once and tile b's softmax
-        // while it runs, so P_b is published one P.V + one score pass earlier than in mode 0.
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-        if (has_b) {
-          const uint32_t raw_base = smem_u32(smem + kRawBarOff);
-          convert_tile(
-              s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
-              [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
-          bar_sync(kBarWg + WG, 128);
-          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
-                           s_sc + sb * kTile, t, [] {});
-          wg_wait<0>();
-          release(sb, kPartRope);
-          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
-        }
-        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
-        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
-        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
-        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
-        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
-        const float n0 = fmaxf(a0, mx0), n1 = fmaxf(a1, mx1);
-        float sum0 = 0.f, sum1 = 0.f;
-        if (has_b) {
-          bar_sync(kBarP1Free, kConsumerThreads);
-          exp_pack<kFp8>(s, n0, n1, p, s_p + kPBytes, r0, t, s_sc + sb * kTile, sum0, sum1);
-          if (t == 0) {
-            s_m[kHeads + r0] = n0;
-            s_m[kHeads + r0 + 8] = n1;
-          }
-          fence_async_smem();
-          bar_arrive(kBarPb, kConsumerThreads);
-        }
-        wg_wait<0>();
-        release(sa, kPartR);
-        bar_arrive(kBarP0Free, kConsumerThreads);
-        l_0 = l_0 * exp2_fast(m_0 - n0) + sum0;
-        l_1 = l_1 * exp2_fast(m_1 - n1) + sum1;
-        if (has_b) {
-          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
-          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
-          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
-          wg_wait<0>();
-          release(sb, kPartR);
-        }
-        m_0 = n0;
-        m_1 = n1;
       } else if constexpr (kFp8) {
         // FP8, WG1: P_a V_a[:, 256:512] goes first (it needs only WG0's P_a), then tile b's scores
         // (which wait for its widening); tile a's V_R part and the P_a buffer are freed as soon as
@@ -541,8 +417,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
               s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
               [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
           bar_sync(kBarWg + WG, 128);
-          // Tile b's rope MMAs run while this warpgroup waits for P_a.
-          if constexpr (kWg1Mode == 0) fp8_rope(s, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
         }
         bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
         const float a0 = s_m[r0], a1 = s_m[r0 + 8];
@@ -555,21 +429,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         };
         float n0 = a0, n1 = a1, sum0 = 0.f, sum1 = 0.f;
         if (has_b) {
-          if constexpr (kWg1Mode == 0) {
-          // The rope group (older than the P_a.V above) done; the latent MMAs queue behind P_a.V.
-          fp8_latent<1>(
-              s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, s_sc + sb * kTile, t,
-              [&] { release(sb, kPartRope); },
-              [&] {
-                wg_wait<1>();  // all but the latent score MMAs: the P_a.V above
-                free_a();
-              });
-          } else if constexpr (kWg1Mode == 1) {
-          fp8_rope(s, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe);
-          fp8_latent<0>(
-              s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, s_sc + sb * kTile, t,
-              [&] { release(sb, kPartRope); free_a(); }, [] {});
-          } else {
           score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
                            s_sc + sb * kTile, t, [&] {
                              wg_wait<1>();  // all but the latent score MMAs: the P_a.V above
@@ -577,7 +436,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
                            });
           wg_wait<0>();
           release(sb, kPartRope);
-          }
           float mx0, mx1;
           scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
           n0 = fmaxf(a0, mx0);
