@@ -91,17 +91,6 @@ struct Cfg {
   static_assert(MT * TW == kWarps, "head group of 16, 32 or 64");
 };
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 // c += a . b, m16n8k16, bf16 operands, fp32 accumulators.
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                          uint32_t b1) {
@@ -160,12 +149,12 @@ struct Loader {
       const uint32_t dst = dst_stage + tok * C::kRawBytes;
 #pragma unroll
       for (int j = sub; j < C::kRawChunks; j += kThreadsPerToken)
-        cp_async16(dst + 16 * j, src + 16 * j, row >= 0);
+        cp_async16(dst + 16 * j, src + 16 * j, row >= 0 ? 16u : 0u);
     } else {
       const uint32_t dst = dst_stage + tok * C::kRowStep;
 #pragma unroll
       for (int j = sub; j < C::kRawChunks; j += kThreadsPerToken)
-        cp_async16(dst + C::kChunkStepT * j, src + 16 * j, row >= 0);
+        cp_async16(dst + C::kChunkStepT * j, src + 16 * j, row >= 0 ? 16u : 0u);
     }
   }
 };
