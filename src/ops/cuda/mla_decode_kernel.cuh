@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "ops/cuda/mla_decode_args.h"
+#include "ops/cuda/ptx_common.cuh"
 
 namespace helix::cuda {
 
@@ -29,17 +30,11 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kKSplit = 4;  // phase 1: K is split over 4 warps; 2 warps of 16 tokens each
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_size = valid ? 16 : 0;  // 0: zero-fill without reading
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
-               "r"(src_size));
+  // 0 source bytes: zero-fill without reading
+  ptx::cp_async16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem, valid ? 16u : 0u);
 }
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void cp_async_wait_1() {
-  asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-}
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
 
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
@@ -201,7 +196,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_kernel(MlaDecode
       ld.issue(s_kv, buf ^ 1, blk, off);
     }
     cp_async_commit();
-    cp_async_wait_1();
+    cp_async_wait<1>();
     __syncthreads();
     const float* kv = s_kv + buf * C::kKvFloats;
 

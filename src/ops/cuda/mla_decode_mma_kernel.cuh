@@ -166,7 +166,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_split_mma_kernel(MlaDe
       ld.issue(s_kv, buf ^ 1, blk, off);
     }
     mla::cp_async_commit();
-    mla::cp_async_wait_1();
+    mla::cp_async_wait<1>();
     __syncthreads();
     const float* kv = s_kv + buf * C::kKvFloats;
 

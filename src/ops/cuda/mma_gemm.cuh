@@ -15,6 +15,7 @@
 // lane (g = lane / 4, t = lane % 4) holds physical elements {4j .. 4j+3} of its 16-byte slice as
 // the fragment's logical (2t, 2t+1) and (2t+8, 2t+9) for MMA j.
 #include "ops/cuda/ops_common.cuh"
+#include "ops/cuda/ptx_common.cuh"
 
 namespace helix {
 namespace opsk {
@@ -53,17 +54,11 @@ struct MmaArgs {
 };
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-               "r"(src_bytes));
+  cuda::ptx::cp_async16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem,
+                        static_cast<uint32_t>(src_bytes));
 }
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
+using cuda::ptx::cp_async_commit;
+using cuda::ptx::cp_async_wait;
 
 __device__ __forceinline__ uint32_t u4_word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
