@@ -88,10 +88,7 @@ static_assert(kStageBytes % 16 == 0 && kCumOff % 16 == 0, "16-byte aligned regio
 
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  mma_bf16_m16n8k16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 // Every CTA of the grid arrives once; returns when all have. The counter only grows (64 bits):

@@ -38,10 +38,7 @@ constexpr int kQAhead = 6;
 
 // c += a . b, m16n8k16, bf16 operands, fp32 accumulators.
 __device__ __forceinline__ void mma(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+  mma_bf16_m16n8k16(c, a.x, a.y, a.z, a.w, b0, b1);
 }
 // c += a . b, m16n8k16, fp16 operands, fp32 accumulators (the FP8 path: e4m3 is a subset of fp16).
 __device__ __forceinline__ void mma_f16(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
