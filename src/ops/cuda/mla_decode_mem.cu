@@ -210,12 +210,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = jj % C::kStages;
         if (!q_next && jj + kQAhead >= j + cnt) {
           q_next = true;
-          int nb = cb + 1;
-          while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
-          const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
-          prefetch_l2(static_cast<const __nv_bfloat16*>(a.q) +
-                          (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
-                      static_cast<uint32_t>(nh) * W * 2);
+          prefetch_next_query(a, s_cum, cb, group);
         }
         const bool refill = warp == 4 * team && jj + C::kStages < n_tiles;
         Slot next{0, 0, 0};
@@ -306,17 +301,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               }
             float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
             alpha[0] = alpha[1] = 1.f;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-              mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-              const float m_new = fmaxf(m_run[r], mx[r]);
-              m_use[r] = m_new == -INFINITY ? 0.f : m_new;
-              const float al = exp2f(m_run[r] - m_use[r]);
-              d_run[r] *= al;  // the denominator: plain p, no 2^c
-              alpha[r] *= al;
-              m_run[r] = m_new;
-            }
+            softmax_rows_update(mx, m_run, d_run, m_use, alpha);
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll

@@ -78,6 +78,37 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t n) {
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(n) : "memory");
 }
 
+// The next non-empty sequence's query (after cb; none past the batch) for head group `group`,
+// into L2: issued a few tiles before a sequence ends, while the KV stream would still evict it.
+__device__ __forceinline__ void prefetch_next_query(const Args& a, const int* s_cum, int cb,
+                                                    int group) {
+  int nb = cb + 1;
+  while (nb < a.batch && s_cum[nb + 1] == s_cum[nb]) ++nb;
+  const int h0 = group * kHeadGroup, nh = min(kHeadGroup, a.num_heads - h0);
+  prefetch_l2(
+      static_cast<const __nv_bfloat16*>(a.q) + (static_cast<int64_t>(nb) * a.num_heads + h0) * W,
+      static_cast<uint32_t>(nh) * W * 2);
+}
+
+// The online softmax's running state of a lane's two rows (g, g + 8) after a tile whose row
+// maxima (this lane's) are mx: the quad's maxima, the new running max m_run, the max to subtract
+// (m_use: 0 while the row has seen only -inf), d_run rescaled and alpha multiplied by the factor.
+__device__ __forceinline__ void softmax_rows_update(float (&mx)[2], float (&m_run)[2],
+                                                    float (&d_run)[2], float (&m_use)[2],
+                                                    float (&alpha)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m_run[r], mx[r]);
+    m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+    const float al = exp2f(m_run[r] - m_use[r]);
+    d_run[r] *= al;  // the denominator: plain p (FP8: no 2^c)
+    alpha[r] *= al;
+    m_run[r] = m_new;
+  }
+}
+
 // 16 zero bytes to shared memory (volatile asm: kept in order with the fragment loads).
 __device__ __forceinline__ void sts_zero16(uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
