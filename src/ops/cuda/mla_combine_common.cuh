@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/ptx_common.cuh"
 
 namespace helix::cuda::mla_combine {
 
@@ -211,7 +212,7 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
   float* out_f = static_cast<float*>(a.out) + orow * L;
   __nv_bfloat16* out_h = static_cast<__nv_bfloat16*>(a.out) + orow * L;
   if (mine == 0) {
-    if constexpr (kPdl) asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    if constexpr (kPdl) ptx::grid_dep_wait();
     for (int c = threadIdx.x; c < L; c += kThreads) {
       if (a.out_bf16)
         out_h[c] = __float2bfloat16(0.f);
@@ -226,7 +227,7 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
   const int c_lo = cta_of(first, total, ctas);
   const int c_hi = cta_of(first + mine - 1, total, ctas);
   if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
-  if constexpr (kPdl) asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  if constexpr (kPdl) ptx::grid_dep_wait();
   const int n = c_hi - c_lo + 1;
   float* s_w = mla_combine_dyn;                                             // [n] weights
   int* s_row = reinterpret_cast<int*>(mla_combine_dyn + a.ctas_per_group);  // [n] partial rows

@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // The combine kernel may be scheduled now; it waits for this grid's completion and memory.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  grid_dep_launch();
 
   int* s_len = s_cum + a.batch + 1;
   // s_vcum (the partition's virtual prefix sums) is read only by cta_tile_range: it borrows the

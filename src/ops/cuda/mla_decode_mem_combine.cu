@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
     s_row[threadIdx.x] = tiles ? ((group * a.ctas_per_group + c) * 2 + slot) * kHeadGroup + hl : -1;
   }
   __syncthreads();
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  grid_dep_wait();
   const int cc = threadIdx.x / kGroups, pg = threadIdx.x % kGroups;
   float4 v[kCombineUnroll];
   float l[kCombineUnroll];
