@@ -270,22 +270,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
               for (int e = 0; e < 4; ++e) sc[n][e] = sa[n][0][e] + sa[n][1][e];
           }
-          // Partial scores of the two column-half warps: exchange and add (the same sum in both,
-          // addition commutes).
-          {
-            float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 256;
-            const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 256;
-#pragma unroll
-            for (int n = 0; n < 2; ++n)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-            asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
-#pragma unroll
-            for (int n = 0; n < 2; ++n)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
-            xpar ^= 1;
-          }
+          exchange_partial_scores(sc, xbuf, worker, ch, xpar, lane);
           // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1)
           uint4 pa;
           {

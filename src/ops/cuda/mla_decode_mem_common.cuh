@@ -90,6 +90,27 @@ __device__ __forceinline__ void prefetch_next_query(const Args& a, const int* s_
       static_cast<uint32_t>(nh) * W * 2);
 }
 
+// The two column-half warps of a worker each hold partial scores sc[N n-tiles][4] of the same
+// tokens: each writes its own to the exchange buffer (two parities, so the next tile's write
+// cannot race this tile's read), meets its partner on named barrier 2 + worker, and adds the
+// partner's (the same sum in both: addition commutes).
+template <int N>
+__device__ __forceinline__ void exchange_partial_scores(float (&sc)[N][4], float* xbuf, int worker,
+                                                        int ch, int& xpar, int lane) {
+  float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * (N * 128);
+  const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * (N * 128);
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
+  asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
+  xpar ^= 1;
+}
+
 // The online softmax's running state of a lane's two rows (g, g + 8) after a tile whose row
 // maxima (this lane's) are mx: the quad's maxima, the new running max m_run, the max to subtract
 // (m_use: 0 while the row has seen only -inf), d_run rescaled and alpha multiplied by the factor.

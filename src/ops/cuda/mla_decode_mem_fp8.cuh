@@ -105,21 +105,7 @@ __device__ __forceinline__ void fp8_tiles(const Args& a, const int* s_cum, int c
           sc[n][e] = fmaf((sf[n][0][e] + sf[n][1][e]) * fscale[n][e & 1], qi[e >> 1], sp[n][e]);
       }
     }
-    // partial scores of the two column-half warps: exchange and add
-    {
-      float* mine = xbuf + ((worker * 2 + ch) * 2 + xpar) * 512;
-      const float* other = xbuf + ((worker * 2 + (ch ^ 1)) * 2 + xpar) * 512;
-#pragma unroll
-      for (int n = 0; n < 4; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) mine[(4 * n + e) * 32 + lane] = sc[n][e];
-      asm volatile("bar.sync %0, 64;\n" ::"r"(2 + worker) : "memory");
-#pragma unroll
-      for (int n = 0; n < 4; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sc[n][e] += other[(4 * n + e) * 32 + lane];
-      xpar ^= 1;
-    }
+    exchange_partial_scores(sc, xbuf, worker, ch, xpar, lane);
     // 2. online softmax (log2 domain) for rows g (r 0) and g + 8 (r 1); P' = p . s_t . 2^c
     uint4 pa[2];
     {
