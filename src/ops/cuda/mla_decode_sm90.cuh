@@ -67,6 +67,13 @@ constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;                        // 
 constexpr int kScaleOff = kCumOff;  // FP8: scales [2][64] f32, then s_cum
 constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
+// The split over CTAs: 0 the even split; 1 whole-CTA pieces when the batch takes them at no more
+// units a CTA than the even split (mla_combine::whole_range); 2 also one CTA per sequence when
+// that is at most 1/16 over.
+#ifndef HELIX_SM90_WHOLE
+#define HELIX_SM90_WHOLE 1
+#endif
+constexpr int kWhole = HELIX_SM90_WHOLE;
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -610,8 +617,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   grid_dep_launch();
   if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
   __syncthreads();
+  // Whole-CTA pieces when the batch takes them (every warp finds its CTA's on its own), else the
+  // even split; the combine kernel decides the same way.
   mla_combine::TileRange tr;
-  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
+  const int whole = kWhole ? mla_combine::whole_range<kWhole == 2>(a, s_cum, cta, lane, tr) : -1;
+  if (whole == 0 || (whole < 0 && !mla_combine::cta_tile_range<1>(a, s_cum, cta, tr))) return;
   const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
   int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
   // Tiles of the range: every piece but the last ends with its sequence.

@@ -13,7 +13,7 @@ namespace helix::cuda::mla_sm90 {
 // 38 -> 32 us); larger batches take 128 threads (more CTAs per SM; 4 ways at batch 32).
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) mla_sm90_combine_kernel(const Args a) {
-  mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1>(a);
+  mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1, 0, kWhole>(a);
 }
 constexpr int kCombineSmallBatch = 4;  // batches up to this take the 512-thread combine
 
