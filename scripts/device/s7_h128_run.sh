@@ -34,6 +34,14 @@ for n in ${BINS1:-}; do  # batch 1 x 4K
   echo "== $n batch 1 rc=$?"
   grep -E "bf16|latency" "$OUT/${n}_b1.log"
 done
+for n in ${STAMP_BINS:-}; do  # measurement builds (-DHELIX_SM90_STAMPS): one shape a process
+  for shape in ${STAMP_SHAPES:-"8 16384" "1 16384"}; do
+    set -- $shape
+    timeout 60 "/tmp/hb/$n" --heads 128 --batches $1 --contexts $2 --skip-1m > "$OUT/${n}_st_$1_$2.log" 2>&1
+    echo "== $n stamps $1 x $2 rc=$?"
+    grep -E "^ +128 +$1 .*bf16|STAMP" "$OUT/${n}_st_$1_$2.log" | cut -c1-1500
+  done
+done
 if [ -x /tmp/hb/test_mla ] && [ -n "${TEST_FILTER:-}" ]; then
   timeout 300 /tmp/hb/test_mla --gtest_filter="$TEST_FILTER" > "$OUT/test_mla.log" 2>&1
   echo "test_mla rc=$? (${SECONDS}s)"

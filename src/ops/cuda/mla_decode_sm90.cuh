@@ -36,6 +36,13 @@
 #include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_bf16_args.h"
 #include "ops/cuda/mla_decode_sm90_ptx.cuh"
+#ifdef HELIX_SM90_STAMPS
+#include "ops/cuda/mla_decode_sm90_stamps.cuh"
+#define SM90_ST(k) \
+  do { if (!kFp8 && threadIdx.x == 0) SM90_STAMP(blockIdx.y * gridDim.x + blockIdx.x, k); } while (0)
+#else
+#define SM90_ST(k) do {} while (0)
+#endif
 
 namespace helix::cuda::mla_sm90 {
 
@@ -331,6 +338,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     cp_async_wait_all();
     fence_async_smem();
     bar_sync(kBarConsumers, kConsumerThreads);
+    if (i == 0) SM90_ST(3);
 #pragma unroll
     for (int x = 0; x < 128; ++x) o[x] = 0.f;
     float m_0 = -INFINITY, m_1 = -INFINITY;  // running max (log2 domain), rows r0 / r0 + 8
@@ -357,6 +365,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         wg_wait<0>();
         release_pending();
         release(sa, kPartRope);
+        if (ia == 0) SM90_ST(4);
         float mx0, mx1;
         scale_mask(s, va, t, a.scale_log2, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
@@ -520,6 +529,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       wg_wait<0>();
       release_pending();
     }
+    if (i + seg_n >= n_tiles) SM90_ST(5);
     l_0 += __shfl_xor_sync(0xffffffffu, l_0, 1);
     l_0 += __shfl_xor_sync(0xffffffffu, l_0, 2);
     l_1 += __shfl_xor_sync(0xffffffffu, l_1, 1);
@@ -567,6 +577,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     ++cb;
     while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
   }
+  SM90_ST(6);
   // Balance the P-buffer barriers' pre-arrivals.
   if constexpr (WG == 0) bar_sync(kBarP0Free, kConsumerThreads);
   if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
@@ -613,8 +624,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Launched with programmatic dependent launch: the kernel before may still run until here
   // (nothing above reads global memory). Then the combine kernel may be scheduled: it waits for
   // this grid to finish before it reads the partials.
+  SM90_ST(0);
+#ifdef HELIX_SM90_STAMPS
+  if (!kFp8 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0) {
+    g_comb[0] = ~0ull;
+    g_comb[1] = 0;
+    g_comb[2] = 0;
+  }
+#endif
   grid_dep_wait();
   grid_dep_launch();
+  SM90_ST(1);
   if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
   __syncthreads();
   // Whole-CTA pieces when the batch takes them (every warp finds its CTA's on its own), else the
@@ -622,6 +642,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   mla_combine::TileRange tr;
   const int whole = kWhole ? mla_combine::whole_range<kWhole == 2>(a, s_cum, cta, lane, tr) : -1;
   if (whole == 0 || (whole < 0 && !mla_combine::cta_tile_range<1>(a, s_cum, cta, tr))) return;
+  SM90_ST(2);
   const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
   int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
   // Tiles of the range: every piece but the last ends with its sequence.
