@@ -38,10 +38,14 @@
 #include "ops/cuda/mla_decode_sm90_ptx.cuh"
 #ifdef HELIX_SM90_STAMPS
 #include "ops/cuda/mla_decode_sm90_stamps.cuh"
-#define SM90_ST(k) \
-  do { if (!kFp8 && threadIdx.x == 0) SM90_STAMP(blockIdx.y * gridDim.x + blockIdx.x, k); } while (0)
+#define SM90_ST(k)                                                                    \
+  do {                                                                                \
+    if (!kFp8 && threadIdx.x == 0) SM90_STAMP(blockIdx.y* gridDim.x + blockIdx.x, k); \
+  } while (0)
 #else
-#define SM90_ST(k) do {} while (0)
+#define SM90_ST(k) \
+  do {             \
+  } while (0)
 #endif
 
 namespace helix::cuda::mla_sm90 {
@@ -78,9 +82,17 @@ constexpr int kFixedBytes = kCumOff;
 // units a CTA than the even split (mla_combine::whole_range); 2 also one CTA per sequence when
 // that is at most 1/16 over.
 #ifndef HELIX_SM90_WHOLE
-#define HELIX_SM90_WHOLE 1
+#define HELIX_SM90_WHOLE 0
 #endif
 constexpr int kWhole = HELIX_SM90_WHOLE;
+// The output of a CTA's last piece through shared memory and bulk stores (row stride: the row
+// plus kOutPad bytes, so a warp's 8 rows fall on different banks).
+#ifndef HELIX_SM90_STAGED
+#define HELIX_SM90_STAGED 1
+#endif
+constexpr bool kStagedOut = HELIX_SM90_STAGED;
+constexpr int kOutPad = 32;
+static_assert(kHeads * (kL * 4 + kOutPad) <= kStages * kStageBytes, "staged rows fit the stages");
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -543,6 +555,13 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
     const int64_t prow = mla_combine::partial_row(
         a, group, cta, mla_combine::partial_slot(s_cum, cb, t_begin), kHeads);
+    // The CTA's last piece goes out through shared memory (the KV stages: every tile is read)
+    // and bulk stores of whole rows; the warps' own stores touch 8 rows (8 lines) each, and took
+    // about 4 us for a CTA's 128 KB of fp32 partials (8 x 16K, H200).
+    const bool staged = kStagedOut && i + seg_n >= n_tiles;
+    const int row_bytes = complete && a.out_bf16 ? kL * 2 : kL * 4;
+    const int s_stride = row_bytes + kOutPad;
+    uint8_t* s_out = s_kv;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int r = r0 + 8 * rr, h = h_base + r;
@@ -561,7 +580,13 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       for (int j = 0; j < 32; ++j) {
         const int col = 256 * WG + 8 * j + 2 * t;
         const float v0 = o[4 * j + 2 * rr] * inv, v1 = o[4 * j + 2 * rr + 1] * inv;
-        if (!complete) {
+        if (staged) {
+          uint8_t* d = s_out + r * s_stride;
+          if (row_bytes == kL * 4)
+            *reinterpret_cast<float2*>(d + 4 * col) = make_float2(v0, v1);
+          else
+            *reinterpret_cast<__nv_bfloat162*>(d + 2 * col) = __floats2bfloat162_rn(v0, v1);
+        } else if (!complete) {
           *reinterpret_cast<float2*>(a.part_out + (prow + r) * kL + col) = make_float2(v0, v1);
         } else if (a.out_bf16) {
           *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) + orow * kL + col) =
@@ -569,6 +594,21 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         } else {
           *reinterpret_cast<float2*>(static_cast<float*>(a.out) + orow * kL + col) =
               make_float2(v0, v1);
+        }
+      }
+    }
+    if (staged) {
+      fence_async_smem();
+      bar_sync(kBarConsumers, kConsumerThreads);
+      if (WG == 0 && tid < kHeads) {  // one row each
+        const int h = h_base + tid;
+        if (h < a.num_heads) {
+          void* dst = complete ? static_cast<uint8_t*>(a.out) +
+                                     (static_cast<int64_t>(cb) * a.num_heads + h) * row_bytes
+                               : static_cast<void*>(a.part_out + (prow + tid) * kL);
+          bulk_store(dst, smem_u32(s_out + tid * s_stride), row_bytes);
+          bulk_commit();
+          bulk_wait_all();  // the CTA's shared memory stays until the rows are out
         }
       }
     }

@@ -2,10 +2,10 @@
 // Measurement build only (-DHELIX_SM90_STAMPS; s7-h128): %globaltimer stamps of each split CTA
 // (bf16) and the combine's first release / last end, kept in device memory, printed at exit (the
 // last bf16 launch of the process).
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <vector>
-#include <algorithm>
 
 namespace helix::cuda::mla_sm90 {
 constexpr int kStampN = 8, kStampCtas = 512;
@@ -16,10 +16,12 @@ __device__ __forceinline__ unsigned long long gtime() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-#define SM90_STAMP(lin, k) \
-  do { if ((lin) < kStampCtas) g_stamps[(lin)][(k)] = gtime(); } while (0)
+#define SM90_STAMP(lin, k)                                  \
+  do {                                                      \
+    if ((lin) < kStampCtas) g_stamps[(lin)][(k)] = gtime(); \
+  } while (0)
 
-inline std::vector<unsigned long long> g_h(kStampCtas * kStampN);
+inline std::vector<unsigned long long> g_h(kStampCtas* kStampN);
 inline unsigned long long g_hc[3];
 inline void stamps_snapshot() {
   cudaMemcpyFromSymbol(g_h.data(), g_stamps, g_h.size() * 8);
@@ -31,7 +33,10 @@ inline void stamps_dump() {
   unsigned long long t0 = ~0ull;
   int n = 0;
   for (int i = 0; i < kStampCtas; ++i)
-    if (h[i * kStampN]) { t0 = std::min(t0, h[i * kStampN]); n = i + 1; }
+    if (h[i * kStampN]) {
+      t0 = std::min(t0, h[i * kStampN]);
+      n = i + 1;
+    }
   const char* names[kStampN] = {"entry", "depwait", "range", "q", "first", "loopend", "end", "-"};
   std::printf("STAMPS %d ctas (us from first entry)\n", n);
   for (int k = 0; k < 7; ++k) {
