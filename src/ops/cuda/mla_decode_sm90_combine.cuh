@@ -23,7 +23,13 @@ __global__ void __launch_bounds__(kThreads) mla_sm90_combine_kernel(const Args a
     atomicMax(&g_comb[1], t);
   }
 #endif
+#ifdef HELIX_SM90_COMBINE_NOP  // measurement knob (s7-h128): the combine's launch and wait only
+  ptx::grid_dep_wait();
+  if (a.batch < 0)
+    mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1, 0, kWhole>(a);
+#else
   mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1, 0, kWhole>(a);
+#endif
 #ifdef HELIX_SM90_STAMPS
   if (threadIdx.x == 0) atomicMax(&g_comb[2], gtime());
 #endif
