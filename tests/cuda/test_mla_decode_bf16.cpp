@@ -502,52 +502,6 @@ TEST(MlaDecodeBf16Cuda, Sm90Repeats) {
   run_case(c);
 }
 
-// The sm90 kernel's two partitions (mla_combine::whole_range): whole-CTA pieces (each sequence
-// its own CTAs; taken when they fit the grid at no more units a CTA than the even split) and the
-// even split, with uneven lengths, empty and one-token sequences, lengths off the tile, one CTA
-// per sequence (no combine), exactly the grid's CTAs, and graph replays over batches that switch
-// between the two; bf16 and FP8 KV.
-TEST(MlaDecodeBf16Cuda, Sm90WholePieces) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  const auto f32 = MlaOutDtype::kFloat32, bf = MlaOutDtype::kBf16;
-  struct W {
-    std::vector<int> lens;
-    int block, ctas;
-  };
-  const std::vector<W> shapes = {
-      {{16384, 9000, 0, 1, 4097, 300}, 64, 0},                    // whole, 4 units a CTA
-      {{0, 1, 63, 65, 30000, 37, 192, 0, 10005}, 64, 0},          // even split
-      {{1024, 1024, 1024, 1024, 1024, 1024, 1024, 1025}, 16, 8},  // one CTA each, no combine
-      {{5000, 0, 77, 3000}, 32, 10},                              // even split
-      {{20000, 1, 1, 1, 1, 700}, 64, 0},  // whole, one sequence over 53 CTAs
-      {{128 * 66}, 64, 66},               // whole, exactly the grid
-  };
-  unsigned seed = kSeed + 80;
-  for (auto kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
-    for (const W& w : shapes) {
-      Case c{128, 512, 64, w.block, w.lens, kv, seed % 2 ? bf : f32, w.ctas, seed++};
-      c.sm90 = true;
-      c.nan_tail = true;
-      run_case(c);
-    }
-  // Launches of the plan's other batches first (B - 1, B - 3: the other partition), then graph
-  // replays.
-  const std::vector<W> switching = {{{500, 2000, 0, 1, 1, 2000}, 64, 10},
-                                    {{1500, 1500, 1000, 3000, 0, 0, 0, 1500}, 32, 12}};
-  for (auto kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
-    for (const W& w : switching) {
-      Case c{128, 512, 64, w.block, w.lens, kv, f32, w.ctas, seed++};
-      c.sm90 = true;
-      c.repeats = 5;
-      run_case(c);
-    }
-  Case c{128, 512, 64, 64, shapes[0].lens, MlaKvDtype::kBf16, bf, 0, seed};
-  c.sm90 = true;
-  c.graph = true;
-  c.repeats = 2;
-  run_case(c);
-}
-
 TEST(MlaDecodeBf16Cuda, AllEmpty) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   run_case({16, 512, 64, 64, {0, 0, 0}, MlaKvDtype::kBf16, MlaOutDtype::kFloat32, 0, kSeed});

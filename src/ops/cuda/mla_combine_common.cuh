@@ -121,77 +121,6 @@ __device__ __forceinline__ bool cta_tile_range(const Args& a, const int* s_cum, 
   return true;
 }
 
-// ---- whole-CTA pieces (the sm90 kernel) ----
-// When the batch takes it, each non-empty sequence b gets k_b = ceil(n_b / T) CTAs of its own, T
-// = the even split's largest share (ceil(total / ctas), so no CTA gets more than the even split
-// gives it), and CTA Kcum[b] + j (Kcum[b] = sum of k_i, i < b) takes units [j n_b / k_b, (j + 1)
-// n_b / k_b) of sequence b. It is taken when sum k_b <= ctas_per_group: then no range crosses a
-// sequence boundary (a crossing costs a drain, a partial write and a query load) and there are
-// fewer partials. 8 x 16K: 8 CTAs per sequence of 16 units each (the even split: 15-16 units, 8-9
-// pieces, 7 crossings); 64 x 16K: one CTA per sequence, no combine. Larger shapes (8 x 64K, 32 x
-// 16K) keep the even split.
-__device__ __forceinline__ int whole_share(int total, int ctas_per_group) {
-  const int ctas = active_ctas<1>(total, ctas_per_group);
-  return (total + ctas - 1) / ctas;
-}
-// One whole warp (every lane; every warp of a CTA may run it at once, it only reads s_cum), s_cum
-// complete: CTA cta's whole-CTA piece. Returns -1 when the batch does not take whole-CTA pieces
-// (then the even split, cta_tile_range), 0 when it does and CTA cta has no piece, 1 with the
-// piece in r.
-// kLoose: also one CTA per sequence (no combine at all) when the longest sequence is at most 1/16
-// over the even share (64 x 16K: 128 units a CTA against 125).
-template <bool kLoose>
-__device__ __forceinline__ int whole_range(const Args& a, const int* s_cum, int cta, int lane,
-                                           TileRange& r) {
-  const int total = s_cum[a.batch];
-  if (total == 0) return 0;
-  int t = whole_share(total, a.ctas_per_group);
-  if constexpr (kLoose) {
-    int mx = 0, cnt = 0;
-    for (int b = lane; b < a.batch; b += 32) {
-      const int n = s_cum[b + 1] - s_cum[b];
-      mx = n > mx ? n : mx;
-      cnt += n > 0;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const int m2 = __shfl_xor_sync(0xffffffffu, mx, o);
-      mx = m2 > mx ? m2 : mx;
-      cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
-    }
-    if (mx > t && mx <= t + t / 16 && cnt <= a.ctas_per_group) t = mx;
-  }
-  int kcum = 0, fb = -1, fj = 0, fk = 1;
-  for (int base = 0; base < a.batch; base += 32) {
-    const int b = base + lane;
-    const int n = b < a.batch ? s_cum[b + 1] - s_cum[b] : 0;
-    const int k = (n + t - 1) / t;
-    int incl = k;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int u = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += u;
-    }
-    const int first = kcum + incl - k;  // sequence b's first CTA
-    const unsigned hit = __ballot_sync(0xffffffffu, cta >= first && cta < first + k);
-    if (hit) {
-      const int src = __ffs(hit) - 1;
-      fb = __shfl_sync(0xffffffffu, b, src);
-      fj = __shfl_sync(0xffffffffu, cta - first, src);
-      fk = __shfl_sync(0xffffffffu, k, src);
-    }
-    kcum += __shfl_sync(0xffffffffu, incl, 31);
-    if (kcum > a.ctas_per_group) return -1;
-  }
-  if (fb < 0) return 0;
-  const int n = s_cum[fb + 1] - s_cum[fb];
-  r.cb = fb;
-  r.ck = static_cast<int>(static_cast<int64_t>(fj) * n / fk);
-  r.t_begin = s_cum[fb] + r.ck;
-  r.t_end = s_cum[fb] + static_cast<int>(static_cast<int64_t>(fj + 1) * n / fk);
-  return 1;
-}
-
 // ---- the partials' layout: the split kernels write it, the combines read it ----
 // Where a split CTA leaves its state for sequence cb when the sequence's tiles do not all lie in
 // the CTA's range (starting at tile t_begin): partial slot 0 when it is the range's first
@@ -262,10 +191,8 @@ __device__ __forceinline__ void scale4(float4& o, float s) {
 // - kPdl: launched as a programmatic dependent of the split kernel: reads seq_lens (an input, not
 //   the split kernel's) before waiting for it, and a sequence one CTA held returns without waiting.
 // - kSeqCost: the split kernel's (cta_tile_range): the partition is in virtual tiles.
-// - kWhole: the split kernel takes whole-CTA pieces when the batch takes them (whole_range; kMin
-//   1, kSeqCost 0): 0 never, 1 whole_range<false>, 2 whole_range<true>.
 template <int kThreads, int L, int HG, int kTile, int kBatch, bool kPdl, int kMin = kMinTiles,
-          int kSeqCost = 0, int kWhole = 0>
+          int kSeqCost = 0>
 __device__ __forceinline__ void combine_partials(const Args& a) {
   extern __shared__ float mla_combine_dyn[];
   __shared__ float s_red[kThreads / 32];
@@ -297,36 +224,8 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
   }
   const int ctas = active_ctas<kMin>(total, a.ctas_per_group);
   const int first = tiles_before + kSeqCost;  // the virtual index of the first real tile
-  int c_lo = cta_of(first, total, ctas);
-  int c_hi = cta_of(first + mine - 1, total, ctas);
-  bool whole = false;
-  if constexpr (kWhole > 0) {
-    // The split kernel's whole_range: this sequence's first CTA and the CTAs of all, in one sum
-    // (all * 1024 + before: both below 1024 CTAs when taken, exact in fp32).
-    int t = whole_share(total, a.ctas_per_group);
-    if constexpr (kWhole > 1) {
-      float mx = 0.f, cnt = 0.f;
-      for (int i = threadIdx.x; i < a.batch; i += kThreads) {
-        const float u = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
-        mx = fmaxf(mx, u);
-        cnt += u > 0.f ? 1.f : 0.f;
-      }
-      const int m = static_cast<int>(block_reduce<kThreads>(mx, true, s_red));
-      const int c = static_cast<int>(block_reduce<kThreads>(cnt, false, s_red));
-      if (m > t && m <= t + t / 16 && c <= a.ctas_per_group) t = m;
-    }
-    float packed = 0.f;
-    for (int i = threadIdx.x; i < a.batch; i += kThreads) {
-      const int k = ((seq_tokens(a, i) + kTile - 1) / kTile + t - 1) / t;
-      packed += static_cast<float>(k * 1024 + (i < b ? k : 0));
-    }
-    const int sums = static_cast<int>(block_reduce<kThreads>(packed, false, s_red));
-    if (sums / 1024 <= a.ctas_per_group) {
-      whole = true;
-      c_lo = sums % 1024;
-      c_hi = c_lo + (mine + t - 1) / t - 1;
-    }
-  }
+  const int c_lo = cta_of(first, total, ctas);
+  const int c_hi = cta_of(first + mine - 1, total, ctas);
   if (c_lo == c_hi) return;  // one CTA held it all and wrote the final result
   if constexpr (kPdl) ptx::grid_dep_wait();
   const int n = c_hi - c_lo + 1;
@@ -337,10 +236,7 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
     const int c = c_lo + i;
     float l = -INFINITY;
     int row = 0;
-    if (whole) {  // every piece is its CTA's only one: slot 0
-      row = static_cast<int>(partial_row(a, group, c, 0, HG)) + hl;
-      l = a.part_lse[row];
-    } else if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
+    if (cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas)) {  // a CTA with tiles
       // slot 1: the sequence is not the first one of CTA c_lo (its range starts in an earlier one)
       const int slot = (i == 0 && cta_begin(c, total, ctas) < tiles_before) ? 1 : 0;
       row = ((group * a.ctas_per_group + c) * 2 + slot) * HG + hl;  // partial_row in int

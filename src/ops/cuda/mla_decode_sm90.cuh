@@ -36,17 +36,6 @@
 #include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_bf16_args.h"
 #include "ops/cuda/mla_decode_sm90_ptx.cuh"
-#ifdef HELIX_SM90_STAMPS
-#include "ops/cuda/mla_decode_sm90_stamps.cuh"
-#define SM90_ST(k)                                                                    \
-  do {                                                                                \
-    if (!kFp8 && threadIdx.x == 0) SM90_STAMP(blockIdx.y* gridDim.x + blockIdx.x, k); \
-  } while (0)
-#else
-#define SM90_ST(k) \
-  do {             \
-  } while (0)
-#endif
 
 namespace helix::cuda::mla_sm90 {
 
@@ -78,21 +67,6 @@ constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;                        // 
 constexpr int kScaleOff = kCumOff;  // FP8: scales [2][64] f32, then s_cum
 constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
-// The split over CTAs: 0 the even split; 1 whole-CTA pieces when the batch takes them at no more
-// units a CTA than the even split (mla_combine::whole_range); 2 also one CTA per sequence when
-// that is at most 1/16 over.
-#ifndef HELIX_SM90_WHOLE
-#define HELIX_SM90_WHOLE 0
-#endif
-constexpr int kWhole = HELIX_SM90_WHOLE;
-// The output of a CTA's last piece through shared memory and bulk stores (row stride: the row
-// plus kOutPad bytes, so a warp's 8 rows fall on different banks).
-#ifndef HELIX_SM90_STAGED
-#define HELIX_SM90_STAGED 1
-#endif
-constexpr bool kStagedOut = HELIX_SM90_STAGED;
-constexpr int kOutPad = 32;
-static_assert(kHeads * (kL * 4 + kOutPad) <= kStages * kStageBytes, "staged rows fit the stages");
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -350,7 +324,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     cp_async_wait_all();
     fence_async_smem();
     bar_sync(kBarConsumers, kConsumerThreads);
-    if (i == 0) SM90_ST(3);
 #pragma unroll
     for (int x = 0; x < 128; ++x) o[x] = 0.f;
     float m_0 = -INFINITY, m_1 = -INFINITY;  // running max (log2 domain), rows r0 / r0 + 8
@@ -377,7 +350,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         wg_wait<0>();
         release_pending();
         release(sa, kPartRope);
-        if (ia == 0) SM90_ST(4);
         float mx0, mx1;
         scale_mask(s, va, t, a.scale_log2, mx0, mx1);
         const float n0 = fmaxf(m_0, mx0), n1 = fmaxf(m_1, mx1);  // finite: a tile has a token
@@ -541,7 +513,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       wg_wait<0>();
       release_pending();
     }
-    if (i + seg_n >= n_tiles) SM90_ST(5);
     l_0 += __shfl_xor_sync(0xffffffffu, l_0, 1);
     l_0 += __shfl_xor_sync(0xffffffffu, l_0, 2);
     l_1 += __shfl_xor_sync(0xffffffffu, l_1, 1);
@@ -555,13 +526,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
     const int64_t prow = mla_combine::partial_row(
         a, group, cta, mla_combine::partial_slot(s_cum, cb, t_begin), kHeads);
-    // The CTA's last piece goes out through shared memory (the KV stages: every tile is read)
-    // and bulk stores of whole rows; the warps' own stores touch 8 rows (8 lines) each, and took
-    // about 4 us for a CTA's 128 KB of fp32 partials (8 x 16K, H200).
-    const bool staged = kStagedOut && i + seg_n >= n_tiles;
-    const int row_bytes = complete && a.out_bf16 ? kL * 2 : kL * 4;
-    const int s_stride = row_bytes + kOutPad;
-    uint8_t* s_out = s_kv;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const int r = r0 + 8 * rr, h = h_base + r;
@@ -580,13 +544,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       for (int j = 0; j < 32; ++j) {
         const int col = 256 * WG + 8 * j + 2 * t;
         const float v0 = o[4 * j + 2 * rr] * inv, v1 = o[4 * j + 2 * rr + 1] * inv;
-        if (staged) {
-          uint8_t* d = s_out + r * s_stride;
-          if (row_bytes == kL * 4)
-            *reinterpret_cast<float2*>(d + 4 * col) = make_float2(v0, v1);
-          else
-            *reinterpret_cast<__nv_bfloat162*>(d + 2 * col) = __floats2bfloat162_rn(v0, v1);
-        } else if (!complete) {
+        if (!complete) {
           *reinterpret_cast<float2*>(a.part_out + (prow + r) * kL + col) = make_float2(v0, v1);
         } else if (a.out_bf16) {
           *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) + orow * kL + col) =
@@ -597,27 +555,11 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         }
       }
     }
-    if (staged) {
-      fence_async_smem();
-      bar_sync(kBarConsumers, kConsumerThreads);
-      if (WG == 0 && tid < kHeads) {  // one row each
-        const int h = h_base + tid;
-        if (h < a.num_heads) {
-          void* dst = complete ? static_cast<uint8_t*>(a.out) +
-                                     (static_cast<int64_t>(cb) * a.num_heads + h) * row_bytes
-                               : static_cast<void*>(a.part_out + (prow + tid) * kL);
-          bulk_store(dst, smem_u32(s_out + tid * s_stride), row_bytes);
-          bulk_commit();
-          bulk_wait_all();  // the CTA's shared memory stays until the rows are out
-        }
-      }
-    }
     i += seg_n;
     ck = 0;
     ++cb;
     while (cb < a.batch && s_cum[cb + 1] == s_cum[cb]) ++cb;
   }
-  SM90_ST(6);
   // Balance the P-buffer barriers' pre-arrivals.
   if constexpr (WG == 0) bar_sync(kBarP0Free, kConsumerThreads);
   if constexpr (WG == 1) bar_sync(kBarP1Free, kConsumerThreads);
@@ -664,25 +606,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Launched with programmatic dependent launch: the kernel before may still run until here
   // (nothing above reads global memory). Then the combine kernel may be scheduled: it waits for
   // this grid to finish before it reads the partials.
-  SM90_ST(0);
-#ifdef HELIX_SM90_STAMPS
-  if (!kFp8 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0) {
-    g_comb[0] = ~0ull;
-    g_comb[1] = 0;
-    g_comb[2] = 0;
-  }
-#endif
   grid_dep_wait();
   grid_dep_launch();
-  SM90_ST(1);
   if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
   __syncthreads();
-  // Whole-CTA pieces when the batch takes them (every warp finds its CTA's on its own), else the
-  // even split; the combine kernel decides the same way.
   mla_combine::TileRange tr;
-  const int whole = kWhole ? mla_combine::whole_range<kWhole == 2>(a, s_cum, cta, lane, tr) : -1;
-  if (whole == 0 || (whole < 0 && !mla_combine::cta_tile_range<1>(a, s_cum, cta, tr))) return;
-  SM90_ST(2);
+  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
   const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
   int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
   // Tiles of the range: every piece but the last ends with its sequence.

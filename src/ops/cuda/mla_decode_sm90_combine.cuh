@@ -13,26 +13,7 @@ namespace helix::cuda::mla_sm90 {
 // 38 -> 32 us); larger batches take 128 threads (more CTAs per SM; 4 ways at batch 32).
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) mla_sm90_combine_kernel(const Args a) {
-#ifdef HELIX_SM90_STAMPS
-  // release: once the grid dependency is met (after this call's own wait, or at once for
-  // sequences one CTA held)
-  ptx::grid_dep_wait();
-  if (threadIdx.x == 0) {
-    const unsigned long long t = gtime();
-    atomicMin(&g_comb[0], t);
-    atomicMax(&g_comb[1], t);
-  }
-#endif
-#ifdef HELIX_SM90_COMBINE_NOP  // measurement knob (s7-h128): the combine's launch and wait only
-  ptx::grid_dep_wait();
-  if (a.batch < 0)
-    mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1, 0, kWhole>(a);
-#else
-  mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1, 0, kWhole>(a);
-#endif
-#ifdef HELIX_SM90_STAMPS
-  if (threadIdx.x == 0) atomicMax(&g_comb[2], gtime());
-#endif
+  mla_combine::combine_partials<kThreads, kL, kHeads, kUnit, 8, true, 1>(a);
 }
 constexpr int kCombineSmallBatch = 4;  // batches up to this take the 512-thread combine
 
