@@ -303,4 +303,96 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
   if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
 }
 
+// combine_partials for a kPdl dependent in one L2 round trip after the split kernel when a
+// sequence has at most kGroups x kUnroll pieces (kGroups = kThreads / (L / 4) threads per
+// 4-column chunk, in adjacent lanes): the pieces' partial rows are found before the PDL wait
+// (index math on seq_lens only), then each thread loads the lse and the values of all its pieces
+// at once (combine_partials loads the lse first, then the values: two round trips, and four
+// block barriers between them); the max and the sums meet by shuffles among the chunk's lanes,
+// with no block barrier after the wait. More pieces, and the empty sequences: combine_partials.
+// (mla_decode_mem_combine.cu does the same for the memory-bound kernel's partition.)
+template <int kThreads, int L, int HG, int kTile, int kUnroll, int kMin = kMinTiles>
+__device__ __forceinline__ void combine_one_trip(const Args& a) {
+  constexpr int kGroups = kThreads / (L / 4);
+  static_assert(kGroups >= 1 && kGroups <= 32 && kGroups * (L / 4) == kThreads &&
+                    (kGroups & (kGroups - 1)) == 0,
+                "whole chunks, a power-of-two lane group");
+  __shared__ float s_red[kThreads / 32];
+  __shared__ int s_row[kGroups * kUnroll];
+  const int b = blockIdx.x, h = blockIdx.y;
+  const int group = h / HG, hl = h % HG;
+  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
+  for (int i = threadIdx.x; i < a.batch; i += kThreads) {
+    const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
+    all += tiles;
+    if (i < b) before += tiles;
+  }
+  const int tiles_before = static_cast<int>(block_reduce<kThreads>(before, false, s_red));
+  const int total = static_cast<int>(block_reduce<kThreads>(all, false, s_red));
+  const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
+  const int ctas = active_ctas<kMin>(total, a.ctas_per_group);
+  const int c_lo = mine > 0 ? cta_of(tiles_before, total, ctas) : 0;
+  const int n = mine > 0 ? cta_of(tiles_before + mine - 1, total, ctas) - c_lo + 1 : 0;
+  if (n == 1) return;  // one CTA held it all and wrote the final result
+  if (mine == 0 || n > kGroups * kUnroll) {
+    combine_partials<kThreads, L, HG, kTile, 8, true, kMin>(a);
+    return;
+  }
+  if (threadIdx.x < n) {  // as combine_partials (partial_row in int); -1: a CTA without tiles
+    const int c = c_lo + threadIdx.x;
+    const bool tiles = cta_begin(c, total, ctas) < cta_begin(c + 1, total, ctas);
+    const int slot = threadIdx.x == 0 && cta_begin(c, total, ctas) < tiles_before ? 1 : 0;
+    s_row[threadIdx.x] = tiles ? ((group * a.ctas_per_group + c) * 2 + slot) * HG + hl : -1;
+  }
+  __syncthreads();
+  ptx::grid_dep_wait();
+  const int cc = threadIdx.x / kGroups, pg = threadIdx.x % kGroups;
+  float4 v[kUnroll];
+  float l[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int i = pg + u * kGroups;
+    const int row = i < n ? s_row[i] : -1;
+    l[u] = -INFINITY;
+    v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (row >= 0) {
+      // volatile: every load is issued before the first is used (ptxas otherwise waits for the
+      // lse before it loads the values, a second round trip)
+      const float* pv = a.part_out + static_cast<int64_t>(row) * L + 4 * cc;
+      asm volatile("ld.global.f32 %0, [%1];\n" : "=f"(l[u]) : "l"(a.part_lse + row));
+      asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=f"(v[u].x), "=f"(v[u].y), "=f"(v[u].z), "=f"(v[u].w)
+                   : "l"(pv));
+    }
+  }
+  float mx = l[0];
+#pragma unroll
+  for (int u = 1; u < kUnroll; ++u) mx = fmaxf(mx, l[u]);
+#pragma unroll
+  for (int m = 1; m < kGroups; m <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, m));
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+  float sum = 0.f;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const float w = __expf(l[u] - mx);  // 0 for -inf (no piece there): its v is 0
+    sum += w;
+    fma4(o, w, v[u]);
+  }
+  // the kGroups lanes of a chunk hold disjoint pieces: their sums are the whole
+#pragma unroll
+  for (int m = 1; m < kGroups; m <<= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, m);
+    o.x += __shfl_xor_sync(0xffffffffu, o.x, m);
+    o.y += __shfl_xor_sync(0xffffffffu, o.y, m);
+    o.z += __shfl_xor_sync(0xffffffffu, o.z, m);
+    o.w += __shfl_xor_sync(0xffffffffu, o.w, m);
+  }
+  if (pg != 0) return;
+  scale4(o, 1.f / sum);
+  const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+  store4(static_cast<float*>(a.out) + orow * L, static_cast<__nv_bfloat16*>(a.out) + orow * L,
+         a.out_bf16, 4 * cc, o);
+  if (threadIdx.x == 0) a.lse[orow] = mx + __logf(sum);
+}
+
 }  // namespace helix::cuda::mla_combine

@@ -44,6 +44,18 @@ cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_
   const auto kernel = fp8 ? mla_sm90_kernel<true> : mla_sm90_kernel<false>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(*smem));
+#ifndef HELIX_SM90_CARVEOUT
+#define HELIX_SM90_CARVEOUT 1
+#endif
+#if HELIX_SM90_CARVEOUT
+  // The combine kernels on the split kernel's all-shared carveout: an SM the split kernel leaves
+  // then takes combine CTAs without reconfiguring its L1 / shared memory split.
+  for (const auto combine : {mla_sm90_combine_kernel<128, 10>, mla_sm90_combine_kernel<512, 8>,
+                             mla_sm90_combine_kernel<512, 17>})
+    if (err == cudaSuccess)
+      err = cudaFuncSetAttribute(combine, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+#endif
   int dev = 0, sms = 0, per_sm = 0;
   if (err == cudaSuccess) err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -133,10 +145,11 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
   if (a.batch <= kCombineSmallBatch) {
     cfg.blockDim = dim3(512);
-    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512>, a);
+    return a.batch == 1 ? cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, 17>, a)
+                        : cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, 8>, a);
   }
   cfg.blockDim = dim3(128);
-  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128>, a);
+  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, 10>, a);
 }
 
 }  // namespace helix::cuda::mla_sm90
