@@ -44,18 +44,6 @@ cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_
   const auto kernel = fp8 ? mla_sm90_kernel<true> : mla_sm90_kernel<false>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(*smem));
-#ifndef HELIX_SM90_CARVEOUT
-#define HELIX_SM90_CARVEOUT 1
-#endif
-#if HELIX_SM90_CARVEOUT
-  // The combine kernels on the split kernel's all-shared carveout: an SM the split kernel leaves
-  // then takes combine CTAs without reconfiguring its L1 / shared memory split.
-  for (const auto combine : {mla_sm90_combine_kernel<128, 10>, mla_sm90_combine_kernel<512, 8>,
-                             mla_sm90_combine_kernel<512, 17>})
-    if (err == cudaSuccess)
-      err = cudaFuncSetAttribute(combine, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared);
-#endif
   int dev = 0, sms = 0, per_sm = 0;
   if (err == cudaSuccess) err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
