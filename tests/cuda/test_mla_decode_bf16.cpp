@@ -689,6 +689,56 @@ TEST(MlaDecodeBf16Cuda, BadInput) {
   mla_plan_release(&plan);
 }
 
+// mla_plan_workspace_bytes is what mla_plan allocates, and a caller's buffer of that size is used
+// as is (not reallocated); one byte short, the plan allocates its own.
+TEST(MlaDecodeBf16Cuda, PlanWorkspaceBytes) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Case {
+    int heads, batch;
+    MlaKvDtype kv;
+    MlaKernelChoice kernel;
+  };
+  const auto bf = MlaKvDtype::kBf16, f8 = MlaKvDtype::kFp8E4m3;
+  const Case cases[] = {
+      {16, 1, bf, MlaKernelChoice::kAuto},    {16, 64, f8, MlaKernelChoice::kAuto},
+      {128, 8, bf, MlaKernelChoice::kAuto},   {128, 32, f8, MlaKernelChoice::kAuto},
+      {40, 3, bf, MlaKernelChoice::kLatency}, {128, 4, bf, MlaKernelChoice::kMmaSync},
+      {64, 300, f8, MlaKernelChoice::kWgmma}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << c.heads << " heads, max_batch " << c.batch);
+    MlaPlanDesc d;
+    d.num_heads = c.heads;
+    d.max_batch = c.batch;
+    d.kv_dtype = c.kv;
+    d.kernel = c.kernel;
+    const size_t bytes = mla_plan_workspace_bytes(d);
+    ASSERT_GT(bytes, 0u);
+    MlaPlan own;
+    CUDA_OK(mla_plan(d, &own));
+    EXPECT_EQ(own.workspace_bytes, bytes);
+    EXPECT_TRUE(own.owns_workspace);
+    mla_plan_release(&own);
+    void* buf = nullptr;
+    CUDA_OK(cudaMalloc(&buf, bytes));
+    MlaPlan given;
+    CUDA_OK(mla_plan(d, &given, buf, bytes));
+    EXPECT_EQ(given.workspace, buf);
+    EXPECT_FALSE(given.owns_workspace);
+    mla_plan_release(&given);
+    MlaPlan short_by_one;
+    CUDA_OK(mla_plan(d, &short_by_one, buf, bytes - 1));
+    EXPECT_NE(short_by_one.workspace, buf);
+    EXPECT_TRUE(short_by_one.owns_workspace);
+    mla_plan_release(&short_by_one);
+    CUDA_OK(cudaFree(buf));
+  }
+  MlaPlanDesc bad;
+  bad.num_heads = 16;
+  bad.max_batch = 4;
+  bad.kv_lora_rank = 100;
+  EXPECT_EQ(mla_plan_workspace_bytes(bad), 0u);
+}
+
 }  // namespace
 }  // namespace helix
 #endif  // HELIX_HAVE_CUDA

@@ -156,6 +156,23 @@ size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
   return (parts + 15) / 16 * 16 + 16;
 }
 
+// Everything of a plan but its workspace pointer: the kernels' grids, shared memory and the
+// workspace size. One function, so mla_plan_workspace_bytes and mla_plan cannot disagree.
+cudaError_t plan_shape(const MlaPlanDesc& d, MlaPlan* p) {
+  p->desc = d;
+  p->head_group = head_group_for(d);
+  p->num_head_groups = (d.num_heads + p->head_group - 1) / p->head_group;
+  cudaError_t err = ctas_for(d, &p->ctas_per_group, &p->smem_bytes);
+  if (err == cudaSuccess) err = sm90_ctas_for(d, &p->sm90_ctas_per_group, &p->sm90_smem_bytes);
+  if (err == cudaSuccess) err = lat_ctas_for(d, &p->lat_ctas_per_group, &p->lat_smem_bytes);
+  if (err != cudaSuccess) return err;
+  // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
+  p->workspace_bytes = total_workspace(
+      workspace_for(d, p->num_head_groups, std::max(p->ctas_per_group, p->sm90_ctas_per_group)),
+      d.num_heads, p->lat_ctas_per_group);
+  return cudaSuccess;
+}
+
 }  // namespace
 
 size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
@@ -165,32 +182,16 @@ size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
 
 size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   if (d.num_heads <= 0 || !supported(d.kv_lora_rank, d.rope_dim)) return 0;
-  int ctas = 0;
-  size_t smem = 0;
-  if (ctas_for(d, &ctas, &smem) != cudaSuccess) return 0;
-  int sm90_ctas = 0, lat_ctas = 0;
-  if (sm90_ctas_for(d, &sm90_ctas, &smem) != cudaSuccess) return 0;
-  if (lat_ctas_for(d, &lat_ctas, &smem) != cudaSuccess) return 0;
-  const int hg = head_group_for(d);
-  return total_workspace(workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas)),
-                         d.num_heads, lat_ctas);
+  MlaPlan p;
+  return plan_shape(d, &p) == cudaSuccess ? p.workspace_bytes : 0;
 }
 
 cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
   if (!plan || d.num_heads <= 0 || d.max_batch <= 0) return cudaErrorInvalidValue;
   if (!supported(d.kv_lora_rank, d.rope_dim)) return cudaErrorNotSupported;
   MlaPlan p;
-  p.desc = d;
-  p.head_group = head_group_for(d);
-  p.num_head_groups = (d.num_heads + p.head_group - 1) / p.head_group;
-  cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes);
-  if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
-  if (err == cudaSuccess) err = lat_ctas_for(d, &p.lat_ctas_per_group, &p.lat_smem_bytes);
+  cudaError_t err = plan_shape(d, &p);
   if (err != cudaSuccess) return err;
-  // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
-  p.workspace_bytes = total_workspace(
-      workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group)),
-      d.num_heads, p.lat_ctas_per_group);
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {
