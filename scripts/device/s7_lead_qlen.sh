@@ -5,6 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; B=${1:-/tmp/b-lead}; mkdir -p "$OUT"
+. scripts/devdeps_env.sh
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHELIX_BENCH=ON -DHELIX_SANITIZE_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -20 "$OUT/cmake.log"; exit 1; }
 ninja -C "$B" -j16 helix_cuda_tests bench_mla_decode_bf16 > "$OUT/build.log" 2>&1 || { grep -m20 -A8 error "$OUT/build.log"; exit 1; }
 echo "built in $SECONDS s"
