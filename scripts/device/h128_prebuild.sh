@@ -15,7 +15,7 @@ export CCACHE_BASEDIR=/
 CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc"
 CX="-std=c++20 -O2 -Isrc -Ibench -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/local/cuda/include -DHELIX_HAVE_CUDA=1"
 CU_SRC="mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16 mla_decode_mem
-  mla_decode_mem_combine mla_decode_sm90 mla_kv_write mla_decode_lat"
+  mla_decode_mem_combine mla_decode_sm90 mla_kv_write mla_decode_lat mla_decode_tail"
 for f in $CU_SRC; do [ -f src/ops/cuda/$f.cu ] && $CCACHE $NVCC $CU -c src/ops/cuda/$f.cu -o "$B/$f.o"; done
 $CCACHE $NVCC $CU -c bench/bench_flush.cu -o "$B/bench_flush.o"
 for f in mla_decode matmul kv_fp8; do $CCACHE g++ $CX -c src/ops/cpu/$f.cpp -o "$B/$f.o"; done
