@@ -133,11 +133,14 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
   if (a.batch <= kCombineSmallBatch) {
     cfg.blockDim = dim3(512);
-    return a.batch == 1 ? cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, 17>, a)
-                        : cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, 8>, a);
+    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, 0>, a);
   }
   cfg.blockDim = dim3(128);
-  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, 10>, a);
+  // The one-trip combine where its (batch, heads) grid fits one wave on the split grid's SMs.
+  if (static_cast<int64_t>(a.batch) * a.num_heads <=
+      static_cast<int64_t>(kOneTripCtasPerSm) * grid.x * grid.y)
+    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, kOneTripUnroll>, a);
+  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, 0>, a);
 }
 
 }  // namespace helix::cuda::mla_sm90
