@@ -39,6 +39,9 @@ struct Case {
   // MlaKernelChoice::kLatency (the one-launch small-batch kernel at every launch), or kAuto
   // (overrides the two above)
   bool lat = false, auto_k = false;
+  // MlaKernelChoice::kCluster (the one-cluster kernel at every launch; num_ctas: the cluster
+  // size), overrides all of the above
+  bool cluster = false;
   // Pool rows past each sequence's end in its last block hold NaN (stale cache rows may hold
   // anything; their weight is 0 and must stay 0).
   bool nan_tail = false;
@@ -61,7 +64,8 @@ std::string describe(const Case& c) {
       " block " + std::to_string(c.block) + " kv " + (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") +
       " out " + (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
       std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-      (c.lat      ? " lat"
+      (c.cluster  ? " cluster"
+       : c.lat    ? " lat"
        : c.auto_k ? " auto"
        : c.sm90   ? " sm90"
        : c.wgmma  ? " wgmma"
@@ -222,7 +226,8 @@ void run_case(const Case& c) {
   d.max_batch = B + 2;
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
-  d.kernel = c.lat      ? MlaKernelChoice::kLatency
+  d.kernel = c.cluster  ? MlaKernelChoice::kCluster
+             : c.lat    ? MlaKernelChoice::kLatency
              : c.auto_k ? MlaKernelChoice::kAuto
              : c.sm90   ? MlaKernelChoice::kSm90
              : c.wgmma  ? MlaKernelChoice::kWgmma
@@ -666,6 +671,64 @@ TEST(MlaDecodeBf16Cuda, LatencyKernel) {
   lat({16, 512, 64, 64, {70000}, bf, f32});
   lat({16, 512, 64, 32, {66000, 9}, bf, o16});
   lat({128, 512, 64, 64, {20000}, bf, f32});
+}
+
+// The one-cluster kernel (mla_decode_cluster.cu): every (sequence, 16 heads) on one cluster, the
+// partials merged in distributed shared memory; forced at every batch and cluster size, and kAuto
+// reaching it at batch 1.
+TEST(MlaDecodeBf16Cuda, ClusterKernel) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 700;
+  auto cl = [&](Case c, bool auto_k = false) {
+    c.seed = ++seed;
+    c.cluster = !auto_k;
+    c.auto_k = auto_k;
+    run_case(c);
+  };
+  const auto bf = MlaKvDtype::kBf16;
+  const auto f32 = MlaOutDtype::kFloat32, o16 = MlaOutDtype::kBf16;
+  // batch 1 at the bench's shape, every cluster size (0: the largest), both head counts
+  for (int cs : {0, 16, 8, 5, 2, 1}) cl({16, 512, 64, 64, {4096}, bf, f32, cs});
+  cl({128, 512, 64, 64, {4096}, bf, o16});
+  // graph replays (nothing left between launches), NaN rows past the end
+  for (int H : {16, 128}) {
+    Case g{H, 512, 64, 64, {4095}, bf, f32};
+    g.graph = true;
+    g.repeats = 2;
+    g.nan_tail = true;
+    cl(g);
+  }
+  // kAuto at batch 1, 16 and 32 heads, small block tables
+  cl({16, 512, 64, 64, {3000}, bf, f32}, true);
+  cl({32, 512, 64, 16, {1000}, bf, o16}, true);
+  {
+    Case g{16, 512, 64, 32, {1023}, bf, o16};
+    g.graph = true;
+    g.nan_tail = true;
+    g.auto_k = true;
+    g.seed = ++seed;
+    run_case(g);
+  }
+  // empty, one token, fewer tiles than CTAs, lengths off the block and the tile, odd heads/blocks
+  cl({16, 512, 64, 64, {0}, bf, f32});
+  cl({16, 512, 64, 64, {0, 0}, bf, o16});
+  cl({16, 512, 64, 64, {1}, bf, f32});
+  cl({16, 512, 64, 64, {33}, bf, f32});
+  cl({16, 512, 64, 64, {500}, bf, f32});
+  cl({128, 512, 64, 16, {1, 0}, bf, f32});
+  cl({1, 512, 64, 32, {700}, bf, f32});
+  cl({40, 512, 64, 48, {900, 0, 33}, bf, f32, 4});
+  cl({100, 512, 64, 7, {333, 1}, bf, o16});
+  cl({16, 512, 64, 32, {31, 32, 33, 0, 64, 65, 16, 17}, bf, f32, 3});
+  for (int block : {16, 32, 64}) {
+    Case c{16, 512, 64, block, uneven(block, 2100), bf, f32};
+    c.nan_tail = true;
+    c.repeats = 2;
+    cl(c);
+  }
+  // long contexts: each CTA streams many tiles (the ring wraps many times)
+  cl({16, 512, 64, 64, {70000}, bf, f32});
+  cl({16, 512, 64, 32, {20000, 9}, bf, o16, 8});
 }
 
 TEST(MlaDecodeBf16Cuda, BadInput) {

@@ -10,6 +10,7 @@
 #include "core/kv_fp8_layout.h"
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/mla_decode_cluster.h"
 #include "ops/cuda/mla_decode_lat.h"
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_sm90.h"
@@ -34,10 +35,11 @@ cudaError_t with_entry(int L, int R, F&& f) {
   return cudaErrorNotSupported;
 }
 
-// kLatency is kAuto with the latency kernel at every launch it takes: the launches it does not take
-// (FP8 KV, other sizes) run kAuto's kernels.
+// kLatency / kCluster are kAuto with the latency / cluster kernel at every launch it takes: the
+// launches it does not take (FP8 KV, other sizes) run kAuto's kernels.
 bool auto_like(const MlaPlanDesc& d) {
-  return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency;
+  return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency ||
+         d.kernel == MlaKernelChoice::kCluster;
 }
 
 // The sm90 kernel for H >= 64 (mla_decode_sm90.h), FP8 KV included at every batch it takes: on
@@ -148,6 +150,36 @@ bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
   const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
   return p.batch <= kLatAutoBatch && plan.desc.num_heads <= 32 && cap <= kLatAutoCapacity;
 }
+// The one-cluster kernel (mla_decode_cluster.h): planned for bf16 KV at (512, 64) under kAuto and
+// kCluster. Its largest cluster and shared memory (0: not used; an optional path, like the latency
+// kernel's: if the device cannot run it the other kernels serve every launch).
+void cluster_for(const MlaPlanDesc& d, int* max_cluster, size_t* smem) {
+  *max_cluster = 0;
+  *smem = 0;
+  if (!auto_like(d) || !cuda::mla_cluster::eligible(d.kv_lora_rank, d.rope_dim,
+                                                    d.kv_dtype == MlaKvDtype::kFp8E4m3))
+    return;
+  if (cuda::mla_cluster::prepare(smem, max_cluster) != cudaSuccess) {
+    (void)cudaGetLastError();
+    *max_cluster = 0;
+    *smem = 0;
+  }
+}
+// kAuto's choice at launch (before the latency kernel's): batch 1, <= 32 heads, block-table
+// capacity <= 16K tokens (measured on H200: bench/RESULTS.md, "Batch-1 latency on one cluster").
+// The cluster size: what kCluster's num_ctas asks, else the largest the device fits.
+constexpr int kClusterAutoBatch = 1;
+constexpr int64_t kClusterAutoCapacity = 16384;
+int cluster_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
+  if (plan.cluster_max <= 0) return 0;
+  const MlaPlanDesc& d = plan.desc;
+  if (d.kernel == MlaKernelChoice::kCluster)
+    return d.num_ctas > 0 ? std::min(d.num_ctas, plan.cluster_max) : plan.cluster_max;
+  if (d.kernel != MlaKernelChoice::kAuto) return 0;
+  const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
+  if (p.batch > kClusterAutoBatch || d.num_heads > 32 || cap > kClusterAutoCapacity) return 0;
+  return plan.cluster_max;
+}
 // Workspace: the larger of the split kernels' and the latency kernel's partials, then (with the
 // latency kernel) its 16-byte barrier counter, which no other kernel writes.
 size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
@@ -187,6 +219,7 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
   if (err == cudaSuccess) err = lat_ctas_for(d, &p.lat_ctas_per_group, &p.lat_smem_bytes);
   if (err != cudaSuccess) return err;
+  cluster_for(d, &p.cluster_max, &p.cluster_smem_bytes);
   // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
   p.workspace_bytes = total_workspace(
       workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group)),
@@ -243,6 +276,8 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   const size_t rows = static_cast<size_t>(plan.num_head_groups) *
                       std::max(plan.ctas_per_group, plan.sm90_ctas_per_group) * 2 * plan.head_group;
   a.part_lse = a.part_out + rows * d.kv_lora_rank;
+  if (const int cluster = cluster_at_launch(plan, p); cluster > 0)  // one launch, no workspace
+    return cuda::mla_cluster::launch(a, cluster, plan.cluster_smem_bytes, stream);
   if (lat_at_launch(plan, p)) {  // one launch: split, grid barrier, combine
     const int groups = (d.num_heads + cuda::mla_lat::kHeadGroup - 1) / cuda::mla_lat::kHeadGroup;
     a.ctas_per_group = plan.lat_ctas_per_group;

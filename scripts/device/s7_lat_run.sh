@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Session 7 (lat): the one-cluster batch-1 kernel on the device, binaries prebuilt on the dev
+# machine by s7_lat_prebuild.sh into devbin/{base,new} (base = main 2841afc). Tests, the launch
+# probe, the cluster kernel's stamps, then the bench: base and new alternating, two rounds.
+#   OUT=dir [TESTS=gtest-filter] [PROBE=1] [TRACE=1] [BENCH=1] [FORCED=1] bash scripts/device/s7_lat_run.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-./out}; mkdir -p "$OUT"
+D=devbin
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
+if [ -n "${TESTS:-}" ]; then
+  $D/new/test_mla --gtest_filter="$TESTS" > "$OUT/test.log" 2>&1; echo "test rc $?"
+  grep -E "^\[  (PASSED|FAILED) |FAILED|tests ran" "$OUT/test.log" | head -20
+  grep -o "rel_l2 out [0-9.e+-]*" "$OUT/test.log" | sort -k3 -g | tail -2
+fi
+[ "${PROBE:-0}" = 1 ] && $D/new/launch_probe 2>&1 | tee "$OUT/probe.log"
+[ "${TRACE:-0}" = 1 ] && $D/new/cluster_trace 2>&1 | tee "$OUT/trace.log"
+ARGS="--batches 1 --contexts ${CONTEXTS:-1024 4096 16384} --skip-1m --iters ${ITERS:-50}"
+if [ "${BENCH:-1}" = 1 ]; then
+  for r in 1 2; do
+    for side in base new; do
+      echo "== $side r$r"
+      $D/$side/bench_mla --heads ${HEADS:-16 128} $ARGS --json "$OUT/$side-r$r.json" > "$OUT/$side-r$r.log" 2>&1
+      grep -E "launch floor|^ +(16|128) +1 |latency|plan H" "$OUT/$side-r$r.log"
+    done
+  done
+fi
+if [ "${FORCED:-0}" = 1 ]; then
+  for k in "cluster --ctas 16" "cluster --ctas 8" "cluster --ctas 4" "lat"; do
+    echo "== new --kernel $k"
+    $D/new/bench_mla --heads ${FHEADS:-16} --kernel $k $ARGS > "$OUT/forced.log" 2>&1
+    grep -E "^ +(16|128) +1 |latency" "$OUT/forced.log"
+  done
+fi

@@ -1,0 +1,398 @@
+// The one-cluster MLA decode kernel (mla_decode_cluster.h): bf16 latent KV, (L, R) = (512, 64),
+// 16 heads per CTA, one (sequence, head group) per thread-block cluster.
+//
+// At batch 1 the KV read is small (4.7 MB at 4K tokens) and the split kernels' time is fixed
+// costs; the one-launch latency kernel (mla_decode_lat.cu) still pays four dependent global steps
+// after the KV load (partial write, grid barrier, partial read, output). Here the partials stay on
+// chip:
+// - CTA r of a cluster of C takes the sequence's tiles r, r + C, r + 2C, ...: which tiles are its
+//   own does not depend on the length, so the block-table entries of its first kStages tiles load
+//   beside seq_lens and the query (one global round trip before the KV copies are issued);
+// - the tiles stream by cp.async (16 bytes a thread, any block size) into a ring of kStages padded
+//   stages; the tile loop is the latency kernel's (8 warps, mma.sync m16n8k16, online softmax);
+// - each CTA leaves its unnormalised O [16, L] and (max, sum) per row in shared memory; after a
+//   cluster barrier CTA r merges rows r, r + C, ... from every CTA's shared memory (DSMEM loads)
+//   and writes out and lse; a second cluster barrier keeps every CTA's shared memory alive until
+//   all reads are done.
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/mla_combine_common.cuh"
+#include "ops/cuda/mla_decode_cluster.h"
+#include "ops/cuda/ptx_common.cuh"
+
+namespace helix::cuda::mla_cluster {
+namespace {
+
+using mla_bf16::Args;
+using namespace ptx;
+namespace mc = mla_combine;
+namespace cg = cooperative_groups;
+
+// Diagnostic builds only: thread 0 of each CTA stamps %globaltimer at phase points.
+#ifdef MLA_CLUSTER_TRACE
+__device__ unsigned long long g_cluster_trace[1024][8];
+#define CL_TRACE(i)                                                                   \
+  do {                                                                                \
+    if (threadIdx.x == 0) {                                                           \
+      unsigned long long gt;                                                          \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(gt));                          \
+      g_cluster_trace[(blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x] \
+                     [i] = gt;                                                        \
+    }                                                                                 \
+  } while (0)
+#else
+#define CL_TRACE(i) \
+  do {              \
+  } while (0)
+#endif
+
+constexpr int L = 512, R = 64, W = L + R;
+constexpr int kTile = 32;
+constexpr int kThreads = 256;
+constexpr int kStages = 6;                              // 5 tiles in flight before the loop
+constexpr int kRowBytes = 2 * W;                        // 1152: a pool row
+constexpr int kRowStride = kRowBytes + 16;              // 73 x 16 B: conflict-free ldmatrix rows
+constexpr int kStageBytes = kTile * kRowStride;         // 37376
+constexpr int kScStride = 40;                           // floats per score row in shared memory
+constexpr int kScOff = kStages * kStageBytes;           // scores [2 k-halves][16][kScStride]
+constexpr int kMdOff = kScOff + 2 * 16 * kScStride * 4;  // s_m[16], s_d[16]: the rows' max, sum
+constexpr int kSmem = kMdOff + 2 * 16 * 4;
+// The query passes through the last stage (the first tile copied there is issued after every
+// warp holds its query fragments); the merge's O through the first (after the last tile).
+constexpr int kQOff = (kStages - 1) * kStageBytes;
+constexpr int kOStride = L + 8;  // floats: the fragments' float2 stores at most 2-way conflicted
+constexpr int kQChunks = 16 * kRowBytes / 16;                // 1152 16-byte pieces
+constexpr int kQPer = (kQChunks + kThreads - 1) / kThreads;  // 5 per thread
+constexpr int kKHalf = W / 16 / 2;                           // 18 k-steps per warp
+constexpr int kCols = 64;                                    // output columns per warp
+static_assert(16 * kRowStride <= kStageBytes && 16 * kOStride * 4 <= kStageBytes, "fits a stage");
+static_assert(kStageBytes % 16 == 0 && kScOff % 16 == 0, "16-byte aligned regions");
+
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                    uint32_t b1) {
+  mma_bf16_m16n8k16(c, a[0], a[1], a[2], a[3], b0, b1);
+}
+
+__global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  CL_TRACE(0);
+  cg::cluster_group cluster = cg::this_cluster();
+  const int cs = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int group = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int row = tid >> 3;  // the tile row this thread copies
+  const uint32_t ring = smem_u32(smem);
+  float* s_sc = reinterpret_cast<float*>(smem + kScOff);
+  float* s_m = reinterpret_cast<float*>(smem + kMdOff);
+  float* s_d = s_m + 16;
+  float* s_o = reinterpret_cast<float*>(smem);
+
+  // 1. One round trip: the query rows, seq_lens[b] and the block-table entries of this thread's
+  //    rows in the CTA's first kStages tiles (entries past the length are loaded, never used).
+  uint4 qv[kQPer];
+  {
+    const uint4* q = static_cast<const uint4*>(a.q);
+#pragma unroll
+    for (int i = 0; i < kQPer; ++i) {
+      const int x = tid + kThreads * i, qr = x / (kRowBytes / 16);
+      const int h = group * kHeadGroup + qr;
+      qv[i] = make_uint4(0u, 0u, 0u, 0u);
+      if (x < kQChunks && h < a.num_heads)
+        qv[i] = __ldg(q + (static_cast<int64_t>(b) * a.num_heads + h) * (kRowBytes / 16) +
+                      x % (kRowBytes / 16));
+    }
+  }
+  const int32_t* bt = a.block_table + static_cast<int64_t>(b) * a.max_blocks_per_seq;
+  int blk0[kStages];
+#pragma unroll
+  for (int s = 0; s < kStages; ++s) {
+    const int bi = ((rank + cs * s) * kTile + row) / a.block_size;
+    blk0[s] = bi < a.max_blocks_per_seq ? __ldg(bt + bi) : 0;
+  }
+  int len = __ldg(a.seq_lens + b);
+  {
+    const int64_t cap = static_cast<int64_t>(a.max_blocks_per_seq) * a.block_size;
+    len = len < 0 ? 0 : (len > cap ? static_cast<int>(cap) : len);
+  }
+  const int n_all = (len + kTile - 1) / kTile;
+  const int n_tiles = rank < n_all ? (n_all - rank + cs - 1) / cs : 0;
+
+  // Tile jt of this CTA (the sequence's tile rank + cs jt) into stage jt % kStages: thread =
+  // (row tid / 8, 16-byte chunks tid % 8 + 8 j); rows past the end are zero-filled. issue() always
+  // commits a group (maybe empty): uniform wait counts.
+  auto src_of = [&](int jt, int blk) -> const uint8_t* {
+    const int pos = (rank + cs * jt) * kTile + row;
+    if (jt >= n_tiles || pos >= len) return nullptr;
+    return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
+  };
+  auto lookup = [&](int jt) -> const uint8_t* {
+    const int pos = (rank + cs * jt) * kTile + row;
+    if (jt >= n_tiles || pos >= len) return nullptr;
+    return src_of(jt, __ldg(bt + pos / a.block_size));
+  };
+  auto issue = [&](int jt, const uint8_t* src) {
+    if (jt < n_tiles) {
+      const uint32_t dst = ring + (jt % kStages) * kStageBytes + row * kRowStride;
+#pragma unroll
+      for (int j = 0; j < kRowBytes / 16 / 8; ++j) {
+        const int c = (tid & 7) + 8 * j;
+        cp_async16(dst + 16 * c, src ? src + 16 * c : a.kv_pool, src ? 16u : 0u);
+      }
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) issue(s, src_of(s, blk0[s]));
+  const uint8_t* next_src = src_of(kStages - 1, blk0[kStages - 1]);
+  CL_TRACE(1);
+
+  // 2. The query's A fragments for this warp's 18 k-steps, through the last stage (ldmatrix).
+#pragma unroll
+  for (int i = 0; i < kQPer; ++i) {
+    const int x = tid + kThreads * i;
+    if (x < kQChunks)
+      *reinterpret_cast<uint4*>(smem + kQOff + (x / (kRowBytes / 16)) * kRowStride +
+                                16 * (x % (kRowBytes / 16))) = qv[i];
+  }
+  __syncthreads();
+  const int nt = warp & 3, kh = warp >> 2;  // score n-tile (8 tokens), k-half
+  uint32_t qf[kKHalf][4];
+  {
+    const uint32_t qaddr = smem_u32(smem + kQOff) +
+                           ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
+                           (16 * kh * kKHalf + 8 * (lane >> 4)) * 2;
+#pragma unroll
+    for (int i = 0; i < kKHalf; ++i) ldsm_x4(qf[i], qaddr + 32 * i);
+  }
+  float acc[8][4];
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, d_run[2] = {0.f, 0.f};
+
+  // 3. The tile loop.
+  for (int jj = 0; jj < n_tiles; ++jj) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile jj landed for every thread; tile jj - 1 (and the query) consumed
+    if (jj == 0) CL_TRACE(2);
+    issue(jj + kStages - 1, next_src);
+    next_src = lookup(jj + kStages);
+    const uint32_t stage = ring + (jj % kStages) * kStageBytes;
+    // scores of tokens 8 nt.. over k-steps 18 kh.. (two chains)
+    {
+      float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
+      const uint32_t kaddr =
+          stage + (8 * nt + (lane & 7)) * kRowStride + (16 * kh * kKHalf + 8 * (lane >> 3)) * 2;
+#pragma unroll
+      for (int kp = 0; kp < kKHalf / 2; ++kp) {
+        uint32_t kb[4];
+        ldsm_x4(kb, kaddr + kp * 64);
+        mma(s0, qf[2 * kp], kb[0], kb[1]);
+        mma(s1, qf[2 * kp + 1], kb[2], kb[3]);
+      }
+      float* dst = s_sc + kh * 16 * kScStride + 8 * nt + 2 * t;
+      *reinterpret_cast<float2*>(dst + g * kScStride) = make_float2(s0[0] + s1[0], s0[1] + s1[1]);
+      *reinterpret_cast<float2*>(dst + (g + 8) * kScStride) =
+          make_float2(s0[2] + s1[2], s0[3] + s1[3]);
+    }
+    __syncthreads();  // both k-halves of all 32 tokens written
+    // online softmax of rows g, g + 8 (every warp the same), P as A fragments of 2 k-steps
+    const int tok0 = (rank + cs * jj) * kTile;
+    float sv[2][2][2][2];  // [k-step][row][col half][pair element]
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int col = 16 * ks + 8 * hh + 2 * t;
+          const int r = g + 8 * rr;
+          const float2 x = *reinterpret_cast<const float2*>(s_sc + r * kScStride + col);
+          const float2 y = *reinterpret_cast<const float2*>(s_sc + (16 + r) * kScStride + col);
+          sv[ks][rr][hh][0] = tail_score(tok0 + col, len, x.x + y.x, a.scale_log2);
+          sv[ks][rr][hh][1] = tail_score(tok0 + col + 1, len, x.y + y.y, a.scale_log2);
+          mx[rr] = fmaxf(mx[rr], fmaxf(sv[ks][rr][hh][0], sv[ks][rr][hh][1]));
+        }
+    float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+      const float m_new = fmaxf(m_run[rr], mx[rr]);
+      m_use[rr] = m_new == -INFINITY ? 0.f : m_new;
+      alpha[rr] = exp2_fast(m_run[rr] - m_use[rr]);
+      m_run[rr] = m_new;
+    }
+    uint32_t pa[2][4];
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      float p[2][2][2];
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            p[rr][hh][e] = exp2_fast(sv[ks][rr][hh][e] - m_use[rr]);
+            rs[rr] += p[rr][hh][e];
+          }
+      pa[ks][0] = pack_bf16(p[0][0][0], p[0][0][1]);
+      pa[ks][1] = pack_bf16(p[1][0][0], p[1][0][1]);
+      pa[ks][2] = pack_bf16(p[0][1][0], p[0][1][1]);
+      pa[ks][3] = pack_bf16(p[1][1][0], p[1][1][1]);
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
+      rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
+      d_run[rr] = d_run[rr] * alpha[rr] + rs[rr];
+    }
+    // Rescale only when a row's max moved (rarely once it settles).
+    if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f))
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        acc[n][0] *= alpha[0];
+        acc[n][1] *= alpha[0];
+        acc[n][2] *= alpha[1];
+        acc[n][3] *= alpha[1];
+      }
+    // O[16, columns 64 warp..] += P V
+    const uint32_t vaddr = stage + ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
+                           (kCols * warp + 8 * (lane >> 4)) * 2;
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t vb[4];
+        ldsm_x4_t(vb, vaddr + 16 * ks * kRowStride + np * 32);
+        mma(acc[2 * np], pa[ks], vb[0], vb[1]);
+        mma(acc[2 * np + 1], pa[ks], vb[2], vb[3]);
+      }
+  }
+  CL_TRACE(3);
+
+  // 4. This CTA's partial into its own shared memory: unnormalised O, the rows' max and sum.
+  cp_async_wait<0>();
+  __syncthreads();  // no copy in flight, every warp past its last ldmatrix of the ring
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int r = g + 8 * rr;
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+      *reinterpret_cast<float2*>(s_o + r * kOStride + kCols * warp + 8 * n + 2 * t) =
+          make_float2(acc[n][2 * rr], acc[n][2 * rr + 1]);
+    if (warp == 0 && t == 0) {
+      s_m[r] = m_run[rr];
+      s_d[r] = d_run[rr];
+    }
+  }
+  cluster.sync();  // every CTA's partial visible to the cluster
+  CL_TRACE(4);
+
+  // 5. CTA rank merges rows rank, rank + cs, ...: thread = (row, 4 columns); every CTA's partial of
+  //    that row read through DSMEM, all loads in flight at once.
+  const int my_rows = (kHeadGroup - rank + cs - 1) / cs;
+  for (int it = tid; it < my_rows * (L / 4); it += kThreads) {
+    const int r = rank + cs * (it / (L / 4)), col = 4 * (it % (L / 4));
+    const int h = group * kHeadGroup + r;
+    if (h >= a.num_heads) continue;
+    float mv[kMaxCluster], dv[kMaxCluster];
+    float4 ov[kMaxCluster];
+#pragma unroll
+    for (int c = 0; c < kMaxCluster; ++c) {
+      if (c < cs) {
+        mv[c] = *cluster.map_shared_rank(s_m + r, c);
+        dv[c] = *cluster.map_shared_rank(s_d + r, c);
+        ov[c] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(s_o + r * kOStride + col, c));
+      }
+    }
+    float mm = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < kMaxCluster; ++c)
+      if (c < cs) mm = fmaxf(mm, mv[c]);
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+    float dd = 0.f;
+    if (mm != -INFINITY) {
+#pragma unroll
+      for (int c = 0; c < kMaxCluster; ++c)
+        if (c < cs) {
+          const float w = exp2_fast(mv[c] - mm);  // 0 for a CTA without tokens (max -inf)
+          dd += w * dv[c];
+          mc::fma4(o, w, ov[c]);
+        }
+      mc::scale4(o, 1.f / dd);
+    }
+    const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+    mc::store4(static_cast<float*>(a.out) + orow * L,
+               static_cast<__nv_bfloat16*>(a.out) + orow * L, a.out_bf16, col, o);
+    if (col == 0) a.lse[orow] = mm == -INFINITY ? -INFINITY : mc::lse_from_log2(mm, dd);
+  }
+  CL_TRACE(5);
+  cluster.sync();  // no CTA leaves while others may still read its shared memory
+}
+
+}  // namespace
+
+bool eligible(int kv_lora_rank, int rope_dim, bool fp8) {
+  return kv_lora_rank == L && rope_dim == R && !fp8;
+}
+
+cudaError_t prepare(size_t* smem, int* max_cluster) {
+  *smem = kSmem;
+  *max_cluster = 0;
+  cudaError_t err = cudaFuncSetAttribute(
+      mla_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+  if (err != cudaSuccess) return err;
+  // Non-portable sizes (16 on H100 / H200); where refused, 8 and below still work.
+  if (cudaFuncSetAttribute(mla_cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+      cudaSuccess)
+    (void)cudaGetLastError();
+  for (int c = kMaxCluster; c >= 1; c /= 2) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = c;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(c);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kSmem;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, mla_cluster_kernel, &cfg) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    if (n >= 1) {
+      *max_cluster = c;
+      return cudaSuccess;
+    }
+  }
+  return cudaErrorNotSupported;
+}
+
+cudaError_t launch(const Args& a, int cluster, size_t smem, cudaStream_t stream) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(cluster, (a.num_heads + kHeadGroup - 1) / kHeadGroup, a.batch);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, mla_cluster_kernel, a);
+}
+
+}  // namespace helix::cuda::mla_cluster
