@@ -7,7 +7,10 @@
 // streaming rate (the CTA's KV bytes over stamps 1..3).
 //   TRACE=1 bash scripts/device/s7_lat_prebuild.sh ... ; ./cluster_trace
 #define MLA_CLUSTER_TRACE 1
-#include "../../src/ops/cuda/mla_decode_cluster.cu"
+#ifndef CLUSTER_SRC  // another version of the kernel's source (e.g. an earlier commit's)
+#define CLUSTER_SRC "../../src/ops/cuda/mla_decode_cluster.cu"
+#endif
+#include CLUSTER_SRC
 
 #include <algorithm>
 #include <cstdio>

@@ -42,6 +42,11 @@ fi
 if [ "${TRACE:-0}" = 1 ]; then
   $CC nvcc $CU -DMLA_CLUSTER_TRACE -Iscripts/device scripts/device/s7_cluster_trace.cu -o "$O/cluster_trace" \
     -Xcompiler -static-libstdc++ -Xcompiler -static-libgcc
+  if [ -n "${TRACE_OLD:-}" ]; then  # a git revision: its cluster kernel's stamps too
+    git show "$TRACE_OLD:src/ops/cuda/mla_decode_cluster.cu" > "$B/cluster_old.cu"
+    $CC nvcc $CU -DMLA_CLUSTER_TRACE -DCLUSTER_SRC="\"$B/cluster_old.cu\"" scripts/device/s7_cluster_trace.cu \
+      -o "$O/cluster_trace_old" -Xcompiler -static-libstdc++ -Xcompiler -static-libgcc
+  fi
   $CC nvcc $CU scripts/device/s7_launch_probe.cu -o "$O/launch_probe" -Xcompiler -static-libstdc++ -Xcompiler -static-libgcc
 fi
 ls -la "$O"

@@ -7,6 +7,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./out}; mkdir -p "$OUT"
 D=devbin
+# The binaries travel gzipped (the carry limit).
+for f in $D/*/*.gz; do [ -f "$f" ] && gunzip -f "$f"; done
+chmod +x $D/*/*
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
 if [ -n "${TESTS:-}" ]; then
   $D/new/test_mla --gtest_filter="$TESTS" > "$OUT/test.log" 2>&1; echo "test rc $?"
@@ -14,21 +17,26 @@ if [ -n "${TESTS:-}" ]; then
   grep -o "rel_l2 out [0-9.e+-]*" "$OUT/test.log" | sort -k3 -g | tail -2
 fi
 [ "${PROBE:-0}" = 1 ] && $D/new/launch_probe 2>&1 | tee "$OUT/probe.log"
-[ "${TRACE:-0}" = 1 ] && $D/new/cluster_trace 2>&1 | tee "$OUT/trace.log"
+if [ "${TRACE:-0}" = 1 ]; then
+  $D/new/cluster_trace > "$OUT/trace.log" 2>&1
+  [ -x $D/new/cluster_trace_old ] && { echo "-- old kernel:"; $D/new/cluster_trace_old; } >> "$OUT/trace.log" 2>&1
+  cat "$OUT/trace.log"
+fi
 ARGS="--batches 1 --contexts ${CONTEXTS:-1024 4096 16384} --skip-1m --iters ${ITERS:-50}"
 if [ "${BENCH:-1}" = 1 ]; then
   for r in 1 2; do
     for side in base new; do
       echo "== $side r$r"
       $D/$side/bench_mla --heads ${HEADS:-16 128} $ARGS --json "$OUT/$side-r$r.json" > "$OUT/$side-r$r.log" 2>&1
-      grep -E "launch floor|^ +(16|128) +1 |latency|plan H" "$OUT/$side-r$r.log"
+      grep -E "launch floor" "$OUT/$side-r$r.log"
+      grep -A1 -E "^ +(16|128) +1 .* bf16 " "$OUT/$side-r$r.log" | grep -v "^--" | sed 's/; isolated.*//' 
     done
   done
 fi
 if [ "${FORCED:-0}" = 1 ]; then
-  for k in "cluster --ctas 16" "cluster --ctas 8" "cluster --ctas 4" "lat"; do
+  for k in "cluster --ctas 16" "cluster --ctas 8"; do
     echo "== new --kernel $k"
     $D/new/bench_mla --heads ${FHEADS:-16} --kernel $k $ARGS > "$OUT/forced.log" 2>&1
-    grep -E "^ +(16|128) +1 |latency" "$OUT/forced.log"
+    grep -E "^ +(16|128) +1 .* bf16 " "$OUT/forced.log"
   done
 fi

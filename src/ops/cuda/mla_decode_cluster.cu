@@ -8,8 +8,9 @@
 // - CTA r of a cluster of C takes the sequence's tiles r, r + C, r + 2C, ...: which tiles are its
 //   own does not depend on the length, so the block-table entries of its first kStages tiles load
 //   beside seq_lens and the query (one global round trip before the KV copies are issued);
-// - the tiles stream by cp.async (16 bytes a thread, any block size) into a ring of kStages padded
-//   stages; the tile loop is the latency kernel's (8 warps, mma.sync m16n8k16, online softmax);
+// - the tiles stream by bulk copies (one per row, any block size, completing on a stage mbarrier)
+//   into a ring of kStages padded stages; the tile loop is the latency kernel's (8 warps,
+//   mma.sync m16n8k16, online softmax);
 // - each CTA leaves its unnormalised O [16, L] and (max, sum) per row in shared memory; after a
 //   cluster barrier CTA r merges rows r, r + C, ... from every CTA's shared memory (DSMEM loads)
 //   and writes out and lse; a second cluster barrier keeps every CTA's shared memory alive until
@@ -60,7 +61,8 @@ constexpr int kStageBytes = kTile * kRowStride;         // 37376
 constexpr int kScStride = 40;                           // floats per score row in shared memory
 constexpr int kScOff = kStages * kStageBytes;           // scores [2 k-halves][16][kScStride]
 constexpr int kMdOff = kScOff + 2 * 16 * kScStride * 4;  // s_m[16], s_d[16]: the rows' max, sum
-constexpr int kSmem = kMdOff + 2 * 16 * 4;
+constexpr int kBarOff = kMdOff + 2 * 16 * 4;
+constexpr int kSmem = kBarOff + 8 * kStages;
 // The query passes through the last stage (the first tile copied there is issued after every
 // warp holds its query fragments); the merge's O through the first (after the last tile).
 constexpr int kQOff = (kStages - 1) * kStageBytes;
@@ -85,8 +87,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
   const int rank = static_cast<int>(cluster.block_rank());
   const int group = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int row = tid >> 3;  // the tile row this thread copies
   const uint32_t ring = smem_u32(smem);
+  const uint32_t bars = smem_u32(smem + kBarOff);  // full[kStages], 8 bytes each
   float* s_sc = reinterpret_cast<float*>(smem + kScOff);
   float* s_m = reinterpret_cast<float*>(smem + kMdOff);
   float* s_d = s_m + 16;
@@ -108,11 +110,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
     }
   }
   const int32_t* bt = a.block_table + static_cast<int64_t>(b) * a.max_blocks_per_seq;
-  int blk0[kStages];
+  int blk0[kStages];  // warp 0 (the copy issuer): lane = tile row
+  if (warp == 0) {
 #pragma unroll
-  for (int s = 0; s < kStages; ++s) {
-    const int bi = ((rank + cs * s) * kTile + row) / a.block_size;
-    blk0[s] = bi < a.max_blocks_per_seq ? __ldg(bt + bi) : 0;
+    for (int s = 0; s < kStages; ++s) {
+      const int bi = ((rank + cs * s) * kTile + lane) / a.block_size;
+      blk0[s] = bi < a.max_blocks_per_seq ? __ldg(bt + bi) : 0;
+    }
   }
   int len = __ldg(a.seq_lens + b);
   {
@@ -121,34 +125,49 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
   }
   const int n_all = (len + kTile - 1) / kTile;
   const int n_tiles = rank < n_all ? (n_all - rank + cs - 1) / cs : 0;
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) mbar_init(bars + 8 * s, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
 
-  // Tile jt of this CTA (the sequence's tile rank + cs jt) into stage jt % kStages: thread =
-  // (row tid / 8, 16-byte chunks tid % 8 + 8 j); rows past the end are zero-filled. issue() always
-  // commits a group (maybe empty): uniform wait counts.
+  // Tile jt of this CTA (the sequence's tile rank + cs jt) into stage jt % kStages, by warp 0:
+  // lane l copies row l (one 1152-byte bulk copy; cp.async's 16-byte copies streamed only ~25 GB/s
+  // per SM), rows past the end are zeroed instead (their scores are masked, but P V reads them).
+  // The stage's mbarrier completes when every copied byte landed.
   auto src_of = [&](int jt, int blk) -> const uint8_t* {
-    const int pos = (rank + cs * jt) * kTile + row;
+    const int pos = (rank + cs * jt) * kTile + lane;
     if (jt >= n_tiles || pos >= len) return nullptr;
     return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
   };
   auto lookup = [&](int jt) -> const uint8_t* {
-    const int pos = (rank + cs * jt) * kTile + row;
+    const int pos = (rank + cs * jt) * kTile + lane;
     if (jt >= n_tiles || pos >= len) return nullptr;
     return src_of(jt, __ldg(bt + pos / a.block_size));
   };
-  auto issue = [&](int jt, const uint8_t* src) {
-    if (jt < n_tiles) {
-      const uint32_t dst = ring + (jt % kStages) * kStageBytes + row * kRowStride;
-#pragma unroll
-      for (int j = 0; j < kRowBytes / 16 / 8; ++j) {
-        const int c = (tid & 7) + 8 * j;
-        cp_async16(dst + 16 * c, src ? src + 16 * c : a.kv_pool, src ? 16u : 0u);
-      }
+  auto issue = [&](int jt, const uint8_t* src) {  // warp 0 only
+    if (jt >= n_tiles) return;
+    const int stg = jt % kStages;
+    const int valid = min(kTile, len - (rank + cs * jt) * kTile);
+    fence_async_smem();  // the stage's earlier generic reads / writes before the async writes
+    if (lane == 0) mbar_expect_tx(bars + 8 * stg, valid * kRowBytes);
+    __syncwarp();
+    uint8_t* dst = smem + stg * kStageBytes + lane * kRowStride;
+    if (src) {
+      bulk_copy(smem_u32(dst), src, kRowBytes, bars + 8 * stg);
+    } else {
+#pragma unroll 8
+      for (int c = 0; c < kRowBytes / 16; ++c)
+        reinterpret_cast<uint4*>(dst)[c] = make_uint4(0u, 0u, 0u, 0u);
     }
-    cp_async_commit();
   };
+  const uint8_t* next_src = nullptr;
+  if (warp == 0) {
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) issue(s, src_of(s, blk0[s]));
-  const uint8_t* next_src = src_of(kStages - 1, blk0[kStages - 1]);
+    for (int s = 0; s < kStages - 1; ++s) issue(s, src_of(s, blk0[s]));
+    next_src = src_of(kStages - 1, blk0[kStages - 1]);
+  }
   CL_TRACE(1);
 
   // 2. The query's A fragments for this warp's 18 k-steps, through the last stage (ldmatrix).
@@ -178,11 +197,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
 
   // 3. The tile loop.
   for (int jj = 0; jj < n_tiles; ++jj) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // tile jj landed for every thread; tile jj - 1 (and the query) consumed
+    mbar_wait(bars + 8 * (jj % kStages), (jj / kStages) & 1);
+    __syncthreads();  // tile jj complete (zeroed rows too); tile jj - 1 (and the query) consumed
     if (jj == 0) CL_TRACE(2);
-    issue(jj + kStages - 1, next_src);
-    next_src = lookup(jj + kStages);
+    if (warp == 0) {
+      issue(jj + kStages - 1, next_src);
+      next_src = lookup(jj + kStages);
+    }
     const uint32_t stage = ring + (jj % kStages) * kStageBytes;
     // scores of tokens 8 nt.. over k-steps 18 kh.. (two chains)
     {
@@ -279,8 +300,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
   CL_TRACE(3);
 
   // 4. This CTA's partial into its own shared memory: unnormalised O, the rows' max and sum.
-  cp_async_wait<0>();
-  __syncthreads();  // no copy in flight, every warp past its last ldmatrix of the ring
+  __syncthreads();  // every issued copy waited for; every warp past its last ldmatrix of the ring
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int r = g + 8 * rr;
