@@ -1,7 +1,7 @@
 // Session 7 (lat): per-phase stamps of the one-cluster kernel (mla_decode_cluster.cu built with
 // MLA_CLUSTER_TRACE; this file includes it). Batch 1, 16 heads, block 64, random bf16 KV; before
 // each run a kernel reads 4x the L2 (the bench's queued timing). Thread 0 of each CTA stamps
-// %globaltimer: 0 start, 1 KV copies issued, 2 first tile landed, 3 last tile computed,
+// %globaltimer: 0 start, 6 seq_lens / block-table entries / query loaded, 1 KV copies issued, 2 first tile landed, 3 last tile computed,
 // 4 after the cluster barrier (partials visible), 5 merged and written. Printed: medians over 30
 // runs of the median (and max) over CTAs, in us since the first CTA started, and the per-SM
 // streaming rate (the CTA's KV bytes over stamps 1..3).
@@ -92,7 +92,7 @@ int main() {
       a.out = out;
       a.lse = lse;
       const int runs = 30;
-      std::vector<std::vector<double>> med(6), mx(6);
+      std::vector<std::vector<double>> med(7), mx(7);
       std::vector<double> total;
       cudaEvent_t e0, e1;
       CK(cudaEventCreate(&e0));
@@ -111,7 +111,7 @@ int main() {
         CK(cudaMemcpyFromSymbol(tr, mla_cluster::g_cluster_trace, sizeof tr));
         unsigned long long t0 = ~0ull;
         for (int c = 0; c < cs; ++c) t0 = std::min(t0, tr[c][0]);
-        for (int i = 0; i < 6; ++i) {
+        for (int i = 0; i < 7; ++i) {
           std::vector<double> v;
           for (int c = 0; c < cs; ++c) v.push_back((tr[c][i] - t0) * 1e-3);
           std::sort(v.begin(), v.end());
@@ -127,10 +127,10 @@ int main() {
       const double mb = per * 32.0 * rowb / 1e6;  // MB a CTA streams
       const double span = mid(med[3]) - mid(med[1]);
       std::printf(
-          "cluster trace ctx %5d cs %2d: event %.2f us | issued %.2f landed %.2f computed %.2f "
+          "cluster trace ctx %5d cs %2d: event %.2f us | loads %.2f issued %.2f landed %.2f computed %.2f "
           "(max %.2f) barrier %.2f written %.2f (max %.2f) | %d tiles/CTA, %.0f GB/s per SM "
           "(issued->computed), %.0f GB/s cluster\n",
-          ctx, cs, mid(total), mid(med[1]), mid(med[2]), mid(med[3]), mid(mx[3]), mid(med[4]),
+          ctx, cs, mid(total), mid(med[6]), mid(med[1]), mid(med[2]), mid(med[3]), mid(mx[3]), mid(med[4]),
           mid(med[5]), mid(mx[5]), per, mb * 1e3 / span, cs * mb * 1e3 / span);
     }
   return 0;

@@ -54,7 +54,8 @@ __device__ unsigned long long g_cluster_trace[1024][8];
 constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;
 constexpr int kThreads = 256;
-constexpr int kStages = 6;                              // 5 tiles in flight before the loop
+constexpr int kStages = 5;                              // 4 tiles in flight before the loop
+constexpr int kPre = 32;  // tiles a CTA whose block-table entries load up front (16K at 16 CTAs)
 constexpr int kRowBytes = 2 * W;                        // 1152: a pool row
 constexpr int kRowStride = kRowBytes + 16;              // 73 x 16 B: conflict-free ldmatrix rows
 constexpr int kStageBytes = kTile * kRowStride;         // 37376
@@ -62,7 +63,8 @@ constexpr int kScStride = 40;                           // floats per score row 
 constexpr int kScOff = kStages * kStageBytes;           // scores [2 k-halves][16][kScStride]
 constexpr int kMdOff = kScOff + 2 * 16 * kScStride * 4;  // s_m[16], s_d[16]: the rows' max, sum
 constexpr int kBarOff = kMdOff + 2 * 16 * 4;
-constexpr int kSmem = kBarOff + 8 * kStages;
+constexpr int kEntOff = kBarOff + 8 * kStages;  // s_ent[kPre][kTile]: block ids of the rows
+constexpr int kSmem = kEntOff + 4 * kPre * kTile;
 // The query passes through the last stage (the first tile copied there is issued after every
 // warp holds its query fragments); the merge's O through the first (after the last tile).
 constexpr int kQOff = (kStages - 1) * kStageBytes;
@@ -73,6 +75,7 @@ constexpr int kKHalf = W / 16 / 2;                           // 18 k-steps per w
 constexpr int kCols = 64;                                    // output columns per warp
 static_assert(16 * kRowStride <= kStageBytes && 16 * kOStride * 4 <= kStageBytes, "fits a stage");
 static_assert(kStageBytes % 16 == 0 && kScOff % 16 == 0, "16-byte aligned regions");
+static_assert(kPre * kTile % kThreads == 0 && kPre >= kStages, "whole entry loads");
 
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
@@ -89,13 +92,22 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const uint32_t ring = smem_u32(smem);
   const uint32_t bars = smem_u32(smem + kBarOff);  // full[kStages], 8 bytes each
+  int* s_ent = reinterpret_cast<int*>(smem + kEntOff);
   float* s_sc = reinterpret_cast<float*>(smem + kScOff);
   float* s_m = reinterpret_cast<float*>(smem + kMdOff);
   float* s_d = s_m + 16;
   float* s_o = reinterpret_cast<float*>(smem);
 
-  // 1. One round trip: the query rows, seq_lens[b] and the block-table entries of this thread's
-  //    rows in the CTA's first kStages tiles (entries past the length are loaded, never used).
+  if (tid == 0) {  // before any global load: the fence below waits for none
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) mbar_init(bars + 8 * s, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+
+  // 1. One round trip: the query rows, seq_lens[b] and the block-table entries of every row of the
+  //    CTA's first kPre tiles (up to the table's capacity; entries past the length are loaded,
+  //    never used), the entries into shared memory. Later tiles' entries are loaded one tile ahead
+  //    (a dependent load per tile: slower, only past kPre tiles a CTA).
   uint4 qv[kQPer];
   {
     const uint4* q = static_cast<const uint4*>(a.q);
@@ -110,13 +122,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
     }
   }
   const int32_t* bt = a.block_table + static_cast<int64_t>(b) * a.max_blocks_per_seq;
-  int blk0[kStages];  // warp 0 (the copy issuer): lane = tile row
-  if (warp == 0) {
+  {
+    int ent[kPre * kTile / kThreads];
 #pragma unroll
-    for (int s = 0; s < kStages; ++s) {
-      const int bi = ((rank + cs * s) * kTile + lane) / a.block_size;
-      blk0[s] = bi < a.max_blocks_per_seq ? __ldg(bt + bi) : 0;
+    for (int i = 0; i < kPre * kTile / kThreads; ++i) {
+      const int e = tid + kThreads * i;
+      const int bi = ((rank + cs * (e / kTile)) * kTile + e % kTile) / a.block_size;
+      ent[i] = bi < a.max_blocks_per_seq ? __ldg(bt + bi) : 0;
     }
+#pragma unroll
+    for (int i = 0; i < kPre * kTile / kThreads; ++i) s_ent[tid + kThreads * i] = ent[i];
   }
   int len = __ldg(a.seq_lens + b);
   {
@@ -125,34 +140,24 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
   }
   const int n_all = (len + kTile - 1) / kTile;
   const int n_tiles = rank < n_all ? (n_all - rank + cs - 1) / cs : 0;
-  if (tid == 0) {
-#pragma unroll
-    for (int s = 0; s < kStages; ++s) mbar_init(bars + 8 * s, 1);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
+  __syncthreads();  // s_ent written; the mbarriers initialised
+  CL_TRACE(6);
 
   // Tile jt of this CTA (the sequence's tile rank + cs jt) into stage jt % kStages, by warp 0:
-  // lane l copies row l (one 1152-byte bulk copy; cp.async's 16-byte copies streamed only ~25 GB/s
-  // per SM), rows past the end are zeroed instead (their scores are masked, but P V reads them).
-  // The stage's mbarrier completes when every copied byte landed.
-  auto src_of = [&](int jt, int blk) -> const uint8_t* {
-    const int pos = (rank + cs * jt) * kTile + lane;
-    if (jt >= n_tiles || pos >= len) return nullptr;
-    return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
-  };
+  // lane l copies row l (one 1152-byte bulk copy), rows past the end are zeroed instead (their
+  // scores are masked, but P V reads them). The stage's mbarrier completes when every copied byte
+  // landed.
   auto lookup = [&](int jt) -> const uint8_t* {
     const int pos = (rank + cs * jt) * kTile + lane;
     if (jt >= n_tiles || pos >= len) return nullptr;
-    return src_of(jt, __ldg(bt + pos / a.block_size));
+    const int blk = jt < kPre ? s_ent[jt * kTile + lane] : __ldg(bt + pos / a.block_size);
+    return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
   };
   auto issue = [&](int jt, const uint8_t* src) {  // warp 0 only
     if (jt >= n_tiles) return;
     const int stg = jt % kStages;
     const int valid = min(kTile, len - (rank + cs * jt) * kTile);
-    fence_async_smem();  // the stage's earlier generic reads / writes before the async writes
     if (lane == 0) mbar_expect_tx(bars + 8 * stg, valid * kRowBytes);
-    __syncwarp();
     uint8_t* dst = smem + stg * kStageBytes + lane * kRowStride;
     if (src) {
       bulk_copy(smem_u32(dst), src, kRowBytes, bars + 8 * stg);
@@ -160,13 +165,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
 #pragma unroll 8
       for (int c = 0; c < kRowBytes / 16; ++c)
         reinterpret_cast<uint4*>(dst)[c] = make_uint4(0u, 0u, 0u, 0u);
+      fence_async_smem();  // before a later tile's bulk copy into this row
     }
   };
   const uint8_t* next_src = nullptr;
   if (warp == 0) {
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) issue(s, src_of(s, blk0[s]));
-    next_src = src_of(kStages - 1, blk0[kStages - 1]);
+    for (int s = 0; s < kStages - 1; ++s) issue(s, lookup(s));
+    next_src = lookup(kStages - 1);
   }
   CL_TRACE(1);
 
