@@ -40,13 +40,16 @@ if [ "$WHAT" != bench ]; then
   g++ -static-libstdc++ -static-libgcc -o "$O/test_mla" "$B/test.o" $OBJ $CPU $L/libgtest.a $L/libgtest_main.a $L/libopenblas.a -lgfortran $LINK
 fi
 if [ "${TRACE:-0}" = 1 ]; then
-  $CC nvcc $CU -DMLA_CLUSTER_TRACE -Iscripts/device scripts/device/s7_cluster_trace.cu -o "$O/cluster_trace" \
-    -Xcompiler -static-libstdc++ -Xcompiler -static-libgcc
-  if [ -n "${TRACE_OLD:-}" ]; then  # a git revision: its cluster kernel's stamps too
-    git show "$TRACE_OLD:src/ops/cuda/mla_decode_cluster.cu" > "$B/cluster_old.cu"
-    $CC nvcc $CU -DMLA_CLUSTER_TRACE -DCLUSTER_SRC="\"$B/cluster_old.cu\"" scripts/device/s7_cluster_trace.cu \
-      -o "$O/cluster_trace_old" -Xcompiler -static-libstdc++ -Xcompiler -static-libgcc
-  fi
+  # the stamp driver over diagnostic builds of the kernel: cp.async (default) or bulk copies, each
+  # with and without the tile loop's compute
+  for v in "" bulk nc bulk_nc; do
+    D=""
+    case $v in *bulk*) D="$D -DMLA_CLUSTER_BULK" ;; esac
+    case $v in *nc) D="$D -DMLA_CLUSTER_NOCOMPUTE" ;; esac
+    $CC nvcc $CU -DMLA_CLUSTER_TRACE $D scripts/device/s7_cluster_trace.cu -o "$O/cluster_trace${v:+_$v}" \
+      -Xcompiler -static-libstdc++ -Xcompiler -static-libgcc &
+  done
+  wait
   $CC nvcc $CU scripts/device/s7_launch_probe.cu -o "$O/launch_probe" -Xcompiler -static-libstdc++ -Xcompiler -static-libgcc
 fi
 ls -la "$O"

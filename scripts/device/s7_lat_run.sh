@@ -18,8 +18,10 @@ if [ -n "${TESTS:-}" ]; then
 fi
 [ "${PROBE:-0}" = 1 ] && $D/new/launch_probe 2>&1 | tee "$OUT/probe.log"
 if [ "${TRACE:-0}" = 1 ]; then
-  $D/new/cluster_trace > "$OUT/trace.log" 2>&1
-  [ -x $D/new/cluster_trace_old ] && { echo "-- old kernel:"; $D/new/cluster_trace_old; } >> "$OUT/trace.log" 2>&1
+  : > "$OUT/trace.log"
+  for v in "" _nc _bulk _bulk_nc; do
+    [ -x $D/new/cluster_trace$v ] && { echo "-- cluster_trace$v"; $D/new/cluster_trace$v | grep -v "cs  4"; } >> "$OUT/trace.log" 2>&1
+  done
   cat "$OUT/trace.log"
 fi
 ARGS="--batches 1 --contexts ${CONTEXTS:-1024 4096 16384} --skip-1m --iters ${ITERS:-50}"

@@ -55,6 +55,11 @@ constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;
 constexpr int kThreads = 256;
 constexpr int kStages = 5;                              // 4 tiles in flight before the loop
+#ifdef MLA_CLUSTER_BULK
+constexpr bool kBulk = true;
+#else
+constexpr bool kBulk = false;
+#endif
 constexpr int kPre = 32;  // tiles a CTA whose block-table entries load up front (16K at 16 CTAs)
 constexpr int kRowBytes = 2 * W;                        // 1152: a pool row
 constexpr int kRowStride = kRowBytes + 16;              // 73 x 16 B: conflict-free ldmatrix rows
@@ -143,33 +148,48 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
   __syncthreads();  // s_ent written; the mbarriers initialised
   CL_TRACE(6);
 
-  // Tile jt of this CTA (the sequence's tile rank + cs jt) into stage jt % kStages, by warp 0:
-  // lane l copies row l (one 1152-byte bulk copy), rows past the end are zeroed instead (their
-  // scores are masked, but P V reads them). The stage's mbarrier completes when every copied byte
-  // landed.
+  // Tile jt of this CTA (the sequence's tile rank + cs jt) into stage jt % kStages.
+  // cp.async (default): thread = (row tid / 8, 16-byte chunks tid % 8 + 8 j), rows past the end
+  // zero-filled; issue() always commits a group (maybe empty): uniform wait counts.
+  // MLA_CLUSTER_BULK (measured slower: one 1152-byte bulk copy a row, ~30 ns each on the SM's copy
+  // engine): warp 0, lane l copies row l, rows past the end zeroed, the stage's mbarrier completes
+  // when every copied byte landed.
+  const int row = kBulk ? lane : tid >> 3;
   auto lookup = [&](int jt) -> const uint8_t* {
-    const int pos = (rank + cs * jt) * kTile + lane;
+    const int pos = (rank + cs * jt) * kTile + row;
     if (jt >= n_tiles || pos >= len) return nullptr;
-    const int blk = jt < kPre ? s_ent[jt * kTile + lane] : __ldg(bt + pos / a.block_size);
+    const int blk = jt < kPre ? s_ent[jt * kTile + row] : __ldg(bt + pos / a.block_size);
     return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
   };
-  auto issue = [&](int jt, const uint8_t* src) {  // warp 0 only
-    if (jt >= n_tiles) return;
-    const int stg = jt % kStages;
-    const int valid = min(kTile, len - (rank + cs * jt) * kTile);
-    if (lane == 0) mbar_expect_tx(bars + 8 * stg, valid * kRowBytes);
-    uint8_t* dst = smem + stg * kStageBytes + lane * kRowStride;
-    if (src) {
-      bulk_copy(smem_u32(dst), src, kRowBytes, bars + 8 * stg);
-    } else {
+  auto issue = [&](int jt, const uint8_t* src) {
+    if constexpr (kBulk) {  // warp 0 only
+      if (jt >= n_tiles) return;
+      const int stg = jt % kStages;
+      const int valid = min(kTile, len - (rank + cs * jt) * kTile);
+      if (lane == 0) mbar_expect_tx(bars + 8 * stg, valid * kRowBytes);
+      uint8_t* dst = smem + stg * kStageBytes + lane * kRowStride;
+      if (src) {
+        bulk_copy(smem_u32(dst), src, kRowBytes, bars + 8 * stg);
+      } else {
 #pragma unroll 8
-      for (int c = 0; c < kRowBytes / 16; ++c)
-        reinterpret_cast<uint4*>(dst)[c] = make_uint4(0u, 0u, 0u, 0u);
-      fence_async_smem();  // before a later tile's bulk copy into this row
+        for (int c = 0; c < kRowBytes / 16; ++c)
+          reinterpret_cast<uint4*>(dst)[c] = make_uint4(0u, 0u, 0u, 0u);
+        fence_async_smem();  // before a later tile's bulk copy into this row
+      }
+    } else {
+      if (jt < n_tiles) {
+        const uint32_t dst = ring + (jt % kStages) * kStageBytes + row * kRowStride;
+#pragma unroll
+        for (int j = 0; j < kRowBytes / 16 / 8; ++j) {
+          const int c = (tid & 7) + 8 * j;
+          cp_async16(dst + 16 * c, src ? src + 16 * c : a.kv_pool, src ? 16u : 0u);
+        }
+      }
+      cp_async_commit();
     }
   };
   const uint8_t* next_src = nullptr;
-  if (warp == 0) {
+  if (!kBulk || warp == 0) {
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) issue(s, lookup(s));
     next_src = lookup(kStages - 1);
@@ -203,13 +223,17 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
 
   // 3. The tile loop.
   for (int jj = 0; jj < n_tiles; ++jj) {
-    mbar_wait(bars + 8 * (jj % kStages), (jj / kStages) & 1);
+    if constexpr (kBulk)
+      mbar_wait(bars + 8 * (jj % kStages), (jj / kStages) & 1);
+    else
+      cp_async_wait<kStages - 2>();
     __syncthreads();  // tile jj complete (zeroed rows too); tile jj - 1 (and the query) consumed
     if (jj == 0) CL_TRACE(2);
-    if (warp == 0) {
+    if (!kBulk || warp == 0) {
       issue(jj + kStages - 1, next_src);
       next_src = lookup(jj + kStages);
     }
+#ifndef MLA_CLUSTER_NOCOMPUTE  // diagnostic builds: the loads and the loop's barriers only
     const uint32_t stage = ring + (jj % kStages) * kStageBytes;
     // scores of tokens 8 nt.. over k-steps 18 kh.. (two chains)
     {
@@ -302,10 +326,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
         mma(acc[2 * np], pa[ks], vb[0], vb[1]);
         mma(acc[2 * np + 1], pa[ks], vb[2], vb[3]);
       }
+#endif
   }
   CL_TRACE(3);
 
   // 4. This CTA's partial into its own shared memory: unnormalised O, the rows' max and sum.
+  cp_async_wait<0>();  // (cp.async: only empty groups can be left)
   __syncthreads();  // every issued copy waited for; every warp past its last ldmatrix of the ring
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
