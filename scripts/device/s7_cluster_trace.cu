@@ -2,7 +2,8 @@
 // MLA_CLUSTER_TRACE; this file includes it). Batch 1, 16 heads, block 64, random bf16 KV; before
 // each run a kernel reads 4x the L2 (the bench's queued timing). Thread 0 of each CTA stamps
 // %globaltimer: 0 start, 6 seq_lens / block-table entries / query loaded, 1 KV copies issued, 2 first tile landed, 3 last tile computed,
-// 4 after the cluster barrier (partials visible), 5 merged and written. Printed: medians over 30
+// 4 after the cluster barrier (partials visible), 5 merged in DSMEM and written (out, or the
+// cluster's partial), 7 the end (after the last cluster's global merge). Printed: medians over 30
 // runs of the median (and max) over CTAs, in us since the first CTA started, and the per-SM
 // streaming rate (the CTA's KV bytes over stamps 1..3).
 //   TRACE=1 bash scripts/device/s7_lat_prebuild.sh ... ; ./cluster_trace
@@ -75,8 +76,14 @@ int main() {
   CK(cudaMalloc(&fbuf, fbytes));
   CK(cudaMemset(fbuf, 0, fbytes));
   CK(cudaMalloc(&sink, 16));
+  void* ws;
+  const size_t wsb = mla_cluster::workspace_bytes(H);
+  CK(cudaMalloc(&ws, wsb));
+  CK(cudaMemset(ws, 0, wsb));
+  const int shapes[][2] = {{16, 1}, {16, 2}, {16, 4}, {16, 8}, {8, 1}, {8, 8}};
   for (int ctx : {1024, 4096, 16384})
-    for (int cs : {16, 8, 4}) {
+    for (const auto& sh : shapes) {
+      const int cs = sh[0], ncl = sh[1], nw = cs * ncl;
       if (cs > maxc) continue;
       CK(cudaMemcpy(d_len, &ctx, 4, cudaMemcpyHostToDevice));
       mla_bf16::Args a;
@@ -92,7 +99,7 @@ int main() {
       a.out = out;
       a.lse = lse;
       const int runs = 30;
-      std::vector<std::vector<double>> med(7), mx(7);
+      std::vector<std::vector<double>> med(8), mx(8);
       std::vector<double> total;
       cudaEvent_t e0, e1;
       CK(cudaEventCreate(&e0));
@@ -100,7 +107,7 @@ int main() {
       for (int r = 0; r < runs + 3; ++r) {
         flush_read<<<264, 1024, 0, st>>>(fbuf, fbytes / 16, sink);
         CK(cudaEventRecord(e0, st));
-        CK(mla_cluster::launch(a, cs, smem, st));
+        CK(mla_cluster::launch(a, cs, ncl, ws, smem, st));
         CK(cudaEventRecord(e1, st));
         CK(cudaStreamSynchronize(st));
         if (r < 3) continue;
@@ -110,10 +117,10 @@ int main() {
         unsigned long long tr[1024][8];
         CK(cudaMemcpyFromSymbol(tr, mla_cluster::g_cluster_trace, sizeof tr));
         unsigned long long t0 = ~0ull;
-        for (int c = 0; c < cs; ++c) t0 = std::min(t0, tr[c][0]);
-        for (int i = 0; i < 7; ++i) {
+        for (int c = 0; c < nw; ++c) t0 = std::min(t0, tr[c][0]);
+        for (int i = 0; i < 8; ++i) {
           std::vector<double> v;
-          for (int c = 0; c < cs; ++c) v.push_back((tr[c][i] - t0) * 1e-3);
+          for (int c = 0; c < nw; ++c) v.push_back((tr[c][i] - t0) * 1e-3);
           std::sort(v.begin(), v.end());
           med[i].push_back(v[v.size() / 2]);
           mx[i].push_back(v.back());
@@ -123,15 +130,15 @@ int main() {
         std::sort(v.begin(), v.end());
         return v[v.size() / 2];
       };
-      const int tiles = (ctx + 31) / 32, per = (tiles + cs - 1) / cs;
+      const int tiles = (ctx + 31) / 32, per = (tiles + nw - 1) / nw;
       const double mb = per * 32.0 * rowb / 1e6;  // MB a CTA streams
       const double span = mid(med[3]) - mid(med[1]);
       std::printf(
-          "cluster trace ctx %5d cs %2d: event %.2f us | loads %.2f issued %.2f landed %.2f computed %.2f "
-          "(max %.2f) barrier %.2f written %.2f (max %.2f) | %d tiles/CTA, %.0f GB/s per SM "
-          "(issued->computed), %.0f GB/s cluster\n",
-          ctx, cs, mid(total), mid(med[6]), mid(med[1]), mid(med[2]), mid(med[3]), mid(mx[3]), mid(med[4]),
-          mid(med[5]), mid(mx[5]), per, mb * 1e3 / span, cs * mb * 1e3 / span);
+          "cluster trace ctx %5d cs %2d x %d: event %.2f us | loads %.2f issued %.2f landed %.2f "
+          "computed %.2f (max %.2f) barrier %.2f merged %.2f (max %.2f) end %.2f (max %.2f) | %d "
+          "tiles/CTA, %.0f GB/s per SM (issued->computed), %.0f GB/s all\n",
+          ctx, cs, ncl, mid(total), mid(med[6]), mid(med[1]), mid(med[2]), mid(med[3]), mid(mx[3]), mid(med[4]),
+          mid(med[5]), mid(mx[5]), mid(med[7]), mid(mx[7]), per, mb * 1e3 / span, nw * mb * 1e3 / span);
     }
   return 0;
 }

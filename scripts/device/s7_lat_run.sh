@@ -19,8 +19,9 @@ fi
 [ "${PROBE:-0}" = 1 ] && $D/new/launch_probe 2>&1 | tee "$OUT/probe.log"
 if [ "${TRACE:-0}" = 1 ]; then
   : > "$OUT/trace.log"
-  for v in "" _nc _bulk _bulk_nc; do
-    [ -x $D/new/cluster_trace$v ] && { echo "-- cluster_trace$v"; $D/new/cluster_trace$v | grep -v "cs  4"; } >> "$OUT/trace.log" 2>&1
+  for v in ${TRACEV:-_}; do
+    [ "$v" = _ ] && v=""
+    [ -x $D/new/cluster_trace$v ] && { echo "-- cluster_trace$v"; $D/new/cluster_trace$v; } >> "$OUT/trace.log" 2>&1
   done
   cat "$OUT/trace.log"
 fi
@@ -36,9 +37,9 @@ if [ "${BENCH:-1}" = 1 ]; then
   done
 fi
 if [ "${FORCED:-0}" = 1 ]; then
-  for k in "cluster --ctas 16" "cluster --ctas 8"; do
-    echo "== new --kernel $k"
-    $D/new/bench_mla --heads ${FHEADS:-16} --kernel $k $ARGS > "$OUT/forced.log" 2>&1
+  for n in ${FORCED_CTAS:-16 32 64 128}; do
+    echo "== new --kernel cluster --ctas $n"
+    $D/new/bench_mla --heads ${FHEADS:-16} --kernel cluster --ctas $n $ARGS > "$OUT/forced.log" 2>&1
     grep -E "^ +(16|128) +1 .* bf16 " "$OUT/forced.log"
   done
 fi

@@ -729,6 +729,27 @@ TEST(MlaDecodeBf16Cuda, ClusterKernel) {
   // long contexts: each CTA streams many tiles (the ring wraps many times)
   cl({16, 512, 64, 64, {70000}, bf, f32});
   cl({16, 512, 64, 32, {20000, 9}, bf, o16, 8});
+  // several clusters a sequence at batch 1 (num_ctas / 16 clusters, the last to arrive merges):
+  // more CTAs than tiles, one token, empty, many heads, graph replays (counters left at zero)
+  for (int ctas : {32, 48, 128}) cl({16, 512, 64, 64, {4096}, bf, f32, ctas});
+  cl({16, 512, 64, 16, {1000}, bf, o16, 128});
+  cl({16, 512, 64, 64, {1}, bf, f32, 64});
+  cl({16, 512, 64, 64, {0}, bf, f32, 64});
+  cl({128, 512, 64, 32, {2500}, bf, f32, 32});
+  cl({40, 512, 64, 7, {777}, bf, o16, 48});
+  cl({16, 512, 64, 64, {70000}, bf, f32, 128});
+  {
+    Case g{16, 512, 64, 64, {4000}, bf, f32, 128};
+    g.graph = true;
+    g.repeats = 3;
+    g.nan_tail = true;
+    cl(g);
+  }
+  {
+    Case r{16, 512, 64, 64, {3333}, bf, f32, 64};
+    r.repeats = 3;  // stream launches back to back on one plan
+    cl(r);
+  }
 }
 
 TEST(MlaDecodeBf16Cuda, BadInput) {

@@ -166,26 +166,48 @@ void cluster_for(const MlaPlanDesc& d, int* max_cluster, size_t* smem) {
   }
 }
 // kAuto's choice at launch (before the latency kernel's): batch 1, <= 32 heads, block-table
-// capacity <= 16K tokens (measured on H200: bench/RESULTS.md, "Batch-1 latency on one cluster").
-// The cluster size: what kCluster's num_ctas asks, else the largest the device fits.
+// capacity <= 16K tokens (measured on H200: bench/RESULTS.md, "Batch-1 latency on clusters").
+// The shape: clusters of the largest size the device fits (kCluster: num_ctas CTAs, as clusters of
+// at most that size), at batch 1 as many clusters as give every CTA kClusterTiles tiles of the
+// table's capacity (at most kMaxClusters).
 constexpr int kClusterAutoBatch = 1;
 constexpr int64_t kClusterAutoCapacity = 16384;
-int cluster_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
-  if (plan.cluster_max <= 0) return 0;
+constexpr int kClusterTiles = 1;
+struct ClusterShape {
+  int size = 0, count = 0;  // CTAs a cluster, clusters a sequence (0: not this kernel)
+};
+ClusterShape cluster_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
+  ClusterShape c;
+  if (plan.cluster_max <= 0) return c;
   const MlaPlanDesc& d = plan.desc;
-  if (d.kernel == MlaKernelChoice::kCluster)
-    return d.num_ctas > 0 ? std::min(d.num_ctas, plan.cluster_max) : plan.cluster_max;
-  if (d.kernel != MlaKernelChoice::kAuto) return 0;
   const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
-  if (p.batch > kClusterAutoBatch || d.num_heads > 32 || cap > kClusterAutoCapacity) return 0;
-  return plan.cluster_max;
+  if (d.kernel == MlaKernelChoice::kAuto &&
+      (p.batch > kClusterAutoBatch || d.num_heads > 32 || cap > kClusterAutoCapacity))
+    return c;
+  if (d.kernel != MlaKernelChoice::kAuto && d.kernel != MlaKernelChoice::kCluster) return c;
+  c.size = plan.cluster_max;
+  c.count = 1;
+  if (d.kernel == MlaKernelChoice::kCluster && d.num_ctas > 0) {
+    c.size = std::min(d.num_ctas, plan.cluster_max);
+    if (p.batch == 1) c.count = std::min(d.num_ctas / c.size, cuda::mla_cluster::kMaxClusters);
+  } else if (p.batch == 1) {
+    const int64_t per = static_cast<int64_t>(c.size) * kClusterTiles * 32;
+    c.count = static_cast<int>(
+        std::clamp<int64_t>((cap + per - 1) / per, 1, cuda::mla_cluster::kMaxClusters));
+  }
+  return c;
 }
 // Workspace: the larger of the split kernels' and the latency kernel's partials, then (with the
-// latency kernel) its 16-byte barrier counter, which no other kernel writes.
-size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
-  if (lat_ctas <= 0) return split_bytes;
-  const size_t parts = std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas));
-  return (parts + 15) / 16 * 16 + 16;
+// cluster kernel) its partials and counters at *cluster_offset, then (with the latency kernel) its
+// 16-byte barrier counter, which no other kernel writes.
+size_t total_workspace(size_t split_bytes, int heads, int lat_ctas, bool cluster,
+                       size_t* cluster_offset = nullptr) {
+  size_t parts = split_bytes;
+  if (lat_ctas > 0) parts = std::max(parts, cuda::mla_lat::partial_bytes(heads, lat_ctas));
+  parts = (parts + 15) / 16 * 16;
+  if (cluster_offset) *cluster_offset = parts;
+  if (cluster) parts += cuda::mla_cluster::workspace_bytes(heads);
+  return lat_ctas > 0 ? parts + 16 : parts;
 }
 
 }  // namespace
@@ -203,9 +225,11 @@ size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
   int sm90_ctas = 0, lat_ctas = 0;
   if (sm90_ctas_for(d, &sm90_ctas, &smem) != cudaSuccess) return 0;
   if (lat_ctas_for(d, &lat_ctas, &smem) != cudaSuccess) return 0;
+  int cluster_max = 0;
+  cluster_for(d, &cluster_max, &smem);
   const int hg = head_group_for(d);
   return total_workspace(workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas)),
-                         d.num_heads, lat_ctas);
+                         d.num_heads, lat_ctas, cluster_max > 0);
 }
 
 cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
@@ -223,7 +247,7 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
   // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
   p.workspace_bytes = total_workspace(
       workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group)),
-      d.num_heads, p.lat_ctas_per_group);
+      d.num_heads, p.lat_ctas_per_group, p.cluster_max > 0, &p.cluster_ws_offset);
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {
@@ -231,12 +255,17 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
     if (err != cudaSuccess) return err;
     p.owns_workspace = true;
   }
-  if (p.lat_ctas_per_group > 0) {  // the latency kernel's barrier counter starts at 0
+  if (p.cluster_max > 0)  // the cluster kernel's counters start at 0
+    err = cudaMemset(static_cast<uint8_t*>(p.workspace) + p.cluster_ws_offset +
+                         cuda::mla_cluster::counters_offset(d.num_heads),
+                     0,
+                     cuda::mla_cluster::workspace_bytes(d.num_heads) -
+                         cuda::mla_cluster::counters_offset(d.num_heads));
+  if (err == cudaSuccess && p.lat_ctas_per_group > 0)  // the latency kernel's barrier counter
     err = cudaMemset(static_cast<uint8_t*>(p.workspace) + p.workspace_bytes - 16, 0, 16);
-    if (err != cudaSuccess) {
-      if (p.owns_workspace) cudaFree(p.workspace);
-      return err;
-    }
+  if (err != cudaSuccess) {
+    if (p.owns_workspace) cudaFree(p.workspace);
+    return err;
   }
   *plan = p;
   return cudaSuccess;
@@ -276,8 +305,10 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
   const size_t rows = static_cast<size_t>(plan.num_head_groups) *
                       std::max(plan.ctas_per_group, plan.sm90_ctas_per_group) * 2 * plan.head_group;
   a.part_lse = a.part_out + rows * d.kv_lora_rank;
-  if (const int cluster = cluster_at_launch(plan, p); cluster > 0)  // one launch, no workspace
-    return cuda::mla_cluster::launch(a, cluster, plan.cluster_smem_bytes, stream);
+  if (const ClusterShape c = cluster_at_launch(plan, p); c.size > 0)  // one launch
+    return cuda::mla_cluster::launch(a, c.size, c.count,
+                                     static_cast<uint8_t*>(plan.workspace) + plan.cluster_ws_offset,
+                                     plan.cluster_smem_bytes, stream);
   if (lat_at_launch(plan, p)) {  // one launch: split, grid barrier, combine
     const int groups = (d.num_heads + cuda::mla_lat::kHeadGroup - 1) / cuda::mla_lat::kHeadGroup;
     a.ctas_per_group = plan.lat_ctas_per_group;

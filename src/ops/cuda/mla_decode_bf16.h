@@ -56,10 +56,11 @@ enum class MlaKernelChoice : int {
   // (mla_decode_lat.cu) at every launch. kAuto itself takes it at batch 1, H <= 32, when the block
   // table's capacity (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200).
   kLatency = 4,
-  // kAuto, but with bf16 KV at (512, 64) (any H, any batch) the one-cluster kernel
-  // (mla_decode_cluster.cu) at every launch; num_ctas > 0 sets its cluster size (at most 16, or
-  // what the device fits). kAuto itself takes it at batch 1, H <= 32, block-table capacity at most
-  // 16K tokens (measured on H200).
+  // kAuto, but with bf16 KV at (512, 64) (any H, any batch) the cluster kernel
+  // (mla_decode_cluster.cu) at every launch; num_ctas > 0 sets its CTAs per sequence and head
+  // group: clusters of min(num_ctas, 16 or what the device fits) CTAs, at batch 1 num_ctas / that
+  // many clusters (at most 8). kAuto itself takes it at batch 1, H <= 32, block-table capacity at
+  // most 16K tokens (measured on H200).
   kCluster = 5,
 };
 
@@ -97,6 +98,7 @@ struct MlaPlan {
   // device and its dynamic shared memory; 0 when the plan does not use it.
   int cluster_max = 0;
   size_t cluster_smem_bytes = 0;
+  size_t cluster_ws_offset = 0;  // its part of the workspace (several clusters a sequence)
   void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;

@@ -82,25 +82,53 @@ static_assert(16 * kRowStride <= kStageBytes && 16 * kOStride * 4 <= kStageBytes
 static_assert(kStageBytes % 16 == 0 && kScOff % 16 == 0, "16-byte aligned regions");
 static_assert(kPre * kTile % kThreads == 0 && kPre >= kStages, "whole entry loads");
 
+// Distributed shared memory: this CTA's shared address in CTA `rank` of the cluster, and loads
+// from it; the cluster barrier split into arrive and wait.
+__device__ __forceinline__ uint32_t mapa(uint32_t addr, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ float2 ld_dsmem2(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ float4 ld_dsmem4(uint32_t addr) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
   mma_bf16_m16n8k16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
-__global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) {
+__global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a, unsigned* counters) {
   extern __shared__ __align__(128) uint8_t smem[];
   CL_TRACE(0);
   cg::cluster_group cluster = cg::this_cluster();
   const int cs = static_cast<int>(cluster.num_blocks());
   const int rank = static_cast<int>(cluster.block_rank());
   const int group = blockIdx.y, b = blockIdx.z;
+  // Clusters per sequence (ncl > 1 only at batch 1): worker gi of nw takes tiles gi, gi + nw, ...
+  const int ncl = gridDim.x / cs, clu = blockIdx.x / cs;
+  const int nw = gridDim.x, gi = clu * cs + rank;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const uint32_t ring = smem_u32(smem);
   const uint32_t bars = smem_u32(smem + kBarOff);  // full[kStages], 8 bytes each
   int* s_ent = reinterpret_cast<int*>(smem + kEntOff);
   float* s_sc = reinterpret_cast<float*>(smem + kScOff);
-  float* s_m = reinterpret_cast<float*>(smem + kMdOff);
-  float* s_d = s_m + 16;
+  float2* s_md = reinterpret_cast<float2*>(smem + kMdOff);  // per row (max, sum)
   float* s_o = reinterpret_cast<float*>(smem);
 
   if (tid == 0) {  // before any global load: the fence below waits for none
@@ -132,7 +160,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
 #pragma unroll
     for (int i = 0; i < kPre * kTile / kThreads; ++i) {
       const int e = tid + kThreads * i;
-      const int bi = ((rank + cs * (e / kTile)) * kTile + e % kTile) / a.block_size;
+      const int bi = ((gi + nw * (e / kTile)) * kTile + e % kTile) / a.block_size;
       ent[i] = bi < a.max_blocks_per_seq ? __ldg(bt + bi) : 0;
     }
 #pragma unroll
@@ -144,11 +172,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
     len = len < 0 ? 0 : (len > cap ? static_cast<int>(cap) : len);
   }
   const int n_all = (len + kTile - 1) / kTile;
-  const int n_tiles = rank < n_all ? (n_all - rank + cs - 1) / cs : 0;
+  const int n_tiles = gi < n_all ? (n_all - gi + nw - 1) / nw : 0;
   __syncthreads();  // s_ent written; the mbarriers initialised
   CL_TRACE(6);
 
-  // Tile jt of this CTA (the sequence's tile rank + cs jt) into stage jt % kStages.
+  // Tile jt of this CTA (the sequence's tile gi + nw jt) into stage jt % kStages.
   // cp.async (default): thread = (row tid / 8, 16-byte chunks tid % 8 + 8 j), rows past the end
   // zero-filled; issue() always commits a group (maybe empty): uniform wait counts.
   // MLA_CLUSTER_BULK (measured slower: one 1152-byte bulk copy a row, ~30 ns each on the SM's copy
@@ -156,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
   // when every copied byte landed.
   const int row = kBulk ? lane : tid >> 3;
   auto lookup = [&](int jt) -> const uint8_t* {
-    const int pos = (rank + cs * jt) * kTile + row;
+    const int pos = (gi + nw * jt) * kTile + row;
     if (jt >= n_tiles || pos >= len) return nullptr;
     const int blk = jt < kPre ? s_ent[jt * kTile + row] : __ldg(bt + pos / a.block_size);
     return a.kv_pool + (static_cast<int64_t>(blk) * a.block_size + pos % a.block_size) * kRowBytes;
@@ -165,7 +193,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
     if constexpr (kBulk) {  // warp 0 only
       if (jt >= n_tiles) return;
       const int stg = jt % kStages;
-      const int valid = min(kTile, len - (rank + cs * jt) * kTile);
+      const int valid = min(kTile, len - (gi + nw * jt) * kTile);
       if (lane == 0) mbar_expect_tx(bars + 8 * stg, valid * kRowBytes);
       uint8_t* dst = smem + stg * kStageBytes + lane * kRowStride;
       if (src) {
@@ -254,7 +282,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
     }
     __syncthreads();  // both k-halves of all 32 tokens written
     // online softmax of rows g, g + 8 (every warp the same), P as A fragments of 2 k-steps
-    const int tok0 = (rank + cs * jj) * kTile;
+    const int tok0 = (gi + nw * jj) * kTile;
     float sv[2][2][2][2];  // [k-step][row][col half][pair element]
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -340,54 +368,111 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a) 
     for (int n = 0; n < 8; ++n)
       *reinterpret_cast<float2*>(s_o + r * kOStride + kCols * warp + 8 * n + 2 * t) =
           make_float2(acc[n][2 * rr], acc[n][2 * rr + 1]);
-    if (warp == 0 && t == 0) {
-      s_m[r] = m_run[rr];
-      s_d[r] = d_run[rr];
-    }
+    if (warp == 0 && t == 0) s_md[r] = make_float2(m_run[rr], d_run[rr]);
   }
-  cluster.sync();  // every CTA's partial visible to the cluster
+  cluster_arrive();  // every CTA's partial visible to the cluster
+  cluster_wait();
   CL_TRACE(4);
 
   // 5. CTA rank merges rows rank, rank + cs, ...: thread = (row, 4 columns); every CTA's partial of
-  //    that row read through DSMEM, all loads in flight at once.
+  //    that row read through DSMEM (ld.shared::cluster, no branches: all loads in flight at once).
+  //    One cluster a sequence: out and lse written. Several: the cluster's merged rows into the
+  //    workspace, and the last cluster to arrive at the row set's counter merges them.
   const int my_rows = (kHeadGroup - rank + cs - 1) / cs;
+  const uint32_t md_base = smem_u32(s_md), o_base = smem_u32(s_o);
   for (int it = tid; it < my_rows * (L / 4); it += kThreads) {
     const int r = rank + cs * (it / (L / 4)), col = 4 * (it % (L / 4));
-    const int h = group * kHeadGroup + r;
-    if (h >= a.num_heads) continue;
-    float mv[kMaxCluster], dv[kMaxCluster];
+    float2 md[kMaxCluster];
     float4 ov[kMaxCluster];
 #pragma unroll
     for (int c = 0; c < kMaxCluster; ++c) {
-      if (c < cs) {
-        mv[c] = *cluster.map_shared_rank(s_m + r, c);
-        dv[c] = *cluster.map_shared_rank(s_d + r, c);
-        ov[c] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(s_o + r * kOStride + col, c));
-      }
+      const int src = c < cs ? c : 0;
+      md[c] = ld_dsmem2(mapa(md_base + 8 * r, src));
+      ov[c] = ld_dsmem4(mapa(o_base + 4 * (r * kOStride + col), src));
     }
     float mm = -INFINITY;
 #pragma unroll
     for (int c = 0; c < kMaxCluster; ++c)
-      if (c < cs) mm = fmaxf(mm, mv[c]);
+      if (c < cs) mm = fmaxf(mm, md[c].x);
     float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
     float dd = 0.f;
     if (mm != -INFINITY) {
 #pragma unroll
       for (int c = 0; c < kMaxCluster; ++c)
         if (c < cs) {
-          const float w = exp2_fast(mv[c] - mm);  // 0 for a CTA without tokens (max -inf)
-          dd += w * dv[c];
+          const float w = exp2_fast(md[c].x - mm);  // 0 for a CTA without tokens (max -inf)
+          dd += w * md[c].y;
           mc::fma4(o, w, ov[c]);
         }
       mc::scale4(o, 1.f / dd);
     }
-    const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
-    mc::store4(static_cast<float*>(a.out) + orow * L,
-               static_cast<__nv_bfloat16*>(a.out) + orow * L, a.out_bf16, col, o);
-    if (col == 0) a.lse[orow] = mm == -INFINITY ? -INFINITY : mc::lse_from_log2(mm, dd);
+    const float l2 = mm == -INFINITY ? -INFINITY : mm + log2f(dd);  // log2-domain lse
+    const int h = group * kHeadGroup + r;
+    if (ncl > 1) {
+      const int64_t prow = static_cast<int64_t>(group * ncl + clu) * kHeadGroup + r;
+      *reinterpret_cast<float4*>(a.part_out + prow * L + col) = o;
+      if (col == 0) a.part_lse[prow] = l2;
+    } else if (h < a.num_heads) {
+      const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+      mc::store4(static_cast<float*>(a.out) + orow * L,
+                 static_cast<__nv_bfloat16*>(a.out) + orow * L, a.out_bf16, col, o);
+      if (col == 0) a.lse[orow] = l2 * 0.6931471805599453f;
+    }
   }
+  cluster_arrive();  // this CTA's DSMEM reads done (the wait is at the end: its smem stays alive)
   CL_TRACE(5);
-  cluster.sync();  // no CTA leaves while others may still read its shared memory
+  if (ncl > 1) {
+    __threadfence();
+    __syncthreads();
+    int* s_last = reinterpret_cast<int*>(smem + kMdOff);  // s_md is no longer read locally
+    if (tid == 0) {
+      unsigned* cnt = counters + group * kMaxCluster + rank;
+      const bool last = atomicAdd(cnt, 1u) == static_cast<unsigned>(ncl - 1);
+      if (last) atomicExch(cnt, 0u);  // every cluster arrived: ready for the next launch
+      *s_last = last;
+    }
+    __syncthreads();
+    if (*s_last) {
+      __threadfence();
+      for (int it = tid; it < my_rows * (L / 4); it += kThreads) {
+        const int r = rank + cs * (it / (L / 4)), col = 4 * (it % (L / 4));
+        const int h = group * kHeadGroup + r;
+        if (h >= a.num_heads) continue;
+        float lv[kMaxClusters];
+        float4 ov[kMaxClusters];
+#pragma unroll
+        for (int c = 0; c < kMaxClusters; ++c) {
+          const int64_t prow =
+              static_cast<int64_t>(group * ncl + (c < ncl ? c : 0)) * kHeadGroup + r;
+          lv[c] = __ldcg(a.part_lse + prow);
+          ov[c] = __ldcg(reinterpret_cast<const float4*>(a.part_out + prow * L + col));
+        }
+        float mm = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < kMaxClusters; ++c)
+          if (c < ncl) mm = fmaxf(mm, lv[c]);
+        float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+        float dd = 0.f;
+        if (mm != -INFINITY) {
+#pragma unroll
+          for (int c = 0; c < kMaxClusters; ++c)
+            if (c < ncl) {
+              const float w = exp2_fast(lv[c] - mm);
+              dd += w;
+              mc::fma4(o, w, ov[c]);
+            }
+          mc::scale4(o, 1.f / dd);
+        }
+        const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+        mc::store4(static_cast<float*>(a.out) + orow * L,
+                   static_cast<__nv_bfloat16*>(a.out) + orow * L, a.out_bf16, col, o);
+        if (col == 0)
+          a.lse[orow] = mm == -INFINITY ? -INFINITY : (mm + log2f(dd)) * 0.6931471805599453f;
+      }
+    }
+  }
+  CL_TRACE(7);
+  cluster_wait();  // no CTA leaves while others may still read its shared memory
 }
 
 }  // namespace
@@ -431,20 +516,42 @@ cudaError_t prepare(size_t* smem, int* max_cluster) {
   return cudaErrorNotSupported;
 }
 
-cudaError_t launch(const Args& a, int cluster, size_t smem, cudaStream_t stream) {
+size_t counters_offset(int heads) {
+  const size_t groups = (heads + kHeadGroup - 1) / kHeadGroup;
+  return sizeof(float) * groups * kMaxClusters * kHeadGroup * (L + 1);
+}
+size_t workspace_bytes(int heads) {
+  const size_t groups = (heads + kHeadGroup - 1) / kHeadGroup;
+  return (counters_offset(heads) + sizeof(unsigned) * groups * kMaxCluster + 15) / 16 * 16;
+}
+
+cudaError_t launch(const Args& a_in, int cluster, int clusters, void* workspace, size_t smem,
+                   cudaStream_t stream) {
+  if (cluster < 1 || cluster > kMaxCluster || clusters < 1 || clusters > kMaxClusters ||
+      (clusters > 1 && (a_in.batch != 1 || workspace == nullptr)))
+    return cudaErrorInvalidValue;
+  Args a = a_in;
+  const int groups = (a.num_heads + kHeadGroup - 1) / kHeadGroup;
+  unsigned* counters = nullptr;
+  if (clusters > 1) {
+    a.part_out = static_cast<float*>(workspace);
+    a.part_lse = a.part_out + static_cast<size_t>(groups) * kMaxClusters * kHeadGroup * L;
+    counters = reinterpret_cast<unsigned*>(static_cast<uint8_t*>(workspace) +
+                                           counters_offset(a.num_heads));
+  }
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = cluster;
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(cluster, (a.num_heads + kHeadGroup - 1) / kHeadGroup, a.batch);
+  cfg.gridDim = dim3(cluster * clusters, groups, a.batch);
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, mla_cluster_kernel, a);
+  return cudaLaunchKernelEx(&cfg, mla_cluster_kernel, a, counters);
 }
 
 }  // namespace helix::cuda::mla_cluster

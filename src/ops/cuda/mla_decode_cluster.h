@@ -15,6 +15,10 @@ namespace helix::cuda::mla_cluster {
 
 constexpr int kHeadGroup = 16;
 constexpr int kMaxCluster = 16;  // non-portable on Hopper (8 portable)
+// At batch 1 a sequence may take up to kMaxClusters clusters (the tiles interleaved over all their
+// CTAs): each cluster merges in DSMEM, writes its merged rows to the workspace, and the last
+// cluster to arrive (an atomic counter per row set, no waiting) merges those.
+constexpr int kMaxClusters = 8;
 
 // Whether the kernel takes these sizes: L 512, R 64, bf16 KV.
 bool eligible(int kv_lora_rank, int rope_dim, bool fp8);
@@ -22,7 +26,13 @@ bool eligible(int kv_lora_rank, int rope_dim, bool fp8);
 // dynamic shared memory and the largest cluster (16, 8, 4, 2 or 1 CTAs) of which at least one
 // fits on this device.
 cudaError_t prepare(size_t* smem, int* max_cluster);
-// Grid (cluster, groups, batch) with clusters of `cluster` CTAs along x.
-cudaError_t launch(const mla_bf16::Args& a, int cluster, size_t smem, cudaStream_t stream);
+// Workspace of the several-cluster launches (partials, then the counters, which must be zero
+// before the first launch; every launch leaves them zero).
+size_t workspace_bytes(int heads);
+size_t counters_offset(int heads);
+// Grid (cluster x clusters, groups, batch) with clusters of `cluster` CTAs along x; clusters > 1
+// only at batch 1, with `workspace` (workspace_bytes(heads), counters zero).
+cudaError_t launch(const mla_bf16::Args& a, int cluster, int clusters, void* workspace,
+                   size_t smem, cudaStream_t stream);
 
 }  // namespace helix::cuda::mla_cluster
