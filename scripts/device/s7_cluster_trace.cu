@@ -80,7 +80,7 @@ int main() {
   const size_t wsb = mla_cluster::workspace_bytes(H);
   CK(cudaMalloc(&ws, wsb));
   CK(cudaMemset(ws, 0, wsb));
-  const int shapes[][2] = {{16, 1}, {16, 2}, {16, 4}, {16, 8}, {8, 1}, {8, 8}};
+  const int shapes[][2] = {{16, 1}, {16, 2}, {16, 4}, {16, 6}, {8, 4}, {8, 8}};
   for (int ctx : {1024, 4096, 16384})
     for (const auto& sh : shapes) {
       const int cs = sh[0], ncl = sh[1], nw = cs * ncl;

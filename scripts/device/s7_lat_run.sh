@@ -16,6 +16,11 @@ if [ -n "${TESTS:-}" ]; then
   grep -E "^\[  (PASSED|FAILED) |FAILED|tests ran" "$OUT/test.log" | head -20
   grep -o "rel_l2 out [0-9.e+-]*" "$OUT/test.log" | sort -k3 -g | tail -2
 fi
+if [ "${HELIXT:-0}" = 1 ]; then  # the cmake build's test_backend_ops (its shared libraries in devbin/libs)
+  ldd --version | head -1
+  LD_LIBRARY_PATH=$PWD/$D/libs $D/new/test_backend_ops > "$OUT/backend.log" 2>&1; echo "test_backend_ops rc $?"
+  grep -E "^\[  (PASSED|FAILED) |^\[  FAILED" "$OUT/backend.log" | head; tail -3 "$OUT/backend.log"
+fi
 [ "${PROBE:-0}" = 1 ] && $D/new/launch_probe 2>&1 | tee "$OUT/probe.log"
 if [ "${TRACE:-0}" = 1 ]; then
   : > "$OUT/trace.log"

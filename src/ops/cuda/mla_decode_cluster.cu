@@ -89,17 +89,20 @@ __device__ __forceinline__ uint32_t mapa(uint32_t addr, int rank) {
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
   return r;
 }
-__device__ __forceinline__ float2 ld_dsmem2(uint32_t addr) {
-  float2 v;
-  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr));
-  return v;
+// Predicated (no branch around them, so the loads of all sources are in flight together); v is
+// left as passed where `on` is false.
+__device__ __forceinline__ void ld_dsmem2(float2& v, uint32_t addr, bool on) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %3, 0;\n@p ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n}\n"
+      : "+f"(v.x), "+f"(v.y)
+      : "r"(addr), "r"(static_cast<int>(on)));
 }
-__device__ __forceinline__ float4 ld_dsmem4(uint32_t addr) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(addr));
-  return v;
+__device__ __forceinline__ void ld_dsmem4(float4& v, uint32_t addr, bool on) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n"
+      "@p ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n}\n"
+      : "+f"(v.x), "+f"(v.y), "+f"(v.z), "+f"(v.w)
+      : "r"(addr), "r"(static_cast<int>(on)));
 }
 __device__ __forceinline__ void cluster_arrive() {
   asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
@@ -386,9 +389,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a, 
     float4 ov[kMaxCluster];
 #pragma unroll
     for (int c = 0; c < kMaxCluster; ++c) {
-      const int src = c < cs ? c : 0;
-      md[c] = ld_dsmem2(mapa(md_base + 8 * r, src));
-      ov[c] = ld_dsmem4(mapa(o_base + 4 * (r * kOStride + col), src));
+      md[c] = make_float2(-INFINITY, 0.f);
+      ov[c] = make_float4(0.f, 0.f, 0.f, 0.f);
+      ld_dsmem2(md[c], mapa(md_base + 8 * r, c < cs ? c : 0), c < cs);
+      ld_dsmem4(ov[c], mapa(o_base + 4 * (r * kOStride + col), c < cs ? c : 0), c < cs);
     }
     float mm = -INFINITY;
 #pragma unroll
