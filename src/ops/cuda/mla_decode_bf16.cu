@@ -166,16 +166,16 @@ void cluster_for(const MlaPlanDesc& d, int* max_cluster, size_t* smem) {
   }
 }
 // kAuto's choice at launch (before the latency kernel's): batch 1, <= 32 heads, block-table
-// capacity <= 16K tokens (measured on H200: bench/RESULTS.md, "Batch-1 latency on clusters").
-// The shape: clusters of the largest size the device fits (kCluster: num_ctas CTAs, as clusters of
-// at most that size), at batch 1 as many clusters as give every CTA kClusterTiles tiles of the
-// table's capacity (at most kMaxClusters).
+// capacity <= 16K tokens. The shape: clusters of the largest size the device fits (16 on H200), at
+// batch 1 as many as give every CTA kClusterTiles tiles of the table's capacity, at most
+// kClusterAutoCount: clusters of 16 with ~200 KB of shared memory fit about 7 at once on an H200
+// (one a GPC); 8 x 16 at 1 x 4K took 19.7 us against 13.6-13.8 with 4 x 16. Measured on H200
+// (bench/RESULTS.md, "Batch-1 latency on thread-block clusters"): 16 heads, 1 x 1K-16K, 0.83-0.92x
+// the latency kernel's time. kCluster: num_ctas CTAs (clusters of at most that size).
 constexpr int kClusterAutoBatch = 1;
 constexpr int64_t kClusterAutoCapacity = 16384;
 constexpr int kClusterTiles = 2;
-// Clusters of 16 with ~200 KB of shared memory: about 7 fit on an H200 at once (a GPC each); more
-// wait for a free GPC (8 x 16 at 1 x 4K took 19.7 us against 13.6 with 4 x 16).
-constexpr int kClusterAutoCount = 4;
+constexpr int kClusterAutoCount = 6;
 struct ClusterShape {
   int size = 0, count = 0;  // CTAs a cluster, clusters a sequence (0: not this kernel)
 };
