@@ -61,22 +61,27 @@ int main(int argc, char** argv) {
   app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
   app.add_flag("--quick", quick, "a few shapes only");
   std::string kernel = "auto";
-  app.add_option("--kernel", kernel,
-                 "64-head groups: auto, mma.sync, wgmma or sm90 (mma.sync also runs <= 32 heads on "
-                 "the mla_bf16 kernels instead of the memory-bound one); lat: the one-launch "
-                 "small-batch kernel at every shape (bf16 KV); cluster: the one-cluster kernel at every "
-                 "shape (bf16 KV)")
+  app.add_option(
+         "--kernel", kernel,
+         "64-head groups: auto, mma.sync, wgmma or sm90 (mma.sync also runs <= 32 heads on "
+         "the mla_bf16 kernels instead of the memory-bound one); lat: the one-launch "
+         "small-batch kernel at every shape (bf16 KV); cluster: the one-cluster kernel at every "
+         "shape (bf16 KV)")
       ->check(CLI::IsMember({"auto", "mma.sync", "wgmma", "sm90", "lat", "cluster"}));
   int num_ctas = 0;
   app.add_option("--ctas", num_ctas,
-                 "MlaPlanDesc::num_ctas: CTAs per head group (with --kernel cluster: the cluster "
-                 "size); 0: the planner's choice")
+                 "MlaPlanDesc::num_ctas: CTAs per head group (with --kernel cluster: CTAs a "
+                 "sequence, as clusters of up to 16); 0: the planner's choice")
       ->check(CLI::NonNegativeNumber);
   std::vector<int> heads_list = {128, 16};
   app.add_option("--heads", heads_list, "head counts to time (default 128 16)");
   std::vector<int> batches_opt, contexts_opt;
   app.add_option("--batches", batches_opt, "batch sizes to time (default 1 8 32 64)");
   app.add_option("--contexts", contexts_opt, "contexts to time (default 1K 4K 16K 64K 128K)");
+  int q_len = 1;
+  app.add_option("--q-len", q_len,
+                 "query tokens per sequence (speculative decoding; flop and bytes count all)")
+      ->check(CLI::Range(1, 8));
   bool skip_1m = false;
   app.add_flag("--skip-1m", skip_1m, "leave out the 1M-token contexts");
   CLI11_PARSE(app, argc, argv);
@@ -176,12 +181,13 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMalloc(&d_lens, sizeof(int32_t) * 64));
   void *d_q = nullptr, *d_out = nullptr;
   float* d_lse = nullptr;
-  CHECK_CUDA(cudaMalloc(&d_q, sizeof(uint16_t) * 64 * 128 * W));
-  CHECK_CUDA(cudaMalloc(&d_out, sizeof(float) * 64 * 128 * L));
-  CHECK_CUDA(cudaMalloc(&d_lse, sizeof(float) * 64 * 128));
+  const size_t max_rows = size_t(64) * 128 * q_len;  // (batch, query token, head) rows
+  CHECK_CUDA(cudaMalloc(&d_q, sizeof(uint16_t) * max_rows * W));
+  CHECK_CUDA(cudaMalloc(&d_out, sizeof(float) * max_rows * L));
+  CHECK_CUDA(cudaMalloc(&d_lse, sizeof(float) * max_rows));
   {
     std::normal_distribution<float> normal(0.f, 1.f);
-    std::vector<uint16_t> q(size_t(64) * 128 * W);
+    std::vector<uint16_t> q(max_rows * W);
     for (auto& x : q) x = to_bf16(normal(rng));
     CHECK_CUDA(cudaMemcpy(d_q, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
   }
@@ -207,6 +213,7 @@ int main(int argc, char** argv) {
         d.max_batch = B;
         d.kv_dtype = dtypes[k];
         d.num_ctas = num_ctas;
+        d.q_len = q_len;
         d.kernel = kernel == "lat"        ? helix::MlaKernelChoice::kLatency
                    : kernel == "cluster"  ? helix::MlaKernelChoice::kCluster
                    : kernel == "sm90"     ? helix::MlaKernelChoice::kSm90
@@ -249,15 +256,15 @@ int main(int argc, char** argv) {
           CHECK_CUDA(cudaGraphExecDestroy(exec));
           CHECK_CUDA(cudaGraphDestroy(graph));
         }
-        std::vector<float> lse_h(size_t(B) * H);
+        std::vector<float> lse_h(size_t(B) * q_len * H);
         CHECK_CUDA(cudaMemcpy(lse_h.data(), d_lse, 4 * lse_h.size(), cudaMemcpyDeviceToHost));
         bool finite = true;
         for (float x : lse_h) finite = finite && std::isfinite(x);
         helix::mla_plan_release(&plan);
         const double tokens = double(B) * ctx;
-        const double flop = 2.0 * H * (L + W) * tokens;
+        const double flop = 2.0 * H * q_len * (L + W) * tokens;
         const double bytes = tokens * double(helix::mla_kv_row_bytes(dtypes[k], L, R)) +
-                             double(B) * H * (2.0 * W + 4.0 * L + 4.0);
+                             double(B) * q_len * H * (2.0 * W + 4.0 * L + 4.0);
         const double tflops = flop / (ms * 1e-3) / 1e12, gbs = bytes / (ms * 1e-3) / 1e9;
         tok_s[k] = tokens / (ms * 1e-3);
         fmt::print(
@@ -271,6 +278,7 @@ int main(int argc, char** argv) {
                              {"batch", B},
                              {"context", ctx},
                              {"kv_dtype", k ? "fp8_e4m3" : "bf16"},
+                             {"q_len", q_len},
                              {"block_size", block},
                              {"time_us", ms * 1e3},
                              {"isolated_time_us", iso_ms * 1e3},

@@ -1,11 +1,11 @@
 // Session 7 (lat): per-phase stamps of the one-cluster kernel (mla_decode_cluster.cu built with
 // MLA_CLUSTER_TRACE; this file includes it). Batch 1, 16 heads, block 64, random bf16 KV; before
 // each run a kernel reads 4x the L2 (the bench's queued timing). Thread 0 of each CTA stamps
-// %globaltimer: 0 start, 6 seq_lens / block-table entries / query loaded, 1 KV copies issued, 2 first tile landed, 3 last tile computed,
-// 4 after the cluster barrier (partials visible), 5 merged in DSMEM and written (out, or the
-// cluster's partial), 7 the end (after the last cluster's global merge). Printed: medians over 30
-// runs of the median (and max) over CTAs, in us since the first CTA started, and the per-SM
-// streaming rate (the CTA's KV bytes over stamps 1..3).
+// %globaltimer: 0 start, 6 seq_lens / block-table entries / query loaded, 1 KV copies issued, 2
+// first tile landed, 3 last tile computed, 4 after the cluster barrier (partials visible), 5 merged
+// in DSMEM and written (out, or the cluster's partial), 7 the end (after the last cluster's global
+// merge). Printed: medians over 30 runs of the median (and max) over CTAs, in us since the first
+// CTA started, and the per-SM streaming rate (the CTA's KV bytes over stamps 1..3).
 //   TRACE=1 bash scripts/device/s7_lat_prebuild.sh ... ; ./cluster_trace
 #define MLA_CLUSTER_TRACE 1
 #ifndef CLUSTER_SRC  // another version of the kernel's source (e.g. an earlier commit's)
@@ -137,8 +137,9 @@ int main() {
           "cluster trace ctx %5d cs %2d x %d: event %.2f us | loads %.2f issued %.2f landed %.2f "
           "computed %.2f (max %.2f) barrier %.2f merged %.2f (max %.2f) end %.2f (max %.2f) | %d "
           "tiles/CTA, %.0f GB/s per SM (issued->computed), %.0f GB/s all\n",
-          ctx, cs, ncl, mid(total), mid(med[6]), mid(med[1]), mid(med[2]), mid(med[3]), mid(mx[3]), mid(med[4]),
-          mid(med[5]), mid(mx[5]), mid(med[7]), mid(mx[7]), per, mb * 1e3 / span, nw * mb * 1e3 / span);
+          ctx, cs, ncl, mid(total), mid(med[6]), mid(med[1]), mid(med[2]), mid(med[3]), mid(mx[3]),
+          mid(med[4]), mid(med[5]), mid(mx[5]), mid(med[7]), mid(mx[7]), per, mb * 1e3 / span,
+          nw * mb * 1e3 / span);
     }
   return 0;
 }

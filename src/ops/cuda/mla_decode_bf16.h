@@ -14,9 +14,10 @@
 // and the workspace. At launch every CTA reads seq_lens from device memory, cuts the
 // concatenation of all sequences' 32-token tiles into equal contiguous ranges (one per CTA, so
 // uneven lengths balance over all SMs) and a small combine kernel merges the sequences that
-// span several CTAs and writes the empty ones (out 0, lse -inf); at batch 1 the latency kernel
-// (mla_decode_cluster.cu) does both in one launch, one thread-block cluster per sequence and 16
-// heads, merging in distributed shared memory. Nothing allocates,
+// span several CTAs and writes the empty ones (out 0, lse -inf); at batch 1 the cluster kernel
+// (mla_decode_cluster.cu) does both in one launch (thread-block clusters merging in distributed
+// shared memory), or where it cannot run the latency kernel (mla_decode_lat.cu) in one
+// cooperative launch with a grid barrier. Nothing allocates,
 // syncs or queries the device at launch: the launches can be captured in a CUDA graph and
 // replayed with new seq_lens / block_table contents.
 //
@@ -53,14 +54,15 @@ enum class MlaKernelChoice : int {
   // 16, 32 or a multiple of 64 run the kAuto kernel instead.
   kSm90 = 3,
   // kAuto, but with bf16 KV at (512, 64) (any H) the one-launch small-batch kernel
-  // (mla_decode_lat.cu) at every launch. kAuto itself takes it at batch 1, H <= 32, when the block
-  // table's capacity (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200).
+  // (mla_decode_lat.cu) at every launch. kAuto takes it at batch 1, H <= 32, when the block
+  // table's capacity (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200),
+  // where the cluster kernel (kCluster) cannot run.
   kLatency = 4,
   // kAuto, but with bf16 KV at (512, 64) (any H, any batch) the cluster kernel
   // (mla_decode_cluster.cu) at every launch; num_ctas > 0 sets its CTAs per sequence and head
   // group: clusters of min(num_ctas, 16 or what the device fits) CTAs, at batch 1 num_ctas / that
-  // many clusters (at most 8). kAuto itself takes it at batch 1, H <= 32, block-table capacity at
-  // most 16K tokens (measured on H200).
+  // many clusters (at most 8). kAuto itself takes it at batch 1, H <= 32 (query tokens x heads),
+  // block-table capacity at most 16K tokens (measured on H200).
   kCluster = 5,
 };
 
@@ -76,6 +78,12 @@ struct MlaPlanDesc {
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;
   int num_ctas = 0;  // CTAs per head group; 0: from the SM count and occupancy
   MlaKernelChoice kernel = MlaKernelChoice::kAuto;
+  // Query tokens per sequence, 1..8 (speculative decoding: the last q_len cached tokens are the
+  // new ones). q [B, q_len, H, L + R], out [B, q_len, H, L], lse [B, q_len, H]; query j sees the
+  // first seq_lens[b] - (q_len - 1 - j) tokens. The query tokens fold into the heads (the
+  // kernels run H * q_len heads over the prefix all of them see, one pass over the KV); a small
+  // kernel adds the last q_len - 1 tokens (mla_decode_tail.h). The latency kernel takes q_len 1.
+  int q_len = 1;
 };
 
 // Host-side result of mla_plan. Treat as opaque; copyable (the workspace is shared, not owned
@@ -99,7 +107,7 @@ struct MlaPlan {
   int cluster_max = 0;
   size_t cluster_smem_bytes = 0;
   size_t cluster_ws_offset = 0;  // its part of the workspace (several clusters a sequence)
-  void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
+  void* workspace = nullptr;     // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;
 };
@@ -115,19 +123,20 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace = null
 void mla_plan_release(MlaPlan* plan);
 
 struct MlaDecodeBf16Params {
-  int batch = 0;               // B <= plan.desc.max_batch, one query token per sequence
+  int batch = 0;               // B <= plan.desc.max_batch, plan.desc.q_len query tokens each
   int block_size = 0;          // tokens per KV block (any size >= 1; 16/32/64 typical)
   int max_blocks_per_seq = 0;  // columns of block_table
   float scale = 1.0f;          // softmax scale (applied to q . k)
-  const void* q = nullptr;     // bf16 [B, H, L + R] = [W_UK^T q_nope, q_pe] per head, 16B aligned
+  // bf16 [B, q_len, H, L + R] = [W_UK^T q_nope, q_pe] per head, 16B aligned (q_len: the plan's)
+  const void* q = nullptr;
   const void* kv_pool = nullptr;         // [num_blocks, block_size, row] of plan.desc.kv_dtype
   const int32_t* block_table = nullptr;  // device [B, max_blocks_per_seq] physical block ids
   // device [B]: valid tokens, the first seq_lens[b] of the sequence's blocks. Clamped to
   // [0, max_blocks_per_seq * block_size]; 0 gives out 0 and lse -inf.
   const int32_t* seq_lens = nullptr;
-  void* out = nullptr;  // [B, H, L] softmax-normalised latent output, fp32 or bf16 (out_dtype)
+  void* out = nullptr;  // [B, q_len, H, L] softmax-normalised latent output, fp32 or bf16
   MlaOutDtype out_dtype = MlaOutDtype::kFloat32;
-  float* lse = nullptr;  // [B, H] fp32 natural-log sum of exp(scaled scores); -inf when empty
+  float* lse = nullptr;  // [B, q_len, H] fp32 natural-log sum of exp(scaled scores); -inf: empty
 };
 
 // Split kernel + combine kernel (or the one-launch latency kernel) on `stream`. Returns

@@ -36,14 +36,13 @@ namespace cg = cooperative_groups;
 // Diagnostic builds only: thread 0 of each CTA stamps %globaltimer at phase points.
 #ifdef MLA_CLUSTER_TRACE
 __device__ unsigned long long g_cluster_trace[1024][8];
-#define CL_TRACE(i)                                                                   \
-  do {                                                                                \
-    if (threadIdx.x == 0) {                                                           \
-      unsigned long long gt;                                                          \
-      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(gt));                          \
-      g_cluster_trace[(blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x] \
-                     [i] = gt;                                                        \
-    }                                                                                 \
+#define CL_TRACE(i)                                                                            \
+  do {                                                                                         \
+    if (threadIdx.x == 0) {                                                                    \
+      unsigned long long gt;                                                                   \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(gt));                                   \
+      g_cluster_trace[(blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x][i] = gt; \
+    }                                                                                          \
   } while (0)
 #else
 #define CL_TRACE(i) \
@@ -54,18 +53,18 @@ __device__ unsigned long long g_cluster_trace[1024][8];
 constexpr int L = 512, R = 64, W = L + R;
 constexpr int kTile = 32;
 constexpr int kThreads = 256;
-constexpr int kStages = 5;                              // 4 tiles in flight before the loop
+constexpr int kStages = 5;  // 4 tiles in flight before the loop
 #ifdef MLA_CLUSTER_BULK
 constexpr bool kBulk = true;
 #else
 constexpr bool kBulk = false;
 #endif
 constexpr int kPre = 32;  // tiles a CTA whose block-table entries load up front (16K at 16 CTAs)
-constexpr int kRowBytes = 2 * W;                        // 1152: a pool row
-constexpr int kRowStride = kRowBytes + 16;              // 73 x 16 B: conflict-free ldmatrix rows
-constexpr int kStageBytes = kTile * kRowStride;         // 37376
-constexpr int kScStride = 40;                           // floats per score row in shared memory
-constexpr int kScOff = kStages * kStageBytes;           // scores [2 k-halves][16][kScStride]
+constexpr int kRowBytes = 2 * W;                         // 1152: a pool row
+constexpr int kRowStride = kRowBytes + 16;               // 73 x 16 B: conflict-free ldmatrix rows
+constexpr int kStageBytes = kTile * kRowStride;          // 37376
+constexpr int kScStride = 40;                            // floats per score row in shared memory
+constexpr int kScOff = kStages * kStageBytes;            // scores [2 k-halves][16][kScStride]
 constexpr int kMdOff = kScOff + 2 * 16 * kScStride * 4;  // s_m[16], s_d[16]: the rows' max, sum
 constexpr int kBarOff = kMdOff + 2 * 16 * 4;
 constexpr int kEntOff = kBarOff + 8 * kStages;  // s_ent[kPre][kTile]: block ids of the rows
@@ -116,7 +115,8 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
   mma_bf16_m16n8k16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
-__global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a, unsigned* counters) {
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_cluster_kernel(const Args a, unsigned* counters) {
   extern __shared__ __align__(128) uint8_t smem[];
   CL_TRACE(0);
   cg::cluster_group cluster = cg::this_cluster();
@@ -172,7 +172,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_cluster_kernel(const Args a, 
   int len = __ldg(a.seq_lens + b);
   {
     const int64_t cap = static_cast<int64_t>(a.max_blocks_per_seq) * a.block_size;
-    len = len < 0 ? 0 : (len > cap ? static_cast<int>(cap) : len);
+    len = (len < 0 ? 0 : (len > cap ? static_cast<int>(cap) : len)) - a.seq_len_trim;
+    len = len < 0 ? 0 : len;  // (query tokens past the first: mla_decode_tail.h)
   }
   const int n_all = (len + kTile - 1) / kTile;
   const int n_tiles = gi < n_all ? (n_all - gi + nw - 1) / nw : 0;

@@ -32,7 +32,7 @@ size_t workspace_bytes(int heads);
 size_t counters_offset(int heads);
 // Grid (cluster x clusters, groups, batch) with clusters of `cluster` CTAs along x; clusters > 1
 // only at batch 1, with `workspace` (workspace_bytes(heads), counters zero).
-cudaError_t launch(const mla_bf16::Args& a, int cluster, int clusters, void* workspace,
-                   size_t smem, cudaStream_t stream);
+cudaError_t launch(const mla_bf16::Args& a, int cluster, int clusters, void* workspace, size_t smem,
+                   cudaStream_t stream);
 
 }  // namespace helix::cuda::mla_cluster
