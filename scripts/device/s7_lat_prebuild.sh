@@ -14,7 +14,7 @@ CU="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexp
 CX="-std=c++20 -O2 -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/local/cuda/include -DHELIX_HAVE_CUDA=1"
 CU_SRC="mla_decode_bf16 mla_decode_bf16_l512_r64 mla_decode_bf16_l64_r16 mla_decode_bf16_l32_r16
   mla_decode_mem mla_decode_mem_combine mla_decode_sm90 mla_kv_write"
-for f in src/ops/cuda/mla_decode_lat*.cu src/ops/cuda/mla_decode_cluster*.cu; do
+for f in src/ops/cuda/mla_decode_lat*.cu src/ops/cuda/mla_decode_cluster*.cu src/ops/cuda/mla_decode_tail*.cu; do
   [ -f "$f" ] && CU_SRC="$CU_SRC $(basename "$f" .cu)"
 done
 CC=${CCACHE:-ccache}

@@ -41,6 +41,11 @@ if [ "${BENCH:-1}" = 1 ]; then
     done
   done
 fi
+if [ -n "${TESTS:-}" ]; then  # again at the end (the tail of stdout is what comes back)
+  echo "== tests: $TESTS"; grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|tests ran" "$OUT/test.log" | head
+  grep -o "rel_l2 out [0-9.e+-]*" "$OUT/test.log" | sort -k3 -g | tail -1
+  [ -f "$OUT/backend.log" ] && grep -E "^\[  (PASSED|FAILED) " "$OUT/backend.log" | sed 's/^/test_backend_ops /'
+fi
 if [ "${FORCED:-0}" = 1 ]; then
   for n in ${FORCED_CTAS:-16 32 64 128}; do
     echo "== new --kernel cluster --ctas $n"
