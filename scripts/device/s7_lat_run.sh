@@ -35,7 +35,7 @@ if [ "${BENCH:-1}" = 1 ]; then
   for r in 1 2; do
     for side in base new; do
       echo "== $side r$r"
-      $D/$side/bench_mla --heads ${HEADS:-16 128} $ARGS --json "$OUT/$side-r$r.json" > "$OUT/$side-r$r.log" 2>&1
+      $D/$side/bench_mla --heads ${HEADS:-16 128} $ARGS --json "/tmp/$side-r$r.json" > "$OUT/$side-r$r.log" 2>&1
       grep -E "launch floor" "$OUT/$side-r$r.log"
       grep -A1 -E "^ +(16|128) +1 .* bf16 " "$OUT/$side-r$r.log" | grep -v "^--" | sed 's/; isolated.*//' 
     done
