@@ -168,15 +168,17 @@ void cluster_for(const MlaPlanDesc& d, int* max_cluster, size_t* smem) {
   }
 }
 // kAuto's choice at launch (before the latency kernel's): batch 1, <= 32 heads, block-table
-// capacity <= 16K tokens. The shape: clusters of the largest size the device fits (16 on H200), at
-// batch 1 as many as give every CTA kClusterTiles tiles of the table's capacity, at most
-// kClusterAutoCount: clusters of 16 with ~200 KB of shared memory fit about 7 at once on an H200
-// (one a GPC); 8 x 16 at 1 x 4K took 19.7 us against 13.6-13.8 with 4 x 16. Measured on H200
-// (bench/RESULTS.md, "Batch-1 latency on thread-block clusters"): 16 heads, 1 x 1K-16K, 0.83-0.92x
-// the latency kernel's time. kCluster: num_ctas CTAs (clusters of at most that size).
+// capacity <= 16K tokens. The shape: clusters of the largest size the device fits (16 on H200); at
+// batch 1 one cluster up to a capacity of kClusterOneUpTo tokens, else one per kClusterTiles x
+// that size tiles of the capacity, at most kClusterAutoCount: clusters of 16 with ~200 KB of shared
+// memory fit about 7 at once on an H200 (one a GPC), and 8 x 16 at 1 x 4K took 19.7 us against
+// 13.8 with 6 x 16. Measured on H200 (bench/RESULTS.md, "Batch-1 latency on thread-block clusters",
+// 16 heads, 1 x 1K-16K, every count 1-6 forced): 0.81-0.91x the latency kernel's time.
+// kCluster: num_ctas CTAs (clusters of at most that size).
 constexpr int kClusterAutoBatch = 1;
 constexpr int64_t kClusterAutoCapacity = 16384;
-constexpr int kClusterTiles = 2;
+constexpr int64_t kClusterOneUpTo = 1024;
+constexpr int kClusterTiles = 1;
 constexpr int kClusterAutoCount = 6;
 struct ClusterShape {
   int size = 0, count = 0;  // CTAs a cluster, clusters a sequence (0: not this kernel)
@@ -196,7 +198,7 @@ ClusterShape cluster_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p
   if (d.kernel == MlaKernelChoice::kCluster && d.num_ctas > 0) {
     c.size = std::min(d.num_ctas, plan.cluster_max);
     if (p.batch == 1) c.count = std::min(d.num_ctas / c.size, cuda::mla_cluster::kMaxClusters);
-  } else if (p.batch == 1) {
+  } else if (p.batch == 1 && cap > kClusterOneUpTo) {
     const int64_t per = static_cast<int64_t>(c.size) * kClusterTiles * 32;
     c.count = static_cast<int>(std::clamp<int64_t>((cap + per - 1) / per, 1, kClusterAutoCount));
   }
