@@ -1,20 +1,23 @@
-// The one-cluster MLA decode kernel (mla_decode_cluster.h): bf16 latent KV, (L, R) = (512, 64),
-// 16 heads per CTA, one (sequence, head group) per thread-block cluster.
+// The cluster MLA decode kernel (mla_decode_cluster.h): bf16 latent KV, (L, R) = (512, 64),
+// 16 heads per CTA, each (sequence, head group) on one or (batch 1) several thread-block clusters.
 //
 // At batch 1 the KV read is small (4.7 MB at 4K tokens) and the split kernels' time is fixed
 // costs; the one-launch latency kernel (mla_decode_lat.cu) still pays four dependent global steps
-// after the KV load (partial write, grid barrier, partial read, output). Here the partials stay on
-// chip:
-// - CTA r of a cluster of C takes the sequence's tiles r, r + C, r + 2C, ...: which tiles are its
-//   own does not depend on the length, so the block-table entries of its first kStages tiles load
-//   beside seq_lens and the query (one global round trip before the KV copies are issued);
-// - the tiles stream by bulk copies (one per row, any block size, completing on a stage mbarrier)
-//   into a ring of kStages padded stages; the tile loop is the latency kernel's (8 warps,
-//   mma.sync m16n8k16, online softmax);
+// after the KV load (partial write, grid barrier, partial read, output). Here the partials of a
+// cluster stay on chip:
+// - worker g of the sequence's N CTAs (cluster c, rank r: g = c C + r) takes its tiles g, g + N,
+//   g + 2N, ...: which tiles are its own does not depend on the length, so the block-table entries
+//   of its first kPre tiles load beside seq_lens and the query (one global round trip before the
+//   KV copies are issued; a dependent lookup a tile throttled the loop);
+// - the tiles stream by cp.async (16 bytes a thread, any block size) into a ring of kStages padded
+//   stages; the tile loop is the latency kernel's (8 warps, mma.sync m16n8k16, online softmax).
+//   One SM streams only ~30 GB/s through it (bench/RESULTS.md, "Batch-1 latency on thread-block
+//   clusters"), so at 2K-16K the tiles spread over up to 6 clusters of 16;
 // - each CTA leaves its unnormalised O [16, L] and (max, sum) per row in shared memory; after a
 //   cluster barrier CTA r merges rows r, r + C, ... from every CTA's shared memory (DSMEM loads)
-//   and writes out and lse; a second cluster barrier keeps every CTA's shared memory alive until
-//   all reads are done.
+//   and writes out and lse, or with several clusters the cluster's merged rows into the workspace,
+//   where the last cluster to arrive at the rows' counter merges them (no waiting); the cluster
+//   barrier's wait at the end keeps every CTA's shared memory alive until all reads are done.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

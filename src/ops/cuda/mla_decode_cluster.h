@@ -1,10 +1,10 @@
 #pragma once
-// The one-cluster MLA decode kernel, bf16 latent KV at (L, R) = (512, 64), any head count in
-// groups of 16 (internal to ops/cuda/, chosen by mla_decode_bf16.cu; see mla_decode_bf16.h for the
-// contract). Each (sequence, 16-head group) is one thread-block cluster of up to 16 CTAs: the
+// The cluster MLA decode kernel, bf16 latent KV at (L, R) = (512, 64), any head count in groups
+// of 16 (internal to ops/cuda/, chosen by mla_decode_bf16.cu; see mla_decode_bf16.h for the
+// contract). Each (sequence, 16-head group) runs on thread-block clusters of up to 16 CTAs: the
 // CTAs stream interleaved 32-token tiles of the sequence, then merge their (max, sum, o) partials
-// through distributed shared memory and write out and lse. No workspace, no grid barrier, no
-// second kernel: the partials never leave the chip.
+// through distributed shared memory and write out and lse. One launch, no grid barrier; with one
+// cluster a sequence the partials never leave the chip.
 #include <cuda_runtime.h>
 
 #include <cstddef>
