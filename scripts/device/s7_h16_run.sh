@@ -13,7 +13,9 @@ OUT=${OUT:-./out}; mkdir -p "$OUT"
 V=/tmp/mla-mem-h16; mkdir -p $V/libs
 for f in bin-h16/*.gz; do n=$(basename "$f" .gz); gunzip -c "$f" > $V/$n; chmod +x $V/$n; done
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-mkdir -p /work/wt 2> /dev/null && ln -sfn "$PWD" /work/wt/h16 2> /dev/null  # test fixtures
+# test fixtures: this tree, or (a copy carrying only bin-h16 and this script) the repo around it
+ROOT=$PWD; [ -d tests ] || ROOT=$(cd ../.. && pwd)
+mkdir -p /work/wt 2> /dev/null && ln -sfn "$ROOT" /work/wt/h16 2> /dev/null
 t0=$SECONDS
 if [ "${TESTS:-0}" = 1 ]; then
   if ldd $V/cuda_tests $V/backend_ops | grep -q "not found"; then
