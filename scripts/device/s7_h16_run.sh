@@ -5,6 +5,7 @@
 # libs/*.gz (their non-CUDA libraries, used only if the device lacks them).
 #   TESTS=1: helix_cuda_tests --gtest_filter='*Mla*' and test_backend_ops;
 #   PAIRS="a b": alternating ROUNDS times at SHAPE (default the brief's bar shapes);
+#   FULLV="a b": alternating FROUNDS times at batch 8/32/64 x 16K/64K/128K;
 #   ONCE="c d": once each at SHAPE1 (default batch 8 and 32 x 16K); B1="a b": batch 1 x 64K.
 # Logs under $OUT; the key lines on stdout.
 set -uo pipefail
@@ -43,6 +44,13 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
     echo "== $v round $r rc=$? ($((SECONDS - t0)) s)"; show "$OUT/p_${v}_$r.log"
   done
 done
+for r in $(seq 1 "${FROUNDS:-0}"); do
+  for v in ${FULLV:-}; do
+    timeout 150 $V/bench_$v --heads 16 --batches 8 32 64 --contexts 16384 65536 131072 --skip-1m \
+      > "$OUT/f_${v}_$r.log" 2>&1
+    echo "== full $v round $r rc=$? ($((SECONDS - t0)) s)"; show "$OUT/f_${v}_$r.log"
+  done
+done
 for v in ${ONCE:-}; do
   # shellcheck disable=SC2086
   timeout 60 $V/bench_$v --heads 16 ${SHAPE1:---batches 8 32 --contexts 16384} --skip-1m > "$OUT/o_$v.log" 2>&1
@@ -52,6 +60,6 @@ for v in ${B1:-}; do
   timeout 60 $V/bench_$v --heads 16 --batches 1 --contexts 65536 --skip-1m > "$OUT/b1_$v.log" 2>&1
   echo "== $v batch 1 rc=$? ($((SECONDS - t0)) s)"; show "$OUT/b1_$v.log"
 done
-cat "$OUT"/p_*.log "$OUT"/o_*.log "$OUT"/b1_*.log > "$OUT/bench.log" 2> /dev/null
-rm -f "$OUT"/p_*.log "$OUT"/o_*.log "$OUT"/b1_*.log
+cat "$OUT"/p_*.log "$OUT"/f_*.log "$OUT"/o_*.log "$OUT"/b1_*.log > "$OUT/bench.log" 2> /dev/null
+rm -f "$OUT"/p_*.log "$OUT"/f_*.log "$OUT"/o_*.log "$OUT"/b1_*.log
 echo "total $((SECONDS - t0)) s"

@@ -82,8 +82,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   // Launched as a programmatic dependent (launch below): the kernel before may still run until
-  // here (nothing above touches global memory), so this CTA's dispatch and setup overlap its tail.
-  // Then the combine kernel may be scheduled; it waits for this grid's completion and memory.
+  // here (nothing above reads global memory but L2 prefetches), so this CTA's dispatch and setup
+  // overlap its tail. Then the combine kernel may be scheduled; it waits for this grid's
+  // completion and memory.
+  if (tid >= 32 && tid < 128)
+    prefetch_start_inputs(a, tid - 32, group * gridDim.x + cta, gridDim.x * gridDim.y);
   grid_dep_wait();
   grid_dep_launch();
 
