@@ -62,20 +62,19 @@ struct Case {
 };
 
 std::string describe(const Case& c) {
-  std::string s = "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " +
-                  std::to_string(c.R) + " block " + std::to_string(c.block) + " kv " +
-                  (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") + " out " +
-                  (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
-                  std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-                  (c.lat      ? " lat"
-                   : c.auto_k ? " auto"
-                   : c.sm90   ? " sm90"
-                   : c.wgmma  ? " wgmma"
-                              : " mma.sync") +
-                  (c.nan_tail ? " nan-tail" : "") + (c.late_write ? " late-write" : "") +
-                  " q_len " + std::to_string(c.q_len) +
-                  " q_mag " + std::to_string(c.q_mag) + " row_exp " + std::to_string(c.row_exp_lo) +
-                  ".." + std::to_string(c.row_exp_hi) + " lens";
+  std::string s =
+      "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " + std::to_string(c.R) +
+      " block " + std::to_string(c.block) + " kv " + (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") +
+      " out " + (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
+      std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
+      (c.lat      ? " lat"
+       : c.auto_k ? " auto"
+       : c.sm90   ? " sm90"
+       : c.wgmma  ? " wgmma"
+                  : " mma.sync") +
+      (c.nan_tail ? " nan-tail" : "") + (c.late_write ? " late-write" : "") + " q_len " +
+      std::to_string(c.q_len) + " q_mag " + std::to_string(c.q_mag) + " row_exp " +
+      std::to_string(c.row_exp_lo) + ".." + std::to_string(c.row_exp_hi) + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
 }
