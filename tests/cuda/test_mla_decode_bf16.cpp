@@ -56,26 +56,29 @@ struct Case {
   // stream (other splits over the CTAs), or more graph replays: nothing a launch leaves behind
   // may change the next.
   int repeats = 0;
+  // The pool zeroed, then rewritten by kv_write on the stream right before the checked launch (no
+  // sync between): the split kernel, a programmatic dependent launch, must not read it earlier.
+  bool late_write = false;
   // Query tokens per sequence (MlaPlanDesc::q_len): query j of sequence b sees its first
   // lens[b] - (q_len - 1 - j) tokens.
   int q_len = 1;
 };
 
 std::string describe(const Case& c) {
-  std::string s = "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " +
-                  std::to_string(c.R) + " block " + std::to_string(c.block) + " kv " +
-                  (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") + " out " +
-                  (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
-                  std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-                  (c.cluster  ? " cluster"
-                   : c.lat    ? " lat"
-                   : c.auto_k ? " auto"
-                   : c.sm90   ? " sm90"
-                   : c.wgmma  ? " wgmma"
-                              : " mma.sync") +
-                  (c.nan_tail ? " nan-tail" : "") + " q_len " + std::to_string(c.q_len) +
-                  " q_mag " + std::to_string(c.q_mag) + " row_exp " + std::to_string(c.row_exp_lo) +
-                  ".." + std::to_string(c.row_exp_hi) + " lens";
+  std::string s =
+      "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " + std::to_string(c.R) +
+      " block " + std::to_string(c.block) + " kv " + (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") +
+      " out " + (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
+      std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
+      (c.cluster  ? " cluster"
+       : c.lat    ? " lat"
+       : c.auto_k ? " auto"
+       : c.sm90   ? " sm90"
+       : c.wgmma  ? " wgmma"
+                  : " mma.sync") +
+      (c.nan_tail ? " nan-tail" : "") + (c.late_write ? " late-write" : "") + " q_len " +
+      std::to_string(c.q_len) + " q_mag " + std::to_string(c.q_mag) + " row_exp " +
+      std::to_string(c.row_exp_lo) + ".." + std::to_string(c.row_exp_hi) + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
 }
@@ -148,20 +151,18 @@ void run_case(const Case& c) {
   std::vector<float> stored(rows);  // what the cache holds, decoded
   Dev<uint8_t> pool(pool_rows * row_bytes);
   CUDA_OK(cudaMemset(pool.ptr, 0, pool_rows * row_bytes));
-  {
-    Dev<float> d_src(src);
-    Dev<int64_t> d_slots(slots);
-    MlaKvWriteParams w;
-    w.num_tokens = static_cast<int>(pool_rows);
-    w.kv_lora_rank = L;
-    w.rope_dim = c.R;
-    w.kv_dtype = c.kv;
-    w.src = d_src.ptr;
-    w.slot_mapping = d_slots.ptr;
-    w.kv_pool = pool.ptr;
-    CUDA_OK(mla_kv_write_cuda(w, nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-  }
+  Dev<float> d_src(src);
+  Dev<int64_t> d_slots(slots);
+  MlaKvWriteParams w;
+  w.num_tokens = static_cast<int>(pool_rows);
+  w.kv_lora_rank = L;
+  w.rope_dim = c.R;
+  w.kv_dtype = c.kv;
+  w.src = d_src.ptr;
+  w.slot_mapping = d_slots.ptr;
+  w.kv_pool = pool.ptr;
+  CUDA_OK(mla_kv_write_cuda(w, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
   // Decode the pool on the host; check kv_write wrote exactly the rounded rows.
   const std::vector<uint8_t> pool_h = pool.host();
   double write_err = 0;
@@ -307,6 +308,11 @@ void run_case(const Case& c) {
       d_out16.poison();
       d_lse.poison();
       CUDA_OK(cudaDeviceSynchronize());
+    }
+    if (c.late_write) {
+      CUDA_OK(cudaMemset(pool.ptr, 0, pool_rows * row_bytes));
+      CUDA_OK(cudaDeviceSynchronize());
+      CUDA_OK(mla_kv_write_cuda(w, nullptr));  // the same rows again, on the stream
     }
     CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
   }
@@ -632,6 +638,21 @@ TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
   g.nan_tail = true;
   g.graph = true;
   run_case(g);
+}
+
+// The memory-bound kernel launched right behind the kernel that writes its pool (kv_write, same
+// stream, no sync): as a programmatic dependent it may start early but must read after it. Long
+// sequences (a long write), TMA tiles (bf16 at 64), row copies (bf16 at 5) and FP8.
+TEST(MlaDecodeBf16Cuda, MemKernelAfterWrite) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 600;
+  for (MlaKvDtype kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
+    for (int block : {64, 5}) {
+      if (kv == MlaKvDtype::kFp8E4m3 && block == 5) continue;
+      Case c{16, 512, 64, block, {12000, 3000, 1, 0, 7000}, kv, MlaOutDtype::kFloat32, 0, ++seed};
+      c.late_write = true;
+      run_case(c);
+    }
 }
 
 // The one-launch small-batch kernel (mla_decode_lat.cu): split, grid barrier and combine in one
