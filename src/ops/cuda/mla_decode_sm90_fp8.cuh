@@ -53,37 +53,54 @@ __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
                   e4m3x2_to_bf16x2(v.w, 0x1404u), e4m3x2_to_bf16x2(v.w, 0x3424u));
 }
 
-// One warp's part of a tile in `stage` (raw chunks in slots 0..3): the 4-row groups g0, g0 +
-// stride, ... below g_end (converter warp cw: cw, 3; WG1's warp w: w, 4), raw chunk 3 first,
-// arriving on the bf16 slots' full barriers as each chunk is done. Rows at or past `valid` are
-// written as zeros (they may hold anything). Each warp owns whole rows, and the pieces of a batch
-// of groups are all loaded before any is written: every raw byte of a row is read before the
-// in-place step (c == 0) writes it.
-template <class WaitRaw, class WaitR, class Arrive>
-__device__ __forceinline__ void convert_tile(uint8_t* stage, int g0, int stride, int g_end,
-                                             int lane, int valid, WaitRaw&& wait_raw,
-                                             WaitR&& wait_r, Arrive&& arrive) {
-  constexpr int kGroups = (16 + kConvWarps - 1) / kConvWarps;  // most 4-row groups of a warp
+// Measuring knobs (fp8h, session 7; removed once measured).
+#ifndef FP8H_SHARE
+#define FP8H_SHARE 0  // WG0 widens row groups 0..7 of tile a per chunk, the converter warps 8..15
+#endif
+#ifndef FP8H_NOWIDEN
+#define FP8H_NOWIDEN 0  // diagnostic only (wrong results): no widening, only the waits and arrivals
+#endif
+#ifndef FP8H_WG1_MODE3
+#define FP8H_WG1_MODE3 0  // fp8r's WG1 mode 3 (s6-fp8r ccfe2ed)
+#endif
+#ifndef FP8H_RAW_FIRST
+#define FP8H_RAW_FIRST 0  // the producer issues the raw chunks before the rope chunk
+#endif
+#ifndef FP8H_SHARE_G
+#define FP8H_SHARE_G 8  // kShare: tile a's row groups WG0 widens (a multiple of 4)
+#endif
+constexpr bool kShare = FP8H_SHARE;
+// Row groups of tile a the converter warps widen from (the ones below are WG0's when kShare).
+constexpr int kConvG0 = kShare ? FP8H_SHARE_G : 0;
+constexpr int kConvGroups = (16 - kConvG0 + kConvWarps - 1) / kConvWarps;  // most of one warp
+
+// Raw chunk c of one warp's part of a tile in `stage` (raw chunks in slots 0..3): the 4-row groups
+// g0, g0 + stride, ... below g_end (at most kGroups of them), widened into bf16 slots 2c, 2c + 1.
+// Rows at or past `valid` are written as zeros (they may hold anything). Each warp owns whole
+// rows, and the pieces of a batch of groups are all loaded before any is written: every raw byte
+// of a row is read before the in-place step (c == 0) writes it. Ends with the proxy fence (the
+// caller syncs its warps or arrives on the chunk's barriers).
+template <int kGroups>
+__device__ __forceinline__ void convert_chunk(uint8_t* stage, int c, int g0, int stride, int g_end,
+                                              int lane, int valid) {
   // Groups loaded before any is written (the producer warpgroup has 40 registers: more spills).
   constexpr int kBatch = 2;
   const int p = lane & 7;  // physical piece of a row
-  for (int c = 3; c >= 0; --c) {
-    if (c == 3) wait_r();  // slots 6, 7 are the V_R part
-    wait_raw(c);
+  if constexpr (!FP8H_NOWIDEN) {
 #pragma unroll
     for (int k0 = 0; k0 < kGroups; k0 += kBatch) {
       uint4 v[kBatch];
 #pragma unroll
       for (int k = 0; k < kBatch; ++k) {
         const int g = g0 + stride * (k0 + k), r = 4 * g + (lane >> 3);  // group, row
-        if (g < g_end)
+        if (k0 + k < kGroups && g < g_end)
           v[k] = *reinterpret_cast<const uint4*>(stage + c * kChunkBytes + r * 128 + p * 16);
       }
       __syncwarp();  // these rows' raw pieces are all read before any is written (c == 0)
 #pragma unroll
       for (int k = 0; k < kBatch; ++k) {
         const int g = g0 + stride * (k0 + k), r = 4 * g + (lane >> 3);
-        if (g < g_end) {
+        if (k0 + k < kGroups && g < g_end) {
           const int lp = p ^ (r & 7);  // logical piece: e4m3 dims 16 lp .. 16 lp + 15 of chunk c
           uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
           if (r < valid) widen16(v[k], lo, hi);
@@ -94,8 +111,21 @@ __device__ __forceinline__ void convert_tile(uint8_t* stage, int g0, int stride,
         }
       }
     }
-    fence_async_smem();  // generic-proxy writes -> the wgmma reads
-    __syncwarp();
+  }
+  fence_async_smem();  // generic-proxy writes -> the wgmma reads
+  __syncwarp();
+}
+
+// One warp's part of a whole tile (converter warp cw: groups kConvG0 + cw, stride 3; WG1's warp
+// w: w, 4; kGroups at least the warp's group count), raw chunk 3 first, arriving on the bf16 slots' full barriers as each chunk is done.
+template <int kGroups, class WaitRaw, class WaitR, class Arrive>
+__device__ __forceinline__ void convert_tile(uint8_t* stage, int g0, int stride, int g_end,
+                                             int lane, int valid, WaitRaw&& wait_raw,
+                                             WaitR&& wait_r, Arrive&& arrive) {
+  for (int c = 3; c >= 0; --c) {
+    if (c == 3) wait_r();  // slots 6, 7 are the V_R part
+    wait_raw(c);
+    convert_chunk<kGroups>(stage, c, g0, stride, g_end, lane, valid);
     if (lane == 0) arrive(c);
   }
 }

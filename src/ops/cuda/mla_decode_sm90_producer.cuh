@@ -35,8 +35,8 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
           tok % bs;
       scale = __ldg(reinterpret_cast<const float*>(a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff));
     }
-    convert_tile(
-        smem + kKvOff + s * kStageBytes, cw, kConvWarps, g_end, lane, valid,
+    convert_tile<kConvGroups>(
+        smem + kKvOff + s * kStageBytes, kConvG0 + cw, kConvWarps, g_end, lane, valid,
         [&](int c) {
           mbar_wait(raw_base + 8 * (4 * s + c), full_par);
           if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale;
@@ -92,7 +92,8 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
       // (the V_L part; widened in place, see mla_decode_sm90_fp8.cuh), in the order they are
       // widened (3 first). The token scales are the converter warps' (they once were 64 cp.async
       // of this thread per tile, completing on raw chunk 3's barrier: 1.3x slower at 8 x 16K).
-      for (int cc = 0; cc < 5; ++cc) {
+      for (int c5 = 0; c5 < 5; ++c5) {
+        const int cc = FP8H_RAW_FIRST ? (c5 + 1) % 5 : c5;  // 0: the rope chunk
         if (i >= kStages && cc < 2) mbar_wait(empty_bar(s, cc == 0 ? kPartRope : kPartL), parity);
         const int rc = 4 - cc;  // raw chunk (cc >= 1)
         const int slot = cc == 0 ? kChunks - 1 : rc;
