@@ -478,7 +478,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           // they widening 7 of its 16 row groups, about as slow).
           const uint32_t raw_base = smem_u32(smem + kRawBarOff);
           convert_tile<6>(
-              s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
+              s_kv + sb * kStageBytes, wq, 4, kConvG0B, lane, vb,
               [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
           bar_sync(kBarWg + WG, 128);
         }

@@ -28,31 +28,7 @@
 
 namespace helix::cuda::mla_sm90 {
 
-constexpr int kFp8RowBytes = 656;
-constexpr int kFp8ScaleOff = 640;  // bytes: after c (512) and k_pe (128)
-constexpr int kConvWarps = 3;      // producer-warpgroup warps 9..11
-// Two e4m3 (bytes b0 = sel & 7, b1 = sel >> 12 of w, as __byte_perm selects them) -> bf16x2,
-// exactly, in integer ops and one bf16 multiply: an e4m3 byte s.eeee.mmm moved to bf16 bits
-// s.0000eeee.mmm0000 is the same value times 2^(7 - 127) (for e4m3 subnormals too: they land as
-// bf16 subnormals, which the bf16 multiply takes exactly); times 2^120 undoes the bias. Five
-// instructions per pair against cvt e4m3x2 -> f16x2, two f16 -> f32 and a bf16x2 pack (on the
-// slower conversion pipe); on its own no faster at the measured shapes (bench/RESULTS.md,
-// "FP8 at 128 heads (session 6, fp8h)"), kept as the widening the measured kernel runs.
-__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t w, uint32_t sel) {
-  const uint32_t t = __byte_perm(w, 0u, sel);  // [0, b0, 0, b1]
-  const uint32_t b = ((t & 0x7f007f00u) >> 4) | (t & 0x80008000u);
-  const __nv_bfloat162 r =
-      __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&b), __nv_bfloat162(0x1p120f, 0x1p120f));
-  return *reinterpret_cast<const uint32_t*>(&r);
-}
-// 16 e4m3 (one 16-byte piece) -> 16 bf16 (two 16-byte pieces), exactly.
-__device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
-  lo = make_uint4(e4m3x2_to_bf16x2(v.x, 0x1404u), e4m3x2_to_bf16x2(v.x, 0x3424u),
-                  e4m3x2_to_bf16x2(v.y, 0x1404u), e4m3x2_to_bf16x2(v.y, 0x3424u));
-  hi = make_uint4(e4m3x2_to_bf16x2(v.z, 0x1404u), e4m3x2_to_bf16x2(v.z, 0x3424u),
-                  e4m3x2_to_bf16x2(v.w, 0x1404u), e4m3x2_to_bf16x2(v.w, 0x3424u));
-}
-
+constexpr int kConvWarps = 3;  // producer-warpgroup warps 9..11
 // Measuring knobs (fp8h, session 7; removed once measured).
 #ifndef FP8H_SHARE
 #define FP8H_SHARE 0  // WG0 widens row groups 0..7 of tile a per chunk, the converter warps 8..15
@@ -69,10 +45,43 @@ __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
 #ifndef FP8H_SHARE_G
 #define FP8H_SHARE_G 8  // kShare: tile a's row groups WG0 widens (a multiple of 4)
 #endif
+#ifndef FP8H_SHARE_BG
+#define FP8H_SHARE_BG 16  // tile b's row groups WG1 widens (the converter warps the rest)
+#endif
+#ifndef FP8H_NOMUL
+#define FP8H_NOMUL 0  // the widening leaves out its x 2^120; the token scales carry it
+#endif
 constexpr bool kShare = FP8H_SHARE;
 // Row groups of tile a the converter warps widen from (the ones below are WG0's when kShare).
 constexpr int kConvG0 = kShare ? FP8H_SHARE_G : 0;
-constexpr int kConvGroups = (16 - kConvG0 + kConvWarps - 1) / kConvWarps;  // most of one warp
+constexpr int kConvG0B = FP8H_SHARE_BG;  // the same for tile b (16: WG1 widens all of it)
+constexpr int kConvGroups =  // most of one converter warp
+    ((16 - (kConvG0 < kConvG0B ? kConvG0 : kConvG0B)) + kConvWarps - 1) / kConvWarps;
+
+constexpr int kFp8RowBytes = 656;
+constexpr int kFp8ScaleOff = 640;  // bytes: after c (512) and k_pe (128)
+// Two e4m3 (bytes b0 = sel & 7, b1 = sel >> 12 of w, as __byte_perm selects them) -> bf16x2,
+// exactly, in integer ops and one bf16 multiply: an e4m3 byte s.eeee.mmm moved to bf16 bits
+// s.0000eeee.mmm0000 is the same value times 2^(7 - 127) (for e4m3 subnormals too: they land as
+// bf16 subnormals, which the bf16 multiply takes exactly); times 2^120 undoes the bias. Five
+// instructions per pair against cvt e4m3x2 -> f16x2, two f16 -> f32 and a bf16x2 pack (on the
+// slower conversion pipe); on its own no faster at the measured shapes (bench/RESULTS.md,
+// "FP8 at 128 heads (session 6, fp8h)"), kept as the widening the measured kernel runs.
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t w, uint32_t sel) {
+  const uint32_t t = __byte_perm(w, 0u, sel);  // [0, b0, 0, b1]
+  const uint32_t b = ((t & 0x7f007f00u) >> 4) | (t & 0x80008000u);
+  if (FP8H_NOMUL) return b;
+  const __nv_bfloat162 r =
+      __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&b), __nv_bfloat162(0x1p120f, 0x1p120f));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+// 16 e4m3 (one 16-byte piece) -> 16 bf16 (two 16-byte pieces), exactly.
+__device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
+  lo = make_uint4(e4m3x2_to_bf16x2(v.x, 0x1404u), e4m3x2_to_bf16x2(v.x, 0x3424u),
+                  e4m3x2_to_bf16x2(v.y, 0x1404u), e4m3x2_to_bf16x2(v.y, 0x3424u));
+  hi = make_uint4(e4m3x2_to_bf16x2(v.z, 0x1404u), e4m3x2_to_bf16x2(v.z, 0x3424u),
+                  e4m3x2_to_bf16x2(v.w, 0x1404u), e4m3x2_to_bf16x2(v.w, 0x3424u));
+}
 
 // Raw chunk c of one warp's part of a tile in `stage` (raw chunks in slots 0..3): the 4-row groups
 // g0, g0 + stride, ... below g_end (at most kGroups of them), widened into bf16 slots 2c, 2c + 1.

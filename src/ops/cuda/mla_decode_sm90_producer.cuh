@@ -19,7 +19,10 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
   const int sr = 32 * cw + lane;  // the row whose scale this lane fetches (warps 0, 1)
   int ck0 = ck;                   // the first tile of the current sequence piece (pairs from it)
   for (int i = 0; i < n_tiles; ++i) {
-    const int g_end = (ck - ck0) & 1 ? 0 : 16;  // 4-row groups to widen: none of a tile b
+    const bool tile_b = (ck - ck0) & 1;
+    // 4-row groups to widen: from g0 (tile b: WG1's unless kConvG0B < 16)
+    const int g_end = tile_b && kConvG0B >= 16 ? 0 : 16;
+    const int g0 = (tile_b && kConvG0B < 16 ? kConvG0B : kConvG0) + cw;
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
     const int len = seq_tokens(a, cb);
@@ -36,10 +39,10 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
       scale = __ldg(reinterpret_cast<const float*>(a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff));
     }
     convert_tile<kConvGroups>(
-        smem + kKvOff + s * kStageBytes, kConvG0 + cw, kConvWarps, g_end, lane, valid,
+        smem + kKvOff + s * kStageBytes, g0, kConvWarps, g_end, lane, valid,
         [&](int c) {
           mbar_wait(raw_base + 8 * (4 * s + c), full_par);
-          if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale;
+          if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = FP8H_NOMUL ? scale * 0x1p120f : scale;
         },
         [&] {
           if (i >= kStages)
