@@ -3,7 +3,8 @@
 # scripts/device/fp8h_prebuild.sh (xz-compressed in fp8bin/ of the carried copy, which must stay
 # under 64 MiB: bench_mla_base = main, bench_mla_<v> / test_mla_<v> = this branch built with a
 # variant's -D flags).
-#   TESTBINS="test_mla_x ..."  each with --gtest_filter=$TESTS (default '*Sm90*:*Fp8*')
+#   TESTBINS="test_mla_x test_mla_y@filter ..."  each with --gtest_filter=$TESTS (default
+#                         '*Sm90*:*Fp8*') or its own filter
 #   BINS="bench_mla_base bench_mla_x ..."  each with $BENCH, alternating over REPS rounds
 #   OUT=dir TESTBINS=... BINS=... bash scripts/device/s7_fp8h_probe.sh
 # Every log goes to $OUT/all.log (few files come back); a summary (tests, then per binary and
@@ -20,10 +21,11 @@ for f in fp8bin/*.xz; do
   chmod +x "$d"
 done
 : > "$OUT/tests.txt"
-for t in ${TESTBINS:-}; do
-  timeout ${TT:-240} /tmp/fb/$t --gtest_filter="${TESTS:-*Sm90*:*Fp8*}" > /tmp/fb/$t.log 2>&1
+for tf in ${TESTBINS:-}; do  # name or name@filter
+  t=${tf%%@*}; f=${TESTS:-*Sm90*:*Fp8*}; [ "$tf" != "$t" ] && f=${tf#*@}
+  timeout ${TT:-240} /tmp/fb/$t --gtest_filter="$f" > /tmp/fb/$t.log 2>&1
   rc=$?
-  { echo "== $t rc=$rc"; grep -E "^\[  (PASSED|FAILED)|^\[==========\]|Failure" /tmp/fb/$t.log | head -8
+  { echo "== $t ($f) rc=$rc"; grep -E "^\[  (PASSED|FAILED)|^\[==========\]|Failure" /tmp/fb/$t.log | head -8
     python3 -c "
 import re, sys
 v = [float(x) for x in re.findall(r'rel_l2 out ([0-9.e+-]+)', open(sys.argv[1]).read())]

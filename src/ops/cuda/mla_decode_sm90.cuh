@@ -324,6 +324,19 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         }
     }
     cp_async_wait_all();
+    if constexpr (kFp8 && FP8H_NOMUL) {
+      // The latent part of Q times 2^64 (exact), this thread's own pieces (see kFp8ScaleBias).
+      for (int x = tid; x < kHeads * (kL / 8); x += kConsumerThreads) {
+        const int r = x >> 6, j = x & 63;
+        uint4* pc = reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7));
+        uint4 v = *pc;
+        const __nv_bfloat162 b2(kFp8QBias, kFp8QBias);
+        __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) h[e] = __hmul2(h[e], b2);
+        *pc = v;
+      }
+    }
     fence_async_smem();
     bar_sync(kBarConsumers, kConsumerThreads);
 #pragma unroll
@@ -595,7 +608,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       const int r = r0 + 8 * rr, h = h_base + r;
       if (h >= a.num_heads) continue;
       const float l = rr ? lt1 : lt0, m = rr ? m_1 : m_0;
-      const float inv = 1.f / l;
+      const float inv = (kFp8 ? kFp8OutBias : 1.f) / l;
       const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
       if (WG == 0 && t == 0) {
         const float lse = mla_combine::lse_from_log2(m, l);

@@ -58,6 +58,13 @@ constexpr int kConvG0B = FP8H_SHARE_BG;  // the same for tile b (16: WG1 widens 
 constexpr int kConvGroups =  // most of one converter warp
     ((16 - (kConvG0 < kConvG0B ? kConvG0 : kConvG0B)) + kConvWarps - 1) / kConvWarps;
 
+// FP8H_NOMUL: the widened latent is the e4m3 value times 2^-120 (no multiply), the latent part of Q
+// in shared memory is multiplied by 2^64 (exact), the token scales in shared memory by 2^56, so the
+// scores come out right and the P.V products stay far from fp32 / bf16 subnormals; O then holds
+// the output times 2^-64, undone by the final normalisation.
+constexpr float kFp8ScaleBias = FP8H_NOMUL ? 0x1p56f : 1.f;
+constexpr float kFp8QBias = 0x1p64f;
+constexpr float kFp8OutBias = FP8H_NOMUL ? 0x1p64f : 1.f;
 constexpr int kFp8RowBytes = 656;
 constexpr int kFp8ScaleOff = 640;  // bytes: after c (512) and k_pe (128)
 // Two e4m3 (bytes b0 = sel & 7, b1 = sel >> 12 of w, as __byte_perm selects them) -> bf16x2,

@@ -42,7 +42,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
         smem + kKvOff + s * kStageBytes, g0, kConvWarps, g_end, lane, valid,
         [&](int c) {
           mbar_wait(raw_base + 8 * (4 * s + c), full_par);
-          if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = FP8H_NOMUL ? scale * 0x1p120f : scale;
+          if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale * kFp8ScaleBias;
         },
         [&] {
           if (i >= kStages)
