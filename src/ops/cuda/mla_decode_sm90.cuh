@@ -21,9 +21,9 @@
 // At a sequence boundary the CTA writes the finished sequence (final, or a partial for the
 // combine kernel) and loads the next query (cp.async, all pieces in flight). FP8 KV
 // (mla_decode_sm90_fp8.cuh): the raw e4m3 chunks are widened to this same bf16 layout in shared
-// memory (tile a by three more producer warps, tile b by WG1 itself), the token scales applied
-// per score column and folded into P; WG0 frees a tile's V_L part as soon as its P_a.V is done,
-// and WG1 runs P_a.V before tile b's scores, so the stage of tile a + 2 is refilled without
+// memory (tile a by three more producer warps and WG0, tile b by WG1 itself), the token scales
+// applied per score column and folded into P; WG0 frees a tile's V_L part as soon as its P_a.V is
+// done, and WG1 runs P_a.V before tile b's scores, so the stage of tile a + 2 is refilled without
 // waiting for tile b. Both kernels go out with programmatic dependent launch (mla_decode_sm90.cu).
 // Rows of a tile past the sequence's end are zeroed in shared memory before the P.V MMAs (they may
 // hold anything, NaN included; their P is 0).
@@ -127,10 +127,9 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
 // accumulator, so the FP8 consumer needs no more registers than the bf16 one (with a separate
 // rope accumulator ptxas serialised every wgmma for want of registers).
 template <bool kFp8, class F, class W = void (*)(int)>
-__device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
-                                           uint32_t full_bar, uint32_t parity,
-                                           const uint32_t (&qpe)[4][4], const float* sc, int t,
-                                           F&& after_rope, W&& widen = [](int) {}) {
+__device__ __forceinline__ void score_mmas(
+    float (&s)[32], uint32_t q_base, uint32_t k_base, uint32_t full_bar, uint32_t parity,
+    const uint32_t (&qpe)[4][4], const float* sc, int t, F&& after_rope, W&& widen = [](int) {}) {
   auto rope = [&](bool acc) {
     mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
@@ -149,7 +148,7 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
   for (int cc = 0; cc < kL / 64; ++cc) {
     const int c = kFp8 ? kL / 64 - 1 - cc : cc;
     if constexpr (kFp8)
-      if (c & 1) widen(c >> 1);  // FP8: this warpgroup's part of raw chunk c / 2 (kShare)
+      if (c & 1) widen(c >> 1);  // FP8: this warpgroup's part of raw chunk c / 2
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
@@ -324,11 +323,12 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         }
     }
     cp_async_wait_all();
-    if constexpr (kFp8 && FP8H_NOMUL) {
+    if constexpr (kFp8) {
       // The latent part of Q times 2^64 (exact), this thread's own pieces (see kFp8ScaleBias).
       for (int x = tid; x < kHeads * (kL / 8); x += kConsumerThreads) {
         const int r = x >> 6, j = x & 63;
-        uint4* pc = reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7));
+        uint4* pc =
+            reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7));
         uint4 v = *pc;
         const __nv_bfloat162 b2(kFp8QBias, kFp8QBias);
         __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v);
@@ -364,15 +364,17 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
               }
             },
             [&](int rc) {
-              if constexpr (kFp8 && kShare) {
-                // Row groups below kConvG0 of raw chunk rc (the converter warps widen the rest): its raw
-                // chunk landed, and for rc 3 (slots 6, 7) the stage's V_R part is free.
+              if constexpr (kFp8) {
+                // Row groups 0..kWg0Groups - 1 of raw chunk rc (the converter warps widen the
+                // rest): its raw chunk landed, and for rc 3 (slots 6, 7) the stage's V_R part is
+                // free.
                 const uint32_t raw_base = smem_u32(smem + kRawBarOff);
                 if (rc == 3 && ia >= kStages)
                   mbar_wait(bar_base + 8 * (kStages * kChunks + 3 * sa + kPartR),
                             ((ia >> 1) - 1) & 1);
                 mbar_wait(raw_base + 8 * (4 * sa + rc), pha);
-                convert_chunk<kConvG0 / 4>(s_kv + sa * kStageBytes, rc, wq, 4, kConvG0, lane, va);
+                convert_chunk<kWg0Groups / 4>(s_kv + sa * kStageBytes, rc, wq, 4, kWg0Groups, lane,
+                                              va);
                 bar_sync(kBarWg + WG, 128);
               }
             });
@@ -432,54 +434,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           wg_wait<0>();
           release(sa, kPartL);
         }
-      } else if constexpr (kFp8 && FP8H_WG1_MODE3) {
-        // FP8, WG1 (fp8r mode 3): widen tile b, its whole scores and maxima before waiting for
-        // P_a (as the bf16 order); then P_a V_a[:, 256:512] issued at once and tile b's softmax
-        // while it runs, so P_b is published one P.V + one score pass earlier.
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-        if (has_b) {
-          const uint32_t raw_base = smem_u32(smem + kRawBarOff);
-          convert_tile<6>(
-              s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
-              [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
-          bar_sync(kBarWg + WG, 128);
-          score_mmas<kFp8>(s, q_u32, kv_u32 + sb * kStageBytes, full_bar(sb), phb, qpe,
-                           s_sc + sb * kTile, t, [] {});
-          wg_wait<0>();
-          release(sb, kPartRope);
-          scale_mask(s, vb, t, a.scale_log2, mx0, mx1);
-        }
-        bar_sync(kBarPa, kConsumerThreads);  // P_a and m0 in smem
-        const float a0 = s_m[r0], a1 = s_m[r0 + 8];
-        rescale(o, exp2_fast(m_0 - a0), exp2_fast(m_1 - a1));
-        if (va < kTile) zero_tail(s_kv + sa * kStageBytes, 4, va, tw, WG);
-        pv_ss(o, p_u32, kv_u32 + sa * kStageBytes + 4 * kChunkBytes);
-        const float n0 = fmaxf(a0, mx0), n1 = fmaxf(a1, mx1);
-        float sum0 = 0.f, sum1 = 0.f;
-        if (has_b) {
-          bar_sync(kBarP1Free, kConsumerThreads);
-          exp_pack<kFp8>(s, n0, n1, p, s_p + kPBytes, r0, t, s_sc + sb * kTile, sum0, sum1);
-          if (t == 0) {
-            s_m[kHeads + r0] = n0;
-            s_m[kHeads + r0 + 8] = n1;
-          }
-          fence_async_smem();
-          bar_arrive(kBarPb, kConsumerThreads);
-        }
-        wg_wait<0>();
-        release(sa, kPartR);
-        bar_arrive(kBarP0Free, kConsumerThreads);
-        l_0 = l_0 * exp2_fast(m_0 - n0) + sum0;
-        l_1 = l_1 * exp2_fast(m_1 - n1) + sum1;
-        if (has_b) {
-          rescale(o, exp2_fast(a0 - n0), exp2_fast(a1 - n1));
-          if (vb < kTile) zero_tail(s_kv + sb * kStageBytes, 4, vb, tw, WG);
-          pv_rs(o, p, kv_u32 + sb * kStageBytes + 4 * kChunkBytes);
-          wg_wait<0>();
-          release(sb, kPartR);
-        }
-        m_0 = n0;
-        m_1 = n1;
       } else if constexpr (kFp8) {
         // FP8, WG1: P_a V_a[:, 256:512] goes first (it needs only WG0's P_a), then tile b's scores
         // (which wait for its widening); tile a's V_R part and the P_a buffer are freed as soon as
@@ -491,7 +445,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           // they widening 7 of its 16 row groups, about as slow).
           const uint32_t raw_base = smem_u32(smem + kRawBarOff);
           convert_tile<6>(
-              s_kv + sb * kStageBytes, wq, 4, kConvG0B, lane, vb,
+              s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
               [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
           bar_sync(kBarWg + WG, 128);
         }

@@ -6,7 +6,8 @@
 namespace helix::cuda::mla_sm90 {
 
 // FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's). It widens
-// tile a of each consumer pair (even within its sequence piece); tile b (odd) WG1 widens itself,
+// row groups kWg0Groups..15 of tile a of each consumer pair (even within its sequence piece; WG0
+// widens the others); tile b (odd) WG1 widens itself,
 // and the converter warps only wait for its raw chunks and arrive on its full barriers. Lane l of
 // warps 0 and 1 also fetches the token scale of row 32 cw + l (0 past the end) as a tile starts
 // and stores it in the stage's scale slot once the tile's raw chunk 3 has landed (the raw loads
@@ -19,10 +20,8 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
   const int sr = 32 * cw + lane;  // the row whose scale this lane fetches (warps 0, 1)
   int ck0 = ck;                   // the first tile of the current sequence piece (pairs from it)
   for (int i = 0; i < n_tiles; ++i) {
-    const bool tile_b = (ck - ck0) & 1;
-    // 4-row groups to widen: from g0 (tile b: WG1's unless kConvG0B < 16)
-    const int g_end = tile_b && kConvG0B >= 16 ? 0 : 16;
-    const int g0 = (tile_b && kConvG0B < 16 ? kConvG0B : kConvG0) + cw;
+    // 4-row groups to widen: kWg0Groups.. of a tile a (WG0 widens the others), none of a tile b
+    const int g_end = (ck - ck0) & 1 ? 0 : 16;
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
     const int len = seq_tokens(a, cb);
@@ -39,7 +38,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
       scale = __ldg(reinterpret_cast<const float*>(a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff));
     }
     convert_tile<kConvGroups>(
-        smem + kKvOff + s * kStageBytes, g0, kConvWarps, g_end, lane, valid,
+        smem + kKvOff + s * kStageBytes, kWg0Groups + cw, kConvWarps, g_end, lane, valid,
         [&](int c) {
           mbar_wait(raw_base + 8 * (4 * s + c), full_par);
           if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale * kFp8ScaleBias;
@@ -95,8 +94,7 @@ __device__ __forceinline__ void producer(const CUtensorMap& kv_map, const Args& 
       // (the V_L part; widened in place, see mla_decode_sm90_fp8.cuh), in the order they are
       // widened (3 first). The token scales are the converter warps' (they once were 64 cp.async
       // of this thread per tile, completing on raw chunk 3's barrier: 1.3x slower at 8 x 16K).
-      for (int c5 = 0; c5 < 5; ++c5) {
-        const int cc = FP8H_RAW_FIRST ? (c5 + 1) % 5 : c5;  // 0: the rope chunk
+      for (int cc = 0; cc < 5; ++cc) {
         if (i >= kStages && cc < 2) mbar_wait(empty_bar(s, cc == 0 ? kPartRope : kPartL), parity);
         const int rc = 4 - cc;  // raw chunk (cc >= 1)
         const int slot = cc == 0 ? kChunks - 1 : rc;
