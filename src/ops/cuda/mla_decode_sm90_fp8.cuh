@@ -70,11 +70,16 @@ __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
 // rows, and the pieces of a batch of groups are all loaded before any is written: every raw byte
 // of a row is read before the in-place step (c == 0) writes it. Ends with the proxy fence (the
 // caller syncs its warps or arrives on the chunk's barriers).
-template <int kGroups>
+#ifndef FP8H_BATCH_CONV
+#define FP8H_BATCH_CONV 2  // measuring knob (fp8h s7): groups in flight, converter warps
+#endif
+#ifndef FP8H_BATCH_WG1
+#define FP8H_BATCH_WG1 2  // the same for WG1's widening of tile b
+#endif
+template <int kGroups, int kBatch = 2>
 __device__ __forceinline__ void convert_chunk(uint8_t* stage, int c, int g0, int stride, int g_end,
                                               int lane, int valid) {
   // Groups loaded before any is written (the producer warpgroup has 40 registers: more spills).
-  constexpr int kBatch = 2;
   const int p = lane & 7;  // physical piece of a row
 #pragma unroll
   for (int k0 = 0; k0 < kGroups; k0 += kBatch) {
@@ -107,14 +112,14 @@ __device__ __forceinline__ void convert_chunk(uint8_t* stage, int c, int g0, int
 // One warp's part of a whole tile (converter warp cw: groups kWg0Groups + cw, stride 3; WG1's
 // warp w: w, 4; kGroups at least the warp's group count), raw chunk 3 first, arriving on the bf16
 // slots' full barriers as each chunk is done.
-template <int kGroups, class WaitRaw, class WaitR, class Arrive>
+template <int kGroups, int kBatch = 2, class WaitRaw, class WaitR, class Arrive>
 __device__ __forceinline__ void convert_tile(uint8_t* stage, int g0, int stride, int g_end,
                                              int lane, int valid, WaitRaw&& wait_raw,
                                              WaitR&& wait_r, Arrive&& arrive) {
   for (int c = 3; c >= 0; --c) {
     if (c == 3) wait_r();  // slots 6, 7 are the V_R part
     wait_raw(c);
-    convert_chunk<kGroups>(stage, c, g0, stride, g_end, lane, valid);
+    convert_chunk<kGroups, kBatch>(stage, c, g0, stride, g_end, lane, valid);
     if (lane == 0) arrive(c);
   }
 }
