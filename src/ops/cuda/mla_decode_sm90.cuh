@@ -444,7 +444,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           // waited for here (leaving it to the converter warps, as tile a, was 1.02-1.07x slower;
           // they widening 7 of its 16 row groups, about as slow).
           const uint32_t raw_base = smem_u32(smem + kRawBarOff);
-          convert_tile<FP8H_BATCH_WG1 == 2 ? 6 : 4, FP8H_BATCH_WG1>(
+          convert_tile<4, 4>(
               s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
               [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
           bar_sync(kBarWg + WG, 128);

@@ -67,19 +67,14 @@ __device__ __forceinline__ void widen16(const uint4& v, uint4& lo, uint4& hi) {
 // Raw chunk c of one warp's part of a tile in `stage` (raw chunks in slots 0..3): the 4-row groups
 // g0, g0 + stride, ... below g_end (at most kGroups of them), widened into bf16 slots 2c, 2c + 1.
 // Rows at or past `valid` are written as zeros (they may hold anything). Each warp owns whole
-// rows, and the pieces of a batch of groups are all loaded before any is written: every raw byte
-// of a row is read before the in-place step (c == 0) writes it. Ends with the proxy fence (the
-// caller syncs its warps or arrives on the chunk's barriers).
-#ifndef FP8H_BATCH_CONV
-#define FP8H_BATCH_CONV 2  // measuring knob (fp8h s7): groups in flight, converter warps
-#endif
-#ifndef FP8H_BATCH_WG1
-#define FP8H_BATCH_WG1 2  // the same for WG1's widening of tile b
-#endif
+// rows, and the pieces of a batch of kBatch groups are all loaded before any is written: every raw
+// byte of a row is read before the in-place step (c == 0) writes it. Ends with the proxy fence
+// (the caller syncs its warps or arrives on the chunk's barriers). kBatch: 2 where registers are
+// few (the producer warpgroup has 40; 3 there, with WG1 at 4, was 1.02-1.07x slower), 4 for WG1
+// (all of its groups at once: 1.00-1.03x).
 template <int kGroups, int kBatch = 2>
 __device__ __forceinline__ void convert_chunk(uint8_t* stage, int c, int g0, int stride, int g_end,
                                               int lane, int valid) {
-  // Groups loaded before any is written (the producer warpgroup has 40 registers: more spills).
   const int p = lane & 7;  // physical piece of a row
 #pragma unroll
   for (int k0 = 0; k0 < kGroups; k0 += kBatch) {

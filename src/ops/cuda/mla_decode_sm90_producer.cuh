@@ -37,7 +37,7 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
           tok % bs;
       scale = __ldg(reinterpret_cast<const float*>(a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff));
     }
-    convert_tile<kConvGroups, FP8H_BATCH_CONV>(
+    convert_tile<kConvGroups>(
         smem + kKvOff + s * kStageBytes, kWg0Groups + cw, kConvWarps, g_end, lane, valid,
         [&](int c) {
           mbar_wait(raw_base + 8 * (4 * s + c), full_par);
