@@ -71,6 +71,10 @@ int main(int argc, char** argv) {
   std::vector<int> batches_opt, contexts_opt;
   app.add_option("--batches", batches_opt, "batch sizes to time (default 1 8 32 64)");
   app.add_option("--contexts", contexts_opt, "contexts to time (default 1K 4K 16K 64K 128K)");
+  int q_len = 1;
+  app.add_option("--q-len", q_len,
+                 "query tokens per sequence (speculative decoding; flop and bytes count all)")
+      ->check(CLI::Range(1, 8));
   bool skip_1m = false;
   app.add_flag("--skip-1m", skip_1m, "leave out the 1M-token contexts");
   CLI11_PARSE(app, argc, argv);
@@ -170,12 +174,13 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMalloc(&d_lens, sizeof(int32_t) * 64));
   void *d_q = nullptr, *d_out = nullptr;
   float* d_lse = nullptr;
-  CHECK_CUDA(cudaMalloc(&d_q, sizeof(uint16_t) * 64 * 128 * W));
-  CHECK_CUDA(cudaMalloc(&d_out, sizeof(float) * 64 * 128 * L));
-  CHECK_CUDA(cudaMalloc(&d_lse, sizeof(float) * 64 * 128));
+  const size_t max_rows = size_t(64) * 128 * q_len;  // (batch, query token, head) rows
+  CHECK_CUDA(cudaMalloc(&d_q, sizeof(uint16_t) * max_rows * W));
+  CHECK_CUDA(cudaMalloc(&d_out, sizeof(float) * max_rows * L));
+  CHECK_CUDA(cudaMalloc(&d_lse, sizeof(float) * max_rows));
   {
     std::normal_distribution<float> normal(0.f, 1.f);
-    std::vector<uint16_t> q(size_t(64) * 128 * W);
+    std::vector<uint16_t> q(max_rows * W);
     for (auto& x : q) x = to_bf16(normal(rng));
     CHECK_CUDA(cudaMemcpy(d_q, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
   }
@@ -200,6 +205,7 @@ int main(int argc, char** argv) {
         d.num_heads = H;
         d.max_batch = B;
         d.kv_dtype = dtypes[k];
+        d.q_len = q_len;
         d.kernel = kernel == "lat"        ? helix::MlaKernelChoice::kLatency
                    : kernel == "sm90"     ? helix::MlaKernelChoice::kSm90
                    : kernel == "wgmma"    ? helix::MlaKernelChoice::kWgmma
@@ -240,15 +246,15 @@ int main(int argc, char** argv) {
           CHECK_CUDA(cudaGraphExecDestroy(exec));
           CHECK_CUDA(cudaGraphDestroy(graph));
         }
-        std::vector<float> lse_h(size_t(B) * H);
+        std::vector<float> lse_h(size_t(B) * q_len * H);
         CHECK_CUDA(cudaMemcpy(lse_h.data(), d_lse, 4 * lse_h.size(), cudaMemcpyDeviceToHost));
         bool finite = true;
         for (float x : lse_h) finite = finite && std::isfinite(x);
         helix::mla_plan_release(&plan);
         const double tokens = double(B) * ctx;
-        const double flop = 2.0 * H * (L + W) * tokens;
+        const double flop = 2.0 * H * q_len * (L + W) * tokens;
         const double bytes = tokens * double(helix::mla_kv_row_bytes(dtypes[k], L, R)) +
-                             double(B) * H * (2.0 * W + 4.0 * L + 4.0);
+                             double(B) * q_len * H * (2.0 * W + 4.0 * L + 4.0);
         const double tflops = flop / (ms * 1e-3) / 1e12, gbs = bytes / (ms * 1e-3) / 1e9;
         tok_s[k] = tokens / (ms * 1e-3);
         fmt::print(
@@ -262,6 +268,7 @@ int main(int argc, char** argv) {
                              {"batch", B},
                              {"context", ctx},
                              {"kv_dtype", k ? "fp8_e4m3" : "bf16"},
+                             {"q_len", q_len},
                              {"block_size", block},
                              {"time_us", ms * 1e3},
                              {"isolated_time_us", iso_ms * 1e3},

@@ -264,12 +264,7 @@ class ThreadComm final : public Communicator {
     stats_.add_all_gather(p, n);
     if (p == 1) return copy_floats(recv, send, n);
     Group& g = *group_;
-    const int par = next_parity();
-    Slot& s = publish(par);
-    s.send = send;
-    s.n = n;
-    g.barrier();
-    check_same_n(par, "all_gather");
+    const int par = post_send(send, n, "all_gather");
     for (int r = 0; r < p; ++r)
       copy_floats(recv + size_t(r) * n, static_cast<const float*>(g.slots[par][r].send), n);
     g.barrier(true);
@@ -280,12 +275,7 @@ class ThreadComm final : public Communicator {
     stats_.add_reduce_scatter(p, n);
     if (p == 1) return copy_floats(recv, send, n);
     Group& g = *group_;
-    const int par = next_parity();
-    Slot& s = publish(par);
-    s.send = send;
-    s.n = n;
-    g.barrier();
-    check_same_n(par, "reduce_scatter_sum");
+    const int par = post_send(send, n, "reduce_scatter_sum");
     const size_t off = size_t(rank_) * n;
     // recv may alias nothing that others read (they read send buffers only).
     copy_floats(recv, static_cast<const float*>(g.slots[par][0].send) + off, n);
@@ -301,12 +291,7 @@ class ThreadComm final : public Communicator {
     stats_.add_all_to_all(p, n);
     if (p == 1) return copy_floats(recv, send, n);
     Group& g = *group_;
-    const int par = next_parity();
-    Slot& s = publish(par);
-    s.send = send;
-    s.n = n;
-    g.barrier();
-    check_same_n(par, "all_to_all");
+    const int par = post_send(send, n, "all_to_all");
     const size_t off = size_t(rank_) * n;
     for (int r = 0; r < p; ++r)
       copy_floats(recv + size_t(r) * n, static_cast<const float*>(g.slots[par][r].send) + off, n);
@@ -423,6 +408,18 @@ class ThreadComm final : public Communicator {
     Slot& s = group_->slots[par][rank_];
     s = Slot{};
     return s;
+  }
+
+  // The first half of the send-buffer collectives: publish (send, n), wait for every rank, check
+  // that all passed the same n. Returns the parity whose slots now hold every rank's buffer.
+  int post_send(const float* send, size_t n, const char* what) {
+    const int par = next_parity();
+    Slot& s = publish(par);
+    s.send = send;
+    s.n = n;
+    group_->barrier();
+    check_same_n(par, what);
+    return par;
   }
 
   // Called after the first barrier: every rank sees the same sizes, so all fail together.

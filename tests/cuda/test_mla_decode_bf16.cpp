@@ -53,6 +53,12 @@ struct Case {
   // stream (other splits over the CTAs), or more graph replays: nothing a launch leaves behind
   // may change the next.
   int repeats = 0;
+  // The pool zeroed, then rewritten by kv_write on the stream right before the checked launch (no
+  // sync between): the split kernel, a programmatic dependent launch, must not read it earlier.
+  bool late_write = false;
+  // Query tokens per sequence (MlaPlanDesc::q_len): query j of sequence b sees its first
+  // lens[b] - (q_len - 1 - j) tokens.
+  int q_len = 1;
 };
 
 std::string describe(const Case& c) {
@@ -66,40 +72,45 @@ std::string describe(const Case& c) {
        : c.sm90   ? " sm90"
        : c.wgmma  ? " wgmma"
                   : " mma.sync") +
-      (c.nan_tail ? " nan-tail" : "") + " q_mag " + std::to_string(c.q_mag) + " row_exp " +
+      (c.nan_tail ? " nan-tail" : "") + (c.late_write ? " late-write" : "") + " q_len " +
+      std::to_string(c.q_len) + " q_mag " + std::to_string(c.q_mag) + " row_exp " +
       std::to_string(c.row_exp_lo) + ".." + std::to_string(c.row_exp_hi) + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
 }
 
-// CPU reference for every sequence on the host pool `rows` [num_blocks * block, W].
+// CPU reference for every (sequence, query token) on the host pool `rows` [num_blocks * block, W].
 void reference(const Case& c, const std::vector<float>& q, const std::vector<float>& rows,
                const std::vector<int32_t>& table, int max_blocks, std::vector<float>& out,
                std::vector<float>& lse) {
   const int B = static_cast<int>(c.lens.size()), H = c.heads, L = c.L, W = c.L + c.R;
-  out.assign(static_cast<size_t>(B) * H * L, 0.f);
-  lse.assign(static_cast<size_t>(B) * H, 0.f);
-  for (int b = 0; b < B; ++b) {
-    const int nb = (c.lens[b] + c.block - 1) / c.block;
-    std::vector<const float*> blocks(nb);
-    std::vector<int> blen(nb);
-    for (int i = 0; i < nb; ++i) {
-      blocks[i] = rows.data() + static_cast<size_t>(table[b * max_blocks + i]) * c.block * W;
-      blen[i] = std::min(c.block, c.lens[b] - i * c.block);
+  const int Q = c.q_len;
+  out.assign(static_cast<size_t>(B) * Q * H * L, 0.f);
+  lse.assign(static_cast<size_t>(B) * Q * H, 0.f);
+  for (int b = 0; b < B; ++b)
+    for (int j = 0; j < Q; ++j) {
+      const int len = std::max(0, c.lens[b] - (Q - 1 - j));
+      const int nb = (len + c.block - 1) / c.block;
+      std::vector<const float*> blocks(nb);
+      std::vector<int> blen(nb);
+      for (int i = 0; i < nb; ++i) {
+        blocks[i] = rows.data() + static_cast<size_t>(table[b * max_blocks + i]) * c.block * W;
+        blen[i] = std::min(c.block, len - i * c.block);
+      }
+      const size_t r = static_cast<size_t>(b) * Q + j;
+      MlaDecodeParams p;
+      p.num_heads = H;
+      p.kv_lora_rank = L;
+      p.rope_dim = c.R;
+      p.num_blocks = nb;
+      p.scale = 1.0f / std::sqrt(static_cast<float>(c.R + 128));
+      p.q = q.data() + r * H * W;
+      p.blocks = blocks.data();
+      p.block_len = blen.data();
+      p.out = out.data() + r * H * L;
+      p.lse = lse.data() + r * H;
+      mla_decode(p);
     }
-    MlaDecodeParams p;
-    p.num_heads = H;
-    p.kv_lora_rank = L;
-    p.rope_dim = c.R;
-    p.num_blocks = nb;
-    p.scale = 1.0f / std::sqrt(static_cast<float>(c.R + 128));
-    p.q = q.data() + static_cast<size_t>(b) * H * W;
-    p.blocks = blocks.data();
-    p.block_len = blen.data();
-    p.out = out.data() + static_cast<size_t>(b) * H * L;
-    p.lse = lse.data() + static_cast<size_t>(b) * H;
-    mla_decode(p);
-  }
 }
 
 void run_case(const Case& c) {
@@ -136,20 +147,18 @@ void run_case(const Case& c) {
   std::vector<float> stored(rows);  // what the cache holds, decoded
   Dev<uint8_t> pool(pool_rows * row_bytes);
   CUDA_OK(cudaMemset(pool.ptr, 0, pool_rows * row_bytes));
-  {
-    Dev<float> d_src(src);
-    Dev<int64_t> d_slots(slots);
-    MlaKvWriteParams w;
-    w.num_tokens = static_cast<int>(pool_rows);
-    w.kv_lora_rank = L;
-    w.rope_dim = c.R;
-    w.kv_dtype = c.kv;
-    w.src = d_src.ptr;
-    w.slot_mapping = d_slots.ptr;
-    w.kv_pool = pool.ptr;
-    CUDA_OK(mla_kv_write_cuda(w, nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-  }
+  Dev<float> d_src(src);
+  Dev<int64_t> d_slots(slots);
+  MlaKvWriteParams w;
+  w.num_tokens = static_cast<int>(pool_rows);
+  w.kv_lora_rank = L;
+  w.rope_dim = c.R;
+  w.kv_dtype = c.kv;
+  w.src = d_src.ptr;
+  w.slot_mapping = d_slots.ptr;
+  w.kv_pool = pool.ptr;
+  CUDA_OK(mla_kv_write_cuda(w, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
   // Decode the pool on the host; check kv_write wrote exactly the rounded rows.
   const std::vector<uint8_t> pool_h = pool.host();
   double write_err = 0;
@@ -205,7 +214,7 @@ void run_case(const Case& c) {
   std::shuffle(perm.begin(), perm.end(), rng);
   std::vector<int32_t> table(static_cast<size_t>(B) * max_blocks);
   for (size_t i = 0; i < table.size(); ++i) table[i] = perm[i];
-  std::vector<float> q(static_cast<size_t>(B) * H * W);
+  std::vector<float> q(static_cast<size_t>(B) * c.q_len * H * W);
   std::vector<uint16_t> q_bf(q.size());
   for (size_t i = 0; i < q.size(); ++i) {
     q_bf[i] = bf16_bits(normal(rng) * c.q_mag);
@@ -222,6 +231,7 @@ void run_case(const Case& c) {
   d.max_batch = B + 2;
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
+  d.q_len = c.q_len;
   d.kernel = c.lat      ? MlaKernelChoice::kLatency
              : c.auto_k ? MlaKernelChoice::kAuto
              : c.sm90   ? MlaKernelChoice::kSm90
@@ -242,10 +252,10 @@ void run_case(const Case& c) {
   Dev<uint16_t> d_q(q_bf);
   Dev<int32_t> d_table(table), d_lens(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
   const bool out_bf = c.out == MlaOutDtype::kBf16;
-  const size_t out_n = static_cast<size_t>(B) * H * L;
+  const size_t out_n = static_cast<size_t>(B) * c.q_len * H * L;
   Dev<float> d_out32(out_bf ? 1 : out_n);
   Dev<uint16_t> d_out16(out_bf ? out_n : 1);
-  Dev<float> d_lse(static_cast<size_t>(B) * H);
+  Dev<float> d_lse(static_cast<size_t>(B) * c.q_len * H);
   d_out32.poison();
   d_out16.poison();
   d_lse.poison();
@@ -293,6 +303,11 @@ void run_case(const Case& c) {
       d_out16.poison();
       d_lse.poison();
       CUDA_OK(cudaDeviceSynchronize());
+    }
+    if (c.late_write) {
+      CUDA_OK(cudaMemset(pool.ptr, 0, pool_rows * row_bytes));
+      CUDA_OK(cudaDeviceSynchronize());
+      CUDA_OK(mla_kv_write_cuda(w, nullptr));  // the same rows again, on the stream
     }
     CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
   }
@@ -630,6 +645,21 @@ TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
   run_case(g);
 }
 
+// The memory-bound kernel launched right behind the kernel that writes its pool (kv_write, same
+// stream, no sync): as a programmatic dependent it may start early but must read after it. Long
+// sequences (a long write), TMA tiles (bf16 at 64), row copies (bf16 at 5) and FP8.
+TEST(MlaDecodeBf16Cuda, MemKernelAfterWrite) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 600;
+  for (MlaKvDtype kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
+    for (int block : {64, 5}) {
+      if (kv == MlaKvDtype::kFp8E4m3 && block == 5) continue;
+      Case c{16, 512, 64, block, {12000, 3000, 1, 0, 7000}, kv, MlaOutDtype::kFloat32, 0, ++seed};
+      c.late_write = true;
+      run_case(c);
+    }
+}
+
 // The one-launch small-batch kernel (mla_decode_lat.cu): split, grid barrier and combine in one
 // launch, forced at every batch; and kAuto reaching it at batch 1-2.
 TEST(MlaDecodeBf16Cuda, LatencyKernel) {
@@ -690,6 +720,12 @@ TEST(MlaDecodeBf16Cuda, BadInput) {
   d.max_batch = 0;
   EXPECT_EQ(mla_plan(d, &plan), cudaErrorInvalidValue);
   d.max_batch = 4;
+  for (int q_len : {0, -1, 9}) {
+    d.q_len = q_len;
+    EXPECT_EQ(mla_plan(d, &plan), cudaErrorInvalidValue) << "q_len " << q_len;
+    EXPECT_EQ(mla_plan_workspace_bytes(d), 0u) << "q_len " << q_len;
+  }
+  d.q_len = 1;
   CUDA_OK(mla_plan(d, &plan));
   MlaDecodeBf16Params p;
   p.batch = 5;  // past max_batch
@@ -697,6 +733,87 @@ TEST(MlaDecodeBf16Cuda, BadInput) {
   p.batch = 0;
   EXPECT_EQ(mla_decode_bf16_cuda(p, plan, nullptr), cudaSuccess);
   mla_plan_release(&plan);
+}
+
+// Several query tokens per sequence (speculative decoding): query j sees j more tokens than query
+// 0. Lengths shorter than q_len (some queries see nothing), every kernel family (memory-bound at
+// <= 32 folded heads, sm90 and wgmma at 64+, mma.sync), bf16 and FP8 KV, bf16 output, a graph.
+TEST(MlaDecodeBf16Cuda, SeveralQueryTokens) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const auto bf = MlaKvDtype::kBf16, f8 = MlaKvDtype::kFp8E4m3;
+  const auto f32 = MlaOutDtype::kFloat32, o16 = MlaOutDtype::kBf16;
+  auto qlen = [](Case c, int q_len) {
+    c.q_len = q_len;
+    run_case(c);
+  };
+  const std::vector<int> lens = {0, 1, 2, 3, 31, 33, 700, 64, 2};
+  for (int q_len : {2, 3}) {
+    qlen({16, 512, 64, 32, lens, bf, f32, 0, kSeed + 60 + q_len, true, false, false, true}, q_len);
+    qlen({16, 512, 64, 16, lens, f8, o16, 0, kSeed + 62 + q_len, true, false, false, true}, q_len);
+    qlen({128, 512, 64, 64, lens, bf, f32, 0, kSeed + 64 + q_len, true, false, false, true}, q_len);
+    qlen({128, 512, 64, 32, lens, f8, f32, 0, kSeed + 66 + q_len, true, false, false, true}, q_len);
+  }
+  qlen({64, 512, 64, 64, lens, bf, o16, 0, kSeed + 70, true}, 2);                 // wgmma
+  qlen({16, 512, 64, 48, lens, bf, f32, 0, kSeed + 71, false}, 4);                // mma.sync
+  qlen({8, 64, 16, 16, {5, 0, 40}, bf, f32, 0, kSeed + 72, false}, 8);            // tiny model dims
+  qlen({16, 512, 64, 64, {4000}, bf, f32, 0, kSeed + 73, true, false, true}, 2);  // kLatency: split
+  Case g{16, 512, 64, 32, lens, bf, f32, 0, kSeed + 74, true, false, false, true};
+  g.graph = true;
+  g.repeats = 1;
+  qlen(g, 2);
+}
+
+// mla_plan_workspace_bytes is what mla_plan allocates, and a caller's buffer of that size is used
+// as is (not reallocated); one byte short, the plan allocates its own.
+TEST(MlaDecodeBf16Cuda, PlanWorkspaceBytes) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Case {
+    int heads, batch;
+    MlaKvDtype kv;
+    MlaKernelChoice kernel;
+    int q_len = 1;
+  };
+  const auto bf = MlaKvDtype::kBf16, f8 = MlaKvDtype::kFp8E4m3;
+  const Case cases[] = {
+      {16, 1, bf, MlaKernelChoice::kAuto},    {16, 64, f8, MlaKernelChoice::kAuto},
+      {128, 8, bf, MlaKernelChoice::kAuto},   {128, 32, f8, MlaKernelChoice::kAuto},
+      {40, 3, bf, MlaKernelChoice::kLatency}, {128, 4, bf, MlaKernelChoice::kMmaSync},
+      {64, 300, f8, MlaKernelChoice::kWgmma}, {128, 16, bf, MlaKernelChoice::kAuto, 2},
+      {16, 1, bf, MlaKernelChoice::kAuto, 3}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << c.heads << " heads, max_batch " << c.batch);
+    MlaPlanDesc d;
+    d.num_heads = c.heads;
+    d.max_batch = c.batch;
+    d.kv_dtype = c.kv;
+    d.kernel = c.kernel;
+    d.q_len = c.q_len;
+    const size_t bytes = mla_plan_workspace_bytes(d);
+    ASSERT_GT(bytes, 0u);
+    MlaPlan own;
+    CUDA_OK(mla_plan(d, &own));
+    EXPECT_EQ(own.workspace_bytes, bytes);
+    EXPECT_TRUE(own.owns_workspace);
+    mla_plan_release(&own);
+    void* buf = nullptr;
+    CUDA_OK(cudaMalloc(&buf, bytes));
+    MlaPlan given;
+    CUDA_OK(mla_plan(d, &given, buf, bytes));
+    EXPECT_EQ(given.workspace, buf);
+    EXPECT_FALSE(given.owns_workspace);
+    mla_plan_release(&given);
+    MlaPlan short_by_one;
+    CUDA_OK(mla_plan(d, &short_by_one, buf, bytes - 1));
+    EXPECT_NE(short_by_one.workspace, buf);
+    EXPECT_TRUE(short_by_one.owns_workspace);
+    mla_plan_release(&short_by_one);
+    CUDA_OK(cudaFree(buf));
+  }
+  MlaPlanDesc bad;
+  bad.num_heads = 16;
+  bad.max_batch = 4;
+  bad.kv_lora_rank = 100;
+  EXPECT_EQ(mla_plan_workspace_bytes(bad), 0u);
 }
 
 }  // namespace

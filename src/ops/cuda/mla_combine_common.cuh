@@ -20,7 +20,8 @@ using mla_bf16::Args;
 __device__ __forceinline__ int seq_tokens(const Args& a, int b) {
   const int len = a.seq_lens[b];
   const int cap = a.max_blocks_per_seq * a.block_size;
-  return len < 0 ? 0 : (len > cap ? cap : len);
+  const int kept = (len < 0 ? 0 : (len > cap ? cap : len)) - a.seq_len_trim;
+  return kept < 0 ? 0 : kept;
 }
 __device__ __forceinline__ int cta_begin(int64_t c, int64_t total, int ctas) {
   return static_cast<int>(c * total / ctas);

@@ -13,6 +13,7 @@
 #include "ops/cuda/mla_decode_lat.h"
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_sm90.h"
+#include "ops/cuda/mla_decode_tail.h"
 
 namespace helix {
 namespace {
@@ -115,8 +116,9 @@ cudaError_t ctas_for(const MlaPlanDesc& d, int* ctas, size_t* smem) {
 // The one-launch small-batch kernel (mla_decode_lat.h): planned for bf16 KV at (512, 64) under
 // kAuto and kLatency.
 bool lat_for(const MlaPlanDesc& d) {
-  return auto_like(d) && cuda::mla_lat::eligible(d.kv_lora_rank, d.rope_dim,
-                                                 d.kv_dtype == MlaKvDtype::kFp8E4m3, d.max_batch);
+  return auto_like(d) && d.q_len == 1 &&
+         cuda::mla_lat::eligible(d.kv_lora_rank, d.rope_dim, d.kv_dtype == MlaKvDtype::kFp8E4m3,
+                                 d.max_batch);
 }
 // Its CTAs per 16-head group (0: not used) and shared memory. num_ctas caps the grid, never above
 // what is resident at once (the kernel's grid barrier needs every CTA running).
@@ -156,6 +158,34 @@ size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
   return (parts + 15) / 16 * 16 + 16;
 }
 
+// What the kernels see: q_len query tokens per sequence fold into the heads (mla_decode_tail.h).
+MlaPlanDesc kernel_desc(const MlaPlanDesc& d) {
+  MlaPlanDesc k = d;
+  k.num_heads = d.num_heads * d.q_len;
+  return k;
+}
+bool q_len_ok(const MlaPlanDesc& d) {
+  return d.q_len >= 1 && d.q_len <= cuda::mla_tail::kMaxQLen;
+}
+
+// Everything of a plan but its workspace pointer: the kernels' grids, shared memory and the
+// workspace size. One function, so mla_plan_workspace_bytes and mla_plan cannot disagree.
+cudaError_t plan_shape(const MlaPlanDesc& user, MlaPlan* p) {
+  p->desc = user;
+  const MlaPlanDesc d = kernel_desc(user);
+  p->head_group = head_group_for(d);
+  p->num_head_groups = (d.num_heads + p->head_group - 1) / p->head_group;
+  cudaError_t err = ctas_for(d, &p->ctas_per_group, &p->smem_bytes);
+  if (err == cudaSuccess) err = sm90_ctas_for(d, &p->sm90_ctas_per_group, &p->sm90_smem_bytes);
+  if (err == cudaSuccess) err = lat_ctas_for(d, &p->lat_ctas_per_group, &p->lat_smem_bytes);
+  if (err != cudaSuccess) return err;
+  // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
+  p->workspace_bytes = total_workspace(
+      workspace_for(d, p->num_head_groups, std::max(p->ctas_per_group, p->sm90_ctas_per_group)),
+      d.num_heads, p->lat_ctas_per_group);
+  return cudaSuccess;
+}
+
 }  // namespace
 
 size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
@@ -164,33 +194,17 @@ size_t mla_kv_row_bytes(MlaKvDtype dtype, int kv_lora_rank, int rope_dim) {
 }
 
 size_t mla_plan_workspace_bytes(const MlaPlanDesc& d) {
-  if (d.num_heads <= 0 || !supported(d.kv_lora_rank, d.rope_dim)) return 0;
-  int ctas = 0;
-  size_t smem = 0;
-  if (ctas_for(d, &ctas, &smem) != cudaSuccess) return 0;
-  int sm90_ctas = 0, lat_ctas = 0;
-  if (sm90_ctas_for(d, &sm90_ctas, &smem) != cudaSuccess) return 0;
-  if (lat_ctas_for(d, &lat_ctas, &smem) != cudaSuccess) return 0;
-  const int hg = head_group_for(d);
-  return total_workspace(workspace_for(d, (d.num_heads + hg - 1) / hg, std::max(ctas, sm90_ctas)),
-                         d.num_heads, lat_ctas);
+  if (d.num_heads <= 0 || !q_len_ok(d) || !supported(d.kv_lora_rank, d.rope_dim)) return 0;
+  MlaPlan p;
+  return plan_shape(d, &p) == cudaSuccess ? p.workspace_bytes : 0;
 }
 
 cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_t workspace_bytes) {
-  if (!plan || d.num_heads <= 0 || d.max_batch <= 0) return cudaErrorInvalidValue;
+  if (!plan || d.num_heads <= 0 || d.max_batch <= 0 || !q_len_ok(d)) return cudaErrorInvalidValue;
   if (!supported(d.kv_lora_rank, d.rope_dim)) return cudaErrorNotSupported;
   MlaPlan p;
-  p.desc = d;
-  p.head_group = head_group_for(d);
-  p.num_head_groups = (d.num_heads + p.head_group - 1) / p.head_group;
-  cudaError_t err = ctas_for(d, &p.ctas_per_group, &p.smem_bytes);
-  if (err == cudaSuccess) err = sm90_ctas_for(d, &p.sm90_ctas_per_group, &p.sm90_smem_bytes);
-  if (err == cudaSuccess) err = lat_ctas_for(d, &p.lat_ctas_per_group, &p.lat_smem_bytes);
+  cudaError_t err = plan_shape(d, &p);
   if (err != cudaSuccess) return err;
-  // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
-  p.workspace_bytes = total_workspace(
-      workspace_for(d, p.num_head_groups, std::max(p.ctas_per_group, p.sm90_ctas_per_group)),
-      d.num_heads, p.lat_ctas_per_group);
   if (workspace && workspace_bytes >= p.workspace_bytes) {
     p.workspace = workspace;
   } else {
@@ -214,35 +228,11 @@ void mla_plan_release(MlaPlan* plan) {
   if (plan) *plan = MlaPlan{};
 }
 
-cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
-                                 cudaStream_t stream) {
-  const MlaPlanDesc& d = plan.desc;
-  if (p.batch < 0 || p.batch > d.max_batch || plan.workspace == nullptr)
-    return cudaErrorInvalidValue;
-  if (p.batch == 0) return cudaSuccess;
-  if (!p.q || !p.kv_pool || !p.block_table || !p.seq_lens || !p.out || !p.lse ||
-      p.block_size <= 0 || p.max_blocks_per_seq < 0)
-    return cudaErrorInvalidValue;
-  if ((reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.kv_pool)) & 15u)
-    return cudaErrorInvalidValue;  // 16-byte loads
-  cuda::mla_bf16::Args a;
-  a.batch = p.batch;
-  a.num_heads = d.num_heads;
-  a.block_size = p.block_size;
-  a.max_blocks_per_seq = p.max_blocks_per_seq;
-  a.ctas_per_group = plan.ctas_per_group;
-  a.scale_log2 = p.scale * 1.4426950408889634f;
-  a.q = p.q;
-  a.kv_pool = static_cast<const uint8_t*>(p.kv_pool);
-  a.block_table = p.block_table;
-  a.seq_lens = p.seq_lens;
-  a.out = p.out;
-  a.out_bf16 = p.out_dtype == MlaOutDtype::kBf16;
-  a.lse = p.lse;
-  a.part_out = static_cast<float*>(plan.workspace);
-  const size_t rows = static_cast<size_t>(plan.num_head_groups) *
-                      std::max(plan.ctas_per_group, plan.sm90_ctas_per_group) * 2 * plan.head_group;
-  a.part_lse = a.part_out + rows * d.kv_lora_rank;
+// The split kernels and their combine (or the one-launch latency kernel) for the heads of d (the
+// kernels' view: query tokens folded into the heads).
+static cudaError_t launch_split(cuda::mla_bf16::Args& a, const MlaPlan& plan,
+                                const MlaDecodeBf16Params& p, const MlaPlanDesc& d,
+                                cudaStream_t stream) {
   if (lat_at_launch(plan, p)) {  // one launch: split, grid barrier, combine
     const int groups = (d.num_heads + cuda::mla_lat::kHeadGroup - 1) / cuda::mla_lat::kHeadGroup;
     a.ctas_per_group = plan.lat_ctas_per_group;
@@ -267,6 +257,43 @@ cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& pl
     return cuda::mla_bf16::launch<D::L, D::R>(a, plan.head_group, fp8, wgmma_for(d), grid,
                                               plan.smem_bytes, stream);
   });
+}
+
+cudaError_t mla_decode_bf16_cuda(const MlaDecodeBf16Params& p, const MlaPlan& plan,
+                                 cudaStream_t stream) {
+  const MlaPlanDesc d = kernel_desc(plan.desc);
+  if (p.batch < 0 || p.batch > d.max_batch || plan.workspace == nullptr)
+    return cudaErrorInvalidValue;
+  if (p.batch == 0) return cudaSuccess;
+  if (!p.q || !p.kv_pool || !p.block_table || !p.seq_lens || !p.out || !p.lse ||
+      p.block_size <= 0 || p.max_blocks_per_seq < 0)
+    return cudaErrorInvalidValue;
+  if ((reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.kv_pool)) & 15u)
+    return cudaErrorInvalidValue;  // 16-byte loads
+  cuda::mla_bf16::Args a;
+  a.batch = p.batch;
+  a.num_heads = d.num_heads;
+  a.block_size = p.block_size;
+  a.max_blocks_per_seq = p.max_blocks_per_seq;
+  a.ctas_per_group = plan.ctas_per_group;
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.q = p.q;
+  a.kv_pool = static_cast<const uint8_t*>(p.kv_pool);
+  a.block_table = p.block_table;
+  a.seq_lens = p.seq_lens;
+  a.seq_len_trim = d.q_len - 1;
+  a.out = p.out;
+  a.out_bf16 = p.out_dtype == MlaOutDtype::kBf16;
+  a.lse = p.lse;
+  a.part_out = static_cast<float*>(plan.workspace);
+  const size_t rows = static_cast<size_t>(plan.num_head_groups) *
+                      std::max(plan.ctas_per_group, plan.sm90_ctas_per_group) * 2 * plan.head_group;
+  a.part_lse = a.part_out + rows * d.kv_lora_rank;
+  const cudaError_t err = launch_split(a, plan, p, d, stream);
+  if (err != cudaSuccess || d.q_len == 1) return err;
+  return cuda::mla_tail::launch(a, plan.desc.num_heads, d.q_len, d.kv_lora_rank, d.rope_dim,
+                                d.kv_dtype == MlaKvDtype::kFp8E4m3,
+                                mla_kv_row_bytes(d.kv_dtype, d.kv_lora_rank, d.rope_dim), stream);
 }
 
 }  // namespace helix

@@ -69,6 +69,12 @@ struct MlaPlanDesc {
   MlaKvDtype kv_dtype = MlaKvDtype::kBf16;
   int num_ctas = 0;  // CTAs per head group; 0: from the SM count and occupancy
   MlaKernelChoice kernel = MlaKernelChoice::kAuto;
+  // Query tokens per sequence, 1..8 (speculative decoding: the last q_len cached tokens are the
+  // new ones). q [B, q_len, H, L + R], out [B, q_len, H, L], lse [B, q_len, H]; query j sees the
+  // first seq_lens[b] - (q_len - 1 - j) tokens. The query tokens fold into the heads (the
+  // kernels run H * q_len heads over the prefix all of them see, one pass over the KV); a small
+  // kernel adds the last q_len - 1 tokens (mla_decode_tail.h). The latency kernel takes q_len 1.
+  int q_len = 1;
 };
 
 // Host-side result of mla_plan. Treat as opaque; copyable (the workspace is shared, not owned
@@ -103,19 +109,20 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace = null
 void mla_plan_release(MlaPlan* plan);
 
 struct MlaDecodeBf16Params {
-  int batch = 0;               // B <= plan.desc.max_batch, one query token per sequence
+  int batch = 0;               // B <= plan.desc.max_batch, plan.desc.q_len query tokens each
   int block_size = 0;          // tokens per KV block (any size >= 1; 16/32/64 typical)
   int max_blocks_per_seq = 0;  // columns of block_table
   float scale = 1.0f;          // softmax scale (applied to q . k)
-  const void* q = nullptr;     // bf16 [B, H, L + R] = [W_UK^T q_nope, q_pe] per head, 16B aligned
+  // bf16 [B, q_len, H, L + R] = [W_UK^T q_nope, q_pe] per head, 16B aligned (q_len: the plan's)
+  const void* q = nullptr;
   const void* kv_pool = nullptr;         // [num_blocks, block_size, row] of plan.desc.kv_dtype
   const int32_t* block_table = nullptr;  // device [B, max_blocks_per_seq] physical block ids
   // device [B]: valid tokens, the first seq_lens[b] of the sequence's blocks. Clamped to
   // [0, max_blocks_per_seq * block_size]; 0 gives out 0 and lse -inf.
   const int32_t* seq_lens = nullptr;
-  void* out = nullptr;  // [B, H, L] softmax-normalised latent output, fp32 or bf16 (out_dtype)
+  void* out = nullptr;  // [B, q_len, H, L] softmax-normalised latent output, fp32 or bf16
   MlaOutDtype out_dtype = MlaOutDtype::kFloat32;
-  float* lse = nullptr;  // [B, H] fp32 natural-log sum of exp(scaled scores); -inf when empty
+  float* lse = nullptr;  // [B, q_len, H] fp32 natural-log sum of exp(scaled scores); -inf: empty
 };
 
 // Split kernel + combine kernel (or the one-launch latency kernel) on `stream`. Returns

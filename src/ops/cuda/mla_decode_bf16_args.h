@@ -15,6 +15,9 @@ struct Args {
   const uint8_t* kv_pool = nullptr;      // rows of mla_kv_row_bytes()
   const int32_t* block_table = nullptr;  // [B, max_blocks_per_seq]
   const int32_t* seq_lens = nullptr;     // [B]
+  // q_len - 1 with q_len query tokens folded into the heads: the split kernels see the first
+  // seq_lens[b] - seq_len_trim tokens, the prefix every query token sees (mla_decode_tail.h).
+  int seq_len_trim = 0;
   void* out = nullptr;                   // [B, H, L] fp32 or bf16
   bool out_bf16 = false;
   float* lse = nullptr;       // [B, H]
