@@ -469,6 +469,16 @@ TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
     c.row_exp_hi = 6;
     sm90(c);
   }
+  // Per-token scales far from 1 with q scaled the other way (rows x 2^9..2^17, scales up to about
+  // 2^10; rows x 2^-20..2^-10): the FP8 path's power-of-two biases (kFp8ScaleBias, kFp8QBias in
+  // mla_decode_sm90_fp8.cuh) must neither overflow nor push the products into subnormals.
+  for (int big : {1, 0}) {
+    Case c{128, 512, 64, 64, uneven(64, 1500), fp8, MlaOutDtype::kFloat32, 0, kSeed + 38 + big};
+    c.row_exp_lo = big ? 9 : -20;
+    c.row_exp_hi = big ? 17 : -10;
+    c.q_mag = big ? 0x1p-16f : 0x1p12f;
+    sm90(c);
+  }
   sm90({100, 512, 64, 32, {4096}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 42});
   // 4 and 3 head groups; odd piece lengths (a sequence's last tile alone: a tile a, no tile b)
   sm90({256, 512, 64, 32, uneven(32, 1200), fp8, MlaOutDtype::kFloat32, 0, kSeed + 46});
