@@ -61,11 +61,18 @@ int main(int argc, char** argv) {
   app.add_option("--gemm-tflops", gemm_tflops, "measured bf16 GEMM rate, for the fraction column");
   app.add_flag("--quick", quick, "a few shapes only");
   std::string kernel = "auto";
-  app.add_option("--kernel", kernel,
-                 "64-head groups: auto, mma.sync, wgmma or sm90 (mma.sync also runs <= 32 heads on "
-                 "the mla_bf16 kernels instead of the memory-bound one); lat: the one-launch "
-                 "small-batch kernel at every shape (bf16 KV)")
-      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma", "sm90", "lat"}));
+  app.add_option(
+         "--kernel", kernel,
+         "64-head groups: auto, mma.sync, wgmma or sm90 (mma.sync also runs <= 32 heads on "
+         "the mla_bf16 kernels instead of the memory-bound one); lat: the one-launch "
+         "small-batch kernel at every shape (bf16 KV); cluster: the one-cluster kernel at every "
+         "shape (bf16 KV)")
+      ->check(CLI::IsMember({"auto", "mma.sync", "wgmma", "sm90", "lat", "cluster"}));
+  int num_ctas = 0;
+  app.add_option("--ctas", num_ctas,
+                 "MlaPlanDesc::num_ctas: CTAs per head group (with --kernel cluster: CTAs a "
+                 "sequence, as clusters of up to 16); 0: the planner's choice")
+      ->check(CLI::NonNegativeNumber);
   std::vector<int> heads_list = {128, 16};
   app.add_option("--heads", heads_list, "head counts to time (default 128 16)");
   std::vector<int> batches_opt, contexts_opt;
@@ -205,8 +212,10 @@ int main(int argc, char** argv) {
         d.num_heads = H;
         d.max_batch = B;
         d.kv_dtype = dtypes[k];
+        d.num_ctas = num_ctas;
         d.q_len = q_len;
         d.kernel = kernel == "lat"        ? helix::MlaKernelChoice::kLatency
+                   : kernel == "cluster"  ? helix::MlaKernelChoice::kCluster
                    : kernel == "sm90"     ? helix::MlaKernelChoice::kSm90
                    : kernel == "wgmma"    ? helix::MlaKernelChoice::kWgmma
                    : kernel == "mma.sync" ? helix::MlaKernelChoice::kMmaSync
@@ -214,9 +223,10 @@ int main(int argc, char** argv) {
         helix::MlaPlan plan;
         CHECK_CUDA(helix::mla_plan(d, &plan));
         if (&s == &shapes[0])
-          fmt::print("plan H {} {}: grid {} x {} ({} with the sm90 kernel)\n", H,
-                     k ? "fp8" : "bf16", plan.ctas_per_group, plan.num_head_groups,
-                     plan.sm90_ctas_per_group);
+          fmt::print(
+              "plan H {} {}: grid {} x {} ({} with the sm90 kernel; clusters of up to {} CTAs)\n",
+              H, k ? "fp8" : "bf16", plan.ctas_per_group, plan.num_head_groups,
+              plan.sm90_ctas_per_group, plan.cluster_max);
         helix::MlaDecodeBf16Params p;
         p.batch = B;
         p.block_size = block;

@@ -39,6 +39,9 @@ struct Case {
   // MlaKernelChoice::kLatency (the one-launch small-batch kernel at every launch), or kAuto
   // (overrides the two above)
   bool lat = false, auto_k = false;
+  // MlaKernelChoice::kCluster (the one-cluster kernel at every launch; num_ctas: the cluster
+  // size), overrides all of the above
+  bool cluster = false;
   // Pool rows past each sequence's end in its last block hold NaN (stale cache rows may hold
   // anything; their weight is 0 and must stay 0).
   bool nan_tail = false;
@@ -53,25 +56,29 @@ struct Case {
   // stream (other splits over the CTAs), or more graph replays: nothing a launch leaves behind
   // may change the next.
   int repeats = 0;
+  // The pool zeroed, then rewritten by kv_write on the stream right before the checked launch (no
+  // sync between): the split kernel, a programmatic dependent launch, must not read it earlier.
+  bool late_write = false;
   // Query tokens per sequence (MlaPlanDesc::q_len): query j of sequence b sees its first
   // lens[b] - (q_len - 1 - j) tokens.
   int q_len = 1;
 };
 
 std::string describe(const Case& c) {
-  std::string s = "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " +
-                  std::to_string(c.R) + " block " + std::to_string(c.block) + " kv " +
-                  (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") + " out " +
-                  (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
-                  std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
-                  (c.lat      ? " lat"
-                   : c.auto_k ? " auto"
-                   : c.sm90   ? " sm90"
-                   : c.wgmma  ? " wgmma"
-                              : " mma.sync") +
-                  (c.nan_tail ? " nan-tail" : "") + " q_len " + std::to_string(c.q_len) +
-                  " q_mag " + std::to_string(c.q_mag) + " row_exp " + std::to_string(c.row_exp_lo) +
-                  ".." + std::to_string(c.row_exp_hi) + " lens";
+  std::string s =
+      "H " + std::to_string(c.heads) + " L " + std::to_string(c.L) + " R " + std::to_string(c.R) +
+      " block " + std::to_string(c.block) + " kv " + (c.kv == MlaKvDtype::kBf16 ? "bf16" : "fp8") +
+      " out " + (c.out == MlaOutDtype::kBf16 ? "bf16" : "fp32") + " ctas " +
+      std::to_string(c.num_ctas) + " seed " + std::to_string(c.seed) +
+      (c.cluster  ? " cluster"
+       : c.lat    ? " lat"
+       : c.auto_k ? " auto"
+       : c.sm90   ? " sm90"
+       : c.wgmma  ? " wgmma"
+                  : " mma.sync") +
+      (c.nan_tail ? " nan-tail" : "") + (c.late_write ? " late-write" : "") + " q_len " +
+      std::to_string(c.q_len) + " q_mag " + std::to_string(c.q_mag) + " row_exp " +
+      std::to_string(c.row_exp_lo) + ".." + std::to_string(c.row_exp_hi) + " lens";
   for (int l : c.lens) s += " " + std::to_string(l);
   return s;
 }
@@ -144,20 +151,18 @@ void run_case(const Case& c) {
   std::vector<float> stored(rows);  // what the cache holds, decoded
   Dev<uint8_t> pool(pool_rows * row_bytes);
   CUDA_OK(cudaMemset(pool.ptr, 0, pool_rows * row_bytes));
-  {
-    Dev<float> d_src(src);
-    Dev<int64_t> d_slots(slots);
-    MlaKvWriteParams w;
-    w.num_tokens = static_cast<int>(pool_rows);
-    w.kv_lora_rank = L;
-    w.rope_dim = c.R;
-    w.kv_dtype = c.kv;
-    w.src = d_src.ptr;
-    w.slot_mapping = d_slots.ptr;
-    w.kv_pool = pool.ptr;
-    CUDA_OK(mla_kv_write_cuda(w, nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-  }
+  Dev<float> d_src(src);
+  Dev<int64_t> d_slots(slots);
+  MlaKvWriteParams w;
+  w.num_tokens = static_cast<int>(pool_rows);
+  w.kv_lora_rank = L;
+  w.rope_dim = c.R;
+  w.kv_dtype = c.kv;
+  w.src = d_src.ptr;
+  w.slot_mapping = d_slots.ptr;
+  w.kv_pool = pool.ptr;
+  CUDA_OK(mla_kv_write_cuda(w, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
   // Decode the pool on the host; check kv_write wrote exactly the rounded rows.
   const std::vector<uint8_t> pool_h = pool.host();
   double write_err = 0;
@@ -231,7 +236,8 @@ void run_case(const Case& c) {
   d.kv_dtype = c.kv;
   d.num_ctas = c.num_ctas;
   d.q_len = c.q_len;
-  d.kernel = c.lat      ? MlaKernelChoice::kLatency
+  d.kernel = c.cluster  ? MlaKernelChoice::kCluster
+             : c.lat    ? MlaKernelChoice::kLatency
              : c.auto_k ? MlaKernelChoice::kAuto
              : c.sm90   ? MlaKernelChoice::kSm90
              : c.wgmma  ? MlaKernelChoice::kWgmma
@@ -302,6 +308,11 @@ void run_case(const Case& c) {
       d_out16.poison();
       d_lse.poison();
       CUDA_OK(cudaDeviceSynchronize());
+    }
+    if (c.late_write) {
+      CUDA_OK(cudaMemset(pool.ptr, 0, pool_rows * row_bytes));
+      CUDA_OK(cudaDeviceSynchronize());
+      CUDA_OK(mla_kv_write_cuda(w, nullptr));  // the same rows again, on the stream
     }
     CUDA_OK(mla_decode_bf16_cuda(p, plan, nullptr));
   }
@@ -456,6 +467,16 @@ TEST(MlaDecodeBf16Cuda, Sm90Fp8) {
     Case c{128, 512, 64, 64, uneven(64, 2000), fp8, MlaOutDtype::kBf16, 0, kSeed + 41};
     c.row_exp_lo = -6;
     c.row_exp_hi = 6;
+    sm90(c);
+  }
+  // Per-token scales far from 1 with q scaled the other way (rows x 2^9..2^17, scales up to about
+  // 2^10; rows x 2^-20..2^-10): the FP8 path's power-of-two biases (kFp8ScaleBias, kFp8QBias in
+  // mla_decode_sm90_fp8.cuh) must neither overflow nor push the products into subnormals.
+  for (int big : {1, 0}) {
+    Case c{128, 512, 64, 64, uneven(64, 1500), fp8, MlaOutDtype::kFloat32, 0, kSeed + 38 + big};
+    c.row_exp_lo = big ? 9 : -20;
+    c.row_exp_hi = big ? 17 : -10;
+    c.q_mag = big ? 0x1p-16f : 0x1p12f;
     sm90(c);
   }
   sm90({100, 512, 64, 32, {4096}, fp8, MlaOutDtype::kFloat32, 0, kSeed + 42});
@@ -629,6 +650,21 @@ TEST(MlaDecodeBf16Cuda, MemKernelRunCopies) {
   run_case(g);
 }
 
+// The memory-bound kernel launched right behind the kernel that writes its pool (kv_write, same
+// stream, no sync): as a programmatic dependent it may start early but must read after it. Long
+// sequences (a long write), TMA tiles (bf16 at 64), row copies (bf16 at 5) and FP8.
+TEST(MlaDecodeBf16Cuda, MemKernelAfterWrite) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 600;
+  for (MlaKvDtype kv : {MlaKvDtype::kBf16, MlaKvDtype::kFp8E4m3})
+    for (int block : {64, 5}) {
+      if (kv == MlaKvDtype::kFp8E4m3 && block == 5) continue;
+      Case c{16, 512, 64, block, {12000, 3000, 1, 0, 7000}, kv, MlaOutDtype::kFloat32, 0, ++seed};
+      c.late_write = true;
+      run_case(c);
+    }
+}
+
 // The one-launch small-batch kernel (mla_decode_lat.cu): split, grid barrier and combine in one
 // launch, forced at every batch; and kAuto reaching it at batch 1-2.
 TEST(MlaDecodeBf16Cuda, LatencyKernel) {
@@ -675,6 +711,97 @@ TEST(MlaDecodeBf16Cuda, LatencyKernel) {
   lat({16, 512, 64, 64, {70000}, bf, f32});
   lat({16, 512, 64, 32, {66000, 9}, bf, o16});
   lat({128, 512, 64, 64, {20000}, bf, f32});
+}
+
+// The one-cluster kernel (mla_decode_cluster.cu): every (sequence, 16 heads) on one cluster, the
+// partials merged in distributed shared memory; forced at every batch and cluster size, and kAuto
+// reaching it at batch 1.
+TEST(MlaDecodeBf16Cuda, ClusterKernel) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  unsigned seed = kSeed + 700;
+  auto cl = [&](Case c, bool auto_k = false) {
+    c.seed = ++seed;
+    c.cluster = !auto_k;
+    c.auto_k = auto_k;
+    run_case(c);
+  };
+  const auto bf = MlaKvDtype::kBf16;
+  const auto f32 = MlaOutDtype::kFloat32, o16 = MlaOutDtype::kBf16;
+  // batch 1 at the bench's shape, every cluster size (0: the largest), both head counts
+  for (int cs : {0, 16, 8, 5, 2, 1}) cl({16, 512, 64, 64, {4096}, bf, f32, cs});
+  cl({128, 512, 64, 64, {4096}, bf, o16});
+  // graph replays (nothing left between launches), NaN rows past the end
+  for (int H : {16, 128}) {
+    Case g{H, 512, 64, 64, {4095}, bf, f32};
+    g.graph = true;
+    g.repeats = 2;
+    g.nan_tail = true;
+    cl(g);
+  }
+  // kAuto at batch 1, 16 and 32 heads, small block tables
+  cl({16, 512, 64, 64, {3000}, bf, f32}, true);
+  cl({32, 512, 64, 16, {1000}, bf, o16}, true);
+  {
+    Case g{16, 512, 64, 32, {1023}, bf, o16};
+    g.graph = true;
+    g.nan_tail = true;
+    g.auto_k = true;
+    g.seed = ++seed;
+    run_case(g);
+  }
+  // empty, one token, fewer tiles than CTAs, lengths off the block and the tile, odd heads/blocks
+  cl({16, 512, 64, 64, {0}, bf, f32});
+  cl({16, 512, 64, 64, {0, 0}, bf, o16});
+  cl({16, 512, 64, 64, {1}, bf, f32});
+  cl({16, 512, 64, 64, {33}, bf, f32});
+  cl({16, 512, 64, 64, {500}, bf, f32});
+  cl({128, 512, 64, 16, {1, 0}, bf, f32});
+  cl({1, 512, 64, 32, {700}, bf, f32});
+  cl({40, 512, 64, 48, {900, 0, 33}, bf, f32, 4});
+  cl({100, 512, 64, 7, {333, 1}, bf, o16});
+  cl({16, 512, 64, 32, {31, 32, 33, 0, 64, 65, 16, 17}, bf, f32, 3});
+  for (int block : {16, 32, 64}) {
+    Case c{16, 512, 64, block, uneven(block, 2100), bf, f32};
+    c.nan_tail = true;
+    c.repeats = 2;
+    cl(c);
+  }
+  // long contexts: each CTA streams many tiles (the ring wraps many times)
+  cl({16, 512, 64, 64, {70000}, bf, f32});
+  cl({16, 512, 64, 32, {20000, 9}, bf, o16, 8});
+  // several clusters a sequence at batch 1 (num_ctas / 16 clusters, the last to arrive merges):
+  // more CTAs than tiles, one token, empty, many heads, graph replays (counters left at zero)
+  for (int ctas : {32, 48, 128}) cl({16, 512, 64, 64, {4096}, bf, f32, ctas});
+  cl({16, 512, 64, 16, {1000}, bf, o16, 128});
+  cl({16, 512, 64, 64, {1}, bf, f32, 64});
+  cl({16, 512, 64, 64, {0}, bf, f32, 64});
+  cl({128, 512, 64, 32, {2500}, bf, f32, 32});
+  cl({40, 512, 64, 7, {777}, bf, o16, 48});
+  cl({16, 512, 64, 64, {70000}, bf, f32, 128});
+  {
+    Case g{16, 512, 64, 64, {4000}, bf, f32, 128};
+    g.graph = true;
+    g.repeats = 3;
+    g.nan_tail = true;
+    cl(g);
+  }
+  // several query tokens a sequence (heads folded: 2 x 16 and 3 x 16 kernel heads; the tail op
+  // adds the last tokens), one cluster and several; kAuto with q_len 2 at 16 heads
+  for (int ql : {2, 3}) {
+    Case c{16, 512, 64, 32, {1500}, bf, f32, ql == 2 ? 0 : 64};
+    c.q_len = ql;
+    cl(c);
+  }
+  {
+    Case c{16, 512, 64, 64, {2049}, bf, o16};
+    c.q_len = 2;
+    cl(c, true);
+  }
+  {
+    Case r{16, 512, 64, 64, {3333}, bf, f32, 64};
+    r.repeats = 3;  // stream launches back to back on one plan
+    cl(r);
+  }
 }
 
 TEST(MlaDecodeBf16Cuda, BadInput) {

@@ -10,6 +10,7 @@
 #include "core/kv_fp8_layout.h"
 #include "ops/cuda/mla_decode_bf16.h"
 #include "ops/cuda/mla_decode_bf16_args.h"
+#include "ops/cuda/mla_decode_cluster.h"
 #include "ops/cuda/mla_decode_lat.h"
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_sm90.h"
@@ -35,10 +36,11 @@ cudaError_t with_entry(int L, int R, F&& f) {
   return cudaErrorNotSupported;
 }
 
-// kLatency is kAuto with the latency kernel at every launch it takes: the launches it does not take
-// (FP8 KV, other sizes) run kAuto's kernels.
+// kLatency / kCluster are kAuto with the latency / cluster kernel at every launch it takes: the
+// launches it does not take (FP8 KV, other sizes) run kAuto's kernels.
 bool auto_like(const MlaPlanDesc& d) {
-  return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency;
+  return d.kernel == MlaKernelChoice::kAuto || d.kernel == MlaKernelChoice::kLatency ||
+         d.kernel == MlaKernelChoice::kCluster;
 }
 
 // The sm90 kernel for H >= 64 (mla_decode_sm90.h), FP8 KV included at every batch it takes: on
@@ -150,12 +152,69 @@ bool lat_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p) {
   const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
   return p.batch <= kLatAutoBatch && plan.desc.num_heads <= 32 && cap <= kLatAutoCapacity;
 }
+// The one-cluster kernel (mla_decode_cluster.h): planned for bf16 KV at (512, 64) under kAuto and
+// kCluster. Its largest cluster and shared memory (0: not used; an optional path, like the latency
+// kernel's: if the device cannot run it the other kernels serve every launch).
+void cluster_for(const MlaPlanDesc& d, int* max_cluster, size_t* smem) {
+  *max_cluster = 0;
+  *smem = 0;
+  if (!auto_like(d) ||
+      !cuda::mla_cluster::eligible(d.kv_lora_rank, d.rope_dim, d.kv_dtype == MlaKvDtype::kFp8E4m3))
+    return;
+  if (cuda::mla_cluster::prepare(smem, max_cluster) != cudaSuccess) {
+    (void)cudaGetLastError();
+    *max_cluster = 0;
+    *smem = 0;
+  }
+}
+// kAuto's choice at launch (before the latency kernel's): batch 1, <= 32 heads, block-table
+// capacity <= 16K tokens. The shape: clusters of the largest size the device fits (16 on H200); at
+// batch 1 one cluster up to a capacity of kClusterOneUpTo tokens, else one per kClusterTiles x
+// that size tiles of the capacity, at most kClusterAutoCount: clusters of 16 with ~200 KB of shared
+// memory fit about 7 at once on an H200 (one a GPC), and 8 x 16 at 1 x 4K took 19.7 us against
+// 13.8 with 6 x 16. Measured on H200 (bench/RESULTS.md, "Batch-1 latency on thread-block clusters",
+// 16 heads, 1 x 1K-16K, every count 1-6 forced): 0.81-0.91x the latency kernel's time.
+// kCluster: num_ctas CTAs (clusters of at most that size).
+constexpr int kClusterAutoBatch = 1;
+constexpr int64_t kClusterAutoCapacity = 16384;
+constexpr int64_t kClusterOneUpTo = 1024;
+constexpr int kClusterTiles = 1;
+constexpr int kClusterAutoCount = 6;
+struct ClusterShape {
+  int size = 0, count = 0;  // CTAs a cluster, clusters a sequence (0: not this kernel)
+};
+// d: the kernels' view (query tokens folded into the heads).
+ClusterShape cluster_at_launch(const MlaPlan& plan, const MlaDecodeBf16Params& p,
+                               const MlaPlanDesc& d) {
+  ClusterShape c;
+  if (plan.cluster_max <= 0) return c;
+  const int64_t cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
+  if (d.kernel == MlaKernelChoice::kAuto &&
+      (p.batch > kClusterAutoBatch || d.num_heads > 32 || cap > kClusterAutoCapacity))
+    return c;
+  if (d.kernel != MlaKernelChoice::kAuto && d.kernel != MlaKernelChoice::kCluster) return c;
+  c.size = plan.cluster_max;
+  c.count = 1;
+  if (d.kernel == MlaKernelChoice::kCluster && d.num_ctas > 0) {
+    c.size = std::min(d.num_ctas, plan.cluster_max);
+    if (p.batch == 1) c.count = std::min(d.num_ctas / c.size, cuda::mla_cluster::kMaxClusters);
+  } else if (p.batch == 1 && cap > kClusterOneUpTo) {
+    const int64_t per = static_cast<int64_t>(c.size) * kClusterTiles * 32;
+    c.count = static_cast<int>(std::clamp<int64_t>((cap + per - 1) / per, 1, kClusterAutoCount));
+  }
+  return c;
+}
 // Workspace: the larger of the split kernels' and the latency kernel's partials, then (with the
-// latency kernel) its 16-byte barrier counter, which no other kernel writes.
-size_t total_workspace(size_t split_bytes, int heads, int lat_ctas) {
-  if (lat_ctas <= 0) return split_bytes;
-  const size_t parts = std::max(split_bytes, cuda::mla_lat::partial_bytes(heads, lat_ctas));
-  return (parts + 15) / 16 * 16 + 16;
+// cluster kernel) its partials and counters at *cluster_offset, then (with the latency kernel) its
+// 16-byte barrier counter, which no other kernel writes.
+size_t total_workspace(size_t split_bytes, int heads, int lat_ctas, bool cluster,
+                       size_t* cluster_offset = nullptr) {
+  size_t parts = split_bytes;
+  if (lat_ctas > 0) parts = std::max(parts, cuda::mla_lat::partial_bytes(heads, lat_ctas));
+  parts = (parts + 15) / 16 * 16;
+  if (cluster_offset) *cluster_offset = parts;
+  if (cluster) parts += cuda::mla_cluster::workspace_bytes(heads);
+  return lat_ctas > 0 ? parts + 16 : parts;
 }
 
 // What the kernels see: q_len query tokens per sequence fold into the heads (mla_decode_tail.h).
@@ -179,10 +238,11 @@ cudaError_t plan_shape(const MlaPlanDesc& user, MlaPlan* p) {
   if (err == cudaSuccess) err = sm90_ctas_for(d, &p->sm90_ctas_per_group, &p->sm90_smem_bytes);
   if (err == cudaSuccess) err = lat_ctas_for(d, &p->lat_ctas_per_group, &p->lat_smem_bytes);
   if (err != cudaSuccess) return err;
+  cluster_for(d, &p->cluster_max, &p->cluster_smem_bytes);
   // The sm90 kernel's head groups are 64 heads, as the others' at H >= 64.
   p->workspace_bytes = total_workspace(
       workspace_for(d, p->num_head_groups, std::max(p->ctas_per_group, p->sm90_ctas_per_group)),
-      d.num_heads, p->lat_ctas_per_group);
+      d.num_heads, p->lat_ctas_per_group, p->cluster_max > 0, &p->cluster_ws_offset);
   return cudaSuccess;
 }
 
@@ -212,12 +272,18 @@ cudaError_t mla_plan(const MlaPlanDesc& d, MlaPlan* plan, void* workspace, size_
     if (err != cudaSuccess) return err;
     p.owns_workspace = true;
   }
-  if (p.lat_ctas_per_group > 0) {  // the latency kernel's barrier counter starts at 0
+  if (p.cluster_max > 0) {  // the cluster kernel's counters start at 0
+    const int kh = kernel_desc(d).num_heads;
+    err = cudaMemset(
+        static_cast<uint8_t*>(p.workspace) + p.cluster_ws_offset +
+            cuda::mla_cluster::counters_offset(kh),
+        0, cuda::mla_cluster::workspace_bytes(kh) - cuda::mla_cluster::counters_offset(kh));
+  }
+  if (err == cudaSuccess && p.lat_ctas_per_group > 0)  // the latency kernel's barrier counter
     err = cudaMemset(static_cast<uint8_t*>(p.workspace) + p.workspace_bytes - 16, 0, 16);
-    if (err != cudaSuccess) {
-      if (p.owns_workspace) cudaFree(p.workspace);
-      return err;
-    }
+  if (err != cudaSuccess) {
+    if (p.owns_workspace) cudaFree(p.workspace);
+    return err;
   }
   *plan = p;
   return cudaSuccess;
@@ -228,11 +294,15 @@ void mla_plan_release(MlaPlan* plan) {
   if (plan) *plan = MlaPlan{};
 }
 
-// The split kernels and their combine (or the one-launch latency kernel) for the heads of d (the
-// kernels' view: query tokens folded into the heads).
+// The split kernels and their combine (or the one-launch latency or cluster kernel) for the heads
+// of d (the kernels' view: query tokens folded into the heads).
 static cudaError_t launch_split(cuda::mla_bf16::Args& a, const MlaPlan& plan,
                                 const MlaDecodeBf16Params& p, const MlaPlanDesc& d,
                                 cudaStream_t stream) {
+  if (const ClusterShape c = cluster_at_launch(plan, p, d); c.size > 0)  // one launch
+    return cuda::mla_cluster::launch(a, c.size, c.count,
+                                     static_cast<uint8_t*>(plan.workspace) + plan.cluster_ws_offset,
+                                     plan.cluster_smem_bytes, stream);
   if (lat_at_launch(plan, p)) {  // one launch: split, grid barrier, combine
     const int groups = (d.num_heads + cuda::mla_lat::kHeadGroup - 1) / cuda::mla_lat::kHeadGroup;
     a.ctas_per_group = plan.lat_ctas_per_group;

@@ -14,8 +14,10 @@
 // and the workspace. At launch every CTA reads seq_lens from device memory, cuts the
 // concatenation of all sequences' 32-token tiles into equal contiguous ranges (one per CTA, so
 // uneven lengths balance over all SMs) and a small combine kernel merges the sequences that
-// span several CTAs and writes the empty ones (out 0, lse -inf); at batch 1 the latency kernel
-// (mla_decode_lat.cu) does both in one cooperative launch with a grid barrier. Nothing allocates,
+// span several CTAs and writes the empty ones (out 0, lse -inf); at batch 1 the cluster kernel
+// (mla_decode_cluster.cu) does both in one launch (thread-block clusters merging in distributed
+// shared memory), or where it cannot run the latency kernel (mla_decode_lat.cu) in one
+// cooperative launch with a grid barrier. Nothing allocates,
 // syncs or queries the device at launch: the launches can be captured in a CUDA graph and
 // replayed with new seq_lens / block_table contents.
 //
@@ -52,9 +54,16 @@ enum class MlaKernelChoice : int {
   // 16, 32 or a multiple of 64 run the kAuto kernel instead.
   kSm90 = 3,
   // kAuto, but with bf16 KV at (512, 64) (any H) the one-launch small-batch kernel
-  // (mla_decode_lat.cu) at every launch. kAuto itself takes it at batch 1, H <= 32, when the block
-  // table's capacity (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200).
+  // (mla_decode_lat.cu) at every launch. kAuto takes it at batch 1, H <= 32, when the block
+  // table's capacity (max_blocks_per_seq x block_size) is at most 16K tokens (measured on H200),
+  // where the cluster kernel (kCluster) cannot run.
   kLatency = 4,
+  // kAuto, but with bf16 KV at (512, 64) (any H, any batch) the cluster kernel
+  // (mla_decode_cluster.cu) at every launch; num_ctas > 0 sets its CTAs per sequence and head
+  // group: clusters of min(num_ctas, 16 or what the device fits) CTAs, at batch 1 num_ctas / that
+  // many clusters (at most 8). kAuto itself takes it at batch 1, H <= 32 (query tokens x heads),
+  // block-table capacity at most 16K tokens (measured on H200).
+  kCluster = 5,
 };
 
 // Bytes of one token's row in the pool for a cache dtype (multiple of 16).
@@ -93,7 +102,12 @@ struct MlaPlan {
   // dynamic shared memory; 0 when the plan does not use it.
   int lat_ctas_per_group = 0;
   size_t lat_smem_bytes = 0;
-  void* workspace = nullptr;  // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
+  // bf16 KV at (512, 64) (kAuto or kCluster): the one-cluster kernel's largest cluster on this
+  // device and its dynamic shared memory; 0 when the plan does not use it.
+  int cluster_max = 0;
+  size_t cluster_smem_bytes = 0;
+  size_t cluster_ws_offset = 0;  // its part of the workspace (several clusters a sequence)
+  void* workspace = nullptr;     // device: split partials [groups, ctas, 2, head_group, L + 1] fp32
   size_t workspace_bytes = 0;
   bool owns_workspace = false;
 };

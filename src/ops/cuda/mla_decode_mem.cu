@@ -74,7 +74,21 @@ __global__ void __launch_bounds__(kThreads, 1)
                    : "memory");
   }
 
-  // The combine kernel may be scheduled now; it waits for this grid's completion and memory.
+  if (tid == 32) {
+    for (int s = 0; s < C::kStages; ++s) {
+      mbar_init(full_bar(s), 1);
+      mbar_init(empty_bar(s), kFp8 ? 2 : 4);  // the warps that read a tile
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  // Launched as a programmatic dependent (launch below): the kernel before may still run until
+  // the wait (nothing before it reads global memory; L2 prefetches only), so this CTA's dispatch
+  // and setup overlap its tail. bf16: seq_lens and the block table, the start's two dependent
+  // reads, go into L2 meanwhile (FP8 with it: 1-2% slower at 32 x 64K / 128K, no faster at
+  // 8 x 16K). Then the combine kernel may be scheduled; it waits for this grid's completion.
+  if (!kFp8 && tid >= 32 && tid < 128)
+    prefetch_start_inputs(a, tid - 32, group * gridDim.x + cta, gridDim.x * gridDim.y);
+  grid_dep_wait();
   grid_dep_launch();
 
   int* s_len = s_cum + a.batch + 1;
@@ -82,15 +96,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // query buffer, written after the consumers' first barrier.
   int* s_vcum = reinterpret_cast<int*>(smem + C::kQOff);
   static_assert(C::kQOff % 4 == 0 && kQFragBytes >= 4 * 1025, "s_vcum for batches up to 1024");
-  if (warp == 0) {
+  if (warp == 0)
     mla_combine::tile_prefix_sums<kTile, true, seq_cost<kFp8>()>(a, s_cum, s_len, lane, s_vcum);
-  } else if (tid == 32) {
-    for (int s = 0; s < C::kStages; ++s) {
-      mbar_init(full_bar(s), 1);
-      mbar_init(empty_bar(s), kFp8 ? 2 : 4);  // the warps that read a tile
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
   __syncthreads();
   mla_combine::TileRange tr;
   if (!mla_combine::cta_tile_range<mla_combine::kMinTiles, seq_cost<kFp8>()>(a, s_cum, cta, tr,
@@ -364,7 +371,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       // loop, 1-2% faster at 8-32 x 16K-64K with fp8_tiles.)
       float4* ring4 = reinterpret_cast<float4*>(smem);
       auto state = [&](int w) { return ring4 + (w * 2 + ch) * 33 * 32 + lane; };
-      park(state(worker));
+      // bf16: a warp keeps the n-tiles it merges itself (8 worker ..) in registers, a quarter less
+      // to park and to read back. (FP8: ptxas then spilled 56 bytes; it parks all.)
+      constexpr bool kOwn = !kFp8;
+      float own[8][4];
+      {
+        float4* p = state(worker);
+#pragma unroll
+        for (int n = 0; n < 32; ++n) {
+          if (kOwn && (n >> 3) == worker) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) own[n & 7][e] = acc[n][e];
+          } else {
+            p[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+          }
+        }
+        p[32 * 32] = make_float4(m_run[0], m_run[1], d_run[0], d_run[1]);
+      }
       consumers_sync();
       float wk[4][2], m_fin[2], d_fin[2];
       {
@@ -394,7 +417,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < 8; ++i) {
         float4 v[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) v[k] = state(k)[(8 * worker + i) * 32];
+        for (int k = 0; k < 4; ++k)
+          v[k] = kOwn && k == worker ? make_float4(own[i][0], own[i][1], own[i][2], own[i][3])
+                                     : state(k)[(8 * worker + i) * 32];
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[i][e] = 0.f;
 #pragma unroll
@@ -471,13 +496,21 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
     if (err != cudaSuccess && err != cudaErrorNotSupported) return err;
     tma = err == cudaSuccess;  // no encoder in this driver: padded rows by bulk copies
   }
-  if (fp8)
-    mla_mem_kernel<true, false><<<grid, kThreads, smem, stream>>>(map, a);
-  else if (tma)
-    mla_mem_kernel<false, true><<<grid, kThreads, smem, stream>>>(map, a);
-  else
-    mla_mem_kernel<false, false><<<grid, kThreads, smem, stream>>>(map, a);
-  cudaError_t err = cudaGetLastError();
+  // A programmatic dependent of the kernel before it (graph-capturable, as the combine below): the
+  // CTAs may be dispatched while that one drains and wait for it in grid_dep_wait.
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_off() ? 0 : 1;
+  cudaError_t err = fp8   ? cudaLaunchKernelEx(&cfg, mla_mem_kernel<true, false>, map, a)
+                    : tma ? cudaLaunchKernelEx(&cfg, mla_mem_kernel<false, true>, map, a)
+                          : cudaLaunchKernelEx(&cfg, mla_mem_kernel<false, false>, map, a);
   if (err != cudaSuccess) return err;
   return launch_combine(a, fp8, stream);
 }

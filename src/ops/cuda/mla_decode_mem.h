@@ -20,8 +20,11 @@ cudaError_t prepare(bool fp8, int max_batch, size_t* smem, int* ctas_per_sm);
 cudaError_t launch(const mla_bf16::Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream);
 
 // The combine kernel (mla_decode_mem_combine.cu), used by the two above: its attributes, and its
-// launch as a programmatic dependent of the split kernel (HELIX_MLA_NO_PDL=1: a plain launch).
+// launch as a programmatic dependent of the split kernel.
 cudaError_t prepare_combine();
 cudaError_t launch_combine(const mla_bf16::Args& a, bool fp8, cudaStream_t stream);
+// HELIX_MLA_NO_PDL=1 in the environment (read once): both kernels launched plainly, for measuring
+// what the programmatic launches save.
+bool pdl_off();
 
 }  // namespace helix::cuda::mla_mem

@@ -24,10 +24,11 @@ constexpr int kCombineUnroll = 8;
 // The common case, a sequence of at most kGroups x kCombineUnroll pieces, takes one L2 round trip
 // after the split kernel: the pieces' partial rows are computed before the PDL wait (index math on
 // seq_lens only), then every partial value and lse a thread needs is loaded at once (the old order,
-// lse, block max and sum, then the values, was two) and the weights follow from the block's max
-// and sum. Thread = (4-column chunk cc, piece group pg) with the kGroups groups of a chunk in
-// adjacent lanes, summed by shuffles (no shared buffer besides combine_partials' own). More pieces,
-// and the empty sequences: combine_partials (lse first, then the values).
+// lse, block max and sum, then the values, was two) and the weights follow from the pieces' max
+// (over the 4 lanes of a chunk) and sum. Thread = (4-column chunk cc, piece group pg) with the
+// kGroups groups of a chunk in adjacent lanes, summed by shuffles (no shared buffer besides
+// combine_partials' own). More pieces, and the empty sequences: combine_partials (lse first, then
+// the values).
 constexpr int kGroups = kCombineThreads / (L / 4);
 static_assert(kGroups == 4, "the shuffles below sum 4 adjacent lanes");
 // kFp8: the FP8 split kernel's partition (its seq_cost).
@@ -83,10 +84,13 @@ __global__ void __launch_bounds__(kCombineThreads) mla_mem_combine(const Args a)
       v[u] = *reinterpret_cast<const float4*>(a.part_out + static_cast<int64_t>(row) * L + 4 * cc);
     }
   }
+  // the kGroups lanes of a chunk hold every piece between them: their max is the sequence's (no
+  // block-wide reduction, whose two barriers sat on the path after the wait)
   float mx = l[0];
 #pragma unroll
   for (int u = 1; u < kCombineUnroll; ++u) mx = fmaxf(mx, l[u]);
-  mx = mc::block_reduce<kCombineThreads>(mx, true, s_red);
+#pragma unroll
+  for (int m = 1; m < kGroups; m <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, m));
   float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
   float sum = 0.f;
 #pragma unroll
@@ -124,6 +128,14 @@ cudaError_t prepare_combine() {
                               cudaSharedmemCarveoutMaxShared);
 }
 
+bool pdl_off() {
+  static const bool off = [] {
+    const char* e = std::getenv("HELIX_MLA_NO_PDL");
+    return e && e[0] == '1';
+  }();
+  return off;
+}
+
 cudaError_t launch_combine(const Args& a, bool fp8, cudaStream_t stream) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(a.batch, a.num_heads);
@@ -133,13 +145,8 @@ cudaError_t launch_combine(const Args& a, bool fp8, cudaStream_t stream) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
-  // HELIX_MLA_NO_PDL=1: a plain launch (for measuring what the programmatic launch saves).
-  static const bool no_pdl = [] {
-    const char* e = std::getenv("HELIX_MLA_NO_PDL");
-    return e && e[0] == '1';
-  }();
   cfg.attrs = attr;
-  cfg.numAttrs = no_pdl ? 0 : 1;
+  cfg.numAttrs = pdl_off() ? 0 : 1;
   return fp8 ? cudaLaunchKernelEx(&cfg, mla_mem_combine<true>, a)
              : cudaLaunchKernelEx(&cfg, mla_mem_combine<false>, a);
 }

@@ -78,6 +78,30 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t n) {
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(n) : "memory");
 }
 
+// Asks L2 for the line holding p (no alignment, no completion).
+__device__ __forceinline__ void prefetch_line_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p) : "memory");
+}
+
+// The start's dependent reads (seq_lens, then the block-table entries of the CTA's first tiles:
+// here the whole table, as the range is not known yet) into L2 before griddepcontrol.wait, from CTA
+// `cta_lin` of `ctas` (warps 1-3, 96 threads; lane index i = tid - 32): seq_lens by i < 32, the
+// whole block table (up to 64 lines a CTA: larger tables are skipped) by line, spread over the
+// CTAs. Only addresses inside the two arrays. L2 is where writes land, so a line fetched while the
+// kernel before still writes it cannot go stale.
+__device__ __forceinline__ void prefetch_start_inputs(const Args& a, int i, int cta_lin, int ctas) {
+  // Entries 32 apart (128 bytes), then the last one (an unaligned array's last line).
+  if (i < 32) {
+    if (32 * i < a.batch + 31) prefetch_line_l2(a.seq_lens + min(32 * i, a.batch - 1));
+    return;
+  }
+  const int64_t n = static_cast<int64_t>(a.batch) * a.max_blocks_per_seq;  // int32 entries
+  const int64_t lines = n / 32 + 2;
+  if (n == 0 || lines > 64 * static_cast<int64_t>(ctas)) return;
+  for (int64_t l = cta_lin + static_cast<int64_t>(ctas) * (i - 32); l < lines; l += 64 * ctas)
+    prefetch_line_l2(a.block_table + min(32 * l, n - 1));
+}
+
 // The next non-empty sequence's query (after cb; none past the batch) for head group `group`,
 // into L2: issued a few tiles before a sequence ends, while the KV stream would still evict it.
 __device__ __forceinline__ void prefetch_next_query(const Args& a, const int* s_cum, int cb,

@@ -21,9 +21,9 @@
 // At a sequence boundary the CTA writes the finished sequence (final, or a partial for the
 // combine kernel) and loads the next query (cp.async, all pieces in flight). FP8 KV
 // (mla_decode_sm90_fp8.cuh): the raw e4m3 chunks are widened to this same bf16 layout in shared
-// memory (tile a by three more producer warps, tile b by WG1 itself), the token scales applied
-// per score column and folded into P; WG0 frees a tile's V_L part as soon as its P_a.V is done,
-// and WG1 runs P_a.V before tile b's scores, so the stage of tile a + 2 is refilled without
+// memory (tile a by three more producer warps and WG0, tile b by WG1 itself), the token scales
+// applied per score column and folded into P; WG0 frees a tile's V_L part as soon as its P_a.V is
+// done, and WG1 runs P_a.V before tile b's scores, so the stage of tile a + 2 is refilled without
 // waiting for tile b. Both kernels go out with programmatic dependent launch (mla_decode_sm90.cu).
 // Rows of a tile past the sequence's end are zeroed in shared memory before the P.V MMAs (they may
 // hold anything, NaN included; their P is 0).
@@ -126,11 +126,10 @@ __device__ __forceinline__ void rescale(float (&o)[128], float f0, float f1) {
 // before the first latent chunk was widened), then the rope part (not scaled) on top: one
 // accumulator, so the FP8 consumer needs no more registers than the bf16 one (with a separate
 // rope accumulator ptxas serialised every wgmma for want of registers).
-template <bool kFp8, class F>
-__device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint32_t k_base,
-                                           uint32_t full_bar, uint32_t parity,
-                                           const uint32_t (&qpe)[4][4], const float* sc, int t,
-                                           F&& after_rope) {
+template <bool kFp8, class F, class W = void (*)(int)>
+__device__ __forceinline__ void score_mmas(
+    float (&s)[32], uint32_t q_base, uint32_t k_base, uint32_t full_bar, uint32_t parity,
+    const uint32_t (&qpe)[4][4], const float* sc, int t, F&& after_rope, W&& widen = [](int) {}) {
   auto rope = [&](bool acc) {
     mbar_wait(full_bar + 8 * (kChunks - 1), parity);
 #pragma unroll
@@ -148,6 +147,8 @@ __device__ __forceinline__ void score_mmas(float (&s)[32], uint32_t q_base, uint
 #pragma unroll
   for (int cc = 0; cc < kL / 64; ++cc) {
     const int c = kFp8 ? kL / 64 - 1 - cc : cc;
+    if constexpr (kFp8)
+      if (c & 1) widen(c >> 1);  // FP8: this warpgroup's part of raw chunk c / 2
     mbar_wait(full_bar + 8 * c, parity);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
@@ -322,6 +323,20 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         }
     }
     cp_async_wait_all();
+    if constexpr (kFp8) {
+      // The latent part of Q times 2^64 (exact), this thread's own pieces (see kFp8ScaleBias).
+      for (int x = tid; x < kHeads * (kL / 8); x += kConsumerThreads) {
+        const int r = x >> 6, j = x & 63;
+        uint4* pc =
+            reinterpret_cast<uint4*>(s_q + (j >> 3) * kChunkBytes + r * 128 + sw128(r, j & 7));
+        uint4 v = *pc;
+        const __nv_bfloat162 b2(kFp8QBias, kFp8QBias);
+        __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) h[e] = __hmul2(h[e], b2);
+        *pc = v;
+      }
+    }
     fence_async_smem();
     bar_sync(kBarConsumers, kConsumerThreads);
 #pragma unroll
@@ -340,13 +355,29 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
         // S_a, softmax from m -> m0, P_a to registers and smem.
         // The previous pair's P_b.V_L completes before this tile's latent chunks: release its
         // V_L part there, not after the whole S_a (+2-4% at 64K).
-        score_mmas<kFp8>(s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe,
-                         s_sc + sa * kTile, t, [&] {
-                           if (pending_stage >= 0) {
-                             wg_wait<1>();
-                             release_pending();
-                           }
-                         });
+        score_mmas<kFp8>(
+            s, q_u32, kv_u32 + sa * kStageBytes, full_bar(sa), pha, qpe, s_sc + sa * kTile, t,
+            [&] {
+              if (pending_stage >= 0) {
+                wg_wait<1>();
+                release_pending();
+              }
+            },
+            [&](int rc) {
+              if constexpr (kFp8) {
+                // Row groups 0..kWg0Groups - 1 of raw chunk rc (the converter warps widen the
+                // rest): its raw chunk landed, and for rc 3 (slots 6, 7) the stage's V_R part is
+                // free.
+                const uint32_t raw_base = smem_u32(smem + kRawBarOff);
+                if (rc == 3 && ia >= kStages)
+                  mbar_wait(bar_base + 8 * (kStages * kChunks + 3 * sa + kPartR),
+                            ((ia >> 1) - 1) & 1);
+                mbar_wait(raw_base + 8 * (4 * sa + rc), pha);
+                convert_chunk<kWg0Groups / 4>(s_kv + sa * kStageBytes, rc, wq, 4, kWg0Groups, lane,
+                                              va);
+                bar_sync(kBarWg + WG, 128);
+              }
+            });
         wg_wait<0>();
         release_pending();
         release(sa, kPartRope);
@@ -413,7 +444,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
           // waited for here (leaving it to the converter warps, as tile a, was 1.02-1.07x slower;
           // they widening 7 of its 16 row groups, about as slow).
           const uint32_t raw_base = smem_u32(smem + kRawBarOff);
-          convert_tile(
+          convert_tile<4, 4>(
               s_kv + sb * kStageBytes, wq, 4, 16, lane, vb,
               [&](int c) { mbar_wait(raw_base + 8 * (4 * sb + c), phb); }, [] {}, [](int) {});
           bar_sync(kBarWg + WG, 128);
@@ -531,7 +562,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
       const int r = r0 + 8 * rr, h = h_base + r;
       if (h >= a.num_heads) continue;
       const float l = rr ? lt1 : lt0, m = rr ? m_1 : m_0;
-      const float inv = 1.f / l;
+      const float inv = (kFp8 ? kFp8OutBias : 1.f) / l;
       const int64_t orow = static_cast<int64_t>(cb) * a.num_heads + h;
       if (WG == 0 && t == 0) {
         const float lse = mla_combine::lse_from_log2(m, l);

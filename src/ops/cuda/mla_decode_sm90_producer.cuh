@@ -6,7 +6,8 @@
 namespace helix::cuda::mla_sm90 {
 
 // FP8: converter warp cw's loop over the CTA's tiles (the same walk as the producer's). It widens
-// tile a of each consumer pair (even within its sequence piece); tile b (odd) WG1 widens itself,
+// row groups kWg0Groups..15 of tile a of each consumer pair (even within its sequence piece; WG0
+// widens the others); tile b (odd) WG1 widens itself,
 // and the converter warps only wait for its raw chunks and arrive on its full barriers. Lane l of
 // warps 0 and 1 also fetches the token scale of row 32 cw + l (0 past the end) as a tile starts
 // and stores it in the stage's scale slot once the tile's raw chunk 3 has landed (the raw loads
@@ -19,7 +20,8 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
   const int sr = 32 * cw + lane;  // the row whose scale this lane fetches (warps 0, 1)
   int ck0 = ck;                   // the first tile of the current sequence piece (pairs from it)
   for (int i = 0; i < n_tiles; ++i) {
-    const int g_end = (ck - ck0) & 1 ? 0 : 16;  // 4-row groups to widen: none of a tile b
+    // 4-row groups to widen: kWg0Groups.. of a tile a (WG0 widens the others), none of a tile b
+    const int g_end = (ck - ck0) & 1 ? 0 : 16;
     const int s = i & 1;
     const uint32_t full_par = (i >> 1) & 1, empty_par = ((i >> 1) - 1) & 1;
     const int len = seq_tokens(a, cb);
@@ -35,11 +37,11 @@ __device__ __forceinline__ void fp8_converter(const Args& a, uint8_t* smem, cons
           tok % bs;
       scale = __ldg(reinterpret_cast<const float*>(a.kv_pool + prow * kFp8RowBytes + kFp8ScaleOff));
     }
-    convert_tile(
-        smem + kKvOff + s * kStageBytes, cw, kConvWarps, g_end, lane, valid,
+    convert_tile<kConvGroups>(
+        smem + kKvOff + s * kStageBytes, kWg0Groups + cw, kConvWarps, g_end, lane, valid,
         [&](int c) {
           mbar_wait(raw_base + 8 * (4 * s + c), full_par);
-          if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale;
+          if (c == 3 && sr < kTile) s_sc[s * kTile + sr] = scale * kFp8ScaleBias;
         },
         [&] {
           if (i >= kStages)
