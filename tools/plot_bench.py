@@ -192,6 +192,10 @@ def main():
     plot_mla_bf16(d, ("bench_mla_decode_bf16_s6_accept_h128.json",
                       "bench_mla_decode_bf16_s6_accept_h16.json"),
                   "mla_torch_baseline_s6_accept_h128.json", "mla_decode_s6_accept.png")
+    # Session 7's (the same call also ran device_verify.sh).
+    plot_mla_bf16(d, ("bench_mla_decode_bf16_s7_accept_h128.json",
+                      "bench_mla_decode_bf16_s7_accept_h16.json"),
+                  "mla_torch_baseline_s7_accept_h128.json", "mla_decode_s7_accept.png")
     plot_mla_sm90(d)
     plot_serve(d)
     print("wrote", [f for f in sorted(os.listdir(d)) if f.endswith(".png")])
