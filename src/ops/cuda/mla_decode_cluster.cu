@@ -24,6 +24,7 @@
 
 #include <cstdint>
 
+#include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_cluster.h"
 #include "ops/cuda/ptx_common.cuh"
@@ -500,19 +501,10 @@ cudaError_t prepare(size_t* smem, int* max_cluster) {
       cudaSuccess)
     (void)cudaGetLastError();
   for (int c = kMaxCluster; c >= 1; c /= 2) {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = c;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(c);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmem;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    LaunchEx probe(dim3(c), dim3(kThreads), kSmem, nullptr);
+    probe.cluster(c);
     int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, mla_cluster_kernel, &cfg) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveClusters(&n, mla_cluster_kernel, probe.config()) != cudaSuccess) {
       (void)cudaGetLastError();
       continue;
     }
@@ -547,19 +539,8 @@ cudaError_t launch(const Args& a_in, int cluster, int clusters, void* workspace,
     counters = reinterpret_cast<unsigned*>(static_cast<uint8_t*>(workspace) +
                                            counters_offset(a.num_heads));
   }
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(cluster * clusters, groups, a.batch);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, mla_cluster_kernel, a, counters);
+  return LaunchEx(dim3(cluster * clusters, groups, a.batch), dim3(kThreads), smem, stream)
+      .cluster(cluster)(mla_cluster_kernel, a, counters);
 }
 
 }  // namespace helix::cuda::mla_cluster

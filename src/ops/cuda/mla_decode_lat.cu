@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_lat.h"
 #include "ops/cuda/ptx_common.cuh"
@@ -545,17 +546,7 @@ cudaError_t launch(const Args& a, unsigned long long* counter, dim3 grid, size_t
                    cudaStream_t stream) {
   // Cooperative: the grid barrier needs every CTA resident together, which a cooperative launch
   // guarantees (and refuses, with an error, a grid too large for it) instead of assuming.
-  cudaLaunchAttribute coop[1];
-  coop[0].id = cudaLaunchAttributeCooperative;
-  coop[0].val.cooperative = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = coop;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, mla_lat_kernel, a, counter);
+  return LaunchEx(grid, dim3(kThreads), smem, stream).cooperative()(mla_lat_kernel, a, counter);
 }
 
 }  // namespace helix::cuda::mla_lat

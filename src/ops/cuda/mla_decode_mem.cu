@@ -40,6 +40,7 @@
 
 #include <cstdint>
 
+#include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
 #include "ops/cuda/mla_decode_mem_epilogue.cuh"
@@ -498,19 +499,11 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   }
   // A programmatic dependent of the kernel before it (graph-capturable, as the combine below): the
   // CTAs may be dispatched while that one drains and wait for it in grid_dep_wait.
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_off() ? 0 : 1;
-  cudaError_t err = fp8   ? cudaLaunchKernelEx(&cfg, mla_mem_kernel<true, false>, map, a)
-                    : tma ? cudaLaunchKernelEx(&cfg, mla_mem_kernel<false, true>, map, a)
-                          : cudaLaunchKernelEx(&cfg, mla_mem_kernel<false, false>, map, a);
+  LaunchEx ex(grid, dim3(kThreads), smem, stream);
+  ex.pdl(!pdl_off());
+  cudaError_t err = fp8   ? ex(mla_mem_kernel<true, false>, map, a)
+                    : tma ? ex(mla_mem_kernel<false, true>, map, a)
+                          : ex(mla_mem_kernel<false, false>, map, a);
   if (err != cudaSuccess) return err;
   return launch_combine(a, fp8, stream);
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_mem.h"
 #include "ops/cuda/mla_decode_mem_common.cuh"
@@ -137,18 +138,10 @@ bool pdl_off() {
 }
 
 cudaError_t launch_combine(const Args& a, bool fp8, cudaStream_t stream) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(a.batch, a.num_heads);
-  cfg.blockDim = dim3(kCombineThreads);
-  cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_off() ? 0 : 1;
-  return fp8 ? cudaLaunchKernelEx(&cfg, mla_mem_combine<true>, a)
-             : cudaLaunchKernelEx(&cfg, mla_mem_combine<false>, a);
+  LaunchEx ex(dim3(a.batch, a.num_heads), dim3(kCombineThreads),
+              8 * static_cast<size_t>(a.ctas_per_group), stream);
+  ex.pdl(!pdl_off());
+  return fp8 ? ex(mla_mem_combine<true>, a) : ex(mla_mem_combine<false>, a);
 }
 
 }  // namespace helix::cuda::mla_mem

@@ -2,6 +2,7 @@
 // descriptor (encoded on the host, no device call, and cached per pool) and the two launches.
 #include <cudaTypedefs.h>
 
+#include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_decode_sm90.cuh"
 #include "ops/cuda/mla_decode_sm90.h"
 #include "ops/cuda/mla_decode_sm90_combine.cuh"
@@ -116,31 +117,18 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   // Both launches with programmatic dependent launch (graph-capturable): each kernel's launch
   // overlaps the tail of the one before, and waits for it (griddepcontrol.wait) before it reads
   // global memory.
-  cudaLaunchAttribute pdl[1];
-  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = pdl;
-  cfg.numAttrs = 1;
-  cudaError_t err = fp8 ? cudaLaunchKernelEx(&cfg, mla_sm90_kernel<true>, map, a)
-                        : cudaLaunchKernelEx(&cfg, mla_sm90_kernel<false>, map, a);
+  LaunchEx ex(grid, dim3(kThreads), smem, stream);
+  ex.pdl();
+  cudaError_t err = fp8 ? ex(mla_sm90_kernel<true>, map, a) : ex(mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;
-  cfg.gridDim = dim3(a.batch, a.num_heads);
-  cfg.dynamicSmemBytes = 8 * static_cast<size_t>(a.ctas_per_group);
-  if (a.batch <= kCombineSmallBatch) {
-    cfg.blockDim = dim3(512);
-    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<512, 0>, a);
-  }
-  cfg.blockDim = dim3(128);
+  ex.grid(dim3(a.batch, a.num_heads)).smem(8 * static_cast<size_t>(a.ctas_per_group));
+  if (a.batch <= kCombineSmallBatch) return ex.block(dim3(512))(mla_sm90_combine_kernel<512, 0>, a);
+  ex.block(dim3(128));
   // The one-trip combine where its (batch, heads) grid fits one wave on the split grid's SMs.
   if (static_cast<int64_t>(a.batch) * a.num_heads <=
       static_cast<int64_t>(kOneTripCtasPerSm) * grid.x * grid.y)
-    return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, kOneTripUnroll>, a);
-  return cudaLaunchKernelEx(&cfg, mla_sm90_combine_kernel<128, 0>, a);
+    return ex(mla_sm90_combine_kernel<128, kOneTripUnroll>, a);
+  return ex(mla_sm90_combine_kernel<128, 0>, a);
 }
 
 }  // namespace helix::cuda::mla_sm90
