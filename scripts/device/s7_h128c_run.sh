@@ -2,7 +2,8 @@
 # Session 7 (h128c) device call: the sm90 kernel's cluster merge (HELIX_SM90_CLUSTER=c forces it)
 # against main. Binaries built on the dev machine by s7_h128c_prebuild.sh, carried gzipped in
 # hbin/: bench_base (main), bench_mla (this branch), test_mla (this branch).
-#   OUT=dir [ROUNDS=2] [ARGS=...] [CLUS="8"] [TEST_FILTER=...] [TEST_CLUS="8 2"] bash s7_h128c_run.sh
+#   OUT=dir [ROUNDS=2] [ARGS=...] [CLUS="8x1 4x2"] [TEST_FILTER=...] [TEST_CLUS="8x1 4x2"]
+# (cxn: HELIX_SM90_CLUSTER=c, HELIX_SM90_CLUSTER_N=n) bash s7_h128c_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 FINAL_OUT=${OUT:-./out}
@@ -15,24 +16,25 @@ for f in hbin/*.gz; do
   chmod +x "/tmp/hb/$n"
 done
 if [ -x /tmp/hb/test_mla ] && [ -n "${TEST_FILTER:-}" ]; then
-  for c in 0 ${TEST_CLUS:-}; do
-    HELIX_SM90_CLUSTER=$c timeout 200 /tmp/hb/test_mla --gtest_filter="$TEST_FILTER" > "$OUT/test_mla_c$c.log" 2>&1
-    echo "test_mla cluster=$c rc=$? (${SECONDS}s)"
-    grep -E "^\[  PASSED|^\[  FAILED|^\[==========\]|cluster merge" "$OUT/test_mla_c$c.log"
-    grep -E -A6 "Failure" "$OUT/test_mla_c$c.log" | head -20
+  for cn in 0x1 ${TEST_CLUS:-}; do
+    c=${cn%x*}
+    HELIX_SM90_CLUSTER=$c HELIX_SM90_CLUSTER_N=${cn#*x} timeout 200 /tmp/hb/test_mla --gtest_filter="$TEST_FILTER" > "$OUT/test_mla_c$cn.log" 2>&1
+    echo "test_mla cluster=$cn rc=$? (${SECONDS}s)"
+    grep -E "^\[  PASSED|^\[  FAILED|^\[==========\]|cluster merge" "$OUT/test_mla_c$cn.log"
+    grep -E -A6 "Failure" "$OUT/test_mla_c$cn.log" | head -20
   done
 fi
 ARGS=${ARGS:---heads 128 --batches 8 --contexts 16384 65536 131072 --skip-1m}
-run() {  # name bin cluster round
-  HELIX_SM90_CLUSTER=$3 timeout 120 "/tmp/hb/$2" $ARGS > "$OUT/$1_$4.log" 2>&1
+run() {  # name bin cluster(cxn) round
+  HELIX_SM90_CLUSTER=${3%x*} HELIX_SM90_CLUSTER_N=${3#*x} timeout 120 "/tmp/hb/$2" $ARGS > "$OUT/$1_$4.log" 2>&1
   echo "== $1 round $4 rc=$? (${SECONDS}s)"
   grep -E "cluster merge|NON-FINITE" "$OUT/$1_$4.log" | head -3
   grep -E "^ +[0-9]+ +[0-9]+ +[0-9]+ +bf16" "$OUT/$1_$4.log" | awk '{printf "%s %sx%s %s %s %s | ", $1, $2, $3, $4, $5, $6} END {print ""}'
 }
 for round in $(seq ${ROUNDS:-2}); do
-  run base bench_base 0 $round
-  run mine bench_mla 0 $round
-  for c in ${CLUS:-8}; do run clu$c bench_mla $c $round; done
+  run base bench_base 0x1 $round
+  run mine bench_mla 0x1 $round
+  for c in ${CLUS:-8x1}; do run clu$c bench_mla $c $round; done
 done
 echo "total ${SECONDS}s"
 tar czf "$FINAL_OUT/logs.tgz" -C "$OUT" .

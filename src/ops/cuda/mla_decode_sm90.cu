@@ -45,6 +45,14 @@ int cluster_knob() {
   }();
   return c;
 }
+// HELIX_SM90_CLUSTER_N=n: clusters a (sequence, head group), merged through global memory (1-4).
+int cluster_n_knob() {
+  static const int n = [] {
+    const char* e = std::getenv("HELIX_SM90_CLUSTER_N");
+    return e ? std::atoi(e) : 1;
+  }();
+  return n;
+}
 
 }  // namespace
 
@@ -155,15 +163,18 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   // global memory.
   LaunchEx ex(grid, dim3(kThreads), smem, stream);
   ex.pdl();
-  if (const int c = cluster_knob(); !fp8 && cluster_kernel(c)) {
+  const int c = cluster_knob(), n = cluster_n_knob();
+  if (!fp8 && cluster_kernel(c) && n >= 1 && n <= 4 &&
+      (n == 1 || (a.batch * n <= 2 * a.ctas_per_group &&
+                  a.batch * static_cast<int>(grid.y) * c <= kCluCounters))) {
     // One cluster of c CTAs per (sequence, head group), merged on chip: no combine launch.
     static const bool once = [&] {
-      std::fprintf(stderr, "sm90 cluster merge: c=%d, %d clusters resident\n", c,
+      std::fprintf(stderr, "sm90 cluster merge: c=%d n=%d, %d clusters resident\n", c, n,
                    cluster_capacity(c, smem));
       return true;
     }();
     (void)once;
-    ex.grid(dim3(a.batch * grid.y * c)).cluster(static_cast<unsigned>(c));
+    ex.grid(dim3(a.batch * grid.y * c * n)).cluster(static_cast<unsigned>(c));
     return ex(cluster_kernel(c), map, a);
   }
   cudaError_t err = fp8 ? ex(mla_sm90_kernel<true>, map, a) : ex(mla_sm90_kernel<false>, map, a);

@@ -465,14 +465,23 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
 #include "ops/cuda/mla_decode_sm90_producer.cuh"
 namespace helix::cuda::mla_sm90 {
 
+// Cluster merge's cross-cluster counters (n > 1 clusters a unit): one per (unit, rank), back to 0
+// after each launch (the last arriver resets it).
+constexpr int kCluCounters = 4096;
+__device__ unsigned g_clu_counters[kCluCounters];
+
 // The consumers of a cluster CTA (kClu > 0), after their epilogue left (max, sum, O) in shared
 // memory: CTA r of the cluster merges head rows [r 64 / kClu, (r + 1) 64 / kClu) across the
-// cluster's CTAs (ld.shared::cluster, all sources' loads in flight at once) and writes out and
-// lse. The producer warps have exited (they count as arrived at the cluster barriers).
+// cluster's CTAs (ld.shared::cluster, all sources' loads in flight at once). With one cluster a
+// unit it writes out and lse; with n (gridDim.x / (units kClu)) it writes the merged rows as a
+// partial, and the last of the n clusters' CTAs of that rank to arrive merges the n partials.
+// The producer warps have exited (they count as arrived at the cluster barriers).
 template <int kClu>
 __device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int n_tiles, int b,
-                                              int group) {
+                                              int group, int unit, int half, int n) {
   constexpr int kRows = kHeads / kClu;
+  constexpr int kItems = kRows * (kL / 4) / kConsumerThreads;  // float4s a thread
+  static_assert(kItems * kConsumerThreads == kRows * (kL / 4), "whole items");
   const int tid = threadIdx.x;
   float2* s_ml = reinterpret_cast<float2*>(smem + kCluMlOff);
   // No tiles (short or empty sequence): this CTA's rows weigh nothing.
@@ -481,7 +490,11 @@ __device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int 
   cluster_wait();
   const int rank = blockIdx.x % kClu;
   const uint32_t ml_base = smem_u32(s_ml), o_base = smem_u32(smem + kKvOff);
-  for (int it = tid; it < kRows * (kL / 4); it += kConsumerThreads) {
+  float4 keep[kItems];
+  float keep_l2[kItems];
+#pragma unroll
+  for (int k = 0; k < kItems; ++k) {
+    const int it = tid + k * kConsumerThreads;
     const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
     float2 ml[kClu];
     float4 ov[kClu];
@@ -515,8 +528,15 @@ __device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int 
       o.z *= inv;
       o.w *= inv;
     }
+    const float l2 = mm == -INFINITY ? -INFINITY : mm + log2f(dd);  // log2-domain lse
+    keep[k] = o;
+    keep_l2[k] = l2;
     const int h = group * kHeads + r;
-    if (h < a.num_heads) {
+    if (n > 1) {
+      const int64_t prow = (static_cast<int64_t>(unit) * n + half) * kHeads + r;
+      __stcg(reinterpret_cast<float4*>(a.part_out + prow * kL + col), o);
+      if (col == 0) __stcg(a.part_lse + prow, l2);
+    } else if (h < a.num_heads) {
       const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
       if (a.out_bf16) {
         __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) +
@@ -526,17 +546,84 @@ __device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int 
       } else {
         *reinterpret_cast<float4*>(static_cast<float*>(a.out) + orow * kL + col) = o;
       }
-      if (col == 0)
-        a.lse[orow] = mm == -INFINITY ? -INFINITY : mla_combine::lse_from_log2(mm, dd);
+      if (col == 0) a.lse[orow] = l2 * 0.6931471805599453f;
     }
   }
-  cluster_arrive();  // this CTA's reads done; no CTA leaves while others may read its memory
-  cluster_wait();
+  cluster_arrive();  // this CTA's DSMEM reads done (the wait is at the end: its memory stays)
+  if (n > 1) {
+    __threadfence();
+    bar_sync(kBarConsumers, kConsumerThreads);
+    int* s_last = reinterpret_cast<int*>(smem + kLOff);
+    if (tid == 0) {
+      unsigned* cnt = g_clu_counters + unit * kClu + rank;
+      const bool last = atomicAdd(cnt, 1u) == static_cast<unsigned>(n - 1);
+      if (last) atomicExch(cnt, 0u);  // every cluster arrived: ready for the next launch
+      *s_last = last;
+    }
+    bar_sync(kBarConsumers, kConsumerThreads);
+    if (*s_last) {
+      __threadfence();
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        const int it = tid + k * kConsumerThreads;
+        const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
+        const int h = group * kHeads + r;
+        float lv[4];
+        float4 ov[4];
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {  // n <= 4; this CTA's own piece from registers
+          lv[x] = -INFINITY;
+          ov[x] = make_float4(0.f, 0.f, 0.f, 0.f);
+          if (x < n && x != half) {
+            const int64_t prow = (static_cast<int64_t>(unit) * n + x) * kHeads + r;
+            lv[x] = __ldcg(a.part_lse + prow);
+            ov[x] = __ldcg(reinterpret_cast<const float4*>(a.part_out + prow * kL + col));
+          } else if (x == half) {
+            lv[x] = keep_l2[k];
+            ov[x] = keep[k];
+          }
+        }
+        float mm = -INFINITY;
+#pragma unroll
+        for (int x = 0; x < 4; ++x) mm = fmaxf(mm, lv[x]);
+        float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+        float dd = 0.f;
+        if (mm != -INFINITY) {
+#pragma unroll
+          for (int x = 0; x < 4; ++x) {
+            if (lv[x] == -INFINITY) continue;
+            const float w = exp2_fast(lv[x] - mm);
+            dd += w;
+            o.x += w * ov[x].x;
+            o.y += w * ov[x].y;
+            o.z += w * ov[x].z;
+            o.w += w * ov[x].w;
+          }
+          const float inv = 1.f / dd;
+          o.x *= inv;
+          o.y *= inv;
+          o.z *= inv;
+          o.w *= inv;
+        }
+        if (h < a.num_heads) {
+          const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+          if (a.out_bf16) {
+            __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(
+                static_cast<__nv_bfloat16*>(a.out) + orow * kL + col);
+            d[0] = __floats2bfloat162_rn(o.x, o.y);
+            d[1] = __floats2bfloat162_rn(o.z, o.w);
+          } else {
+            *reinterpret_cast<float4*>(static_cast<float*>(a.out) + orow * kL + col) = o;
+          }
+          if (col == 0)
+            a.lse[orow] = mm == -INFINITY ? -INFINITY : (mm + log2f(dd)) * 0.6931471805599453f;
+        }
+      }
+    }
+  }
+  cluster_wait();  // no CTA leaves while others may still read its shared memory
 }
 
-// kClu > 0 (bf16): grid (batch x groups x kClu), clusters of kClu CTAs along x; cluster u takes
-// sequence u / groups, head group u % groups, its CTAs an even share of the sequence's tiles each;
-// they merge their states through distributed shared memory (no partials, no combine kernel).
 template <bool kFp8, int kClu = 0>
 __global__ void __launch_bounds__(kThreads, 1)
     mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
@@ -553,12 +640,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   // "sm90 MLA kernel (session 6, h128)"). FP8 keeps the grid's order: its speed with this one was
   // 0.98x to 1.09x, mixed, and FP8 is tuned on its own.
   int cta = blockIdx.x, group = blockIdx.y;
+  int clu_n = 1, clu_unit = 0, clu_half = 0;  // kClu > 0: clusters a unit, this one's unit, index
   if constexpr (kClu > 0) {
     static_assert(!kFp8, "cluster merge: bf16 only");
     const int groups = (a.num_heads + kHeads - 1) / kHeads;
-    const int unit = blockIdx.x / kClu;
-    cta = unit / groups;  // the sequence
-    group = unit % groups;
+    clu_n = gridDim.x / (a.batch * groups * kClu);  // clusters a unit
+    const int cl = blockIdx.x / kClu;
+    clu_unit = cl / clu_n;
+    clu_half = cl % clu_n;
+    cta = clu_unit / groups;  // the sequence
+    group = clu_unit % groups;
   } else if constexpr (!kFp8) {
     const int lin = blockIdx.y * gridDim.x + blockIdx.x;
     cta = lin / gridDim.y;
@@ -584,13 +675,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   grid_dep_launch();
   int t_begin = 0, t_end = 0, cb = 0, ck = 0, n_tiles = 0;
   if constexpr (kClu > 0) {
-    // Rank r of the cluster: units [r U / kClu, (r + 1) U / kClu) of the sequence's U 2-tile units
+    // Part p = half kClu + rank of the unit's n kClu CTAs: 2-tile units [p U / P, (p + 1) U / P)
     // (none for a short or empty sequence: the CTA still takes part in the merge). s_cum is not
     // built: a CTA holds one sequence, and the loops' moves past it read nothing they use.
-    const int rank = blockIdx.x % kClu;
+    const int part = clu_half * kClu + blockIdx.x % kClu, parts = clu_n * kClu;
     cb = cta;
     const int tiles = (seq_tokens(a, cb) + kTile - 1) / kTile, units = (tiles + 1) / 2;
-    const int u0 = rank * units / kClu, u1 = (rank + 1) * units / kClu;
+    const int u0 = part * units / parts, u1 = (part + 1) * units / parts;
     ck = 2 * u0;
     n_tiles = (2 * u1 < tiles ? 2 * u1 : tiles) - ck;
     if (n_tiles < 0) n_tiles = 0;
@@ -634,7 +725,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     consumer<0, kFp8, kClu>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
   else
     consumer<1, kFp8, kClu>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
-  if constexpr (kClu > 0) cluster_merge<kClu>(a, smem, n_tiles, cb, group);
+  if constexpr (kClu > 0) cluster_merge<kClu>(a, smem, n_tiles, cb, group, clu_unit, clu_half, clu_n);
 }
 
 }  // namespace helix::cuda::mla_sm90
