@@ -26,15 +26,25 @@ if [ -x /tmp/hb/test_mla ] && [ -n "${TEST_FILTER:-}" ]; then
 fi
 ARGS=${ARGS:---heads 128 --batches 8 --contexts 16384 65536 131072 --skip-1m}
 run() {  # name bin cluster(cxn) round
-  HELIX_SM90_CLUSTER=${3%x*} HELIX_SM90_CLUSTER_N=${3#*x} timeout 120 "/tmp/hb/$2" $ARGS > "$OUT/$1_$4.log" 2>&1
+  HELIX_SM90_CLUSTER=${3%x*} HELIX_SM90_CLUSTER_N=${3#*x} timeout 120 "/tmp/hb/$2" ${ARGS} > "$OUT/$1_$4.log" 2>&1
   echo "== $1 round $4 rc=$? (${SECONDS}s)"
   grep -E "cluster merge|NON-FINITE" "$OUT/$1_$4.log" | head -3
   grep -E "^ +[0-9]+ +[0-9]+ +[0-9]+ +bf16" "$OUT/$1_$4.log" | awk '{printf "%s %sx%s %s %s %s | ", $1, $2, $3, $4, $5, $6} END {print ""}'
 }
-for round in $(seq ${ROUNDS:-2}); do
-  run base bench_base 0x1 $round
-  run mine bench_mla 0x1 $round
-  for c in ${CLUS:-8x1}; do run clu$c bench_mla $c $round; done
-done
+# JOBS="name:bin:cxn:batch ..." (context CTX, default 16384): one bench process each, per round.
+if [ -n "${JOBS:-}" ]; then
+  for round in $(seq ${ROUNDS:-2}); do
+    for j in $JOBS; do
+      IFS=: read -r name bin cn batch <<< "$j"
+      ARGS="--heads 128 --batches $batch --contexts ${CTX:-16384} --skip-1m" run "${name}_b$batch" "$bin" "$cn" "$round"
+    done
+  done
+else
+  for round in $(seq ${ROUNDS:-2}); do
+    run base bench_base 0x1 $round
+    run mine bench_mla 0x1 $round
+    for c in ${CLUS:-8x1}; do run clu$c bench_mla $c $round; done
+  done
+fi
 echo "total ${SECONDS}s"
 tar czf "$FINAL_OUT/logs.tgz" -C "$OUT" .

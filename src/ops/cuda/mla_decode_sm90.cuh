@@ -490,8 +490,6 @@ __device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int 
   cluster_wait();
   const int rank = blockIdx.x % kClu;
   const uint32_t ml_base = smem_u32(s_ml), o_base = smem_u32(smem + kKvOff);
-  float4 keep[kItems];
-  float keep_l2[kItems];
 #pragma unroll
   for (int k = 0; k < kItems; ++k) {
     const int it = tid + k * kConsumerThreads;
@@ -529,8 +527,6 @@ __device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int 
       o.w *= inv;
     }
     const float l2 = mm == -INFINITY ? -INFINITY : mm + log2f(dd);  // log2-domain lse
-    keep[k] = o;
-    keep_l2[k] = l2;
     const int h = group * kHeads + r;
     if (n > 1) {
       const int64_t prow = (static_cast<int64_t>(unit) * n + half) * kHeads + r;
@@ -563,60 +559,68 @@ __device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int 
     bar_sync(kBarConsumers, kConsumerThreads);
     if (*s_last) {
       __threadfence();
+      // The n partials of this CTA's rows (its own included, back from L2), kB items' loads in
+      // flight at once.
+      constexpr int kB = kItems < 4 ? kItems : 4;
 #pragma unroll
-      for (int k = 0; k < kItems; ++k) {
-        const int it = tid + k * kConsumerThreads;
-        const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
-        const int h = group * kHeads + r;
-        float lv[4];
-        float4 ov[4];
+      for (int k0 = 0; k0 < kItems; k0 += kB) {
+        float lv[kB][4];
+        float4 ov[kB][4];
 #pragma unroll
-        for (int x = 0; x < 4; ++x) {  // n <= 4; this CTA's own piece from registers
-          lv[x] = -INFINITY;
-          ov[x] = make_float4(0.f, 0.f, 0.f, 0.f);
-          if (x < n && x != half) {
-            const int64_t prow = (static_cast<int64_t>(unit) * n + x) * kHeads + r;
-            lv[x] = __ldcg(a.part_lse + prow);
-            ov[x] = __ldcg(reinterpret_cast<const float4*>(a.part_out + prow * kL + col));
-          } else if (x == half) {
-            lv[x] = keep_l2[k];
-            ov[x] = keep[k];
+        for (int kb = 0; kb < kB; ++kb) {
+          const int it = tid + (k0 + kb) * kConsumerThreads;
+          const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
+#pragma unroll
+          for (int x = 0; x < 4; ++x) {  // n <= 4
+            lv[kb][x] = -INFINITY;
+            ov[kb][x] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (x < n) {
+              const int64_t prow = (static_cast<int64_t>(unit) * n + x) * kHeads + r;
+              lv[kb][x] = __ldcg(a.part_lse + prow);
+              ov[kb][x] = __ldcg(reinterpret_cast<const float4*>(a.part_out + prow * kL + col));
+            }
           }
         }
-        float mm = -INFINITY;
 #pragma unroll
-        for (int x = 0; x < 4; ++x) mm = fmaxf(mm, lv[x]);
-        float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-        float dd = 0.f;
-        if (mm != -INFINITY) {
+        for (int kb = 0; kb < kB; ++kb) {
+          const int it = tid + (k0 + kb) * kConsumerThreads;
+          const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
+          const int h = group * kHeads + r;
+          float mm = -INFINITY;
 #pragma unroll
-          for (int x = 0; x < 4; ++x) {
-            if (lv[x] == -INFINITY) continue;
-            const float w = exp2_fast(lv[x] - mm);
-            dd += w;
-            o.x += w * ov[x].x;
-            o.y += w * ov[x].y;
-            o.z += w * ov[x].z;
-            o.w += w * ov[x].w;
+          for (int x = 0; x < 4; ++x) mm = fmaxf(mm, lv[kb][x]);
+          float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+          float dd = 0.f;
+          if (mm != -INFINITY) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+              if (lv[kb][x] == -INFINITY) continue;
+              const float w = exp2_fast(lv[kb][x] - mm);
+              dd += w;
+              o.x += w * ov[kb][x].x;
+              o.y += w * ov[kb][x].y;
+              o.z += w * ov[kb][x].z;
+              o.w += w * ov[kb][x].w;
+            }
+            const float inv = 1.f / dd;
+            o.x *= inv;
+            o.y *= inv;
+            o.z *= inv;
+            o.w *= inv;
           }
-          const float inv = 1.f / dd;
-          o.x *= inv;
-          o.y *= inv;
-          o.z *= inv;
-          o.w *= inv;
-        }
-        if (h < a.num_heads) {
-          const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
-          if (a.out_bf16) {
-            __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(
-                static_cast<__nv_bfloat16*>(a.out) + orow * kL + col);
-            d[0] = __floats2bfloat162_rn(o.x, o.y);
-            d[1] = __floats2bfloat162_rn(o.z, o.w);
-          } else {
-            *reinterpret_cast<float4*>(static_cast<float*>(a.out) + orow * kL + col) = o;
+          if (h < a.num_heads) {
+            const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
+            if (a.out_bf16) {
+              __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(
+                  static_cast<__nv_bfloat16*>(a.out) + orow * kL + col);
+              d[0] = __floats2bfloat162_rn(o.x, o.y);
+              d[1] = __floats2bfloat162_rn(o.z, o.w);
+            } else {
+              *reinterpret_cast<float4*>(static_cast<float*>(a.out) + orow * kL + col) = o;
+            }
+            if (col == 0)
+              a.lse[orow] = mm == -INFINITY ? -INFINITY : (mm + log2f(dd)) * 0.6931471805599453f;
           }
-          if (col == 0)
-            a.lse[orow] = mm == -INFINITY ? -INFINITY : (mm + log2f(dd)) * 0.6931471805599453f;
         }
       }
     }
