@@ -2,9 +2,6 @@
 // descriptor (encoded on the host, no device call, and cached per pool) and the two launches.
 #include <cudaTypedefs.h>
 
-#include <cstdio>
-#include <cstdlib>
-
 #include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_decode_sm90.cuh"
 #include "ops/cuda/mla_decode_sm90.h"
@@ -31,29 +28,6 @@ size_t smem_for(int max_batch, bool fp8) {
   return kFixedBytes + (fp8 ? kScaleBytes : 0) + sizeof(int) * (static_cast<size_t>(max_batch) + 1);
 }
 
-// The cluster-merge kernel of cluster size c (2, 4 or 8; bf16).
-using KernelFn = void (*)(const CUtensorMap, const Args);
-KernelFn cluster_kernel(int c) {
-  return c == 2 ? mla_sm90_kernel<false, 2>
-                : c == 4 ? mla_sm90_kernel<false, 4> : c == 8 ? mla_sm90_kernel<false, 8> : nullptr;
-}
-// HELIX_SM90_CLUSTER=c forces the cluster merge (measurement knob; 0 or unset: off).
-int cluster_knob() {
-  static const int c = [] {
-    const char* e = std::getenv("HELIX_SM90_CLUSTER");
-    return e ? std::atoi(e) : 0;
-  }();
-  return c;
-}
-// HELIX_SM90_CLUSTER_N=n: clusters a (sequence, head group), merged through global memory (1-4).
-int cluster_n_knob() {
-  static const int n = [] {
-    const char* e = std::getenv("HELIX_SM90_CLUSTER_N");
-    return e ? std::atoi(e) : 1;
-  }();
-  return n;
-}
-
 }  // namespace
 
 bool eligible(int heads, int kv_lora_rank, int rope_dim, bool fp8, int max_batch) {
@@ -65,30 +39,12 @@ bool block_ok(int block_size) {
   return block_size == 16 || block_size == 32 || (block_size > 0 && block_size % 64 == 0);
 }
 
-// Clusters of c of the kernel that can be resident at once (0 when none or on error).
-int cluster_capacity(int c, size_t smem) {
-  const KernelFn k = cluster_kernel(c);
-  if (!k) return 0;
-  LaunchEx probe(dim3(8 * c), dim3(kThreads), smem, nullptr);
-  probe.cluster(static_cast<unsigned>(c));
-  int n = 0;
-  if (cudaOccupancyMaxActiveClusters(&n, k, probe.config()) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return n;
-}
-
 cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_per_group) {
   if (!encoder()) return cudaErrorNotSupported;
   *smem = smem_for(max_batch, fp8);
   const auto kernel = fp8 ? mla_sm90_kernel<true> : mla_sm90_kernel<false>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(*smem));
-  if (!fp8)
-    for (int c = 2; c <= 8 && err == cudaSuccess; c *= 2)
-      err = cudaFuncSetAttribute(cluster_kernel(c), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 static_cast<int>(*smem));
   int dev = 0, sms = 0, per_sm = 0;
   if (err == cudaSuccess) err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -163,20 +119,6 @@ cudaError_t launch(const Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t
   // global memory.
   LaunchEx ex(grid, dim3(kThreads), smem, stream);
   ex.pdl();
-  const int c = cluster_knob(), n = cluster_n_knob();
-  if (!fp8 && cluster_kernel(c) && n >= 1 && n <= 4 &&
-      (n == 1 || (a.batch * n <= 2 * a.ctas_per_group &&
-                  a.batch * static_cast<int>(grid.y) * c <= kCluCounters))) {
-    // One cluster of c CTAs per (sequence, head group), merged on chip: no combine launch.
-    static const bool once = [&] {
-      std::fprintf(stderr, "sm90 cluster merge: c=%d n=%d, %d clusters resident\n", c, n,
-                   cluster_capacity(c, smem));
-      return true;
-    }();
-    (void)once;
-    ex.grid(dim3(a.batch * grid.y * c * n)).cluster(static_cast<unsigned>(c));
-    return ex(cluster_kernel(c), map, a);
-  }
   cudaError_t err = fp8 ? ex(mla_sm90_kernel<true>, map, a) : ex(mla_sm90_kernel<false>, map, a);
   if (err != cudaSuccess) return err;
   ex.grid(dim3(a.batch, a.num_heads)).smem(8 * static_cast<size_t>(a.ctas_per_group));

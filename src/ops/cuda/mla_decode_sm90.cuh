@@ -67,12 +67,6 @@ constexpr int kCumOff = kRawBarOff + 8 * kStages * 4;                        // 
 constexpr int kScaleOff = kCumOff;  // FP8: scales [2][64] f32, then s_cum
 constexpr int kScaleBytes = kStages * kTile * 4;
 constexpr int kFixedBytes = kCumOff;
-// Cluster merge (kClu > 0, bf16): a CTA's unnormalized O [64 x 512] fp32 (rows padded by 8 floats:
-// the epilogue's float2 stores of 8 rows hit distinct banks) and its rows' (max, sum), in the
-// KV stages, which are free once the CTA's last tile is done.
-constexpr int kCluStride = kL + 8;
-constexpr int kCluMlOff = kKvOff + kHeads * kCluStride * 4;
-static_assert(kCluMlOff + kHeads * 8 <= kKvOff + kStages * kStageBytes, "merge state fits");
 
 // Named barriers (0 is __syncthreads).
 enum : int {
@@ -96,7 +90,7 @@ using mla_combine::seq_tokens;
 
 // One consumer warpgroup's whole loop (WG 0 or 1: separate code, so no path mixes the two
 // warpgroups' in-flight MMAs).
-template <int WG, bool kFp8, int kClu>
+template <int WG, bool kFp8>
 __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int* s_cum,
                                          uint32_t bar_base, int t_begin, int t_end, int n_tiles,
                                          int cb, int ck, int cta, int group) {
@@ -402,23 +396,6 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
     }
     bar_sync(kBarConsumers, kConsumerThreads);
     const float lt0 = s_l[r0] + s_l[kHeads + r0], lt1 = s_l[r0 + 8] + s_l[kHeads + r0 + 8];
-    if constexpr (kClu > 0) {
-      // Cluster merge: this CTA's state to its own shared memory (every MMA of both warpgroups
-      // is done: the barrier above), merged across the cluster by the kernel.
-      float* s_o = reinterpret_cast<float*>(smem + kKvOff);
-      float2* s_ml = reinterpret_cast<float2*>(smem + kCluMlOff);
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        const int r = r0 + 8 * rr;
-        if (WG == 0 && t == 0) s_ml[r] = make_float2(rr ? m_1 : m_0, rr ? lt1 : lt0);
-#pragma unroll
-        for (int j = 0; j < 32; ++j)
-          *reinterpret_cast<float2*>(s_o + r * kCluStride + 256 * WG + 8 * j + 2 * t) =
-              make_float2(o[4 * j + 2 * rr], o[4 * j + 2 * rr + 1]);
-      }
-      i += seg_n;
-      continue;
-    }
     const bool complete = s_cum[cb] >= t_begin && s_cum[cb + 1] <= t_end;
     const int64_t prow = mla_combine::partial_row(
         a, group, cta, mla_combine::partial_slot(s_cum, cb, t_begin), kHeads);
@@ -465,170 +442,7 @@ __device__ __forceinline__ void consumer(const Args& a, uint8_t* smem, const int
 #include "ops/cuda/mla_decode_sm90_producer.cuh"
 namespace helix::cuda::mla_sm90 {
 
-// Cluster merge's cross-cluster counters (n > 1 clusters a unit): one per (unit, rank), back to 0
-// after each launch (the last arriver resets it).
-constexpr int kCluCounters = 4096;
-__device__ unsigned g_clu_counters[kCluCounters];
-
-// The consumers of a cluster CTA (kClu > 0), after their epilogue left (max, sum, O) in shared
-// memory: CTA r of the cluster merges head rows [r 64 / kClu, (r + 1) 64 / kClu) across the
-// cluster's CTAs (ld.shared::cluster, all sources' loads in flight at once). With one cluster a
-// unit it writes out and lse; with n (gridDim.x / (units kClu)) it writes the merged rows as a
-// partial, and the last of the n clusters' CTAs of that rank to arrive merges the n partials.
-// The producer warps have exited (they count as arrived at the cluster barriers).
-template <int kClu>
-__device__ __forceinline__ void cluster_merge(const Args& a, uint8_t* smem, int n_tiles, int b,
-                                              int group, int unit, int half, int n) {
-  constexpr int kRows = kHeads / kClu;
-  constexpr int kItems = kRows * (kL / 4) / kConsumerThreads;  // float4s a thread
-  static_assert(kItems * kConsumerThreads == kRows * (kL / 4), "whole items");
-  const int tid = threadIdx.x;
-  float2* s_ml = reinterpret_cast<float2*>(smem + kCluMlOff);
-  // No tiles (short or empty sequence): this CTA's rows weigh nothing.
-  if (n_tiles == 0 && tid < kHeads) s_ml[tid] = make_float2(-INFINITY, 0.f);
-  cluster_arrive();  // every CTA's state visible to the cluster
-  cluster_wait();
-  const int rank = blockIdx.x % kClu;
-  const uint32_t ml_base = smem_u32(s_ml), o_base = smem_u32(smem + kKvOff);
-#pragma unroll
-  for (int k = 0; k < kItems; ++k) {
-    const int it = tid + k * kConsumerThreads;
-    const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
-    float2 ml[kClu];
-    float4 ov[kClu];
-#pragma unroll
-    for (int c = 0; c < kClu; ++c) {
-      ml[c] = make_float2(-INFINITY, 0.f);
-      ov[c] = make_float4(0.f, 0.f, 0.f, 0.f);
-      ld_dsmem2(ml[c], mapa(ml_base + 8 * r, c), true);
-      ld_dsmem4(ov[c], mapa(o_base + 4 * (r * kCluStride + col), c), true);
-    }
-    float mm = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < kClu; ++c) mm = fmaxf(mm, ml[c].x);
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-    float dd = 0.f;
-    if (mm != -INFINITY) {
-#pragma unroll
-      for (int c = 0; c < kClu; ++c) {
-        // 0 for a CTA without tokens (max -inf; its O is never written: skipped, not weighed)
-        if (ml[c].x == -INFINITY) continue;
-        const float w = exp2_fast(ml[c].x - mm);
-        dd += w * ml[c].y;
-        o.x += w * ov[c].x;
-        o.y += w * ov[c].y;
-        o.z += w * ov[c].z;
-        o.w += w * ov[c].w;
-      }
-      const float inv = 1.f / dd;
-      o.x *= inv;
-      o.y *= inv;
-      o.z *= inv;
-      o.w *= inv;
-    }
-    const float l2 = mm == -INFINITY ? -INFINITY : mm + log2f(dd);  // log2-domain lse
-    const int h = group * kHeads + r;
-    if (n > 1) {
-      const int64_t prow = (static_cast<int64_t>(unit) * n + half) * kHeads + r;
-      __stcg(reinterpret_cast<float4*>(a.part_out + prow * kL + col), o);
-      if (col == 0) __stcg(a.part_lse + prow, l2);
-    } else if (h < a.num_heads) {
-      const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
-      if (a.out_bf16) {
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(a.out) +
-                                                              orow * kL + col);
-        d[0] = __floats2bfloat162_rn(o.x, o.y);
-        d[1] = __floats2bfloat162_rn(o.z, o.w);
-      } else {
-        *reinterpret_cast<float4*>(static_cast<float*>(a.out) + orow * kL + col) = o;
-      }
-      if (col == 0) a.lse[orow] = l2 * 0.6931471805599453f;
-    }
-  }
-  cluster_arrive();  // this CTA's DSMEM reads done (the wait is at the end: its memory stays)
-  if (n > 1) {
-    __threadfence();
-    bar_sync(kBarConsumers, kConsumerThreads);
-    int* s_last = reinterpret_cast<int*>(smem + kLOff);
-    if (tid == 0) {
-      unsigned* cnt = g_clu_counters + unit * kClu + rank;
-      const bool last = atomicAdd(cnt, 1u) == static_cast<unsigned>(n - 1);
-      if (last) atomicExch(cnt, 0u);  // every cluster arrived: ready for the next launch
-      *s_last = last;
-    }
-    bar_sync(kBarConsumers, kConsumerThreads);
-    if (*s_last) {
-      __threadfence();
-      // The n partials of this CTA's rows (its own included, back from L2), kB items' loads in
-      // flight at once.
-      constexpr int kB = kItems < 4 ? kItems : 4;
-#pragma unroll
-      for (int k0 = 0; k0 < kItems; k0 += kB) {
-        float lv[kB][4];
-        float4 ov[kB][4];
-#pragma unroll
-        for (int kb = 0; kb < kB; ++kb) {
-          const int it = tid + (k0 + kb) * kConsumerThreads;
-          const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
-#pragma unroll
-          for (int x = 0; x < 4; ++x) {  // n <= 4
-            lv[kb][x] = -INFINITY;
-            ov[kb][x] = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (x < n) {
-              const int64_t prow = (static_cast<int64_t>(unit) * n + x) * kHeads + r;
-              lv[kb][x] = __ldcg(a.part_lse + prow);
-              ov[kb][x] = __ldcg(reinterpret_cast<const float4*>(a.part_out + prow * kL + col));
-            }
-          }
-        }
-#pragma unroll
-        for (int kb = 0; kb < kB; ++kb) {
-          const int it = tid + (k0 + kb) * kConsumerThreads;
-          const int r = rank * kRows + it / (kL / 4), col = 4 * (it % (kL / 4));
-          const int h = group * kHeads + r;
-          float mm = -INFINITY;
-#pragma unroll
-          for (int x = 0; x < 4; ++x) mm = fmaxf(mm, lv[kb][x]);
-          float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-          float dd = 0.f;
-          if (mm != -INFINITY) {
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-              if (lv[kb][x] == -INFINITY) continue;
-              const float w = exp2_fast(lv[kb][x] - mm);
-              dd += w;
-              o.x += w * ov[kb][x].x;
-              o.y += w * ov[kb][x].y;
-              o.z += w * ov[kb][x].z;
-              o.w += w * ov[kb][x].w;
-            }
-            const float inv = 1.f / dd;
-            o.x *= inv;
-            o.y *= inv;
-            o.z *= inv;
-            o.w *= inv;
-          }
-          if (h < a.num_heads) {
-            const int64_t orow = static_cast<int64_t>(b) * a.num_heads + h;
-            if (a.out_bf16) {
-              __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(
-                  static_cast<__nv_bfloat16*>(a.out) + orow * kL + col);
-              d[0] = __floats2bfloat162_rn(o.x, o.y);
-              d[1] = __floats2bfloat162_rn(o.z, o.w);
-            } else {
-              *reinterpret_cast<float4*>(static_cast<float*>(a.out) + orow * kL + col) = o;
-            }
-            if (col == 0)
-              a.lse[orow] = mm == -INFINITY ? -INFINITY : (mm + log2f(dd)) * 0.6931471805599453f;
-          }
-        }
-      }
-    }
-  }
-  cluster_wait();  // no CTA leaves while others may still read its shared memory
-}
-
-template <bool kFp8, int kClu = 0>
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1)
     mla_sm90_kernel(const __grid_constant__ CUtensorMap kv_map, const Args a) {
   extern __shared__ __align__(1024) uint8_t smem[];
@@ -644,17 +458,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // "sm90 MLA kernel (session 6, h128)"). FP8 keeps the grid's order: its speed with this one was
   // 0.98x to 1.09x, mixed, and FP8 is tuned on its own.
   int cta = blockIdx.x, group = blockIdx.y;
-  int clu_n = 1, clu_unit = 0, clu_half = 0;  // kClu > 0: clusters a unit, this one's unit, index
-  if constexpr (kClu > 0) {
-    static_assert(!kFp8, "cluster merge: bf16 only");
-    const int groups = (a.num_heads + kHeads - 1) / kHeads;
-    clu_n = gridDim.x / (a.batch * groups * kClu);  // clusters a unit
-    const int cl = blockIdx.x / kClu;
-    clu_unit = cl / clu_n;
-    clu_half = cl % clu_n;
-    cta = clu_unit / groups;  // the sequence
-    group = clu_unit % groups;
-  } else if constexpr (!kFp8) {
+  if constexpr (!kFp8) {
     const int lin = blockIdx.y * gridDim.x + blockIdx.x;
     cta = lin / gridDim.y;
     group = lin % gridDim.y;
@@ -677,36 +481,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   // this grid to finish before it reads the partials.
   grid_dep_wait();
   grid_dep_launch();
-  int t_begin = 0, t_end = 0, cb = 0, ck = 0, n_tiles = 0;
-  if constexpr (kClu > 0) {
-    // Part p = half kClu + rank of the unit's n kClu CTAs: 2-tile units [p U / P, (p + 1) U / P)
-    // (none for a short or empty sequence: the CTA still takes part in the merge). s_cum is not
-    // built: a CTA holds one sequence, and the loops' moves past it read nothing they use.
-    const int part = clu_half * kClu + blockIdx.x % kClu, parts = clu_n * kClu;
-    cb = cta;
-    const int tiles = (seq_tokens(a, cb) + kTile - 1) / kTile, units = (tiles + 1) / 2;
-    const int u0 = part * units / parts, u1 = (part + 1) * units / parts;
-    ck = 2 * u0;
-    n_tiles = (2 * u1 < tiles ? 2 * u1 : tiles) - ck;
-    if (n_tiles < 0) n_tiles = 0;
-    __syncthreads();  // the mbarriers' init visible
-  } else {
-    if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
-    __syncthreads();
-    mla_combine::TileRange tr;
-    if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
-    t_begin = tr.t_begin;
-    t_end = tr.t_end;  // units (s_cum counts units)
-    cb = tr.cb;
-    ck = 2 * tr.ck;  // the first tile: sequence, tile within it
-    // Tiles of the range: every piece but the last ends with its sequence.
-    for (int b = cb, k = tr.ck, u = t_begin; u < t_end; ++b, k = 0) {
-      const int take =
-          s_cum[b + 1] - s_cum[b] - k < t_end - u ? s_cum[b + 1] - s_cum[b] - k : t_end - u;
-      const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
-      n_tiles += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
-      u += take;
-    }
+  if (warp == 0) mla_combine::tile_prefix_sums<kUnit>(a, s_cum, nullptr, lane);
+  __syncthreads();
+  mla_combine::TileRange tr;
+  if (!mla_combine::cta_tile_range<1>(a, s_cum, cta, tr)) return;
+  const int t_begin = tr.t_begin, t_end = tr.t_end;  // units (s_cum counts units)
+  int cb = tr.cb, ck = 2 * tr.ck;                    // the first tile: sequence, tile within it
+  // Tiles of the range: every piece but the last ends with its sequence.
+  int n_tiles = 0;
+  for (int b = cb, k = tr.ck, u = t_begin; u < t_end; ++b, k = 0) {
+    const int take =
+        s_cum[b + 1] - s_cum[b] - k < t_end - u ? s_cum[b + 1] - s_cum[b] - k : t_end - u;
+    const int tiles = (seq_tokens(a, b) + kTile - 1) / kTile;
+    n_tiles += (2 * (k + take) < tiles ? 2 * (k + take) : tiles) - 2 * k;
+    u += take;
   }
 
   if (warp >= 8) {
@@ -726,10 +514,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   // Through a shuffle so the compiler sees the role warp-uniform.
   if (__shfl_sync(0xffffffffu, warp >> 2, 0) == 0)
-    consumer<0, kFp8, kClu>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
+    consumer<0, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
   else
-    consumer<1, kFp8, kClu>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
-  if constexpr (kClu > 0) cluster_merge<kClu>(a, smem, n_tiles, cb, group, clu_unit, clu_half, clu_n);
+    consumer<1, kFp8>(a, smem, s_cum, bar_base, t_begin, t_end, n_tiles, cb, ck, cta, group);
 }
 
 }  // namespace helix::cuda::mla_sm90

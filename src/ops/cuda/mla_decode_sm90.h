@@ -21,8 +21,6 @@ bool block_ok(int block_size);
 // Raises the kernel's shared-memory limit; reports its dynamic shared memory and the CTAs per
 // 64-head group that run at once (one per SM).
 cudaError_t prepare(int heads, bool fp8, int max_batch, size_t* smem, int* ctas_per_group);
-// Clusters of c CTAs (2, 4 or 8) of the bf16 cluster-merge kernel resident at once; 0 if none.
-int cluster_capacity(int c, size_t smem);
 // Split kernel on grid (ctas, groups), then the combine kernel.
 cudaError_t launch(const mla_bf16::Args& a, bool fp8, dim3 grid, size_t smem, cudaStream_t stream);
 

@@ -26,36 +26,6 @@ __device__ __forceinline__ void fence_async_smem() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-// ---- thread-block clusters ----
-// Distributed shared memory: this CTA's shared address in CTA `rank` of the cluster, and loads
-// from it; the cluster barrier split into arrive and wait.
-__device__ __forceinline__ uint32_t mapa(uint32_t addr, int rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
-  return r;
-}
-// Predicated (no branch around them, so the loads of all sources are in flight together); v is
-// left as passed where `on` is false.
-__device__ __forceinline__ void ld_dsmem2(float2& v, uint32_t addr, bool on) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %3, 0;\n@p ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n}\n"
-      : "+f"(v.x), "+f"(v.y)
-      : "r"(addr), "r"(static_cast<int>(on)));
-}
-__device__ __forceinline__ void ld_dsmem4(float4& v, uint32_t addr, bool on) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n"
-      "@p ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n}\n"
-      : "+f"(v.x), "+f"(v.y), "+f"(v.z), "+f"(v.w)
-      : "r"(addr), "r"(static_cast<int>(on)));
-}
-__device__ __forceinline__ void cluster_arrive() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait() {
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-
 // ---- mbarrier ----
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
