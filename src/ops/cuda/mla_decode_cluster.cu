@@ -27,6 +27,7 @@
 #include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_cluster.h"
+#include "ops/cuda/mla_decode_tile16.cuh"
 #include "ops/cuda/ptx_common.cuh"
 
 namespace helix::cuda::mla_cluster {
@@ -54,22 +55,16 @@ __device__ unsigned long long g_cluster_trace[1024][8];
   } while (0)
 #endif
 
-constexpr int L = 512, R = 64, W = L + R;
-constexpr int kTile = 32;
-constexpr int kThreads = 256;
-constexpr int kStages = 5;  // 4 tiles in flight before the loop
+using namespace mla_tile16;  // tile geometry, mma, the tile step
+constexpr int kStages = 5;   // 4 tiles in flight before the loop
 #ifdef MLA_CLUSTER_BULK
 constexpr bool kBulk = true;
 #else
 constexpr bool kBulk = false;
 #endif
 constexpr int kPre = 32;  // tiles a CTA whose block-table entries load up front (16K at 16 CTAs)
-constexpr int kRowBytes = 2 * W;                         // 1152: a pool row
-constexpr int kRowStride = kRowBytes + 16;               // 73 x 16 B: conflict-free ldmatrix rows
-constexpr int kStageBytes = kTile * kRowStride;          // 37376
-constexpr int kScStride = 40;                            // floats per score row in shared memory
-constexpr int kScOff = kStages * kStageBytes;            // scores [2 k-halves][16][kScStride]
-constexpr int kMdOff = kScOff + 2 * 16 * kScStride * 4;  // s_m[16], s_d[16]: the rows' max, sum
+constexpr int kScOff = kStages * kStageBytes;  // scores [2 k-halves][16][kScStride]
+constexpr int kMdOff = kScOff + kScBytes;      // s_m[16], s_d[16]: the rows' max, sum
 constexpr int kBarOff = kMdOff + 2 * 16 * 4;
 constexpr int kEntOff = kBarOff + 8 * kStages;  // s_ent[kPre][kTile]: block ids of the rows
 constexpr int kSmem = kEntOff + 4 * kPre * kTile;
@@ -77,10 +72,6 @@ constexpr int kSmem = kEntOff + 4 * kPre * kTile;
 // warp holds its query fragments); the merge's O through the first (after the last tile).
 constexpr int kQOff = (kStages - 1) * kStageBytes;
 constexpr int kOStride = L + 8;  // floats: the fragments' float2 stores at most 2-way conflicted
-constexpr int kQChunks = 16 * kRowBytes / 16;                // 1152 16-byte pieces
-constexpr int kQPer = (kQChunks + kThreads - 1) / kThreads;  // 5 per thread
-constexpr int kKHalf = W / 16 / 2;                           // 18 k-steps per warp
-constexpr int kCols = 64;                                    // output columns per warp
 static_assert(16 * kRowStride <= kStageBytes && 16 * kOStride * 4 <= kStageBytes, "fits a stage");
 static_assert(kStageBytes % 16 == 0 && kScOff % 16 == 0, "16-byte aligned regions");
 static_assert(kPre * kTile % kThreads == 0 && kPre >= kStages, "whole entry loads");
@@ -112,11 +103,6 @@ __device__ __forceinline__ void cluster_arrive() {
 }
 __device__ __forceinline__ void cluster_wait() {
   asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  mma_bf16_m16n8k16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 __global__ void __launch_bounds__(kThreads, 1)
@@ -241,21 +227,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                                 16 * (x % (kRowBytes / 16))) = qv[i];
   }
   __syncthreads();
-  const int nt = warp & 3, kh = warp >> 2;  // score n-tile (8 tokens), k-half
   uint32_t qf[kKHalf][4];
-  {
-    const uint32_t qaddr = smem_u32(smem + kQOff) +
-                           ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
-                           (16 * kh * kKHalf + 8 * (lane >> 4)) * 2;
-#pragma unroll
-    for (int i = 0; i < kKHalf; ++i) ldsm_x4(qf[i], qaddr + 32 * i);
-  }
-  float acc[8][4];
-#pragma unroll
-  for (int n = 0; n < 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, d_run[2] = {0.f, 0.f};
+  load_q_frags(smem_u32(smem + kQOff), warp >> 2, lane, qf);  // warp's k-half of the k-steps
+  float acc[8][4], m_run[2], d_run[2];
+  zero_state(acc, m_run, d_run);
 
   // 3. The tile loop.
   for (int jj = 0; jj < n_tiles; ++jj) {
@@ -271,97 +246,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 #ifndef MLA_CLUSTER_NOCOMPUTE  // diagnostic builds: the loads and the loop's barriers only
     const uint32_t stage = ring + (jj % kStages) * kStageBytes;
-    // scores of tokens 8 nt.. over k-steps 18 kh.. (two chains)
-    {
-      float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
-      const uint32_t kaddr =
-          stage + (8 * nt + (lane & 7)) * kRowStride + (16 * kh * kKHalf + 8 * (lane >> 3)) * 2;
-#pragma unroll
-      for (int kp = 0; kp < kKHalf / 2; ++kp) {
-        uint32_t kb[4];
-        ldsm_x4(kb, kaddr + kp * 64);
-        mma(s0, qf[2 * kp], kb[0], kb[1]);
-        mma(s1, qf[2 * kp + 1], kb[2], kb[3]);
-      }
-      float* dst = s_sc + kh * 16 * kScStride + 8 * nt + 2 * t;
-      *reinterpret_cast<float2*>(dst + g * kScStride) = make_float2(s0[0] + s1[0], s0[1] + s1[1]);
-      *reinterpret_cast<float2*>(dst + (g + 8) * kScStride) =
-          make_float2(s0[2] + s1[2], s0[3] + s1[3]);
-    }
-    __syncthreads();  // both k-halves of all 32 tokens written
-    // online softmax of rows g, g + 8 (every warp the same), P as A fragments of 2 k-steps
-    const int tok0 = (gi + nw * jj) * kTile;
-    float sv[2][2][2][2];  // [k-step][row][col half][pair element]
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int col = 16 * ks + 8 * hh + 2 * t;
-          const int r = g + 8 * rr;
-          const float2 x = *reinterpret_cast<const float2*>(s_sc + r * kScStride + col);
-          const float2 y = *reinterpret_cast<const float2*>(s_sc + (16 + r) * kScStride + col);
-          sv[ks][rr][hh][0] = tail_score(tok0 + col, len, x.x + y.x, a.scale_log2);
-          sv[ks][rr][hh][1] = tail_score(tok0 + col + 1, len, x.y + y.y, a.scale_log2);
-          mx[rr] = fmaxf(mx[rr], fmaxf(sv[ks][rr][hh][0], sv[ks][rr][hh][1]));
-        }
-    float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-      const float m_new = fmaxf(m_run[rr], mx[rr]);
-      m_use[rr] = m_new == -INFINITY ? 0.f : m_new;
-      alpha[rr] = exp2_fast(m_run[rr] - m_use[rr]);
-      m_run[rr] = m_new;
-    }
-    uint32_t pa[2][4];
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      float p[2][2][2];
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            p[rr][hh][e] = exp2_fast(sv[ks][rr][hh][e] - m_use[rr]);
-            rs[rr] += p[rr][hh][e];
-          }
-      pa[ks][0] = pack_bf16(p[0][0][0], p[0][0][1]);
-      pa[ks][1] = pack_bf16(p[1][0][0], p[1][0][1]);
-      pa[ks][2] = pack_bf16(p[0][1][0], p[0][1][1]);
-      pa[ks][3] = pack_bf16(p[1][1][0], p[1][1][1]);
-    }
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
-      rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
-      d_run[rr] = d_run[rr] * alpha[rr] + rs[rr];
-    }
-    // Rescale only when a row's max moved (rarely once it settles).
-    if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f))
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        acc[n][0] *= alpha[0];
-        acc[n][1] *= alpha[0];
-        acc[n][2] *= alpha[1];
-        acc[n][3] *= alpha[1];
-      }
-    // O[16, columns 64 warp..] += P V
-    const uint32_t vaddr = stage + ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
-                           (kCols * warp + 8 * (lane >> 4)) * 2;
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks)
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        uint32_t vb[4];
-        ldsm_x4_t(vb, vaddr + 16 * ks * kRowStride + np * 32);
-        mma(acc[2 * np], pa[ks], vb[0], vb[1]);
-        mma(acc[2 * np + 1], pa[ks], vb[2], vb[3]);
-      }
+    tile_step(stage, qf, s_sc, (gi + nw * jj) * kTile, len, a.scale_log2, acc, m_run, d_run, warp,
+              lane);
 #endif
   }
   CL_TRACE(3);

@@ -31,6 +31,7 @@
 #include "ops/cuda/launch_ex.h"
 #include "ops/cuda/mla_combine_common.cuh"
 #include "ops/cuda/mla_decode_lat.h"
+#include "ops/cuda/mla_decode_tile16.cuh"
 #include "ops/cuda/ptx_common.cuh"
 
 namespace helix::cuda::mla_lat {
@@ -66,31 +67,16 @@ __device__ unsigned long long g_lat_trace[1024][12][2];
 constexpr unsigned kSleepNs = 20;
 constexpr int kMinTiles = 1;
 
-constexpr int L = 512, R = 64, W = L + R;
-constexpr int kTile = 32;
-constexpr int kThreads = 256;
+using namespace mla_tile16;  // tile geometry, mma, the tile step
 constexpr int kStages = 4;
-constexpr int kRowBytes = 2 * W;                        // 1152: a pool row
-constexpr int kRowStride = kRowBytes + 16;              // 73 x 16 B: conflict-free ldmatrix rows
-constexpr int kStageBytes = kTile * kRowStride;         // 37376
-constexpr int kScStride = 40;                           // floats per score row in shared memory
 constexpr int kScOff = kStages * kStageBytes;           // scores [2 k-halves][16][kScStride]
-constexpr int kQOff = kScOff + 2 * 16 * kScStride * 4;  // the query: 16 rows at kRowStride
+constexpr int kQOff = kScOff + kScBytes;                // the query: 16 rows at kRowStride
 constexpr int kMaxCtas = 1024;                          // CTAs per head group (plan caps it)
 constexpr int kBegOff = kQOff + 16 * kRowStride;        // s_beg[kMaxCtas + 1]
 constexpr int kTabEntries = 256;                        // batch 1: the block table's head
 constexpr int kTabOff = kBegOff + 4 * (kMaxCtas + 16);  // s_tab[kTabEntries]
 constexpr int kCumOff = kTabOff + 4 * kTabEntries;      // s_cum[B + 1], s_len[B]
-constexpr int kQChunks = 16 * kRowBytes / 16;           // 1152 16-byte pieces
-constexpr int kQPer = (kQChunks + kThreads - 1) / kThreads;  // 5 per thread
-constexpr int kKHalf = W / 16 / 2;                           // 18 k-steps per warp
-constexpr int kCols = 64;  // output columns per warp (and per slice)
 static_assert(kStageBytes % 16 == 0 && kCumOff % 16 == 0, "16-byte aligned regions");
-
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  mma_bf16_m16n8k16(c, a[0], a[1], a[2], a[3], b0, b1);
-}
 
 // Every CTA of the grid arrives once; returns when all have. The counter only grows (64 bits):
 // launch k waits for it to reach (k + 1) x grid size.
@@ -195,7 +181,7 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
   const uint8_t* next_src = pend[kStages - 1];  // tile kStages - 1's, issued in iteration 0
   LAT_TRACE(2);
 
-  const int nt = warp & 3, kh = warp >> 2;  // score n-tile (8 tokens), k-half
+  const int kh = warp >> 2;  // the k-half of the query fragments this warp holds
   int cb = tr.cb, ck = tr.ck, j = 0;
   while (j < n_tiles) {
     const int seq_tiles = s_cum[cb + 1] - s_cum[cb];
@@ -206,19 +192,9 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
     store_q(smem, qp);
     __syncthreads();
     uint32_t qf[kKHalf][4];
-    {
-      const uint32_t qaddr = smem_u32(smem + kQOff) +
-                             ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
-                             (16 * kh * kKHalf + 8 * (lane >> 4)) * 2;
-#pragma unroll
-      for (int i = 0; i < kKHalf; ++i) ldsm_x4(qf[i], qaddr + 32 * i);
-    }
-    float acc[8][4];
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[n][e] = 0.f;
-    float m_run[2] = {-INFINITY, -INFINITY}, d_run[2] = {0.f, 0.f};
+    load_q_frags(smem_u32(smem + kQOff), kh, lane, qf);
+    float acc[8][4], m_run[2], d_run[2];
+    zero_state(acc, m_run, d_run);
 
     for (int jj = j; jj < j + cnt; ++jj) {
       cp_async_wait<kStages - 2>();
@@ -227,97 +203,8 @@ __device__ __forceinline__ void split_phase(const Args& a, uint8_t* smem, const 
       issue(jj + kStages - 1, next_src);
       next_src = lookup(jj + kStages);
       const uint32_t stage = ring + (jj % kStages) * kStageBytes;
-      // 1. scores of tokens 8 nt.. over k-steps 18 kh.. (two chains)
-      {
-        float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
-        const uint32_t kaddr =
-            stage + (8 * nt + (lane & 7)) * kRowStride + (16 * kh * kKHalf + 8 * (lane >> 3)) * 2;
-#pragma unroll
-        for (int kp = 0; kp < kKHalf / 2; ++kp) {
-          uint32_t kb[4];
-          ldsm_x4(kb, kaddr + kp * 64);
-          mma(s0, qf[2 * kp], kb[0], kb[1]);
-          mma(s1, qf[2 * kp + 1], kb[2], kb[3]);
-        }
-        float* dst = s_sc + kh * 16 * kScStride + 8 * nt + 2 * t;
-        *reinterpret_cast<float2*>(dst + g * kScStride) = make_float2(s0[0] + s1[0], s0[1] + s1[1]);
-        *reinterpret_cast<float2*>(dst + (g + 8) * kScStride) =
-            make_float2(s0[2] + s1[2], s0[3] + s1[3]);
-      }
-      __syncthreads();  // both k-halves of all 32 tokens written
-      // 2. online softmax of rows g, g + 8 (every warp the same), P as A fragments of 2 k-steps
-      const int tok0 = (ck + jj - j) * kTile;
-      float sv[2][2][2][2];  // [k-step][row][col half][pair element]
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks)
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            const int col = 16 * ks + 8 * hh + 2 * t;
-            const int row = g + 8 * rr;
-            const float2 x = *reinterpret_cast<const float2*>(s_sc + row * kScStride + col);
-            const float2 y = *reinterpret_cast<const float2*>(s_sc + (16 + row) * kScStride + col);
-            sv[ks][rr][hh][0] = tail_score(tok0 + col, len, x.x + y.x, a.scale_log2);
-            sv[ks][rr][hh][1] = tail_score(tok0 + col + 1, len, x.y + y.y, a.scale_log2);
-            mx[rr] = fmaxf(mx[rr], fmaxf(sv[ks][rr][hh][0], sv[ks][rr][hh][1]));
-          }
-      float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-        const float m_new = fmaxf(m_run[rr], mx[rr]);
-        m_use[rr] = m_new == -INFINITY ? 0.f : m_new;
-        alpha[rr] = exp2_fast(m_run[rr] - m_use[rr]);
-        m_run[rr] = m_new;
-      }
-      uint32_t pa[2][4];
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks) {
-        float p[2][2][2];
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              p[rr][hh][e] = exp2_fast(sv[ks][rr][hh][e] - m_use[rr]);
-              rs[rr] += p[rr][hh][e];
-            }
-        pa[ks][0] = pack_bf16(p[0][0][0], p[0][0][1]);
-        pa[ks][1] = pack_bf16(p[1][0][0], p[1][0][1]);
-        pa[ks][2] = pack_bf16(p[0][1][0], p[0][1][1]);
-        pa[ks][3] = pack_bf16(p[1][1][0], p[1][1][1]);
-      }
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
-        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
-        d_run[rr] = d_run[rr] * alpha[rr] + rs[rr];
-      }
-      // Rescale only when a row's max moved (rarely once it settles).
-      if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f))
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          acc[n][0] *= alpha[0];
-          acc[n][1] *= alpha[0];
-          acc[n][2] *= alpha[1];
-          acc[n][3] *= alpha[1];
-        }
-      // 3. O[16, columns 64 warp..] += P V
-      const uint32_t vaddr = stage + ((lane & 7) + 8 * ((lane >> 3) & 1)) * kRowStride +
-                             (kCols * warp + 8 * (lane >> 4)) * 2;
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks)
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          uint32_t vb[4];
-          ldsm_x4_t(vb, vaddr + 16 * ks * kRowStride + np * 32);
-          mma(acc[2 * np], pa[ks], vb[0], vb[1]);
-          mma(acc[2 * np + 1], pa[ks], vb[2], vb[3]);
-        }
+      tile_step(stage, qf, s_sc, (ck + jj - j) * kTile, len, a.scale_log2, acc, m_run, d_run, warp,
+                lane);
       if (jj == 0) LAT_TRACE(4);
     }
 
