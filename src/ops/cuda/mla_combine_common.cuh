@@ -311,8 +311,12 @@ __device__ __forceinline__ void combine_partials(const Args& a) {
 // at once (combine_partials loads the lse first, then the values: two round trips, and four
 // block barriers between them); the max and the sums meet by shuffles among the chunk's lanes,
 // with no block barrier after the wait. More pieces, and the empty sequences: combine_partials.
-// (mla_decode_mem_combine.cu does the same for the memory-bound kernel's partition.)
-template <int kThreads, int L, int HG, int kTile, int kUnroll, int kMin = kMinTiles>
+// kSeqCost: the split's virtual tiles a piece costs (cta_tile_range), 0 for the sm90 kernel.
+// kVolatileLoads: the partial loads as volatile asm, so every one is issued before the first is
+// used (the sm90 combine measured ptxas waiting for the lse first without it; the memory-bound
+// kernel's combine, with 4 lanes a chunk, was measured with plain loads).
+template <int kThreads, int L, int HG, int kTile, int kUnroll, int kMin = kMinTiles,
+          int kSeqCost = 0, bool kVolatileLoads = true>
 __device__ __forceinline__ void combine_one_trip(const Args& a) {
   constexpr int kGroups = kThreads / (L / 4);
   static_assert(kGroups >= 1 && kGroups <= 32 && kGroups * (L / 4) == kThreads &&
@@ -322,9 +326,11 @@ __device__ __forceinline__ void combine_one_trip(const Args& a) {
   __shared__ int s_row[kGroups * kUnroll];
   const int b = blockIdx.x, h = blockIdx.y;
   const int group = h / HG, hl = h % HG;
-  float before = 0.f, all = 0.f;  // tile counts (exact in fp32 below 2^24)
+  float before = 0.f, all = 0.f;  // (virtual) tile counts (exact in fp32 below 2^24)
   for (int i = threadIdx.x; i < a.batch; i += kThreads) {
-    const float tiles = static_cast<float>((seq_tokens(a, i) + kTile - 1) / kTile);
+    const int t = (seq_tokens(a, i) + kTile - 1) / kTile;
+    float tiles = static_cast<float>(t);
+    if constexpr (kSeqCost > 0) tiles = static_cast<float>(t > 0 ? t + kSeqCost : 0);
     all += tiles;
     if (i < b) before += tiles;
   }
@@ -332,11 +338,12 @@ __device__ __forceinline__ void combine_one_trip(const Args& a) {
   const int total = static_cast<int>(block_reduce<kThreads>(all, false, s_red));
   const int mine = (seq_tokens(a, b) + kTile - 1) / kTile;
   const int ctas = active_ctas<kMin>(total, a.ctas_per_group);
-  const int c_lo = mine > 0 ? cta_of(tiles_before, total, ctas) : 0;
-  const int n = mine > 0 ? cta_of(tiles_before + mine - 1, total, ctas) - c_lo + 1 : 0;
+  const int first = tiles_before + kSeqCost;  // the (virtual) index of the first real tile
+  const int c_lo = mine > 0 ? cta_of(first, total, ctas) : 0;
+  const int n = mine > 0 ? cta_of(first + mine - 1, total, ctas) - c_lo + 1 : 0;
   if (n == 1) return;  // one CTA held it all and wrote the final result
   if (mine == 0 || n > kGroups * kUnroll) {
-    combine_partials<kThreads, L, HG, kTile, 8, true, kMin>(a);
+    combine_partials<kThreads, L, HG, kTile, 8, true, kMin, kSeqCost>(a);
     return;
   }
   if (threadIdx.x < n) {  // as combine_partials (partial_row in int); -1: a CTA without tiles
@@ -357,13 +364,16 @@ __device__ __forceinline__ void combine_one_trip(const Args& a) {
     l[u] = -INFINITY;
     v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
     if (row >= 0) {
-      // volatile: every load is issued before the first is used (ptxas otherwise waits for the
-      // lse before it loads the values, a second round trip)
       const float* pv = a.part_out + static_cast<int64_t>(row) * L + 4 * cc;
-      asm volatile("ld.global.f32 %0, [%1];\n" : "=f"(l[u]) : "l"(a.part_lse + row));
-      asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=f"(v[u].x), "=f"(v[u].y), "=f"(v[u].z), "=f"(v[u].w)
-                   : "l"(pv));
+      if constexpr (kVolatileLoads) {
+        asm volatile("ld.global.f32 %0, [%1];\n" : "=f"(l[u]) : "l"(a.part_lse + row));
+        asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=f"(v[u].x), "=f"(v[u].y), "=f"(v[u].z), "=f"(v[u].w)
+                     : "l"(pv));
+      } else {
+        l[u] = a.part_lse[row];
+        v[u] = *reinterpret_cast<const float4*>(pv);
+      }
     }
   }
   float mx = l[0];
