@@ -283,15 +283,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           uint4 pa;
           {
             float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-            for (int n = 0; n < 2; ++n)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const int pos = tok0 + 8 * n + 2 * t + (e & 1);
-                const float v = tail_score(pos, len, sc[n][e], a.scale_log2);
-                sc[n][e] = v;
-                mx[e >> 1] = fmaxf(mx[e >> 1], v);
-              }
+            mask_scores(sc, mx, tok0, t, len, a.scale_log2);
             float alpha[2], m_use[2], rs[2] = {0.f, 0.f};
             alpha[0] = alpha[1] = 1.f;
             softmax_rows_update(mx, m_run, d_run, m_use, alpha);
@@ -303,26 +295,12 @@ __global__ void __launch_bounds__(kThreads, 1)
                 rs[e >> 1] += p;
                 sc[n][e] = p;
               }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
-              rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
-              d_run[r] += rs[r];
-            }
+            add_row_sums(rs, d_run);
             pa.x = pack_bf16(sc[0][0], sc[0][1]);
             pa.y = pack_bf16(sc[0][2], sc[0][3]);
             pa.z = pack_bf16(sc[1][0], sc[1][1]);
             pa.w = pack_bf16(sc[1][2], sc[1][3]);
-            // Rescale only when a row's max moved (rarely, once the max settles).
-            if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-#pragma unroll
-              for (int n = 0; n < 32; ++n) {
-                acc[n][0] *= alpha[0];
-                acc[n][1] *= alpha[0];
-                acc[n][2] *= alpha[1];
-                acc[n][3] *= alpha[1];
-              }
-            }
+            rescale_rows(acc, alpha);
           }
           // 3. O[16, 256 columns of half ch] += P . V
           // n-tiles 2p, 2p + 1: chunks 8 (p >> 1) + 4 ch + 2 (p & 1), + 1

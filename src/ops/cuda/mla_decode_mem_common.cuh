@@ -154,6 +154,45 @@ __device__ __forceinline__ void softmax_rows_update(float (&mx)[2], float (&m_ru
   }
 }
 
+// A tile's scores in the log2 domain, -inf past the sequence's end, and the rows' maxima over this
+// lane's columns (rows g and g + 8: fragment elements e >> 1).
+template <int N>
+__device__ __forceinline__ void mask_scores(float (&sc)[N][4], float (&mx)[2], int tok0, int t,
+                                            int len, float scale_log2) {
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int pos = tok0 + 8 * n + 2 * t + (e & 1);
+      const float v = tail_score(pos, len, sc[n][e], scale_log2);
+      sc[n][e] = v;
+      mx[e >> 1] = fmaxf(mx[e >> 1], v);
+    }
+}
+
+// The tile's row sums (this lane's part) over the quad, added to the running denominators.
+__device__ __forceinline__ void add_row_sums(float (&rs)[2], float (&d_run)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
+    rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
+    d_run[r] += rs[r];
+  }
+}
+
+// O *= alpha per row, only when some row's factor is not 1 (rarely, once the max settles).
+__device__ __forceinline__ void rescale_rows(float (&acc)[32][4], const float (&alpha)[2]) {
+  if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+#pragma unroll
+    for (int n = 0; n < 32; ++n) {
+      acc[n][0] *= alpha[0];
+      acc[n][1] *= alpha[0];
+      acc[n][2] *= alpha[1];
+      acc[n][3] *= alpha[1];
+    }
+  }
+}
+
 // 16 zero bytes to shared memory (volatile asm: kept in order with the fragment loads).
 __device__ __forceinline__ void sts_zero16(uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");

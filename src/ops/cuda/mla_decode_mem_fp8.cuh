@@ -110,15 +110,7 @@ __device__ __forceinline__ void fp8_tiles(const Args& a, const int* s_cum, int c
     uint4 pa[2];
     {
       float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int n = 0; n < 4; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int pos = tok0 + 8 * n + 2 * t + (e & 1);
-          const float v = tail_score(pos, len, sc[n][e], a.scale_log2);
-          sc[n][e] = v;
-          mx[e >> 1] = fmaxf(mx[e >> 1], v);
-        }
+      mask_scores(sc, mx, tok0, t, len, a.scale_log2);
       // c_tile from the largest scale of the 32 tokens (8 per lane: after the two shuffles
       // every lane holds the same maximum, so c stays warp-uniform)
       float smax = 0.f;
@@ -143,12 +135,7 @@ __device__ __forceinline__ void fp8_tiles(const Args& a, const int* s_cum, int c
           rs[e >> 1] += p;
           sc[n][e] = p * (fscale[n][e & 1] * two_c);
         }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
-        rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
-        d_run[r] += rs[r];
-      }
+      add_row_sums(rs, d_run);
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk) {  // k-step kk: tokens 16 kk .. (n-tiles 2 kk, 2 kk + 1)
         pa[kk].x = pack_f16(sc[2 * kk][0], sc[2 * kk][1]);
@@ -156,16 +143,7 @@ __device__ __forceinline__ void fp8_tiles(const Args& a, const int* s_cum, int c
         pa[kk].z = pack_f16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
         pa[kk].w = pack_f16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
       }
-      // rescale only when a row's max moved (rarely, once the max settles) or c fell
-      if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-#pragma unroll
-        for (int n = 0; n < 32; ++n) {
-          acc[n][0] *= alpha[0];
-          acc[n][1] *= alpha[0];
-          acc[n][2] *= alpha[1];
-          acc[n][3] *= alpha[1];
-        }
-      }
+      rescale_rows(acc, alpha);  // a row's max moved, or c fell
     }
     // 3. O[16, 256 columns of half ch] += P . V. ldmatrix.trans of b16 pairs (8x8 matrices:
     // 8 tokens x 16 bytes; 656-byte rows hit 8 distinct 16-byte bank groups) gives lane (g, t)
